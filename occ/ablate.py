@@ -3,9 +3,11 @@
 The Order of Compression paper found its order by trying orders; this makes that
 experiment a command on the user's own model. Each technique (all prune stages together
 count as one, in recipe order) runs with the same config in every order; entropy coding
-stays last. Orders share prefixes: the state after ``KD -> P`` is computed once and
-reused by every order that starts that way, and saved on disk so an interrupted
-ablation continues where it stopped.
+stays last. Orders are ranked by BitOps among those within ``tolerance`` of the best
+quality: accuracy points for classification, MAE (target units) for regression (default
+0.5 points, or 5 % of the baseline's MAE). Orders share prefixes: the state after
+``KD -> P`` is computed once and reused by every order that starts that way, and saved on
+disk so an interrupted ablation continues where it stopped.
 """
 
 from __future__ import annotations
@@ -89,18 +91,36 @@ def builtin_order(units: list[Unit]) -> tuple[str, ...]:
     return tuple(units[i].label for i in order_mod.sort_indices(cats))
 
 
+REGRESSION_TOLERANCE_SHARE = 0.05
+"""Regression's default tolerance: this share of the baseline's MAE (targets have units)."""
+
+
 def _score(r: OrderResult) -> float:
     return r.metrics.get("bitops", float("inf"))
 
 
+def _quality(r: OrderResult) -> float:
+    """Higher is better: accuracy (%), or minus the MAE on a regression task."""
+    mae = r.metrics.get("mae")
+    return -mae if mae is not None else r.metrics["accuracy"]
+
+
+def default_tolerance(recipe: Recipe, baseline_mae: float | None) -> float:
+    """0.5 accuracy points, or 5 % of the baseline's MAE on a regression task."""
+    if recipe.task == "regression" and baseline_mae is not None:
+        return REGRESSION_TOLERANCE_SHARE * baseline_mae
+    return 0.5
+
+
 def rank(results: list[OrderResult], tolerance: float) -> list[OrderResult]:
-    """Orders within ``tolerance`` points of the best accuracy, by BitOps; then the rest."""
+    """Orders within ``tolerance`` of the best quality (accuracy points, or MAE for
+    regression), by BitOps; then the rest, best quality first."""
     ok = [r for r in results if r.status == "ok"]
-    best = max((r.metrics["accuracy"] for r in ok), default=0.0)
-    good = sorted((r for r in ok if r.metrics["accuracy"] >= best - tolerance),
-                  key=lambda r: (_score(r), -r.metrics["accuracy"], r.order))
-    rest = sorted((r for r in ok if r.metrics["accuracy"] < best - tolerance),
-                  key=lambda r: (-r.metrics["accuracy"], _score(r), r.order))
+    best = max((_quality(r) for r in ok), default=0.0)
+    good = sorted((r for r in ok if _quality(r) >= best - tolerance),
+                  key=lambda r: (_score(r), -_quality(r), r.order))
+    rest = sorted((r for r in ok if _quality(r) < best - tolerance),
+                  key=lambda r: (-_quality(r), _score(r), r.order))
     failed = sorted((r for r in results if r.status != "ok"), key=lambda r: r.order)
     return good + rest + failed
 
@@ -189,28 +209,34 @@ class _Runner:
 
 
 def ablate(recipe: Recipe, ctx: RunContext, *, out_dir: Path, max_orders: int | None,
-           seed: int, tolerance: float, checkpoint_sha: str) -> dict[str, Any]:
-    """Run the orders, rank them, and write ``ablation.{json,md}`` plus a plot."""
+           seed: int, tolerance: float | None, checkpoint_sha: str) -> dict[str, Any]:
+    """Run the orders, rank them, and write ``ablation.{json,md}`` plus a plot.
+
+    ``tolerance``: None = ``default_tolerance``.
+    """
     units, last = units_of(recipe)
     if len(units) < 2:
         raise RecipeError(f"needs at least two techniques to permute, got "
                           f"{[u.label for u in units]}", where=f"{recipe.source}: stages")
     if max_orders is not None and max_orders < 1:
         raise RecipeError(f"must be >= 1, got {max_orders}", where="--max-orders")
-    if tolerance < 0:
+    if tolerance is not None and tolerance < 0:
         raise RecipeError(f"must be >= 0, got {tolerance}", where="--tolerance")
     by_label = {u.label: u for u in units}
     orders = choose_orders(units, max_orders, seed)
     builtin = builtin_order(units)
     run = _Runner(recipe, ctx, out_dir, checkpoint_sha)
     base_metrics, run.base_out = runner.measure_ctx(ctx, run._plan([]), None)
+    if tolerance is None:
+        tolerance = default_tolerance(recipe, base_metrics.mae)
     results = []
     t0 = time.perf_counter()
     for order in ctx.progress.track(orders, total=len(orders), description="orders"):
         results.append(_run_order(run, order, by_label, last, builtin))
     ranked = rank(results, tolerance)
     doc = {"recipe": recipe.source, "techniques": [u.label for u in units],
-           "builtin": list(builtin), "tolerance": tolerance, "seed": seed,
+           "builtin": list(builtin), "task": recipe.task, "tolerance": tolerance,
+           "seed": seed,
            "orders_run": len(orders), "stage_executions": run.executed,
            "baseline": {k: v for k, v in base_metrics.to_dict(layers=False).items()},
            "ranking": [r.__dict__ for r in ranked],
@@ -234,8 +260,8 @@ def _run_order(run: _Runner, order: tuple[str, ...], units: dict[str, Unit],
         if m is None:  # nothing pinned last: measure the restored prefix state
             m, _ = runner.measure_ctx(run.ctx, plan, run.base_out)
         result.metrics = {k: m.to_dict(layers=False)[k] for k in
-                          ("accuracy", "agreement", "params", "nonzero_params", "macs",
-                           "bitops", "sparse_bitops", "bytes")}
+                          ("accuracy", "agreement", "mae", "rmse", "params", "nonzero_params",
+                           "macs", "bitops", "sparse_bitops", "bytes")}
     except OccError as err:
         result.status, result.error = "failed", str(err)
         log.warning("order %s failed: %s", " -> ".join(order), err)
@@ -244,18 +270,20 @@ def _run_order(run: _Runner, order: tuple[str, ...], units: dict[str, Unit],
 
 def to_markdown(doc: dict[str, Any]) -> str:
     """``ablation.md``: the ranking and the pairwise table, plainly."""
+    regression = doc.get("task") == "regression"
+    quality, col = quality_label(doc)
     lines = [f"# occ ablate: {doc['recipe']}", "",
              f"{doc['orders_run']} orders of {', '.join(doc['techniques'])}; built-in order "
              f"{' → '.join(doc['builtin'])} ranks **{doc['builtin_rank']}** of "
-             f"{len(doc['ranking'])} (BitOps among orders within {doc['tolerance']} pt of the "
-             "best accuracy).", "",
-             "| rank | order | acc % | agree % | BitOps | bytes | status |",
+             f"{len(doc['ranking'])} (BitOps among orders within {doc['tolerance']:.4g} "
+             f"{quality}).", "",
+             f"| rank | order | {col} | agree % | BitOps | bytes | status |",
              "|---:|---|---:|---:|---:|---:|---|"]
     for i, r in enumerate(doc["ranking"], 1):
         m = r["metrics"]
         mark = " (built-in)" if r["builtin"] else ""
         lines.append(f"| {i} | {' → '.join(r['order'])}{mark} | "
-                     f"{m.get('accuracy', float('nan')):.2f} | "
+                     f"{quality_value(m, regression)} | "
                      f"{m.get('agreement') or float('nan'):.2f} | "
                      f"{m.get('bitops', float('nan')):.3g} | {m.get('bytes', '-')} | "
                      f"{r['status'] if r['status'] == 'ok' else 'failed: ' + str(r['error'])} |")
@@ -271,25 +299,41 @@ def to_markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def quality_label(doc: dict[str, Any]) -> tuple[str, str]:
+    """(what the tolerance is measured against, the table column) for ``doc``'s task."""
+    if doc.get("task") == "regression":
+        return "MAE of the best MAE", "MAE"
+    return "pt of the best accuracy", "acc %"
+
+
+def quality_value(m: dict[str, Any], regression: bool) -> str:
+    """The ranking's quality cell: accuracy (2 decimals) or MAE (4)."""
+    if regression:
+        return f"{m['mae']:.4f}" if m.get("mae") is not None else "-"
+    return f"{m.get('accuracy', float('nan')):.2f}"
+
+
 def _plot(doc: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    regression = doc.get("task") == "regression"
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in doc["ranking"]:
         if r["status"] != "ok":
             continue
         m = r["metrics"]
+        y = m["mae"] if regression else m["accuracy"]
         style = {"color": "crimson", "s": 80, "zorder": 3} if r["builtin"] else \
             {"color": "steelblue", "s": 30}
-        ax.scatter(m["bitops"], m["accuracy"], **style)
-        ax.annotate("→".join(r["order"]), (m["bitops"], m["accuracy"]), fontsize=6,
+        ax.scatter(m["bitops"], y, **style)
+        ax.annotate("→".join(r["order"]), (m["bitops"], y), fontsize=6,
                     xytext=(3, 2), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel("BitOps (log; expected BitOps with early exit)")
-    ax.set_ylabel("accuracy %")
+    ax.set_ylabel("MAE (lower is better)" if regression else "accuracy %")
     ax.set_title("occ ablate: one point per order (built-in in red)")
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -84,20 +84,21 @@ def compress(recipe_path: str | os.PathLike[str], *, checkpoint: str | None = No
 
 def ablate(recipe_path: str | os.PathLike[str], *, checkpoint: str | None = None,
            out: str | None = None, max_orders: int | None = None, seed: int | None = None,
-           tolerance: float = 0.5, trust_checkpoint: bool = False,
+           tolerance: float | None = None, trust_checkpoint: bool = False,
            progress: Progress | None = None) -> dict[str, Any]:
     """Run every order of the recipe's techniques (prefixes shared) and rank them.
 
     Writes ``ablation.json``, ``ablation.md`` and ``ablation.png`` under ``out``
     (default: the recipe's output directory + ``-ablation``); rerunning into the same
-    directory reuses every prefix already computed.
+    directory reuses every prefix already computed. ``tolerance``: accuracy points, or MAE
+    (target units) on a regression task; None = 0.5 points / 5 % of the baseline's MAE.
     """
     from occ import ablate as ablate_mod
     from occ import resume, runner
 
     if max_orders is not None and max_orders < 1:
         raise RecipeError(f"must be >= 1, got {max_orders}", where="--max-orders")
-    if tolerance < 0:
+    if tolerance is not None and tolerance < 0:
         raise RecipeError(f"must be >= 0, got {tolerance}", where="--tolerance")
     recipe = load_recipe(recipe_path)
     units, _ = ablate_mod.units_of(recipe)
@@ -118,10 +119,15 @@ def ablate(recipe_path: str | os.PathLike[str], *, checkpoint: str | None = None
 def train(arch: str, *, data: str = "mnist5k", epochs: int = 15, out: str,
           lr: float = 0.05, batch_size: int = 128, seed: int = 0, device: str = "auto",
           kwargs: dict[str, Any] | None = None, root: str | None = None,
-          limit_train: int | None = None, pad_to: int | None = None,
+          limit_train: int | None = None, pad_to: int | None = None, loss: str = "auto",
           progress: Progress | None = None) -> dict[str, Any]:
-    """Train a baseline so a fresh machine can go end to end; writes an occ checkpoint."""
+    """Train a baseline so a fresh machine can go end to end; writes an occ checkpoint.
+
+    ``loss``: ``auto`` (cross-entropy, or MSE on a regression dataset), ``mse`` or ``l1``.
+    """
     from occ import runner
+    from occ.data.names import task_of
+    from occ.recipe import resolve_loss
 
     if epochs < 1:
         raise RecipeError(f"must be >= 1, got {epochs}", where="--epochs")
@@ -132,8 +138,10 @@ def train(arch: str, *, data: str = "mnist5k", epochs: int = 15, out: str,
     fields = {"dataset": data, "batch_size": batch_size, "root": root,
               "limit_train": limit_train, "pad_to": pad_to}
     spec = from_dict(DataSpec, {k: v for k, v in fields.items() if v is not None}, where="data")
+    loss = resolve_loss(loss, task_of(spec.dataset), where="--loss")
     return runner.train_baseline(arch, kwargs or {}, spec, epochs=epochs, lr=lr, out=out,
-                                 seed=seed, device=device, progress=progress or NullProgress())
+                                 seed=seed, device=device, loss=loss,
+                                 progress=progress or NullProgress())
 
 
 def evaluate(path: str | os.PathLike[str], *, data: str | None = None, root: str | None = None,

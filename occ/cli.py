@@ -223,9 +223,10 @@ def ablate(
     = None,
     seed: Annotated[int | None, typer.Option(help="Seed for the sample (default: recipe's).")]
     = None,
-    tolerance: Annotated[float, typer.Option(
-        help="Rank by BitOps among orders within this many points of the best accuracy.")]
-    = 0.5,
+    tolerance: Annotated[float | None, typer.Option(
+        help="Rank by BitOps among orders within this many points of the best accuracy "
+             "(regression: this much MAE of the best MAE). Default 0.5 points, or 5% of "
+             "the baseline's MAE.")] = None,
     checkpoint: Annotated[str | None, typer.Option(help="Input checkpoint.")] = None,
     out: Annotated[str | None, typer.Option(help="Output directory.")] = None,
     trust_checkpoint: TrustCkptOpt = False,
@@ -244,12 +245,15 @@ def ablate(
 
     table = Table(title=f"occ ablate: built-in order ranks {doc['builtin_rank']} of "
                         f"{len(doc['ranking'])}", title_justify="left")
-    for col in ("rank", "order", "acc %", "agree %", "BitOps", "bytes", "status"):
+    from occ.ablate import quality_label, quality_value
+
+    regression = doc.get("task") == "regression"
+    for col in ("rank", "order", quality_label(doc)[1], "agree %", "BitOps", "bytes", "status"):
         table.add_column(col, justify="left" if col in ("order", "status") else "right")
     for i, r in enumerate(doc["ranking"], 1):
         m = r["metrics"]
         name = " → ".join(r["order"]) + (" *" if r["builtin"] else "")
-        table.add_row(str(i), name, f"{m.get('accuracy', 0):.2f}",
+        table.add_row(str(i), name, quality_value(m, regression),
                       f"{m.get('agreement') or 0:.2f}", f"{m.get('bitops', 0):.3g}",
                       f"{m.get('bytes', 0):,}", r["status"])
     console = _console()
@@ -275,6 +279,8 @@ def train(
     pad_to: Annotated[int | None, typer.Option(
         "--pad-to", help="Zero-pad images to this square size (e.g. 32 for CIFAR ResNets).")]
     = None,
+    loss: Annotated[str, typer.Option(
+        help="auto (cross_entropy; mse on a regression dataset), mse or l1.")] = "auto",
     as_json: JsonOpt = False,
 ) -> None:
     """Train a baseline checkpoint (so a fresh machine can go end to end)."""
@@ -283,7 +289,7 @@ def train(
     kwargs = {"width": width} if width is not None else {}
     result = _run(lambda: api.train(model, data=data, root=root, epochs=epochs, out=out, lr=lr,
                                     batch_size=batch_size, seed=seed, kwargs=kwargs,
-                                    pad_to=pad_to,
+                                    pad_to=pad_to, loss=loss,
                                     progress=_RichProgress()))
     if as_json:
         _emit_json(result)
@@ -324,14 +330,17 @@ def eval_(
     table = Table(title=f"{result['kind']}: {path}", title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("accuracy", "mae", "rmse", "params", "nonzero_params", "macs", "sparse_macs",
+    regression = result.get("mae") is not None
+    quality = ("mae", "rmse", "accuracy") if regression else ("accuracy",)
+    for key in (*quality, "params", "nonzero_params", "macs", "sparse_macs",
                 "bitops", "sparse_bitops", "bytes", "bits_per_weight"):
         v = result.get(key)
         if key in ("mae", "rmse"):
-            if v is not None:  # regression only
-                table.add_row(key, f"{v:.4f}")
+            table.add_row(key, f"{v:.4f}")
             continue
-        table.add_row(key, "-" if v is None else f"{v:,.2f}" if isinstance(v, float) else f"{v:,}")
+        label = "% within 0.1 of target" if key == "accuracy" and regression else key
+        table.add_row(label, "-" if v is None else f"{v:,.2f}" if isinstance(v, float)
+                      else f"{v:,}")
     if result.get("exits"):
         table.add_row("exits", json.dumps(result["exits"].get("shares")))
     lat = result.get("latency")

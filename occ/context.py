@@ -85,6 +85,19 @@ class RunContext:
         return self.data.loader(split, size, shuffle=shuffle, seed=self.seed,
                                 num_workers=workers)
 
+    @property
+    def task(self) -> str:
+        """``classification`` or ``regression`` (the data's, which the recipe's ``task``
+        was checked against)."""
+        return getattr(self.data, "task", "classification")
+
+    @property
+    def loss_fn(self):
+        """The recipe's training loss (``occ.train.task_loss``) as a ``fit`` hook."""
+        from occ.train import task_loss
+
+        return task_loss(getattr(self.recipe, "loss", "auto"))
+
     def stage_device(self, name: str) -> torch.device:
         """The device a stage asked for (``auto`` = the run's device)."""
         from occ.train import resolve_device

@@ -25,34 +25,35 @@ from occ.errors import ModelError, RecipeError
 from occ.models import build_model, data_kwargs
 from occ.models.names import arch_kind
 from occ.models.zoo import builder_params
-from occ.train import LossFn
+from occ.train import LossFn, default_loss
 
 
 def kd_loss(student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor, *,
-            temperature: float, alpha: float) -> torch.Tensor:
-    """(1 - alpha) * CE(student, targets) + alpha * T^2 * KL(softmax(t/T) || softmax(s/T)).
+            temperature: float, alpha: float, hard: LossFn = default_loss) -> torch.Tensor:
+    """(1 - alpha) * hard(student, targets) + alpha * T^2 * KL(softmax(t/T) || softmax(s/T)).
 
-    Float targets (regression) use MSE for both terms instead of CE and KL.
+    ``hard`` is the task's loss (``occ.train.task_loss``: cross-entropy on class targets).
+    Float targets (regression): the soft term is the MSE to the teacher's outputs, and
+    ``hard`` is the recipe's regression loss (MSE or L1).
     """
+    hard_term = hard(student, targets)
     if targets.is_floating_point():
-        s = student.reshape(targets.shape)
-        hard = F.mse_loss(s, targets)
-        soft = F.mse_loss(s, teacher.reshape(targets.shape))
-        return (1.0 - alpha) * hard + alpha * soft
-    hard = F.cross_entropy(student, targets)
+        soft = F.mse_loss(student.reshape(targets.shape), teacher.reshape(targets.shape))
+        return (1.0 - alpha) * hard_term + alpha * soft
     t = temperature
     soft = F.kl_div(F.log_softmax(student / t, dim=1), F.log_softmax(teacher / t, dim=1),
                     reduction="batchmean", log_target=True) * (t * t)
-    return (1.0 - alpha) * hard + alpha * soft
+    return (1.0 - alpha) * hard_term + alpha * soft
 
 
 def distill_loss_fn(teacher: nn.Module, *, temperature: float = 4.0, alpha: float = 0.9,
-                    hints: FeatureHints | None = None, hint_weight: float = 1.0) -> LossFn:
+                    hints: FeatureHints | None = None, hint_weight: float = 1.0,
+                    hard: LossFn = default_loss) -> LossFn:
     """A ``fit`` loss hook: the student's outputs against ``teacher``'s on the same inputs.
 
     Args:
         teacher: runs in eval mode under ``no_grad``; it is never trained.
-        temperature, alpha: see ``kd_loss``.
+        temperature, alpha, hard: see ``kd_loss`` (``hard``: the task's loss).
         hints: feature hints between teacher and student layers; their mean-squared
             error, times ``hint_weight``, is added to the loss.
     """
@@ -62,10 +63,11 @@ def distill_loss_fn(teacher: nn.Module, *, temperature: float = 4.0, alpha: floa
         with torch.no_grad():
             t = teacher(inputs)
         if isinstance(outputs, (list, tuple)):  # early exits in train mode: every head learns
-            total = torch.stack([kd_loss(o, t, targets, temperature=temperature, alpha=alpha)
-                                 for o in outputs]).mean()
+            total = torch.stack([kd_loss(o, t, targets, temperature=temperature, alpha=alpha,
+                                         hard=hard) for o in outputs]).mean()
         else:
-            total = kd_loss(outputs, t, targets, temperature=temperature, alpha=alpha)
+            total = kd_loss(outputs, t, targets, temperature=temperature, alpha=alpha,
+                            hard=hard)
         if hints is not None:
             total = total + hint_weight * hints.loss()
         return total

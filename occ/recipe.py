@@ -112,6 +112,9 @@ class Recipe:
     output: str | None = None
     device: str = "auto"
     min_accuracy: float | None = None
+    task: Literal["classification", "regression"] = "classification"
+    loss: Literal["cross_entropy", "mse", "l1"] = "cross_entropy"
+    max_mae: float | None = None
     source: str = field(default="<recipe>", compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -119,13 +122,14 @@ class Recipe:
         return {
             "version": self.version, "name": self.name, "seed": self.seed,
             "model": to_dict(self.model), "data": to_dict(self.data), "order": self.order,
-            "device": self.device, "min_accuracy": self.min_accuracy,
+            "device": self.device, "task": self.task, "loss": self.loss,
+            "min_accuracy": self.min_accuracy, "max_mae": self.max_mae,
             "stages": [s.to_dict() for s in self.stages], "output": self.output,
         }
 
 
-_TOP_KEYS = ("version", "name", "seed", "model", "data", "order", "device", "min_accuracy",
-             "stages", "output")
+_TOP_KEYS = ("version", "name", "seed", "model", "data", "task", "loss", "order", "device",
+             "min_accuracy", "max_mae", "stages", "output")
 
 
 def _parse_stage(raw: Any, where: str) -> Stage:
@@ -172,9 +176,58 @@ def parse_recipe(data: Any, *, source: str = "<recipe>") -> Recipe:
     _check_duplicates(stages, source)
     body = {k: v for k, v in data.items() if k not in ("stages", "version")}
     head = from_dict(_RecipeHead, body, where=f"{source}:")
+    task, loss = _resolve_task(head, source)
+    stages = tuple(_for_task(s, task, f"{source}: stages[{i}]") for i, s in enumerate(stages))
     return Recipe(version=RECIPE_VERSION, name=head.name, model=head.model, stages=stages,
                   seed=head.seed, data=head.data, order=head.order, output=head.output,
-                  device=head.device, min_accuracy=head.min_accuracy, source=source)
+                  device=head.device, min_accuracy=head.min_accuracy, task=task, loss=loss,
+                  max_mae=head.max_mae, source=source)
+
+
+def _resolve_task(head: _RecipeHead, source: str) -> tuple[str, str]:
+    """(task, loss) with ``auto`` filled in from the dataset; mismatches are errors.
+
+    The task is the dataset's (``mnist5k-rotation`` is regression, every other dataset
+    classification); a recipe that says ``task:`` is checked against it, and the
+    quality floor (``min_accuracy`` / ``max_mae``) and ``loss`` must suit it.
+    """
+    from occ.data.names import REGRESSION, task_of
+
+    actual = task_of(head.data.dataset)
+    if head.task not in ("auto", actual):
+        hint = (f"; regression datasets: {', '.join(REGRESSION)}" if head.task == "regression"
+                else "")
+        raise RecipeError(f"is {head.task} but data.dataset {head.data.dataset} is a "
+                          f"{actual} dataset{hint}", where=f"{source}: task")
+    if actual == "regression":
+        check(head.min_accuracy is None, f"{source}: min_accuracy",
+              "is a classification floor (percent); regression recipes use max_mae "
+              "(target units)")
+    else:
+        check(head.max_mae is None, f"{source}: max_mae",
+              f"applies to regression tasks; {head.data.dataset} is classification "
+              "(use min_accuracy)")
+    return actual, resolve_loss(head.loss, actual, where=f"{source}: loss")
+
+
+def resolve_loss(loss: str, task: str, *, where: str = "loss") -> str:
+    """The training loss for ``task``: ``auto`` filled in, a loss of the other task refused.
+
+    Classification trains on ``cross_entropy``; regression on ``mse`` (``auto``) or ``l1``.
+    """
+    allowed = ("mse", "l1") if task == "regression" else ("cross_entropy",)
+    if loss == "auto":
+        return allowed[0]
+    check(loss in allowed, where, f"{loss} does not apply to {task}; allowed: "
+          f"{', '.join(('auto', *allowed))}")
+    return loss
+
+
+def _for_task(stage: Stage, task: str, where: str) -> Stage:
+    try:
+        return replace(stage, config=stage.config.for_task(task))
+    except RecipeError as err:
+        raise err.located(where) from None
 
 
 @dataclass(frozen=True)
@@ -188,12 +241,17 @@ class _RecipeHead:
     order: Literal["auto", "as-written"] = "auto"
     output: str | None = None
     device: str = "auto"
+    task: Literal["auto", "classification", "regression"] = "auto"
+    loss: Literal["auto", "cross_entropy", "mse", "l1"] = "auto"
     min_accuracy: float | None = None
+    max_mae: float | None = None
 
     def __post_init__(self) -> None:
         check(bool(self.name.strip()), "name", "must not be empty")
         check(self.min_accuracy is None or 0 <= self.min_accuracy <= 100, "min_accuracy",
               f"must be a percentage in [0, 100], got {self.min_accuracy}")
+        check(self.max_mae is None or self.max_mae > 0, "max_mae",
+              f"must be > 0 (target units), got {self.max_mae}")
         check(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
         check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
               "device", f"must be auto, cpu or cuda[:N], got {self.device!r}")

@@ -33,6 +33,14 @@ class StageConfig:
 
     default_category = ""
 
+    def for_task(self, task: str) -> StageConfig:
+        """This config resolved for the recipe's ``task`` (``classification`` or
+        ``regression``): ``auto`` values filled in, keys that do not apply rejected with
+        ``RecipeError`` located at the field. The recipe parser calls it; the default
+        accepts every task unchanged.
+        """
+        return self
+
 
 @dataclass
 class StageResult:

@@ -191,10 +191,19 @@ def _si(v: float | None) -> str:
     return plots.si(v)
 
 
+def _quality_headline(s: dict[str, Any]) -> str:
+    """The quality part of the headline: MAE (regression) or accuracy, and its change."""
+    if s.get("mae") is not None:
+        change = None if s.get("baseline_mae") is None else s["mae"] - s["baseline_mae"]
+        return (f"MAE {_num(s['mae'], '.4f')} ({_num(change, '+.4f')}), "
+                f"RMSE {_num(s['rmse'], '.4f')}")
+    return f"accuracy {_num(s['accuracy'])}% ({_num(s['accuracy_change'], '+.2f')} pt)"
+
+
 def _headline(report: Report) -> str:
     s = report.summary()
-    return (f"accuracy {_num(s['accuracy'])}% ({_num(s['accuracy_change'], '+.2f')} pt), "
-            f"agreement {_num(s['agreement'])}%, BitOps {_x(s['bitops_reduction'])} lower "
+    return (f"{_quality_headline(s)}, agreement {_num(s['agreement'])}%, "
+            f"BitOps {_x(s['bitops_reduction'])} lower "
             f"(sparse {_x(s['sparse_bitops_reduction'])}), size {_x(s['size_reduction'])} "
             f"smaller ({_si(s['bytes'])}B)")
 
@@ -327,12 +336,21 @@ def _cards(report: Report) -> str:
 
     s, base, final = report.summary(), report.baseline, report.final_metrics()
     change = s["accuracy_change"]
-    # green within the ablation's default tolerance (0.5 pt), red beyond it
-    tone = "" if change is None else "good" if change >= -0.5 else "bad"
+    if s.get("mae") is not None:  # regression: MAE, green within 5 % of the baseline's
+        rise = None if s.get("baseline_mae") is None else s["mae"] - s["baseline_mae"]
+        tone = "" if rise is None else "good" if rise <= 0.05 * s["baseline_mae"] else "bad"
+        quality = _card("MAE", _num(s["mae"], ".4f"),
+                        f"{_num(rise, '+.4f')} vs baseline {_num(s['baseline_mae'], '.4f')}; "
+                        f"RMSE {_num(s['rmse'], '.4f')}", tone)
+        agree = "outputs within 0.1 of the uncompressed model's"
+    else:  # green within the ablation's default tolerance (0.5 pt), red beyond it
+        tone = "" if change is None else "good" if change >= -0.5 else "bad"
+        quality = _card("accuracy", f"{_num(s['accuracy'])}%", f"{_num(change, '+.2f')} pt vs "
+                        f"baseline {_num(s['baseline_accuracy'])}%", tone)
+        agree = "top-1 matches the uncompressed model"
     return '<div class="cards">' + "".join((
-        _card("accuracy", f"{_num(s['accuracy'])}%", f"{_num(change, '+.2f')} pt vs baseline "
-              f"{_num(s['baseline_accuracy'])}%", tone),
-        _card("agreement", f"{_num(s['agreement'])}%", "top-1 matches the uncompressed model"),
+        quality,
+        _card("agreement", f"{_num(s['agreement'])}%", agree),
         _card("BitOps", _x(s["bitops_reduction"]),
               f"lower; sparse {_x(s['sparse_bitops_reduction'])}"),
         _card("size", _x(s["size_reduction"]),
@@ -384,8 +402,10 @@ def to_html(report: Report) -> str:
         f"<code>{_esc(str(report.artifact))}</code></div>",
         _cards(report),
         "<h2>Compression path</h2>",
-        _figure(plots.path_plot(rows, "accuracy", "accuracy (%)"),
-                "accuracy vs BitOps and vs bytes after every stage"),
+        (_figure(plots.path_plot(rows, "mae", "MAE (lower is better)"),
+                 "MAE vs BitOps and vs bytes after every stage") if _regression(rows) else
+         _figure(plots.path_plot(rows, "accuracy", "accuracy (%)"),
+                 "accuracy vs BitOps and vs bytes after every stage")),
         _table(_step_head(rows), [_step_cells(r, _regression(rows)) for r in rows]),
         _figure(plots.size_plot(rows), "bytes and BitOps per stage"),
         "<h2>Order</h2>", _order_html(report.plan),

@@ -133,7 +133,7 @@ def path_plot(rows: Sequence[dict[str, Any]], quality: str, quality_label: str) 
             _pad_log(ax, xs + ([max(float(r["sparse_bitops"] or 0), 1.0) for r in pts]
                                if key == "bitops" else []))
             lo, hi = min(ys), max(ys)
-            span = max(hi - lo, 0.5)
+            span = max(hi - lo, 0.5 if quality == "accuracy" else 0.05 * max(abs(hi), 1e-9))
             ax.set_ylim(lo - 0.25 * span, hi + 0.3 * span)
         axes[0].legend(loc="lower left", fontsize=7.5)
         return _png(fig)

@@ -34,7 +34,7 @@ from occ.progress import Progress
 from occ.recipe import DataSpec, Recipe, dump_recipe
 from occ.registry import get_stage
 from occ.report import Report, StageRecord, write_reports
-from occ.train import fit, predict, resolve_device, seed_everything
+from occ.train import fit, predict, resolve_device, seed_everything, task_loss
 
 log = logging.getLogger("occ")
 
@@ -129,7 +129,7 @@ def _run_locked(plan: Plan, ctx: RunContext, *, resume: bool) -> Report:
             if main:
                 save_state(ctx, plan, path, prints[i], record)
         report.stages.append(record)
-        _check_min_accuracy(recipe, record, path, i)
+        _check_quality(recipe, record, ctx.out_dir, i)
     if outputs is None:  # the last stage was restored, not run: its outputs are not in hand
         outputs = predict(ctx.model, ctx.loader("test"), ctx.device)[0]
     final_out = outputs
@@ -172,12 +172,18 @@ def run_stage(ctx: RunContext, plan: Plan, i: int,
                        notes=result.notes), outputs
 
 
-def _check_min_accuracy(recipe: Recipe, record: StageRecord, path: Path, i: int) -> None:
-    floor = recipe.min_accuracy
-    if floor is not None and record.metrics.accuracy < floor:
-        last_good = f"; last good state: {path}" if i else ""
-        raise StageError(f"stages[{i}] {record.label}: accuracy collapsed to "
-                         f"{record.metrics.accuracy:.2f}% (< min_accuracy {floor}){last_good}")
+def _check_quality(recipe: Recipe, record: StageRecord, out_dir: Path, i: int) -> None:
+    """Stop the run (exit 1) when stage ``i`` broke ``min_accuracy`` / ``max_mae``."""
+    m = record.metrics
+    if recipe.min_accuracy is not None and m.accuracy < recipe.min_accuracy:
+        what = f"accuracy collapsed to {m.accuracy:.2f}% (< min_accuracy {recipe.min_accuracy})"
+    elif recipe.max_mae is not None and m.mae is not None and m.mae > recipe.max_mae:
+        what = f"MAE rose to {m.mae:.4f} (> max_mae {recipe.max_mae})"
+    else:
+        return
+    last_good = (f"; last good state: "
+                 f"{resume_mod.state_path(out_dir, i - 1, recipe.stages[i - 1].type)}" if i else "")
+    raise StageError(f"stages[{i}] {record.label}: {what}{last_good}")
 
 
 def save_state(ctx: RunContext, plan: Plan, path: Path, fingerprint: str,
@@ -216,8 +222,10 @@ def _verify_round_trip(path: Path, ctx: RunContext, outputs: torch.Tensor) -> No
 
 
 def train_baseline(arch: str, kwargs: dict[str, Any], spec: DataSpec, *, epochs: int, lr: float,
-                   out: str, seed: int, device: str, progress: Progress) -> dict[str, Any]:
-    """Train ``arch`` on ``spec``'s data and save an occ checkpoint at ``out``."""
+                   out: str, seed: int, device: str, progress: Progress,
+                   loss: str = "auto") -> dict[str, Any]:
+    """Train ``arch`` on ``spec``'s data (``loss``: ``occ.train.task_loss``) and save an
+    occ checkpoint at ``out``."""
     seed_everything(seed)
     dev = resolve_device(device)
     data = load_data(spec, seed=seed)
@@ -225,10 +233,12 @@ def train_baseline(arch: str, kwargs: dict[str, Any], spec: DataSpec, *, epochs:
     model = build_model(arch, kwargs)
     t0 = time.perf_counter()
     losses = fit(model, data.loader("train", spec.batch_size, shuffle=True, seed=seed),
-                 epochs=epochs, lr=lr, device=dev, progress=progress, description="train")
+                 epochs=epochs, lr=lr, device=dev, loss_fn=task_loss(loss), progress=progress,
+                 description="train")
     outputs, targets = predict(model, data.loader("test", spec.batch_size), dev)
     m = metrics_mod.measure(model, outputs, targets, input_shape=data.input_shape, device=dev)
     result = {"arch": arch, "kwargs": kwargs, "data": spec.dataset, "epochs": epochs,
+              "loss": loss,
               "accuracy": m.accuracy, "final_loss": losses[-1], "params": m.params,
               **({"mae": m.mae, "rmse": m.rmse} if m.mae is not None else {}),
               "macs": m.macs, "seconds": time.perf_counter() - t0, "checkpoint": out}

@@ -73,18 +73,33 @@ def _scheduler(opt: torch.optim.Optimizer, name: str, total_steps: int):
     return torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
 
 
-def default_loss(outputs: torch.Tensor, targets: torch.Tensor,
-                 inputs: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy for class targets, MSE for float targets.
+Loss = Literal["auto", "cross_entropy", "mse", "l1"]
+_REGRESSION_LOSSES = {"auto": F.mse_loss, "mse": F.mse_loss, "l1": F.l1_loss}
 
-    A model with early exits returns one output per exit in train mode; the loss is then
-    the mean over exits, so later stages keep every head trained.
+
+def task_loss(name: Loss = "auto") -> LossFn:
+    """The training loss a recipe's ``loss`` names, as a ``fit`` hook.
+
+    Class targets always train on cross-entropy; float targets (regression) on MSE
+    (``auto``, ``mse``) or L1 (``l1``). A model with early exits returns one output per
+    exit in train mode; the loss is then the mean over exits, so later stages keep every
+    head trained.
     """
-    if isinstance(outputs, (list, tuple)):
-        return torch.stack([default_loss(o, targets, inputs) for o in outputs]).mean()
-    if targets.is_floating_point():
-        return F.mse_loss(outputs.reshape(targets.shape), targets)
-    return F.cross_entropy(outputs, targets)
+    regression = _REGRESSION_LOSSES.get(name, F.mse_loss)
+
+    def loss(outputs: torch.Tensor | list[torch.Tensor], targets: torch.Tensor,
+             inputs: torch.Tensor | None = None) -> torch.Tensor:
+        if isinstance(outputs, (list, tuple)):
+            return torch.stack([loss(o, targets, inputs) for o in outputs]).mean()
+        if targets.is_floating_point():
+            return regression(outputs.reshape(targets.shape), targets)
+        return F.cross_entropy(outputs, targets)
+
+    return loss
+
+
+default_loss: LossFn = task_loss("auto")
+"""Cross-entropy for class targets, MSE for float targets (see ``task_loss``)."""
 
 
 def fit(

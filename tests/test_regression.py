@@ -61,8 +61,8 @@ def rot_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _recipe(tmp_path: Path, ckpt: Path, stages: list[dict]) -> Path:
-    path = write_recipe(tmp_path, stages=stages, checkpoint=str(ckpt))
+def _recipe(tmp_path: Path, ckpt: Path, stages: list[dict], **top) -> Path:
+    path = write_recipe(tmp_path, stages=stages, checkpoint=str(ckpt), **top)
     doc = __import__("yaml").safe_load(path.read_text())
     doc["data"] = dict(ROT_DATA)
     path.write_text(__import__("yaml").safe_dump(doc, sort_keys=False))
@@ -126,3 +126,148 @@ def test_agreement_exit_rule() -> None:
     before = torch.tensor([[0.12], [0.30], [-0.2]])
     assert leaves(now, "agreement", 0.05, before).tolist() == [True, False, True]
     assert not leaves(now, "agreement", 0.05, None).any()
+
+
+# -- task: regression in the recipe: the task, its loss and its tolerances ------------------
+
+
+def _parse(**top):
+    from occ.recipe import parse_recipe
+
+    doc = {"version": 1, "name": "t", "model": {"arch": "lenet5"},
+           "data": {"dataset": "mnist5k-rotation"}, "stages": [{"type": "entropy_code"}], **top}
+    return parse_recipe(doc, source="r.yaml")
+
+
+def test_task_and_loss_resolve_from_the_dataset_and_round_trip() -> None:
+    import yaml
+
+    from occ.recipe import dump_recipe, parse_recipe
+
+    auto = _parse()
+    assert (auto.task, auto.loss) == ("regression", "mse")
+    assert _parse(task="regression", loss="l1").loss == "l1"
+    again = parse_recipe(yaml.safe_load(dump_recipe(_parse(loss="l1", max_mae=0.2))))
+    assert (again.task, again.loss, again.max_mae) == ("regression", "l1", 0.2)
+    classification = _parse(data={"dataset": "mnist5k"})
+    assert (classification.task, classification.loss) == ("classification", "cross_entropy")
+
+
+@pytest.mark.parametrize("top, message", [
+    ({"task": "classification"},
+     "r.yaml: task: is classification but data.dataset mnist5k-rotation is a regression dataset"),
+    ({"loss": "cross_entropy"},
+     "r.yaml: loss: cross_entropy does not apply to regression; allowed: auto, mse, l1"),
+    ({"min_accuracy": 90},
+     "r.yaml: min_accuracy: is a classification floor (percent); regression recipes use max_mae"),
+])
+def test_regression_recipe_rejects_classification_keys(top: dict, message: str) -> None:
+    with pytest.raises(RecipeError) as err:
+        _parse(**top)
+    assert str(err.value).startswith(message)
+
+
+def test_task_loss_picks_the_loss() -> None:
+    import torch.nn.functional as F
+
+    from occ.train import task_loss
+
+    out, y = torch.tensor([[0.5], [-0.2]]), torch.tensor([[0.1], [0.2]])
+    assert task_loss("l1")(out, y).item() == pytest.approx(F.l1_loss(out, y).item())
+    assert task_loss("mse")(out, y).item() == pytest.approx(F.mse_loss(out, y).item())
+    assert task_loss("auto")(out, y).item() == pytest.approx(F.mse_loss(out, y).item())
+    # One output per exit: the mean over exits.
+    both = task_loss("l1")([out, y.clone()], y).item()
+    assert both == pytest.approx(F.l1_loss(out, y).item() / 2)
+    logits, labels = torch.tensor([[2.0, 0.0]]), torch.tensor([1])
+    assert task_loss("l1")(logits, labels).item() == pytest.approx(
+        F.cross_entropy(logits, labels).item())
+
+
+def test_l1_loss_reaches_the_stages(tmp_path: Path, rot_checkpoint: Path) -> None:
+    """The recipe's ``loss`` is what QAT trains on: L1 on errors below 1 reads larger than MSE."""
+    stage = [{"type": "quantize", "weight_bits": 8, "act_bits": 8, "mode": "qat", "epochs": 1,
+              "lr": 0.001}]
+    for loss in ("mse", "l1"):
+        d = tmp_path / loss
+        d.mkdir()
+        report = api.compress(_recipe(d, rot_checkpoint, stage, loss=loss))
+        trained = report.stages[0].details["qat_loss"][0]
+        m = report.stages[0].metrics
+        # The train-split loss matches the test error of the same kind, not the other one.
+        expected, other = (m.rmse ** 2, m.mae) if loss == "mse" else (m.mae, m.rmse ** 2)
+        assert abs(trained - expected) < abs(trained - other), (loss, trained, m)
+        resolved = (d / "out" / "recipe.resolved.yaml").read_text()
+        assert f"loss: {loss}" in resolved and "task: regression" in resolved
+
+
+def test_train_loss_option(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from occ.cli import app
+
+    out = tmp_path / "l1.pt"
+    r = api.train("lenet5", data="mnist5k-rotation", epochs=1, out=str(out), lr=0.01,
+                  kwargs={"width": 0.25}, limit_train=128, loss="l1")
+    assert r["loss"] == "l1" and r["final_loss"] == pytest.approx(r["mae"], rel=0.5)
+    bad = CliRunner().invoke(app, ["train", "lenet5", "--out", str(tmp_path / "x.pt"),
+                                   "--loss", "l1"])
+    assert bad.exit_code == 2 and not (tmp_path / "x.pt").exists()
+    assert bad.stderr.strip() == ("error: --loss: l1 does not apply to classification; "
+                                  "allowed: auto, cross_entropy")
+
+
+def test_max_mae_stops_the_run_naming_the_last_good_state(tmp_path: Path,
+                                                          rot_checkpoint: Path) -> None:
+    from typer.testing import CliRunner
+
+    from occ.cli import app
+
+    stages = [{"type": "prune", "method": "magnitude", "sparsity": 0.3, "epochs": 0},
+              {"type": "prune", "method": "magnitude", "sparsity": 0.99, "epochs": 0}]
+    free = tmp_path / "free"
+    free.mkdir()
+    first, second = (s.metrics.mae for s in api.compress(
+        _recipe(free, rot_checkpoint, stages)).stages)
+    assert second > first
+    ceiling = (first + second) / 2
+    recipe = _recipe(tmp_path, rot_checkpoint, stages, max_mae=ceiling)
+    result = CliRunner().invoke(app, ["compress", str(recipe)])
+    assert result.exit_code == 1, result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert f"stages[1] prune(magnitude): MAE rose to {second:.4f} (> max_mae {ceiling}); " \
+           "last good state: " in line
+    assert line.endswith("00-prune.occst")
+    assert not (tmp_path / "out" / "model.occ").exists()
+
+
+def test_ablate_ranks_regression_by_mae(tmp_path: Path, rot_checkpoint: Path) -> None:
+    from occ.ablate import OrderResult, rank
+
+    def result(order: str, mae: float, bitops: float) -> OrderResult:
+        return OrderResult(order=list(order), metrics={"accuracy": 50.0, "mae": mae,
+                                                       "bitops": bitops})
+
+    ranked = rank([result("AB", 0.10, 5.0), result("BA", 0.12, 1.0), result("CA", 0.30, 0.1)],
+                  tolerance=0.03)
+    assert ["".join(r.order) for r in ranked] == ["BA", "AB", "CA"]  # CA is out of tolerance
+
+    stages = [{"type": "prune", "method": "magnitude", "sparsity": 0.5, "epochs": 0},
+              {"type": "quantize", "weight_bits": 4, "act_bits": 8, "mode": "ptq"}]
+    doc = api.ablate(_recipe(tmp_path, rot_checkpoint, stages), out=str(tmp_path / "abl"))
+    assert doc["task"] == "regression"
+    assert doc["tolerance"] == pytest.approx(0.05 * doc["baseline"]["mae"])
+    maes = [r["metrics"]["mae"] for r in doc["ranking"]]
+    assert all(m is not None and m > 0 for m in maes)
+    md = (tmp_path / "abl" / "ablation.md").read_text()
+    assert "| rank | order | MAE |" in md and "MAE of the best MAE" in md
+
+
+def test_regression_report_leads_with_mae(tmp_path: Path, rot_checkpoint: Path) -> None:
+    stages = [{"type": "prune", "method": "magnitude", "sparsity": 0.5, "epochs": 0}]
+    api.compress(_recipe(tmp_path, rot_checkpoint, stages))
+    out = tmp_path / "out"
+    html = (out / "report.html").read_text()
+    assert '<div class="k">MAE</div>' in html and "MAE vs BitOps and vs bytes" in html
+    assert '<div class="k">accuracy</div>' not in html
+    assert "**MAE " in (out / "report.md").read_text()

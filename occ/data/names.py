@@ -59,6 +59,11 @@ def canonical_name(dataset: str) -> str:
     )
 
 
+def task_of(dataset: str) -> str:
+    """``"regression"`` for the datasets with float targets, else ``"classification"``."""
+    return "regression" if canonical_name(dataset) in REGRESSION else "classification"
+
+
 def needs_root(dataset: str) -> bool:
     """Return whether ``dataset`` is read from a local ``data.root`` folder."""
     return canonical_name(dataset) not in EMBEDDED

@@ -27,7 +27,7 @@ from occ.errors import RecipeError, StageError
 from occ.pruning import common
 from occ.registry import StageResult
 from occ.sparsity import check_names
-from occ.train import default_loss
+from occ.train import LossFn
 
 if TYPE_CHECKING:
     from occ.context import RunContext
@@ -66,16 +66,17 @@ def _pruner(model: nn.Module, example: torch.Tensor, importance: Any,
         raise StageError(f"prune(channel): Torch-Pruning cannot trace the model: {err}") from err
 
 
-def _gradients_(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+def _gradients_(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]],
+                loss_fn: LossFn) -> None:
     """Accumulate dL/dw over ``batches`` (Taylor importance reads ``.grad``)."""
     model.zero_grad(set_to_none=True)
     for x, y in batches:
-        (default_loss(model(x), y, x) * len(x)).backward()
+        (loss_fn(model(x), y, x) * len(x)).backward()
 
 
-def _step(pruner: Any, model: nn.Module, batches: list[Any] | None) -> None:
+def _step(pruner: Any, model: nn.Module, batches: list[Any] | None, loss_fn: LossFn) -> None:
     if batches is not None:
-        _gradients_(model, batches)
+        _gradients_(model, batches, loss_fn)
     with torch.no_grad():
         pruner.step()
     model.zero_grad(set_to_none=True)
@@ -100,14 +101,14 @@ def channel_prune_(ctx: RunContext, config: PruneConfig) -> StageResult:
         pruner = _pruner(model, example, importance, ignored,
                          global_pruning=config.resolved_scope == "global",
                          ratio=config.channel_ratio, steps=1)
-        _step(pruner, model, batches)
+        _step(pruner, model, batches, ctx.loss_fn)
     else:
         target = (1.0 - float(config.flops_reduction)) * macs_before
         pruner = _pruner(model, example, importance, ignored,
                          global_pruning=config.resolved_scope == "global", ratio=_MAX_RATIO,
                          steps=_STEPS)
         for _ in range(_STEPS):
-            _step(pruner, model, batches)
+            _step(pruner, model, batches, ctx.loss_fn)
             if common.total_macs(model, ctx, device) <= target:
                 break
         else:

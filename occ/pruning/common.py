@@ -68,11 +68,11 @@ def finetune_(ctx: RunContext, config: PruneConfig, *, description: str,
 
     if not config.epochs:
         return []
-    loss_fn = None
+    loss_fn = ctx.loss_fn
     if config.distill:
         from occ.distill import distill_loss_fn
 
-        loss_fn = distill_loss_fn(ctx.baseline, temperature=4.0, alpha=0.9)
+        loss_fn = distill_loss_fn(ctx.baseline, temperature=4.0, alpha=0.9, hard=loss_fn)
     return fit(ctx.model, ctx.loader("train", shuffle=True), epochs=config.epochs,
                lr=config.lr, device=ctx.stage_device(config.device),
                optimizer=config.optimizer, loss_fn=loss_fn, after_step=after_step,

@@ -105,19 +105,17 @@ def _mixed_bits_(model: nn.Module, layers: dict[str, QuantLayer], ctx: RunContex
 
 
 def _qat_loss(ctx: RunContext, config: QuantizeConfig, device: torch.device) -> Any:
-    """The QAT loss: cross-entropy, or KD from the uncompressed model (``distill``).
+    """The QAT loss: the task's loss, or KD from the uncompressed model (``distill``).
 
     A model that returns one output per exit while training (early exit placed before
     quantize with ``order: as-written``) gets the mean of the loss over its exits.
     """
-    from occ.train import default_loss
-
-    base = default_loss
+    base = ctx.loss_fn
     if config.distill:
         from occ.distill import distill_loss_fn
 
         teacher = ctx.baseline if ctx.device == device else copy.deepcopy(ctx.baseline).to(device)
-        base = distill_loss_fn(teacher, temperature=4.0, alpha=0.9)
+        base = distill_loss_fn(teacher, temperature=4.0, alpha=0.9, hard=base)
 
     def loss(outputs: Any, targets: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         if isinstance(outputs, (list, tuple)):

@@ -153,7 +153,7 @@ def distill_(ctx: RunContext, config: DistillConfig) -> StageResult:
     try:
         loss = distill.distill_loss_fn(teacher, temperature=config.temperature,
                                        alpha=config.alpha, hints=hints,
-                                       hint_weight=config.hint_weight)
+                                       hint_weight=config.hint_weight, hard=ctx.loss_fn)
         params = [*student.parameters(), *(hints.parameters() if hints else [])]
         history = fit(student, ctx.loader("train", shuffle=True), epochs=config.epochs,
                       lr=config.lr, device=device, optimizer=config.optimizer,
