@@ -99,16 +99,18 @@ def test_every_stage_on_regression(tmp_path: Path, rot_checkpoint: Path) -> None
 
 
 def test_early_exit_on_regression_needs_agreement(tmp_path: Path, rot_checkpoint: Path) -> None:
-    recipe = _recipe(tmp_path, rot_checkpoint, [{"type": "early_exit", "epochs": 0}])
-    with pytest.raises(RecipeError, match="criterion: agreement"):
+    recipe = _recipe(tmp_path, rot_checkpoint,
+                     [{"type": "early_exit", "criterion": "confidence", "epochs": 0}])
+    with pytest.raises(RecipeError, match="regression tasks exit on agreement"):
         api.compress(recipe)
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("cfg, field", [
-    ({"criterion": "agreement"}, "epsilon"),
+    ({"criterion": "agreement", "epsilon": 0}, "epsilon"),
     ({"criterion": "agreement", "epsilon": 0.1, "threshold": 0.5}, "threshold"),
     ({"criterion": "agreement", "epsilon": 0.1, "auto": 1}, "exits"),
-    ({"epsilon": 0.1}, "epsilon"),
+    ({"criterion": "confidence", "epsilon": 0.1}, "epsilon"),
 ])
 def test_agreement_config_checks(cfg: dict, field: str) -> None:
     from occ.config import from_dict

@@ -1,11 +1,12 @@
-"""Early exit: a backbone cut into segments with a classifier head after each cut.
+"""Early exit: a backbone cut into segments with a head after each cut.
 
 - ``split``: cutting a model at named modules (``torch.fx``), valid exit points;
 - ``net``: ``EarlyExitNet`` (the early-exit forward, exit statistics, ``exit_metrics``)
   and the ``early_exit`` edit op that rebuilds it from an artifact;
 - ``build``: choosing points (``auto_points``) and attaching heads (``attach``);
 - ``training``: the ``fit`` loss hook and heads-only / joint set-up;
-- ``calibrate``: thresholds that minimise expected BitOps within an accuracy budget.
+- ``calibrate``: thresholds that minimise expected BitOps within an accuracy budget
+  (classification), or agreement epsilons within an MAE budget (regression).
 
 Used by ``occ.stages.early_exit``; importing this package registers the edit op.
 """

@@ -4,6 +4,8 @@
 the heads learn. ``joint``: everything learns from a weighted sum of the exits' losses,
 the backbone's own output included. With ``distill`` a head learns from the backbone's
 final output as well (Hinton KD, ``occ.distill.kd_loss``) instead of the labels alone.
+On float targets (regression) the label terms use ``base``, the recipe's ``loss`` (MSE or
+L1); the KD terms keep ``kd_loss``'s MSE.
 """
 
 from __future__ import annotations
@@ -17,15 +19,17 @@ from torch import nn
 
 from occ.distill import kd_loss
 from occ.exits.net import EarlyExitNet
-from occ.train import LossFn
+from occ.train import LossFn, default_loss
 
 
 def exit_loss(weights: Sequence[float], *, distill: bool = False, temperature: float = 4.0,
-              alpha: float = 0.5) -> LossFn:
+              alpha: float = 0.5, base: LossFn = default_loss) -> LossFn:
     """A ``fit`` loss hook over the list of exit logits (last = the backbone's output).
 
-    Loss = sum_e weights[e] * loss_e, with loss_e cross-entropy, or for a head with
-    ``distill`` the KD loss against the (detached) final logits.
+    Loss = sum_e weights[e] * loss_e, with loss_e cross-entropy on class targets or
+    ``base(output, targets, inputs)`` on float targets (``RunContext.loss_fn``: the
+    recipe's MSE or L1), or for a head with ``distill`` the KD loss against the
+    (detached) final output.
     """
     weights = [float(w) for w in weights]
 
@@ -40,7 +44,7 @@ def exit_loss(weights: Sequence[float], *, distill: bool = False, temperature: f
                 term = kd_loss(logits, final.detach(), targets, temperature=temperature,
                                alpha=alpha)
             elif targets.is_floating_point():  # regression
-                term = F.mse_loss(logits.reshape(targets.shape), targets)
+                term = base(logits, targets, inputs)
             else:
                 term = F.cross_entropy(logits, targets)
             total = total + w * term

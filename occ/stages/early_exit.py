@@ -1,4 +1,4 @@
-"""``type: early_exit``: classifier heads after intermediate modules; easy inputs leave early.
+"""``type: early_exit``: heads after intermediate modules; easy inputs leave early.
 
 Exit points are module names (``exits: [layer1, layer2]``; a wrong name lists the valid
 ones) or ``auto: N``, N points spaced evenly by cumulative MACs (neither: ``auto: 2``).
@@ -8,20 +8,27 @@ heads on the frozen backbone; ``joint`` trains everything on ``loss_weights`` (o
 head, then the backbone's own output); ``distill: true`` makes the heads learn from the
 backbone's output as well (KD at ``temperature`` with weight ``alpha``).
 
-The exit rule (``criterion``): ``confidence`` leaves when max softmax >= threshold,
+The exit rule (``criterion``; ``auto``: ``confidence`` for classification, ``agreement``
+for regression). Classification: ``confidence`` leaves when max softmax >= threshold,
 ``entropy`` when the normalised softmax entropy <= threshold. A given ``threshold`` (one
 number, or one per exit) is used as is; otherwise thresholds are calibrated on the
 validation split to minimise expected BitOps while at most ``max_accuracy_drop`` percent
-of the val inputs the model before this stage got right come out wrong (so the accuracy
-stays within that many points, counting no lucky fixes); an exit that does not pay for
-itself is dropped. The model runs early exit for real (rows that leave stop
-computing); see ``occ.exits``.
+(default 0.5) of the val inputs the model before this stage got right come out wrong (so
+the accuracy stays within that many points, counting no lucky fixes).
 
-Regression tasks (float targets, e.g. ``mnist5k-rotation``) need ``criterion: agreement``
-with ``epsilon``: a row leaves at exit e >= 1 when every output of exit e is within
-``epsilon`` (target units) of exit e-1's, so at least 2 exits are needed. Heads train on
-MSE. ``epsilon`` is used as given; it is not calibrated (``threshold`` and
-``max_accuracy_drop`` do not apply).
+Regression (float targets, e.g. ``mnist5k-rotation``): ``agreement`` leaves at an exit
+when every output is within ``epsilon`` (target units) of the previous kept exit's; the
+first kept exit has nothing to compare with and never lets a row leave, so at least 2
+exits are needed. A given ``epsilon`` is used as is; otherwise epsilons are calibrated on
+the validation split to minimise expected BitOps while the val rows' error grows by at
+most ``max_mae_increase`` on average (target units; counting only rows that get worse
+than the model before this stage, no lucky fixes). Its default is 5 % of that model's
+val MAE: targets have task-specific units, so no absolute default fits them all. Heads
+train on the recipe's ``loss`` (MSE or L1).
+
+Either way, an exit that does not pay for itself is dropped, and if even the trained
+backbone alone breaks the budget every exit is dropped. The model runs early exit for
+real (rows that leave stop computing); see ``occ.exits``.
 
 Heads are added after quantization (early exit comes after it in the built-in order), so
 they stay float32 and count 32 × 32 bits in BitOps.
@@ -29,7 +36,7 @@ they stay float32 and count 32 × 32 bits in BitOps.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
 from occ.config import check
@@ -39,11 +46,29 @@ if TYPE_CHECKING:
     from occ.context import RunContext
 
 DEFAULT_AUTO = 2  # exits placed when neither ``exits`` nor ``auto`` is given
+DEFAULT_ACCURACY_DROP = 0.5  # points, when max_accuracy_drop is unset
+DEFAULT_MAE_SHARE = 0.05  # of the reference val MAE, when max_mae_increase is unset
 
 
 @dataclass(frozen=True)
 class EarlyExitConfig(StageConfig):
-    """Config of an ``early_exit`` stage (see the module docstring)."""
+    """Config of an ``early_exit`` stage (see the module docstring).
+
+    Attributes:
+        exits, auto: exit points (module names), or how many to place by MACs.
+        conv_head, head_pool: the heads' shape.
+        train, loss_weights, epochs, lr, optimizer: how the heads (``heads``) or
+            everything (``joint``) train; ``loss_weights``: one per head, then the
+            backbone's output.
+        distill, temperature, alpha: the heads also learn from the backbone's output.
+        criterion: ``auto`` (resolved for the recipe's task) | ``confidence`` |
+            ``entropy`` (classification) | ``agreement`` (regression).
+        threshold: classification; one number or one per exit; unset: calibrated.
+        epsilon: regression, target units; unset: calibrated.
+        max_accuracy_drop: classification budget, points of val accuracy (unset: 0.5).
+        max_mae_increase: regression budget, target units (unset: 5 % of the val MAE of
+            the model before this stage, since target units differ from task to task).
+    """
 
     exits: list[str] = field(default_factory=list)
     auto: int | None = None
@@ -57,10 +82,11 @@ class EarlyExitConfig(StageConfig):
     distill: bool = False
     temperature: float = 4.0
     alpha: float = 0.5
-    criterion: Literal["confidence", "entropy", "agreement"] = "confidence"
+    criterion: Literal["auto", "confidence", "entropy", "agreement"] = "auto"
     threshold: float | list[float] | None = None
     epsilon: float | None = None
-    max_accuracy_drop: float = 0.5
+    max_accuracy_drop: float | None = None
+    max_mae_increase: float | None = None
 
     default_category = "dynamic"
 
@@ -68,6 +94,11 @@ class EarlyExitConfig(StageConfig):
     def num_exits(self) -> int:
         """How many heads the config asks for (neither exits nor auto: auto 2)."""
         return len(self.exits) if self.exits else (self.auto or DEFAULT_AUTO)
+
+    @property
+    def accuracy_budget(self) -> float:
+        """``max_accuracy_drop`` with its default filled in (points)."""
+        return DEFAULT_ACCURACY_DROP if self.max_accuracy_drop is None else self.max_accuracy_drop
 
     def __post_init__(self) -> None:
         check(not (self.exits and self.auto is not None), "exits",
@@ -79,8 +110,12 @@ class EarlyExitConfig(StageConfig):
         check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
         check(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
         check(0 <= self.alpha <= 1, "alpha", f"must be in [0, 1], got {self.alpha}")
-        check(self.max_accuracy_drop >= 0, "max_accuracy_drop",
-              f"must be >= 0 (points), got {self.max_accuracy_drop}")
+        check(self.max_accuracy_drop is None or self.max_accuracy_drop >= 0,
+              "max_accuracy_drop", f"must be >= 0 (points), got {self.max_accuracy_drop}")
+        check(self.max_mae_increase is None or self.max_mae_increase >= 0, "max_mae_increase",
+              f"must be >= 0 (target units), got {self.max_mae_increase}")
+        check(self.epsilon is None or self.epsilon > 0, "epsilon",
+              f"must be > 0 (target units), got {self.epsilon}")
         n = self.num_exits
         if self.loss_weights is not None:
             check(len(self.loss_weights) == n + 1, "loss_weights",
@@ -91,27 +126,48 @@ class EarlyExitConfig(StageConfig):
         if isinstance(self.threshold, list):
             check(len(self.threshold) == n, "threshold",
                   f"needs one number per exit ({n}), got {len(self.threshold)}")
-        if self.criterion == "agreement":
-            check(self.epsilon is not None and self.epsilon > 0, "epsilon",
-                  "criterion: agreement needs epsilon > 0 (exit when consecutive exits' "
-                  "predictions differ by less than it)")
-            check(self.threshold is None, "threshold",
-                  "does not apply to criterion: agreement; give epsilon")
+        if self.criterion == "agreement":  # auto: checked once for_task resolves it
+            for key in ("threshold", "max_accuracy_drop"):
+                check(getattr(self, key) is None, key, "does not apply to criterion: "
+                      "agreement (the regression rule, which takes epsilon and "
+                      "max_mae_increase)")
             check(n >= 2, "exits", "criterion: agreement needs at least 2 exits (the first "
                   "exit has nothing to agree with)")
-            return
-        check(self.epsilon is None, "epsilon", "only applies to criterion: agreement")
-        for t in self.given_thresholds() or []:
-            check(0.0 <= t <= 1.0, "threshold", f"must be in [0, 1] for {self.criterion}, got {t}")
+        elif self.criterion != "auto":
+            for key in ("epsilon", "max_mae_increase"):
+                check(getattr(self, key) is None, key, f"does not apply to criterion: "
+                      f"{self.criterion} (a classification rule, which takes threshold and "
+                      "max_accuracy_drop)")
+            for t in self.given_thresholds() or []:
+                check(0.0 <= t <= 1.0, "threshold",
+                      f"must be in [0, 1] for {self.criterion}, got {t}")
+
+    def for_task(self, task: str) -> EarlyExitConfig:
+        """``criterion: auto`` resolved for ``task``; keys of the other task rejected."""
+        if task == "regression":
+            check(self.criterion in ("auto", "agreement"), "criterion",
+                  f"{self.criterion} scores class probabilities; regression tasks exit on "
+                  "agreement (or leave criterion unset)")
+            wrong = {"threshold": "epsilon", "max_accuracy_drop": "max_mae_increase"}
+            criterion = "agreement"
+        else:
+            check(self.criterion != "agreement", "criterion",
+                  "agreement is for regression tasks; classification exits on confidence or "
+                  "entropy (or leave criterion unset)")
+            wrong = {"epsilon": "threshold", "max_mae_increase": "max_accuracy_drop"}
+            criterion = "confidence" if self.criterion == "auto" else self.criterion
+        for key, use in wrong.items():
+            check(getattr(self, key) is None, key, f"does not apply to {task} tasks; use {use}")
+        return self if criterion == self.criterion else replace(self, criterion=criterion)
 
     def given_thresholds(self) -> list[float] | None:
-        if self.criterion == "agreement" and self.epsilon is not None:
-            return [float(self.epsilon)] * self.num_exits
-        if self.threshold is None:
+        """The exit thresholds (or epsilons) as given, one per exit; None: calibrate."""
+        value = self.epsilon if self.criterion == "agreement" else self.threshold
+        if value is None:
             return None
-        if isinstance(self.threshold, list):
-            return list(self.threshold)
-        return [self.threshold] * self.num_exits
+        if isinstance(value, list):
+            return [float(v) for v in value]
+        return [float(value)] * self.num_exits
 
 
 @register_stage("early_exit", EarlyExitConfig)
@@ -122,21 +178,17 @@ def early_exit_(ctx: RunContext, config: EarlyExitConfig) -> StageResult:
     from occ.exits.training import default_weights, exit_loss, trainable
     from occ.train import fit
 
-    regression = getattr(ctx.data, "task", "classification") == "regression"
-    if regression != (config.criterion == "agreement"):
-        raise RecipeError(
-            "early exit on regression needs criterion: agreement with epsilon (exit when "
-            "consecutive exits' predictions differ by less than epsilon)" if regression else
-            f"criterion: agreement is for regression tasks; {ctx.data.name} is classification",
-            where="criterion")
+    config = config.for_task(ctx.task)  # the parser did this; library callers may not have
     device = ctx.stage_device(config.device)
     calibrating = config.given_thresholds() is None
     if calibrating and len(ctx.data.val) == 0:
-        raise RecipeError("no validation data to calibrate thresholds on (data.val_size is 0); "
-                          "set data.val_size or give threshold", where="threshold")
+        key, what = (("epsilon", "epsilon") if config.criterion == "agreement"
+                     else ("threshold", "thresholds"))
+        raise RecipeError(f"no validation data to calibrate {what} on (data.val_size is 0); "
+                          f"set data.val_size or give {key}", where=key)
     backbone = ctx.model.to(device).eval()
     sample = next(iter(ctx.loader("train", batch_size=8)))[0].to(device)
-    reference = _val_correct(ctx, backbone, device) if calibrating else None
+    reference = _val_reference(ctx, backbone, device, config) if calibrating else None
     points = list(config.exits) or auto_points(backbone, config.num_exits, sample)
     ee = attach(backbone, points, sample, num_classes=ctx.data.num_classes,
                 conv_head=config.conv_head, head_pool=config.head_pool,
@@ -148,12 +200,16 @@ def early_exit_(ctx: RunContext, config: EarlyExitConfig) -> StageResult:
             losses = fit(ee, ctx.loader("train", shuffle=True), epochs=config.epochs,
                          lr=config.lr, device=device, optimizer=config.optimizer, params=params,
                          loss_fn=exit_loss(weights, distill=config.distill,
-                                           temperature=config.temperature, alpha=config.alpha),
+                                           temperature=config.temperature, alpha=config.alpha,
+                                           base=ctx.loss_fn),
                          progress=ctx.progress, description="exit heads")
     ctx.model = ee
     details = {"points": points, "train": config.train, "loss": losses}
     notes = [f"{len(points)} exit head(s) after {', '.join(points)} ({config.train} training)"]
-    if calibrating:
+    if calibrating and config.criterion == "agreement":
+        details["calibration"] = _calibrate_agreement(ctx, ee, config, device, reference)
+        notes.append(_agreement_note(details["calibration"]))
+    elif calibrating:
         details["calibration"] = _calibrate(ctx, ee, config, device, reference)
         notes.append(_calibration_note(details["calibration"]))
     ctx.record_edit("early_exit", **ee.edit_args())
@@ -161,27 +217,35 @@ def early_exit_(ctx: RunContext, config: EarlyExitConfig) -> StageResult:
     return StageResult(details=details, notes=notes)
 
 
-def _val_correct(ctx: RunContext, model, device):
-    """(N,) bool: the val rows ``model`` gets right."""
+def _val_reference(ctx: RunContext, model, device, config: EarlyExitConfig):
+    """What calibration compares with: the val rows ``model`` gets right ((N,) bool), or
+    for regression its val outputs."""
     from occ.train import predict
 
     outputs, targets = predict(model, ctx.loader("val"), device)
-    return outputs.argmax(1) == targets
+    return outputs if config.criterion == "agreement" else outputs.argmax(1) == targets
 
 
-def _calibrate(ctx: RunContext, ee, config: EarlyExitConfig, device, reference) -> dict:
-    """Calibrate ``ee``'s thresholds on the val split; drop the exits that do not pay."""
-    from occ.exits.calibrate import calibrate, collect
+def _cost_model(ctx: RunContext, ee, device) -> tuple[list[float], list[float]]:
+    """(cumulative backbone BitOps up to each exit, each head's own BitOps)."""
     from occ.metrics import layer_costs
 
-    data = collect(ee, ctx.loader("val"), device, reference)
     seg, head = ee.cost_parts(layer_costs(ee, ctx.data.input_shape, device))
     backbone, run = [], 0.0
     for s in seg:
         run += s["bitops"]
         backbone.append(run)
-    chosen, acc, lost, cost = calibrate(data, backbone, [h["bitops"] for h in head[:-1]],
-                                        config.max_accuracy_drop)
+    return backbone, [h["bitops"] for h in head[:-1]]
+
+
+def _calibrate(ctx: RunContext, ee, config: EarlyExitConfig, device, reference) -> dict:
+    """Calibrate ``ee``'s thresholds on the val split; drop the exits that do not pay."""
+    from occ.exits.calibrate import calibrate, collect
+
+    data = collect(ee, ctx.loader("val"), device, reference)
+    backbone, heads = _cost_model(ctx, ee, device)
+    budget = config.accuracy_budget
+    chosen, acc, lost, cost = calibrate(data, backbone, heads, budget)
     sign = 1.0 if config.criterion == "confidence" else -1.0  # calibrate: higher = surer
     points = list(ee.points)
     ee.thresholds = [2.0 if t is None else sign * t + 0.0 for t in chosen]
@@ -189,17 +253,55 @@ def _calibrate(ctx: RunContext, ee, config: EarlyExitConfig, device, reference) 
     if len(keep) < len(chosen):
         ee.keep_exits(keep)
     return {"val_samples": data.n, "reference_accuracy": 100.0 * float(reference.float().mean()),
-            "accuracy": acc, "lost": lost, "feasible": lost <= config.max_accuracy_drop + 1e-9,
+            "accuracy": acc, "lost": lost, "feasible": lost <= budget + 1e-9,
             "expected_bitops": cost, "backbone_bitops": backbone[-1],
             "dropped": [p for p, t in zip(points, chosen, strict=True) if t is None]}
+
+
+def _calibrate_agreement(ctx: RunContext, ee, config: EarlyExitConfig, device,
+                         reference) -> dict:
+    """Calibrate ``ee``'s epsilons on the val split within the MAE budget; drop the exits
+    that do not pay (``occ.exits.calibrate.calibrate_agreement``)."""
+    from occ.exits.calibrate import calibrate_agreement, collect_regression
+
+    data = collect_regression(ee, ctx.loader("val"), device, reference)
+    backbone, heads = _cost_model(ctx, ee, device)
+    budget = (DEFAULT_MAE_SHARE * data.reference_mae if config.max_mae_increase is None
+              else config.max_mae_increase)
+    found = calibrate_agreement(data, backbone, heads, budget)
+    points = list(ee.points)
+    ee.thresholds = [0.0 if t is None else t for t in found.epsilons]
+    keep = [e for e, t in enumerate(found.epsilons) if t is not None]
+    if len(keep) < len(points):
+        ee.keep_exits(keep)
+    return {"val_samples": data.n, "reference_mae": data.reference_mae, "mae": found.mae,
+            "increase": found.increase, "budget": budget, "feasible": found.feasible,
+            "expected_bitops": found.cost, "backbone_bitops": backbone[-1],
+            "dropped": [p for p, t in zip(points, found.epsilons, strict=True) if t is None]}
+
+
+def _speedup(cal: dict) -> float:
+    return cal["backbone_bitops"] / cal["expected_bitops"] if cal["expected_bitops"] else 0.0
+
+
+def _dropped(cal: dict) -> str:
+    return f"; dropped {', '.join(cal['dropped'])}" if cal["dropped"] else ""
 
 
 def _calibration_note(cal: dict) -> str:
     if not cal["feasible"]:
         return (f"calibration: the trained backbone alone already loses {cal['lost']:.2f} "
                 "points of the val inputs the model got right; all exits dropped")
-    ratio = cal["backbone_bitops"] / cal["expected_bitops"] if cal["expected_bitops"] else 0.0
-    dropped = f"; dropped {', '.join(cal['dropped'])}" if cal["dropped"] else ""
     return (f"calibrated on {cal['val_samples']} val inputs: {cal['accuracy']:.2f}% "
             f"(before {cal['reference_accuracy']:.2f}%, {cal['lost']:.2f} points lost), "
-            f"expected BitOps {ratio:.2f}x lower than the backbone{dropped}")
+            f"expected BitOps {_speedup(cal):.2f}x lower than the backbone{_dropped(cal)}")
+
+
+def _agreement_note(cal: dict) -> str:
+    if not cal["feasible"]:
+        return (f"calibration: the trained backbone alone already raises the val MAE by "
+                f"{cal['increase']:.4g} (budget {cal['budget']:.4g}); all exits dropped")
+    return (f"calibrated on {cal['val_samples']} val inputs: MAE {cal['mae']:.4g} (before "
+            f"{cal['reference_mae']:.4g}, +{cal['increase']:.4g} within budget "
+            f"{cal['budget']:.4g}), expected BitOps {_speedup(cal):.2f}x lower than the "
+            f"backbone{_dropped(cal)}")
