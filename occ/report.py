@@ -244,12 +244,22 @@ _LAYER_HEAD = ["layer", "kind", "params", "nonzero", "zeros %", "bits w/a", "MAC
 
 
 def _exit_rows(exits: dict[str, Any]) -> list[list[str]]:
+    regression = _exits_regression(exits)
     return [[str(e["point"]), _num(e.get("threshold"), ".3g"), f"{e.get('count', 0):,}",
-             _num(100 * float(e.get("share") or 0), ".1f"), _num(e.get("accuracy")),
+             _num(100 * float(e.get("share") or 0), ".1f"),
+             _num(e.get("mae"), ".4f") if regression else _num(e.get("accuracy")),
              _si(e.get("bitops"))] for e in exits["per_exit"]]
 
 
-_EXIT_HEAD = ["exit", "threshold", "inputs", "share %", "acc %", "BitOps to here"]
+def _exits_regression(exits: dict[str, Any]) -> bool:
+    return any("mae" in e for e in exits.get("per_exit", []))
+
+
+def _exit_head(exits: dict[str, Any]) -> list[str]:
+    """The exit table's columns: the threshold is epsilon and quality is MAE on regression."""
+    if _exits_regression(exits):
+        return ["exit", "epsilon", "inputs", "share %", "MAE", "BitOps to here"]
+    return ["exit", "threshold", "inputs", "share %", "acc %", "BitOps to here"]
 
 
 def _regression(rows: list[dict[str, Any]]) -> bool:
@@ -296,7 +306,7 @@ def to_markdown(report: Report) -> str:
         out += _md_table(_LAYER_HEAD, [_layer_row(lay) for lay in layers])
     if exits := _final_exits(report):
         out += ["", "## Early exit", ""]
-        out += _md_table(_EXIT_HEAD, _exit_rows(exits))
+        out += _md_table(_exit_head(exits), _exit_rows(exits))
     out += ["", "## Stages", ""]
     for st in report.stages:
         out.append(f"### {st.index + 1}. {st.label} ({st.seconds:.1f} s)")
@@ -420,7 +430,7 @@ def to_html(report: Report) -> str:
                   f'{exits.get("samples", 0):,} test inputs, expected BitOps '
                   f'{_si(exits.get("expected_bitops"))} of {_si(exits.get("full_bitops"))}</p>',
                   _figure(plots.exits_plot(exits), "early-exit distribution"),
-                  _table(_EXIT_HEAD, _exit_rows(exits))]
+                  _table(_exit_head(exits), _exit_rows(exits))]
     parts += ["<h2>Stages</h2>", *(_stage_html(st) for st in report.stages)]
     return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8" />'
             '<meta name="viewport" content="width=device-width, initial-scale=1" />'

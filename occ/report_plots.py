@@ -237,8 +237,9 @@ def exits_plot(exits: dict[str, Any]) -> str | None:
     with _figure(1, 2, figsize=(10.5, 3.2)) as (fig, (left, right)):
         bars = left.bar(xs, shares, color=GREEN, width=0.6)
         for b, e, s in zip(bars, per_exit, shares, strict=True):
-            acc = e.get("accuracy")
-            text = f"{s:.1f}%" + (f"\nacc {acc:.1f}%" if acc is not None else "")
+            acc, mae = e.get("accuracy"), e.get("mae")
+            text = f"{s:.1f}%" + (f"\nMAE {mae:.3g}" if mae is not None else
+                                  f"\nacc {acc:.1f}%" if acc is not None else "")
             left.annotate(text, (b.get_x() + b.get_width() / 2, s), ha="center", va="bottom",
                           fontsize=7.5, xytext=(0, 2), textcoords="offset points")
         left.set_ylim(0, 125)

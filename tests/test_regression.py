@@ -91,7 +91,8 @@ def test_every_stage_on_regression(tmp_path: Path, rot_checkpoint: Path) -> None
     for s in doc["stages"]:
         assert 0.0 <= s["metrics"]["mae"] < 2.0 and s["metrics"]["rmse"] >= s["metrics"]["mae"]
     assert doc["summary"]["mae"] == doc["stages"][-1]["metrics"]["mae"]
-    assert "MAE" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "MAE" in md and "| exit | epsilon | inputs | share % | MAE |" in md
     final = report.final_metrics()
     ev = api.evaluate(out / "model.occ")
     assert ev["mae"] == pytest.approx(final.mae, abs=1e-7)
