@@ -27,7 +27,8 @@ def test_two_gloo_processes_match_one(recipe_factory, tmp_path: Path) -> None:
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          "-m", "occ", "compress", str(recipe), "--out", str(out), "--json"],
         capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    # On failure show where a rank died (the head of stderr) and torchrun's summary (tail).
+    assert proc.returncode == 0, f"{proc.stderr[:4000]}\n...\n{proc.stderr[-1500:]}"
     doc = json.loads(proc.stdout)  # only rank 0 printed: one JSON document
     assert sorted(p.name for p in out.glob("*.occ")) == ["model.occ"]
     one = json.loads(single.stdout)["rows"][-1]
