@@ -151,3 +151,79 @@ def test_unknown_edit_op_and_callable_arch_are_refused(tmp_path: Path) -> None:
     model_io.save(tmp_path / "c.occ", model, header, {"codec": "raw"})
     with pytest.raises(ArtifactError, match="trust-code"):
         model_io.load(tmp_path / "c.occ")
+
+
+# Quantized layers' int32 biases (occ.quant.layers): the old float layout, corrupted tensors.
+
+QUANT_KWARGS = {"width": 0.25}
+
+
+def _quantized_lenet(*, int_bias: bool) -> tuple[torch.nn.Module, dict]:
+    """A LeNet-5 with a conv and a linear layer frozen at 4-bit weights and inputs, and the
+    ``quantize`` edit that rebuilds it."""
+    from occ.models.edits import edit_record
+    from occ.quant.calibrate import calibrate_acts_
+    from occ.quant.layers import QuantSpec, freeze_, swap_layers_
+
+    torch.manual_seed(0)
+    model = build_model("lenet5", QUANT_KWARGS).eval()
+    specs = {n: QuantSpec(4, 4, int_bias=int_bias) for n in ("features.3", "classifier.1")}
+    layers = swap_layers_(model, specs)
+    calibrate_acts_(model, layers, [torch.randn(8, 1, 28, 28)], method="minmax",
+                    percentile=99.9, device=torch.device("cpu"))
+    freeze_(model)
+    return model, edit_record("quantize", {"layers": {n: m.spec.to_dict()
+                                                       for n, m in layers.items()}})
+
+
+def _quant_header(edit: dict) -> dict:
+    return model_io.model_header(arch={"arch": "lenet5", "kwargs": QUANT_KWARGS}, edits=[edit],
+                                 input_shape=(1, 28, 28), num_classes=10)
+
+
+def test_artifact_with_float_quantized_biases_still_loads(tmp_path: Path) -> None:
+    """Written before int32 biases: float ``bias`` tensors, no ``int_bias`` in the edit."""
+    model, edit = _quantized_lenet(int_bias=False)  # the old code path: float biases
+    for spec in edit["args"]["layers"].values():
+        del spec["int_bias"]  # ... and the old edit, key for key
+    tensors = model_io.state_tensors(model)
+    assert tensors["features.3.bias"].dtype == torch.float32
+    assert not any(k.endswith("bias_int") for k in tensors)
+    write_artifact(tmp_path / "old.occ", _quant_header(edit), tensors)
+    loaded = model_io.load(tmp_path / "old.occ")
+    x = torch.randn(4, 1, 28, 28)
+    assert torch.equal(loaded(x), model(x))
+    assert loaded.classifier[1].bias_int is None and not loaded.classifier[1].has_int_bias
+    for spec in edit["args"]["layers"].values():
+        spec["int_bias"] = True  # a header that promises int32 biases the file lacks
+    write_artifact(tmp_path / "lie.occ", _quant_header(edit), tensors)
+    with pytest.raises(ArtifactError, match=r"missing \['classifier.1.bias_int'"):
+        model_io.load(tmp_path / "lie.occ")
+
+
+@pytest.mark.parametrize(("name", "corrupt", "pattern"), [
+    ("features.3.bias_int", lambda t: t.float(), r"features.3.bias_int: \(12,\) torch.float32"),
+    ("features.3.bias_int", lambda t: t[:-1], r"features.3.bias_int: \(11,\) torch.int32"),
+    ("classifier.1.bias_int", lambda t: t.to(torch.int64), "torch.int64 does not fit"),
+    ("classifier.1.bias_int", lambda t: t.reshape(-1, 1), r"does not fit \(125,\) torch.int32"),
+    ("classifier.1.bias_int", None, r"missing \['classifier.1.bias_int'\]"),
+])
+def test_corrupt_bias_int_is_an_artifact_error(tmp_path: Path, name: str, corrupt,
+                                               pattern: str) -> None:
+    model, edit = _quantized_lenet(int_bias=True)
+    tensors = model_io.state_tensors(model)
+    if corrupt is None:
+        del tensors[name]
+    else:
+        tensors[name] = corrupt(tensors[name])
+    write_artifact(tmp_path / "bad.occ", _quant_header(edit), tensors)
+    with pytest.raises(ArtifactError, match=pattern):
+        model_io.load(tmp_path / "bad.occ")
+
+
+def test_bad_int_bias_flag_in_the_edit_is_an_artifact_error(tmp_path: Path) -> None:
+    model, edit = _quantized_lenet(int_bias=True)
+    edit["args"]["layers"]["features.3"]["int_bias"] = "yes"
+    write_artifact(tmp_path / "bad.occ", _quant_header(edit), model_io.state_tensors(model))
+    with pytest.raises(ArtifactError, match="int_bias must be a bool"):
+        model_io.load(tmp_path / "bad.occ")

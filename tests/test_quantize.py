@@ -8,6 +8,7 @@ import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -263,6 +264,10 @@ def test_quantize_artifact_load_is_bit_identical(data, lenet_state, tmp_path: Pa
     assert result.details["layers"]["features.3"]["w_bits"] == 4
     assert any("simulates integer arithmetic" in n for n in result.notes)
     assert not any(k.endswith(".weight") for k in loaded.state_dict())
+    assert {k for k in loaded.state_dict() if k.endswith("bias_int")} == {
+        f"{n}.bias_int" for n in quant_layers(loaded)}
+    assert all(row["int_bias"] for row in result.details["layers"].values())
+    assert any("int32 at scale s_w * s_a" in n for n in result.notes)
 
 
 def test_resnet_fold_and_quantize_round_trip(data, tmp_path: Path) -> None:
@@ -429,3 +434,127 @@ def test_compress_prune_then_quantize_end_to_end(lenet_state, tmp_path: Path) ->
     loaded = occ.load(report.artifact)
     assert all(m.occ_bits == (4, 8) for m in quant_layers(loaded).values())
     assert sparsity.overall_sparsity(loaded) >= 0.5
+
+
+# ---------------------------------------------------------------------------------------------
+# Biases as int32 at s_w * s_a.
+
+QUANT_PATHS = ("features.0", "features.3", "classifier.1", "classifier.3")  # 2 conv, 2 linear
+
+
+def _frozen_lenet(granularity: str = "channel", a_bits: int = 4, *, symmetric: bool = True,
+                  dead: tuple[str, ...] = ()) -> tuple[nn.Module, dict[str, torch.Tensor], list]:
+    """A LeNet-5 with every layer frozen at 4-bit weights; ``dead`` layers lose output
+    channel 1's weights (pruned). Returns the model, the float biases before freezing and
+    the ``quantize`` edit."""
+    from occ.models.edits import edit_record
+    from occ.quant.layers import swap_layers_
+
+    torch.manual_seed(0)
+    model = build_model("lenet5", LENET).eval()
+    with torch.no_grad():
+        for n in dead:
+            model.get_submodule(n).weight[1] = 0
+    specs = {n: QuantSpec(4, a_bits, granularity, symmetric) for n in QUANT_PATHS}
+    layers = swap_layers_(model, specs)
+    calibrate_acts_(model, layers, [torch.randn(16, 1, 28, 28)], method="minmax",
+                    percentile=99.9, device=CPU)
+    biases = {n: m.bias.detach().clone() for n, m in layers.items()}
+    freeze_(model)
+    edit = edit_record("quantize", {"layers": {n: m.spec.to_dict() for n, m in layers.items()}})
+    return model, biases, [edit]
+
+
+def _save_load(model: nn.Module, edits: list, path: Path, *, entropy: bool = False) -> nn.Module:
+    header = model_io.model_header(arch={"arch": "lenet5", "kwargs": LENET}, edits=edits,
+                                   input_shape=(1, 28, 28), num_classes=10)
+    model_io.save(path, model, header, {"entropy": True} if entropy else {"codec": "raw"})
+    return model_io.load(path)
+
+
+@pytest.mark.parametrize("granularity", ["channel", "tensor"])
+def test_bias_int_is_round_b_over_sw_sa_and_loads_bit_identical(granularity: str,
+                                                                tmp_path: Path) -> None:
+    model, biases, edits = _frozen_lenet(granularity)
+    x = torch.randn(6, 1, 28, 28)
+    before = model(x)
+    state = model.state_dict()
+    for n, layer in quant_layers(model).items():
+        scale = layer.w_scale * layer.act_scale  # (C_out,) or (1,)
+        expected = torch.round(biases[n].double() / scale.double()).to(torch.int32)
+        q = state[f"{n}.bias_int"]
+        assert q.dtype == torch.int32 and q.shape == (layer.weight.shape[0],)
+        assert torch.equal(q, expected)
+        assert torch.equal(layer.bias, q.float() * scale)  # the one way it is computed
+        assert float((layer.bias - biases[n]).abs().max()) <= float(scale.max()) / 2 + 1e-7
+        assert f"{n}.bias" not in state and f"{n}.weight" not in state
+        assert not layer.bias.requires_grad and layer.has_int_bias
+    for entropy in (False, True):
+        loaded = _save_load(model, edits, tmp_path / f"m{entropy}.occ", entropy=entropy)
+        assert torch.equal(loaded(x), before)  # conv and linear layers, bit for bit
+        for n, layer in quant_layers(loaded).items():
+            assert torch.equal(layer.bias, quant_layers(model)[n].bias)
+
+
+def test_float_inputs_asymmetric_weights_and_no_bias_keep_float_biases(tmp_path: Path) -> None:
+    assert not QuantSpec(4, 32).int_bias and not QuantSpec(4, 8, symmetric=False).int_bias
+    assert QuantSpec(4, 8).int_bias and not QuantSpec(4, 8, int_bias=False).int_bias
+    for a_bits, symmetric in ((32, True), (8, False)):
+        model, biases, edits = _frozen_lenet(a_bits=a_bits, symmetric=symmetric)
+        state = model.state_dict()
+        for n, layer in quant_layers(model).items():
+            assert layer.bias_int is None and not layer.has_int_bias
+            assert state[f"{n}.bias"].dtype == torch.float32
+            assert torch.equal(layer.bias, biases[n])  # untouched
+        x = torch.randn(3, 1, 28, 28)
+        assert torch.equal(_save_load(model, edits, tmp_path / f"{a_bits}.occ")(x), model(x))
+    plain = QuantLinear.from_float(nn.Linear(6, 3, bias=False), QuantSpec(4, 8))
+    plain.freeze()
+    assert plain.bias_int is None and set(plain.state_dict()) == {
+        "w_scale", "w_zero_point", "act_scale", "act_zero_point", "weight_int"}
+
+
+@pytest.mark.parametrize("granularity", ["channel", "tensor"])
+def test_pruned_output_channel_keeps_its_bias(granularity: str, tmp_path: Path) -> None:
+    model, biases, edits = _frozen_lenet(granularity, dead=("features.3", "classifier.1"))
+    for n in ("features.3", "classifier.1"):
+        layer = quant_layers(model)[n]
+        assert not layer.weight[1].any() and not layer.weight_int[1].any()
+        if granularity == "channel":  # its own scale: stored as ±1, value kept
+            assert abs(int(layer.bias_int[1])) == 1
+            assert torch.allclose(layer.bias[1], biases[n][1], rtol=1e-6, atol=0)
+        else:  # shares the layer's scale: rounded like every other channel
+            step = float(layer.w_scale * layer.act_scale)
+            assert abs(float(layer.bias[1] - biases[n][1])) <= step / 2 + 1e-7
+    x = torch.randn(3, 1, 28, 28)
+    assert torch.equal(_save_load(model, edits, tmp_path / "m.occ")(x), model(x))
+
+
+def test_bias_scale_is_raised_only_where_int32_would_overflow() -> None:
+    w_scale = torch.tensor([0.1, 1e-12, 1e-12, 1e-12])
+    q = torch.tensor([[3, 0], [0, 0], [0, 0], [1, 0]], dtype=torch.int8)
+    bias = torch.tensor([0.5, 0.25, 0.0, 0.5])
+    act = torch.tensor([0.02])
+    fitted = qp.fit_bias_scale(w_scale, q, bias, act)
+    assert fitted[0] == w_scale[0] and fitted[2] == w_scale[2]  # ordinary / no bias to keep
+    assert torch.allclose(fitted[1] * act, bias[1:2])  # pruned channel: bias stored as 1
+    assert fitted[3] > w_scale[3]  # live but tiny: raised until the bias fits int32
+    q_bias = qp.quantize_bias(bias, fitted, act)
+    assert q_bias.tolist()[:3] == [250, 1, 0] and abs(int(q_bias[3])) <= qp.BIAS_QMAX
+    assert torch.allclose(qp.dequantize_bias(q_bias, fitted, act), bias, rtol=1e-6)
+    whole = qp.fit_bias_scale(torch.tensor([1e-12]), torch.zeros(4, 2, dtype=torch.int8), bias,
+                              act)  # per tensor, every channel pruned: fits, keeps the values
+    assert torch.allclose(qp.dequantize_bias(qp.quantize_bias(bias, whole, act), whole, act),
+                          bias, rtol=1e-6)
+
+
+def test_int32_biases_code_compactly() -> None:
+    from occ.coding.codecs import Policy
+
+    policy = Policy({}, entropy=True)
+    rng = np.random.default_rng(0)
+    narrow = np.round(rng.normal(0, 4, 120)).astype("<i4")  # 3-4 bit layers
+    wide = np.round(rng.normal(0, 3000, 120)).astype("<i4")  # 8-bit layers
+    assert policy("b", narrow).codec == "cat" and len(policy("b", narrow).data) < 80
+    chosen = policy("b", wide)  # mostly distinct values: byte planes beat a table
+    assert chosen.codec == "fbp" and len(chosen.data) < 0.8 * wide.nbytes

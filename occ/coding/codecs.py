@@ -9,7 +9,8 @@ Importing this module registers, with ``occ.artifact.register_codec``:
   prepared by the prune stage and handed to ``Policy`` rather than encoded here.
 
 ``Policy`` is the codec choice ``entropy_code`` turns on: for each tensor it encodes every
-applicable candidate (always including ``raw``) and keeps the smallest.
+applicable candidate (always including ``raw``; ``cat`` for integers, ``fbp`` for floats
+and for integers wider than a byte) and keeps the smallest.
 
 What the policy needs is plain JSON in ``ctx.encoding`` (``"entropy": true`` and
 ``"prepared": {digest: {"codec", "data": base64}}``), so ``policy_from_encoding`` can
@@ -55,7 +56,8 @@ def _fits(array: np.ndarray, data: bytes) -> bool:
 
 
 class Policy:
-    """Per tensor, the smallest of: raw, a prepared stream, ``cat`` / ``fbp`` if ``entropy``.
+    """Per tensor, the smallest of: raw, a prepared stream, ``cat`` / ``fbp`` if ``entropy``
+    (integers wider than a byte try both).
 
     Args:
         prepared: ``{digest of a flat array: {"codec", "data": base64}}`` made by stages
@@ -84,7 +86,12 @@ class Policy:
         if self.entropy:
             try:
                 out.append(Encoded("cat", ints.encode(array, cols)[0]))
+                # Wider integers (int32 biases of 8-bit layers) may be mostly distinct
+                # values: then cat's table costs more than fbp's byte planes.
+                planes = array.dtype.itemsize > 1
             except ValueError:  # not integers, or too wide a range for a table
+                planes = True
+            if planes:
                 out.append(Encoded("fbp", floats.encode(array, cols)[0]))
         return [e for e in out if e.codec == "raw" or _fits(array, e.data)]
 

@@ -11,16 +11,32 @@ A layer goes through three modes:
   forward (straight-through gradient, for QAT), and once calibrated fake-quantized inputs;
 - ``frozen``: the weight is integers (``weight_int``, int8) + ``w_scale`` / ``w_zero_point``;
   the float ``weight`` parameter holds their dequantized values (exactly the last fake-quant
-  output) and is *not* in the state dict. Loading recomputes it from the integers, so a
+  output, unless ``qparams.fit_bias_scale`` had to widen a scale) and is *not* in the state
+  dict. Loading recomputes it from the integers, so a
   frozen layer's forward is bit-identical before saving and after ``occ.load``.
 
-Biases stay float32 (an integer kernel would hold them as int32 at scale s_w * s_a; that is a
-deployment detail that changes neither BitOps nor accuracy here).
+Biases are held as an integer kernel holds them where that is defined: with symmetric
+weights and quantized inputs (``spec.int_bias``), freezing stores ``bias_int`` (int32,
+``(C_out,)``) at scale ``s_w * s_a`` (per output channel with per-channel weight scales;
+``s_a`` = ``act_scale``). The float ``bias`` then holds ``qparams.dequantize_bias`` of it,
+is left out of the state dict and is recomputed on load exactly like the weight. State dict
+of such a layer: ``w_scale``, ``w_zero_point``, ``act_scale``, ``act_zero_point``,
+``weight_int``, ``bias_int``. Float inputs (``a_bits`` 32), asymmetric weights (their zero
+point would need correction terms) and artifacts written before int32 biases (their
+``quantize`` edit has no ``int_bias`` key) keep a float32 ``bias`` in the state dict.
+
+Where the bias rounding shows up: at ``freeze``, the end of the ``quantize`` stage, after QAT
+(which trains float biases; fake mode leaves them float). Each bias moves by at most
+``s_w * s_a / 2``: half of one unit of the integer accumulator it is added to (one weight
+step times one input step), a fraction of the output's own spread of many such units. The
+stage's metrics are measured after freezing, so the reported accuracy includes it, and the
+frozen forward is what is stored. A pruned output channel (its integers all zero,
+per-channel scales) keeps its bias to float rounding (``qparams.fit_bias_scale``).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -36,12 +52,17 @@ GRANULARITIES = ("channel", "tensor")
 
 @dataclass(frozen=True)
 class QuantSpec:
-    """How one layer is quantized: weight / input bits, scale granularity, symmetry."""
+    """How one layer is quantized: weight / input bits, scale granularity, symmetry.
+
+    ``int_bias``: freezing stores the bias as int32 at ``s_w * s_a``; always False with float
+    inputs or asymmetric weights (normalised here, so the recorded edit says what is stored).
+    """
 
     w_bits: int
     a_bits: int
     granularity: str = "channel"
     symmetric: bool = True
+    int_bias: bool = True
 
     def __post_init__(self) -> None:
         # Edits come from artifact headers: check them like untrusted input.
@@ -54,6 +75,10 @@ class QuantSpec:
                              f"got {self.granularity!r}")
         if not isinstance(self.symmetric, bool):
             raise ValueError(f"symmetric must be a bool, got {self.symmetric!r}")
+        if not isinstance(self.int_bias, bool):
+            raise ValueError(f"int_bias must be a bool, got {self.int_bias!r}")
+        if self.a_bits == FLOAT_BITS or not self.symmetric:
+            object.__setattr__(self, "int_bias", False)  # frozen dataclass
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data (the ``quantize`` edit's per-layer arguments)."""
@@ -64,6 +89,7 @@ class _QuantMixin:
     """Quantization state and behaviour shared by ``QuantConv2d`` and ``QuantLinear``."""
 
     weight: nn.Parameter
+    bias: nn.Parameter | None
     spec: QuantSpec
     mode: str
     act_on: bool
@@ -84,17 +110,23 @@ class _QuantMixin:
         self.register_buffer("act_zero_point", torch.zeros(1, dtype=torch.int32, device=dev)
                              if has_act else None)
         self.register_buffer("weight_int", None)
+        self.register_buffer("bias_int", None)
 
     @property
     def occ_bits(self) -> tuple[int, int]:
         """(weight bits, input activation bits), read by ``occ.metrics`` for BitOps."""
         return self.spec.w_bits, self.spec.a_bits
 
+    @property
+    def has_int_bias(self) -> bool:
+        """Whether freezing stores this layer's bias as int32 (see the module docstring)."""
+        return self.spec.int_bias and self.bias is not None
+
     def set_w_bits(self, bits: int) -> None:
         """Change the weight bits before freezing (mixed precision); resets the clip."""
         if self.mode == "frozen":
             raise RuntimeError("cannot change the bits of a frozen layer")
-        self.spec = QuantSpec(bits, self.spec.a_bits, self.spec.granularity, self.spec.symmetric)
+        self.spec = replace(self.spec, w_bits=bits)
         self.w_clip.fill_(1.0)
 
     def weight_qparams(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,25 +161,43 @@ class _QuantMixin:
 
     @torch.no_grad()
     def freeze(self) -> None:
-        """Store the weight as integers; the float weight becomes their exact dequantization."""
+        """Store the weight (and bias, ``has_int_bias``) as integers; the float tensors
+        become their exact dequantization."""
         s = self.spec
         scale, zp = self.weight_qparams()
         q = qp.quantize_weight(self.weight, scale, zp, s.w_bits, s.symmetric)
+        if self.has_int_bias:
+            fitted = qp.fit_bias_scale(scale, q, self.bias, self.act_scale)
+            if not torch.equal(fitted, scale):
+                scale = fitted
+                q = qp.quantize_weight(self.weight, scale, zp, s.w_bits, s.symmetric)
         self.w_scale.copy_(scale)
         self.w_zero_point.copy_(zp)
         self.weight_int = q
         self.weight.copy_(qp.dequantize(q, self.w_scale, self.w_zero_point))
         self.weight.requires_grad_(False)
+        if self.has_int_bias:
+            self.bias_int = qp.quantize_bias(self.bias, self.w_scale, self.act_scale)
+            self._set_int_bias()
         self.mode = "frozen"
         self.act_on = s.a_bits < FLOAT_BITS
 
+    def _set_int_bias(self) -> None:
+        """The float bias as ``bias_int`` dequantized; no longer trainable (it is derived)."""
+        with torch.no_grad():
+            self.bias.copy_(qp.dequantize_bias(self.bias_int, self.w_scale, self.act_scale))
+        self.bias.requires_grad_(False)
+
     def _placeholder_frozen(self) -> None:
         """A frozen layer with zero integers, ready for ``load_state_dict`` (rebuild)."""
+        dev = self.weight.device
         with torch.no_grad():
-            self.weight_int = torch.zeros(self.weight.shape, dtype=torch.int8,
-                                          device=self.weight.device)
+            self.weight_int = torch.zeros(self.weight.shape, dtype=torch.int8, device=dev)
             self.weight.copy_(qp.dequantize(self.weight_int, self.w_scale, self.w_zero_point))
         self.weight.requires_grad_(False)
+        if self.has_int_bias:
+            self.bias_int = torch.zeros(self.bias.shape, dtype=torch.int32, device=dev)
+            self._set_int_bias()
         self.mode = "frozen"
         self.act_on = self.spec.a_bits < FLOAT_BITS
 
@@ -156,21 +206,39 @@ class _QuantMixin:
         super()._save_to_state_dict(destination, prefix, keep_vars)  # type: ignore[misc]
         if self.mode == "frozen":
             destination.pop(prefix + "weight", None)  # the integers stand for it
+            if self.bias_int is not None:
+                destination.pop(prefix + "bias", None)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any,
                               **kwargs: Any) -> None:
-        keys = [prefix + k for k in ("weight_int", "w_scale", "w_zero_point")]
-        if self.mode == "frozen" and all(k in state_dict for k in keys):
-            # load_state_dict works on its own copy of the dict: derive the float weight
-            # from the integers exactly as freeze() did.
-            q, scale, zp = (state_dict[k] for k in keys)
-            state_dict[prefix + "weight"] = qp.dequantize(q, scale, zp)
+        # load_state_dict works on its own copy of the dict: derive the float weight (and
+        # bias) from the integers exactly as freeze() did. Tensors that do not fit are left
+        # to the strict load below to report.
+        if self.mode == "frozen":
+            if self._fits(state_dict, prefix, ("weight_int", "w_scale", "w_zero_point")):
+                q, scale, zp = (state_dict[prefix + k]
+                                for k in ("weight_int", "w_scale", "w_zero_point"))
+                state_dict[prefix + "weight"] = qp.dequantize(q, scale, zp)
+            if self.bias_int is not None and self._fits(state_dict, prefix,
+                                                        ("bias_int", "w_scale", "act_scale")):
+                q, scale, act = (state_dict[prefix + k]
+                                 for k in ("bias_int", "w_scale", "act_scale"))
+                state_dict[prefix + "bias"] = qp.dequantize_bias(q, scale, act)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)  # type: ignore[misc]
+
+    def _fits(self, state_dict: dict[str, Any], prefix: str, names: tuple[str, ...]) -> bool:
+        """Whether ``state_dict`` holds every buffer in ``names`` with this layer's shapes."""
+        for n in names:
+            got, own = state_dict.get(prefix + n), getattr(self, n)
+            if not isinstance(got, torch.Tensor) or own is None or got.shape != own.shape:
+                return False
+        return True
 
     def extra_repr(self) -> str:
         s = self.spec
         return (f"{super().extra_repr()}, w_bits={s.w_bits}, a_bits={s.a_bits}, "  # type: ignore[misc]
-                f"granularity={s.granularity}, symmetric={s.symmetric}, mode={self.mode}")
+                f"granularity={s.granularity}, symmetric={s.symmetric}, "
+                f"int_bias={self.has_int_bias}, mode={self.mode}")
 
 
 class QuantConv2d(_QuantMixin, nn.Conv2d):
@@ -270,7 +338,8 @@ def quantize_edit(model: nn.Module, layers: dict[str, dict[str, Any]]) -> nn.Mod
     for path, raw in layers.items():
         if not isinstance(raw, dict):
             raise ValueError(f"{path}: spec must be a mapping")
-        specs[path] = QuantSpec(**raw)
+        # Edits written before int32 biases have no int_bias key: those layers stored floats.
+        specs[path] = QuantSpec(**{"int_bias": False, **raw})
     for layer in swap_layers_(model, specs).values():
         layer._placeholder_frozen()
     return model

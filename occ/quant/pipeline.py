@@ -10,7 +10,8 @@ torch lives here. Steps, in order:
 5. calibrate weight clipping and input ranges on ``calib_samples`` training inputs;
 6. ``mode: qat``: fine-tune through the one training loop (``occ.train.fit``), optionally
    with the uncompressed model as teacher (``distill: true``);
-7. freeze to integers and record the ``quantize`` edit.
+7. freeze to integers (weights int8; biases int32 at ``s_w * s_a`` where inputs are
+   quantized and weights symmetric) and record the ``quantize`` edit.
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ def _details(layers: dict[str, QuantLayer], ranges: dict[str, tuple[float, float
              config: QuantizeConfig) -> dict[str, Any]:
     rows = {n: {"kind": type(m).__name__, "w_bits": m.spec.w_bits, "a_bits": m.spec.a_bits,
                 "params": m.weight.numel(), "granularity": m.spec.granularity,
-                "symmetric": m.spec.symmetric,
+                "symmetric": m.spec.symmetric, "int_bias": m.has_int_bias,
                 **({"act_range": list(ranges[n])} if n in ranges else {})}
             for n, m in layers.items()}
     total = sum(r["params"] for r in rows.values())
@@ -203,5 +204,9 @@ def _notes(config: QuantizeConfig, details: dict[str, Any], kept: set[str],
         notes.append("weights are stored as int8 integers with per-"
                      f"{config.granularity} scales; entropy_code packs them to their "
                      f"{details['avg_weight_bits']:.3g}-bit average or less")
+    int_bias = sum(row["int_bias"] for row in details["layers"].values())
+    if int_bias:
+        notes.append(f"biases of {int_bias} layers stored as int32 at scale s_w * s_a (as an "
+                     "integer kernel adds them), rounded at freezing after QAT")
     notes.append(SIMULATION_NOTE)
     return notes

@@ -10,6 +10,8 @@ Conventions (the same in fake-quant, freezing and loading, so the three agree bi
   (0 after a ReLU), one scale per tensor.
 - Scales are per output channel (``granularity: channel``, axis 0 of the weight) or one per
   tensor, shaped ``(C_out,)`` or ``(1,)``; zero points are int32 of the same shape.
+- Biases (symmetric weights, quantized inputs): int32 at scale ``s_w * s_a``, the scale of
+  the integer accumulator they are added to, narrow range ``[-(2^31 - 1), 2^31 - 1]``.
 
 ``fake_quant_weight`` is ``torch.fake_quantize_per_channel_affine`` (straight-through
 gradient inside the clipping range); ``quantize_weight`` returns the integers *that
@@ -22,6 +24,7 @@ from __future__ import annotations
 import torch
 
 MIN_SCALE = 1e-12  # keeps 1 / scale finite for all-zero channels
+BIAS_QMAX = 2**31 - 1  # int32 biases: [-BIAS_QMAX, BIAS_QMAX]
 
 
 def weight_range(bits: int, symmetric: bool) -> tuple[int, int]:
@@ -107,6 +110,56 @@ def dequantize(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -
     """Float weights ``(q - zero_point) * scale`` (per output channel or per tensor)."""
     zp = _bcast(zero_point, q.ndim).float()
     return (q.float() - zp) * _bcast(scale, q.ndim)
+
+
+def bias_scale(w_scale: torch.Tensor, act_scale: torch.Tensor) -> torch.Tensor:
+    """``s_w * s_a`` in float32: the scale of an int32 bias, ``(C_out,)`` or ``(1,)``."""
+    return w_scale * act_scale
+
+
+def quantize_bias(bias: torch.Tensor, w_scale: torch.Tensor,
+                  act_scale: torch.Tensor) -> torch.Tensor:
+    """The int32 bias ``round(b / (s_w * s_a))``, clamped to ``±BIAS_QMAX`` (NaN: 0).
+
+    The quotient is taken in float64 on the CPU (one-off, at freezing; float32 would round
+    large quotients before ``round`` does, and some devices have no float64).
+    """
+    scale = bias_scale(w_scale, act_scale).detach().cpu().double()
+    q = torch.round(bias.detach().cpu().double() / scale)
+    q = torch.nan_to_num(q, nan=0.0).clamp(-BIAS_QMAX, BIAS_QMAX)
+    return q.to(torch.int32).to(bias.device)
+
+
+def dequantize_bias(q: torch.Tensor, w_scale: torch.Tensor,
+                    act_scale: torch.Tensor) -> torch.Tensor:
+    """Float32 ``q * (s_w * s_a)``: the one way freezing and loading compute a float bias
+    (two correctly rounded float32 products, so every device gives the same bits)."""
+    return q.float() * bias_scale(w_scale, act_scale)
+
+
+@torch.no_grad()
+def fit_bias_scale(w_scale: torch.Tensor, q: torch.Tensor, bias: torch.Tensor,
+                   act_scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric weight scales adjusted so every bias is stored well as int32 at ``s_w * s_a``.
+
+    - Per channel, an output channel whose integers ``q`` are all zero (pruned) has no
+      scale of its own: it gets ``|b| / s_a``, so its bias is stored as ±1 and keeps its
+      value to float rounding (its output is its bias, as before freezing).
+    - A scale so small that ``|b| / (s_w * s_a)`` would overflow int32 (weights ~1e-9 of
+      their bias, or a per-tensor layer pruned away) is raised to the smallest that fits,
+      as TFLite does; the caller re-quantizes the weight with it.
+
+    Returns:
+        The scales, shaped like ``w_scale``; unchanged in every ordinary case.
+    """
+    groups = w_scale.numel()
+    b = bias.detach().abs().float().reshape(groups, -1).amax(dim=1)  # (groups,)
+    scale = w_scale
+    if groups == bias.numel():
+        dead = (q.reshape(groups, -1) == 0).all(dim=1) & (b > 0)
+        scale = torch.where(dead, (b / act_scale).clamp(min=MIN_SCALE), scale)
+    need = b / (act_scale * BIAS_QMAX)
+    return torch.where(need > scale, need, scale).float()
 
 
 def fake_quant_act(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor,
