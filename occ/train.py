@@ -115,10 +115,14 @@ def fit(
     loss_fn: LossFn | None = None,
     after_step: Callable[[nn.Module], None] | None = None,
     params: Iterable[nn.Parameter] | None = None,
+    max_grad_norm: float | None = None,
     progress: Progress | None = None,
     description: str = "train",
 ) -> list[float]:
     """Train ``model`` in place for ``epochs`` and return the mean loss of each epoch.
+
+    ``max_grad_norm``: clip the gradients' global L2 norm to this before every step
+    (networks without BatchNorm, e.g. after BN folding, can otherwise blow up).
 
     Raises:
         StageError: the loss became NaN or infinite (the model is left as it was at
@@ -127,8 +131,8 @@ def fit(
     loss_fn = loss_fn or default_loss
     progress = progress or NullProgress()
     model.to(device).train()
-    opt = _optimizer(params if params is not None else model.parameters(), optimizer, lr,
-                     weight_decay)
+    trained = list(params if params is not None else model.parameters())
+    opt = _optimizer(trained, optimizer, lr, weight_decay)
     net, loader, sampler = _parallel(model, loader, device)
     sched = _scheduler(opt, schedule, epochs * len(loader))
     history: list[float] = []
@@ -146,6 +150,8 @@ def fit(
                                  f"{epoch + 1}, step {step + 1} (lower lr?)")
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(trained, max_grad_norm)
             opt.step()
             sched.step()
             if after_step is not None:

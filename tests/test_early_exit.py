@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 
@@ -22,8 +23,11 @@ from occ.exits import EarlyExitNet, attach, auto_points, exit_candidates
 from occ.exits.calibrate import ExitOutputs, calibrate, simulate
 from occ.models import build_model
 from occ.models.edits import edit_record
+from occ.quant.layers import QuantConv2d, QuantLinear
+from occ.quant.pipeline import quantize_
 from occ.recipe import DataSpec
 from occ.stages.early_exit import EarlyExitConfig, early_exit_
+from occ.stages.quantize import QuantizeConfig
 from occ.train import fit, predict
 
 CPU = torch.device("cpu")
@@ -264,6 +268,94 @@ def test_compress_then_eval_reports_exits(recipe_factory) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# Quantized heads
+
+
+def quantized(trained, data, tmp_path: Path, **quant) -> RunContext:
+    """A context holding ``trained`` after a 4-bit (weights and inputs) PTQ quantize stage."""
+    ctx = context(copy.deepcopy(trained), data, tmp_path)
+    quantize_(ctx, QuantizeConfig(weight_bits=4, act_bits=4, mode="ptq", calib_samples=128,
+                                  **quant))
+    return ctx
+
+
+def head_cost(model: nn.Module) -> metrics.LayerCost:
+    (cost,) = [c for c in metrics.layer_costs(model, (1, 28, 28)) if c.name.startswith("heads.")]
+    return cost
+
+
+@pytest.mark.parametrize(("keep", "bits"), [((), 4), (("last",), 8)])
+def test_heads_take_the_spec_of_the_backbones_classifier(data, trained, tmp_path: Path,
+                                                        keep: tuple, bits: int) -> None:
+    ctx = quantized(trained, data, tmp_path, keep_8bit=keep)
+    classifier = ctx.model.classifier[3]
+    result = early_exit_(ctx, EarlyExitConfig(exits=["features.2"], head_pool=4, epochs=1,
+                                              threshold=0.9))
+    head = ctx.model.heads[0][2]
+    assert type(head) is QuantLinear and head.mode == "frozen" and head.has_int_bias
+    assert head.spec == classifier.spec and head.occ_bits == (bits, bits)  # keep_8bit: A8 too
+    assert not head.weight.requires_grad and head.weight_int.int().abs().max() <= 2 ** (bits - 1)
+    assert result.details["heads"] == {"quantized": True, "like": "classifier.3",
+                                       "spec": classifier.spec.to_dict()}
+    assert [e["op"] for e in ctx.edits] == ["quantize", "early_exit", "quantize"]
+    assert ctx.edits[-1]["args"] == {"layers": {"heads.0.2": classifier.spec.to_dict()}}
+
+
+def test_float_heads_when_asked_or_on_a_float_backbone(data, trained, tmp_path: Path) -> None:
+    cfg = EarlyExitConfig(exits=["features.2"], head_pool=4, epochs=1, threshold=0.9)
+    ctx, quant = quantized(trained, data, tmp_path), quantized(trained, data, tmp_path)
+    result = early_exit_(ctx, dataclasses.replace(cfg, quantize_heads=False))
+    assert type(ctx.model.heads[0][2]) is nn.Linear and ctx.edits[-1]["op"] == "early_exit"
+    assert result.details["heads"]["quantized"] is False
+    early_exit_(quant, cfg)
+    # 4 x 4 bits per MAC instead of 32 x 32, in the layer table and in exit_metrics
+    fl, q = head_cost(ctx.model), head_cost(quant.model)
+    assert fl.macs == q.macs and q.bitops * 64 == fl.bitops
+    x = batch(data, 8)
+    costs = [e.exit_metrics(metrics.layer_costs(e, (1, 28, 28)))["per_exit"][0]["bitops"]
+             for e in (ctx.model, quant.model)]
+    assert costs[0] - costs[1] == fl.bitops - q.bitops
+    assert quant.model(x).shape == (8, 10)
+    plain = context(copy.deepcopy(trained), data, tmp_path)  # float backbone: auto = float
+    early_exit_(plain, cfg)
+    assert type(plain.model.heads[0][2]) is nn.Linear
+    with pytest.raises(RecipeError, match="needs a quantized backbone") as err:
+        early_exit_(context(copy.deepcopy(trained), data, tmp_path),
+                    dataclasses.replace(cfg, quantize_heads=True))
+    assert err.value.where == "quantize_heads"
+
+
+@pytest.mark.parametrize("stage", [{"max_accuracy_drop": 2.0},
+                                   {"conv_head": True, "threshold": 0.12}])  # ~half leave
+def test_quantized_heads_calibrate_and_round_trip(data, trained, tmp_path: Path,
+                                                  stage: dict) -> None:
+    ctx = quantized(trained, data, tmp_path)
+    result = early_exit_(ctx, EarlyExitConfig(exits=["features.2"], head_pool=4, epochs=2,
+                                              lr=3e-3, **stage))
+    ee = ctx.model
+    assert ee.points == ["features.2"]  # calibrated: a quantized head pays here
+    if "conv_head" in stage:  # the head's BN is folded into its conv, quantized too
+        assert isinstance(ee.heads[0][1], nn.Identity) and type(ee.heads[0][0]) is QuantConv2d
+        assert ctx.edits[-2] == edit_record("fold_bn", {"pairs": [["heads.0.0", "heads.0.1"]]})
+    else:  # thresholds were calibrated on the frozen heads: the simulation is the forward
+        cal = result.details["calibration"]
+        out, y = predict(ee, data.loader("val", 256), CPU)
+        assert cal["accuracy"] == pytest.approx(metrics.accuracy(out, y), abs=0.21)  # <= 1 tie
+        m = metrics.measure(ee, out, y, input_shape=(1, 28, 28))
+        assert m.exits["expected_bitops"] == pytest.approx(cal["expected_bitops"], rel=0.01)
+    header = model_io.model_header(arch={"arch": "lenet5", "kwargs": {"width": 0.5}},
+                                   edits=ctx.edits, input_shape=(1, 28, 28), num_classes=10)
+    model_io.save(tmp_path / "m.occ", ee, header, {"codec": "raw"})
+    loaded = occ.load(tmp_path / "m.occ")
+    assert f"heads.0.{len(ee.heads[0]) - 1}.weight_int" in loaded.state_dict()
+    test = data.loader("test", 256)
+    want, _ = predict(ee, test, CPU)
+    got, _ = predict(loaded, test, CPU)
+    assert torch.equal(got, want) and torch.equal(loaded.exit_log(), ee.exit_log())
+    assert 0 < ee.exit_stats()[0] < len(data.test)
+
+
+# --------------------------------------------------------------------------------------------
 # Bad input
 
 
@@ -314,4 +406,9 @@ def test_config_round_trips() -> None:
     cfg = EarlyExitConfig(exits=["layer1", "layer2"], conv_head=True, train="joint",
                           loss_weights=[0.3, 0.3, 1.0], threshold=[0.9, 0.8])
     assert from_dict(EarlyExitConfig, to_dict(cfg)) == cfg
+    for value in ("auto", True, False):  # YAML's yes / no are booleans already
+        cfg = EarlyExitConfig(quantize_heads=value)
+        assert from_dict(EarlyExitConfig, to_dict(cfg)) == cfg
+    with pytest.raises(RecipeError, match="quantize_heads"):
+        from_dict(EarlyExitConfig, {"quantize_heads": "always"})
     assert EarlyExitConfig().category == "dynamic" and EarlyExitConfig().num_exits == 2

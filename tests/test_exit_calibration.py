@@ -11,6 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import occ
+from occ import model_io
 from occ.context import ArchRef, RunContext
 from occ.data import load_data
 from occ.errors import RecipeError
@@ -25,8 +27,11 @@ from occ.exits.calibrate import (
 )
 from occ.exits.training import exit_loss
 from occ.models import build_model
+from occ.quant.layers import quant_layers
+from occ.quant.pipeline import quantize_
 from occ.recipe import DataSpec, parse_recipe
 from occ.stages.early_exit import EarlyExitConfig, early_exit_
+from occ.stages.quantize import QuantizeConfig
 from occ.train import fit, predict, task_loss
 
 CPU = torch.device("cpu")
@@ -210,6 +215,32 @@ def test_stage_calibrates_epsilon_within_the_mae_budget(rotation, tmp_path: Path
     d = default.details["calibration"]
     assert d["budget"] == pytest.approx(0.05 * d["reference_mae"])
     assert d["increase"] <= d["budget"]
+
+
+def test_quantized_heads_calibrate_and_round_trip_on_regression(rotation, tmp_path: Path) -> None:
+    data, model = rotation
+    ctx = context(model, data, tmp_path)
+    quantize_(ctx, QuantizeConfig(weight_bits=4, act_bits=4, mode="ptq", calib_samples=128))
+    result = early_exit_(ctx, EarlyExitConfig(exits=["features.2", "features.5"], epochs=1,
+                                              lr=3e-3, max_mae_increase=0.02))
+    ee = ctx.model
+    assert result.details["heads"]["quantized"] and len(ee.points) == 2
+    assert all(m.occ_bits == (4, 4) and m.mode == "frozen"
+               for m in quant_layers(ee.heads).values())
+    assert ctx.edits[-1]["args"]["layers"].keys() == {"heads.0.2", "heads.1.2"}
+    # epsilons calibrated on the frozen heads: the simulated MAE is the real forward's
+    cal = result.details["calibration"]
+    out, y = predict(ee, ctx.loader("val"), CPU)
+    assert float(_row_errors(out, y).mean()) == pytest.approx(cal["mae"], abs=1e-6)
+    assert ee.exit_stats()[1] > 0 and cal["expected_bitops"] < cal["backbone_bitops"]
+    arch = {"arch": "lenet5", "kwargs": {"width": 0.25, "num_classes": 1}}
+    header = model_io.model_header(arch=arch, edits=ctx.edits, input_shape=(1, 28, 28),
+                                   num_classes=1)
+    model_io.save(tmp_path / "m.occ", ee, header, {"codec": "raw"})
+    loaded = occ.load(tmp_path / "m.occ")
+    want, _ = predict(ee, ctx.loader("test"), CPU)
+    got, _ = predict(loaded, ctx.loader("test"), CPU)
+    assert torch.equal(got, want) and torch.equal(loaded.exit_log(), ee.exit_log())
 
 
 def test_stage_checks_the_task_and_val_data(rotation, tmp_path: Path) -> None:

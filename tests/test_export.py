@@ -56,7 +56,8 @@ def pruned(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> P
 @pytest.fixture(scope="module")
 def quant_exit(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path,
                test_split) -> Path:
-    """Pruned, 4-bit (weights and inputs) quantized tiny LeNet-5 with one exit head.
+    """Pruned, 4-bit (weights and inputs) quantized tiny LeNet-5 with one exit head
+    (4-bit too: ``quantize_heads: auto``).
 
     The tiny checkpoint's heads are barely trained, so the recorded threshold is reset to
     the median exit score on the test split: half the rows leave early, whatever the
@@ -112,7 +113,8 @@ def test_quantized_early_exit_model_exports_every_exit(quant_exit: Path, tmp_pat
     out = tmp_path / "qee.onnx"
     result = api.export(quant_exit, out)
     assert result["outputs"] == ["logits", "exit", "exit0_logits", "final_logits"]
-    assert result["quantized_layers"] == 4 and result["exits"]["points"] == ["features.3"]
+    # 4 backbone layers and the exit head, quantized like the backbone (quantize_heads: auto)
+    assert result["quantized_layers"] == 5 and result["exits"]["points"] == ["features.3"]
     x, y = test_split
     logits, taken, head, final = _run_onnx(out, x)
     model = occ.load(quant_exit)
@@ -134,14 +136,14 @@ def test_quantized_early_exit_model_exports_every_exit(quant_exit: Path, tmp_pat
         assert float(close.float().mean()) >= 0.95
         assert float((got - ref).abs().max()) <= 0.1 * max(1.0, float(ref.abs().max()))
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
-    assert meta["exit_points"] == "features.3" and meta["quantized_layers"] == "4"
+    assert meta["exit_points"] == "features.3" and meta["quantized_layers"] == "5"
 
 
 def test_exits_graph_is_the_exit_forward(quant_exit: Path, test_split) -> None:
     model = occ.load(quant_exit)
     x = test_split[0][:300]
     ready, names, quantized = export_ready(model)
-    assert isinstance(ready, ExitsGraph) and quantized == 4 and len(names) == 4
+    assert isinstance(ready, ExitsGraph) and quantized == 5 and len(names) == 4
     with torch.no_grad():
         expected = model(x)
         logits, taken, *_ = ready(x)

@@ -558,3 +558,33 @@ def test_int32_biases_code_compactly() -> None:
     assert policy("b", narrow).codec == "cat" and len(policy("b", narrow).data) < 80
     chosen = policy("b", wide)  # mostly distinct values: byte planes beat a table
     assert chosen.codec == "fbp" and len(chosen.data) < 0.8 * wide.nbytes
+
+
+def test_fit_clips_the_gradient_norm() -> None:
+    """``max_grad_norm`` bounds every step: a huge loss moves the weights by lr * norm at most."""
+    x, y = torch.randn(8, 4), torch.zeros(8, dtype=torch.long)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
+
+    def huge(outputs: torch.Tensor, targets: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        return 1e4 * outputs.sum()
+
+    moved = {}
+    for clip in (None, 1.0):
+        torch.manual_seed(0)
+        model = nn.Linear(4, 2)
+        before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+        fit(model, loader, epochs=1, lr=0.1, device=torch.device("cpu"), weight_decay=0.0,
+            schedule="constant", loss_fn=huge, max_grad_norm=clip)
+        after = torch.cat([p.detach().flatten() for p in model.parameters()])
+        moved[clip] = float((after - before).norm())
+    # One Nesterov step (momentum 0.9) of the clipped gradient: lr * 1.9 * norm 1.
+    assert moved[1.0] == pytest.approx(0.19, rel=1e-4)
+    assert moved[None] > 100 * moved[1.0]
+
+
+def test_qat_clips_gradients_by_default() -> None:
+    from occ.stages.quantize import QuantizeConfig
+
+    assert QuantizeConfig().clip_grad_norm == 5.0
+    with pytest.raises(RecipeError, match="clip_grad_norm: must be >= 0"):
+        from_dict(QuantizeConfig, {"clip_grad_norm": -1}, where="")

@@ -7,6 +7,8 @@
 - ``training``: the ``fit`` loss hook and heads-only / joint set-up;
 - ``calibrate``: thresholds that minimise expected BitOps within an accuracy budget
   (classification), or agreement epsilons within an MAE budget (regression).
+- ``quant``: heads quantized like a quantized backbone (``quantize_heads``): the spec of
+  its last quantized layer, QAT, frozen before calibration; ``fold_bn`` / ``quantize`` edits.
 
 Used by ``occ.stages.early_exit``; importing this package registers the edit op.
 """

@@ -39,10 +39,11 @@ SIMULATION_NOTE = ("fake-quant simulates integer arithmetic in float32, so CPU l
 
 
 @torch.no_grad()
-def layer_order(model: nn.Module, input_shape: tuple[int, ...],
-                device: torch.device) -> list[str]:
-    """Paths of the float Conv2d / Linear layers in the order a forward pass runs them."""
-    layers = quantizable(model)
+def layer_order(model: nn.Module, input_shape: tuple[int, ...], device: torch.device,
+                layers: dict[str, nn.Module] | None = None) -> list[str]:
+    """Paths of ``layers`` (default: the float Conv2d / Linear layers) in the order a
+    forward pass runs them; layers the pass does not reach come last."""
+    layers = quantizable(model) if layers is None else layers
     seen: list[str] = []
     hooks = [m.register_forward_hook(lambda _m, _i, _o, n=n: seen.append(n))
              for n, m in layers.items()]
@@ -175,6 +176,7 @@ def quantize_(ctx: RunContext, config: QuantizeConfig) -> StageResult:
         losses = fit(model, ctx.loader("train", shuffle=True), epochs=config.qat_epochs,
                      lr=config.lr, device=device, optimizer=config.optimizer,
                      loss_fn=_qat_loss(ctx, config, device),
+                     max_grad_norm=config.clip_grad_norm or None,
                      after_step=(lambda m: sparsity.apply_masks_(m, masks)) if masks else None,
                      progress=ctx.progress, description="quantize QAT")
     freeze_(model)

@@ -30,8 +30,14 @@ Either way, an exit that does not pay for itself is dropped, and if even the tra
 backbone alone breaks the budget every exit is dropped. The model runs early exit for
 real (rows that leave stop computing); see ``occ.exits``.
 
-Heads are added after quantization (early exit comes after it in the built-in order), so
-they stay float32 and count 32 × 32 bits in BitOps.
+Heads are added after quantization (early exit comes after it in the built-in order).
+``quantize_heads: auto`` (the default) quantizes them like the backbone when it has
+quantized layers: each head layer takes the bits, granularity and symmetry of the
+backbone's last quantized layer in execution order (its classifier), trains
+quantization-aware and is frozen to integers before the thresholds are calibrated, so
+calibration prices the heads that will run. A conv head's BN is folded into its conv first.
+``true`` insists (a float backbone is an error: put a quantize stage before early_exit);
+``false`` keeps float32 heads, counted 32 × 32 bits in BitOps. See ``occ.exits.quant``.
 """
 
 from __future__ import annotations
@@ -68,6 +74,9 @@ class EarlyExitConfig(StageConfig):
         max_accuracy_drop: classification budget, points of val accuracy (unset: 0.5).
         max_mae_increase: regression budget, target units (unset: 5 % of the val MAE of
             the model before this stage, since target units differ from task to task).
+        quantize_heads: ``auto``: quantize the heads like the backbone's last quantized
+            layer (its classifier) when the backbone is quantized, else keep them float;
+            ``true``: the same, but a float backbone is an error; ``false``: float32 heads.
     """
 
     exits: list[str] = field(default_factory=list)
@@ -87,6 +96,7 @@ class EarlyExitConfig(StageConfig):
     epsilon: float | None = None
     max_accuracy_drop: float | None = None
     max_mae_increase: float | None = None
+    quantize_heads: bool | Literal["auto"] = "auto"
 
     default_category = "dynamic"
 
@@ -175,6 +185,7 @@ def early_exit_(ctx: RunContext, config: EarlyExitConfig) -> StageResult:
     """Attach exit heads, train them and set (or calibrate) the exit thresholds."""
     from occ.errors import RecipeError
     from occ.exits import attach, auto_points
+    from occ.exits.quant import freeze_heads_, head_edits
     from occ.exits.training import default_weights, exit_loss, trainable
     from occ.train import fit
 
@@ -193,6 +204,7 @@ def early_exit_(ctx: RunContext, config: EarlyExitConfig) -> StageResult:
     ee = attach(backbone, points, sample, num_classes=ctx.data.num_classes,
                 conv_head=config.conv_head, head_pool=config.head_pool,
                 thresholds=config.given_thresholds(), criterion=config.criterion)
+    like = _quantize_heads_(ctx, ee, config, device)
     weights = config.loss_weights or default_weights(len(points), config.train)
     losses: list[float] = []
     if config.epochs:
@@ -203,9 +215,13 @@ def early_exit_(ctx: RunContext, config: EarlyExitConfig) -> StageResult:
                                            temperature=config.temperature, alpha=config.alpha,
                                            base=ctx.loss_fn),
                          progress=ctx.progress, description="exit heads")
+    if like is not None:
+        freeze_heads_(ee)  # before calibration: thresholds are priced on the frozen heads
     ctx.model = ee
-    details = {"points": points, "train": config.train, "loss": losses}
-    notes = [f"{len(points)} exit head(s) after {', '.join(points)} ({config.train} training)"]
+    details = {"points": points, "train": config.train, "loss": losses,
+               "heads": _heads_details(ee, like)}
+    notes = [f"{len(points)} exit head(s) after {', '.join(points)} ({config.train} training)",
+             _heads_note(details["heads"], config)]
     if calibrating and config.criterion == "agreement":
         details["calibration"] = _calibrate_agreement(ctx, ee, config, device, reference)
         notes.append(_agreement_note(details["calibration"]))
@@ -213,8 +229,53 @@ def early_exit_(ctx: RunContext, config: EarlyExitConfig) -> StageResult:
         details["calibration"] = _calibrate(ctx, ee, config, device, reference)
         notes.append(_calibration_note(details["calibration"]))
     ctx.record_edit("early_exit", **ee.edit_args())
+    for op, args in head_edits(ee):  # replayed after early_exit: fold_bn, then quantize
+        ctx.record_edit(op, **args)
     details.update(points_kept=list(ee.points), thresholds=list(ee.thresholds))
     return StageResult(details=details, notes=notes)
+
+
+def _quantize_heads_(ctx: RunContext, ee, config: EarlyExitConfig, device) -> str | None:
+    """Make ``ee``'s heads fake-quant like the backbone's last quantized layer, as
+    ``quantize_heads`` says; returns that layer's path (None: the heads stay float)."""
+    from occ.errors import RecipeError
+    from occ.exits.quant import CALIB_SAMPLES, backbone_spec, prepare_
+    from occ.quant.calibrate import take_inputs
+
+    if config.quantize_heads is False:
+        return None
+    found = backbone_spec(ee.backbone, ctx.data.input_shape, device)
+    if found is None:
+        if config.quantize_heads is True:
+            raise RecipeError("true needs a quantized backbone, and this model has no "
+                              "quantized layer: put a quantize stage before early_exit (as "
+                              "order: auto does) or leave quantize_heads: auto",
+                              where="quantize_heads")
+        return None
+    like, spec = found
+    prepare_(ee, spec, take_inputs(ctx.loader("train"), CALIB_SAMPLES), device, ctx.seed)
+    return like
+
+
+def _heads_details(ee, like: str | None) -> dict:
+    """What the heads are: quantized like which backbone layer, with which spec."""
+    from occ.quant.layers import quant_layers
+
+    layers = quant_layers(ee.heads)
+    spec = next(iter(layers.values())).spec.to_dict() if layers else None
+    return {"quantized": bool(layers), "like": like, "spec": spec}
+
+
+def _heads_note(heads: dict, config: EarlyExitConfig) -> str:
+    if not heads["quantized"]:
+        why = ("quantize_heads: false" if config.quantize_heads is False
+               else "the backbone is not quantized")
+        return f"heads stay float32, 32 x 32 bits in BitOps ({why})"
+    s = heads["spec"]
+    a = "float inputs" if s["a_bits"] == 32 else f"{s['a_bits']}-bit inputs"
+    return (f"heads quantized like {heads['like']}: {s['w_bits']}-bit weights "
+            f"({s['granularity']}), {a}; trained quantization-aware, frozen before "
+            "calibration")
 
 
 def _val_reference(ctx: RunContext, model, device, config: EarlyExitConfig):

@@ -45,6 +45,9 @@ class QuantizeConfig(StageConfig):
         epochs: QAT epochs (default 2 for ``qat``; must be 0 or unset for ``ptq``).
         keep_8bit: ``first`` and/or ``last`` compute layers kept at 8 bits.
         distill: during QAT, the uncompressed model teaches (Hinton KD, T=4, alpha=0.9).
+        clip_grad_norm: QAT clips the gradients' global norm to this (0: no clipping).
+            BN is folded before QAT, so nothing normalises the activations any more and
+            an unclipped step can wreck a deep network (ResNet-20 with KD: 98 % -> 36 %).
     """
 
     weight_bits: int | Literal["auto"] = 8
@@ -62,6 +65,7 @@ class QuantizeConfig(StageConfig):
     target_avg_bits: float | None = None
     bitops_budget: float | None = None
     distill: bool = False
+    clip_grad_norm: float = 5.0
 
     default_category = "bits"
 
@@ -77,6 +81,8 @@ class QuantizeConfig(StageConfig):
         check(self.act_bits == 32 or self.calib_samples >= 1, "calib_samples",
               f"act_bits: {self.act_bits} needs calibration data: calib_samples must be >= 1")
         check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        check(self.clip_grad_norm >= 0, "clip_grad_norm",
+              f"must be >= 0 (0: no clipping), got {self.clip_grad_norm}")
         check(len(set(self.keep_8bit)) == len(self.keep_8bit), "keep_8bit",
               f"must list each of 'first', 'last' at most once, got {list(self.keep_8bit)}")
         if self.mode == "ptq":
