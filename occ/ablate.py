@@ -126,8 +126,11 @@ def rank(results: list[OrderResult], tolerance: float) -> list[OrderResult]:
 
 
 def pairwise(ranked: list[OrderResult], units: list[Unit]) -> list[dict[str, Any]]:
-    """For each pair (A, B): how often the order with A before B beat its A/B swap."""
-    position = {tuple(r.order): i for i, r in enumerate(ranked)}
+    """For each pair (A, B): how often the order with A before B beat its A/B swap.
+
+    Only orders that ran count: a failed order beats nothing and loses to nothing.
+    """
+    position = {tuple(r.order): i for i, r in enumerate(ranked) if r.status == "ok"}
     builtin = builtin_order(units)
     rows = []
     for a, b in itertools.combinations(sorted(u.label for u in units), 2):
@@ -262,6 +265,8 @@ def _run_order(run: _Runner, order: tuple[str, ...], units: dict[str, Unit],
         result.metrics = {k: m.to_dict(layers=False)[k] for k in
                           ("accuracy", "agreement", "mae", "rmse", "params", "nonzero_params",
                            "macs", "bitops", "sparse_bitops", "bytes")}
+    except resume_mod.StaleStateError:
+        raise  # the output directory holds another ablation: every order would fail alike
     except OccError as err:
         result.status, result.error = "failed", str(err)
         log.warning("order %s failed: %s", " -> ".join(order), err)

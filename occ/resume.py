@@ -67,8 +67,12 @@ class SavedState:
     record: dict[str, Any]
 
 
+class StaleStateError(RecipeError):
+    """A saved state on disk was made by another recipe, checkpoint, seed or version."""
+
+
 def load_state(path: Path, fingerprint: str, *, where: str) -> SavedState | None:
-    """The saved state at ``path`` if present; RecipeError if it belongs to another run."""
+    """The saved state at ``path`` if present; StaleStateError if it belongs to another run."""
     if not path.exists():
         return None
     try:
@@ -77,7 +81,7 @@ def load_state(path: Path, fingerprint: str, *, where: str) -> SavedState | None
         return None  # a state cut off mid-write is simply redone
     state = artifact.header.get("state", {})
     if state.get("fingerprint") != fingerprint:
-        raise RecipeError(
+        raise StaleStateError(
             f"{path} was made by a different recipe, checkpoint, seed or version; "
             "remove it or use another --out", where=where)
     return SavedState(artifact=artifact, record=state.get("record", {}))

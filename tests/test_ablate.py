@@ -91,3 +91,34 @@ def test_cli_json(fake_stages, recipe_factory, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["orders_run"] == 2 and doc["builtin_rank"] in (1, 2)
+
+
+def test_an_edited_recipe_in_the_same_directory_stops_with_one_error(
+        fake_stages, recipe_factory, tmp_path: Path) -> None:
+    out = tmp_path / "abl"
+    api.ablate(recipe_factory(STAGES), out=str(out))
+    states = sorted(p.read_bytes() for p in (out / "states").iterdir())
+    edited = [{**STAGES[0], "scale": 0.8}, *STAGES[1:]]
+    result = CliRunner().invoke(app, ["ablate", str(recipe_factory(edited)), "--out", str(out)])
+    assert result.exit_code == 2
+    assert "was made by a different recipe" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert sorted(p.read_bytes() for p in (out / "states").iterdir()) == states  # kept
+
+
+def test_failed_orders_decide_no_pairwise_verdict() -> None:
+    from occ.ablate import OrderResult, Unit, pairwise
+
+    def r(order: str, status: str = "ok") -> OrderResult:
+        return OrderResult(order=list(order), status=status,
+                           metrics={"accuracy": 90.0, "bitops": 1.0} if status == "ok" else {})
+
+    from types import SimpleNamespace
+
+    units = [Unit("A", (SimpleNamespace(category="architecture"),)),
+             Unit("B", (SimpleNamespace(category="bits"),))]
+    # Both failed: no comparison, not "100 %" for whichever sorts first.
+    rows = pairwise([r("AB", "failed"), r("BA", "failed")], units)
+    assert rows[0]["comparisons"] == 0 and rows[0]["agrees"] is None
+    rows = pairwise([r("BA"), r("AB", "failed")], units)
+    assert rows[0]["comparisons"] == 0
