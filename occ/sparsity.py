@@ -90,11 +90,20 @@ def magnitude_masks(model: nn.Module, sparsity: float, *, scope: Scope = "global
 
 @torch.no_grad()
 def apply_masks_(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
-    """Zero every masked-out weight in place."""
+    """Zero every masked-out weight in place.
+
+    A frozen quantized layer (``occ.quant.layers``) stores integers, not its float weight:
+    their masked-out entries become the zero point, so the stored layer is pruned too.
+    """
     modules = dict(model.named_modules())
     for name, mask in masks.items():
-        w = modules[name].weight
+        module = modules[name]
+        w = module.weight
         w.mul_(mask.to(w.device, w.dtype))
+        q = getattr(module, "weight_int", None)
+        if q is not None:
+            zp = module.w_zero_point.reshape(-1, *([1] * (q.dim() - 1))).to(q.dtype)
+            q.copy_(torch.where(mask.to(q.device, torch.bool), q, zp.expand_as(q)))
 
 
 def mask_sparsity(masks: dict[str, torch.Tensor]) -> float:

@@ -15,6 +15,7 @@ model is wrapped in ``DistributedDataParallel`` and each rank trains on its shar
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from collections.abc import Callable, Iterable
@@ -32,6 +33,7 @@ from occ.progress import NullProgress, Progress
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 Optimizer = Literal["sgd", "adam", "adamw"]
 Schedule = Literal["cosine", "step", "constant"]
+log = logging.getLogger("occ")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -124,6 +126,9 @@ def fit(
     ``max_grad_norm``: clip the gradients' global L2 norm to this before every step
     (networks without BatchNorm, e.g. after BN folding, can otherwise blow up).
 
+    A model with no trainable parameter left (every layer quantized and frozen) is not
+    trained: a warning is logged and the history is empty.
+
     Raises:
         StageError: the loss became NaN or infinite (the model is left as it was at
             the start of the failing step).
@@ -131,7 +136,12 @@ def fit(
     loss_fn = loss_fn or default_loss
     progress = progress or NullProgress()
     model.to(device).train()
-    trained = list(params if params is not None else model.parameters())
+    trained = [p for p in (params if params is not None else model.parameters())
+               if p.requires_grad]
+    if not trained:  # e.g. pruning after quantization: frozen integer layers do not train
+        log.warning("%s: nothing left to train (every parameter is frozen); skipped",
+                    description)
+        return []
     opt = _optimizer(trained, optimizer, lr, weight_decay)
     net, loader, sampler = _parallel(model, loader, device)
     sched = _scheduler(opt, schedule, epochs * len(loader))

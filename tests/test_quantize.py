@@ -588,3 +588,18 @@ def test_qat_clips_gradients_by_default() -> None:
     assert QuantizeConfig().clip_grad_norm == 5.0
     with pytest.raises(RecipeError, match="clip_grad_norm: must be >= 0"):
         from_dict(QuantizeConfig, {"clip_grad_norm": -1}, where="")
+
+
+def test_pruning_after_quantization_runs_without_training(recipe_factory, caplog) -> None:
+    """Frozen integer layers leave nothing to fine-tune: the prune stage still prunes."""
+    from occ import api
+
+    recipe = recipe_factory([{"type": "quantize", "weight_bits": 4, "act_bits": 8,
+                              "mode": "ptq"},
+                             {"type": "prune", "sparsity": 0.5, "epochs": 1}],
+                            order="as-written")
+    with caplog.at_level("WARNING", logger="occ"):
+        report = api.compress(recipe)
+    assert [s.type for s in report.stages] == ["quantize", "prune"]
+    assert report.stages[1].details["sparsity"] >= 0.45
+    assert "nothing left to train" in caplog.text
