@@ -274,3 +274,15 @@ def test_regression_report_leads_with_mae(tmp_path: Path, rot_checkpoint: Path) 
     assert '<div class="k">MAE</div>' in html and "MAE vs BitOps and vs bytes" in html
     assert '<div class="k">accuracy</div>' not in html
     assert "**MAE " in (out / "report.md").read_text()
+
+
+def test_cli_eval_leads_with_mae(rot_checkpoint: Path) -> None:
+    from typer.testing import CliRunner
+
+    from occ.cli import app
+
+    result = CliRunner().invoke(app, ["eval", str(rot_checkpoint)])
+    assert result.exit_code == 0, result.stderr
+    rows = [line for line in result.output.splitlines() if "│" in line]
+    names = [r.split("│")[1].strip() for r in rows]
+    assert names[:3] == ["mae", "rmse", "% within 0.1 of target"]
