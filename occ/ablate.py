@@ -33,6 +33,7 @@ from occ.errors import OccError, RecipeError
 from occ.io import atomic_write_text
 from occ.plan import Plan
 from occ.recipe import Recipe, Stage
+from occ.tolerances import ACCURACY_POINTS, MAE_SHARE
 
 log = logging.getLogger("occ")
 _LABELS = {"distill": "KD", "prune": "P", "quantize": "Q", "early_exit": "EE",
@@ -91,10 +92,6 @@ def builtin_order(units: list[Unit]) -> tuple[str, ...]:
     return tuple(units[i].label for i in order_mod.sort_indices(cats))
 
 
-REGRESSION_TOLERANCE_SHARE = 0.05
-"""Regression's default tolerance: this share of the baseline's MAE (targets have units)."""
-
-
 def _score(r: OrderResult) -> float:
     return r.metrics.get("bitops", float("inf"))
 
@@ -108,8 +105,8 @@ def _quality(r: OrderResult) -> float:
 def default_tolerance(recipe: Recipe, baseline_mae: float | None) -> float:
     """0.5 accuracy points, or 5 % of the baseline's MAE on a regression task."""
     if recipe.task == "regression" and baseline_mae is not None:
-        return REGRESSION_TOLERANCE_SHARE * baseline_mae
-    return 0.5
+        return MAE_SHARE * baseline_mae
+    return ACCURACY_POINTS
 
 
 def rank(results: list[OrderResult], tolerance: float) -> list[OrderResult]:

@@ -23,6 +23,8 @@ try:  # typer >= 0.20 vendors click as typer._click; older releases depend on cl
 except ImportError:  # pragma: no cover
     from click import exceptions as click_exc
 
+from occ.tolerances import REGRESSION_WITHIN
+
 T = TypeVar("T")
 
 
@@ -295,7 +297,8 @@ def train(
         _emit_json(result)
     else:
         quality = (f"MAE {result['mae']:.4f} / RMSE {result['rmse']:.4f}, "
-                   f"{result['accuracy']:.2f}% within 0.1" if result.get("mae") is not None
+                   f"{result['accuracy']:.2f}% within {REGRESSION_WITHIN}"
+                   if result.get("mae") is not None
                    else f"{result['accuracy']:.2f}% test accuracy")
         _console().print(f"{model} on {data}: {quality}, {result['params']:,} params -> {out}")
 
@@ -338,7 +341,8 @@ def eval_(
         if key in ("mae", "rmse"):
             table.add_row(key, f"{v:.4f}")
             continue
-        label = "% within 0.1 of target" if key == "accuracy" and regression else key
+        label = (f"% within {REGRESSION_WITHIN} of target" if key == "accuracy" and regression
+                 else key)
         table.add_row(label, "-" if v is None else f"{v:,.2f}" if isinstance(v, float)
                       else f"{v:,}")
     if result.get("exits"):

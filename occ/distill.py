@@ -36,7 +36,7 @@ def kd_loss(student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor,
     Float targets (regression): the soft term is the MSE to the teacher's outputs, and
     ``hard`` is the recipe's regression loss (MSE or L1).
     """
-    hard_term = hard(student, targets)
+    hard_term = hard(student, targets, None)
     if targets.is_floating_point():
         soft = F.mse_loss(student.reshape(targets.shape), teacher.reshape(targets.shape))
         return (1.0 - alpha) * hard_term + alpha * soft

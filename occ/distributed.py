@@ -65,8 +65,12 @@ def broadcast_model(model: nn.Module) -> None:
     """Make every rank's parameters and buffers equal to rank 0's."""
     if world_size() == 1:
         return
-    for t in model.state_dict().values():
+    state = model.state_dict()
+    for t in state.values():
         dist.broadcast(t, src=0)
+    # Tensors left out of the state dict (a frozen quantized layer's float weight and bias)
+    # are derived from the broadcast integers: derive them again, as occ.load does.
+    model.load_state_dict(state)
 
 
 def all_mean(value: float, device: torch.device) -> float:

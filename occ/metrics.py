@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from occ.tolerances import REGRESSION_WITHIN
+
 FLOAT_BITS = 32
 
 
@@ -126,9 +128,9 @@ def agreement(outputs: torch.Tensor, reference: torch.Tensor) -> float:
     return 100.0 * float((outputs.argmax(dim=1) == reference.argmax(dim=1)).float().mean())
 
 
-REGRESSION_TOLERANCE = 0.1
-"""Regression ``accuracy`` / ``agreement``: share within this of the target (0.1 = 4.5 degrees
-on ``mnist5k-rotation``, whose targets are angle / 45)."""
+REGRESSION_TOLERANCE = REGRESSION_WITHIN
+"""Regression ``accuracy`` / ``agreement``: share within this of the target (see
+``occ.tolerances``)."""
 
 
 def is_regression(targets: torch.Tensor) -> bool:

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import occ.order as order_mod
-from occ.recipe import Recipe, with_stages
+from occ.errors import RecipeError
+from occ.recipe import Recipe, Stage, with_stages
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,15 @@ class Plan:
         }
 
 
+def _check_requirements(ordered: tuple[Stage, ...], index: list[int], source: str) -> None:
+    """Every stage's ``requires()`` runs before it in the final order, or RecipeError."""
+    for pos, stage in enumerate(ordered):
+        for needed, key in stage.config.requires().items():
+            if not any(s.type == needed for s in ordered[:pos]):
+                raise RecipeError(f"needs a {needed} stage before {stage.label} in the order "
+                                  "that runs", where=f"{source}: stages[{index[pos]}].{key}")
+
+
 def make_plan(recipe: Recipe, *, keep_order: bool = False) -> Plan:
     """Order ``recipe``'s stages and record every move and every broken edge."""
     stages = recipe.stages
@@ -56,6 +66,7 @@ def make_plan(recipe: Recipe, *, keep_order: bool = False) -> Plan:
         index = order_mod.sort_indices(cats)
         warnings = ()
     ordered = tuple(stages[i] for i in index)
+    _check_requirements(ordered, index, recipe.source)
     moves = tuple(
         f"{stages[i].label}: stages[{i}] -> position {pos}"
         for pos, i in enumerate(index) if pos != i

@@ -41,6 +41,11 @@ class StageConfig:
         """
         return self
 
+    def requires(self) -> dict[str, str]:
+        """Stage types that must run before this one, each with the config key that needs
+        it (``occ.plan`` checks the order before any work). Default: none."""
+        return {}
+
 
 @dataclass
 class StageResult:

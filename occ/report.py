@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from occ import report_plots as plots
 from occ.errors import OccError
 from occ.io import atomic_write_text
+from occ.tolerances import ACCURACY_POINTS, MAE_SHARE, REGRESSION_WITHIN
 
 if TYPE_CHECKING:
     from occ.metrics import Metrics
@@ -348,13 +349,13 @@ def _cards(report: Report) -> str:
     change = s["accuracy_change"]
     if s.get("mae") is not None:  # regression: MAE, green within 5 % of the baseline's
         rise = None if s.get("baseline_mae") is None else s["mae"] - s["baseline_mae"]
-        tone = "" if rise is None else "good" if rise <= 0.05 * s["baseline_mae"] else "bad"
+        tone = "" if rise is None else "good" if rise <= MAE_SHARE * s["baseline_mae"] else "bad"
         quality = _card("MAE", _num(s["mae"], ".4f"),
                         f"{_num(rise, '+.4f')} vs baseline {_num(s['baseline_mae'], '.4f')}; "
                         f"RMSE {_num(s['rmse'], '.4f')}", tone)
-        agree = "outputs within 0.1 of the uncompressed model's"
-    else:  # green within the ablation's default tolerance (0.5 pt), red beyond it
-        tone = "" if change is None else "good" if change >= -0.5 else "bad"
+        agree = f"outputs within {REGRESSION_WITHIN} of the uncompressed model's"
+    else:  # green within the ablation's default tolerance, red beyond it
+        tone = "" if change is None else "good" if change >= -ACCURACY_POINTS else "bad"
         quality = _card("accuracy", f"{_num(s['accuracy'])}%", f"{_num(change, '+.2f')} pt vs "
                         f"baseline {_num(s['baseline_accuracy'])}%", tone)
         agree = "top-1 matches the uncompressed model"

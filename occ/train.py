@@ -87,7 +87,9 @@ def task_loss(name: Loss = "auto") -> LossFn:
     exit in train mode; the loss is then the mean over exits, so later stages keep every
     head trained.
     """
-    regression = _REGRESSION_LOSSES.get(name, F.mse_loss)
+    if name not in (*_REGRESSION_LOSSES, "cross_entropy"):
+        raise ValueError(f"unknown loss {name!r}; allowed: auto, cross_entropy, mse, l1")
+    regression = _REGRESSION_LOSSES.get(name, F.mse_loss)  # cross_entropy: class targets
 
     def loss(outputs: torch.Tensor | list[torch.Tensor], targets: torch.Tensor,
              inputs: torch.Tensor | None = None) -> torch.Tensor:
@@ -141,6 +143,7 @@ def fit(
     if not trained:  # e.g. pruning after quantization: frozen integer layers do not train
         log.warning("%s: nothing left to train (every parameter is frozen); skipped",
                     description)
+        model.eval()
         return []
     opt = _optimizer(trained, optimizer, lr, weight_decay)
     net, loader, sampler = _parallel(model, loader, device)

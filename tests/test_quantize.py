@@ -603,3 +603,26 @@ def test_pruning_after_quantization_runs_without_training(recipe_factory, caplog
     assert [s.type for s in report.stages] == ["quantize", "prune"]
     assert report.stages[1].details["sparsity"] >= 0.45
     assert "nothing left to train" in caplog.text
+
+
+def test_surp_after_quantization_is_refused(recipe_factory) -> None:
+    """SuRP rebuilds float values off the layer's integer grid: refused, not mis-stored."""
+    from occ import api
+
+    recipe = recipe_factory([{"type": "quantize", "weight_bits": 4, "act_bits": 8,
+                              "mode": "ptq"},
+                             {"type": "prune", "method": "surp", "sparsity": 0.5, "epochs": 0}],
+                            order="as-written")
+    with pytest.raises(RecipeError, match=r"stages\[1\]\.method: surp cannot prune quantized "
+                                          r"layers \(features\.0, features\.3, "):
+        api.compress(recipe)
+
+
+def test_fit_with_nothing_to_train_leaves_eval_mode() -> None:
+    model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.randn(4, 2), torch.zeros(4, dtype=torch.long)))
+    assert fit(model, loader, epochs=1, lr=0.1, device=torch.device("cpu")) == []
+    assert not model.training

@@ -286,3 +286,38 @@ def test_cli_eval_leads_with_mae(rot_checkpoint: Path) -> None:
     rows = [line for line in result.output.splitlines() if "│" in line]
     names = [r.split("│")[1].strip() for r in rows]
     assert names[:3] == ["mae", "rmse", "% within 0.1 of target"]
+
+
+def test_unknown_loss_name_is_an_error() -> None:
+    from occ.train import task_loss
+
+    with pytest.raises(ValueError, match="unknown loss 'huber'"):
+        task_loss("huber")
+
+
+def test_distilled_exit_heads_use_the_recipes_loss() -> None:
+    import torch.nn.functional as F
+
+    from occ.exits.training import exit_loss
+    from occ.train import task_loss
+
+    torch.manual_seed(0)
+    head, final, y = torch.randn(8, 1), torch.randn(8, 1), torch.randn(8, 1)
+    got = exit_loss([1.0, 0.0], distill=True, alpha=0.5, base=task_loss("l1"))([head, final], y,
+                                                                               None)
+    want = 0.5 * F.l1_loss(head, y) + 0.5 * F.mse_loss(head, final)
+    assert got.item() == pytest.approx(want.item())
+
+
+def test_quantized_heads_need_a_quantize_stage_before_them(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from occ.cli import app
+
+    path = write_recipe(tmp_path, stages=[{"type": "distill", "student": {"width": 0.5}},
+                                          {"type": "early_exit", "auto": 1,
+                                           "quantize_heads": True}])
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2
+    assert result.stderr.strip().endswith("stages[1].quantize_heads: needs a quantize stage "
+                                          "before early_exit in the order that runs")

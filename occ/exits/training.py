@@ -42,7 +42,7 @@ def exit_loss(weights: Sequence[float], *, distill: bool = False, temperature: f
                 continue
             if distill and e < len(outputs) - 1:
                 term = kd_loss(logits, final.detach(), targets, temperature=temperature,
-                               alpha=alpha)
+                               alpha=alpha, hard=base)
             elif targets.is_floating_point():  # regression
                 term = base(logits, targets, inputs)
             else:

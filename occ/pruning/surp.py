@@ -41,6 +41,7 @@ from occ import sparsity
 from occ.artifact import Encoded, to_numpy
 from occ.coding import codecs
 from occ.coding import surp as surp_code
+from occ.errors import RecipeError
 from occ.pruning import schedule as sched
 from occ.pruning.common import finetune_
 from occ.registry import StageResult
@@ -95,6 +96,11 @@ def surp_pass_(layers: dict[str, nn.Module], level: float,
 def surp_prune_(ctx: RunContext, config: PruneConfig) -> StageResult:
     """SuRP to ``config.sparsity`` (iteratively, with masked fine-tuning, if ``epochs``)."""
     layers = sparsity.prunable(ctx.model, config.exclude)  # RecipeError on an unknown name
+    frozen = [n for n, m in layers.items() if getattr(m, "weight_int", None) is not None]
+    if frozen:  # SuRP's reconstructed values are not on the layer's integer grid
+        raise RecipeError(f"surp cannot prune quantized layers ({', '.join(frozen[:3])}"
+                          f"{', ...' if len(frozen) > 3 else ''}): put prune before quantize "
+                          "(order: auto does) or use method: magnitude", where="method")
     levels = sched.levels(config.schedule, config.sparsity) if config.epochs else []
     for i, level in enumerate(levels):
         surp_pass_(layers, level, config.alpha)

@@ -47,13 +47,12 @@ from typing import TYPE_CHECKING, Literal
 
 from occ.config import check
 from occ.registry import StageConfig, StageResult, register_stage
+from occ.tolerances import ACCURACY_POINTS, MAE_SHARE
 
 if TYPE_CHECKING:
     from occ.context import RunContext
 
 DEFAULT_AUTO = 2  # exits placed when neither ``exits`` nor ``auto`` is given
-DEFAULT_ACCURACY_DROP = 0.5  # points, when max_accuracy_drop is unset
-DEFAULT_MAE_SHARE = 0.05  # of the reference val MAE, when max_mae_increase is unset
 
 
 @dataclass(frozen=True)
@@ -108,7 +107,7 @@ class EarlyExitConfig(StageConfig):
     @property
     def accuracy_budget(self) -> float:
         """``max_accuracy_drop`` with its default filled in (points)."""
-        return DEFAULT_ACCURACY_DROP if self.max_accuracy_drop is None else self.max_accuracy_drop
+        return ACCURACY_POINTS if self.max_accuracy_drop is None else self.max_accuracy_drop
 
     def __post_init__(self) -> None:
         check(not (self.exits and self.auto is not None), "exits",
@@ -169,6 +168,10 @@ class EarlyExitConfig(StageConfig):
         for key, use in wrong.items():
             check(getattr(self, key) is None, key, f"does not apply to {task} tasks; use {use}")
         return self if criterion == self.criterion else replace(self, criterion=criterion)
+
+    def requires(self) -> dict[str, str]:
+        """``quantize_heads: true`` needs a quantize stage before early exit."""
+        return {"quantize": "quantize_heads"} if self.quantize_heads is True else {}
 
     def given_thresholds(self) -> list[float] | None:
         """The exit thresholds (or epsilons) as given, one per exit; None: calibrate."""
@@ -327,7 +330,7 @@ def _calibrate_agreement(ctx: RunContext, ee, config: EarlyExitConfig, device,
 
     data = collect_regression(ee, ctx.loader("val"), device, reference)
     backbone, heads = _cost_model(ctx, ee, device)
-    budget = (DEFAULT_MAE_SHARE * data.reference_mae if config.max_mae_increase is None
+    budget = (MAE_SHARE * data.reference_mae if config.max_mae_increase is None
               else config.max_mae_increase)
     found = calibrate_agreement(data, backbone, heads, budget)
     points = list(ee.points)
