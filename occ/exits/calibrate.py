@@ -65,24 +65,30 @@ class ExitOutputs:
 
 
 @torch.no_grad()
+def _every_exit(ee: EarlyExitNet, loader: torch.utils.data.DataLoader,
+                device: torch.device) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """(each exit's outputs on the CPU in float32, the targets) over ``loader``, every row
+    running every exit (the backbone's end last)."""
+    ee.to(device).eval()
+    outs: list[list[torch.Tensor]] = [[] for _ in range(ee.num_exits)]
+    targets = []
+    for x, y in loader:
+        for e, out in enumerate(ee.forward_all(x.to(device))):
+            outs[e].append(out.float().cpu())
+        targets.append(y)
+    return [torch.cat(o) for o in outs], torch.cat(targets)
+
+
 def collect(ee: EarlyExitNet, loader: torch.utils.data.DataLoader, device: torch.device,
             reference: torch.Tensor) -> ExitOutputs:
     """Every exit's scores and correctness over ``loader`` (all rows run everything).
 
     ``reference``: (N,) bool, the rows of ``loader`` the model before early exit got right.
     """
-    ee.to(device).eval()
-    outs: list[list[torch.Tensor]] = [[] for _ in range(ee.num_exits)]
-    targets = []
-    for x, y in loader:
-        for e, logits in enumerate(ee.forward_all(x.to(device))):
-            outs[e].append(logits.float().cpu())
-        targets.append(y)
-    y = torch.cat(targets)
+    outs, y = _every_exit(ee, loader, device)
     sign = 1.0 if ee.criterion == "confidence" else -1.0  # entropy: lower is surer
     scores, correct = [], []
-    for e, chunks in enumerate(outs):
-        logits = torch.cat(chunks)
+    for e, logits in enumerate(outs):
         correct.append((logits.argmax(1) == y).numpy())
         if e < len(ee.points):
             scores.append((sign * exit_score(logits, ee.criterion)).numpy())
@@ -209,23 +215,16 @@ class RegressionOutputs:
         return self._diffs[before, e]
 
 
-@torch.no_grad()
 def collect_regression(ee: EarlyExitNet, loader: torch.utils.data.DataLoader,
                        device: torch.device, reference: torch.Tensor) -> RegressionOutputs:
     """Every exit's outputs over ``loader`` (all rows run everything) and the targets.
 
     ``reference``: (N, ...) the outputs of the model before early exit on ``loader``.
     """
-    ee.to(device).eval()
-    outs: list[list[torch.Tensor]] = [[] for _ in range(ee.num_exits)]
-    targets = []
-    for x, y in loader:
-        for e, out in enumerate(ee.forward_all(x.to(device))):
-            outs[e].append(out.float().cpu())
-        targets.append(y)
-    return RegressionOutputs(outputs=[torch.cat(o).numpy() for o in outs],
+    outs, y = _every_exit(ee, loader, device)
+    return RegressionOutputs(outputs=[o.numpy() for o in outs],
                              reference=reference.float().cpu().numpy(),
-                             targets=torch.cat(targets).float().numpy())
+                             targets=y.float().numpy())
 
 
 def agreement_exits(data: RegressionOutputs, epsilons: Sequence[float | None]) -> np.ndarray:

@@ -14,7 +14,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from occ.distill import kd_loss
@@ -26,9 +25,9 @@ def exit_loss(weights: Sequence[float], *, distill: bool = False, temperature: f
               alpha: float = 0.5, base: LossFn = default_loss) -> LossFn:
     """A ``fit`` loss hook over the list of exit logits (last = the backbone's output).
 
-    Loss = sum_e weights[e] * loss_e, with loss_e cross-entropy on class targets or
-    ``base(output, targets, inputs)`` on float targets (``RunContext.loss_fn``: the
-    recipe's MSE or L1), or for a head with ``distill`` the KD loss against the
+    Loss = sum_e weights[e] * loss_e, with loss_e ``base(output, targets, inputs)`` (the
+    task's loss, ``RunContext.loss_fn``: cross-entropy on class targets, the recipe's MSE
+    or L1 on float targets), or for a head with ``distill`` the KD loss against the
     (detached) final output.
     """
     weights = [float(w) for w in weights]
@@ -43,10 +42,8 @@ def exit_loss(weights: Sequence[float], *, distill: bool = False, temperature: f
             if distill and e < len(outputs) - 1:
                 term = kd_loss(logits, final.detach(), targets, temperature=temperature,
                                alpha=alpha, hard=base)
-            elif targets.is_floating_point():  # regression
+            else:  # the task's loss: cross-entropy, or the recipe's MSE / L1
                 term = base(logits, targets, inputs)
-            else:
-                term = F.cross_entropy(logits, targets)
             total = total + w * term
         return total
 

@@ -110,21 +110,15 @@ def _qat_loss(ctx: RunContext, config: QuantizeConfig, device: torch.device) -> 
     """The QAT loss: the task's loss, or KD from the uncompressed model (``distill``).
 
     A model that returns one output per exit while training (early exit placed before
-    quantize with ``order: as-written``) gets the mean of the loss over its exits.
+    quantize with ``order: as-written``) gets the mean of the loss over its exits: both
+    hooks average over a list of outputs (the teacher runs once per batch).
     """
-    base = ctx.loss_fn
-    if config.distill:
-        from occ.distill import distill_loss_fn
+    if not config.distill:
+        return ctx.loss_fn
+    from occ.distill import distill_loss_fn
 
-        teacher = ctx.baseline if ctx.device == device else copy.deepcopy(ctx.baseline).to(device)
-        base = distill_loss_fn(teacher, temperature=4.0, alpha=0.9, hard=base)
-
-    def loss(outputs: Any, targets: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
-        if isinstance(outputs, (list, tuple)):
-            return sum(base(o, targets, inputs) for o in outputs) / len(outputs)
-        return base(outputs, targets, inputs)
-
-    return loss
+    teacher = ctx.baseline if ctx.device == device else copy.deepcopy(ctx.baseline).to(device)
+    return distill_loss_fn(teacher, temperature=4.0, alpha=0.9, hard=ctx.loss_fn)
 
 
 def _zero_masks(model: nn.Module) -> dict[str, torch.Tensor]:
