@@ -40,12 +40,19 @@ def order(techniques: list[str]) -> dict[str, Any]:
     return {"order": ordered, "categories": ordered_cats, "edges": edges}
 
 
-def validate(path: str | os.PathLike[str], *, keep_order: bool = False) -> Plan:
-    """Load, check and order a recipe without touching tensors."""
-    return make_plan(load_recipe(path), keep_order=keep_order)
+def validate(path: str | os.PathLike[str], *, keep_order: bool = False,
+             check_files: bool = True) -> Plan:
+    """Load, check and order a recipe without touching tensors.
+
+    ``check_files=False``: the recipe's ``model.checkpoint`` may be missing (it is about
+    to be replaced by a ``--checkpoint`` override, which is checked instead).
+    """
+    return make_plan(load_recipe(path, check_files=check_files), keep_order=keep_order)
 
 
-def _override(recipe: Recipe, checkpoint: str | None, out: str | None) -> Recipe:
+def _override(recipe: Recipe, checkpoint: str | None, out: str | None, *,
+              seed: int | None = None, guard: bool = True) -> Recipe:
+    """The recipe with the command line's overrides applied (each checked here)."""
     model = recipe.model
     if checkpoint is not None:
         if not os.path.isfile(checkpoint):
@@ -55,13 +62,24 @@ def _override(recipe: Recipe, checkpoint: str | None, out: str | None) -> Recipe
         raise RecipeError("is required to compress (or pass --checkpoint)",
                           where=f"{recipe.source}: model.checkpoint")
     output = out or recipe.output or os.path.join("runs", recipe.name)
-    return replace(recipe, model=model, output=output)
+    recipe = replace(recipe, model=model, output=output)
+    if seed is not None:
+        if isinstance(seed, bool) or not 0 <= seed < 2**32:
+            raise RecipeError(f"must be an integer in [0, 2**32), got {seed}", where="--seed")
+        recipe = replace(recipe, seed=seed)
+    if not guard:
+        recipe = replace(recipe, guard=replace(recipe.guard, enabled=False))
+    return recipe
 
 
 def compress(recipe_path: str | os.PathLike[str], *, checkpoint: str | None = None,
              out: str | None = None, keep_order: bool = False, resume: bool = False,
-             trust_checkpoint: bool = False, progress: Progress | None = None) -> Report:
+             seed: int | None = None, guard: bool = True, trust_checkpoint: bool = False,
+             progress: Progress | None = None) -> Report:
     """Validate, order and run a recipe; write ``model.occ`` and the reports.
+
+    ``checkpoint``, ``out`` and ``seed`` override the recipe's; ``guard=False`` turns the
+    quality gates off (``occ.gates``).
 
     Raises:
         RecipeError, CheckpointError, DataError, ModelError: bad input, before any work.
@@ -69,8 +87,8 @@ def compress(recipe_path: str | os.PathLike[str], *, checkpoint: str | None = No
     """
     from occ import runner
 
-    plan = validate(recipe_path, keep_order=keep_order)
-    recipe = _override(plan.recipe, checkpoint, out)
+    plan = validate(recipe_path, keep_order=keep_order, check_files=checkpoint is None)
+    recipe = _override(plan.recipe, checkpoint, out, seed=seed, guard=guard)
     plan = replace(plan, recipe=recipe)
     from occ import distributed
 
@@ -100,7 +118,7 @@ def ablate(recipe_path: str | os.PathLike[str], *, checkpoint: str | None = None
         raise RecipeError(f"must be >= 1, got {max_orders}", where="--max-orders")
     if tolerance is not None and tolerance < 0:
         raise RecipeError(f"must be >= 0, got {tolerance}", where="--tolerance")
-    recipe = load_recipe(recipe_path)
+    recipe = load_recipe(recipe_path, check_files=checkpoint is None)
     units, _ = ablate_mod.units_of(recipe)
     if len(units) < 2:
         raise RecipeError(f"needs at least two techniques to permute, got "

@@ -177,6 +177,10 @@ def compress(
     = False,
     nproc: Annotated[int | None, typer.Option(
         "--nproc", help="Train with N data-parallel processes (launches torchrun).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed (overrides the recipe's seed).")]
+    = None,
+    no_guard: Annotated[bool, typer.Option(
+        "--no-guard", help="Turn the quality gates off (the recipe's guard).")] = False,
     trust_checkpoint: TrustCkptOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -188,8 +192,8 @@ def compress(
     from occ import api
 
     report = _run(lambda: api.compress(recipe, checkpoint=checkpoint, out=out,
-                                       keep_order=keep_order, resume=resume,
-                                       trust_checkpoint=trust_checkpoint,
+                                       keep_order=keep_order, resume=resume, seed=seed,
+                                       guard=not no_guard, trust_checkpoint=trust_checkpoint,
                                        progress=_RichProgress()))
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun only rank 0 prints

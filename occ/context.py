@@ -46,6 +46,8 @@ class RunContext:
         encoding: how the artifact codes its streams (``entropy_code`` sets ``codec``).
         progress: where long loops report progress.
         recipe: the resolved recipe, for stages that need global settings.
+        gate_cache: the quality gates' val measurements (``occ.runner``), kept so each
+            model is measured once.
     """
 
     model: nn.Module
@@ -60,6 +62,7 @@ class RunContext:
     progress: Progress = field(default_factory=NullProgress)
     recipe: Recipe | None = None
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("occ"))
+    gate_cache: dict[str, Any] = field(default_factory=dict)
 
     def record_edit(self, op: str, **args: Any) -> None:
         """Record a structural edit (already applied to ``model``) for the artifact.

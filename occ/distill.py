@@ -7,12 +7,14 @@ recovers; the ``distill`` stage uses it to train a smaller student.
 
 The rest serves the ``distill`` stage: ``student_ref`` resolves a student spec against
 the teacher's architecture, ``build_student`` builds it and checks it fits the teacher,
-and ``FeatureHints`` adds feature (hint) losses through 1×1 / linear adapters that are
-trained alongside the student and then dropped.
+``inherit_channels_`` starts a slimmer student of the teacher's own architecture from the
+teacher's strongest channels, and ``FeatureHints`` adds feature (hint) losses through
+1×1 / linear adapters that are trained alongside the student and then dropped.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +27,7 @@ from occ.errors import ModelError, RecipeError
 from occ.models import build_model, data_kwargs
 from occ.models.names import arch_kind
 from occ.models.zoo import builder_params
+from occ.stages.distill import KD_ALPHA, KD_TEMPERATURE
 from occ.train import LossFn, default_loss
 
 
@@ -46,7 +49,8 @@ def kd_loss(student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor,
     return (1.0 - alpha) * hard_term + alpha * soft
 
 
-def distill_loss_fn(teacher: nn.Module, *, temperature: float = 4.0, alpha: float = 0.9,
+def distill_loss_fn(teacher: nn.Module, *, temperature: float = KD_TEMPERATURE,
+                    alpha: float = KD_ALPHA,
                     hints: FeatureHints | None = None, hint_weight: float = 1.0,
                     hard: LossFn = default_loss) -> LossFn:
     """A ``fit`` loss hook: the student's outputs against ``teacher``'s on the same inputs.
@@ -146,6 +150,52 @@ def build_student(ref: ArchRef, teacher: nn.Module, sample: torch.Tensor, *,
     return student.train()
 
 
+def inherit_channels_(student: nn.Module, teacher: nn.Module, sample: torch.Tensor) -> bool:
+    """Load into ``student`` the teacher's strongest channels; False when it cannot.
+
+    Works when the student is the teacher's architecture at a smaller width (the same
+    parameter names, every shape no larger): a copy of the teacher is thinned with
+    Torch-Pruning's dependency graph, layer by layer in forward order, keeping each
+    layer's output channels of largest group L1 norm (the filter and every parameter
+    coupled to it, e.g. the next layer's weights that read it; a residual join's channels
+    are kept or dropped together), until its shapes are the student's; its weights then
+    become the student's. A student so started is a working network from its first step:
+    a randomly initialised one, pushed by an overconfident teacher's large soft-target
+    gradients, can lose most of its ReLUs in the first epoch and stay at chance.
+    """
+    import torch_pruning as tp  # (no torch.no_grad here: its tracing follows grad_fn)
+
+    shapes = {k: v.shape for k, v in student.state_dict().items()}
+    thin = copy.deepcopy(teacher).eval()
+    own = thin.state_dict()
+    if set(shapes) != set(own) or any(
+            len(shapes[k]) != len(v.shape)
+            or any(a > b for a, b in zip(shapes[k], v.shape, strict=True))
+            for k, v in own.items()):
+        return False
+    try:
+        graph = tp.DependencyGraph().build_dependency(thin, example_inputs=sample)
+    except Exception:  # noqa: BLE001  (tracing runs the model's forward: anything can fail)
+        return False
+    importance = tp.importance.GroupMagnitudeImportance(p=1)
+    for name, layer in list(thin.named_modules()):
+        if not isinstance(layer, (nn.Conv2d, nn.Linear)) or f"{name}.weight" not in shapes:
+            continue
+        have, want = layer.weight.shape[0], shapes[f"{name}.weight"][0]
+        if have <= want:
+            continue
+        fn = (tp.prune_conv_out_channels if isinstance(layer, nn.Conv2d)
+              else tp.prune_linear_out_channels)
+        scores = importance(graph.get_pruning_group(layer, fn, idxs=list(range(have))))
+        keep = set(torch.argsort(scores, descending=True)[:want].tolist())
+        graph.get_pruning_group(layer, fn, idxs=[i for i in range(have) if i not in keep]).prune()
+    thinned = thin.state_dict()
+    if any(thinned[k].shape != shapes[k] for k in shapes):
+        return False
+    student.load_state_dict(thinned)
+    return True
+
+
 # ---------------------------------------------------------------------------------------------
 # Feature hints: match intermediate features through a trained adapter.
 
@@ -238,4 +288,5 @@ def _layer(model: nn.Module, name: str, where: str, side: str) -> nn.Module:
     raise RecipeError(f"the {side} has no layer {name!r}; its layers: {shown}", where=where)
 
 
-__all__ = ["FeatureHints", "build_student", "distill_loss_fn", "kd_loss", "student_ref"]
+__all__ = ["FeatureHints", "build_student", "distill_loss_fn", "inherit_channels_", "kd_loss",
+           "student_ref"]

@@ -76,6 +76,29 @@ class DataSpec:
 
 
 @dataclass(frozen=True)
+class GuardSpec:
+    """Quality gates checked on the validation split after every stage (``occ.gates``).
+
+    Attributes:
+        enabled: ``false`` turns every gate off (``occ compress --no-guard`` too).
+        max_stage_drop: classification: the most val accuracy points one stage may lose
+            (None: no limit); a stage that ends at or near chance fails in any case.
+        max_mae_factor: regression: the most a stage may multiply the val MAE by (None:
+            no limit); a stage no better than predicting a constant fails in any case.
+    """
+
+    enabled: bool = True
+    max_stage_drop: float | None = 5.0
+    max_mae_factor: float | None = 1.5
+
+    def __post_init__(self) -> None:
+        check(self.max_stage_drop is None or 0 <= self.max_stage_drop <= 100, "max_stage_drop",
+              f"must be accuracy points in [0, 100], got {self.max_stage_drop}")
+        check(self.max_mae_factor is None or self.max_mae_factor >= 1, "max_mae_factor",
+              f"must be >= 1 (a factor on the MAE), got {self.max_mae_factor}")
+
+
+@dataclass(frozen=True)
 class Stage:
     """One entry of ``stages``: its type and its validated config."""
 
@@ -115,6 +138,7 @@ class Recipe:
     task: Literal["classification", "regression"] = "classification"
     loss: Literal["cross_entropy", "mse", "l1"] = "cross_entropy"
     max_mae: float | None = None
+    guard: GuardSpec = field(default_factory=GuardSpec)
     source: str = field(default="<recipe>", compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -124,12 +148,13 @@ class Recipe:
             "model": to_dict(self.model), "data": to_dict(self.data), "order": self.order,
             "device": self.device, "task": self.task, "loss": self.loss,
             "min_accuracy": self.min_accuracy, "max_mae": self.max_mae,
-            "stages": [s.to_dict() for s in self.stages], "output": self.output,
+            "guard": to_dict(self.guard), "stages": [s.to_dict() for s in self.stages],
+            "output": self.output,
         }
 
 
 _TOP_KEYS = ("version", "name", "seed", "model", "data", "task", "loss", "order", "device",
-             "min_accuracy", "max_mae", "stages", "output")
+             "min_accuracy", "max_mae", "guard", "stages", "output")
 
 
 def _parse_stage(raw: Any, where: str) -> Stage:
@@ -162,7 +187,7 @@ def parse_recipe(data: Any, *, source: str = "<recipe>") -> Recipe:
     if unknown:
         raise RecipeError(f"unknown key {unknown[0]!r}; allowed keys: {', '.join(_TOP_KEYS)}",
                           where=source)
-    for key in ("version", "name", "model", "stages"):
+    for key in ("version", "model", "stages"):
         if key not in data:
             raise RecipeError("is required", where=f"{source}: {key}")
     if data["version"] != RECIPE_VERSION or isinstance(data["version"], bool):
@@ -178,10 +203,17 @@ def parse_recipe(data: Any, *, source: str = "<recipe>") -> Recipe:
     head = from_dict(_RecipeHead, body, where=f"{source}:")
     task, loss = _resolve_task(head, source)
     stages = tuple(_for_task(s, task, f"{source}: stages[{i}]") for i, s in enumerate(stages))
-    return Recipe(version=RECIPE_VERSION, name=head.name, model=head.model, stages=stages,
+    name = head.name if head.name is not None else default_name(source)
+    return Recipe(version=RECIPE_VERSION, name=name, model=head.model, stages=stages,
                   seed=head.seed, data=head.data, order=head.order, output=head.output,
                   device=head.device, min_accuracy=head.min_accuracy, task=task, loss=loss,
-                  max_mae=head.max_mae, source=source)
+                  max_mae=head.max_mae, guard=head.guard, source=source)
+
+
+def default_name(source: str) -> str:
+    """A recipe's name when it gives none: its file's stem (``recipes/demo.yaml`` -> ``demo``)."""
+    stem = Path(source).stem if source and not source.startswith("<") else ""
+    return stem or "recipe"
 
 
 def _resolve_task(head: _RecipeHead, source: str) -> tuple[str, str]:
@@ -234,8 +266,8 @@ def _for_task(stage: Stage, task: str, where: str) -> Stage:
 class _RecipeHead:
     """The scalar part of a recipe, validated by ``from_dict`` like any config."""
 
-    name: str
     model: ModelSpec
+    name: str | None = None
     seed: int = 0
     data: DataSpec = field(default_factory=DataSpec)
     order: Literal["auto", "as-written"] = "auto"
@@ -245,9 +277,10 @@ class _RecipeHead:
     loss: Literal["auto", "cross_entropy", "mse", "l1"] = "auto"
     min_accuracy: float | None = None
     max_mae: float | None = None
+    guard: GuardSpec = field(default_factory=GuardSpec)
 
     def __post_init__(self) -> None:
-        check(bool(self.name.strip()), "name", "must not be empty")
+        check(self.name is None or bool(self.name.strip()), "name", "must not be empty")
         check(self.min_accuracy is None or 0 <= self.min_accuracy <= 100, "min_accuracy",
               f"must be a percentage in [0, 100], got {self.min_accuracy}")
         check(self.max_mae is None or self.max_mae > 0, "max_mae",
@@ -269,8 +302,11 @@ def _check_duplicates(stages: tuple[Stage, ...], source: str) -> None:
         seen.setdefault(stage.type, i)
 
 
-def load_recipe(path: str | os.PathLike[str]) -> Recipe:
+def load_recipe(path: str | os.PathLike[str], *, check_files: bool = True) -> Recipe:
     """Read and validate a recipe file.
+
+    ``check_files=False`` skips the check that ``model.checkpoint`` exists, for callers
+    that replace it (``occ compress --checkpoint``) and check the replacement instead.
 
     Raises:
         RecipeError: unreadable file, invalid YAML, or any schema error (located).
@@ -289,7 +325,8 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
         problem = getattr(err, "problem", None) or "invalid YAML"
         raise RecipeError(f"not valid YAML{at}: {problem}", where=name) from None
     recipe = parse_recipe(data, source=name)
-    if recipe.model.checkpoint is not None and not os.path.isfile(recipe.model.checkpoint):
+    if (check_files and recipe.model.checkpoint is not None
+            and not os.path.isfile(recipe.model.checkpoint)):
         raise RecipeError(f"file not found: {recipe.model.checkpoint}",
                           where=f"{name}: model.checkpoint")
     return recipe

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import time
+import weakref
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from occ import distributed, model_io
+from occ import distributed, gates, model_io
 from occ import metrics as metrics_mod
 from occ import resume as resume_mod
 from occ.artifact import MAGIC, read_artifact
@@ -154,6 +155,7 @@ def run_stage(ctx: RunContext, plan: Plan, i: int,
     """Run stage ``i`` of ``plan`` on ``ctx``; its record and the model's test outputs."""
     stage = plan.recipe.stages[i]
     log.info("stage %d/%d: %s", i + 1, len(plan.recipe.stages), stage.label)
+    before = _val_quality(ctx)  # before seeding: the stage's randomness stays as it was
     seed_everything(ctx.seed * 1000 + i)  # per-stage seed: resumed runs repeat exactly
     t0 = time.perf_counter()
     try:
@@ -166,10 +168,44 @@ def run_stage(ctx: RunContext, plan: Plan, i: int,
         raise StageError(f"stages[{i}] {stage.label} failed: {type(err).__name__}: "
                          f"{str(err)[:300]}") from err
     _check_finite(ctx.model, stage.label)
+    if before is not None:
+        after = _val_quality(ctx, fresh=True)  # the stage changed the model (in place or not)
+        gates.check_stage(plan.recipe.guard, label=stage.label, index=i, before=before,
+                          after=after, baseline=_val_quality(ctx, baseline=True),
+                          config=stage.to_dict(), details=result.details,
+                          saved_dir=str(ctx.out_dir / "stages"))
     m, outputs = measure_ctx(ctx, plan, base_out)
     return StageRecord(index=i, type=stage.type, label=stage.label, config=stage.to_dict(),
                        metrics=m, seconds=time.perf_counter() - t0, details=result.details,
                        notes=result.notes), outputs
+
+
+def _val_quality(ctx: RunContext, *, baseline: bool = False,
+                 fresh: bool = False) -> gates.Quality | None:
+    """Val quality of ``ctx.model`` (or of the baseline), measured once per model state.
+
+    None when the gates are off or there is no val split. The cache holds a weak
+    reference to the model it measured: ``run_stage`` measures ``fresh`` after every
+    stage (stages change the model in place), and a swapped-in model never matches.
+    """
+    recipe = ctx.recipe
+    if recipe is None or not recipe.guard.enabled or len(ctx.data.split("val")) == 0:
+        return None
+    model = ctx.baseline if baseline else ctx.model
+    key = "baseline" if baseline else "current"
+    cached = ctx.gate_cache.get(key)
+    if not fresh and cached is not None and cached[0]() is model:
+        return cached[1]
+    outputs, targets = predict(model, ctx.loader("val"), ctx.device)
+    q = gates.quality(outputs, targets, ctx.data.num_classes)
+    ctx.gate_cache[key] = (weakref.ref(model), q)
+    if baseline and gates.uninformative(q):
+        level = (f"{q.accuracy:.2f}% on the val split, near chance ({q.chance:.1f}%)"
+                 if q.accuracy is not None else
+                 f"val MAE {q.mae:.4g}, about as good as a constant ({q.constant_mae:.4g})")
+        log.warning("the baseline scores %s: check the checkpoint and the data's "
+                    "preprocessing; the quality gates cannot judge stages against it", level)
+    return q
 
 
 def _check_quality(recipe: Recipe, record: StageRecord, out_dir: Path, i: int) -> None:

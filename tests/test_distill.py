@@ -104,8 +104,8 @@ def test_config_round_trips() -> None:
 
 
 def test_default_lr_scales_with_the_soft_terms_gradient() -> None:
-    assert _config().lr == pytest.approx(0.05 / (0.1 + 0.9 * 2), abs=1e-6)  # T 2, α 0.9
-    assert _config(temperature=4).lr == pytest.approx(0.05 / 3.7, abs=1e-6)
+    assert _config().lr == pytest.approx(0.05 / (0.1 + 0.9 * 4), abs=1e-6)  # T 4, α 0.9
+    assert _config(temperature=2).lr == pytest.approx(0.05 / 1.9, abs=1e-6)
     assert _config(alpha=0.0).lr == 0.05  # plain cross-entropy: occ train's lr
     assert _config(lr=0.2).lr == 0.2
     assert to_dict(_config())["lr"] == _config().lr  # the resolved recipe shows the number
@@ -285,3 +285,75 @@ def test_cli_compress_writes_the_student(recipe_factory, tmp_path: Path) -> None
     loaded = model_io.load(tmp_path / "out" / "model.occ")
     assert loaded.features[0].out_channels == 2 and loaded.classifier[1].out_features == 62
     assert report["stages"][1]["metrics"]["params"] == distill["details"]["student"]["params"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Starting the student from the teacher's strongest channels (the fix for the T = 4 collapse).
+
+
+def test_student_inherits_the_teachers_strongest_channels() -> None:
+    from occ.distill import inherit_channels_
+
+    torch.manual_seed(0)
+    kwargs = {"in_channels": 1, "num_classes": 10, "input_hw": 28}
+    teacher = build_model("lenet5", {**kwargs, "width": 1.0}).eval()
+    student = build_model("lenet5", {**kwargs, "width": 0.5})
+    assert inherit_channels_(student, teacher, torch.randn(2, 1, 28, 28))
+    conv = teacher.features[0].weight  # (20, 1, 5, 5): the first layer sees every input
+    kept = student.features[0].weight
+    assert kept.shape[0] == 10
+    rows = {tuple(r) for r in conv.flatten(1).tolist()}  # each kept filter is a teacher's,
+    assert all(tuple(r) in rows for r in kept.flatten(1).tolist())  # copied exactly
+    assert len({tuple(r) for r in kept.flatten(1).tolist()}) == 10  # and none twice
+    assert student.classifier[-1].out_features == 10  # the classes are kept
+
+
+@pytest.mark.parametrize(("arch", "teacher_kw", "student_kw", "ok"), [
+    ("resnet20", {"width": 1.0}, {"width": 0.5}, True),  # residual joins kept consistent
+    ("lenet300", {"width": 1.0}, {"width": 0.25}, True),
+    ("lenet5", {"width": 0.5}, {"width": 1.0}, False),  # a wider student cannot inherit
+])
+def test_inheritance_across_architectures(arch: str, teacher_kw: dict, student_kw: dict,
+                                          ok: bool) -> None:
+    from occ.distill import inherit_channels_
+
+    size = 32 if arch == "resnet20" else 28
+    base = {"in_channels": 1, "num_classes": 10}
+    if arch != "resnet20":
+        base["input_hw"] = size
+    teacher = build_model(arch, {**base, **teacher_kw}).eval()
+    student = build_model(arch, {**base, **student_kw})
+    x = torch.randn(2, 1, size, size)
+    assert inherit_channels_(student, teacher, x) is ok
+    if ok:
+        student.eval()
+        with torch.no_grad():
+            assert torch.isfinite(student(x)).all()
+
+
+def test_init_teacher_needs_the_teachers_architecture(data: DataBundle, tmp_path: Path) -> None:
+    ctx = _ctx(data, tmp_path)
+    cfg = _config(student={"arch": "lenet300", "kwargs": {"width": 0.25}}, init="teacher")
+    with pytest.raises(ModelError, match=r"distill\.init: lenet300 cannot start from"):
+        get_stage("distill").run(ctx, cfg)
+    random = get_stage("distill").run(ctx, _config(student={"width": 0.5}, init="random"))
+    assert random.details["init"] == "random"
+
+
+def test_inherited_student_starts_near_the_teacher(data: DataBundle, tmp_path: Path) -> None:
+    """Before any step, a width-0.5 student cut from a trained teacher already scores well
+    above chance; a random one does not (that gap is what kept T = 4 from collapsing)."""
+    from occ.distill import inherit_channels_
+    from occ.train import fit, predict
+
+    torch.manual_seed(0)
+    teacher = build_model("lenet5", dict(TEACHER_KWARGS, width=1.0))
+    fit(teacher, data.loader("train", 64, shuffle=True, seed=0), epochs=2, lr=0.05,
+        device=torch.device("cpu"))
+    student = build_model("lenet5", dict(TEACHER_KWARGS, width=0.5))
+    x = next(iter(data.loader("train", 2)))[0]
+    assert inherit_channels_(student, teacher.eval(), x)
+    out, y = predict(student, data.loader("val", 256), torch.device("cpu"))
+    t_out, _ = predict(teacher, data.loader("val", 256), torch.device("cpu"))
+    acc = float((out.argmax(1) == y).float().mean())
+    assert acc > 0.5 and float((t_out.argmax(1) == y).float().mean()) > 0.8

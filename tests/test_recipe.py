@@ -56,7 +56,7 @@ INVALID = [
     (with_("stages", []), r"stages: must be a non-empty list"),
     (with_("version", 2), r"version: must be 1, got 2"),
     (with_("version", KeyError), r"version: is required"),
-    (with_("name", KeyError), r"name: is required"),
+    (with_("name", ""), r"name: must not be empty"),
     (with_("extra", 1), r"unknown key 'extra'; allowed keys: version, name"),
     (with_("model.arch", "resnet9000"), r"model\.arch: unknown model 'resnet9000'"),
     (with_("model.depth", 3), r"model: unknown key 'depth'"),

@@ -18,11 +18,13 @@ from torch import nn
 
 from occ.distill import kd_loss
 from occ.exits.net import EarlyExitNet
+from occ.stages.distill import KD_ALPHA, KD_TEMPERATURE
 from occ.train import LossFn, default_loss
 
 
-def exit_loss(weights: Sequence[float], *, distill: bool = False, temperature: float = 4.0,
-              alpha: float = 0.5, base: LossFn = default_loss) -> LossFn:
+def exit_loss(weights: Sequence[float], *, distill: bool = False,
+              temperature: float = KD_TEMPERATURE, alpha: float = KD_ALPHA,
+              base: LossFn = default_loss) -> LossFn:
     """A ``fit`` loss hook over the list of exit logits (last = the backbone's output).
 
     Loss = sum_e weights[e] * loss_e, with loss_e ``base(output, targets, inputs)`` (the

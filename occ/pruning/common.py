@@ -72,7 +72,7 @@ def finetune_(ctx: RunContext, config: PruneConfig, *, description: str,
     if config.distill:
         from occ.distill import distill_loss_fn
 
-        loss_fn = distill_loss_fn(ctx.baseline, temperature=4.0, alpha=0.9, hard=loss_fn)
+        loss_fn = distill_loss_fn(ctx.baseline, hard=loss_fn)
     return fit(ctx.model, ctx.loader("train", shuffle=True), epochs=config.epochs,
                lr=config.lr, device=ctx.stage_device(config.device),
                optimizer=config.optimizer, loss_fn=loss_fn, after_step=after_step,

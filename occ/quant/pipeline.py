@@ -118,7 +118,7 @@ def _qat_loss(ctx: RunContext, config: QuantizeConfig, device: torch.device) -> 
     from occ.distill import distill_loss_fn
 
     teacher = ctx.baseline if ctx.device == device else copy.deepcopy(ctx.baseline).to(device)
-    return distill_loss_fn(teacher, temperature=4.0, alpha=0.9, hard=ctx.loss_fn)
+    return distill_loss_fn(teacher, hard=ctx.loss_fn)
 
 
 def _zero_masks(model: nn.Module) -> dict[str, torch.Tensor]:

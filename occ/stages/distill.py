@@ -30,6 +30,13 @@ if TYPE_CHECKING:
 BASE_LR = 0.05
 """The plain cross-entropy learning rate the default ``lr`` is scaled from."""
 
+KD_TEMPERATURE = 4.0
+"""The one default temperature of every distillation loss (this stage, ``distill: true``
+in fine-tunes, early-exit heads): Hinton et al.'s and most of the literature's."""
+
+KD_ALPHA = 0.9
+"""The one default weight of the soft (teacher) term, beside ``KD_TEMPERATURE``."""
+
 
 @dataclass(frozen=True)
 class StudentSpec:
@@ -69,11 +76,14 @@ class DistillConfig(StageConfig):
         student: the student architecture (see ``StudentSpec``); default: the teacher at
             half its width.
         temperature: T > 0, softens both distributions; the soft term is scaled by T².
-            Default 2: distilling an overconfident LeNet-5 (logits up to ±35) at T = 4
-            left one run in three at each width with most of its ReLUs dead (89–91 %
-            against 95–97 %), even at the lower lr; T = 2 never did
-            (scripts/bench_distill.py, modes kd-T4 and kd).
         alpha: weight of the soft (teacher) term in [0, 1]; 0 is plain cross-entropy.
+        init: how the student starts. ``teacher``: from the teacher's strongest channels
+            (``occ.distill.inherit_channels_``; needs a student of the teacher's own
+            architecture, e.g. ``student: {width: 0.5}``); ``random``: fresh weights;
+            ``auto`` (default): ``teacher`` where possible, else ``random``. A random
+            LeNet-5 student of an overconfident teacher (logits up to ±35) at T = 4,
+            α = 0.9 lost its ReLUs in the first epoch and stayed at chance in two seeds
+            of three; started from the teacher's channels it never did.
         epochs, optimizer, schedule: the student's training (``occ.train.fit``).
         lr: the learning rate; by default ``BASE_LR / ((1 - alpha) + alpha * T)``. The
             T²-scaled soft term's gradient is T times the size of cross-entropy's for the
@@ -85,8 +95,9 @@ class DistillConfig(StageConfig):
     """
 
     student: StudentSpec = field(default_factory=lambda: StudentSpec(width=0.5))
-    temperature: float = 2.0
-    alpha: float = 0.9
+    temperature: float = KD_TEMPERATURE
+    alpha: float = KD_ALPHA
+    init: Literal["auto", "teacher", "random"] = "auto"
     epochs: int = 10
     lr: float | None = None
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
@@ -147,6 +158,11 @@ def distill_(ctx: RunContext, config: DistillConfig) -> StageResult:
                               num_classes=ctx.data.num_classes, where=where)
     sample = next(iter(ctx.loader("train", batch_size=2)))[0].to(device)  # (2, C, H, W)
     student = distill.build_student(ref, teacher, sample, seed=ctx.seed, where=where)
+    inherited = config.init != "random" and distill.inherit_channels_(student, teacher, sample)
+    if config.init == "teacher" and not inherited:
+        raise ModelError(f"{ref.arch} cannot start from the teacher's channels (init: teacher "
+                         "needs the teacher's own architecture at a smaller width); use init: "
+                         "random or auto", where=where.replace(".student", ".init"))
     hints = (distill.FeatureHints(teacher, student, config.hints, sample,
                                   where=where.replace(".student", ".hints"))
              if config.hints else None)
@@ -166,7 +182,8 @@ def distill_(ctx: RunContext, config: DistillConfig) -> StageResult:
     s_out, _ = predict(student, ctx.loader("test"), device)
     details = {"teacher": {**ctx.arch.to_dict(), **_summary(teacher, t_out, targets, ctx, device)},
                "student": {**ref.to_dict(), **_summary(student, s_out, targets, ctx, device)},
-               "loss": history, "hints": [list(p) for p in config.hints]}
+               "loss": history, "hints": [list(p) for p in config.hints],
+               "init": "teacher" if inherited else "random"}
     if not targets.is_floating_point():
         from occ.metrics import agreement
 
@@ -187,6 +204,8 @@ def _notes(details: dict[str, Any]) -> list[str]:
                      f"agreement with the teacher {details['agreement']:.2f}%")
     else:
         notes.append(f"test MAE: teacher {t['mae']:.4g}, student {s['mae']:.4g}")
+    if details.get("init") == "teacher":
+        notes.append("student started from the teacher's strongest channels (L1 norm)")
     if details["hints"]:
         notes.append(f"feature hints on {len(details['hints'])} layer pair(s); "
                      "adapters dropped after training")

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Literal
 
 from occ.config import check
 from occ.registry import StageConfig, StageResult, register_stage
+from occ.stages.distill import KD_ALPHA, KD_TEMPERATURE
 from occ.tolerances import ACCURACY_POINTS, MAE_SHARE
 
 if TYPE_CHECKING:
@@ -88,8 +89,8 @@ class EarlyExitConfig(StageConfig):
     lr: float = 0.001
     optimizer: Literal["sgd", "adam", "adamw"] = "adam"
     distill: bool = False
-    temperature: float = 4.0
-    alpha: float = 0.5
+    temperature: float = KD_TEMPERATURE
+    alpha: float = KD_ALPHA
     criterion: Literal["auto", "confidence", "entropy", "agreement"] = "auto"
     threshold: float | list[float] | None = None
     epsilon: float | None = None

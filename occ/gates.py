@@ -1,0 +1,155 @@
+"""Quality gates: after every stage, the model is checked on the validation split.
+
+A stage that ends at or near chance (classification), no better than predicting a
+constant (regression), or that loses more than the recipe's ``guard`` allows fails the
+run with ``StageError`` (exit 1) and one line naming the stage, the quality before and
+after, and the likely cause. The runner checks the gate before it saves the stage's
+state, so the finished earlier stages stay resumable and nothing reaches the final path.
+
+The split is ``val``, never ``test``: gates are decisions, and decisions read the
+validation split only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from occ.errors import StageError
+from occ.recipe import GuardSpec
+
+CHANCE_BAND = 0.1
+""""Near chance": within this share of the way from chance to 100 % (10 classes: <= 19 %);
+for regression, within this share of the MAE of predicting a constant."""
+
+
+@dataclass(frozen=True)
+class Quality:
+    """One model's quality on the validation split.
+
+    ``accuracy`` (percent) for class targets; ``mae`` for float targets, with
+    ``constant_mae`` the MAE of predicting the targets' median (the regression "chance").
+    """
+
+    accuracy: float | None = None
+    mae: float | None = None
+    constant_mae: float | None = None
+    classes: int = 0
+
+    @property
+    def chance(self) -> float:
+        """Chance accuracy in percent (uniform over the classes)."""
+        return 100.0 / max(self.classes, 1)
+
+    @property
+    def near_chance(self) -> float:
+        """The accuracy at or below which a classifier counts as collapsed."""
+        return self.chance + CHANCE_BAND * (100.0 - self.chance)
+
+    @property
+    def near_constant(self) -> float:
+        """The MAE at or above which a regressor counts as collapsed (within the band of
+        predicting a constant)."""
+        return (1.0 - CHANCE_BAND) * (self.constant_mae or 0.0)
+
+    def describe(self) -> str:
+        """``97.20%`` or ``MAE 9.18``."""
+        return f"{self.accuracy:.2f}%" if self.accuracy is not None else f"MAE {self.mae:.4g}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON for the report."""
+        return {k: v for k, v in (("accuracy", self.accuracy), ("mae", self.mae)) if v is not None}
+
+
+def quality(outputs: torch.Tensor, targets: torch.Tensor, classes: int) -> Quality:
+    """The ``Quality`` of ``outputs`` against ``targets`` (class indices or float targets)."""
+    if targets.is_floating_point():
+        err = (outputs.reshape(targets.shape) - targets).abs().mean()
+        const = (targets - targets.median()).abs().mean()
+        return Quality(mae=float(err), constant_mae=float(const), classes=classes)
+    correct = (outputs.argmax(dim=1) == targets).float().mean()
+    return Quality(accuracy=100.0 * float(correct), classes=classes)
+
+
+def check_stage(spec: GuardSpec, *, label: str, index: int, before: Quality, after: Quality,
+                baseline: Quality, config: dict[str, Any], details: dict[str, Any],
+                saved_dir: str) -> None:
+    """Raise ``StageError`` when stage ``index`` (``label``) broke a gate.
+
+    Args:
+        spec: the recipe's ``guard``.
+        before, after: val quality of the stage's input and output model.
+        baseline: val quality of the input checkpoint; a baseline at chance turns the
+            gates off (``uninformative``).
+        config, details: the stage's config and result details (for the likely cause).
+        saved_dir: where the finished earlier stages are kept (for the resume hint).
+    """
+    if not spec.enabled:
+        return
+    broken = _broken(spec, before, after, baseline)
+    if broken is None:
+        return
+    cause = likely_cause(label, config, details, after)
+    raise StageError(
+        f"stages[{index}] {label}: {broken}; likely cause: {cause}. Nothing was written; "
+        f"earlier stages are kept in {saved_dir} for --resume (gate: guard in the recipe, "
+        f"'guard: {{enabled: false}}' or --no-guard turns it off)")
+
+
+def uninformative(baseline: Quality) -> bool:
+    """True when the baseline itself is at chance (or no better than a constant): then
+    neither a collapse nor a drop can be told from noise, and the gates stand aside (the
+    runner warns about the baseline instead)."""
+    if baseline.accuracy is not None:
+        return baseline.accuracy <= baseline.near_chance
+    return baseline.mae is not None and baseline.mae >= baseline.near_constant
+
+
+def _broken(spec: GuardSpec, before: Quality, after: Quality, baseline: Quality) -> str | None:
+    """What the stage broke, or None."""
+    if uninformative(baseline):
+        return None
+    if after.accuracy is not None:
+        shift = f"val accuracy {before.describe()} -> {after.describe()}"
+        if after.accuracy <= after.near_chance:
+            return f"{shift}, at chance level ({after.chance:.1f}% for {after.classes} classes)"
+        drop = before.accuracy - after.accuracy
+        if spec.max_stage_drop is not None and drop > spec.max_stage_drop:
+            return f"{shift} (-{drop:.2f} pt > guard.max_stage_drop {spec.max_stage_drop:g})"
+        return None
+    shift = f"val MAE {before.mae:.4g} -> {after.mae:.4g}"
+    if after.mae >= after.near_constant:
+        return (f"{shift}, about as good as predicting a constant (MAE "
+                f"{after.constant_mae:.4g})")
+    if (spec.max_mae_factor is not None and before.mae > 0
+            and after.mae > spec.max_mae_factor * before.mae):
+        return (f"{shift} ({after.mae / before.mae:.2f}x > guard.max_mae_factor "
+                f"{spec.max_mae_factor:g})")
+    return None
+
+
+def likely_cause(label: str, config: dict[str, Any], details: dict[str, Any],
+                 after: Quality) -> str:
+    """A short guess at why a stage broke a gate, from its config and training history."""
+    losses = [x for x in details.get("loss", []) if isinstance(x, (int, float))]
+    lr = config.get("lr")
+    if len(losses) >= 2 and losses[-1] >= 0.9 * losses[0]:
+        return (f"the training loss did not fall after epoch 1 ({losses[0]:.4g} -> "
+                f"{losses[-1]:.4g}): learning rate too high{f' (lr {lr:g})' if lr else ''}?")
+    kind = label.split("(")[0]
+    if kind == "prune":
+        return (f"sparsity {config.get('sparsity')} is too much for this model, or too few "
+                f"fine-tuning epochs ({config.get('epochs')})?")
+    if kind == "quantize":
+        return (f"too few bits (weights {config.get('weight_bits')}, activations "
+                f"{config.get('act_bits')}) for mode {config.get('mode')}? try qat or more bits")
+    if kind == "distill":
+        return "the student is too small, or its training diverged (dead ReLUs)?"
+    if kind == "early_exit":
+        return "the exits leave too early: a looser max_accuracy_drop or threshold?"
+    return "the stage's settings are too aggressive for this model?"
+
+
+__all__ = ["CHANCE_BAND", "Quality", "check_stage", "likely_cause", "quality", "uninformative"]

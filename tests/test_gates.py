@@ -1,0 +1,223 @@
+"""Quality gates: a stage that collapses or loses too much fails the run loudly (exit 1).
+
+Also the command-line overrides that come before any check they replace (``--checkpoint``,
+``--seed``) and the optional recipe ``name``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from occ.cli import app
+from occ.errors import RecipeError, StageError
+from occ.gates import Quality, check_stage, likely_cause, quality
+from occ.recipe import GuardSpec, load_recipe, parse_recipe
+
+COLLAPSE = {"type": "prune", "method": "magnitude", "sparsity": 0.999, "scope": "global"}
+MILD = {"type": "prune", "method": "magnitude", "sparsity": 0.3}
+
+
+def _classes(acc: float) -> Quality:
+    return Quality(accuracy=acc, classes=10)
+
+
+def _check(before: Quality, after: Quality, baseline: Quality | None = None,
+           spec: GuardSpec | None = None, **kw: object) -> None:
+    check_stage(spec or GuardSpec(), label="prune(magnitude)", index=1, before=before,
+                after=after, baseline=baseline or before,
+                config=kw.pop("config", {"sparsity": 0.9, "epochs": 0}),  # type: ignore[arg-type]
+                details=kw.pop("details", {}), saved_dir="runs/x/stages")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------
+# The gate's rules.
+
+
+def test_a_stage_at_chance_fails_and_names_stage_accuracies_and_cause() -> None:
+    with pytest.raises(StageError) as err:
+        _check(_classes(97.2), _classes(11.0))
+    msg = str(err.value)
+    assert "stages[1] prune(magnitude)" in msg and "97.20% -> 11.00%" in msg
+    assert "chance level" in msg and "sparsity 0.9" in msg and "--no-guard" in msg
+    assert "\n" not in msg
+
+
+def test_a_drop_past_max_stage_drop_fails_and_a_smaller_one_passes() -> None:
+    _check(_classes(97.0), _classes(92.5))  # -4.5 pt <= 5
+    with pytest.raises(StageError, match=r"-5\.50 pt > guard\.max_stage_drop 5"):
+        _check(_classes(97.0), _classes(91.5))
+    _check(_classes(97.0), _classes(91.5), spec=GuardSpec(max_stage_drop=None))
+    with pytest.raises(StageError, match="max_stage_drop 0.5"):
+        _check(_classes(97.0), _classes(96.0), spec=GuardSpec(max_stage_drop=0.5))
+
+
+def test_disabled_guard_lets_anything_through() -> None:
+    _check(_classes(97.0), _classes(10.0), spec=GuardSpec(enabled=False))
+
+
+def test_a_near_chance_baseline_turns_the_gates_off() -> None:
+    # a baseline at chance (an untrained model): no stage can be judged against it
+    _check(_classes(18.0), _classes(10.0), baseline=_classes(18.0))
+
+
+def test_regression_gates_use_the_mae_factor_and_the_constant_predictor() -> None:
+    def q(mae: float) -> Quality:
+        return Quality(mae=mae, constant_mae=20.0)
+
+    _check(q(9.0), q(12.0))  # 1.33x <= 1.5
+    with pytest.raises(StageError, match=r"1\.67x > guard\.max_mae_factor 1\.5"):
+        _check(q(9.0), q(15.0))
+    with pytest.raises(StageError, match="about as good as predicting a constant"):
+        _check(q(9.0), q(18.5), spec=GuardSpec(max_mae_factor=None))
+    _check(q(18.5), q(40.0), baseline=q(18.5))  # the baseline is about a constant's
+
+
+def test_likely_cause_reads_a_flat_loss_as_a_step_size_problem() -> None:
+    cause = likely_cause("distill", {"lr": 0.0135}, {"loss": [25.9, 25.9, 25.8]},
+                         _classes(8.4))
+    assert "did not fall after epoch 1" in cause and "lr 0.0135" in cause
+    assert "bits" in likely_cause("quantize", {"weight_bits": 2, "act_bits": 2}, {},
+                                  _classes(10.0))
+
+
+def test_quality_of_outputs() -> None:
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 0.0], [0.0, 2.0]])
+    q = quality(logits, torch.tensor([0, 1, 1, 1]), classes=2)
+    assert q.accuracy == pytest.approx(75.0) and q.chance == 50.0
+    r = quality(torch.tensor([[1.0], [3.0]]), torch.tensor([1.0, 2.0]), classes=0)
+    assert r.mae == pytest.approx(0.5) and r.constant_mae == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(("guard", "match"), [
+    ({"max_stage_drop": -1}, r"guard\.max_stage_drop: must be accuracy points"),
+    ({"max_mae_factor": 0.5}, r"guard\.max_mae_factor: must be >= 1"),
+    ({"bogus": 1}, r"guard: unknown key 'bogus'"),
+])
+def test_bad_guard_is_rejected_at_validate_time(guard: dict, match: str) -> None:
+    data = {"version": 1, "model": {"arch": "lenet5"}, "stages": [MILD], "guard": guard}
+    with pytest.raises(RecipeError, match=match):
+        parse_recipe(data, source="r.yaml")
+
+
+# ---------------------------------------------------------------------------------------------
+# On real runs: a LeNet-300-100 (width 0.25) that reaches ~93 % on scikit-learn's digits, so a
+# collapse is a fall from well above chance.
+
+
+@pytest.fixture(scope="module")
+def digits_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from occ import api
+
+    path = tmp_path_factory.mktemp("digits") / "lenet300.pt"
+    result = api.train("lenet300", data="digits", epochs=10, out=str(path), lr=0.05, seed=0,
+                       kwargs={"width": 0.25})
+    assert result["accuracy"] > 80
+    return path
+
+
+@pytest.fixture
+def make(tmp_path: Path, digits_checkpoint: Path):
+    """``make(stages, **top)``: a digits recipe in ``tmp_path`` with its output in ``out/``."""
+
+    def write(stages: list[dict], **top: object) -> Path:
+        doc = {"version": 1, "name": "gates",
+               "model": {"arch": "lenet300", "kwargs": {"width": 0.25},
+                         "checkpoint": str(digits_checkpoint)},
+               "data": {"dataset": "digits", "val_size": 300}, "stages": stages,
+               "output": str(tmp_path / "out"), **top}
+        path = tmp_path / "recipe.yaml"
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        return path
+
+    return write
+
+
+def _one_error_line(result) -> str:
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def test_compress_stops_on_a_collapsed_stage_and_writes_nothing_final(
+        make, tmp_path: Path) -> None:
+    path = make([MILD, COLLAPSE], order="as-written")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["compress", str(path)])
+    assert result.exit_code == 1, result.output
+    line = _one_error_line(result)
+    assert "stages[1] prune(magnitude)" in line and "val accuracy" in line
+    assert "chance level" in line and "sparsity 0.999" in line
+    assert not (out / "model.occ").exists() and not (out / "report.json").exists()
+    states = sorted(p.name for p in (out / "stages").iterdir())
+    assert states == ["00-prune.occst"]  # the finished stage stays resumable; the failed one not
+
+    # the same run with the gates off goes through (and reuses the finished stage)
+    again = CliRunner().invoke(app, ["compress", str(path), "--no-guard", "--resume", "--json"])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["stages"][1]["metrics"]["accuracy"] < 25
+
+
+def test_recipe_guard_off_and_tight_drop(make) -> None:
+    off = make([COLLAPSE], guard={"enabled": False})
+    assert CliRunner().invoke(app, ["compress", str(off)]).exit_code == 0
+    tight = make([{**MILD, "sparsity": 0.8}], guard={"max_stage_drop": 0.0})
+    result = CliRunner().invoke(app, ["compress", str(tight)])
+    if result.exit_code == 1:  # any loss at all breaks a zero-point gate
+        assert "max_stage_drop 0" in _one_error_line(result)
+    else:  # the stage lost nothing on val: the gate had nothing to stop
+        assert result.exit_code == 0, result.output
+
+
+def test_ablate_records_a_gated_order_as_failed(make, tmp_path: Path) -> None:
+    path = make([COLLAPSE, {"type": "quantize", "weight_bits": 8, "act_bits": 8,
+                                      "mode": "ptq"}])
+    result = CliRunner().invoke(app, ["ablate", str(path), "--out", str(tmp_path / "abl"),
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert {r["status"] for r in doc["ranking"]} == {"failed"}
+    assert all("val accuracy" in r["error"] for r in doc["ranking"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Overrides before checks; name optional.
+
+
+def test_checkpoint_override_replaces_a_missing_recipe_checkpoint(
+        make, tmp_path: Path, digits_checkpoint: Path) -> None:
+    path = make([MILD])
+    doc = yaml.safe_load(path.read_text())
+    doc["model"]["checkpoint"] = "runs/nowhere/baseline.pt"  # a shipped recipe's own path
+    path.write_text(yaml.safe_dump(doc))
+    validate = CliRunner().invoke(app, ["validate", str(path)])
+    assert validate.exit_code == 2 and "model.checkpoint: file not found" in validate.stderr
+    result = CliRunner().invoke(app, ["compress", str(path), "--checkpoint",
+                                      str(digits_checkpoint), "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    resolved = load_recipe(tmp_path / "out" / "recipe.resolved.yaml")
+    assert resolved.model.checkpoint == str(digits_checkpoint) and resolved.seed == 3
+
+
+@pytest.mark.parametrize("seed", ["-1", "4294967296"])
+def test_seed_override_out_of_range_is_bad_input(make, tmp_path: Path,
+                                                 seed: str) -> None:
+    path = make([MILD])
+    result = CliRunner().invoke(app, ["compress", str(path), "--seed", seed])
+    assert result.exit_code == 2 and "--seed" in _one_error_line(result)
+    assert not (tmp_path / "out").exists()
+
+
+def test_name_defaults_to_the_recipe_files_stem(tmp_path: Path) -> None:
+    path = tmp_path / "my-lenet.yaml"
+    path.write_text(yaml.safe_dump({"version": 1, "model": {"arch": "lenet5"},
+                                    "stages": [MILD]}))
+    recipe = load_recipe(path)
+    assert recipe.name == "my-lenet"
+    assert parse_recipe(recipe.to_dict(), source="x.yaml") == recipe  # round-trips
