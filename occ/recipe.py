@@ -45,35 +45,35 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class DataSpec:
-    """Which data to train, calibrate and evaluate on (see ``occ.data``)."""
+    """Which data to train, calibrate and evaluate on, and how its pixels are preprocessed
+    (see ``occ.data`` and ``occ.data.preprocess``).
+
+    ``dataset`` is a built-in name or a ``pkg.module:callable`` returning the splits (needs
+    ``--trust-code``). ``val_size`` ``None`` (auto) holds out ``min(500, train // 5)``.
+    ``mean`` / ``std`` ``None``: the dataset's own (ImageNet statistics for imagefolder).
+    """
 
     dataset: str = "mnist5k"
     batch_size: int = 128
     root: str | None = None
-    val_size: int = 500
+    val_size: int | None = None
     pad_to: int | None = None
     image_size: int | None = None
     limit_train: int | None = None
     num_workers: int = 0
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    resize: int | None = None
+    crop: int | None = None
+    channel_order: Literal["rgb", "bgr"] = "rgb"
+    augment: list[str] = field(default_factory=list)
+    transform: str | None = None
+    calib_size: int | None = None
 
     def __post_init__(self) -> None:
-        from occ.data.names import DATASETS
+        from occ.data.checks import check_spec
 
-        check(self.dataset in DATASETS, "dataset",
-              f"unknown dataset {self.dataset!r}; allowed: {', '.join(DATASETS)}")
-        check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
-        check(self.val_size >= 0, "val_size", f"must be >= 0, got {self.val_size}")
-        check(self.num_workers >= 0, "num_workers", f"must be >= 0, got {self.num_workers}")
-        check(self.pad_to is None or self.pad_to >= 1, "pad_to", f"must be >= 1, got {self.pad_to}")
-        check(self.limit_train is None or self.limit_train >= 1, "limit_train",
-              f"must be >= 1, got {self.limit_train}")
-        from occ.data.names import EMBEDDED
-
-        if self.dataset not in EMBEDDED:
-            check(self.root is not None, "root",
-                  f"is required for {self.dataset} (never downloaded)")
-            check(os.path.isdir(str(self.root)), "root", f"directory not found: {self.root}")
-
+        check_spec(self)
 
 @dataclass(frozen=True)
 class Stage:
