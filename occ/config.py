@@ -112,7 +112,7 @@ def from_dict(cls: type[T], data: Any, *, where: str = "") -> T:
         RecipeError: unknown or missing keys, wrong types, or a failed range check, with
             the full location of the offending field.
     """
-    prefix = f"{where}." if where else ""
+    prefix = (f"{where} " if where.endswith(":") else f"{where}.") if where else ""
     if not isinstance(data, Mapping):
         raise RecipeError(f"must be a mapping, got {data!r}", where=where or None)
     hints = get_type_hints(cls)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,12 @@ class RunContext:
         encoding: how the artifact codes its streams (``entropy_code`` sets ``codec``).
         progress: where long loops report progress.
         recipe: the resolved recipe, for stages that need global settings.
+        recorded_accuracy: the accuracy the input checkpoint recorded about itself, if any
+            (compared with the measured baseline, ``occ.baseline_check``).
+        custom_loss: a user's ``loss(outputs, targets)`` (model-in API) replacing the
+            recipe's ``loss`` in every stage that trains.
+        template: the user's own model object (model-in API), from which artifacts whose
+            architecture reference is that object's class are rebuilt in this process.
     """
 
     model: nn.Module
@@ -60,6 +67,9 @@ class RunContext:
     progress: Progress = field(default_factory=NullProgress)
     recipe: Recipe | None = None
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("occ"))
+    recorded_accuracy: float | None = None
+    custom_loss: Callable[..., torch.Tensor] | None = None
+    template: nn.Module | None = None
 
     def record_edit(self, op: str, **args: Any) -> None:
         """Record a structural edit (already applied to ``model``) for the artifact.
@@ -94,8 +104,10 @@ class RunContext:
     @property
     def loss_fn(self):
         """The recipe's training loss (``occ.train.task_loss``) as a ``fit`` hook."""
-        from occ.train import task_loss
+        from occ.train import custom_task_loss, task_loss
 
+        if self.custom_loss is not None:
+            return custom_task_loss(self.custom_loss)
         return task_loss(getattr(self.recipe, "loss", "auto"))
 
     def stage_device(self, name: str) -> torch.device:

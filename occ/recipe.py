@@ -288,10 +288,14 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or "invalid YAML"
         raise RecipeError(f"not valid YAML{at}: {problem}", where=name) from None
+    from occ.paths import resolve_recipe_paths
+
+    # Relative paths mean "next to the recipe", whatever the working directory.
+    data = resolve_recipe_paths(data, Path(path).parent)
     recipe = parse_recipe(data, source=name)
     if recipe.model.checkpoint is not None and not os.path.isfile(recipe.model.checkpoint):
-        raise RecipeError(f"file not found: {recipe.model.checkpoint}",
-                          where=f"{name}: model.checkpoint")
+        raise RecipeError(f"file not found: {recipe.model.checkpoint} (relative paths resolve "
+                          "against the recipe's folder)", where=f"{name}: model.checkpoint")
     return recipe
 
 
