@@ -70,6 +70,7 @@ class RunContext:
     recorded_accuracy: float | None = None
     custom_loss: Callable[..., torch.Tensor] | None = None
     template: nn.Module | None = None
+    template_arch: str = ""
 
     def record_edit(self, op: str, **args: Any) -> None:
         """Record a structural edit (already applied to ``model``) for the artifact.

@@ -142,7 +142,9 @@ def _run_locked(plan: Plan, ctx: RunContext, *, resume: bool) -> Report:
     main = distributed.is_main()
     if main:
         atomic_write_text(ctx.out_dir / "recipe.resolved.yaml", dump_recipe(recipe))
-    prints = resume_mod.fingerprints(recipe, resume_mod.file_sha256(str(recipe.model.checkpoint)))
+    sha = (resume_mod.file_sha256(str(recipe.model.checkpoint)) if recipe.model.checkpoint
+           else IN_MEMORY)  # a model handed in from Python (occ.model_api)
+    prints = resume_mod.fingerprints(recipe, sha)
     outputs = base_out
     restoring = resume
     for i, stage in enumerate(recipe.stages):
@@ -248,10 +250,16 @@ def save_state(ctx: RunContext, plan: Plan, path: Path, fingerprint: str,
 def restore(ctx: RunContext, saved: resume_mod.SavedState) -> None:
     """Put a saved stage state back into ``ctx`` (model, arch, edits, encoding)."""
     header = saved.artifact.header
-    ctx.model = model_io.rebuild(saved.artifact, trust_code=True).to(ctx.device)
+    ctx.model = model_io.rebuild(saved.artifact, trust_code=True,
+                                 template=_template(ctx)).to(ctx.device)
     ctx.arch = ArchRef(header["model"]["arch"], header["model"].get("kwargs", {}))
     ctx.edits = list(header.get("edits", []))
     ctx.encoding = dict(header.get("encoding", {"codec": "raw"}))
+
+
+def _template(ctx: RunContext) -> tuple[str, nn.Module] | None:
+    """The user's model object to rebuild its own class reference from (model-in API)."""
+    return None if ctx.template is None else (ctx.template_arch, ctx.template)
 
 
 def _record_from(d: dict[str, Any], i: int, stage: Any) -> StageRecord:
@@ -263,7 +271,7 @@ def _record_from(d: dict[str, Any], i: int, stage: Any) -> StageRecord:
 
 def _verify_round_trip(path: Path, ctx: RunContext, outputs: torch.Tensor) -> None:
     """Decode the written artifact and check it reproduces the evaluated model exactly."""
-    loaded = model_io.load(path, trust_code=True)
+    loaded = model_io.load(path, trust_code=True, template=_template(ctx))
     own = model_io.state_tensors(ctx.model)
     for name, t in model_io.state_tensors(loaded).items():
         if not tensor_equal(t, own[name]):
