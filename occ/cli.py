@@ -202,6 +202,41 @@ def validate(
 
 
 @app.command()
+def init(
+    model: Annotated[str, typer.Option(help="Zoo name, torchvision.<fn> or pkg.mod:fn.")]
+    = "lenet5",
+    data: Annotated[str, typer.Option(help="Dataset: mnist5k, digits, imagefolder, ...")]
+    = "mnist5k",
+    name: Annotated[str | None, typer.Option(help="Run name (default: from the model).")]
+    = None,
+) -> None:
+    """Print a commented starter recipe: occ init --model M --data D > recipe.yaml."""
+    from occ.starter import starter_recipe
+
+    sys.stdout.write(_run(lambda: starter_recipe(model, data, name=name)))
+
+
+@app.command()
+def recipes(
+    name: Annotated[str | None, typer.Argument(help="Print this recipe (e.g. demo).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the example recipes shipped with occ, or print one: occ recipes demo > r.yaml."""
+    from occ.starter import list_recipes, recipe_text
+
+    if name is not None:
+        sys.stdout.write(_run(lambda: recipe_text(name), as_json))
+        return
+    found = list_recipes()
+    if as_json:
+        _emit_json(found)
+        return
+    width = max(len(r["name"]) for r in found)
+    for r in found:
+        sys.stdout.write(f"{r['name']:<{width}}  {r['summary']}\n")
+
+
+@app.command()
 def compress(
     recipe: Annotated[str, typer.Argument(help="Recipe YAML file.")],
     checkpoint: Annotated[str | None, typer.Option(help="Input checkpoint (overrides the "

@@ -119,8 +119,13 @@ def from_dict(cls: type[T], data: Any, *, where: str = "") -> T:
     names = field_names(cls)
     unknown = [k for k in data if k not in names]
     if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(str(unknown[0]), names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise RecipeError(
-            f"unknown key {unknown[0]!r}; allowed keys: {', '.join(names)}", where=where or None
+            f"unknown key {unknown[0]!r}{hint}; allowed keys: {', '.join(names)}",
+            where=where or None,
         )
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):

@@ -160,8 +160,12 @@ def parse_recipe(data: Any, *, source: str = "<recipe>") -> Recipe:
                           where=source)
     unknown = [k for k in data if k not in _TOP_KEYS]
     if unknown:
-        raise RecipeError(f"unknown key {unknown[0]!r}; allowed keys: {', '.join(_TOP_KEYS)}",
-                          where=source)
+        import difflib
+
+        close = difflib.get_close_matches(str(unknown[0]), _TOP_KEYS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise RecipeError(f"unknown key {unknown[0]!r}{hint}; allowed keys: "
+                          f"{', '.join(_TOP_KEYS)}", where=source)
     for key in ("version", "name", "model", "stages"):
         if key not in data:
             raise RecipeError("is required", where=f"{source}: {key}")
@@ -291,11 +295,14 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
     from occ.paths import resolve_recipe_paths
 
     # Relative paths mean "next to the recipe", whatever the working directory.
+    written = data.get("model") if isinstance(data, dict) else None
+    written = written.get("checkpoint") if isinstance(written, dict) else None
     data = resolve_recipe_paths(data, Path(path).parent)
     recipe = parse_recipe(data, source=name)
-    if recipe.model.checkpoint is not None and not os.path.isfile(recipe.model.checkpoint):
-        raise RecipeError(f"file not found: {recipe.model.checkpoint} (relative paths resolve "
-                          "against the recipe's folder)", where=f"{name}: model.checkpoint")
+    ckpt = recipe.model.checkpoint
+    if ckpt is not None and not os.path.isfile(ckpt):
+        where = "" if written == ckpt else f" (relative to the recipe's folder: {ckpt})"
+        raise RecipeError(f"file not found: {written}{where}", where=f"{name}: model.checkpoint")
     return recipe
 
 

@@ -98,8 +98,8 @@ def test_unreadable_and_invalid_yaml(tmp_path: Path) -> None:
 def test_missing_checkpoint_file(tmp_path: Path) -> None:
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(with_("model.checkpoint", "nope.pt")))
-    with pytest.raises(RecipeError, match=r"model\.checkpoint: file not found: /.*/nope\.pt \(relative paths "
-                       r"resolve against the recipe's folder\)"):
+    with pytest.raises(RecipeError, match=r"model\.checkpoint: file not found: nope\.pt "
+                       r"\(relative to the recipe's folder: /.*/nope\.pt\)"):
         load_recipe(path)
 
 
