@@ -8,6 +8,7 @@ what occ reported (to 0.1 pt), and a wrong normalisation is warned about loudly.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +19,20 @@ from typer.testing import CliRunner
 
 from occ.cli import app
 
-# The user's normalisation: neither occ's old 0.5 / 0.5 nor ImageNet's default.
-MEAN, STD = (0.3, 0.4, 0.5), (0.2, 0.25, 0.3)
+ROOT = Path(__file__).parents[1]
+
+
+def readme_recipe() -> dict:
+    """The recipe of the README's "Your ImageFolder, your normalisation" (run as written)."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("### Your ImageFolder, your normalisation"):]
+    match = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert match is not None
+    return yaml.safe_load(match.group(1))
+
+
+# The user's normalisation (the README's): neither occ's old 0.5 / 0.5 nor ImageNet's.
+MEAN, STD = tuple(readme_recipe()["data"]["mean"]), tuple(readme_recipe()["data"]["std"])
 CLASSES, TRAIN_PER_CLASS, TEST_PER_CLASS, SIZE = 3, 30, 10, 32
 
 
@@ -85,18 +98,13 @@ def user_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"base": base, "model": model.eval(), "accuracy": user_accuracy(model, base / "data")}
 
 
-STAGES = [{"type": "prune", "method": "magnitude", "sparsity": 0.5, "epochs": 1, "lr": 0.001},
-          {"type": "quantize", "weight_bits": 8, "act_bits": 8, "mode": "qat", "epochs": 1,
-           "lr": 0.0005}]
+STAGES = readme_recipe()["stages"]
 
 
 def write_user_recipe(base: Path, **data: object) -> Path:
-    """A recipe beside the data, with paths relative to its own folder."""
-    doc = {"version": 1, "name": "byom",
-           "model": {"arch": "torchvision.resnet18", "checkpoint": "r18.pt"},
-           "data": {"dataset": "imagefolder", "root": "data", "image_size": SIZE,
-                    "batch_size": 16, **data},
-           "stages": STAGES, "output": "out"}
+    """The README's recipe beside the data (its paths are relative to its own folder)."""
+    doc = readme_recipe()
+    doc["data"].update(data)
     path = base / "recipe.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
@@ -108,7 +116,7 @@ def test_cli_compressed_accuracy_matches_the_users_pipeline(user_run: dict, tmp_
                                                             ) -> None:
     base = user_run["base"]
     assert user_run["accuracy"] > 80  # the user's model works in the user's pipeline
-    recipe = write_user_recipe(base, mean=list(MEAN), std=list(STD))
+    recipe = write_user_recipe(base)  # exactly as the README writes it
     monkeypatch.chdir(tmp_path)  # another folder: paths resolve against the recipe's
     result = CliRunner().invoke(app, ["compress", str(recipe), "--json"])
     assert result.exit_code == 0, result.output
