@@ -212,3 +212,32 @@ def test_eval_plain_state_dict_needs_arch(tmp_path: Path) -> None:
     assert json.loads(ok.stdout)["params"] == sum(p.numel() for p in model.parameters())
     bad = CliRunner().invoke(app, ["eval", str(path), "--arch", "lenet5", "--kwargs", "[1"])
     assert bad.exit_code == 2 and "--kwargs: not valid JSON" in bad.stderr
+
+
+def test_compress_model_with_typed_configs_loaders_and_a_custom_loss(tmp_path: Path) -> None:
+    import occ
+    from occ.stages.prune import PruneConfig
+    from occ.stages.quantize import QuantizeConfig
+
+    torch.manual_seed(0)
+    x = torch.randn(120, 1, 8, 8)
+    y = (x.mean((1, 2, 3)) > 0).long()  # a learnable two-class task
+    data = torch.utils.data.TensorDataset(x, y)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU(),
+                                torch.nn.Linear(16, 2))
+    calls = []
+
+    def loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        calls.append(len(target))
+        return torch.nn.functional.cross_entropy(out, target)
+
+    result = occ.compress(model, [PruneConfig(sparsity=0.5, epochs=1),
+                                  QuantizeConfig(weight_bits=8, act_bits=8, mode="ptq")],
+                          train_data=torch.utils.data.DataLoader(data, batch_size=32),
+                          test_data=data, loss=loss, out=str(tmp_path / "out"))
+    assert calls and all(n <= 32 for n in calls)  # the user's loss, the loader's batch size
+    assert [s.type for s in result.report.stages] == ["prune", "quantize"]
+    assert (tmp_path / "out" / "model.occ").is_file()
+    assert isinstance(result, occ.CompressionResult) and result.model is not model
+    with pytest.raises(RecipeError, match="applies only when a model is passed in"):
+        occ.compress("recipe.yaml", train_data=data)
