@@ -241,3 +241,15 @@ def test_compress_model_with_typed_configs_loaders_and_a_custom_loss(tmp_path: P
     assert isinstance(result, occ.CompressionResult) and result.model is not model
     with pytest.raises(RecipeError, match="applies only when a model is passed in"):
         occ.compress("recipe.yaml", train_data=data)
+
+
+def test_user_model_in_the_working_directory_imports_without_pythonpath(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from occ.models import build_model
+
+    pkg = tmp_path / "occ_user_net_c"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "nets.py").write_text("import torch\ndef build():\n    return torch.nn.Linear(2, 2)\n")
+    monkeypatch.chdir(tmp_path)  # the console script does not put the cwd on sys.path
+    assert isinstance(build_model("occ_user_net_c.nets:build"), torch.nn.Linear)
