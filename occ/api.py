@@ -152,6 +152,8 @@ def train(arch: str, *, data: str = "mnist5k", epochs: int = 15, out: str,
         raise RecipeError(f"must be > 0, got {lr}", where="--lr")
     from occ.config import from_dict
 
+    if root is not None:  # recorded in the checkpoint: absolute, so eval works from anywhere
+        root = os.path.abspath(os.path.expanduser(root))
     fields = {"dataset": data, "batch_size": batch_size, "root": root,
               "limit_train": limit_train, "pad_to": pad_to, "val_size": val_size,
               "image_size": image_size}
