@@ -26,4 +26,8 @@ def __getattr__(name: str) -> Any:
         from occ import api
 
         return getattr(api, name)
+    if name == "CompressionResult":
+        from occ.model_api import CompressionResult
+
+        return CompressionResult
     raise AttributeError(name)

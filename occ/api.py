@@ -18,6 +18,7 @@ from occ.progress import NullProgress, Progress
 from occ.recipe import DataSpec, Recipe, dump_recipe, load_recipe
 
 if TYPE_CHECKING:
+    from occ.model_api import CompressionResult
     from occ.report import Report
 
 
@@ -72,28 +73,42 @@ def _override(recipe: Recipe, checkpoint: str | None, out: str | None, *,
     return recipe
 
 
-def compress(recipe_path: str | os.PathLike[str], *, checkpoint: str | None = None,
+def compress(recipe_path: Any, recipe: Any = None, *, checkpoint: str | None = None,
              out: str | None = None, keep_order: bool = False, resume: bool = False,
-             seed: int | None = None, guard: bool = True, trust_checkpoint: bool = False,
-             progress: Progress | None = None) -> Report:
+             seed: int | None = None, guard: bool = True,
+             trust_checkpoint: bool = False, trust_code: bool = False,
+             progress: Progress | None = None, **model_in: Any,
+             ) -> Report | CompressionResult:
     """Validate, order and run a recipe; write ``model.occ`` and the reports.
 
-    ``checkpoint``, ``out`` and ``seed`` override the recipe's; ``guard=False`` turns the
-    quality gates off (``occ.gates``).
+    ``compress("recipe.yaml")`` runs a recipe file and returns its ``Report``;
+    ``checkpoint``, ``out`` and ``seed`` override the recipe's, and ``guard=False`` turns
+    the quality gates off (``occ.gates``).
+    ``compress(model, recipe, train_data=..., ...)`` takes an ``nn.Module`` and returns a
+    ``CompressionResult`` (see ``occ.model_api.compress_model``).
 
     Raises:
         RecipeError, CheckpointError, DataError, ModelError: bad input, before any work.
         StageError: a stage failed (divergence, a round trip that is not exact).
     """
+    if not isinstance(recipe_path, (str, os.PathLike)):  # model in, model out
+        from occ.model_api import compress_model
+
+        return compress_model(recipe_path, recipe, out=out, keep_order=keep_order,
+                              trust_code=trust_code, progress=progress, **model_in)
+    if model_in or recipe is not None:
+        extra = sorted(model_in)[0] if model_in else "a second argument"
+        raise RecipeError(f"{extra} applies only when a model is passed in (compress(model, "
+                          "recipe, train_data=...))", where="compress")
     from occ import runner
 
     plan = validate(recipe_path, keep_order=keep_order, check_files=checkpoint is None)
-    recipe = _override(plan.recipe, checkpoint, out, seed=seed, guard=guard)
-    plan = replace(plan, recipe=recipe)
+    resolved = _override(plan.recipe, checkpoint, out, seed=seed, guard=guard)
+    plan = replace(plan, recipe=resolved)
     from occ import distributed
 
-    ctx = runner.prepare(recipe, trust_checkpoint=trust_checkpoint,
-                         progress=progress or NullProgress())
+    ctx = runner.prepare(resolved, trust_checkpoint=trust_checkpoint,
+                         progress=progress or NullProgress(), trust_code=trust_code)
     try:
         return runner.run(plan, ctx, resume=resume)
     finally:
@@ -138,6 +153,7 @@ def train(arch: str, *, data: str = "mnist5k", epochs: int = 15, out: str,
           lr: float = 0.05, batch_size: int = 128, seed: int = 0, device: str = "auto",
           kwargs: dict[str, Any] | None = None, root: str | None = None,
           limit_train: int | None = None, pad_to: int | None = None, loss: str = "auto",
+          val_size: int | None = None, image_size: int | None = None,
           progress: Progress | None = None) -> dict[str, Any]:
     """Train a baseline so a fresh machine can go end to end; writes an occ checkpoint.
 
@@ -153,8 +169,11 @@ def train(arch: str, *, data: str = "mnist5k", epochs: int = 15, out: str,
         raise RecipeError(f"must be > 0, got {lr}", where="--lr")
     from occ.config import from_dict
 
+    if root is not None:  # recorded in the checkpoint: absolute, so eval works from anywhere
+        root = os.path.abspath(os.path.expanduser(root))
     fields = {"dataset": data, "batch_size": batch_size, "root": root,
-              "limit_train": limit_train, "pad_to": pad_to}
+              "limit_train": limit_train, "pad_to": pad_to, "val_size": val_size,
+              "image_size": image_size}
     spec = from_dict(DataSpec, {k: v for k, v in fields.items() if v is not None}, where="data")
     loss = resolve_loss(loss, task_of(spec.dataset), where="--loss")
     return runner.train_baseline(arch, kwargs or {}, spec, epochs=epochs, lr=lr, out=out,
@@ -164,8 +183,12 @@ def train(arch: str, *, data: str = "mnist5k", epochs: int = 15, out: str,
 
 def evaluate(path: str | os.PathLike[str], *, data: str | None = None, root: str | None = None,
              trust_checkpoint: bool = False, trust_code: bool = False, latency: bool = False,
-             latency_runs: int = 100) -> dict[str, Any]:
+             latency_runs: int = 100, arch: str | None = None,
+             kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
     """Accuracy, params, size, MACs, BitOps (and exits) of a checkpoint or an artifact.
+
+    A plain state dict (no occ metadata) needs ``arch`` (zoo name, ``torchvision.<fn>`` or
+    ``pkg.module:callable``) and, where the classifier does not imply them, ``kwargs``.
 
     With ``latency``, also the median / p90 batch-1 and batch-64 forward latency over
     ``latency_runs`` timed runs (``occ.latency``), under the key ``latency``.
@@ -176,7 +199,8 @@ def evaluate(path: str | os.PathLike[str], *, data: str | None = None, root: str
         raise RecipeError(f"must be >= 1, got {latency_runs}", where="--latency-runs")
     return runner.evaluate_path(Path(path), data=data, root=root,
                                 trust_checkpoint=trust_checkpoint, trust_code=trust_code,
-                                latency_runs=latency_runs if latency else None)
+                                latency_runs=latency_runs if latency else None, arch=arch,
+                                kwargs=kwargs)
 
 
 def export(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *,

@@ -81,6 +81,8 @@ def _unwrap(obj: Any, where: str) -> Checkpoint:
         else:
             for key in _WRAPPER_KEYS:
                 if isinstance(obj.get(key), Mapping):
+                    # Keep the plain numbers saved beside it (accuracy, epoch ...).
+                    meta = {k: v for k, v in obj.items() if k != key and _is_scalar(v)}
                     obj = obj[key]
                     break
     if not isinstance(obj, Mapping) or not obj or not all(
@@ -88,7 +90,22 @@ def _unwrap(obj: Any, where: str) -> Checkpoint:
     ):
         raise CheckpointError("not a state dict (expected a mapping of names to tensors)",
                               where=where)
-    return Checkpoint(state_dict=dict(obj), meta=meta)
+    return Checkpoint(state_dict=strip_prefix(dict(obj)), meta=meta)
+
+
+def _is_scalar(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return value.numel() == 1
+    return isinstance(value, (int, float, str)) and not isinstance(value, bool)
+
+
+def strip_prefix(state: dict[str, torch.Tensor],
+                 prefix: str = "module.") -> dict[str, torch.Tensor]:
+    """Drop the ``module.`` every key carries when the model was saved wrapped in
+    ``DataParallel`` / ``DistributedDataParallel`` (only when every key has it)."""
+    if state and all(k.startswith(prefix) for k in state):
+        return {k[len(prefix):]: v for k, v in state.items()}
+    return state
 
 
 def load_into(model: nn.Module, checkpoint: Checkpoint, *, where: str, arch: str) -> None:

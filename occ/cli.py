@@ -53,10 +53,14 @@ app = typer.Typer(
          "distillation and entropy coding in the order that works best.",
 )
 _state = {"debug": False}
+_QUIET_LOGGERS = ("PIL", "matplotlib", "fsspec", "urllib3", "onnxscript", "torch._dynamo")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 TrustCkptOpt = Annotated[bool, typer.Option(
     "--trust-checkpoint", help="Allow checkpoints that need full unpickling (runs code!).")]
+TrustCodeOpt = Annotated[bool, typer.Option(
+    "--trust-code", help="Allow pkg.module:callable references (model, dataset, transform) "
+                         "to be imported: that runs their code.")]
 
 
 @app.callback()
@@ -66,6 +70,8 @@ def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks."
     _state["debug"] = debug
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in _QUIET_LOGGERS:  # -v is for occ's own lines, not image decoders' chatter
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _console():
@@ -75,8 +81,12 @@ def _console():
     return Console(stderr=not tty, width=None if tty else 140)  # logs: no truncated columns
 
 
-def _run(fn: Callable[[], T]) -> T:
-    """Call ``fn``; map occ errors to one line + exit code, unless ``--debug``."""
+def _run(fn: Callable[[], T], as_json: bool = False) -> T:
+    """Call ``fn``; map occ errors to one line + exit code, unless ``--debug``.
+
+    With ``--json`` the error is a JSON document on stdout instead,
+    ``{"error": {"message", "code", "type", "where"}}``, with the same exit code.
+    """
     from occ.errors import OccError
 
     try:
@@ -84,11 +94,39 @@ def _run(fn: Callable[[], T]) -> T:
     except OccError as err:
         if _state["debug"]:
             raise
-        sys.stderr.write(f"error: {err}\n")
+        if as_json:
+            _emit_json({"error": {"message": str(err), "code": err.exit_code,
+                                  "type": type(err).__name__, "where": err.where}})
+        else:
+            sys.stderr.write(f"error: {err}\n")
         raise typer.Exit(err.exit_code) from None
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")
         raise typer.Exit(130) from None
+
+
+def _json_option(text: str | None, flag: str) -> dict[str, Any] | None:
+    """Parse a JSON-object option (``--kwargs``); RecipeError naming the flag."""
+    from occ.errors import RecipeError
+
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise RecipeError(f"not valid JSON: {err.msg}", where=flag) from None
+    if not isinstance(value, dict):
+        raise RecipeError(f"must be a JSON object, got {text!r}", where=flag)
+    return value
+
+
+def _progress():
+    """Bars on a terminal; one line per epoch on stderr otherwise (CI, tee, nohup)."""
+    if sys.stderr.isatty():
+        return _RichProgress()
+    from occ.progress import LineProgress
+
+    return LineProgress(sys.stderr)
 
 
 def _emit_json(doc: Any) -> None:
@@ -128,7 +166,7 @@ def order(
     """Print the built-in order of the given techniques (e.g. KD -> P -> Q -> EE)."""
     from occ import api
 
-    result = _run(lambda: api.order(techniques.split(",")))
+    result = _run(lambda: api.order(techniques.split(",")), as_json)
     if as_json:
         _emit_json(result)
         return
@@ -148,7 +186,7 @@ def validate(
     """Check a recipe (schema and order, no torch work) and print the resolved plan."""
     from occ import api
 
-    plan = _run(lambda: api.validate(recipe, keep_order=keep_order))
+    plan = _run(lambda: api.validate(recipe, keep_order=keep_order), as_json)
     if as_json:
         _emit_json({"recipe": plan.recipe.to_dict(), **plan.to_dict()})
         return
@@ -161,6 +199,41 @@ def validate(
         out.write(f"  {r['before']} → {r['after']}: {r['reason']}\n")
     for w in plan.warnings:
         out.write(f"  warning: {w}\n")
+
+
+@app.command()
+def init(
+    model: Annotated[str, typer.Option(help="Zoo name, torchvision.<fn> or pkg.mod:fn.")]
+    = "lenet5",
+    data: Annotated[str, typer.Option(help="Dataset: mnist5k, digits, imagefolder, ...")]
+    = "mnist5k",
+    name: Annotated[str | None, typer.Option(help="Run name (default: from the model).")]
+    = None,
+) -> None:
+    """Print a commented starter recipe: occ init --model M --data D > recipe.yaml."""
+    from occ.starter import starter_recipe
+
+    sys.stdout.write(_run(lambda: starter_recipe(model, data, name=name)))
+
+
+@app.command()
+def recipes(
+    name: Annotated[str | None, typer.Argument(help="Print this recipe (e.g. demo).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the example recipes shipped with occ, or print one: occ recipes demo > r.yaml."""
+    from occ.starter import list_recipes, recipe_text
+
+    if name is not None:
+        sys.stdout.write(_run(lambda: recipe_text(name), as_json))
+        return
+    found = list_recipes()
+    if as_json:
+        _emit_json(found)
+        return
+    width = max(len(r["name"]) for r in found)
+    for r in found:
+        sys.stdout.write(f"{r['name']:<{width}}  {r['summary']}\n")
 
 
 @app.command()
@@ -182,6 +255,7 @@ def compress(
     no_guard: Annotated[bool, typer.Option(
         "--no-guard", help="Turn the quality gates off (the recipe's guard).")] = False,
     trust_checkpoint: TrustCkptOpt = False,
+    trust_code: TrustCodeOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Validate, order and run a recipe; write DIR/model.occ and DIR/report.{json,md,html}."""
@@ -194,7 +268,8 @@ def compress(
     report = _run(lambda: api.compress(recipe, checkpoint=checkpoint, out=out,
                                        keep_order=keep_order, resume=resume, seed=seed,
                                        guard=not no_guard, trust_checkpoint=trust_checkpoint,
-                                       progress=_RichProgress()))
+                                       trust_code=trust_code,
+                                       progress=_progress()), as_json)
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun only rank 0 prints
     if as_json:
@@ -243,7 +318,8 @@ def ablate(
 
     doc = _run(lambda: api.ablate(recipe, checkpoint=checkpoint, out=out, max_orders=max_orders,
                                   seed=seed, tolerance=tolerance,
-                                  trust_checkpoint=trust_checkpoint, progress=_RichProgress()))
+                                  trust_checkpoint=trust_checkpoint, progress=_progress()),
+               as_json)
     if as_json:
         _emit_json(doc)
         return
@@ -287,6 +363,12 @@ def train(
     = None,
     loss: Annotated[str, typer.Option(
         help="auto (cross_entropy; mse on a regression dataset), mse or l1.")] = "auto",
+    val_size: Annotated[int | None, typer.Option(
+        "--val-size", help="Train images held out for validation (default: min(500, 1/5)).")]
+    = None,
+    image_size: Annotated[int | None, typer.Option(
+        "--image-size", help="Resize images to this square side (imagefolder, torchvision "
+                             "sets).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Train a baseline checkpoint (so a fresh machine can go end to end)."""
@@ -295,8 +377,8 @@ def train(
     kwargs = {"width": width} if width is not None else {}
     result = _run(lambda: api.train(model, data=data, root=root, epochs=epochs, out=out, lr=lr,
                                     batch_size=batch_size, seed=seed, kwargs=kwargs,
-                                    pad_to=pad_to, loss=loss,
-                                    progress=_RichProgress()))
+                                    pad_to=pad_to, loss=loss, val_size=val_size,
+                                    image_size=image_size, progress=_progress()), as_json)
     if as_json:
         _emit_json(result)
     else:
@@ -314,9 +396,13 @@ def eval_(
     = None,
     root: Annotated[str | None, typer.Option(help="Dataset root.")] = None,
     trust_checkpoint: TrustCkptOpt = False,
-    trust_code: Annotated[bool, typer.Option(
-        "--trust-code", help="Allow a pkg.module:callable model reference to be imported.")]
-    = False,
+    trust_code: TrustCodeOpt = False,
+    arch: Annotated[str | None, typer.Option(
+        "--arch", help="Architecture of a plain state dict: zoo name, torchvision.<fn> or "
+                       "pkg.mod:fn.")] = None,
+    kwargs: Annotated[str | None, typer.Option(
+        "--kwargs", help="JSON keyword arguments for --arch, e.g. '{\"num_classes\": 3}'.")]
+    = None,
     latency: Annotated[bool, typer.Option(
         "--latency", help="Also time batch-1 and batch-64 forwards (median, p90).")] = False,
     latency_runs: Annotated[int, typer.Option(
@@ -326,9 +412,11 @@ def eval_(
     """Accuracy, params, size, MACs, BitOps (and exits) of a checkpoint or an artifact."""
     from occ import api
 
+    parsed = _run(lambda: _json_option(kwargs, "--kwargs"), as_json)
     result = _run(lambda: api.evaluate(path, data=data, root=root,
                                        trust_checkpoint=trust_checkpoint, trust_code=trust_code,
-                                       latency=latency, latency_runs=latency_runs))
+                                       latency=latency, latency_runs=latency_runs, arch=arch,
+                                       kwargs=parsed), as_json)
     if as_json:
         _emit_json(result)
         return
@@ -372,7 +460,7 @@ def inspect(
     """Header and per-layer table (shape, sparsity, bits, coded bytes) of an artifact."""
     from occ import api
 
-    result = _run(lambda: api.inspect(path))
+    result = _run(lambda: api.inspect(path), as_json)
     if as_json:
         _emit_json(result)
         return
@@ -422,7 +510,7 @@ def export(
     from occ import api
 
     result = _run(lambda: api.export(path, out, fmt=fmt, batch_size=batch_size, opset=opset,
-                                     exporter=exporter, trust_code=trust_code))
+                                     exporter=exporter, trust_code=trust_code), as_json)
     if as_json:
         _emit_json(result)
         return
@@ -442,7 +530,7 @@ def report(
     """Re-render DIR/report.{md,html} (plots included) from DIR/report.json."""
     from occ import api
 
-    result = _run(lambda: api.report(out_dir))
+    result = _run(lambda: api.report(out_dir), as_json)
     if as_json:
         _emit_json(result)
         return

@@ -112,15 +112,20 @@ def from_dict(cls: type[T], data: Any, *, where: str = "") -> T:
         RecipeError: unknown or missing keys, wrong types, or a failed range check, with
             the full location of the offending field.
     """
-    prefix = f"{where}." if where else ""
+    prefix = (f"{where} " if where.endswith(":") else f"{where}.") if where else ""
     if not isinstance(data, Mapping):
         raise RecipeError(f"must be a mapping, got {data!r}", where=where or None)
     hints = get_type_hints(cls)
     names = field_names(cls)
     unknown = [k for k in data if k not in names]
     if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(str(unknown[0]), names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise RecipeError(
-            f"unknown key {unknown[0]!r}; allowed keys: {', '.join(names)}", where=where or None
+            f"unknown key {unknown[0]!r}{hint}; allowed keys: {', '.join(names)}",
+            where=where or None,
         )
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):

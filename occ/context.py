@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,6 +49,12 @@ class RunContext:
         recipe: the resolved recipe, for stages that need global settings.
         gate_cache: the quality gates' val measurements (``occ.runner``), kept so each
             model is measured once.
+        recorded_accuracy: the accuracy the input checkpoint recorded about itself, if any
+            (compared with the measured baseline, ``occ.baseline_check``).
+        custom_loss: a user's ``loss(outputs, targets)`` (model-in API) replacing the
+            recipe's ``loss`` in every stage that trains.
+        template: the user's own model object (model-in API), from which artifacts whose
+            architecture reference is that object's class are rebuilt in this process.
     """
 
     model: nn.Module
@@ -63,6 +70,10 @@ class RunContext:
     recipe: Recipe | None = None
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("occ"))
     gate_cache: dict[str, Any] = field(default_factory=dict)
+    recorded_accuracy: float | None = None
+    custom_loss: Callable[..., torch.Tensor] | None = None
+    template: nn.Module | None = None
+    template_arch: str = ""
 
     def record_edit(self, op: str, **args: Any) -> None:
         """Record a structural edit (already applied to ``model``) for the artifact.
@@ -97,8 +108,10 @@ class RunContext:
     @property
     def loss_fn(self):
         """The recipe's training loss (``occ.train.task_loss``) as a ``fit`` hook."""
-        from occ.train import task_loss
+        from occ.train import custom_task_loss, task_loss
 
+        if self.custom_loss is not None:
+            return custom_task_loss(self.custom_loss)
         return task_loss(getattr(self.recipe, "loss", "auto"))
 
     def stage_device(self, name: str) -> torch.device:

@@ -24,6 +24,8 @@ class OccError(Exception):
             inner = where
         elif self.where.startswith("["):
             inner = f"{where}{self.where}"
+        elif where.endswith(":"):  # "recipe.yaml:" + "data.root", not "recipe.yaml:.data"
+            inner = f"{where} {self.where}"
         else:
             inner = f"{where}.{self.where}"
         return type(self)(self.message, where=inner)

@@ -17,7 +17,8 @@ What the file holds:
   backbone's end), then every head's logits ``exit<i>_logits`` and the backbone's own
   ``final_logits``. ONNX has no per-row early stop, so the graph runs every head for every
   row and picks with ``Where``: same outputs as occ, full compute.
-- ``metadata_props``: occ version, input shape, classes, exit points and thresholds,
+- ``metadata_props``: occ version, input shape, classes, the preprocessing (``preprocess``,
+  JSON: mean, std, sizes, channel order), exit points and thresholds,
   quantized layers.
 
 Exporter: torch's TorchScript-based exporter (``dynamo=False``) by default: it needs only
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import logging
 import math
 import os
@@ -226,6 +228,10 @@ def _metadata(header: dict[str, Any], model: nn.Module, quantized: int) -> dict[
             "input_shape": str(spec.get("input_shape")),
             "num_classes": str(spec.get("num_classes")),
             "quantized_layers": str(quantized)}
+    data = header.get("data")
+    if isinstance(data, dict) and isinstance(data.get("preprocess"), dict):
+        # What the inputs must look like: the preprocessing the model was measured with.
+        meta["preprocess"] = json.dumps(data["preprocess"], sort_keys=True)
     if quantized:
         meta["quantization"] = "dequantized float32 weights; input fake-quant as float ops"
     if is_early_exit(model):

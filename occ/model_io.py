@@ -13,6 +13,7 @@ the tensors strictly.
 
 from __future__ import annotations
 
+import copy
 import os
 from typing import Any
 
@@ -60,13 +61,20 @@ def save(path: str | os.PathLike[str], model: nn.Module, header: dict[str, Any],
     return write_artifact(path, header, state_tensors(model), codec_policy(encoding))
 
 
+Template = tuple[str, nn.Module]
+"""``(arch reference, model)``: rebuild that reference by copying the model (model-in API)."""
+
+
 def _build(artifact: Artifact, spec: dict[str, Any], *, trust_code: bool,
-           meta_only: bool = False) -> nn.Module:
+           meta_only: bool = False, template: Template | None = None) -> nn.Module:
     kwargs = spec.get("kwargs", {})
     if not isinstance(kwargs, dict):
         raise ArtifactError("header model.kwargs is not a mapping")
     try:
-        model = build_model(spec["arch"], kwargs, allow_callables=trust_code)
+        if template is not None and spec["arch"] == template[0]:
+            model = copy.deepcopy(template[1])  # the user's own object: no import, no call
+        else:
+            model = build_model(spec["arch"], kwargs, allow_callables=trust_code)
     except ModelError as err:
         raise ArtifactError(f"cannot rebuild model: {err.message}") from None
     edits = artifact.header.get("edits", [])
@@ -96,7 +104,8 @@ def _check_size(shadow: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
                             f"stores {stored:,}")
 
 
-def rebuild(artifact: Artifact, *, trust_code: bool = False) -> nn.Module:
+def rebuild(artifact: Artifact, *, trust_code: bool = False,
+            template: Template | None = None) -> nn.Module:
     """The model an artifact describes, with its tensors loaded, in eval mode.
 
     The architecture is first built on the ``meta`` device (no memory) and checked
@@ -108,7 +117,8 @@ def rebuild(artifact: Artifact, *, trust_code: bool = False) -> nn.Module:
         raise ArtifactError("header has no model reference")
     try:
         with torch.device("meta"):
-            shadow = _build(artifact, spec, trust_code=trust_code, meta_only=True)
+            shadow = _build(artifact, spec, trust_code=trust_code, meta_only=True,
+                            template=template)
     except ArtifactError:
         raise
     except NotImplementedError:  # an op without meta support: the real build checks
@@ -117,13 +127,14 @@ def rebuild(artifact: Artifact, *, trust_code: bool = False) -> nn.Module:
         raise ArtifactError(f"cannot rebuild model: {str(err)[:200]}") from None
     if shadow is not None:
         _check_size(shadow, artifact.tensors)
-    model = _build(artifact, spec, trust_code=trust_code)
+    model = _build(artifact, spec, trust_code=trust_code, template=template)
     _check_fit(model, artifact.tensors)
     model.load_state_dict(artifact.tensors, strict=True)
     return model.eval()
 
 
-def load(path: str | os.PathLike[str], *, trust_code: bool = False) -> nn.Module:
+def load(path: str | os.PathLike[str], *, trust_code: bool = False,
+         template: Template | None = None) -> nn.Module:
     """Load the model stored in a ``.occ`` artifact (``occ.load``).
 
     Args:
@@ -136,6 +147,6 @@ def load(path: str | os.PathLike[str], *, trust_code: bool = False) -> nn.Module
     """
     artifact = read_artifact(path)
     try:
-        return rebuild(artifact, trust_code=trust_code)
+        return rebuild(artifact, trust_code=trust_code, template=template)
     except ArtifactError as err:
         raise ArtifactError(err.message, where=str(path)) from None

@@ -45,35 +45,35 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class DataSpec:
-    """Which data to train, calibrate and evaluate on (see ``occ.data``)."""
+    """Which data to train, calibrate and evaluate on, and how its pixels are preprocessed
+    (see ``occ.data`` and ``occ.data.preprocess``).
+
+    ``dataset`` is a built-in name or a ``pkg.module:callable`` returning the splits (needs
+    ``--trust-code``). ``val_size`` ``None`` (auto) holds out ``min(500, train // 5)``.
+    ``mean`` / ``std`` ``None``: the dataset's own (ImageNet statistics for imagefolder).
+    """
 
     dataset: str = "mnist5k"
     batch_size: int = 128
     root: str | None = None
-    val_size: int = 500
+    val_size: int | None = None
     pad_to: int | None = None
     image_size: int | None = None
     limit_train: int | None = None
     num_workers: int = 0
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    resize: int | None = None
+    crop: int | None = None
+    channel_order: Literal["rgb", "bgr"] = "rgb"
+    augment: list[str] = field(default_factory=list)
+    transform: str | None = None
+    calib_size: int | None = None
 
     def __post_init__(self) -> None:
-        from occ.data.names import DATASETS
+        from occ.data.checks import check_spec
 
-        check(self.dataset in DATASETS, "dataset",
-              f"unknown dataset {self.dataset!r}; allowed: {', '.join(DATASETS)}")
-        check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
-        check(self.val_size >= 0, "val_size", f"must be >= 0, got {self.val_size}")
-        check(self.num_workers >= 0, "num_workers", f"must be >= 0, got {self.num_workers}")
-        check(self.pad_to is None or self.pad_to >= 1, "pad_to", f"must be >= 1, got {self.pad_to}")
-        check(self.limit_train is None or self.limit_train >= 1, "limit_train",
-              f"must be >= 1, got {self.limit_train}")
-        from occ.data.names import EMBEDDED
-
-        if self.dataset not in EMBEDDED:
-            check(self.root is not None, "root",
-                  f"is required for {self.dataset} (never downloaded)")
-            check(os.path.isdir(str(self.root)), "root", f"directory not found: {self.root}")
-
+        check_spec(self)
 
 @dataclass(frozen=True)
 class GuardSpec:
@@ -185,8 +185,12 @@ def parse_recipe(data: Any, *, source: str = "<recipe>") -> Recipe:
                           where=source)
     unknown = [k for k in data if k not in _TOP_KEYS]
     if unknown:
-        raise RecipeError(f"unknown key {unknown[0]!r}; allowed keys: {', '.join(_TOP_KEYS)}",
-                          where=source)
+        import difflib
+
+        close = difflib.get_close_matches(str(unknown[0]), _TOP_KEYS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise RecipeError(f"unknown key {unknown[0]!r}{hint}; allowed keys: "
+                          f"{', '.join(_TOP_KEYS)}", where=source)
     for key in ("version", "model", "stages"):
         if key not in data:
             raise RecipeError("is required", where=f"{source}: {key}")
@@ -324,11 +328,17 @@ def load_recipe(path: str | os.PathLike[str], *, check_files: bool = True) -> Re
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or "invalid YAML"
         raise RecipeError(f"not valid YAML{at}: {problem}", where=name) from None
+    from occ.paths import resolve_recipe_paths
+
+    # Relative paths mean "next to the recipe", whatever the working directory.
+    written = data.get("model") if isinstance(data, dict) else None
+    written = written.get("checkpoint") if isinstance(written, dict) else None
+    data = resolve_recipe_paths(data, Path(path).parent)
     recipe = parse_recipe(data, source=name)
-    if (check_files and recipe.model.checkpoint is not None
-            and not os.path.isfile(recipe.model.checkpoint)):
-        raise RecipeError(f"file not found: {recipe.model.checkpoint}",
-                          where=f"{name}: model.checkpoint")
+    ckpt = recipe.model.checkpoint
+    if check_files and ckpt is not None and not os.path.isfile(ckpt):
+        where = "" if written == ckpt else f" (relative to the recipe's folder: {ckpt})"
+        raise RecipeError(f"file not found: {written}{where}", where=f"{name}: model.checkpoint")
     return recipe
 
 

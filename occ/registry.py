@@ -97,7 +97,12 @@ def get_stage(name: str) -> StageInfo:
     """The registered stage ``name``; RecipeError listing the known ones otherwise."""
     _load()
     if name not in _STAGES:
-        raise RecipeError(f"unknown stage type {name!r}; allowed: {', '.join(list_stages())}")
+        import difflib
+
+        close = difflib.get_close_matches(str(name), list(_STAGES), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise RecipeError(f"unknown stage type {name!r}{hint}; allowed: "
+                          f"{', '.join(list_stages())}")
     return _STAGES[name]
 
 

@@ -22,6 +22,7 @@ from occ import distributed, gates, model_io
 from occ import metrics as metrics_mod
 from occ import resume as resume_mod
 from occ.artifact import MAGIC, read_artifact
+from occ.baseline_check import baseline_warning, recorded_accuracy
 from occ.checkpoint import load_checkpoint, load_into, save_checkpoint
 from occ.config import to_dict
 from occ.context import ArchRef, RunContext
@@ -39,17 +40,25 @@ from occ.train import fit, predict, resolve_device, seed_everything, task_loss
 
 log = logging.getLogger("occ")
 
+IN_MEMORY = "in-memory"
+"""The header's ``data.dataset`` when the data was handed in from Python (model-in API)."""
+
 
 def _arch_kwargs(kwargs: dict[str, Any], data: DataBundle, arch: str) -> dict[str, Any]:
     """The model's kwargs completed with the data's shapes (``occ.models.data_kwargs``)."""
     return data_kwargs(arch, kwargs, data.input_shape, data.num_classes)
 
 
-def prepare(recipe: Recipe, *, trust_checkpoint: bool, progress: Progress) -> RunContext:
-    """Load data, build the model and load the checkpoint: all before any output is written."""
+def prepare(recipe: Recipe, *, trust_checkpoint: bool, progress: Progress,
+            trust_code: bool = False) -> RunContext:
+    """Load data, build the model and load the checkpoint: all before any output is written.
+
+    ``trust_code`` allows a ``pkg.module:callable`` dataset or transform to be imported.
+    """
     seed_everything(recipe.seed)
     device = distributed.setup() or resolve_device(recipe.device)
-    data = load_data(recipe.data, seed=recipe.seed)
+    data = load_data(recipe.data, seed=recipe.seed, trust_code=trust_code,
+                     search=_recipe_folder(recipe))
     ckpt_path = str(recipe.model.checkpoint)
     ckpt = load_checkpoint(ckpt_path, trust=trust_checkpoint)
     kwargs = _arch_kwargs(recipe.model.kwargs, data, recipe.model.arch)
@@ -59,15 +68,36 @@ def prepare(recipe: Recipe, *, trust_checkpoint: bool, progress: Progress) -> Ru
     baseline = copy.deepcopy(model).eval()
     for p in baseline.parameters():
         p.requires_grad_(False)
-    return RunContext(model=model, baseline=baseline, data=data, device=device,
-                      seed=recipe.seed, out_dir=Path(str(recipe.output)),
-                      arch=ArchRef(recipe.model.arch, kwargs), progress=progress, recipe=recipe)
+    ctx = RunContext(model=model, baseline=baseline, data=data, device=device,
+                     seed=recipe.seed, out_dir=Path(str(recipe.output)),
+                     arch=ArchRef(recipe.model.arch, kwargs), progress=progress, recipe=recipe)
+    ctx.recorded_accuracy = recorded_accuracy(ckpt.meta)
+    return ctx
+
+
+def _recipe_folder(recipe: Recipe) -> tuple[str, ...]:
+    """The recipe's folder, where user callables are also looked for (if it is a file)."""
+    source = Path(recipe.source)
+    return (str(source.parent),) if source.is_file() else ()
+
+
+def _warn_baseline(ctx: RunContext, report: Report, accuracy: float) -> None:
+    """Log (and record in the report) the loud warning of ``occ.baseline_check``."""
+    if ctx.task != "classification":
+        return
+    message = baseline_warning(accuracy, num_classes=ctx.data.num_classes,
+                               recorded=getattr(ctx, "recorded_accuracy", None),
+                               preprocess=ctx.data.preprocess)
+    if message is not None:
+        log.warning("%s", message)
+        report.plan.setdefault("warnings", []).append(message)
 
 
 def _header(ctx: RunContext, plan: Plan, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
     recipe = {k: v for k, v in plan.recipe.to_dict().items() if k != "output"}  # run-specific
-    extra: dict[str, Any] = {"recipe": recipe, "plan": plan.to_dict(),
-                             "data": {"dataset": ctx.data.name, "task": ctx.data.task}}
+    data = {"dataset": ctx.data.name, "task": ctx.data.task, "root": plan.recipe.data.root,
+            "preprocess": ctx.data.preprocess}
+    extra: dict[str, Any] = {"recipe": recipe, "plan": plan.to_dict(), "data": data}
     if metrics is not None:
         extra["metrics"] = metrics
     return model_io.model_header(arch=ctx.arch.to_dict(), edits=ctx.edits,
@@ -109,10 +139,13 @@ def _run_locked(plan: Plan, ctx: RunContext, *, resume: bool) -> Report:
     base_metrics.agreement = 100.0
     report = Report(name=recipe.name, source=recipe.source, plan=plan.to_dict(),
                     baseline=base_metrics, device=str(ctx.device), out_dir=str(ctx.out_dir))
+    _warn_baseline(ctx, report, base_metrics.accuracy)
     main = distributed.is_main()
     if main:
         atomic_write_text(ctx.out_dir / "recipe.resolved.yaml", dump_recipe(recipe))
-    prints = resume_mod.fingerprints(recipe, resume_mod.file_sha256(str(recipe.model.checkpoint)))
+    sha = (resume_mod.file_sha256(str(recipe.model.checkpoint)) if recipe.model.checkpoint
+           else IN_MEMORY)  # a model handed in from Python (occ.model_api)
+    prints = resume_mod.fingerprints(recipe, sha)
     outputs = base_out
     restoring = resume
     for i, stage in enumerate(recipe.stages):
@@ -157,6 +190,7 @@ def run_stage(ctx: RunContext, plan: Plan, i: int,
     log.info("stage %d/%d: %s", i + 1, len(plan.recipe.stages), stage.label)
     before = _val_quality(ctx)  # before seeding: the stage's randomness stays as it was
     seed_everything(ctx.seed * 1000 + i)  # per-stage seed: resumed runs repeat exactly
+    _begin_stage(ctx.progress, stage.label, ctx.data, ctx.device)
     t0 = time.perf_counter()
     try:
         result = get_stage(stage.type).run(ctx, stage.config)
@@ -208,6 +242,26 @@ def _val_quality(ctx: RunContext, *, baseline: bool = False,
     return q
 
 
+def _begin_stage(progress: Progress, label: str, data: DataBundle,
+                 device: torch.device) -> None:
+    """Tell a per-epoch progress (``occ.progress.LineProgress``) the stage and how to
+    measure val accuracy (classification with a val split only)."""
+    begin = getattr(progress, "begin_stage", None)
+    if begin is None:
+        return
+    if data.task != "classification" or len(data.val) == 0:
+        begin(label, None)
+        return
+
+    def val_accuracy(model: nn.Module) -> float | None:
+        outputs, targets = predict(model, data.loader("val", 256), device)
+        if outputs.dim() != 2:
+            return None
+        return 100.0 * (outputs.argmax(1) == targets).float().mean().item()
+
+    begin(label, val_accuracy)
+
+
 def _check_quality(recipe: Recipe, record: StageRecord, out_dir: Path, i: int) -> None:
     """Stop the run (exit 1) when stage ``i`` broke ``min_accuracy`` / ``max_mae``."""
     m = record.metrics
@@ -232,10 +286,16 @@ def save_state(ctx: RunContext, plan: Plan, path: Path, fingerprint: str,
 def restore(ctx: RunContext, saved: resume_mod.SavedState) -> None:
     """Put a saved stage state back into ``ctx`` (model, arch, edits, encoding)."""
     header = saved.artifact.header
-    ctx.model = model_io.rebuild(saved.artifact, trust_code=True).to(ctx.device)
+    ctx.model = model_io.rebuild(saved.artifact, trust_code=True,
+                                 template=_template(ctx)).to(ctx.device)
     ctx.arch = ArchRef(header["model"]["arch"], header["model"].get("kwargs", {}))
     ctx.edits = list(header.get("edits", []))
     ctx.encoding = dict(header.get("encoding", {"codec": "raw"}))
+
+
+def _template(ctx: RunContext) -> tuple[str, nn.Module] | None:
+    """The user's model object to rebuild its own class reference from (model-in API)."""
+    return None if ctx.template is None else (ctx.template_arch, ctx.template)
 
 
 def _record_from(d: dict[str, Any], i: int, stage: Any) -> StageRecord:
@@ -247,7 +307,7 @@ def _record_from(d: dict[str, Any], i: int, stage: Any) -> StageRecord:
 
 def _verify_round_trip(path: Path, ctx: RunContext, outputs: torch.Tensor) -> None:
     """Decode the written artifact and check it reproduces the evaluated model exactly."""
-    loaded = model_io.load(path, trust_code=True)
+    loaded = model_io.load(path, trust_code=True, template=_template(ctx))
     own = model_io.state_tensors(ctx.model)
     for name, t in model_io.state_tensors(loaded).items():
         if not tensor_equal(t, own[name]):
@@ -268,6 +328,7 @@ def train_baseline(arch: str, kwargs: dict[str, Any], spec: DataSpec, *, epochs:
     kwargs = _arch_kwargs(kwargs, data, arch)
     model = build_model(arch, kwargs)
     t0 = time.perf_counter()
+    _begin_stage(progress, "train", data, dev)
     losses = fit(model, data.loader("train", spec.batch_size, shuffle=True, seed=seed),
                  epochs=epochs, lr=lr, device=dev, loss_fn=task_loss(loss), progress=progress,
                  description="train")
@@ -278,31 +339,72 @@ def train_baseline(arch: str, kwargs: dict[str, Any], spec: DataSpec, *, epochs:
               "accuracy": m.accuracy, "final_loss": losses[-1], "params": m.params,
               **({"mae": m.mae, "rmse": m.rmse} if m.mae is not None else {}),
               "macs": m.macs, "seconds": time.perf_counter() - t0, "checkpoint": out}
-    save_checkpoint(out, model, arch=arch, kwargs=kwargs, metrics=result,
-                    data=to_dict(spec))
+    recorded = to_dict(spec)
+    for key in ("mean", "std"):  # the resolved values: eval reuses what training saw
+        if recorded.get(key) is None and data.preprocess:
+            recorded[key] = list(data.preprocess[key])
+    save_checkpoint(out, model, arch=arch, kwargs=kwargs, metrics=result, data=recorded)
     return result
 
 
-def _data_for(recipe_data: dict[str, Any] | None, data: str | None, root: str | None) -> DataSpec:
-    """The data to evaluate on: the recorded spec, with ``--data`` / ``--root`` overriding."""
+def _data_for(recipe_data: dict[str, Any] | None, data: str | None, root: str | None,
+              preprocess: dict[str, Any] | None = None) -> DataSpec:
+    """The data to evaluate on: the recorded spec, with ``--data`` / ``--root`` overriding.
+
+    The recorded ``preprocess`` (the resolved mean / std the model was measured with)
+    fills a spec that left them to the dataset's default, so a later change of default
+    never changes what an artifact is evaluated with.
+    """
     from occ.config import from_dict
 
     spec = from_dict(DataSpec, recipe_data or {}, where="data") if recipe_data else DataSpec()
     if data is not None and data != spec.dataset:
-        spec = DataSpec(dataset=data, root=root)
-    elif root is not None:
+        return DataSpec(dataset=data, root=root)
+    if root is not None:
         spec = replace(spec, root=root)
+    if isinstance(preprocess, dict):
+        for key in ("mean", "std"):
+            if getattr(spec, key) is None and isinstance(preprocess.get(key), list):
+                spec = replace(spec, **{key: list(preprocess[key])})
     return spec
 
 
+def _open_checkpoint(path: Path, *, arch: str | None, kwargs: dict[str, Any] | None,
+                     trust_checkpoint: bool) -> tuple[nn.Module, Any]:
+    """Build and load a checkpoint's model: its recorded ``arch`` or the given one."""
+    from occ.errors import CheckpointError
+
+    ckpt = load_checkpoint(path, trust=trust_checkpoint)
+    arch = arch or ckpt.meta.get("arch")
+    if not isinstance(arch, str):
+        raise CheckpointError("has no architecture reference (a plain state dict): pass --arch "
+                              "NAME (e.g. torchvision.resnet18) and --kwargs JSON if needed",
+                              where=str(path))
+    build_kwargs = dict(ckpt.meta.get("kwargs", {})) if kwargs is None else dict(kwargs)
+    if kwargs is None and "num_classes" not in build_kwargs:
+        build_kwargs.update(_classes_from_state(ckpt.state_dict))
+    model = build_model(arch, build_kwargs)
+    load_into(model, ckpt, where=str(path), arch=arch)
+    return model, ckpt
+
+
+def _classes_from_state(state: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """``num_classes`` from a plain state dict's last 2-D weight (the classifier)."""
+    last = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2]
+    return {"num_classes": int(last[-1].shape[0])} if last else {}
+
+
 def evaluate_path(path: Path, *, data: str | None, root: str | None, trust_checkpoint: bool,
-                  trust_code: bool, latency_runs: int | None = None) -> dict[str, Any]:
+                  trust_code: bool, latency_runs: int | None = None, arch: str | None = None,
+                  kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
     """Evaluate an artifact (``.occ``) or a checkpoint on its data's test split.
 
-    With ``latency_runs``, also time batch-1 and batch-64 forwards on test inputs
+    An artifact is evaluated with the preprocessing it records; a plain state dict needs
+    ``arch`` (and ``kwargs`` unless ``num_classes`` follows from its classifier). With
+    ``latency_runs``, also time batch-1 and batch-64 forwards
     (``occ.latency.measure_latency``), under ``latency``.
     """
-    from occ.errors import CheckpointError
+    from occ.errors import CheckpointError, DataError
 
     if not path.exists():
         raise CheckpointError("file not found", where=str(path))
@@ -311,28 +413,29 @@ def evaluate_path(path: Path, *, data: str | None, root: str | None, trust_check
     if is_artifact:
         artifact = read_artifact(path)
         recipe = artifact.header.get("recipe")
-        spec = _data_for(recipe.get("data") if isinstance(recipe, dict) else None, data, root)
+        recorded = artifact.header.get("data")
+        recorded = recorded if isinstance(recorded, dict) else {}
+        if recorded.get("dataset") == IN_MEMORY and data is None:
+            raise DataError("this artifact was measured on data handed in from Python; pass "
+                            "--data (and --root)", where=str(path))
+        spec = _data_for(recipe.get("data") if isinstance(recipe, dict) else None, data, root,
+                         recorded.get("preprocess"))
         model = model_io.rebuild(artifact, trust_code=trust_code)
-        size = os.path.getsize(path)
         kind = "artifact"
     else:
-        ckpt = load_checkpoint(path, trust=trust_checkpoint)
-        arch = ckpt.meta.get("arch")
-        if not isinstance(arch, str):
-            raise CheckpointError("has no architecture reference (not written by occ train); "
-                                  "compress it with a recipe instead", where=str(path))
+        model, ckpt = _open_checkpoint(path, arch=arch, kwargs=kwargs,
+                                       trust_checkpoint=trust_checkpoint)
         recorded = ckpt.meta.get("data")
         spec = _data_for(recorded if isinstance(recorded, dict) else None, data, root)
-        model = build_model(arch, dict(ckpt.meta.get("kwargs", {})))
-        load_into(model, ckpt, where=str(path), arch=arch)
-        size = os.path.getsize(path)
         kind = "checkpoint"
-    dataset = load_data(spec)
+    size = os.path.getsize(path)
+    dataset = load_data(spec, trust_code=trust_code)
     device = resolve_device("auto")
     outputs, targets = predict(model, dataset.loader("test", 256), device)
     m = metrics_mod.measure(model, outputs, targets, input_shape=dataset.input_shape,
                             device=device, size=size)
-    result = {"path": str(path), "kind": kind, "data": spec.dataset, **m.to_dict()}
+    result = {"path": str(path), "kind": kind, "data": spec.dataset,
+              "preprocess": dataset.preprocess, **m.to_dict()}
     if latency_runs is not None:  # after the metrics: timing forwards reset exit statistics
         from occ.latency import measure_latency
 

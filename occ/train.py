@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import time
 from collections.abc import Callable, Iterable
 from typing import Literal
 
@@ -102,6 +103,19 @@ def task_loss(name: Loss = "auto") -> LossFn:
     return loss
 
 
+def custom_task_loss(user: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> LossFn:
+    """A user's ``loss(outputs, targets)`` as a ``fit`` hook (mean over exits, like
+    :func:`task_loss`)."""
+
+    def loss(outputs: torch.Tensor | list[torch.Tensor], targets: torch.Tensor,
+             inputs: torch.Tensor | None = None) -> torch.Tensor:
+        if isinstance(outputs, (list, tuple)):
+            return torch.stack([loss(o, targets, inputs) for o in outputs]).mean()
+        return user(outputs, targets)
+
+    return loss
+
+
 default_loss: LossFn = task_loss("auto")
 """Cross-entropy for class targets, MSE for float targets (see ``task_loss``)."""
 
@@ -149,6 +163,7 @@ def fit(
     net, loader, sampler = _parallel(model, loader, device)
     sched = _scheduler(opt, schedule, epochs * len(loader))
     history: list[float] = []
+    started = time.perf_counter()
     for epoch in range(epochs):
         if sampler is not None:
             sampler.set_epoch(epoch)
@@ -172,8 +187,20 @@ def fit(
             total += loss.item() * len(x)
             count += len(x)
         history.append(distributed.all_mean(total / max(count, 1), device))
+        _report_epoch(progress, model, description, epoch, epochs, history[-1], started)
     model.eval()
     return history
+
+
+def _report_epoch(progress: Progress, model: nn.Module, description: str, epoch: int,
+                  epochs: int, loss: float, started: float) -> None:
+    """Hand a finished epoch to a progress that wants one line per epoch (rank 0 only)."""
+    hook = getattr(progress, "epoch_end", None)
+    if hook is None or not distributed.is_main():
+        return
+    hook(description=description, epoch=epoch + 1, epochs=epochs, loss=loss,
+         seconds=time.perf_counter() - started, model=model)
+    model.train()  # measuring val accuracy put it in eval mode
 
 
 def _parallel(model: nn.Module, loader: torch.utils.data.DataLoader, device: torch.device):

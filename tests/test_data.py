@@ -376,8 +376,12 @@ def test_imagefolder_reads_pngs(tmp_path: Path, name: str) -> None:
     assert labels_of(bundle.test) == [0, 0, 1]
     x = images_of(bundle.test)
     assert x.shape == (3, 3, 32, 32)
-    # Solid colour 40 (dog, image 0) -> (40/255 - 0.5) / 0.5 everywhere.
-    assert torch.allclose(x[2], torch.tensor(40 / 255 * 2 - 1), atol=1e-5)
+    # Solid colour 40 (dog, image 0) -> (40/255 - mean) / std per channel, ImageNet's stats
+    # by default (occ.data.preprocess).
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    expected = ((40 / 255 - mean) / std)[:, None, None].expand(3, 32, 32)
+    assert torch.allclose(x[2], expected, atol=1e-5)
+    assert bundle.preprocess["mean"] == [0.485, 0.456, 0.406]
 
 
 def test_imagefolder_accepts_val_dir_size_padding_and_grey_images(tmp_path: Path) -> None:

@@ -137,6 +137,9 @@ def test_quantized_early_exit_model_exports_every_exit(quant_exit: Path, tmp_pat
         assert float((got - ref).abs().max()) <= 0.1 * max(1.0, float(ref.abs().max()))
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert meta["exit_points"] == "features.3" and meta["quantized_layers"] == "5"
+    # The preprocessing the model was measured with travels with the graph.
+    pre = json.loads(meta["preprocess"])
+    assert pre["mean"] == [pytest.approx(0.1307)] and pre["std"] == [pytest.approx(0.3081)]
 
 
 def test_exits_graph_is_the_exit_forward(quant_exit: Path, test_split) -> None:

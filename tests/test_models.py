@@ -293,10 +293,17 @@ def test_untrusted_callable_is_refused_before_import(user_module: Callable[[str]
 
 
 @pytest.mark.parametrize(
-    "arch", [*ZOO_NAMES, "torchvision.resnet18", "torchvision.anything", "pkg.mod:fn", "m:Net"]
+    "arch", [*ZOO_NAMES, "torchvision.resnet18", "torchvision.mobilenet_v3_small", "pkg.mod:fn",
+             "m:Net"]
 )
 def test_check_arch_name_accepts(arch: str) -> None:
     check_arch_name(arch)
+
+
+def test_check_arch_name_knows_torchvisions_list_without_torch() -> None:
+    with pytest.raises(ModelError, match=r"unknown torchvision classifier 'torchvision\.resnet19' "
+                                         r"\(did you mean 'torchvision\.resnet18'\?\)"):
+        check_arch_name("torchvision.resnet19")
 
 
 @pytest.mark.parametrize(

@@ -61,7 +61,8 @@ INVALID = [
     (with_("model.arch", "resnet9000"), r"model\.arch: unknown model 'resnet9000'"),
     (with_("model.depth", 3), r"model: unknown key 'depth'"),
     (with_("data.dataset", "imagenet"),
-     r"data\.dataset: unknown dataset 'imagenet'; allowed: mnist5k"),
+     r"r\.yaml: data\.dataset: unknown dataset 'imagenet' \(did you mean 'imagefolder'\?\); "
+     r"allowed: mnist5k"),
     (with_("data.batch_size", 0), r"data\.batch_size: must be >= 1, got 0"),
     (with_("data", {"dataset": "torchvision.CIFAR10"}), r"data\.root: is required"),
     (with_("data", {"dataset": "torchvision.CIFAR10", "root": "/no/such/dir"}),
@@ -97,7 +98,8 @@ def test_unreadable_and_invalid_yaml(tmp_path: Path) -> None:
 def test_missing_checkpoint_file(tmp_path: Path) -> None:
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(with_("model.checkpoint", "nope.pt")))
-    with pytest.raises(RecipeError, match=r"model\.checkpoint: file not found: nope\.pt"):
+    with pytest.raises(RecipeError, match=r"model\.checkpoint: file not found: nope\.pt "
+                       r"\(relative to the recipe's folder: /.*/nope\.pt\)"):
         load_recipe(path)
 
 

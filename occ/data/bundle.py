@@ -9,7 +9,7 @@ across runs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ class DataSpecLike(Protocol):
     @property
     def root(self) -> str | None: ...
     @property
-    def val_size(self) -> int: ...
+    def val_size(self) -> int | None: ...
     @property
     def pad_to(self) -> int | None: ...
     @property
@@ -63,9 +63,18 @@ class DataBundle:
     num_classes: int
     input_shape: tuple[int, int, int]
     task: str = "classification"
+    preprocess: dict[str, Any] | None = None
+    calib: Dataset | None = None
 
     def split(self, split: str) -> Dataset:
-        """Return the dataset of ``split`` (``"train"``, ``"val"`` or ``"test"``)."""
+        """Return the dataset of ``split`` (``"train"``, ``"val"``, ``"test"`` or ``"calib"``).
+
+        ``calib`` (what quantizers calibrate their ranges on) is the calibration set when
+        the data has one (an ImageFolder ``calib/`` folder, a dataset callable's ``calib``),
+        else the val split; ``data.calib_size`` keeps a fixed subset of it.
+        """
+        if split == "calib":
+            return self.val if self.calib is None else self.calib
         if split not in SPLITS:
             raise DataError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}", where="split")
         return getattr(self, split)
@@ -111,7 +120,7 @@ def fixed_permutation(n: int) -> np.ndarray:
 
 
 def split_val(
-    n_train: int, val_size: int, limit_train: int | None = None
+    n_train: int, val_size: int | None, limit_train: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Choose the val slice and the training indices out of a train split of ``n_train``.
 
@@ -122,7 +131,7 @@ def split_val(
 
     Args:
         n_train: Size of the dataset's train split.
-        val_size: Samples held out for calibration.
+        val_size: Samples held out for calibration; ``None``: ``min(500, n_train // 5)``.
         limit_train: Keep only this many training samples (all if ``None`` or larger).
 
     Returns:
@@ -131,6 +140,9 @@ def split_val(
     Raises:
         DataError: If ``val_size`` is negative or leaves no training sample.
     """
+    from occ.data.checks import auto_val_size
+
+    val_size = auto_val_size(val_size, n_train)
     if val_size < 0:
         raise DataError(f"must be >= 0, got {val_size}", where="data.val_size")
     if val_size >= n_train:
@@ -145,7 +157,7 @@ def split_val(
 
 
 def subset_splits(
-    train_full: Dataset, val_size: int, limit_train: int | None
+    train_full: Dataset, val_size: int | None, limit_train: int | None
 ) -> tuple[Subset, Subset]:
     """Split a map-style train dataset into ``(train, val)`` subsets (see :func:`split_val`)."""
     train_idx, val_idx = split_val(len(train_full), val_size, limit_train)
@@ -173,3 +185,12 @@ def center_padding(height: int, width: int, pad_to: int | None) -> tuple[int, in
     # An odd remainder goes to the right / bottom, as torchvision's CenterCrop does.
     left, top = (pad_to - width) // 2, (pad_to - height) // 2
     return (left, top, pad_to - width - left, pad_to - height - top)
+
+
+def calib_subset(bundle: DataBundle, calib_size: int | None) -> None:
+    """Keep a fixed subset of ``calib_size`` calibration samples (all when ``None``)."""
+    if calib_size is None:
+        return
+    source = bundle.split("calib")
+    if calib_size < len(source):
+        bundle.calib = Subset(source, fixed_permutation(len(source))[:calib_size].tolist())

@@ -15,7 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
-from occ.data.bundle import DataBundle, DataSpecLike, center_padding, fixed_permutation, split_val
+from occ.data.bundle import (
+    DataBundle,
+    DataSpecLike,
+    calib_subset,
+    center_padding,
+    fixed_permutation,
+    split_val,
+)
 from occ.errors import DataError
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # the usual full-MNIST statistics
@@ -115,7 +122,7 @@ def load_digits(spec: DataSpecLike) -> DataBundle:
     n_test = round(DIGITS_TEST_FRACTION * len(x))
     train, test = perm[n_test:], perm[:n_test]
     stats = (float(x[train].mean()), float(x[train].std()))
-    val_size = min(spec.val_size, len(train) // 2)
+    val_size = min(500 if spec.val_size is None else spec.val_size, len(train) // 2)
     return _tensor_bundle("digits", (x, y), train, test, stats, spec, val_size=val_size)
 
 
@@ -140,9 +147,17 @@ def _tensor_bundle(
         spec: The data spec (``val_size``, ``limit_train``, ``pad_to``, ``image_size``).
         val_size: Overrides ``spec.val_size`` (digits clamps it).
     """
-    if spec.image_size is not None:
-        raise DataError(f"is not supported for {name}; use pad_to", where="data.image_size")
+    for key in ("image_size", "resize", "crop", "augment", "transform"):
+        if getattr(spec, key, None):
+            raise DataError(f"is not supported for {name} (in-memory digits); use pad_to, "
+                            "mean, std", where=f"data.{key}")
+    if getattr(spec, "channel_order", "rgb") != "rgb":
+        raise DataError(f"is not supported for {name} (one channel)", where="data.channel_order")
     x, y = arrays
+    from occ.data.preprocess import resolve
+
+    pre = resolve(spec, channels=x.shape[1], mean=(stats[0],), std=(stats[1],))
+    stats = (pre.mean[0], pre.std[0])
     padding = center_padding(x.shape[2], x.shape[3], spec.pad_to)
     train_idx, val_idx = split_val(
         len(train_full), spec.val_size if val_size is None else val_size, spec.limit_train
@@ -157,11 +172,14 @@ def _tensor_bundle(
         return TensorDataset((images - stats[0]) / stats[1], torch.from_numpy(y[idx]))
 
     channels, height, width = x.shape[1:]
-    return DataBundle(
+    bundle = DataBundle(
         name=name,
         train=tensors(train_full[train_idx]),
         val=tensors(train_full[val_idx]),
         test=tensors(test),
         num_classes=int(y.max()) + 1,
         input_shape=(channels, height + padding[1] + padding[3], width + padding[0] + padding[2]),
+        preprocess=pre.to_dict(),
     )
+    calib_subset(bundle, getattr(spec, "calib_size", None))
+    return bundle

@@ -37,6 +37,15 @@ DATASETS: tuple[str, ...] = (*EMBEDDED, *TORCHVISION, IMAGEFOLDER, *ALIASES)
 """Every name ``data.dataset`` accepts, in the order error messages list them."""
 
 
+def is_callable_ref(text: object) -> bool:
+    """Return whether ``text`` reads as ``pkg.module:callable`` (syntax only; imports nothing)."""
+    if not isinstance(text, str):
+        return False
+    module, sep, attr = text.partition(":")
+    return bool(sep) and bool(module) and all(p.isidentifier() for p in module.split(".")) \
+        and attr.isidentifier()
+
+
 def canonical_name(dataset: str) -> str:
     """Return the one name occ uses internally for ``dataset`` (resolving aliases).
 
@@ -51,6 +60,8 @@ def canonical_name(dataset: str) -> str:
     """
     if isinstance(dataset, str) and dataset in DATASETS:
         return ALIASES.get(dataset, dataset)
+    if is_callable_ref(dataset):
+        return dataset
     close = difflib.get_close_matches(str(dataset), DATASETS, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     raise DataError(
@@ -66,4 +77,5 @@ def task_of(dataset: str) -> str:
 
 def needs_root(dataset: str) -> bool:
     """Return whether ``dataset`` is read from a local ``data.root`` folder."""
-    return canonical_name(dataset) not in EMBEDDED
+    name = canonical_name(dataset)
+    return name not in EMBEDDED and not is_callable_ref(name)

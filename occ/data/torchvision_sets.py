@@ -13,10 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from torch.utils.data import Dataset
-from torchvision import datasets, transforms
+from torch.utils.data import Dataset, Subset
+from torchvision import datasets
 
-from occ.data.bundle import DataBundle, DataSpecLike, center_padding, subset_splits
+from occ.data import preprocess
+from occ.data.bundle import DataBundle, DataSpecLike, calib_subset, split_val
 from occ.errors import DataError
 
 DEFAULT_IMAGE_SIZE = 32  # imagefolder's side when data.image_size is unset
@@ -67,41 +68,55 @@ SOURCES: dict[str, _Source] = {
 }
 
 
-def load_torchvision(name: str, spec: DataSpecLike) -> DataBundle:
+def load_torchvision(name: str, spec: DataSpecLike, *,
+                     user_transform: Callable | None = None) -> DataBundle:
     """Load one of :data:`SOURCES` from ``spec.root``.
 
     Args:
         name: A key of :data:`SOURCES`, e.g. ``"torchvision.CIFAR10"``.
-        spec: The data spec; ``image_size`` (optional) resizes, ``pad_to`` pads.
+        spec: The data spec; its preprocessing fields (``occ.data.preprocess``) apply,
+            with the dataset's published mean / std as the default.
+        user_transform: A trusted ``data.transform`` callable's transform (training only).
 
     Raises:
         DataError: If the root is unset, missing, or does not hold the dataset's files.
     """
     source = SOURCES[name]
     root = _root_dir(spec.root, name)
-    resize = None if spec.image_size is None else _positive_size(spec.image_size)
-    transform, shape = _transform(source.shape, source.mean, source.std, spec.pad_to, resize)
+    pre = preprocess.resolve(spec, channels=source.shape[0], mean=source.mean, std=source.std)
+    shape = preprocess.output_shape(pre, source.shape)
+    _check_sizes(spec)
 
-    def open_split(train: bool) -> Dataset:
+    def open_split(train: bool, augmented: bool = False) -> Dataset:
+        transform = preprocess.build_transform(pre, source.shape, train=augmented,
+                                               user_transform=user_transform)
         return _open(
             lambda: source.cls(str(root), train=train, transform=transform, download=False),
             f"{root} does not hold readable {name} files (expected {root}/{source.layout})",
         )
 
-    train_full, test = open_split(True), open_split(False)
-    return _assemble(name, train_full, test, len(train_full.classes), shape, spec)
+    train_eval, test = open_split(True), open_split(False)
+    train_aug = open_split(True, True) if _augments(pre, user_transform) else train_eval
+    return _assemble(name, train_aug, train_eval, test, len(train_eval.classes), shape, spec,
+                     pre)
 
 
-def load_imagefolder(spec: DataSpecLike) -> DataBundle:
-    """Load ``root/train/<class>/*`` and ``root/test/<class>/*`` (or ``root/val``).
+def load_imagefolder(spec: DataSpecLike, *, user_transform: Callable | None = None,
+                     ) -> DataBundle:
+    """Load ``root/train/<class>/*`` with ``root/test`` and / or ``root/val``.
 
-    Images are converted to RGB, resized to ``image_size`` (default 32) square, padded to
-    ``pad_to`` and normalised with mean = std = 0.5. Class indices come from the train
-    folder; the test folder may lack classes but may not add any.
+    Layouts: ``train/`` + ``test/`` (the val slice is carved out of train), ``train/`` +
+    ``val/`` + ``test/`` (``val/`` is the val split), or ``train/`` + ``val/`` (``val/`` is
+    the test split, the val slice is carved out of train). An optional ``calib/`` folder is
+    the calibration set quantizers read. Images are converted to RGB, resized to
+    ``image_size`` (default 32) square (or ``resize`` + ``crop``), padded to ``pad_to``
+    and normalised with ``mean`` / ``std`` (default: ImageNet's, see
+    ``occ.data.preprocess``). Class indices come from the train folder; the other folders
+    may lack classes but may not add any.
 
     Raises:
         DataError: If the root or its ``train`` / ``test`` folders are missing or hold no
-            images, or the test folder has classes the train folder lacks.
+            images, or another folder has classes the train folder lacks.
     """
     root = _root_dir(spec.root, "imagefolder")
     train_dir = root / "train"
@@ -111,14 +126,43 @@ def load_imagefolder(spec: DataSpecLike) -> DataBundle:
     test_dir = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
     if test_dir is None:
         raise DataError(f"{root} has neither a test/ nor a val/ folder", where="data.root")
+    val_dir = root / "val" if test_dir.name == "test" and (root / "val").is_dir() else None
 
-    size = _positive_size(DEFAULT_IMAGE_SIZE if spec.image_size is None else spec.image_size)
+    _check_sizes(spec)
     # ImageFolder's loader converts every image to RGB, whatever its mode on disk.
-    transform, shape = _transform((3, size, size), (0.5,) * 3, (0.5,) * 3, spec.pad_to, size)
-    train_full = _open(lambda: datasets.ImageFolder(str(train_dir), transform=transform),
-                       f"{train_dir} holds no images in class folders (train/<class>/*.png)")
-    test = _open_test_folder(test_dir, train_full.class_to_idx, transform)
-    return _assemble("imagefolder", train_full, test, len(train_full.classes), shape, spec)
+    pre = preprocess.resolve(spec, channels=3, mean=preprocess.IMAGENET_MEAN,
+                             std=preprocess.IMAGENET_STD, resize=DEFAULT_IMAGE_SIZE)
+    stored = (3, pre.resize or DEFAULT_IMAGE_SIZE, pre.resize or DEFAULT_IMAGE_SIZE)
+    shape = preprocess.output_shape(pre, stored)
+    transform = preprocess.build_transform(pre, stored, train=False)
+
+    def open_train(tf: Callable) -> Dataset:
+        return _open(lambda: datasets.ImageFolder(str(train_dir), transform=tf),
+                     f"{train_dir} holds no images in class folders (train/<class>/*.png)")
+
+    train_eval = open_train(transform)
+    train_aug = train_eval
+    if _augments(pre, user_transform):
+        train_aug = open_train(preprocess.build_transform(pre, stored, train=True,
+                                                          user_transform=user_transform))
+    classes = train_eval.class_to_idx
+    test = _open_test_folder(test_dir, classes, transform)
+    val = None if val_dir is None else _open_test_folder(val_dir, classes, transform)
+    calib = (_open_test_folder(root / "calib", classes, transform)
+             if (root / "calib").is_dir() else None)
+    return _assemble("imagefolder", train_aug, train_eval, test, len(classes), shape, spec, pre,
+                     val=val, calib=calib)
+
+
+def _augments(pre: preprocess.Preprocess, user_transform: Callable | None) -> bool:
+    return bool(pre.augment) or user_transform is not None
+
+
+def _check_sizes(spec: DataSpecLike) -> None:
+    for key in ("image_size", "resize", "crop"):
+        value = getattr(spec, key, None)
+        if value is not None and value < 1:
+            raise DataError(f"must be >= 1, got {value}", where=f"data.{key}")
 
 
 class _FixedClassFolder(datasets.ImageFolder):
@@ -166,41 +210,6 @@ def _root_dir(root: str | None, name: str) -> Path:
     return path
 
 
-def _positive_size(size: int) -> int:
-    if size < 1:
-        raise DataError(f"must be >= 1, got {size}", where="data.image_size")
-    return size
-
-
-def _transform(
-    shape: tuple[int, int, int],
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
-    pad_to: int | None,
-    resize: int | None,
-) -> tuple[Callable, tuple[int, int, int]]:
-    """Resize, pad, convert and normalise; return the transform and its output shape.
-
-    Args:
-        shape: ``(C, H, W)`` of the images as stored.
-        mean: Per-channel mean to normalise with.
-        std: Per-channel std to normalise with.
-        pad_to: Square side to centre-pad to, or ``None``.
-        resize: Square side to resize to first, or ``None``.
-    """
-    channels, height, width = shape
-    steps: list[Callable] = []
-    if resize is not None:
-        steps.append(transforms.Resize((resize, resize)))
-        height = width = resize
-    left, top, right, bottom = center_padding(height, width, pad_to)
-    if pad_to is not None:
-        # Padding the PIL image with 0 makes the border the black pixel after Normalize.
-        steps.append(transforms.Pad((left, top, right, bottom), fill=0))
-    steps += [transforms.ToTensor(), transforms.Normalize(mean, std)]
-    return transforms.Compose(steps), (channels, height + top + bottom, width + left + right)
-
-
 def _open(build: Callable[[], Dataset], message: str) -> Dataset:
     """Call torchvision's constructor ``build``, turning its failures into a DataError."""
     try:
@@ -211,13 +220,29 @@ def _open(build: Callable[[], Dataset], message: str) -> Dataset:
 
 def _assemble(
     name: str,
-    train_full: Dataset,
+    train_aug: Dataset,
+    train_eval: Dataset,
     test: Dataset,
     num_classes: int,
     shape: tuple[int, int, int],
     spec: DataSpecLike,
+    pre: preprocess.Preprocess,
+    *,
+    val: Dataset | None = None,
+    calib: Dataset | None = None,
 ) -> DataBundle:
-    """Carve the val slice out of ``train_full`` and wrap everything in a bundle."""
-    train, val = subset_splits(train_full, spec.val_size, spec.limit_train)
-    return DataBundle(name=name, train=train, val=val, test=test,
-                      num_classes=num_classes, input_shape=shape)
+    """Carve the val slice out of the train split (unless given) and wrap everything.
+
+    ``train_aug`` and ``train_eval`` are the same files with the training (augmented) and
+    the evaluation transform: training reads the former, the val slice the latter.
+    """
+    if val is None:
+        train_idx, val_idx = split_val(len(train_eval), spec.val_size, spec.limit_train)
+        train, val = Subset(train_aug, train_idx.tolist()), Subset(train_eval, val_idx.tolist())
+    else:
+        train_idx, _ = split_val(len(train_eval), 0, spec.limit_train)
+        train = Subset(train_aug, train_idx.tolist())
+    bundle = DataBundle(name=name, train=train, val=val, test=test, num_classes=num_classes,
+                        input_shape=shape, preprocess=pre.to_dict(), calib=calib)
+    calib_subset(bundle, getattr(spec, "calib_size", None))
+    return bundle

@@ -50,16 +50,32 @@ def arch_kind(arch: str) -> ArchKind:
             return "callable"
     allowed = ", ".join(ZOO_NAMES)
     raise ModelError(
-        f"unknown model {arch!r}; allowed: {allowed}, torchvision.<name>, pkg.module:callable",
+        f"unknown model {arch!r}{_suggest(str(arch))}; allowed: {allowed}, torchvision.<name>, "
+        "pkg.module:callable",
         where="model.arch",
     )
+
+
+def _suggest(name: str) -> str:
+    """`` (did you mean 'x'?)`` for the closest zoo or torchvision name, or nothing."""
+    import difflib
+
+    from occ.models.torchvision_names import TORCHVISION_CLASSIFIERS
+
+    choices = [*ZOO_NAMES, *(TORCHVISION_PREFIX + n for n in TORCHVISION_CLASSIFIERS)]
+    bare = name[len(TORCHVISION_PREFIX):] if name.startswith(TORCHVISION_PREFIX) else name
+    close = (difflib.get_close_matches(name, choices, n=1, cutoff=0.75)
+             or [TORCHVISION_PREFIX + m for m in difflib.get_close_matches(
+                 bare, TORCHVISION_CLASSIFIERS, n=1, cutoff=0.75)])
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def check_arch_name(arch: str) -> None:
     """Check that ``arch`` is a well-formed model reference, without importing torch.
 
-    This is a syntactic check only: ``"torchvision.nosuchnet"`` and ``"nopkg.mod:fn"`` pass
-    here and fail later in :func:`occ.models.build_model`.
+    Zoo and torchvision names are checked against the shipped lists
+    (:mod:`occ.models.torchvision_names`), with the closest name suggested; a
+    ``pkg.module:callable`` is checked for syntax only (importing it would run its code).
 
     Args:
         arch: The ``model.arch`` string from a recipe or the command line.
@@ -68,4 +84,9 @@ def check_arch_name(arch: str) -> None:
         ModelError: If ``arch`` is not a zoo name, ``torchvision.<identifier>`` or
             ``pkg.module:callable`` (``where="model.arch"``).
     """
-    arch_kind(arch)
+    from occ.models.torchvision_names import TORCHVISION_CLASSIFIERS
+
+    if arch_kind(arch) == "torchvision" and arch[len(TORCHVISION_PREFIX):] not in \
+            TORCHVISION_CLASSIFIERS:
+        raise ModelError(f"unknown torchvision classifier {arch!r}{_suggest(arch)}; see "
+                         "torchvision.models.list_models()", where="model.arch")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import importlib
 import inspect
 import re
 from collections.abc import Callable
@@ -159,17 +158,10 @@ def _build_callable(arch: str, kwargs: dict[str, Any], *, implied: set[str]) -> 
     ``in_channels`` and ``num_classes`` coming from the data (not from the recipe's kwargs)
     are passed only where the callable's signature accepts them.
     """
-    module_name, _, attr = arch.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        msg = f"cannot import {module_name!r} for {arch!r}: {exc}"
-        raise ModelError(msg, where="model.arch") from exc
-    except Exception as exc:  # the user's module ran and failed: still bad input, not our crash
-        raise ModelError(f"importing {module_name!r} raised {exc!r}", where="model.arch") from exc
-    fn = getattr(module, attr, None)
-    if not callable(fn):
-        raise ModelError(f"{module_name!r} has no callable {attr!r}", where="model.arch")
+    from occ.callables import import_callable
+
+    # Like ``python -m``, the working directory counts: ``mypkg/`` beside you imports.
+    fn = import_callable(arch, where="model.arch", error=ModelError)
     for key in implied:
         if not _accepts(fn, key):
             kwargs.pop(key)

@@ -85,7 +85,7 @@ def _mixed_bits_(model: nn.Module, layers: dict[str, QuantLayer], ctx: RunContex
     """Choose and set per-layer weight bits for ``weight_bits: auto``; returns the details."""
     from occ.metrics import layer_costs
 
-    batches = take_inputs(ctx.loader("val"), config.calib_samples) or fallback
+    batches = take_inputs(ctx.loader("calib"), config.calib_samples) or fallback
     free = {n: m for n, m in layers.items() if n not in kept}
     table = sensitivity(model, free, batches, device,
                         lambda m: calibrate_weights_({"": m}, config.calibration))

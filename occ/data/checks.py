@@ -1,0 +1,104 @@
+"""Checks of a data spec that need no tensors: ranges, names, and local folders.
+
+``occ validate`` runs these through ``DataSpec.__post_init__``, so they must stay free of
+torch, torchvision and numpy. Where the data is a local ImageFolder, the image count of
+``train/`` is checked against ``val_size`` here, so a split too small for its val slice
+fails at validate time rather than minutes into a run.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from occ.config import check
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+"""What torchvision's ImageFolder reads (``torchvision.datasets.folder.IMG_EXTENSIONS``)."""
+
+AUTO_VAL_MAX = 500
+AUTO_VAL_FRACTION = 5  # auto val_size: min(500, n_train // 5)
+
+
+def auto_val_size(val_size: int | None, n_train: int) -> int:
+    """``val_size`` itself, or for ``None`` (auto) ``min(500, n_train // 5)``."""
+    if val_size is not None:
+        return val_size
+    return min(AUTO_VAL_MAX, n_train // AUTO_VAL_FRACTION)
+
+
+def check_spec(spec: Any) -> None:
+    """Check a ``DataSpec``'s fields; RecipeError located at the field (``__post_init__``)."""
+    from occ.data.names import DATASETS, is_callable_ref
+    from occ.data.preprocess import AUGMENTATIONS
+
+    check(spec.dataset in DATASETS or is_callable_ref(spec.dataset), "dataset",
+          _unknown_dataset(spec.dataset))
+    check(spec.batch_size >= 1, "batch_size", f"must be >= 1, got {spec.batch_size}")
+    check(spec.val_size is None or spec.val_size >= 0, "val_size",
+          f"must be >= 0, got {spec.val_size}")
+    check(spec.num_workers >= 0, "num_workers", f"must be >= 0, got {spec.num_workers}")
+    for key in ("pad_to", "limit_train", "image_size", "resize", "crop", "calib_size"):
+        value = getattr(spec, key)
+        check(value is None or value >= 1, key, f"must be >= 1, got {value}")
+    check(spec.image_size is None or spec.resize is None, "resize",
+          "give image_size (square resize) or resize (+ crop), not both")
+    check(spec.std is None or all(v > 0 for v in spec.std), "std",
+          f"must be > 0, got {spec.std}")
+    for key in ("mean", "std"):
+        value = getattr(spec, key)
+        check(value is None or len(value) in (1, 3), key,
+              f"must list 1 or 3 values (per channel), got {value}")
+    for name in spec.augment:
+        check(name in AUGMENTATIONS, "augment",
+              f"unknown augmentation {name!r}{_close(name, AUGMENTATIONS)}; "
+              f"allowed: {', '.join(AUGMENTATIONS)}")
+    check(spec.transform is None or is_callable_ref(spec.transform), "transform",
+          f"must be a pkg.module:callable reference, got {spec.transform!r}")
+    from occ.data.names import EMBEDDED
+
+    if spec.dataset not in EMBEDDED and not is_callable_ref(spec.dataset):
+        check(spec.root is not None, "root", f"is required for {spec.dataset} (never downloaded)")
+        check(os.path.isdir(str(spec.root)), "root", f"directory not found: {spec.root}")
+        if spec.dataset in ("imagefolder", "torchvision.ImageFolder"):
+            check_imagefolder_sizes(Path(str(spec.root)), spec.val_size)
+
+
+def _unknown_dataset(name: Any) -> str:
+    from occ.data.names import DATASETS
+
+    return (f"unknown dataset {name!r}{_close(str(name), DATASETS)}; allowed: "
+            f"{', '.join(DATASETS)}, or pkg.module:callable")
+
+
+def _close(name: str, choices: Any) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def count_images(folder: Path) -> int:
+    """Images under ``folder/<class>/`` (what ImageFolder would read), without opening them."""
+    total = 0
+    for entry in os.scandir(folder):
+        if entry.is_dir():
+            total += sum(1 for f in os.scandir(entry.path)
+                         if f.is_file() and f.name.lower().endswith(IMAGE_EXTENSIONS))
+    return total
+
+
+def check_imagefolder_sizes(root: Path, val_size: int | None) -> None:
+    """An explicit ``val_size`` must leave training images in ``root/train``.
+
+    Not checked when ``val/`` and ``test/`` both exist (the val split is then ``val/``).
+    """
+    train = root / "train"
+    if val_size is None or not train.is_dir() or ((root / "val").is_dir()
+                                                  and (root / "test").is_dir()):
+        return
+    n = count_images(train)
+    check(val_size < n, "val_size",
+          f"{val_size} leaves nothing to train on: {train} has {n} images; lower it, leave it "
+          f"unset (auto: {auto_val_size(None, n)}) or add val/ beside train/ and test/")

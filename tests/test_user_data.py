@@ -1,0 +1,255 @@
+"""Your data, your preprocessing: recipe-declared preprocessing, ImageFolder layouts,
+dataset / transform callables behind --trust-code, val_size at validate time, and the
+baseline warning's rules."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from occ.baseline_check import baseline_warning, recorded_accuracy
+from occ.cli import app
+from occ.data import load_data
+from occ.errors import DataError, RecipeError
+from occ.recipe import DataSpec, load_recipe
+
+
+def write_pngs(folder: Path, counts: dict[str, int], size: int = 8) -> None:
+    """Solid PNGs: pixel value 40 * class + image index in every channel."""
+    from PIL import Image
+
+    for k, (cls, n) in enumerate(sorted(counts.items())):
+        (folder / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            pixels = np.zeros((size, size, 3), dtype=np.uint8)
+            pixels[..., 0] = 40 * k + i  # red carries the class, green / blue stay 0
+            Image.fromarray(pixels).save(folder / cls / f"{i}.png")
+
+
+def test_declared_mean_std_size_and_channel_order_are_applied(tmp_path: Path) -> None:
+    write_pngs(tmp_path / "train", {"a": 4, "b": 4})
+    write_pngs(tmp_path / "test", {"a": 1, "b": 1})
+    spec = DataSpec(dataset="imagefolder", root=str(tmp_path), val_size=2, image_size=16,
+                    mean=[0.1, 0.2, 0.3], std=[0.5], channel_order="bgr")
+    bundle = load_data(spec)
+    x = bundle.test[1][0]  # class b, image 0: red = 40
+    assert x.shape == (3, 16, 16) and bundle.input_shape == (3, 16, 16)
+    # BGR: channel 0 is blue (0), channel 2 red (40 / 255); mean / std in that order.
+    assert torch.allclose(x[0], torch.tensor((0 - 0.1) / 0.5))
+    assert torch.allclose(x[2], torch.tensor((40 / 255 - 0.3) / 0.5))
+    assert bundle.preprocess == {"mean": [0.1, 0.2, 0.3], "std": [0.5] * 3, "resize": 16,
+                                 "crop": None, "pad_to": None, "channel_order": "bgr",
+                                 "augment": [], "transform": None}
+
+
+def test_resize_crop_and_augment_touch_training_only(tmp_path: Path) -> None:
+    write_pngs(tmp_path / "train", {"a": 6, "b": 6}, size=20)
+    write_pngs(tmp_path / "test", {"a": 1, "b": 1}, size=20)
+    spec = DataSpec(dataset="imagefolder", root=str(tmp_path), val_size=4, resize=12, crop=10,
+                    augment=["hflip", "crop"])
+    bundle = load_data(spec)
+    assert bundle.input_shape == (3, 10, 10)
+    # Val and test use the evaluation transform (deterministic); train is augmented.
+    assert torch.equal(bundle.val[0][0], bundle.val[0][0])
+    names = [type(t).__name__ for t in bundle.train.dataset.transform.transforms]
+    assert "RandomCrop" in names and "RandomHorizontalFlip" in names
+    assert "CenterCrop" in [type(t).__name__ for t in bundle.test.transform.transforms]
+
+
+def test_train_val_test_and_calib_folders(tmp_path: Path) -> None:
+    write_pngs(tmp_path / "train", {"a": 5, "b": 5})
+    write_pngs(tmp_path / "val", {"a": 2, "b": 1})
+    write_pngs(tmp_path / "test", {"a": 1, "b": 2})
+    write_pngs(tmp_path / "calib", {"a": 3, "b": 3})
+    bundle = load_data(DataSpec(dataset="imagefolder", root=str(tmp_path), calib_size=4))
+    assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (10, 3, 3)
+    assert len(bundle.split("calib")) == 4  # a fixed subset of calib/
+    plain = load_data(DataSpec(dataset="imagefolder", root=str(tmp_path)))
+    assert len(plain.split("calib")) == 6  # calib/ whole
+
+
+def test_val_size_is_checked_at_validate_time_and_auto_by_default(tmp_path: Path) -> None:
+    write_pngs(tmp_path / "data" / "train", {"a": 45, "b": 45})
+    write_pngs(tmp_path / "data" / "test", {"a": 1, "b": 1})
+    doc = {"version": 1, "name": "r", "model": {"arch": "lenet5"},
+           "data": {"dataset": "imagefolder", "root": "data", "val_size": 500},
+           "stages": [{"type": "prune"}]}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(RecipeError, match=r"data\.val_size: 500 leaves nothing to train on: "
+                                          r".*train has 90 images.*auto: 18"):
+        load_recipe(path)
+    del doc["data"]["val_size"]
+    path.write_text(yaml.safe_dump(doc))
+    recipe = load_recipe(path)
+    assert recipe.data.root == str(tmp_path / "data")  # resolved against the recipe's folder
+    assert len(load_data(recipe.data).val) == 18
+
+
+def _user_module(tmp_path: Path, name: str) -> None:
+    pkg = tmp_path / name
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "data.py").write_text(
+        "import torch\n"
+        "from torch.utils.data import TensorDataset\n"
+        "def make(n):\n"
+        "    g = torch.Generator().manual_seed(n)\n"
+        "    return TensorDataset(torch.randn(n, 1, 8, 8, generator=g), torch.arange(n) % 3)\n"
+        "def splits():\n"
+        "    return {'train': make(30), 'test': make(9)}\n"
+        "def flip():\n"
+        "    from torchvision.transforms import RandomHorizontalFlip\n"
+        "    return RandomHorizontalFlip()\n")
+
+
+def test_dataset_callable_needs_trust_and_is_found_beside_the_recipe(tmp_path: Path) -> None:
+    _user_module(tmp_path, "occ_user_data_a")
+    spec = DataSpec(dataset="occ_user_data_a.data:splits", val_size=6)
+    with pytest.raises(RecipeError, match=r"data\.dataset: 'occ_user_data_a\.data:splits' is a "
+                                          r"user callable.*--trust-code"):
+        load_data(spec)
+    bundle = load_data(spec, trust_code=True, search=(str(tmp_path),))
+    assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (24, 6, 9)
+    assert bundle.num_classes == 3 and bundle.input_shape == (1, 8, 8)
+
+
+def test_missing_user_module_says_where_it_looked(tmp_path: Path) -> None:
+    spec = DataSpec(dataset="occ_no_such_pkg.data:splits")
+    with pytest.raises(RecipeError, match=r"cannot import 'occ_no_such_pkg\.data'.*looked on "
+                                          r"sys\.path and in .*PYTHONPATH"):
+        load_data(spec, trust_code=True)
+
+
+def test_transform_callable_needs_trust(tmp_path: Path) -> None:
+    _user_module(tmp_path, "occ_user_data_b")
+    write_pngs(tmp_path / "img" / "train", {"a": 4, "b": 4})
+    write_pngs(tmp_path / "img" / "test", {"a": 1, "b": 1})
+    spec = DataSpec(dataset="imagefolder", root=str(tmp_path / "img"), val_size=2,
+                    transform="occ_user_data_b.data:flip")
+    with pytest.raises(RecipeError, match=r"data\.transform: .*--trust-code"):
+        load_data(spec)
+    bundle = load_data(spec, trust_code=True, search=(str(tmp_path),))
+    first = bundle.train.dataset.transform.transforms[0]
+    assert type(first).__name__ == "RandomHorizontalFlip"
+
+
+@pytest.mark.parametrize(("field", "value", "pattern"), [
+    ("augment", ["hflpi"], r"data\.augment: unknown augmentation 'hflpi' \(did you mean "
+                           r"'hflip'\?\)"),
+    ("std", [0.2, 0.0, 0.2], r"data\.std: must be > 0"),
+    ("mean", [0.1, 0.2], r"data\.mean: must list 1 or 3 values"),
+    ("transform", "not a ref", r"data\.transform: must be a pkg\.module:callable"),
+])
+def test_bad_preprocessing_is_rejected_at_validate(field: str, value: object,
+                                                   pattern: str) -> None:
+    from occ.config import from_dict
+
+    with pytest.raises(RecipeError, match=pattern):
+        from_dict(DataSpec, {"dataset": "mnist5k", field: value}, where="data")
+
+
+def test_embedded_data_takes_mean_std_but_not_resizing() -> None:
+    bundle = load_data(DataSpec(mean=[0.5], std=[0.5], limit_train=10))
+    assert bundle.preprocess["mean"] == [0.5]
+    with pytest.raises(DataError, match=r"data\.augment: is not supported for mnist5k"):
+        load_data(DataSpec(augment=["hflip"]))
+
+
+@pytest.mark.parametrize(("acc", "classes", "recorded", "warns"), [
+    (33.3, 3, None, True),     # below 1.5x chance
+    (60.0, 3, None, False),
+    (90.0, 3, 100.0, True),    # more than 5 points below the recorded figure
+    (96.0, 3, 100.0, False),
+])
+def test_baseline_warning_rules(acc: float, classes: int, recorded: float | None,
+                                warns: bool) -> None:
+    pre = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "resize": 32}
+    message = baseline_warning(acc, num_classes=classes, recorded=recorded, preprocess=pre)
+    assert (message is not None) == warns
+    if warns:
+        assert f"baseline accuracy {acc:.1f}% under this recipe's preprocessing (mean (0.5, " \
+               "0.5, 0.5), std (0.5, 0.5, 0.5), size 32)" in message
+        assert "check data.mean / data.std" in message
+
+
+def test_recorded_accuracy_of_occ_and_user_checkpoints() -> None:
+    assert recorded_accuracy({"metrics": {"accuracy": 97.5}}) == 97.5
+    assert recorded_accuracy({"acc": 0.93}) == pytest.approx(93.0)
+    assert recorded_accuracy({"best_acc": torch.tensor(88.0)}) == 88.0
+    assert recorded_accuracy({"epoch": 3}) is None
+
+
+def test_dataparallel_prefix_is_stripped(tmp_path: Path) -> None:
+    from occ.checkpoint import load_checkpoint
+
+    path = tmp_path / "dp.pt"
+    torch.save({"model_state_dict": {"module.fc.weight": torch.ones(2, 2),
+                                     "module.fc.bias": torch.zeros(2)}, "acc": 0.9}, path)
+    ckpt = load_checkpoint(path)
+    assert set(ckpt.state_dict) == {"fc.weight", "fc.bias"}
+    assert recorded_accuracy(ckpt.meta) == pytest.approx(90.0)
+
+
+def test_eval_plain_state_dict_needs_arch(tmp_path: Path) -> None:
+    from occ.models import build_model
+
+    model = build_model("lenet5", {"width": 0.25})
+    path = tmp_path / "plain.pt"
+    torch.save({f"module.{k}": v for k, v in model.state_dict().items()}, path)
+    bare = CliRunner().invoke(app, ["eval", str(path), "--json"])
+    assert bare.exit_code == 2
+    assert "pass --arch" in json.loads(bare.stdout)["error"]["message"]
+    ok = CliRunner().invoke(app, ["eval", str(path), "--arch", "lenet5", "--kwargs",
+                                  '{"width": 0.25}', "--json"])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.stdout)["params"] == sum(p.numel() for p in model.parameters())
+    bad = CliRunner().invoke(app, ["eval", str(path), "--arch", "lenet5", "--kwargs", "[1"])
+    assert bad.exit_code == 2 and "--kwargs: not valid JSON" in bad.stderr
+
+
+def test_compress_model_with_typed_configs_loaders_and_a_custom_loss(tmp_path: Path) -> None:
+    import occ
+    from occ.stages.prune import PruneConfig
+    from occ.stages.quantize import QuantizeConfig
+
+    torch.manual_seed(0)
+    x = torch.randn(120, 1, 8, 8)
+    y = (x.mean((1, 2, 3)) > 0).long()  # a learnable two-class task
+    data = torch.utils.data.TensorDataset(x, y)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU(),
+                                torch.nn.Linear(16, 2))
+    calls = []
+
+    def loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        calls.append(len(target))
+        return torch.nn.functional.cross_entropy(out, target)
+
+    result = occ.compress(model, [PruneConfig(sparsity=0.5, epochs=1),
+                                  QuantizeConfig(weight_bits=8, act_bits=8, mode="ptq")],
+                          train_data=torch.utils.data.DataLoader(data, batch_size=32),
+                          test_data=data, loss=loss, out=str(tmp_path / "out"))
+    assert calls and all(n <= 32 for n in calls)  # the user's loss, the loader's batch size
+    assert [s.type for s in result.report.stages] == ["prune", "quantize"]
+    assert (tmp_path / "out" / "model.occ").is_file()
+    assert isinstance(result, occ.CompressionResult) and result.model is not model
+    with pytest.raises(RecipeError, match="applies only when a model is passed in"):
+        occ.compress("recipe.yaml", train_data=data)
+
+
+def test_user_model_in_the_working_directory_imports_without_pythonpath(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from occ.models import build_model
+
+    pkg = tmp_path / "occ_user_net_c"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "nets.py").write_text("import torch\ndef build():\n    return torch.nn.Linear(2, 2)\n")
+    monkeypatch.chdir(tmp_path)  # the console script does not put the cwd on sys.path
+    assert isinstance(build_model("occ_user_net_c.nets:build"), torch.nn.Linear)
