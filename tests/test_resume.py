@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from occ import api
@@ -35,8 +36,8 @@ def test_kill_9_mid_stage_then_resume_is_byte_identical(recipe_factory, tmp_path
     recipe = recipe_factory(STAGES)
     clean = api.compress(recipe, out=str(tmp_path / "clean"))
     out = tmp_path / "killed"
-    # Same thread count as this process (conftest pins 1): float sums depend on it.
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # Same thread count as this process (see conftest): float sums depend on it.
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.Popen([sys.executable, "-m", "occ", "compress", str(recipe),
                              "--out", str(out)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=env)
