@@ -95,8 +95,10 @@ def test_every_stage_on_regression(tmp_path: Path, rot_checkpoint: Path) -> None
     assert "MAE" in md and "| exit | epsilon | inputs | share % | MAE |" in md
     final = report.final_metrics()
     ev = api.evaluate(out / "model.occ")
-    assert ev["mae"] == pytest.approx(final.mae, abs=1e-7)
-    assert ev["rmse"] == pytest.approx(final.rmse, abs=1e-7)
+    # eval runs batch 256, compress 128: float sums differ with batch shape, so a row at an
+    # exit's epsilon or an 8-bit rounding boundary may move (one of 1,000 rows, ~0.2 at most)
+    assert ev["mae"] == pytest.approx(final.mae, abs=2e-4)
+    assert ev["rmse"] == pytest.approx(final.rmse, abs=2e-4)
 
 
 def test_early_exit_on_regression_needs_agreement(tmp_path: Path, rot_checkpoint: Path) -> None:
