@@ -275,6 +275,7 @@ def test_cli_student_with_wrong_num_classes_exits_2(recipe_factory, tmp_path: Pa
     assert "Traceback" not in result.output and not (tmp_path / "out" / "model.occ").exists()
 
 
+@pytest.mark.slow
 def test_cli_compress_writes_the_student(recipe_factory, tmp_path: Path) -> None:
     path = recipe_factory(_stages(student={"width": 0.5}))
     result = CliRunner().invoke(app, ["compress", str(path), "--json"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 import occ
@@ -52,6 +53,7 @@ def test_occ_load_returns_a_module(recipe_factory) -> None:
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
+@pytest.mark.slow
 def test_cli_compress_json_and_eval(recipe_factory) -> None:
     runner = CliRunner()
     recipe = recipe_factory([{"type": "prune", "sparsity": 0.5}])

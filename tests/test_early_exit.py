@@ -197,6 +197,7 @@ def test_calibrate_on_synthetic_scores() -> None:
     assert calibrate(data, [10.0, 100.0], [1.0], max_drop=39.0)[0] == [0.99]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("drop", [0.0, 2.0])
 def test_calibration_respects_max_accuracy_drop(data, trained, tmp_path: Path,
                                                  drop: float) -> None:
@@ -255,6 +256,7 @@ def test_artifact_rebuilds_the_early_exit_model(data, tmp_path: Path) -> None:
     assert torch.equal(loaded.last_exit, ee.last_exit)
 
 
+@pytest.mark.slow
 def test_compress_then_eval_reports_exits(recipe_factory) -> None:
     recipe = recipe_factory([{"type": "early_exit", "auto": 1, "epochs": 1, "threshold": 0.5}])
     report = api.compress(recipe)  # the runner checks the decoded outputs are identical

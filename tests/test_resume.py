@@ -25,6 +25,7 @@ def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_same_recipe_and_seed_give_byte_identical_artifacts(recipe_factory, tmp_path) -> None:
     recipe = recipe_factory(STAGES[:1])
     a = api.compress(recipe, out=str(tmp_path / "a"))
@@ -32,6 +33,7 @@ def test_same_recipe_and_seed_give_byte_identical_artifacts(recipe_factory, tmp_
     assert sha(Path(a.artifact)) == sha(Path(b.artifact))
 
 
+@pytest.mark.slow
 def test_kill_9_mid_stage_then_resume_is_byte_identical(recipe_factory, tmp_path) -> None:
     recipe = recipe_factory(STAGES)
     clean = api.compress(recipe, out=str(tmp_path / "clean"))
@@ -54,6 +56,7 @@ def test_kill_9_mid_stage_then_resume_is_byte_identical(recipe_factory, tmp_path
     assert sha(out / "model.occ") == sha(Path(clean.artifact))
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_state_from_another_recipe(recipe_factory, tmp_path) -> None:
     out = tmp_path / "run"
     api.compress(recipe_factory(STAGES[:1]), out=str(out))
@@ -63,6 +66,7 @@ def test_resume_refuses_a_state_from_another_recipe(recipe_factory, tmp_path) ->
     assert "made by a different recipe" in result.stderr
 
 
+@pytest.mark.slow
 def test_output_directory_in_use_is_refused(recipe_factory, tmp_path) -> None:
     out = tmp_path / "busy"
     out.mkdir()
