@@ -354,6 +354,7 @@ def test_entropy_code_config_is_last_and_strict() -> None:
         from_dict(info.config, {"codec": "zstd"}, where="stages[0]")
 
 
+@pytest.mark.slow
 def test_entropy_code_end_to_end_report_bytes_equal_file_size(recipe_factory) -> None:
     recipe = recipe_factory([
         {"type": "prune", "method": "magnitude", "sparsity": 0.9},

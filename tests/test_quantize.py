@@ -580,6 +580,7 @@ def test_qat_clips_gradients_by_default() -> None:
         from_dict(QuantizeConfig, {"clip_grad_norm": -1}, where="")
 
 
+@pytest.mark.slow
 def test_pruning_after_quantization_runs_without_training(recipe_factory, caplog) -> None:
     """Frozen integer layers leave nothing to fine-tune: the prune stage still prunes."""
     from occ import api
