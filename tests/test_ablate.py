@@ -43,6 +43,7 @@ STAGES = [{"type": "fake_b", "scale": 0.9}, {"type": "fake_a", "scale": 1.1},
           {"type": "fake_w", "scale": 0.95}]
 
 
+@pytest.mark.slow
 def test_prefixes_run_once_and_ranking_is_deterministic(fake_stages, recipe_factory,
                                                         tmp_path: Path) -> None:
     recipe = recipe_factory(STAGES)
@@ -59,6 +60,7 @@ def test_prefixes_run_once_and_ranking_is_deterministic(fake_stages, recipe_fact
     assert all(p["comparisons"] == 3 for p in doc["pairwise"])
 
 
+@pytest.mark.slow
 def test_rerun_resumes_from_saved_prefixes(fake_stages, recipe_factory, tmp_path: Path) -> None:
     recipe = recipe_factory(STAGES)
     first = api.ablate(recipe, out=str(tmp_path / "abl"))

@@ -326,20 +326,15 @@ def test_size_breakdown_adds_up(coded) -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# throughput (generous floor: the machine is shared; the script reports real figures)
+# a large stream (speed is measured by scripts/bench_size.py, not asserted here)
 
 
-def test_throughput_of_sparse_quantized_weights() -> None:
-    import time
-
+def test_large_sparse_quantized_stream_round_trips() -> None:
     rng = np.random.default_rng(0)
     x = random_ints(rng, 2_000_000, 4, 0.9)
-    t0 = time.perf_counter()
     data, _ = ints.encode(x)
-    t1 = time.perf_counter()
-    ints.decode(data, {}, x.dtype, x.size)
-    t2 = time.perf_counter()
-    assert x.size / (t1 - t0) > 5e6 and x.size / (t2 - t1) > 5e6
+    assert len(data) < x.size // 4  # 90 % zeros, 4-bit: well under a byte per weight
+    assert np.array_equal(ints.decode(data, {}, x.dtype, x.size), x)
 
 
 # ---------------------------------------------------------------------------------------
@@ -359,6 +354,7 @@ def test_entropy_code_config_is_last_and_strict() -> None:
         from_dict(info.config, {"codec": "zstd"}, where="stages[0]")
 
 
+@pytest.mark.slow
 def test_entropy_code_end_to_end_report_bytes_equal_file_size(recipe_factory) -> None:
     recipe = recipe_factory([
         {"type": "prune", "method": "magnitude", "sparsity": 0.9},

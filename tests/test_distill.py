@@ -64,7 +64,8 @@ def test_kd_loss_equals_the_formula_on_fixed_logits() -> None:
 
 def test_alpha_zero_is_cross_entropy() -> None:
     got = kd_loss(S, T, Y, temperature=4.0, alpha=0.0)
-    assert torch.equal(got, F.cross_entropy(S, Y))
+    # kd_loss may reach the same value by another route (log-softmax, weighting): float error
+    torch.testing.assert_close(got, F.cross_entropy(S, Y), rtol=1e-6, atol=1e-6)
 
 
 def test_alpha_one_is_zero_when_the_student_matches_the_teacher() -> None:
@@ -274,6 +275,7 @@ def test_cli_student_with_wrong_num_classes_exits_2(recipe_factory, tmp_path: Pa
     assert "Traceback" not in result.output and not (tmp_path / "out" / "model.occ").exists()
 
 
+@pytest.mark.slow
 def test_cli_compress_writes_the_student(recipe_factory, tmp_path: Path) -> None:
     path = recipe_factory(_stages(student={"width": 0.5}))
     result = CliRunner().invoke(app, ["compress", str(path), "--json"])

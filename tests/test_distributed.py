@@ -16,6 +16,7 @@ from occ.cli import app
 STAGES = [{"type": "prune", "sparsity": 0.7, "epochs": 2}]
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_match_one(recipe_factory, tmp_path: Path) -> None:
     recipe = recipe_factory(STAGES)
     single = CliRunner().invoke(app, ["compress", str(recipe), "--out", str(tmp_path / "one"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 import occ
@@ -23,7 +24,9 @@ def test_compress_then_eval_agree(recipe_factory, tmp_path: Path) -> None:
     assert 0.79 < 1 - final.nonzero_params / final.params < 0.81 + 0.01  # biases stay dense
     result = api.evaluate(out / "model.occ")
     assert result["kind"] == "artifact"
-    assert result["accuracy"] == final.accuracy
+    # eval scores at batch 256, compress at the recipe's 128: float sums differ with batch
+    # shape, so a near-tie digit may flip (<= 1 of the 1,000 test digits, 0.1 pt)
+    assert abs(result["accuracy"] - final.accuracy) <= 0.1 + 1e-9
     assert result["bytes"] == report.artifact_bytes
     doc = json.loads((out / "report.json").read_text())
     assert doc["rows"][0]["step"] == "baseline" and doc["rows"][1]["step"] == "prune(magnitude)"
@@ -50,6 +53,7 @@ def test_occ_load_returns_a_module(recipe_factory) -> None:
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
+@pytest.mark.slow
 def test_cli_compress_json_and_eval(recipe_factory) -> None:
     runner = CliRunner()
     recipe = recipe_factory([{"type": "prune", "sparsity": 0.5}])
@@ -59,7 +63,8 @@ def test_cli_compress_json_and_eval(recipe_factory) -> None:
     artifact = doc["artifact"]
     ev = runner.invoke(app, ["eval", artifact, "--json"])
     assert ev.exit_code == 0, ev.stderr
-    assert json.loads(ev.stdout)["accuracy"] == doc["rows"][-1]["accuracy"]
+    # batch 256 vs the recipe's 128: a near-tie digit may flip (<= 1 of 1,000 test digits)
+    assert abs(json.loads(ev.stdout)["accuracy"] - doc["rows"][-1]["accuracy"]) <= 0.1 + 1e-9
     ins = runner.invoke(app, ["inspect", artifact, "--json"])
     assert ins.exit_code == 0
     assert json.loads(ins.stdout)["tensors"][0]["name"] == "features.0.weight"

@@ -197,6 +197,7 @@ def test_calibrate_on_synthetic_scores() -> None:
     assert calibrate(data, [10.0, 100.0], [1.0], max_drop=39.0)[0] == [0.99]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("drop", [0.0, 2.0])
 def test_calibration_respects_max_accuracy_drop(data, trained, tmp_path: Path,
                                                  drop: float) -> None:
@@ -207,9 +208,11 @@ def test_calibration_respects_max_accuracy_drop(data, trained, tmp_path: Path,
                           max_accuracy_drop=drop)
     result = early_exit_(ctx, cfg)
     out, y = predict(ctx.model, data.loader("val", 256), CPU)
-    assert metrics.accuracy(out, y) >= reference - drop - 1e-6
+    # The stage calibrates at batch 128, this checks at 256: float sums differ with batch
+    # shape, so one near-tie digit may flip (<= 1 of the 500 val digits, 0.2 pt).
+    assert metrics.accuracy(out, y) >= reference - drop - 0.2 - 1e-6
     cal = result.details["calibration"]
-    assert cal["reference_accuracy"] == pytest.approx(reference)
+    assert cal["reference_accuracy"] == pytest.approx(reference, abs=0.21)  # <= 1 tie
     assert cal["lost"] <= drop
     assert cal["accuracy"] == pytest.approx(metrics.accuracy(out, y), abs=0.21)  # <= 1 tie
     assert ctx.edits[-1]["op"] == "early_exit"
@@ -253,6 +256,7 @@ def test_artifact_rebuilds_the_early_exit_model(data, tmp_path: Path) -> None:
     assert torch.equal(loaded.last_exit, ee.last_exit)
 
 
+@pytest.mark.slow
 def test_compress_then_eval_reports_exits(recipe_factory) -> None:
     recipe = recipe_factory([{"type": "early_exit", "auto": 1, "epochs": 1, "threshold": 0.5}])
     report = api.compress(recipe)  # the runner checks the decoded outputs are identical
@@ -264,8 +268,10 @@ def test_compress_then_eval_reports_exits(recipe_factory) -> None:
     result = CliRunner().invoke(app, ["eval", report.artifact, "--json"])
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
-    assert doc["accuracy"] == final.accuracy
-    assert doc["exits"]["shares"] == final.exits["shares"]
+    # eval runs batch 256, compress the recipe's 128: later exits see other sub-batches, so
+    # a row on a threshold or a near tie may move (<= 1 of the 1,000 test digits)
+    assert abs(doc["accuracy"] - final.accuracy) <= 0.1 + 1e-9
+    assert doc["exits"]["shares"] == pytest.approx(final.exits["shares"], abs=1e-3 + 1e-9)
 
 
 # --------------------------------------------------------------------------------------------

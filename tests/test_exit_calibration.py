@@ -228,10 +228,12 @@ def test_quantized_heads_calibrate_and_round_trip_on_regression(rotation, tmp_pa
     assert all(m.occ_bits == (4, 4) and m.mode == "frozen"
                for m in quant_layers(ee.heads).values())
     assert ctx.edits[-1]["args"]["layers"].keys() == {"heads.0.2", "heads.1.2"}
-    # epsilons calibrated on the frozen heads: the simulated MAE is the real forward's
+    # epsilons calibrated on the frozen heads: the simulated MAE is the real forward's, up to
+    # batch shape (the simulation runs every row through every exit, the forward a sub-batch:
+    # an ulp may move a 4-bit input over a rounding boundary; one of 500 rows by 0.5 at most)
     cal = result.details["calibration"]
     out, y = predict(ee, ctx.loader("val"), CPU)
-    assert float(_row_errors(out, y).mean()) == pytest.approx(cal["mae"], abs=1e-6)
+    assert float(_row_errors(out, y).mean()) == pytest.approx(cal["mae"], abs=1e-3)
     assert ee.exit_stats()[1] > 0 and cal["expected_bitops"] < cal["backbone_bitops"]
     arch = {"arch": "lenet5", "kwargs": {"width": 0.25, "num_classes": 1}}
     header = model_io.model_header(arch=arch, edits=ctx.edits, input_shape=(1, 28, 28),

@@ -101,7 +101,8 @@ def test_onnx_runtime_matches_occ_eval_on_mnist5k(pruned: Path, tmp_path: Path,
     with torch.no_grad():
         reference = occ.load(pruned)(x)
     assert (logits - reference).abs().max() <= 1e-4
-    assert _accuracy(logits, y) == api.evaluate(pruned)["accuracy"]
+    # onnxruntime's float sums are not torch's (logits within 1e-4): <= 1 near-tie digit flips
+    assert abs(_accuracy(logits, y) - api.evaluate(pruned)["accuracy"]) <= 100 / len(y) + 1e-9
     # slim shapes: the first conv lost half its channels, and the graph has its shape
     graph = onnx.load(str(out)).graph
     weights = {i.name: list(i.dims) for i in graph.initializer}

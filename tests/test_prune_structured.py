@@ -223,8 +223,10 @@ MODELS = [
     pytest.param("vgg_small", {"width": 0.25}, id="vgg_small"),
     pytest.param("torchvision.resnet18", {"num_classes": 10}, id="resnet18"),
     pytest.param("torchvision.mobilenet_v2", {"num_classes": 10}, id="mobilenet_v2"),  # depthwise
-    pytest.param("torchvision.vgg11_bn", {"num_classes": 10}, id="vgg11_bn"),
-    pytest.param("torchvision.densenet121", {"num_classes": 10}, id="densenet121"),  # concat
+    pytest.param("torchvision.vgg11_bn", {"num_classes": 10}, id="vgg11_bn",
+                 marks=pytest.mark.slow),
+    pytest.param("torchvision.densenet121", {"num_classes": 10}, id="densenet121",  # concat
+                 marks=pytest.mark.slow),
 ]
 
 

@@ -34,16 +34,6 @@ LENET = {"width": 0.25, "in_channels": 1, "num_classes": 10, "input_hw": 28}
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared, loaded machine the
-    threads' spin-waits make every op many times slower; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def data():
     from occ.data import load_data
@@ -590,6 +580,7 @@ def test_qat_clips_gradients_by_default() -> None:
         from_dict(QuantizeConfig, {"clip_grad_norm": -1}, where="")
 
 
+@pytest.mark.slow
 def test_pruning_after_quantization_runs_without_training(recipe_factory, caplog) -> None:
     """Frozen integer layers leave nothing to fine-tune: the prune stage still prunes."""
     from occ import api

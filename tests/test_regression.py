@@ -69,6 +69,7 @@ def _recipe(tmp_path: Path, ckpt: Path, stages: list[dict], **top) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_every_stage_on_regression(tmp_path: Path, rot_checkpoint: Path) -> None:
     stages = [
         {"type": "distill", "student": {"width": 0.5}, "epochs": 1, "lr": 0.01},
@@ -95,8 +96,10 @@ def test_every_stage_on_regression(tmp_path: Path, rot_checkpoint: Path) -> None
     assert "MAE" in md and "| exit | epsilon | inputs | share % | MAE |" in md
     final = report.final_metrics()
     ev = api.evaluate(out / "model.occ")
-    assert ev["mae"] == pytest.approx(final.mae, abs=1e-7)
-    assert ev["rmse"] == pytest.approx(final.rmse, abs=1e-7)
+    # eval runs batch 256, compress 128: float sums differ with batch shape, so a row at an
+    # exit's epsilon or an 8-bit rounding boundary may move (one of 1,000 rows, ~0.2 at most)
+    assert ev["mae"] == pytest.approx(final.mae, abs=2e-4)
+    assert ev["rmse"] == pytest.approx(final.rmse, abs=2e-4)
 
 
 def test_early_exit_on_regression_needs_agreement(tmp_path: Path, rot_checkpoint: Path) -> None:
@@ -187,6 +190,7 @@ def test_task_loss_picks_the_loss() -> None:
         F.cross_entropy(logits, labels).item())
 
 
+@pytest.mark.slow
 def test_l1_loss_reaches_the_stages(tmp_path: Path, rot_checkpoint: Path) -> None:
     """The recipe's ``loss`` is what QAT trains on: L1 on errors below 1 reads larger than MSE."""
     stage = [{"type": "quantize", "weight_bits": 8, "act_bits": 8, "mode": "qat", "epochs": 1,
@@ -220,6 +224,7 @@ def test_train_loss_option(tmp_path: Path) -> None:
                                   "allowed: auto, cross_entropy")
 
 
+@pytest.mark.slow
 def test_max_mae_stops_the_run_naming_the_last_good_state(tmp_path: Path,
                                                           rot_checkpoint: Path) -> None:
     from typer.testing import CliRunner

@@ -175,6 +175,7 @@ def test_html_headline_order_and_tables(page: str) -> None:
     assert "features.3" in text and "70.0" in text and "99.10" in text  # exits table
 
 
+@pytest.mark.slow
 def test_html_without_exits_has_no_exit_section() -> None:
     report = make_report(exits=False)
     text = to_html(report)
@@ -213,6 +214,7 @@ def test_json_is_strict_and_round_trips() -> None:
     assert again.final_metrics().layers == report.final_metrics().layers
 
 
+@pytest.mark.slow
 def test_write_reports_then_cli_rerenders(tmp_path: Path) -> None:
     write_reports(make_report(), tmp_path)
     json_text = (tmp_path / "report.json").read_text()
@@ -264,6 +266,7 @@ def test_bad_metrics_name_the_stage(tmp_path: Path) -> None:
         Report.from_dict(doc, where="x.json")
 
 
+@pytest.mark.slow
 def test_real_compress_report(recipe_factory) -> None:
     from occ import api
 

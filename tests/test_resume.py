@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from occ import api
@@ -24,6 +25,7 @@ def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_same_recipe_and_seed_give_byte_identical_artifacts(recipe_factory, tmp_path) -> None:
     recipe = recipe_factory(STAGES[:1])
     a = api.compress(recipe, out=str(tmp_path / "a"))
@@ -31,12 +33,13 @@ def test_same_recipe_and_seed_give_byte_identical_artifacts(recipe_factory, tmp_
     assert sha(Path(a.artifact)) == sha(Path(b.artifact))
 
 
+@pytest.mark.slow
 def test_kill_9_mid_stage_then_resume_is_byte_identical(recipe_factory, tmp_path) -> None:
     recipe = recipe_factory(STAGES)
     clean = api.compress(recipe, out=str(tmp_path / "clean"))
     out = tmp_path / "killed"
-    # Same thread count as this process (conftest pins 1): float sums depend on it.
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # Same thread count as this process (see conftest): float sums depend on it.
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.Popen([sys.executable, "-m", "occ", "compress", str(recipe),
                              "--out", str(out)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=env)
@@ -53,6 +56,7 @@ def test_kill_9_mid_stage_then_resume_is_byte_identical(recipe_factory, tmp_path
     assert sha(out / "model.occ") == sha(Path(clean.artifact))
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_state_from_another_recipe(recipe_factory, tmp_path) -> None:
     out = tmp_path / "run"
     api.compress(recipe_factory(STAGES[:1]), out=str(out))
@@ -62,6 +66,7 @@ def test_resume_refuses_a_state_from_another_recipe(recipe_factory, tmp_path) ->
     assert "made by a different recipe" in result.stderr
 
 
+@pytest.mark.slow
 def test_output_directory_in_use_is_refused(recipe_factory, tmp_path) -> None:
     out = tmp_path / "busy"
     out.mkdir()

@@ -143,6 +143,7 @@ def test_surp_pass_sets_weights_to_the_decoded_stream() -> None:
     assert kept == 21000 - round(0.8 * 21000)
 
 
+@pytest.mark.slow
 def test_prune_surp_end_to_end(recipe_factory) -> None:
     recipe = recipe_factory([
         {"type": "prune", "method": "surp", "sparsity": 0.9, "epochs": 1, "distill": True},
