@@ -431,7 +431,9 @@ def evaluate_path(path: Path, *, data: str | None, root: str | None, trust_check
     size = os.path.getsize(path)
     dataset = load_data(spec, trust_code=trust_code)
     device = resolve_device("auto")
-    outputs, targets = predict(model, dataset.loader("test", 256), device)
+    # the batch size the run measured with: float sums (and so near-ties, exit decisions on
+    # a threshold) depend on the batch shape, so this repeats the report's figures exactly
+    outputs, targets = predict(model, dataset.loader("test", spec.batch_size), device)
     m = metrics_mod.measure(model, outputs, targets, input_shape=dataset.input_shape,
                             device=device, size=size)
     result = {"path": str(path), "kind": kind, "data": spec.dataset,
