@@ -6,6 +6,7 @@ when called.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -58,10 +59,24 @@ def _override(recipe: Recipe, checkpoint: str | None, out: str | None) -> Recipe
     return replace(recipe, model=model, output=output)
 
 
+def _checked(recipe: Recipe, *, trust_code: bool, out: str | None, out_dir: str,
+             files: tuple[str, ...] | None = None) -> None:
+    """Before any work: the recipe names no code unless trusted; the outputs are writable."""
+    from occ.outputs import RUN_FILES, check_output_dir
+    from occ.trust import check_recipe
+
+    check_recipe(recipe.to_dict(), source=recipe.source, trusted=trust_code)
+    where = "--out" if out is not None else f"{recipe.source}: output"
+    check_output_dir(out_dir, where=where, files=RUN_FILES if files is None else files)
+
+
 def compress(recipe_path: str | os.PathLike[str], *, checkpoint: str | None = None,
              out: str | None = None, keep_order: bool = False, resume: bool = False,
-             trust_checkpoint: bool = False, progress: Progress | None = None) -> Report:
+             trust_checkpoint: bool = False, progress: Progress | None = None,
+             trust_code: bool = False) -> Report:
     """Validate, order and run a recipe; write ``model.occ`` and the reports.
+
+    ``trust_code``: allow ``pkg.module:callable`` models named in the recipe (``occ.trust``).
 
     Raises:
         RecipeError, CheckpointError, DataError, ModelError: bad input, before any work.
@@ -72,10 +87,11 @@ def compress(recipe_path: str | os.PathLike[str], *, checkpoint: str | None = No
     plan = validate(recipe_path, keep_order=keep_order)
     recipe = _override(plan.recipe, checkpoint, out)
     plan = replace(plan, recipe=recipe)
+    _checked(recipe, trust_code=trust_code, out=out, out_dir=str(recipe.output))
     from occ import distributed
 
     ctx = runner.prepare(recipe, trust_checkpoint=trust_checkpoint,
-                         progress=progress or NullProgress())
+                         progress=progress or NullProgress(), trust_code=trust_code)
     try:
         return runner.run(plan, ctx, resume=resume)
     finally:
@@ -85,7 +101,7 @@ def compress(recipe_path: str | os.PathLike[str], *, checkpoint: str | None = No
 def ablate(recipe_path: str | os.PathLike[str], *, checkpoint: str | None = None,
            out: str | None = None, max_orders: int | None = None, seed: int | None = None,
            tolerance: float | None = None, trust_checkpoint: bool = False,
-           progress: Progress | None = None) -> dict[str, Any]:
+           progress: Progress | None = None, trust_code: bool = False) -> dict[str, Any]:
     """Run every order of the recipe's techniques (prefixes shared) and rank them.
 
     Writes ``ablation.json``, ``ablation.md`` and ``ablation.png`` under ``out``
@@ -98,8 +114,12 @@ def ablate(recipe_path: str | os.PathLike[str], *, checkpoint: str | None = None
 
     if max_orders is not None and max_orders < 1:
         raise RecipeError(f"must be >= 1, got {max_orders}", where="--max-orders")
-    if tolerance is not None and tolerance < 0:
-        raise RecipeError(f"must be >= 0, got {tolerance}", where="--tolerance")
+    if tolerance is not None and not (math.isfinite(tolerance) and tolerance >= 0):
+        raise RecipeError(f"must be a finite number >= 0, got {tolerance}", where="--tolerance")
+    if seed is not None:
+        from occ.domains import check_seed
+
+        check_seed(seed, where="--seed")
     recipe = load_recipe(recipe_path)
     units, _ = ablate_mod.units_of(recipe)
     if len(units) < 2:
@@ -107,8 +127,10 @@ def ablate(recipe_path: str | os.PathLike[str], *, checkpoint: str | None = None
                           f"{[u.label for u in units]}", where=f"{recipe.source}: stages")
     recipe = _override(recipe, checkpoint, None)
     out_dir = Path(out or f"{recipe.output}-ablation")
+    _checked(recipe, trust_code=trust_code, out=out, out_dir=str(out_dir),
+             files=("ablation.json", "ablation.md", "ablation.png"))
     ctx = runner.prepare(replace(recipe, output=str(out_dir)), trust_checkpoint=trust_checkpoint,
-                         progress=progress or NullProgress())
+                         progress=progress or NullProgress(), trust_code=trust_code)
     sha = resume.file_sha256(str(recipe.model.checkpoint))
     with resume.OutputLock(out_dir):
         return ablate_mod.ablate(recipe, ctx, out_dir=out_dir, max_orders=max_orders,
@@ -120,19 +142,28 @@ def train(arch: str, *, data: str = "mnist5k", epochs: int = 15, out: str,
           lr: float = 0.05, batch_size: int = 128, seed: int = 0, device: str = "auto",
           kwargs: dict[str, Any] | None = None, root: str | None = None,
           limit_train: int | None = None, pad_to: int | None = None, loss: str = "auto",
-          progress: Progress | None = None) -> dict[str, Any]:
+          progress: Progress | None = None, trust_code: bool = False) -> dict[str, Any]:
     """Train a baseline so a fresh machine can go end to end; writes an occ checkpoint.
 
     ``loss``: ``auto`` (cross-entropy, or MSE on a regression dataset), ``mse`` or ``l1``.
+    ``trust_code``: allow ``arch`` to be a ``pkg.module:callable`` (``occ.trust``).
     """
+    from occ.domains import check_device, check_positive_float, check_seed
+    from occ.outputs import check_output_file
+    from occ.trust import require_code
     from occ import runner
     from occ.data.names import task_of
     from occ.recipe import resolve_loss
 
     if epochs < 1:
         raise RecipeError(f"must be >= 1, got {epochs}", where="--epochs")
-    if lr <= 0:
-        raise RecipeError(f"must be > 0, got {lr}", where="--lr")
+    check_positive_float(lr, "--lr")
+    check_seed(seed, "--seed")
+    check_device(device, "--device")
+    if kwargs and "width" in kwargs:
+        check_positive_float(kwargs["width"], "--width")
+    require_code(arch, trusted=trust_code, where="MODEL")
+    check_output_file(out, where="--out")
     from occ.config import from_dict
 
     fields = {"dataset": data, "batch_size": batch_size, "root": root,
@@ -141,7 +172,7 @@ def train(arch: str, *, data: str = "mnist5k", epochs: int = 15, out: str,
     loss = resolve_loss(loss, task_of(spec.dataset), where="--loss")
     return runner.train_baseline(arch, kwargs or {}, spec, epochs=epochs, lr=lr, out=out,
                                  seed=seed, device=device, loss=loss,
-                                 progress=progress or NullProgress())
+                                 progress=progress or NullProgress(), trust_code=trust_code)
 
 
 def evaluate(path: str | os.PathLike[str], *, data: str | None = None, root: str | None = None,
@@ -175,6 +206,11 @@ def export(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = No
         StageError: the exported graph does not compute what occ's model computes.
     """
     from occ.export import export_artifact
+
+    if out is not None:
+        from occ.outputs import check_output_file
+
+        check_output_file(out, where="--out")
 
     return export_artifact(path, out, fmt=fmt, batch_size=batch_size, opset=opset,
                            exporter=exporter, trust_code=trust_code)

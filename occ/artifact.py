@@ -317,9 +317,12 @@ def read_artifact(path: str | os.PathLike[str]) -> Artifact:
     Raises:
         ArtifactError: unreadable, truncated, corrupted or foreign file (named in the message).
     """
+    from occ.limits import MAX_ARTIFACT_BYTES, check_input_file
+
+    check_input_file(path, limit=MAX_ARTIFACT_BYTES, error=ArtifactError, what="artifact")
     try:
         with open(path, "rb") as fh:
-            data = fh.read()
+            data = fh.read(MAX_ARTIFACT_BYTES.value() + 1)
     except OSError as err:
         raise ArtifactError(f"cannot read: {err.strerror}", where=str(path)) from None
     try:

@@ -57,6 +57,9 @@ _state = {"debug": False}
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 TrustCkptOpt = Annotated[bool, typer.Option(
     "--trust-checkpoint", help="Allow checkpoints that need full unpickling (runs code!).")]
+TrustCodeOpt = Annotated[bool, typer.Option(
+    "--trust-code", help="Allow a pkg.module:callable model reference to be imported (runs "
+                         "its code!).")]
 
 
 @app.callback()
@@ -89,6 +92,13 @@ def _run(fn: Callable[[], T]) -> T:
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")
         raise typer.Exit(130) from None
+    except (Exception, RecursionError) as err:  # noqa: BLE001  (a bug: still one line)
+        if _state["debug"]:
+            raise
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        sys.stderr.write(f"error: unexpected {type(err).__name__}: {first} "
+                         "(a bug in occ; rerun with --debug for the traceback)\n")
+        raise typer.Exit(1) from None
 
 
 def _emit_json(doc: Any) -> None:
@@ -178,6 +188,7 @@ def compress(
     nproc: Annotated[int | None, typer.Option(
         "--nproc", help="Train with N data-parallel processes (launches torchrun).")] = None,
     trust_checkpoint: TrustCkptOpt = False,
+    trust_code: TrustCodeOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Validate, order and run a recipe; write DIR/model.occ and DIR/report.{json,md,html}."""
@@ -190,7 +201,7 @@ def compress(
     report = _run(lambda: api.compress(recipe, checkpoint=checkpoint, out=out,
                                        keep_order=keep_order, resume=resume,
                                        trust_checkpoint=trust_checkpoint,
-                                       progress=_RichProgress()))
+                                       trust_code=trust_code, progress=_RichProgress()))
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun only rank 0 prints
     if as_json:
@@ -232,6 +243,7 @@ def ablate(
     checkpoint: Annotated[str | None, typer.Option(help="Input checkpoint.")] = None,
     out: Annotated[str | None, typer.Option(help="Output directory.")] = None,
     trust_checkpoint: TrustCkptOpt = False,
+    trust_code: TrustCodeOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Run every order of the recipe's techniques on a fixed budget and rank them."""
@@ -239,7 +251,8 @@ def ablate(
 
     doc = _run(lambda: api.ablate(recipe, checkpoint=checkpoint, out=out, max_orders=max_orders,
                                   seed=seed, tolerance=tolerance,
-                                  trust_checkpoint=trust_checkpoint, progress=_RichProgress()))
+                                  trust_checkpoint=trust_checkpoint, trust_code=trust_code,
+                                  progress=_RichProgress()))
     if as_json:
         _emit_json(doc)
         return
@@ -283,6 +296,7 @@ def train(
     = None,
     loss: Annotated[str, typer.Option(
         help="auto (cross_entropy; mse on a regression dataset), mse or l1.")] = "auto",
+    trust_code: TrustCodeOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Train a baseline checkpoint (so a fresh machine can go end to end)."""
@@ -291,7 +305,7 @@ def train(
     kwargs = {"width": width} if width is not None else {}
     result = _run(lambda: api.train(model, data=data, root=root, epochs=epochs, out=out, lr=lr,
                                     batch_size=batch_size, seed=seed, kwargs=kwargs,
-                                    pad_to=pad_to, loss=loss,
+                                    pad_to=pad_to, loss=loss, trust_code=trust_code,
                                     progress=_RichProgress()))
     if as_json:
         _emit_json(result)
@@ -375,8 +389,9 @@ def inspect(
     from rich.table import Table
 
     header = result["header"]
-    table = Table(title=f"{path}: {result['bytes']:,} bytes, model {header['model']['arch']}, "
-                        f"{len(header.get('edits', []))} edits", title_justify="left")
+    model = header.get("model") if isinstance(header.get("model"), dict) else {}
+    table = Table(title=f"{path}: {result['bytes']:,} bytes, model {model.get('arch')}, "
+                        f"{len(header.get('edits') or [])} edits", title_justify="left")
     for col in ("tensor", "shape", "dtype", "codec", "bytes", "sparsity", "bits/value"):
         table.add_column(col, justify="left" if col in ("tensor", "codec", "dtype") else "right")
     for r in result["tensors"]:

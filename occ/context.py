@@ -46,6 +46,8 @@ class RunContext:
         encoding: how the artifact codes its streams (``entropy_code`` sets ``codec``).
         progress: where long loops report progress.
         recipe: the resolved recipe, for stages that need global settings.
+        trust_code: the user passed ``--trust-code``: ``pkg.module:callable`` models may be
+            imported (``occ.trust``); every model build in the run passes it on.
     """
 
     model: nn.Module
@@ -60,6 +62,7 @@ class RunContext:
     progress: Progress = field(default_factory=NullProgress)
     recipe: Recipe | None = None
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("occ"))
+    trust_code: bool = False
 
     def record_edit(self, op: str, **args: Any) -> None:
         """Record a structural edit (already applied to ``model``) for the artifact.

@@ -118,7 +118,7 @@ def _first_line(err: BaseException) -> str:
 
 @torch.no_grad()
 def build_student(ref: ArchRef, teacher: nn.Module, sample: torch.Tensor, *,
-                  seed: int, where: str) -> nn.Module:
+                  seed: int, where: str, trust_code: bool = False) -> nn.Module:
     """Build ``ref`` (weights seeded by ``seed``) and check it maps ``sample`` like ``teacher``.
 
     Raises:
@@ -128,7 +128,7 @@ def build_student(ref: ArchRef, teacher: nn.Module, sample: torch.Tensor, *,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         try:
-            student = build_model(ref.arch, ref.kwargs)
+            student = build_model(ref.arch, ref.kwargs, allow_callables=trust_code)
         except ModelError as err:
             raise _relocate(err, where) from None
     student.to(sample.device).eval()

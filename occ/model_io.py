@@ -24,6 +24,7 @@ from occ.artifact import Artifact, CodecPolicy, encode_artifact, read_artifact, 
 from occ.errors import ArtifactError, ModelError
 from occ.models import build_model
 from occ.models.edits import apply_edits
+from occ.trust import TrustError
 
 
 def codec_policy(encoding: dict[str, Any]) -> CodecPolicy:
@@ -61,12 +62,12 @@ def save(path: str | os.PathLike[str], model: nn.Module, header: dict[str, Any],
 
 
 def _build(artifact: Artifact, spec: dict[str, Any], *, trust_code: bool,
-           meta_only: bool = False) -> nn.Module:
+           meta_only: bool = False, source: str | None = None) -> nn.Module:
     kwargs = spec.get("kwargs", {})
     if not isinstance(kwargs, dict):
         raise ArtifactError("header model.kwargs is not a mapping")
     try:
-        model = build_model(spec["arch"], kwargs, allow_callables=trust_code)
+        model = build_model(spec["arch"], kwargs, allow_callables=trust_code, source=source)
     except ModelError as err:
         raise ArtifactError(f"cannot rebuild model: {err.message}") from None
     edits = artifact.header.get("edits", [])
@@ -96,7 +97,8 @@ def _check_size(shadow: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
                             f"stores {stored:,}")
 
 
-def rebuild(artifact: Artifact, *, trust_code: bool = False) -> nn.Module:
+def rebuild(artifact: Artifact, *, trust_code: bool = False,
+            source: str | None = None) -> nn.Module:
     """The model an artifact describes, with its tensors loaded, in eval mode.
 
     The architecture is first built on the ``meta`` device (no memory) and checked
@@ -108,8 +110,9 @@ def rebuild(artifact: Artifact, *, trust_code: bool = False) -> nn.Module:
         raise ArtifactError("header has no model reference")
     try:
         with torch.device("meta"):
-            shadow = _build(artifact, spec, trust_code=trust_code, meta_only=True)
-    except ArtifactError:
+            shadow = _build(artifact, spec, trust_code=trust_code, meta_only=True,
+                            source=source)
+    except (ArtifactError, TrustError):
         raise
     except NotImplementedError:  # an op without meta support: the real build checks
         shadow = None
@@ -117,7 +120,7 @@ def rebuild(artifact: Artifact, *, trust_code: bool = False) -> nn.Module:
         raise ArtifactError(f"cannot rebuild model: {str(err)[:200]}") from None
     if shadow is not None:
         _check_size(shadow, artifact.tensors)
-    model = _build(artifact, spec, trust_code=trust_code)
+    model = _build(artifact, spec, trust_code=trust_code, source=source)
     _check_fit(model, artifact.tensors)
     model.load_state_dict(artifact.tensors, strict=True)
     return model.eval()
@@ -136,6 +139,6 @@ def load(path: str | os.PathLike[str], *, trust_code: bool = False) -> nn.Module
     """
     artifact = read_artifact(path)
     try:
-        return rebuild(artifact, trust_code=trust_code)
+        return rebuild(artifact, trust_code=trust_code, source=str(path))
     except ArtifactError as err:
         raise ArtifactError(err.message, where=str(path)) from None

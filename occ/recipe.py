@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Literal
 
 import yaml
@@ -63,8 +62,14 @@ class DataSpec:
               f"unknown dataset {self.dataset!r}; allowed: {', '.join(DATASETS)}")
         check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         check(self.val_size >= 0, "val_size", f"must be >= 0, got {self.val_size}")
-        check(self.num_workers >= 0, "num_workers", f"must be >= 0, got {self.num_workers}")
-        check(self.pad_to is None or self.pad_to >= 1, "pad_to", f"must be >= 1, got {self.pad_to}")
+        from occ.limits import MAX_IMAGE_SIDE, MAX_WORKERS
+
+        check(0 <= self.num_workers <= MAX_WORKERS, "num_workers",
+              f"must be in [0, {MAX_WORKERS}], got {self.num_workers}")
+        for key in ("pad_to", "image_size"):
+            side = getattr(self, key)
+            check(side is None or 1 <= side <= MAX_IMAGE_SIDE, key,
+                  f"must be in [1, {MAX_IMAGE_SIDE}] pixels, got {side}")
         check(self.limit_train is None or self.limit_train >= 1, "limit_train",
               f"must be >= 1, got {self.limit_train}")
         from occ.data.names import EMBEDDED
@@ -146,7 +151,14 @@ def _parse_stage(raw: Any, where: str) -> Stage:
     except RecipeError as err:
         raise err.located(f"{where}.type") from None
     body = {k: v for k, v in raw.items() if k != "type"}
-    return Stage(type=kind, config=from_dict(info.config, body, where=where))
+    config = from_dict(info.config, body, where=where)
+    from occ.domains import check_device
+
+    try:
+        check_device(config.device)
+    except RecipeError as err:
+        raise err.located(where) from None
+    return Stage(type=kind, config=config)
 
 
 def parse_recipe(data: Any, *, source: str = "<recipe>") -> Recipe:
@@ -252,9 +264,11 @@ class _RecipeHead:
               f"must be a percentage in [0, 100], got {self.min_accuracy}")
         check(self.max_mae is None or self.max_mae > 0, "max_mae",
               f"must be > 0 (target units), got {self.max_mae}")
-        check(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
-        check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
-              "device", f"must be auto, cpu or cuda[:N], got {self.device!r}")
+        from occ.domains import check_device, check_name, check_seed
+
+        check_seed(self.seed)
+        check_device(self.device)
+        check_name(self.name)
 
 
 def _check_duplicates(stages: tuple[Stage, ...], source: str) -> None:
@@ -275,20 +289,10 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
     Raises:
         RecipeError: unreadable file, invalid YAML, or any schema error (located).
     """
+    from occ.safe_yaml import read_recipe_text, safe_load
+
     name = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-        raise RecipeError(f"cannot read recipe: {reason}", where=name) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or "invalid YAML"
-        raise RecipeError(f"not valid YAML{at}: {problem}", where=name) from None
-    recipe = parse_recipe(data, source=name)
+    recipe = parse_recipe(safe_load(read_recipe_text(path), where=name), source=name)
     if recipe.model.checkpoint is not None and not os.path.isfile(recipe.model.checkpoint):
         raise RecipeError(f"file not found: {recipe.model.checkpoint}",
                           where=f"{name}: model.checkpoint")

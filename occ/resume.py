@@ -37,11 +37,21 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+# Recipe fields that cannot change what a stage computes: its label, where it is written,
+# the quality gates checked after it, and the written order (``stages`` is the run order).
+_NOT_RESULT = ("name", "output", "min_accuracy", "max_mae", "order", "stages")
+
+
 def fingerprints(recipe: Recipe, checkpoint_sha: str) -> list[str]:
-    """One fingerprint per stage: what must match for its saved state to be reused."""
-    base = {"checkpoint": checkpoint_sha, "seed": recipe.seed, "occ": __version__,
-            "torch": torch.__version__, "model": recipe.to_dict()["model"],
-            "data": recipe.to_dict()["data"], "device": recipe.device}
+    """One fingerprint per stage: what must match for its saved state to be reused.
+
+    Every recipe field except those in ``_NOT_RESULT`` is covered (model, data, seed,
+    device, task, loss, version, and any field added later), plus the stages up to and
+    including this one, the input checkpoint's sha256 and the occ and torch versions.
+    """
+    settings = {k: v for k, v in recipe.to_dict().items() if k not in _NOT_RESULT}
+    base = {"checkpoint": checkpoint_sha, "occ": __version__, "torch": torch.__version__,
+            "recipe": settings}
     stages = [s.to_dict() for s in recipe.stages]
     return [hashlib.sha256(json.dumps({**base, "stages": stages[:i + 1]}, sort_keys=True)
                            .encode()).hexdigest() for i in range(len(stages))]
@@ -57,6 +67,9 @@ def save_state(path: Path, *, fingerprint: str, model: torch.nn.Module, header: 
     """Write a stage state atomically (artifact container, raw tensors)."""
     write_artifact(path, {**header, "state": {"fingerprint": fingerprint, "record": record}},
                    model_io.state_tensors(model))
+    from occ.state_manifest import record_state
+
+    record_state(path, fingerprint)
 
 
 @dataclass
@@ -73,8 +86,11 @@ class StaleStateError(RecipeError):
 
 def load_state(path: Path, fingerprint: str, *, where: str) -> SavedState | None:
     """The saved state at ``path`` if present; StaleStateError if it belongs to another run."""
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return None
+    from occ.state_manifest import verify_state
+
+    verify_state(path, fingerprint, where=where)
     try:
         artifact = read_artifact(path)
     except ArtifactError:

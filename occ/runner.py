@@ -44,15 +44,21 @@ def _arch_kwargs(kwargs: dict[str, Any], data: DataBundle, arch: str) -> dict[st
     return data_kwargs(arch, kwargs, data.input_shape, data.num_classes)
 
 
-def prepare(recipe: Recipe, *, trust_checkpoint: bool, progress: Progress) -> RunContext:
-    """Load data, build the model and load the checkpoint: all before any output is written."""
+def prepare(recipe: Recipe, *, trust_checkpoint: bool, progress: Progress,
+            trust_code: bool = False) -> RunContext:
+    """Load data, build the model and load the checkpoint: all before any output is written.
+
+    ``trust_code``: the user passed ``--trust-code`` (``occ.trust``); kept in the context
+    for every later model build (students, resumed states, the round-trip check).
+    """
     seed_everything(recipe.seed)
     device = distributed.setup() or resolve_device(recipe.device)
     data = load_data(recipe.data, seed=recipe.seed)
     ckpt_path = str(recipe.model.checkpoint)
     ckpt = load_checkpoint(ckpt_path, trust=trust_checkpoint)
     kwargs = _arch_kwargs(recipe.model.kwargs, data, recipe.model.arch)
-    model = build_model(recipe.model.arch, kwargs)
+    model = build_model(recipe.model.arch, kwargs, allow_callables=trust_code,
+                        source=recipe.source)
     load_into(model, ckpt, where=ckpt_path, arch=recipe.model.arch)
     model.to(device).eval()
     baseline = copy.deepcopy(model).eval()
@@ -60,7 +66,8 @@ def prepare(recipe: Recipe, *, trust_checkpoint: bool, progress: Progress) -> Ru
         p.requires_grad_(False)
     return RunContext(model=model, baseline=baseline, data=data, device=device,
                       seed=recipe.seed, out_dir=Path(str(recipe.output)),
-                      arch=ArchRef(recipe.model.arch, kwargs), progress=progress, recipe=recipe)
+                      arch=ArchRef(recipe.model.arch, kwargs), progress=progress, recipe=recipe,
+                      trust_code=trust_code)
 
 
 def _header(ctx: RunContext, plan: Plan, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -109,8 +116,6 @@ def _run_locked(plan: Plan, ctx: RunContext, *, resume: bool) -> Report:
     report = Report(name=recipe.name, source=recipe.source, plan=plan.to_dict(),
                     baseline=base_metrics, device=str(ctx.device), out_dir=str(ctx.out_dir))
     main = distributed.is_main()
-    if main:
-        atomic_write_text(ctx.out_dir / "recipe.resolved.yaml", dump_recipe(recipe))
     prints = resume_mod.fingerprints(recipe, resume_mod.file_sha256(str(recipe.model.checkpoint)))
     outputs = base_out
     restoring = resume
@@ -140,6 +145,9 @@ def _run_locked(plan: Plan, ctx: RunContext, *, resume: bool) -> Report:
     report.seconds = time.perf_counter() - started
     if not main:
         return report
+    # Written with the artifact, not before the stages: a run that fails validation or a
+    # stage leaves no resolved recipe behind that looks like a finished run's.
+    atomic_write_text(ctx.out_dir / "recipe.resolved.yaml", dump_recipe(recipe))
     size = model_io.save(artifact, ctx.model, _header(ctx, plan, summary), ctx.encoding)
     _verify_round_trip(artifact, ctx, final_out)
     report.artifact = str(artifact)
@@ -196,7 +204,7 @@ def save_state(ctx: RunContext, plan: Plan, path: Path, fingerprint: str,
 def restore(ctx: RunContext, saved: resume_mod.SavedState) -> None:
     """Put a saved stage state back into ``ctx`` (model, arch, edits, encoding)."""
     header = saved.artifact.header
-    ctx.model = model_io.rebuild(saved.artifact, trust_code=True).to(ctx.device)
+    ctx.model = model_io.rebuild(saved.artifact, trust_code=ctx.trust_code).to(ctx.device)
     ctx.arch = ArchRef(header["model"]["arch"], header["model"].get("kwargs", {}))
     ctx.edits = list(header.get("edits", []))
     ctx.encoding = dict(header.get("encoding", {"codec": "raw"}))
@@ -211,7 +219,7 @@ def _record_from(d: dict[str, Any], i: int, stage: Any) -> StageRecord:
 
 def _verify_round_trip(path: Path, ctx: RunContext, outputs: torch.Tensor) -> None:
     """Decode the written artifact and check it reproduces the evaluated model exactly."""
-    loaded = model_io.load(path, trust_code=True)
+    loaded = model_io.load(path, trust_code=ctx.trust_code)
     own = model_io.state_tensors(ctx.model)
     for name, t in model_io.state_tensors(loaded).items():
         if not tensor_equal(t, own[name]):
@@ -223,14 +231,14 @@ def _verify_round_trip(path: Path, ctx: RunContext, outputs: torch.Tensor) -> No
 
 def train_baseline(arch: str, kwargs: dict[str, Any], spec: DataSpec, *, epochs: int, lr: float,
                    out: str, seed: int, device: str, progress: Progress,
-                   loss: str = "auto") -> dict[str, Any]:
+                   loss: str = "auto", trust_code: bool = False) -> dict[str, Any]:
     """Train ``arch`` on ``spec``'s data (``loss``: ``occ.train.task_loss``) and save an
     occ checkpoint at ``out``."""
     seed_everything(seed)
     dev = resolve_device(device)
     data = load_data(spec, seed=seed)
     kwargs = _arch_kwargs(kwargs, data, arch)
-    model = build_model(arch, kwargs)
+    model = build_model(arch, kwargs, allow_callables=trust_code)
     t0 = time.perf_counter()
     losses = fit(model, data.loader("train", spec.batch_size, shuffle=True, seed=seed),
                  epochs=epochs, lr=lr, device=dev, loss_fn=task_loss(loss), progress=progress,
@@ -268,15 +276,16 @@ def evaluate_path(path: Path, *, data: str | None, root: str | None, trust_check
     """
     from occ.errors import CheckpointError
 
-    if not path.exists():
-        raise CheckpointError("file not found", where=str(path))
+    from occ.limits import check_input_file
+
+    check_input_file(path, error=CheckpointError)  # by type: a FIFO would block the open
     with open(path, "rb") as fh:
         is_artifact = fh.read(len(MAGIC)) == MAGIC
     if is_artifact:
         artifact = read_artifact(path)
         recipe = artifact.header.get("recipe")
         spec = _data_for(recipe.get("data") if isinstance(recipe, dict) else None, data, root)
-        model = model_io.rebuild(artifact, trust_code=trust_code)
+        model = model_io.rebuild(artifact, trust_code=trust_code, source=str(path))
         size = os.path.getsize(path)
         kind = "artifact"
     else:
@@ -287,7 +296,10 @@ def evaluate_path(path: Path, *, data: str | None, root: str | None, trust_check
                                   "compress it with a recipe instead", where=str(path))
         recorded = ckpt.meta.get("data")
         spec = _data_for(recorded if isinstance(recorded, dict) else None, data, root)
-        model = build_model(arch, dict(ckpt.meta.get("kwargs", {})))
+        kwargs = ckpt.meta.get("kwargs") or {}
+        if not isinstance(kwargs, dict):
+            raise CheckpointError("kwargs is not a mapping", where=f"{path}: kwargs")
+        model = build_model(arch, dict(kwargs), allow_callables=trust_code, source=str(path))
         load_into(model, ckpt, where=str(path), arch=arch)
         size = os.path.getsize(path)
         kind = "checkpoint"

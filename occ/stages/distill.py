@@ -146,7 +146,8 @@ def distill_(ctx: RunContext, config: DistillConfig) -> StageResult:
                               input_shape=ctx.data.input_shape,
                               num_classes=ctx.data.num_classes, where=where)
     sample = next(iter(ctx.loader("train", batch_size=2)))[0].to(device)  # (2, C, H, W)
-    student = distill.build_student(ref, teacher, sample, seed=ctx.seed, where=where)
+    student = distill.build_student(ref, teacher, sample, seed=ctx.seed, where=where,
+                                    trust_code=ctx.trust_code)
     hints = (distill.FeatureHints(teacher, student, config.hints, sample,
                                   where=where.replace(".student", ".hints"))
              if config.hints else None)
