@@ -115,7 +115,7 @@ def ablate(recipe_path: str | os.PathLike[str], *, checkpoint: str | None = None
     if max_orders is not None and max_orders < 1:
         raise RecipeError(f"must be >= 1, got {max_orders}", where="--max-orders")
     if tolerance is not None and not (math.isfinite(tolerance) and tolerance >= 0):
-        raise RecipeError(f"must be a finite number >= 0, got {tolerance}", where="--tolerance")
+        raise RecipeError(f"must be >= 0 and finite, got {tolerance}", where="--tolerance")
     if seed is not None:
         from occ.domains import check_seed
 
@@ -148,12 +148,12 @@ def train(arch: str, *, data: str = "mnist5k", epochs: int = 15, out: str,
     ``loss``: ``auto`` (cross-entropy, or MSE on a regression dataset), ``mse`` or ``l1``.
     ``trust_code``: allow ``arch`` to be a ``pkg.module:callable`` (``occ.trust``).
     """
-    from occ.domains import check_device, check_positive_float, check_seed
-    from occ.outputs import check_output_file
-    from occ.trust import require_code
     from occ import runner
     from occ.data.names import task_of
+    from occ.domains import check_device, check_positive_float, check_seed
+    from occ.outputs import check_output_file
     from occ.recipe import resolve_loss
+    from occ.trust import require_code
 
     if epochs < 1:
         raise RecipeError(f"must be >= 1, got {epochs}", where="--epochs")

@@ -26,6 +26,7 @@ from occ.models import build_model, data_kwargs
 from occ.models.names import arch_kind
 from occ.models.zoo import builder_params
 from occ.train import LossFn, default_loss
+from occ.trust import TrustError
 
 
 def kd_loss(student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor, *,
@@ -131,6 +132,8 @@ def build_student(ref: ArchRef, teacher: nn.Module, sample: torch.Tensor, *,
             student = build_model(ref.arch, ref.kwargs, allow_callables=trust_code)
         except ModelError as err:
             raise _relocate(err, where) from None
+        except TrustError as err:
+            raise TrustError(err.message, where=f"{where}.arch") from None
     student.to(sample.device).eval()
     teacher.eval()
     expected = teacher(sample)

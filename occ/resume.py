@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from occ import __version__, model_io
-from occ.artifact import Artifact, read_artifact, write_artifact
+from occ.artifact import Artifact, encode_artifact, read_artifact
 from occ.errors import ArtifactError, RecipeError
 from occ.recipe import Recipe
 
@@ -65,11 +65,15 @@ def state_path(out_dir: Path, index: int, kind: str) -> Path:
 def save_state(path: Path, *, fingerprint: str, model: torch.nn.Module, header: dict[str, Any],
                record: dict[str, Any]) -> None:
     """Write a stage state atomically (artifact container, raw tensors)."""
-    write_artifact(path, {**header, "state": {"fingerprint": fingerprint, "record": record}},
-                   model_io.state_tensors(model))
+    from occ.io import atomic_write_bytes
     from occ.state_manifest import record_state
 
-    record_state(path, fingerprint)
+    data = encode_artifact({**header, "state": {"fingerprint": fingerprint, "record": record}},
+                           model_io.state_tensors(model))
+    # The manifest first: a kill between the two leaves an entry for a missing file (redone),
+    # never a state file the manifest does not vouch for.
+    record_state(path, fingerprint, hashlib.sha256(data).hexdigest())
+    atomic_write_bytes(path, data)
 
 
 @dataclass
@@ -80,8 +84,7 @@ class SavedState:
     record: dict[str, Any]
 
 
-class StaleStateError(RecipeError):
-    """A saved state on disk was made by another recipe, checkpoint, seed or version."""
+from occ.state_manifest import StaleStateError  # noqa: E402  (torch-free home)
 
 
 def load_state(path: Path, fingerprint: str, *, where: str) -> SavedState | None:

@@ -275,7 +275,6 @@ def evaluate_path(path: Path, *, data: str | None, root: str | None, trust_check
     (``occ.latency.measure_latency``), under ``latency``.
     """
     from occ.errors import CheckpointError
-
     from occ.limits import check_input_file
 
     check_input_file(path, error=CheckpointError)  # by type: a FIFO would block the open

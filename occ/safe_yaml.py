@@ -34,6 +34,9 @@ class _YamlLimit(yaml.YAMLError):
         self.problem_mark = mark
 
 
+_MERGE = "tag:yaml.org,2002:merge"
+
+
 class BoundedSafeLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` with depth, node-count, alias-cycle and duplicate-key checks."""
 
@@ -57,7 +60,7 @@ class BoundedSafeLoader(yaml.SafeLoader):
         if isinstance(node, MappingNode):
             seen: set[Any] = set()
             for key_node, _ in node.value:
-                if not isinstance(key_node, ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                if not isinstance(key_node, ScalarNode) or key_node.tag == _MERGE:
                     continue
                 key = self.construct_object(key_node, deep=False)
                 try:

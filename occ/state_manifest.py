@@ -24,7 +24,11 @@ MANIFEST = "manifest.json"
 _MAX_MANIFEST = 1 << 20
 
 
-class UnverifiedStateError(RecipeError):
+class StaleStateError(RecipeError):
+    """A saved state on disk was made by another recipe, checkpoint, seed or version."""
+
+
+class UnverifiedStateError(StaleStateError):
     """A stage state on disk that this run did not write (or that changed since)."""
 
 
@@ -48,10 +52,10 @@ def _read(folder: Path) -> dict[str, Any]:
     return states if isinstance(states, dict) else {}
 
 
-def record_state(path: Path, fingerprint: str) -> None:
-    """Record the state just written at ``path`` (digest + fingerprint) in the manifest."""
+def record_state(path: Path, fingerprint: str, sha256: str) -> None:
+    """Record the state about to be written at ``path`` (digest + fingerprint)."""
     states = _read(path.parent)
-    states[path.name] = {"sha256": _sha256(path), "fingerprint": fingerprint}
+    states[path.name] = {"sha256": sha256, "fingerprint": fingerprint}
     atomic_write_text(path.parent / MANIFEST,
                       json.dumps({"states": states}, indent=1, sort_keys=True))
 
@@ -78,5 +82,5 @@ def verify_state(path: Path, fingerprint: str, *, where: str) -> None:
                                    f"or version; {hint}", where=where)
 
 
-__all__ = ["MANIFEST", "UnverifiedStateError", "record_state", "verify_state"]
+__all__ = ["MANIFEST", "StaleStateError", "UnverifiedStateError", "record_state", "verify_state"]
 

@@ -34,8 +34,8 @@ def is_code_reference(ref: Any) -> bool:
     """Whether ``ref`` is a ``pkg.module:callable`` reference (importing it runs code)."""
     if not isinstance(ref, str):
         return False
-    from occ.models.names import arch_kind
     from occ.errors import ModelError
+    from occ.models.names import arch_kind
 
     try:
         return arch_kind(ref) == "callable"

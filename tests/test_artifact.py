@@ -17,10 +17,10 @@ from occ.artifact import (
     read_artifact,
     write_artifact,
 )
-from occ.trust import TrustError
 from occ.errors import ArtifactError
 from occ.models import build_model
 from occ.models.edits import shape_changes, tensor_equal
+from occ.trust import TrustError
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int8,
           torch.uint8, torch.int16, torch.int32, torch.int64, torch.bool]

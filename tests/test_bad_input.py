@@ -151,7 +151,8 @@ def test_unparseable_recipe_files(tmp_path: Path, content: bytes, expected: str)
 
 
 def test_recipe_is_a_directory(tmp_path: Path) -> None:
-    assert_one_line(run_cli(["validate", str(tmp_path)]), "is a directory, not a regular recipe file")
+    assert_one_line(run_cli(["validate", str(tmp_path)]),
+                    "is a directory, not a regular recipe file")
 
 
 @pytest.fixture

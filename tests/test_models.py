@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from occ.errors import ModelError
-from occ.trust import TrustError
 from occ.models import ZOO_NAMES, build_model, check_arch_name, list_models
 from occ.models.zoo import register_model
+from occ.trust import TrustError
 
 # Zoo models whose flatten size depends on the input side get it here; the rest pool globally.
 _INPUT_KWARGS: dict[str, dict[str, int]] = {
