@@ -60,6 +60,22 @@ MAX_SEED = 2**32 - 1  # numpy's and torch's seeds are 32 / 64 bit: the common ra
 MAX_INT = 2**63 - 1  # any integer field: must fit in a C int64
 MAX_WORKERS = 64  # data.num_workers: more only floods the machine with processes
 MAX_IMAGE_SIDE = 8192  # data.image_size / data.pad_to, in pixels
+MAX_JSON_DEPTH = 64  # artifact headers: occ writes at most ~6 levels
+
+
+def json_depth(obj: object, cap: int) -> int:
+    """Nesting depth of plain JSON data, without recursion; stops counting past ``cap``."""
+    deepest, stack = 0, [(obj, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > cap:
+            return deepest
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+    return deepest
 
 
 def _kind(mode: int) -> str:
@@ -99,11 +115,11 @@ def check_input_file(path: str | os.PathLike[str], *, limit: Limit | None = None
 def read_bounded(path: str | os.PathLike[str], limit: Limit, *,
                  error: type[OccError] = OccError, what: str = "file") -> bytes:
     """The bytes of regular file ``path``, refusing files over ``limit`` (even growing ones)."""
-    check_input_file(path, limit=limit, error=error, what=what)
+    size = check_input_file(path, limit=limit, error=error, what=what)
     cap = limit.value()
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(cap + 1)
+        with open(path, "rb") as fh:  # read(n) allocates n bytes up front: ask for the size
+            data = fh.read(min(size, cap) + 1)
     except OSError as err:
         raise error(f"cannot read {what}: {err.strerror or err}", where=str(path)) from None
     if len(data) > cap:
@@ -119,5 +135,6 @@ def check_params(count: int, *, where: str, name: str) -> None:
 
 
 __all__ = ["MAX_ARTIFACT_BYTES", "MAX_CHECKPOINT_BYTES", "MAX_IMAGE_SIDE", "MAX_INT",
-           "MAX_PARAMS", "MAX_RECIPE_BYTES", "MAX_SEED", "MAX_WORKERS", "MAX_YAML_DEPTH",
-           "MAX_YAML_NODES", "Limit", "check_input_file", "check_params", "read_bounded"]
+           "MAX_JSON_DEPTH", "MAX_PARAMS", "MAX_RECIPE_BYTES", "MAX_SEED", "MAX_WORKERS",
+           "MAX_YAML_DEPTH", "MAX_YAML_NODES", "Limit", "check_input_file", "check_params", "json_depth",
+           "read_bounded"]
