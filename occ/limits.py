@@ -136,5 +136,5 @@ def check_params(count: int, *, where: str, name: str) -> None:
 
 __all__ = ["MAX_ARTIFACT_BYTES", "MAX_CHECKPOINT_BYTES", "MAX_IMAGE_SIDE", "MAX_INT",
            "MAX_JSON_DEPTH", "MAX_PARAMS", "MAX_RECIPE_BYTES", "MAX_SEED", "MAX_WORKERS",
-           "MAX_YAML_DEPTH", "MAX_YAML_NODES", "Limit", "check_input_file", "check_params", "json_depth",
-           "read_bounded"]
+           "MAX_YAML_DEPTH", "MAX_YAML_NODES", "Limit", "check_input_file", "check_params",
+           "json_depth", "read_bounded"]
