@@ -49,8 +49,9 @@ def validate(path: str | os.PathLike[str], *, keep_order: bool = False) -> Plan:
 def _override(recipe: Recipe, checkpoint: str | None, out: str | None) -> Recipe:
     model = recipe.model
     if checkpoint is not None:
-        if not os.path.isfile(checkpoint):
-            raise CheckpointError("file not found", where=checkpoint)
+        from occ.limits import check_input_file
+
+        check_input_file(checkpoint, error=CheckpointError, what="checkpoint")
         model = replace(model, checkpoint=checkpoint)
     if model.checkpoint is None:
         raise RecipeError("is required to compress (or pass --checkpoint)",

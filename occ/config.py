@@ -52,6 +52,8 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         choices = ", ".join(repr(a) for a in allowed)
         raise RecipeError(f"must be one of {choices}, got {value!r}", where=where)
     if origin in (Union, types.UnionType):
+        if isinstance(value, float) and not math.isfinite(value) and float in get_args(tp):
+            raise RecipeError(f"must be a finite number, got {value!r}", where=where)
         errors = []
         for arm in get_args(tp):
             try:

@@ -25,7 +25,7 @@ from occ.checkpoint import load_checkpoint, load_into, save_checkpoint
 from occ.config import to_dict
 from occ.context import ArchRef, RunContext
 from occ.data import DataBundle, load_data
-from occ.errors import OccError, RecipeError, StageError
+from occ.errors import ArtifactError, OccError, RecipeError, StageError
 from occ.io import atomic_write_text
 from occ.models import build_model, data_kwargs
 from occ.models.edits import tensor_equal
@@ -284,7 +284,10 @@ def evaluate_path(path: Path, *, data: str | None, root: str | None, trust_check
         artifact = read_artifact(path)
         recipe = artifact.header.get("recipe")
         spec = _data_for(recipe.get("data") if isinstance(recipe, dict) else None, data, root)
-        model = model_io.rebuild(artifact, trust_code=trust_code, source=str(path))
+        try:
+            model = model_io.rebuild(artifact, trust_code=trust_code, source=str(path))
+        except ArtifactError as err:  # name the file, like occ.load does
+            raise ArtifactError(err.message, where=str(path)) from None
         size = os.path.getsize(path)
         kind = "artifact"
     else:
@@ -297,7 +300,7 @@ def evaluate_path(path: Path, *, data: str | None, root: str | None, trust_check
         spec = _data_for(recorded if isinstance(recorded, dict) else None, data, root)
         kwargs = ckpt.meta.get("kwargs") or {}
         if not isinstance(kwargs, dict):
-            raise CheckpointError("kwargs is not a mapping", where=f"{path}: kwargs")
+            raise CheckpointError("must be a mapping", where=f"{path}: kwargs")
         model = build_model(arch, dict(kwargs), allow_callables=trust_code, source=str(path))
         load_into(model, ckpt, where=str(path), arch=arch)
         size = os.path.getsize(path)

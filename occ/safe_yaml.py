@@ -126,7 +126,10 @@ def read_recipe_text(path: Any) -> str:
 
 def safe_load(text: str, *, where: str) -> Any:
     """Parse YAML ``text`` within the bounds; RecipeError (located at ``where``) otherwise."""
-    loader = BoundedSafeLoader(text)
+    try:
+        loader = BoundedSafeLoader(text)  # the reader rejects control characters here
+    except yaml.YAMLError as err:
+        raise RecipeError(f"not valid YAML: {err}".splitlines()[0][:200], where=where) from None
     try:
         node = loader.get_single_node()
         if node is None:
