@@ -470,7 +470,8 @@ CASES += [
         ["eval", str(occ_checkpoint(t, w, "torchvision.resnet18", {"num_classes": 10**7}))],
         TOO_BIG)),
     ("size-checkpoint-kwargs-list", lambda t, w: Run(
-        ["eval", str(occ_checkpoint(t, w, "lenet5", [1, 2]))], r"c\.pt: kwargs: must be a mapping")),
+        ["eval", str(occ_checkpoint(t, w, "lenet5", [1, 2]))],
+        r"c\.pt: kwargs: must be a mapping")),
     ("size-checkpoint-arch-int", lambda t, w: Run(
         ["eval", str(occ_checkpoint(t, w, 3, {}))],
         r"c\.pt: has no architecture reference")),
