@@ -51,7 +51,7 @@ class Limit:
 MAX_RECIPE_BYTES = Limit("OCC_MAX_RECIPE_BYTES", 1 << 20, "bytes")
 MAX_YAML_NODES = Limit("OCC_MAX_YAML_NODES", 100_000, "YAML nodes (aliases expanded)")
 MAX_YAML_DEPTH = Limit("OCC_MAX_YAML_DEPTH", 64, "levels of YAML nesting")
-MAX_PARAMS = Limit("OCC_MAX_PARAMS", 100_000_000, "parameters and buffers")
+MAX_PARAMS = Limit("OCC_MAX_PARAMS", 150_000_000, "parameters and buffers")
 MAX_CHECKPOINT_BYTES = Limit("OCC_MAX_CHECKPOINT_BYTES", 8 << 30, "bytes")
 MAX_ARTIFACT_BYTES = Limit("OCC_MAX_ARTIFACT_BYTES", 4 << 30, "bytes")
 

@@ -74,7 +74,7 @@ def check_output_file(path: str | os.PathLike[str], *, where: str = "--out") -> 
     """Check that file ``path`` can be written (its folder can be made; it is not a dir)."""
     out = _check_text(path, where)
     if out.is_dir():
-        raise RecipeError(f"{out} is a directory; give a file name", where=where)
+        raise RecipeError(f"is a directory; give a file name ({out})", where=where)
     check_output_dir(out.parent if str(out.parent) else Path("."), where=where, files=(),
                      dirs=())
     if out.exists() and not os.access(out, os.W_OK):

@@ -294,9 +294,10 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
     name = str(path)
     recipe = parse_recipe(safe_load(read_recipe_text(path), where=name), source=name)
     if recipe.model.checkpoint is not None and not os.path.isfile(recipe.model.checkpoint):
-        from occ.limits import check_input_file
+        if os.path.lexists(recipe.model.checkpoint):  # a FIFO, device, directory, bad link
+            from occ.limits import check_input_file
 
-        check_input_file(recipe.model.checkpoint, error=RecipeError, what="checkpoint")
+            check_input_file(recipe.model.checkpoint, error=RecipeError, what="checkpoint")
         raise RecipeError(f"file not found: {recipe.model.checkpoint}",
                           where=f"{name}: model.checkpoint")
     return recipe

@@ -68,7 +68,7 @@ def test_expanded_size_counts_aliases_without_expanding(monkeypatch: pytest.Monk
 
 
 def test_limits_are_raised_by_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert MAX_PARAMS.value() == 100_000_000
+    assert MAX_PARAMS.value() == 150_000_000
     monkeypatch.setenv("OCC_MAX_PARAMS", "5")
     assert MAX_PARAMS.value() == 5
     monkeypatch.setenv("OCC_MAX_PARAMS", "lots")
