@@ -147,7 +147,9 @@ def test_exits_graph_is_the_exit_forward(quant_exit: Path, test_split) -> None:
     with torch.no_grad():
         expected = model(x)
         logits, taken, *_ = ready(x)
-    assert torch.equal(logits, expected)  # the float rewrite is bit-exact in torch
+    # The rewrite runs every row through every layer while the model runs exit subsets:
+    # different batch shapes may round a sum differently (1 ULP seen on this machine).
+    torch.testing.assert_close(logits, expected, rtol=0, atol=1e-6)
     assert torch.equal(taken, model.last_exit)
 
 
