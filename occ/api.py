@@ -6,6 +6,7 @@ when called.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -56,8 +57,9 @@ def _override(recipe: Recipe, checkpoint: str | None, out: str | None, *,
     """The recipe with the command line's overrides applied (each checked here)."""
     model = recipe.model
     if checkpoint is not None:
-        if not os.path.isfile(checkpoint):
-            raise CheckpointError("file not found", where=checkpoint)
+        from occ.limits import check_input_file
+
+        check_input_file(checkpoint, error=CheckpointError, what="checkpoint")
         model = replace(model, checkpoint=checkpoint)
     if model.checkpoint is None:
         raise RecipeError("is required to compress (or pass --checkpoint)",
@@ -71,6 +73,17 @@ def _override(recipe: Recipe, checkpoint: str | None, out: str | None, *,
     if not guard:
         recipe = replace(recipe, guard=replace(recipe.guard, enabled=False))
     return recipe
+
+
+def _checked(recipe: Recipe, *, trust_code: bool, out: str | None, out_dir: str,
+             files: tuple[str, ...] | None = None) -> None:
+    """Before any work: the recipe names no code unless trusted; the outputs are writable."""
+    from occ.outputs import RUN_FILES, check_output_dir
+    from occ.trust import check_recipe
+
+    check_recipe(recipe.to_dict(), source=recipe.source, trusted=trust_code)
+    where = "--out" if out is not None else f"{recipe.source}: output"
+    check_output_dir(out_dir, where=where, files=RUN_FILES if files is None else files)
 
 
 def compress(recipe_path: Any, recipe: Any = None, *, checkpoint: str | None = None,
@@ -105,6 +118,7 @@ def compress(recipe_path: Any, recipe: Any = None, *, checkpoint: str | None = N
     plan = validate(recipe_path, keep_order=keep_order, check_files=checkpoint is None)
     resolved = _override(plan.recipe, checkpoint, out, seed=seed, guard=guard)
     plan = replace(plan, recipe=resolved)
+    _checked(resolved, trust_code=trust_code, out=out, out_dir=str(resolved.output))
     from occ import distributed
 
     ctx = runner.prepare(resolved, trust_checkpoint=trust_checkpoint,
@@ -118,7 +132,7 @@ def compress(recipe_path: Any, recipe: Any = None, *, checkpoint: str | None = N
 def ablate(recipe_path: str | os.PathLike[str], *, checkpoint: str | None = None,
            out: str | None = None, max_orders: int | None = None, seed: int | None = None,
            tolerance: float | None = None, trust_checkpoint: bool = False,
-           progress: Progress | None = None) -> dict[str, Any]:
+           progress: Progress | None = None, trust_code: bool = False) -> dict[str, Any]:
     """Run every order of the recipe's techniques (prefixes shared) and rank them.
 
     Writes ``ablation.json``, ``ablation.md`` and ``ablation.png`` under ``out``
@@ -131,8 +145,12 @@ def ablate(recipe_path: str | os.PathLike[str], *, checkpoint: str | None = None
 
     if max_orders is not None and max_orders < 1:
         raise RecipeError(f"must be >= 1, got {max_orders}", where="--max-orders")
-    if tolerance is not None and tolerance < 0:
-        raise RecipeError(f"must be >= 0, got {tolerance}", where="--tolerance")
+    if tolerance is not None and not (math.isfinite(tolerance) and tolerance >= 0):
+        raise RecipeError(f"must be >= 0 and finite, got {tolerance}", where="--tolerance")
+    if seed is not None:
+        from occ.domains import check_seed
+
+        check_seed(seed, where="--seed")
     recipe = load_recipe(recipe_path, check_files=checkpoint is None)
     units, _ = ablate_mod.units_of(recipe)
     if len(units) < 2:
@@ -140,8 +158,10 @@ def ablate(recipe_path: str | os.PathLike[str], *, checkpoint: str | None = None
                           f"{[u.label for u in units]}", where=f"{recipe.source}: stages")
     recipe = _override(recipe, checkpoint, None)
     out_dir = Path(out or f"{recipe.output}-ablation")
+    _checked(recipe, trust_code=trust_code, out=out, out_dir=str(out_dir),
+             files=("ablation.json", "ablation.md", "ablation.png"))
     ctx = runner.prepare(replace(recipe, output=str(out_dir)), trust_checkpoint=trust_checkpoint,
-                         progress=progress or NullProgress())
+                         progress=progress or NullProgress(), trust_code=trust_code)
     sha = resume.file_sha256(str(recipe.model.checkpoint))
     with resume.OutputLock(out_dir):
         return ablate_mod.ablate(recipe, ctx, out_dir=out_dir, max_orders=max_orders,
@@ -154,19 +174,28 @@ def train(arch: str, *, data: str = "mnist5k", epochs: int = 15, out: str,
           kwargs: dict[str, Any] | None = None, root: str | None = None,
           limit_train: int | None = None, pad_to: int | None = None, loss: str = "auto",
           val_size: int | None = None, image_size: int | None = None,
-          progress: Progress | None = None) -> dict[str, Any]:
+          progress: Progress | None = None, trust_code: bool = False) -> dict[str, Any]:
     """Train a baseline so a fresh machine can go end to end; writes an occ checkpoint.
 
     ``loss``: ``auto`` (cross-entropy, or MSE on a regression dataset), ``mse`` or ``l1``.
+    ``trust_code``: allow ``arch`` to be a ``pkg.module:callable`` (``occ.trust``).
     """
     from occ import runner
     from occ.data.names import task_of
+    from occ.domains import check_device, check_positive_float, check_seed
+    from occ.outputs import check_output_file
     from occ.recipe import resolve_loss
+    from occ.trust import require_code
 
     if epochs < 1:
         raise RecipeError(f"must be >= 1, got {epochs}", where="--epochs")
-    if lr <= 0:
-        raise RecipeError(f"must be > 0, got {lr}", where="--lr")
+    check_positive_float(lr, "--lr")
+    check_seed(seed, "--seed")
+    check_device(device, "--device")
+    if kwargs and "width" in kwargs:
+        check_positive_float(kwargs["width"], "--width")
+    require_code(arch, trusted=trust_code, where="MODEL")
+    check_output_file(out, where="--out")
     from occ.config import from_dict
 
     if root is not None:  # recorded in the checkpoint: absolute, so eval works from anywhere
@@ -178,7 +207,7 @@ def train(arch: str, *, data: str = "mnist5k", epochs: int = 15, out: str,
     loss = resolve_loss(loss, task_of(spec.dataset), where="--loss")
     return runner.train_baseline(arch, kwargs or {}, spec, epochs=epochs, lr=lr, out=out,
                                  seed=seed, device=device, loss=loss,
-                                 progress=progress or NullProgress())
+                                 progress=progress or NullProgress(), trust_code=trust_code)
 
 
 def evaluate(path: str | os.PathLike[str], *, data: str | None = None, root: str | None = None,
@@ -217,6 +246,11 @@ def export(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = No
         StageError: the exported graph does not compute what occ's model computes.
     """
     from occ.export import export_artifact
+
+    if out is not None:
+        from occ.outputs import check_output_file
+
+        check_output_file(out, where="--out")
 
     return export_artifact(path, out, fmt=fmt, batch_size=batch_size, opset=opset,
                            exporter=exporter, trust_code=trust_code)

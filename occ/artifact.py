@@ -275,11 +275,17 @@ def decode_artifact(data: bytes) -> Artifact:
         raise ArtifactError(f"unreadable header: {err}") from None
     if not isinstance(header, dict) or not isinstance(header.get("streams"), list):
         raise ArtifactError("header has no stream table")
+    from occ.limits import MAX_JSON_DEPTH, json_depth
+
+    if json_depth(header, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise ArtifactError(f"header nested deeper than {MAX_JSON_DEPTH} levels")
     payload = memoryview(body)[_PREFIX.size + head_len:]
     tensors: dict[str, torch.Tensor] = {}
     streams = header.pop("streams")
     for i, s in enumerate(streams):
         name, np_dtype, shape, count = _check_stream(i, s, len(payload))
+        if name in tensors:
+            raise ArtifactError(f"streams[{i}]: duplicate tensor name {name!r}")
         chunk = bytes(payload[s["offset"]:s["offset"] + s["length"]])
         try:
             array = _CODECS[s["codec"]].decode(chunk, s.get("meta", {}), np_dtype, count)
@@ -317,9 +323,13 @@ def read_artifact(path: str | os.PathLike[str]) -> Artifact:
     Raises:
         ArtifactError: unreadable, truncated, corrupted or foreign file (named in the message).
     """
+    from occ.limits import MAX_ARTIFACT_BYTES, check_input_file
+
+    size = check_input_file(path, limit=MAX_ARTIFACT_BYTES, error=ArtifactError,
+                            what="artifact")
     try:
         with open(path, "rb") as fh:
-            data = fh.read()
+            data = fh.read(size)  # read(n) allocates n bytes first: never the limit itself
     except OSError as err:
         raise ArtifactError(f"cannot read: {err.strerror}", where=str(path)) from None
     try:

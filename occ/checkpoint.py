@@ -19,6 +19,9 @@ from torch import nn
 
 from occ.errors import CheckpointError
 from occ.io import atomic_write_bytes
+from occ.limits import MAX_CHECKPOINT_BYTES, check_input_file
+from occ.pickle_scan import check_archive, code_imports, describe, pickle_imports
+from occ.trust import TrustError, unpickle_refusal
 
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
 
@@ -42,24 +45,32 @@ def load_checkpoint(path: str | os.PathLike[str], *, trust: bool = False) -> Che
         CheckpointError: missing, unreadable, unsafe (needs unpickling) or not a state dict.
     """
     where = str(path)
-    if not os.path.isfile(path):
-        raise CheckpointError("file not found", where=where)
+    size = check_input_file(path, limit=MAX_CHECKPOINT_BYTES, error=CheckpointError,
+                            what="checkpoint")
+    check_archive(path, size)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as err:
+        code = _code_names(path)
+        if code:  # decided from the pickle's opcodes, not torch's wording (it changes)
+            raise TrustError(unpickle_refusal(describe(code)), where=where) from None
         detail = _unpickler_detail(str(err))
-        if "global" not in detail.lower() and "class" not in detail.lower():
-            raise CheckpointError(f"not a readable PyTorch checkpoint ({detail})",
-                                  where=where) from None
-        raise CheckpointError(
-            f"refused: loading it would run code from the file ({detail}); "
-            "pass --trust-checkpoint only if you made it", where=where) from None
+        raise CheckpointError(f"not a readable PyTorch checkpoint ({detail})",
+                              where=where) from None
     except Exception as err:  # noqa: BLE001  (torch raises KeyError, EOFError ... on garbage)
         raise CheckpointError(f"not a readable PyTorch checkpoint: {str(err)[:200]}",
                               where=where) from None
     if isinstance(obj, nn.Module):
         obj = obj.state_dict()
     return _unwrap(obj, where)
+
+
+def _code_names(path: str | os.PathLike[str]) -> list[str]:
+    """Globals the pickle imports that make weights-only loading refuse it."""
+    names = pickle_imports(path)
+    code = code_imports(path)
+    return code or [n for n in names if not n.startswith(("torch._utils.", "collections."))
+                    and not n.endswith("Storage")]
 
 
 def _unpickler_detail(message: str) -> str:

@@ -103,6 +103,13 @@ def _run(fn: Callable[[], T], as_json: bool = False) -> T:
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")
         raise typer.Exit(130) from None
+    except (Exception, RecursionError) as err:  # noqa: BLE001  (a bug: still one line)
+        if _state["debug"]:
+            raise
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        sys.stderr.write(f"error: unexpected {type(err).__name__}: {first} "
+                         "(a bug in occ; rerun with --debug for the traceback)\n")
+        raise typer.Exit(1) from None
 
 
 def _json_option(text: str | None, flag: str) -> dict[str, Any] | None:
@@ -311,6 +318,7 @@ def ablate(
     checkpoint: Annotated[str | None, typer.Option(help="Input checkpoint.")] = None,
     out: Annotated[str | None, typer.Option(help="Output directory.")] = None,
     trust_checkpoint: TrustCkptOpt = False,
+    trust_code: TrustCodeOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Run every order of the recipe's techniques on a fixed budget and rank them."""
@@ -318,8 +326,8 @@ def ablate(
 
     doc = _run(lambda: api.ablate(recipe, checkpoint=checkpoint, out=out, max_orders=max_orders,
                                   seed=seed, tolerance=tolerance,
-                                  trust_checkpoint=trust_checkpoint, progress=_progress()),
-               as_json)
+                                  trust_checkpoint=trust_checkpoint, trust_code=trust_code,
+                                  progress=_progress()), as_json)
     if as_json:
         _emit_json(doc)
         return
@@ -369,6 +377,7 @@ def train(
     image_size: Annotated[int | None, typer.Option(
         "--image-size", help="Resize images to this square side (imagefolder, torchvision "
                              "sets).")] = None,
+    trust_code: TrustCodeOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Train a baseline checkpoint (so a fresh machine can go end to end)."""
@@ -378,7 +387,8 @@ def train(
     result = _run(lambda: api.train(model, data=data, root=root, epochs=epochs, out=out, lr=lr,
                                     batch_size=batch_size, seed=seed, kwargs=kwargs,
                                     pad_to=pad_to, loss=loss, val_size=val_size,
-                                    image_size=image_size, progress=_progress()), as_json)
+                                    image_size=image_size, trust_code=trust_code,
+                                    progress=_progress()), as_json)
     if as_json:
         _emit_json(result)
     else:
@@ -467,8 +477,9 @@ def inspect(
     from rich.table import Table
 
     header = result["header"]
-    table = Table(title=f"{path}: {result['bytes']:,} bytes, model {header['model']['arch']}, "
-                        f"{len(header.get('edits', []))} edits", title_justify="left")
+    model = header.get("model") if isinstance(header.get("model"), dict) else {}
+    table = Table(title=f"{path}: {result['bytes']:,} bytes, model {model.get('arch')}, "
+                        f"{len(header.get('edits') or [])} edits", title_justify="left")
     for col in ("tensor", "shape", "dtype", "codec", "bytes", "sparsity", "bits/value"):
         table.add_column(col, justify="left" if col in ("tensor", "codec", "dtype") else "right")
     for r in result["tensors"]:

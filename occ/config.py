@@ -12,6 +12,7 @@ No torch here: ``occ validate`` and ``occ order`` run on this module alone.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 from collections.abc import Mapping
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -51,6 +52,8 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         choices = ", ".join(repr(a) for a in allowed)
         raise RecipeError(f"must be one of {choices}, got {value!r}", where=where)
     if origin in (Union, types.UnionType):
+        if isinstance(value, float) and not math.isfinite(value) and float in get_args(tp):
+            raise RecipeError(f"must be a finite number, got {value!r}", where=where)
         errors = []
         for arm in get_args(tp):
             try:
@@ -83,10 +86,18 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
             return value
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) > 2**63 - 1:  # would overflow every C integer downstream
+                raise RecipeError(f"must fit in 64 bits, got {value!r}", where=where)
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                number = float(value)
+            except OverflowError:
+                number = math.inf
+            if not math.isfinite(number):  # inf / nan break training and the JSON header
+                raise RecipeError(f"must be a finite number, got {value!r}", where=where)
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value

@@ -55,6 +55,8 @@ class RunContext:
             recipe's ``loss`` in every stage that trains.
         template: the user's own model object (model-in API), from which artifacts whose
             architecture reference is that object's class are rebuilt in this process.
+        trust_code: the user passed ``--trust-code``: ``pkg.module:callable`` models may be
+            imported (``occ.trust``); every model build in the run passes it on.
     """
 
     model: nn.Module
@@ -74,6 +76,7 @@ class RunContext:
     custom_loss: Callable[..., torch.Tensor] | None = None
     template: nn.Module | None = None
     template_arch: str = ""
+    trust_code: bool = False
 
     def record_edit(self, op: str, **args: Any) -> None:
         """Record a structural edit (already applied to ``model``) for the artifact.

@@ -29,6 +29,7 @@ from occ.models.names import arch_kind
 from occ.models.zoo import builder_params
 from occ.stages.distill import KD_ALPHA, KD_TEMPERATURE
 from occ.train import LossFn, default_loss
+from occ.trust import TrustError
 
 
 def kd_loss(student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor, *,
@@ -122,7 +123,7 @@ def _first_line(err: BaseException) -> str:
 
 @torch.no_grad()
 def build_student(ref: ArchRef, teacher: nn.Module, sample: torch.Tensor, *,
-                  seed: int, where: str) -> nn.Module:
+                  seed: int, where: str, trust_code: bool = False) -> nn.Module:
     """Build ``ref`` (weights seeded by ``seed``) and check it maps ``sample`` like ``teacher``.
 
     Raises:
@@ -132,9 +133,11 @@ def build_student(ref: ArchRef, teacher: nn.Module, sample: torch.Tensor, *,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         try:
-            student = build_model(ref.arch, ref.kwargs)
+            student = build_model(ref.arch, ref.kwargs, allow_callables=trust_code)
         except ModelError as err:
             raise _relocate(err, where) from None
+        except TrustError as err:
+            raise TrustError(err.message, where=f"{where}.arch") from None
     student.to(sample.device).eval()
     teacher.eval()
     expected = teacher(sample)

@@ -314,7 +314,7 @@ def _load(src: Path, *, trust_code: bool) -> tuple[dict[str, Any], nn.Module, li
                                     "that occ compress writes", where=str(src))
     artifact = read_artifact(src)
     try:
-        model = model_io.rebuild(artifact, trust_code=trust_code)
+        model = model_io.rebuild(artifact, trust_code=trust_code, source=str(src))
     except ArtifactError as err:
         raise ArtifactError(err.message, where=str(src)) from None
     shape = artifact.header["model"].get("input_shape")  # rebuild checked "model" is a dict

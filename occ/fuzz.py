@@ -1,6 +1,9 @@
 """Corrupted-artifact generators and the check every corrupted file must pass.
 
-Used by ``scripts/fuzz_artifact.py`` (10,000 files) and the test suite (a sample). A
+Used by ``scripts/fuzz_artifact.py`` (10,000 files) and the test suite (a sample). Besides
+random damage, :func:`lie` writes re-sealed headers whose checksum is valid but whose
+content lies (shapes, dtypes, lengths, offsets, duplicate names, codecs, NaN metrics, deep
+JSON, huge kwargs, code references): see :data:`LIES`. A
 mutation either breaks the checksum (then the file must be rejected) or re-seals it, so
 the reader's deeper checks (header, stream table, codecs, edits) are what stand between
 the file and the model (then the file must be rejected *or* load as a valid model —
@@ -10,17 +13,20 @@ exception, a hang, or an allocation far beyond the file's size is a failure.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import random
 import struct
 import time
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from occ.artifact import _PREFIX, MAGIC, decode_artifact, read_header
 from occ.errors import ArtifactError
+from occ.trust import TrustError
 
 _DIGEST = 32
 
@@ -96,6 +102,94 @@ def _header_edits(data: bytes, rng: random.Random) -> bytes:
     return _seal(prefix + head + payload)
 
 
+def reseal(data: bytes, edit: Callable[[dict[str, Any]], Any], *,
+           head_len: int | None = None) -> bytes:
+    """``data`` with its header changed by ``edit(header)`` and the checksum made valid again.
+
+    The header is written back uncompressed; ``head_len`` makes the prefix lie about its
+    length. This is what an attacker who knows the format does: the sha256 only proves the
+    file is intact, not that what it says is true.
+    """
+    _, version, _, _ = _PREFIX.unpack_from(data)
+    header, _, old_len = _header(data)
+    payload = data[_PREFIX.size + old_len:-_DIGEST]
+    edited = edit(header)  # None (edited in place), a new header, or the header's JSON text
+    text = edited if isinstance(edited, str) else json.dumps(
+        header if edited is None else edited)
+    head = text.encode()
+    declared = len(head) if head_len is None else head_len
+    return _seal(struct.pack("<8sHHQ", MAGIC, version, 0, declared % 2**64) + head + payload)
+
+
+def _stream(header: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    streams = [s for s in header.get("streams", []) if isinstance(s, dict)]
+    return rng.choice(streams) if streams else {}
+
+
+# Lies a re-sealed header can tell: each edits the header in place (``rng`` picks details).
+LIES: dict[str, Callable[[dict[str, Any], random.Random], None]] = {
+    "shape-transposed": lambda h, r: _stream(h, r).update(
+        shape=list(reversed(_stream(h, r).get("shape", [])))),
+    "shape-grown": lambda h, r: _stream(h, r).update(shape=[2**r.randrange(20, 62), 1]),
+    "shape-negative": lambda h, r: _stream(h, r).update(shape=[-1, 4]),
+    "shape-float": lambda h, r: _stream(h, r).update(shape=[1.5]),
+    "shape-scalar": lambda h, r: _stream(h, r).update(shape=[]),
+    "dtype-same-size": lambda h, r: _stream(h, r).update(
+        dtype={"float32": "int32", "int32": "float32", "int8": "uint8", "uint8": "bool",
+               "int64": "float64", "float64": "int64"}.get(_stream(h, r).get("dtype"), "int8")),
+    "dtype-other-size": lambda h, r: _stream(h, r).update(dtype=r.choice(["float64", "float16",
+                                                                          "int8", "bfloat16"])),
+    "length-off-by-one": lambda h, r: _stream(h, r).update(
+        length=_stream(h, r).get("length", 0) + r.choice([-1, 1])),
+    "offset-overlap": lambda h, r: _stream(h, r).update(offset=_stream(h, r).get("offset", 0)),
+    "duplicate-name": lambda h, r: _stream(h, r).update(name=h["streams"][0].get("name")),
+    "drop-stream": lambda h, r: h["streams"].pop(r.randrange(len(h["streams"]))),
+    "codec-swap": lambda h, r: _stream(h, r).update(codec=r.choice(["raw", "cat", "fbp",
+                                                                    "surp"])),
+    "meta-garbage": lambda h, r: _stream(h, r).update(meta=r.choice([
+        {"counts": [2**40]}, {"kind": "x" * 1000}, {"levels": [-1]}, {"n": 10**30}])),
+    "nan-metrics": lambda h, r: h.update(metrics={"accuracy": float("nan"),
+                                                  "bitops": float("inf")}),
+    "deep-json": lambda h, r: None,  # written as text in ``lie``
+    "num-classes": lambda h, r: h.setdefault("model", {}).update(num_classes=10**9),
+    "input-shape": lambda h, r: h.setdefault("model", {}).update(
+        input_shape=r.choice([[1, 10**6, 10**6], [], "x", [-1, 28, 28]])),
+    "kwargs-huge": lambda h, r: h.setdefault("model", {}).update(
+        kwargs=r.choice([{"width": 100}, {"num_classes": 300000}, {"width": 1e308}])),
+    "arch-code": lambda h, r: h.setdefault("model", {}).update(arch="os:system",
+                                                               kwargs={"command": "false"}),
+    "edits-lie": lambda h, r: h.update(edits=[{"op": r.choice(["reshape", "quantize",
+                                                               "early_exit", "fold_bn"]),
+                                               "module": "occ.models.edits",
+                                               "args": r.choice([{}, {"modules": 3},
+                                                                 {"modules": {"fc": {}}}])}]),
+    "recipe-lie": lambda h, r: h.update(recipe={"data": {"dataset": "../../etc",
+                                                         "batch_size": -1}}),
+    "header-list": lambda h, r: None,  # replaced by a list in ``lie``
+}
+
+
+def lie(data: bytes, rng: random.Random, kind: str | None = None) -> Mutation:
+    """One re-sealed artifact whose header lies (``kind`` from :data:`LIES`, else random)."""
+    kind = kind or rng.choice(sorted(LIES))
+    if kind == "header-list":
+        return Mutation(f"lie:{kind}", reseal(data, lambda h: [h]), True)
+    if kind == "deep-json":  # nesting json.dumps itself could not write
+        depth = rng.choice([500, 5000, 100_000])
+        deep = "[" * depth + "]" * depth
+        return Mutation(f"lie:{kind}", reseal(data, lambda h: json.dumps(h)[:-1]
+                                              + f',"deep":{deep}}}'), True)
+
+    def apply(header: dict[str, Any]) -> None:
+        if header.get("streams"):
+            LIES[kind](header, rng)
+
+    if rng.random() < 0.1:  # also lie about the header length (by a little)
+        _, _, head_len = _header(data)
+        return Mutation(f"lie:{kind}+len", reseal(data, apply, head_len=head_len + 3), True)
+    return Mutation(f"lie:{kind}", reseal(data, apply), True)
+
+
 def mutations(data: bytes, count: int, *, seed: int = 0) -> Iterator[Mutation]:
     """``count`` corrupted variants of the artifact ``data``, deterministic for ``seed``."""
     rng = random.Random(seed)
@@ -103,7 +197,10 @@ def mutations(data: bytes, count: int, *, seed: int = 0) -> Iterator[Mutation]:
     foreign = [b"", b"PK\x03\x04" + bytes(100), b"\x89PNG\r\n\x1a\n" + bytes(64),
                MAGIC, MAGIC + bytes(100), b"{}", bytes(range(256)) * 4]
     for i in range(count):
-        kind = i % 6
+        kind = i % 7
+        if kind == 6:  # a re-sealed header that lies (valid checksum, false content)
+            yield lie(data, rng)
+            continue
         if kind == 0:  # truncation inside every region in turn
             name, start, end = regions[(i // 6) % len(regions)]
             cut = rng.randrange(start, max(start + 1, end))
@@ -138,18 +235,40 @@ class Outcome:
     peak_bytes: int
 
 
-def check(mutation: Mutation, *, time_limit: float = 2.0, rebuild: bool = True) -> Outcome:
-    """Read ``mutation``; classify the outcome (rejected, loaded, or a failure)."""
+def _inspect(data: bytes) -> None:
+    """What ``occ inspect --json`` does with the file: table, size breakdown, strict JSON."""
+    import tempfile
+    from pathlib import Path
+
+    from occ.report import json_safe
+    from occ.runner import inspect_artifact
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.occ"
+        path.write_bytes(data)
+        json.dumps(json_safe(inspect_artifact(path)), allow_nan=False)
+
+
+def check(mutation: Mutation, *, time_limit: float = 2.0, rebuild: bool = True,
+          inspect: bool = False) -> Outcome:
+    """Read ``mutation``; classify the outcome (rejected, loaded, or a failure).
+
+    ``inspect``: also run what ``occ inspect --json`` runs on it (it must reject or print).
+    """
+    from occ.errors import OccError
     from occ.model_io import rebuild as rebuild_model
 
     tracemalloc.start()
     t0 = time.perf_counter()
     try:
+        if inspect:  # rejected by inspect too: the reader's verdict follows
+            with contextlib.suppress(OccError):
+                _inspect(mutation.data)
         artifact = decode_artifact(mutation.data)
         if rebuild:
             rebuild_model(artifact)
         result, detail = "loaded", ""
-    except ArtifactError as err:
+    except (ArtifactError, TrustError) as err:  # a lying arch naming code: refused
         result, detail = "rejected", str(err)[:120]
     except Exception as err:  # noqa: BLE001  (anything else is the bug being looked for)
         result, detail = "crash", f"{type(err).__name__}: {str(err)[:200]}"

@@ -25,6 +25,7 @@ from occ.artifact import Artifact, CodecPolicy, encode_artifact, read_artifact, 
 from occ.errors import ArtifactError, ModelError
 from occ.models import build_model
 from occ.models.edits import apply_edits
+from occ.trust import TrustError
 
 
 def codec_policy(encoding: dict[str, Any]) -> CodecPolicy:
@@ -66,7 +67,8 @@ Template = tuple[str, nn.Module]
 
 
 def _build(artifact: Artifact, spec: dict[str, Any], *, trust_code: bool,
-           meta_only: bool = False, template: Template | None = None) -> nn.Module:
+           meta_only: bool = False, template: Template | None = None,
+           source: str | None = None) -> nn.Module:
     kwargs = spec.get("kwargs", {})
     if not isinstance(kwargs, dict):
         raise ArtifactError("header model.kwargs is not a mapping")
@@ -74,7 +76,8 @@ def _build(artifact: Artifact, spec: dict[str, Any], *, trust_code: bool,
         if template is not None and spec["arch"] == template[0]:
             model = copy.deepcopy(template[1])  # the user's own object: no import, no call
         else:
-            model = build_model(spec["arch"], kwargs, allow_callables=trust_code)
+            model = build_model(spec["arch"], kwargs, allow_callables=trust_code,
+                                source=source)
     except ModelError as err:
         raise ArtifactError(f"cannot rebuild model: {err.message}") from None
     edits = artifact.header.get("edits", [])
@@ -105,7 +108,8 @@ def _check_size(shadow: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
 
 
 def rebuild(artifact: Artifact, *, trust_code: bool = False,
-            template: Template | None = None) -> nn.Module:
+            template: Template | None = None,
+            source: str | None = None) -> nn.Module:
     """The model an artifact describes, with its tensors loaded, in eval mode.
 
     The architecture is first built on the ``meta`` device (no memory) and checked
@@ -118,8 +122,8 @@ def rebuild(artifact: Artifact, *, trust_code: bool = False,
     try:
         with torch.device("meta"):
             shadow = _build(artifact, spec, trust_code=trust_code, meta_only=True,
-                            template=template)
-    except ArtifactError:
+                            template=template, source=source)
+    except (ArtifactError, TrustError):
         raise
     except NotImplementedError:  # an op without meta support: the real build checks
         shadow = None
@@ -127,7 +131,7 @@ def rebuild(artifact: Artifact, *, trust_code: bool = False,
         raise ArtifactError(f"cannot rebuild model: {str(err)[:200]}") from None
     if shadow is not None:
         _check_size(shadow, artifact.tensors)
-    model = _build(artifact, spec, trust_code=trust_code, template=template)
+    model = _build(artifact, spec, trust_code=trust_code, template=template, source=source)
     _check_fit(model, artifact.tensors)
     model.load_state_dict(artifact.tensors, strict=True)
     return model.eval()
@@ -147,6 +151,6 @@ def load(path: str | os.PathLike[str], *, trust_code: bool = False,
     """
     artifact = read_artifact(path)
     try:
-        return rebuild(artifact, trust_code=trust_code, template=template)
+        return rebuild(artifact, trust_code=trust_code, template=template, source=str(path))
     except ArtifactError as err:
         raise ArtifactError(err.message, where=str(path)) from None

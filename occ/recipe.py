@@ -75,6 +75,7 @@ class DataSpec:
 
         check_spec(self)
 
+
 @dataclass(frozen=True)
 class GuardSpec:
     """Quality gates checked on the validation split after every stage (``occ.gates``).
@@ -171,7 +172,14 @@ def _parse_stage(raw: Any, where: str) -> Stage:
     except RecipeError as err:
         raise err.located(f"{where}.type") from None
     body = {k: v for k, v in raw.items() if k != "type"}
-    return Stage(type=kind, config=from_dict(info.config, body, where=where))
+    config = from_dict(info.config, body, where=where)
+    from occ.domains import check_device
+
+    try:
+        check_device(config.device)
+    except RecipeError as err:
+        raise err.located(where) from None
+    return Stage(type=kind, config=config)
 
 
 def parse_recipe(data: Any, *, source: str = "<recipe>") -> Recipe:
@@ -215,8 +223,14 @@ def parse_recipe(data: Any, *, source: str = "<recipe>") -> Recipe:
 
 
 def default_name(source: str) -> str:
-    """A recipe's name when it gives none: its file's stem (``recipes/demo.yaml`` -> ``demo``)."""
+    """A recipe's name when it gives none: its file's stem (``recipes/demo.yaml`` -> ``demo``),
+    with any character a run name may not hold (``occ.domains.check_name``) made ``-``."""
+    import re
+    import unicodedata
+
     stem = Path(source).stem if source and not source.startswith("<") else ""
+    stem = unicodedata.normalize("NFKC", stem)
+    stem = re.sub(r"[^A-Za-z0-9._+-]", "-", stem).lstrip(".-")[:64]
     return stem or "recipe"
 
 
@@ -289,9 +303,12 @@ class _RecipeHead:
               f"must be a percentage in [0, 100], got {self.min_accuracy}")
         check(self.max_mae is None or self.max_mae > 0, "max_mae",
               f"must be > 0 (target units), got {self.max_mae}")
-        check(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
-        check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
-              "device", f"must be auto, cpu or cuda[:N], got {self.device!r}")
+        from occ.domains import check_device, check_name, check_seed
+
+        check_seed(self.seed)
+        check_device(self.device)
+        if self.name is not None:
+            check_name(self.name)
 
 
 def _check_duplicates(stages: tuple[Stage, ...], source: str) -> None:
@@ -315,19 +332,10 @@ def load_recipe(path: str | os.PathLike[str], *, check_files: bool = True) -> Re
     Raises:
         RecipeError: unreadable file, invalid YAML, or any schema error (located).
     """
+    from occ.safe_yaml import read_recipe_text, safe_load
+
     name = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-        raise RecipeError(f"cannot read recipe: {reason}", where=name) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or "invalid YAML"
-        raise RecipeError(f"not valid YAML{at}: {problem}", where=name) from None
+    data = safe_load(read_recipe_text(path), where=name)
     from occ.paths import resolve_recipe_paths
 
     # Relative paths mean "next to the recipe", whatever the working directory.
@@ -337,6 +345,10 @@ def load_recipe(path: str | os.PathLike[str], *, check_files: bool = True) -> Re
     recipe = parse_recipe(data, source=name)
     ckpt = recipe.model.checkpoint
     if check_files and ckpt is not None and not os.path.isfile(ckpt):
+        if os.path.lexists(ckpt):  # a FIFO, device, directory, bad link
+            from occ.limits import check_input_file
+
+            check_input_file(ckpt, error=RecipeError, what="checkpoint")
         where = "" if written == ckpt else f" (relative to the recipe's folder: {ckpt})"
         raise RecipeError(f"file not found: {written}{where}", where=f"{name}: model.checkpoint")
     return recipe

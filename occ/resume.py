@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from occ import __version__, model_io
-from occ.artifact import Artifact, read_artifact, write_artifact
+from occ.artifact import Artifact, encode_artifact, read_artifact
 from occ.errors import ArtifactError, RecipeError
 from occ.recipe import Recipe
 
@@ -37,11 +37,21 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+# Recipe fields that cannot change what a stage computes: its label, where it is written,
+# the quality gates checked after it, and the written order (``stages`` is the run order).
+_NOT_RESULT = ("name", "output", "min_accuracy", "max_mae", "order", "stages")
+
+
 def fingerprints(recipe: Recipe, checkpoint_sha: str) -> list[str]:
-    """One fingerprint per stage: what must match for its saved state to be reused."""
-    base = {"checkpoint": checkpoint_sha, "seed": recipe.seed, "occ": __version__,
-            "torch": torch.__version__, "model": recipe.to_dict()["model"],
-            "data": recipe.to_dict()["data"], "device": recipe.device}
+    """One fingerprint per stage: what must match for its saved state to be reused.
+
+    Every recipe field except those in ``_NOT_RESULT`` is covered (model, data, seed,
+    device, task, loss, version, and any field added later), plus the stages up to and
+    including this one, the input checkpoint's sha256 and the occ and torch versions.
+    """
+    settings = {k: v for k, v in recipe.to_dict().items() if k not in _NOT_RESULT}
+    base = {"checkpoint": checkpoint_sha, "occ": __version__, "torch": torch.__version__,
+            "recipe": settings}
     stages = [s.to_dict() for s in recipe.stages]
     return [hashlib.sha256(json.dumps({**base, "stages": stages[:i + 1]}, sort_keys=True)
                            .encode()).hexdigest() for i in range(len(stages))]
@@ -55,8 +65,15 @@ def state_path(out_dir: Path, index: int, kind: str) -> Path:
 def save_state(path: Path, *, fingerprint: str, model: torch.nn.Module, header: dict[str, Any],
                record: dict[str, Any]) -> None:
     """Write a stage state atomically (artifact container, raw tensors)."""
-    write_artifact(path, {**header, "state": {"fingerprint": fingerprint, "record": record}},
-                   model_io.state_tensors(model))
+    from occ.io import atomic_write_bytes
+    from occ.state_manifest import record_state
+
+    data = encode_artifact({**header, "state": {"fingerprint": fingerprint, "record": record}},
+                           model_io.state_tensors(model))
+    # The manifest first: a kill between the two leaves an entry for a missing file (redone),
+    # never a state file the manifest does not vouch for.
+    record_state(path, fingerprint, hashlib.sha256(data).hexdigest())
+    atomic_write_bytes(path, data)
 
 
 @dataclass
@@ -67,14 +84,16 @@ class SavedState:
     record: dict[str, Any]
 
 
-class StaleStateError(RecipeError):
-    """A saved state on disk was made by another recipe, checkpoint, seed or version."""
+from occ.state_manifest import StaleStateError  # noqa: E402  (torch-free home)
 
 
 def load_state(path: Path, fingerprint: str, *, where: str) -> SavedState | None:
     """The saved state at ``path`` if present; StaleStateError if it belongs to another run."""
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return None
+    from occ.state_manifest import verify_state
+
+    verify_state(path, fingerprint, where=where)
     try:
         artifact = read_artifact(path)
     except ArtifactError:

@@ -27,7 +27,7 @@ from occ.checkpoint import load_checkpoint, load_into, save_checkpoint
 from occ.config import to_dict
 from occ.context import ArchRef, RunContext
 from occ.data import DataBundle, load_data
-from occ.errors import OccError, RecipeError, StageError
+from occ.errors import ArtifactError, OccError, RecipeError, StageError
 from occ.io import atomic_write_text
 from occ.models import build_model, data_kwargs
 from occ.models.edits import tensor_equal
@@ -54,6 +54,8 @@ def prepare(recipe: Recipe, *, trust_checkpoint: bool, progress: Progress,
     """Load data, build the model and load the checkpoint: all before any output is written.
 
     ``trust_code`` allows a ``pkg.module:callable`` dataset or transform to be imported.
+    ``trust_code``: the user passed ``--trust-code`` (``occ.trust``); kept in the context
+    for every later model build (students, resumed states, the round-trip check).
     """
     seed_everything(recipe.seed)
     device = distributed.setup() or resolve_device(recipe.device)
@@ -62,7 +64,8 @@ def prepare(recipe: Recipe, *, trust_checkpoint: bool, progress: Progress,
     ckpt_path = str(recipe.model.checkpoint)
     ckpt = load_checkpoint(ckpt_path, trust=trust_checkpoint)
     kwargs = _arch_kwargs(recipe.model.kwargs, data, recipe.model.arch)
-    model = build_model(recipe.model.arch, kwargs)
+    model = build_model(recipe.model.arch, kwargs, allow_callables=trust_code,
+                        source=recipe.source)
     load_into(model, ckpt, where=ckpt_path, arch=recipe.model.arch)
     model.to(device).eval()
     baseline = copy.deepcopy(model).eval()
@@ -70,7 +73,8 @@ def prepare(recipe: Recipe, *, trust_checkpoint: bool, progress: Progress,
         p.requires_grad_(False)
     ctx = RunContext(model=model, baseline=baseline, data=data, device=device,
                      seed=recipe.seed, out_dir=Path(str(recipe.output)),
-                     arch=ArchRef(recipe.model.arch, kwargs), progress=progress, recipe=recipe)
+                     arch=ArchRef(recipe.model.arch, kwargs), progress=progress, recipe=recipe,
+                     trust_code=trust_code)
     ctx.recorded_accuracy = recorded_accuracy(ckpt.meta)
     return ctx
 
@@ -174,6 +178,9 @@ def _run_locked(plan: Plan, ctx: RunContext, *, resume: bool) -> Report:
     report.seconds = time.perf_counter() - started
     if not main:
         return report
+    # Written with the artifact, not before the stages: a run that fails validation or a
+    # stage leaves no resolved recipe behind that looks like a finished run's.
+    atomic_write_text(ctx.out_dir / "recipe.resolved.yaml", dump_recipe(recipe))
     size = model_io.save(artifact, ctx.model, _header(ctx, plan, summary), ctx.encoding)
     _verify_round_trip(artifact, ctx, final_out)
     report.artifact = str(artifact)
@@ -286,7 +293,7 @@ def save_state(ctx: RunContext, plan: Plan, path: Path, fingerprint: str,
 def restore(ctx: RunContext, saved: resume_mod.SavedState) -> None:
     """Put a saved stage state back into ``ctx`` (model, arch, edits, encoding)."""
     header = saved.artifact.header
-    ctx.model = model_io.rebuild(saved.artifact, trust_code=True,
+    ctx.model = model_io.rebuild(saved.artifact, trust_code=ctx.trust_code,
                                  template=_template(ctx)).to(ctx.device)
     ctx.arch = ArchRef(header["model"]["arch"], header["model"].get("kwargs", {}))
     ctx.edits = list(header.get("edits", []))
@@ -307,7 +314,7 @@ def _record_from(d: dict[str, Any], i: int, stage: Any) -> StageRecord:
 
 def _verify_round_trip(path: Path, ctx: RunContext, outputs: torch.Tensor) -> None:
     """Decode the written artifact and check it reproduces the evaluated model exactly."""
-    loaded = model_io.load(path, trust_code=True, template=_template(ctx))
+    loaded = model_io.load(path, trust_code=ctx.trust_code, template=_template(ctx))
     own = model_io.state_tensors(ctx.model)
     for name, t in model_io.state_tensors(loaded).items():
         if not tensor_equal(t, own[name]):
@@ -319,14 +326,14 @@ def _verify_round_trip(path: Path, ctx: RunContext, outputs: torch.Tensor) -> No
 
 def train_baseline(arch: str, kwargs: dict[str, Any], spec: DataSpec, *, epochs: int, lr: float,
                    out: str, seed: int, device: str, progress: Progress,
-                   loss: str = "auto") -> dict[str, Any]:
+                   loss: str = "auto", trust_code: bool = False) -> dict[str, Any]:
     """Train ``arch`` on ``spec``'s data (``loss``: ``occ.train.task_loss``) and save an
     occ checkpoint at ``out``."""
     seed_everything(seed)
     dev = resolve_device(device)
     data = load_data(spec, seed=seed)
     kwargs = _arch_kwargs(kwargs, data, arch)
-    model = build_model(arch, kwargs)
+    model = build_model(arch, kwargs, allow_callables=trust_code)
     t0 = time.perf_counter()
     _begin_stage(progress, "train", data, dev)
     losses = fit(model, data.loader("train", spec.batch_size, shuffle=True, seed=seed),
@@ -370,8 +377,12 @@ def _data_for(recipe_data: dict[str, Any] | None, data: str | None, root: str | 
 
 
 def _open_checkpoint(path: Path, *, arch: str | None, kwargs: dict[str, Any] | None,
-                     trust_checkpoint: bool) -> tuple[nn.Module, Any]:
-    """Build and load a checkpoint's model: its recorded ``arch`` or the given one."""
+                     trust_checkpoint: bool, trust_code: bool) -> tuple[nn.Module, Any]:
+    """Build and load a checkpoint's model: its recorded ``arch`` or the given one.
+
+    The ``arch`` a checkpoint names is data: a ``pkg.module:callable`` in it is imported only
+    with ``trust_code`` (``occ.trust``), like one in a recipe.
+    """
     from occ.errors import CheckpointError
 
     ckpt = load_checkpoint(path, trust=trust_checkpoint)
@@ -380,10 +391,13 @@ def _open_checkpoint(path: Path, *, arch: str | None, kwargs: dict[str, Any] | N
         raise CheckpointError("has no architecture reference (a plain state dict): pass --arch "
                               "NAME (e.g. torchvision.resnet18) and --kwargs JSON if needed",
                               where=str(path))
-    build_kwargs = dict(ckpt.meta.get("kwargs", {})) if kwargs is None else dict(kwargs)
+    recorded = ckpt.meta.get("kwargs") or {}
+    if not isinstance(recorded, dict):
+        raise CheckpointError("must be a mapping", where=f"{path}: kwargs")
+    build_kwargs = dict(recorded) if kwargs is None else dict(kwargs)
     if kwargs is None and "num_classes" not in build_kwargs:
         build_kwargs.update(_classes_from_state(ckpt.state_dict))
-    model = build_model(arch, build_kwargs)
+    model = build_model(arch, build_kwargs, allow_callables=trust_code, source=str(path))
     load_into(model, ckpt, where=str(path), arch=arch)
     return model, ckpt
 
@@ -405,9 +419,9 @@ def evaluate_path(path: Path, *, data: str | None, root: str | None, trust_check
     (``occ.latency.measure_latency``), under ``latency``.
     """
     from occ.errors import CheckpointError, DataError
+    from occ.limits import check_input_file
 
-    if not path.exists():
-        raise CheckpointError("file not found", where=str(path))
+    check_input_file(path, error=CheckpointError)  # by type: a FIFO would block the open
     with open(path, "rb") as fh:
         is_artifact = fh.read(len(MAGIC)) == MAGIC
     if is_artifact:
@@ -420,11 +434,14 @@ def evaluate_path(path: Path, *, data: str | None, root: str | None, trust_check
                             "--data (and --root)", where=str(path))
         spec = _data_for(recipe.get("data") if isinstance(recipe, dict) else None, data, root,
                          recorded.get("preprocess"))
-        model = model_io.rebuild(artifact, trust_code=trust_code)
+        try:
+            model = model_io.rebuild(artifact, trust_code=trust_code, source=str(path))
+        except ArtifactError as err:  # name the file, like occ.load does
+            raise ArtifactError(err.message, where=str(path)) from None
         kind = "artifact"
     else:
         model, ckpt = _open_checkpoint(path, arch=arch, kwargs=kwargs,
-                                       trust_checkpoint=trust_checkpoint)
+                                       trust_checkpoint=trust_checkpoint, trust_code=trust_code)
         recorded = ckpt.meta.get("data")
         spec = _data_for(recorded if isinstance(recorded, dict) else None, data, root)
         kind = "checkpoint"

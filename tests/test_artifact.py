@@ -20,6 +20,7 @@ from occ.artifact import (
 from occ.errors import ArtifactError
 from occ.models import build_model
 from occ.models.edits import shape_changes, tensor_equal
+from occ.trust import TrustError
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int8,
           torch.uint8, torch.int16, torch.int32, torch.int64, torch.bool]
@@ -149,7 +150,8 @@ def test_unknown_edit_op_and_callable_arch_are_refused(tmp_path: Path) -> None:
     header = model_io.model_header(arch={"arch": "os:system", "kwargs": {}}, edits=[],
                                    input_shape=(1, 28, 28), num_classes=10)
     model_io.save(tmp_path / "c.occ", model, header, {"codec": "raw"})
-    with pytest.raises(ArtifactError, match="trust-code"):
+    with pytest.raises(TrustError, match=r"c\.occ: model\.arch: refused: would import 'os'.*"
+                                         "--trust-code"):
         model_io.load(tmp_path / "c.occ")
 
 

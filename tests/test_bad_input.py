@@ -69,11 +69,11 @@ RECIPE_CASES: list[tuple[str, Callable[[dict], Any], str]] = [
      "data.root: directory not found: /nope/mnist"),
     ("data-unknown-key", edit("data.download", True), "data: unknown key 'download'"),
     ("val-negative", edit("data.val_size", -1), "data.val_size: must be >= 0"),
-    ("pad-zero", edit("data.pad_to", 0), "data.pad_to: must be >= 1"),
+    ("pad-zero", edit("data.pad_to", 0), "data.pad_to: must be in [1, 8192]"),
     ("order-unknown", edit("order", "random"), "order: must be one of 'auto', 'as-written'"),
-    ("seed-negative", edit("seed", -1), "seed: must be >= 0"),
+    ("seed-negative", edit("seed", -1), "seed: must be an integer in [0, 4294967295]"),
     ("seed-float", edit("seed", 0.5), "seed: must be int"),
-    ("device-tpu", edit("device", "tpu"), "device: must be auto, cpu or cuda"),
+    ("device-tpu", edit("device", "tpu"), "device: must be auto, cpu, mps, cuda or cuda:N"),
     ("min-accuracy-range", edit("min_accuracy", 150), "min_accuracy: must be a percentage"),
     ("task-unknown", edit("task", "ranking"), "task: must be one of 'auto', 'classification'"),
     ("task-mismatch", edit("task", "regression"),
@@ -137,7 +137,7 @@ def test_bad_recipe(tmp_path: Path, transform, expected: str, command: str) -> N
 
 @pytest.mark.parametrize(("content", "expected"), [
     (b"", "must be a mapping"),
-    (b"\xff\xfe\x00garbage", "cannot read recipe"),
+    (b"\xff\xfe\x00garbage", "not UTF-8 text"),
     (b"stages: [unclosed\n", "not valid YAML at line"),
     (b"version: 1\n  name: x\n bad", "not valid YAML"),
     (b"!!python/object/apply:os.system ['touch pwned']\n", "not valid YAML"),
@@ -150,7 +150,8 @@ def test_unparseable_recipe_files(tmp_path: Path, content: bytes, expected: str)
 
 
 def test_recipe_is_a_directory(tmp_path: Path) -> None:
-    assert_one_line(run_cli(["validate", str(tmp_path)]), "cannot read recipe")
+    assert_one_line(run_cli(["validate", str(tmp_path)]),
+                    "is a directory, not a regular recipe file")
 
 
 @pytest.fixture
@@ -242,7 +243,7 @@ def test_dataset_root_without_the_dataset(tmp_path: Path, tiny_checkpoint: Path)
     (["train", "lenet5", "--out", "x.pt", "--epochs", "0"], "--epochs: must be >= 1"),
     (["train", "lenet5", "--out", "x.pt", "--epochs", "two"], "Invalid value"),
     (["train", "lenet5", "--out", "x.pt", "--data", "imagenet"], "unknown dataset"),
-    (["train", "lenet5", "--out", "x.pt", "--lr", "-1"], "--lr: must be > 0"),
+    (["train", "lenet5", "--out", "x.pt", "--lr", "-1"], "--lr: must be a finite number > 0"),
 ], ids=lambda a: " ".join(a) if isinstance(a, list) else None)
 def test_bad_flags(args: list[str], expected: str, tmp_path: Path,
                    monkeypatch: pytest.MonkeyPatch) -> None:

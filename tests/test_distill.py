@@ -237,9 +237,18 @@ def test_unknown_hint_layer_is_bad_input(data: DataBundle, tmp_path: Path) -> No
 def test_student_that_does_not_fit_is_a_model_error(
         data: DataBundle, tmp_path: Path, student: dict, match: str) -> None:
     ctx = _ctx(data, tmp_path)
+    ctx.trust_code = True  # the callable case: trusted, then it fails to import
     with pytest.raises(ModelError, match=match):
         get_stage("distill").run(ctx, _config(student=student))
     assert ctx.arch.kwargs == TEACHER_KWARGS
+
+
+def test_untrusted_callable_student_is_refused(data: DataBundle, tmp_path: Path) -> None:
+    from occ.trust import TrustError
+
+    ctx = _ctx(data, tmp_path)
+    with pytest.raises(TrustError, match=r"distill\.student\.arch: refused: would import 'os'"):
+        get_stage("distill").run(ctx, _config(student={"arch": "os:system"}))
 
 
 # ---------------------------------------------------------------------------------------------

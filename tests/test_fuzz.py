@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import random
 
 import pytest
 import torch
@@ -32,6 +33,38 @@ def test_fuzz_sample_is_rejected_or_valid(artifact_bytes: bytes) -> None:
     bad = [o for o in outcomes if o.result not in ("rejected", "loaded")]
     assert not bad, bad[:3]
     assert sum(o.result == "rejected" for o in outcomes) > 400
+
+
+@pytest.fixture(scope="module")
+def entropy_bytes() -> bytes:
+    torch.manual_seed(0)
+    model = build_model("lenet300", {"width": 0.1})
+    with torch.no_grad():  # sparse, so the entropy coders' position streams are exercised
+        for p in model.parameters():
+            p.mul_((torch.rand_like(p) > 0.7).to(p.dtype))
+    header = model_io.model_header(arch={"arch": "lenet300", "kwargs": {"width": 0.1}},
+                                   edits=[], input_shape=(1, 28, 28), num_classes=10)
+    policy = model_io.codec_policy({"entropy": True})
+    return encode_artifact(header, model_io.state_tensors(model), policy)
+
+
+@pytest.mark.parametrize("kind", sorted(fuzz.LIES))
+def test_resealed_lies_are_rejected_or_valid(artifact_bytes: bytes, entropy_bytes: bytes,
+                                             kind: str) -> None:
+    """Valid checksum, lying header: reader, rebuild and inspect reject it or load a model."""
+    rng = random.Random(kind)
+    outcomes = [fuzz.check(fuzz.lie(data, rng, kind), inspect=True, time_limit=60.0)
+                for data in (artifact_bytes, entropy_bytes) for _ in range(3)]
+    bad = [o for o in outcomes if o.result not in ("rejected", "loaded")]
+    assert not bad, bad[:3]
+
+
+def test_reseal_keeps_the_checksum_valid(artifact_bytes: bytes) -> None:
+    data = fuzz.reseal(artifact_bytes, lambda h: h.update(note="edited"))
+    assert decode_artifact(data).header["note"] == "edited"
+    lying = fuzz.reseal(artifact_bytes, lambda h: h["streams"][0].update(shape=[2**40]))
+    with pytest.raises(ArtifactError, match="declares"):
+        decode_artifact(lying)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

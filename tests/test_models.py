@@ -15,6 +15,7 @@ from torch import nn
 from occ.errors import ModelError
 from occ.models import ZOO_NAMES, build_model, check_arch_name, list_models
 from occ.models.zoo import register_model
+from occ.trust import TrustError
 
 # Zoo models whose flatten size depends on the input side get it here; the rest pool globally.
 _INPUT_KWARGS: dict[str, dict[str, int]] = {
@@ -246,14 +247,15 @@ _BUILDERS = """
 
 def test_user_callable_gets_data_shape_and_kwargs(user_module: Callable[[str], str]) -> None:
     mod = user_module(_BUILDERS)
-    model = build_model(f"{mod}:build", {"hidden": 5}, in_channels=1, num_classes=3)
+    model = build_model(f"{mod}:build", {"hidden": 5}, in_channels=1, num_classes=3,
+                        allow_callables=True)
     assert model(torch.randn(2, 1, 4, 4)).shape == (2, 3)
     assert model[3].in_features == 5
 
 
 def test_user_callable_without_data_params(user_module: Callable[[str], str]) -> None:
     mod = user_module(_BUILDERS)
-    model = build_model(f"{mod}:plain", in_channels=1, num_classes=2)
+    model = build_model(f"{mod}:plain", in_channels=1, num_classes=2, allow_callables=True)
     assert isinstance(model, nn.Linear)
 
 
@@ -271,18 +273,20 @@ def test_user_callable_errors(
 ) -> None:
     mod = user_module(_BUILDERS)
     with pytest.raises(ModelError, match=match) as info:
-        build_model(f"{mod}:{attr}", kwargs)
+        build_model(f"{mod}:{attr}", kwargs, allow_callables=True)
     assert info.value.where == where
 
 
 def test_user_module_that_cannot_be_imported() -> None:
     with pytest.raises(ModelError, match="cannot import 'occ_no_such_module.nets'"):
-        build_model("occ_no_such_module.nets:build")
+        build_model("occ_no_such_module.nets:build", allow_callables=True)
 
 
 def test_untrusted_callable_is_refused_before_import(user_module: Callable[[str], str]) -> None:
     mod = user_module(_BUILDERS)
-    with pytest.raises(ModelError, match="--trust-code"):
+    with pytest.raises(TrustError, match="refused: would import .* pass --trust-code"):
+        build_model(f"{mod}:build")  # refusing is the default
+    with pytest.raises(TrustError, match="--trust-code"):
         build_model(f"{mod}:build", allow_callables=False)
     assert mod not in sys.modules  # nothing of the user's ran
     assert isinstance(build_model("lenet5", allow_callables=False), nn.Module)

@@ -68,9 +68,9 @@ INVALID = [
     (with_("data", {"dataset": "torchvision.CIFAR10", "root": "/no/such/dir"}),
      r"data\.root: directory not found: /no/such/dir"),
     (with_("order", "random"), r"order: must be one of 'auto', 'as-written', got 'random'"),
-    (with_("seed", -1), r"seed: must be >= 0"),
+    (with_("seed", -1), r"seed: must be an integer in \[0, 4294967295\]"),
     (with_("seed", True), r"seed: must be int"),
-    (with_("device", "tpu"), r"device: must be auto, cpu or cuda"),
+    (with_("device", "tpu"), r"device: must be auto, cpu, mps, cuda or cuda:N"),
     (with_("stages.0.method", "random"), r"stages\[0\]\.method: must be one of"),
 ]
 

@@ -38,10 +38,17 @@ def check_spec(spec: Any) -> None:
     check(spec.batch_size >= 1, "batch_size", f"must be >= 1, got {spec.batch_size}")
     check(spec.val_size is None or spec.val_size >= 0, "val_size",
           f"must be >= 0, got {spec.val_size}")
-    check(spec.num_workers >= 0, "num_workers", f"must be >= 0, got {spec.num_workers}")
-    for key in ("pad_to", "limit_train", "image_size", "resize", "crop", "calib_size"):
+    from occ.limits import MAX_IMAGE_SIDE, MAX_WORKERS
+
+    check(0 <= spec.num_workers <= MAX_WORKERS, "num_workers",
+          f"must be in [0, {MAX_WORKERS}], got {spec.num_workers}")
+    for key in ("limit_train", "calib_size"):
         value = getattr(spec, key)
         check(value is None or value >= 1, key, f"must be >= 1, got {value}")
+    for key in ("pad_to", "image_size", "resize", "crop"):  # bounded: they size every image
+        side = getattr(spec, key)
+        check(side is None or 1 <= side <= MAX_IMAGE_SIDE, key,
+              f"must be in [1, {MAX_IMAGE_SIDE}] pixels, got {side}")
     check(spec.image_size is None or spec.resize is None, "resize",
           "give image_size (square resize) or resize (+ crop), not both")
     check(spec.std is None or all(v > 0 for v in spec.std), "std",

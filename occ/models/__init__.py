@@ -53,7 +53,8 @@ def build_model(
     *,
     in_channels: int | None = None,
     num_classes: int | None = None,
-    allow_callables: bool = True,
+    allow_callables: bool = False,
+    source: str | None = None,
 ) -> nn.Module:
     """Build a freshly initialised model from a reference.
 
@@ -73,18 +74,20 @@ def build_model(
             if its signature accepts it.
         num_classes: Class count of the data, passed to the builder as ``num_classes``
             (for a user callable, only if its signature accepts it).
-        allow_callables: If false, refuse ``pkg.module:callable`` references, because
-            importing one runs its code; the artifact loader sets this unless the user passes
-            ``--trust-code``.
+        allow_callables: Allow ``pkg.module:callable`` references (importing one runs its
+            code): true only when the user passed ``--trust-code`` (``occ.trust``).
+        source: The file that named ``arch`` (recipe, checkpoint), for error messages.
 
     Returns:
         The model, in training mode, on the CPU.
 
     Raises:
         ModelError: If the reference is malformed or unknown, cannot be imported, does not
-            return an ``nn.Module``, is a callable while ``allow_callables`` is false, asks
+            return an ``nn.Module``, would exceed ``OCC_MAX_PARAMS`` (sized on the meta device
+            before anything is allocated), asks
             for pretrained ``weights``, or a kwarg is not accepted (``where`` names it), or
             ``in_channels``/``num_classes`` conflict with the same key in ``kwargs``.
+        TrustError: ``arch`` is a callable and ``allow_callables`` is false.
     """
     from occ.models.resolve import resolve_model  # deferred: it imports torch
 
@@ -94,6 +97,7 @@ def build_model(
         in_channels=in_channels,
         num_classes=num_classes,
         allow_callables=allow_callables,
+        source=source,
     )
 
 

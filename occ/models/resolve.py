@@ -18,6 +18,8 @@ from torch import nn
 from occ.errors import ModelError
 from occ.models import zoo
 from occ.models.names import TORCHVISION_PREFIX, arch_kind
+from occ.models.sizing import build_sized
+from occ.trust import require_code
 
 _UNEXPECTED_KWARG = re.compile(r"unexpected keyword argument '(\w+)'")
 
@@ -28,10 +30,24 @@ def resolve_model(
     *,
     in_channels: int | None = None,
     num_classes: int | None = None,
-    allow_callables: bool = True,
+    allow_callables: bool = False,
+    source: str | None = None,
 ) -> nn.Module:
-    """Build the model ``arch`` refers to; see :func:`occ.models.build_model`."""
+    """Build the model ``arch`` refers to; see :func:`occ.models.build_model`.
+
+    The model is first built on the ``meta`` device and its size checked against
+    ``OCC_MAX_PARAMS`` (``occ.models.sizing``), so nothing large is allocated for a hostile
+    reference; a ``pkg.module:callable`` passes ``occ.trust.require_code`` first.
+    """
     kind = arch_kind(arch)
+    require_code(arch, trusted=allow_callables,
+                 where=f"{source}: model.arch" if source else "model.arch")
+    return build_sized(arch, kind, lambda: _resolve(arch, kind, kwargs, in_channels,
+                                                    num_classes))
+
+
+def _resolve(arch: str, kind: str, kwargs: dict[str, Any] | None, in_channels: int | None,
+             num_classes: int | None) -> nn.Module:
     if kwargs is not None and not isinstance(kwargs, dict):
         raise ModelError(f"must be a mapping, got {type(kwargs).__name__}", where="model.kwargs")
     merged = dict(kwargs or {})
@@ -48,12 +64,6 @@ def resolve_model(
         return _call(arch, zoo.get_model_builder(arch), merged)
     if kind == "torchvision":
         return _build_torchvision(arch, merged)
-    if not allow_callables:
-        raise ModelError(
-            f"{arch!r} is a user callable; loading it from an untrusted artifact runs its code, "
-            "pass --trust-code to allow it",
-            where="model.arch",
-        )
     implied = {
         key
         for key, value in (("in_channels", in_channels), ("num_classes", num_classes))
@@ -92,10 +102,12 @@ def _call(arch: str, fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
         # Builders that take **kwargs (torchvision's) only find a bad name in the constructor.
         match = _UNEXPECTED_KWARG.search(str(exc))
         where = f"model.kwargs.{match.group(1)}" if match else "model.kwargs"
-        what = f"does not accept {match.group(1)!r}" if match else f"rejected its kwargs: {exc}"
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        what = f"does not accept {match.group(1)!r}" if match else f"rejected its kwargs: {first}"
         raise ModelError(f"{arch!r} {what}", where=where) from exc
-    except ValueError as exc:
-        raise ModelError(f"{arch!r} rejected its kwargs: {exc}", where="model.kwargs") from exc
+    except ValueError as exc:  # first line only: torch appends C++ frames to some
+        line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ModelError(f"{arch!r} rejected its kwargs: {line}", where="model.kwargs") from exc
 
 
 def _build_torchvision(arch: str, kwargs: dict[str, Any]) -> nn.Module:

@@ -1,0 +1,140 @@
+"""Bounds on the work any input may cause, and the checks that apply them before work.
+
+Every limit has a default and an environment variable that raises (or lowers) it; the
+README lists them. Checks here run *before* a file is read or a tensor allocated:
+
+* :func:`check_input_file`: a regular file, not a directory, FIFO, device or socket
+  (symlinks are followed, so a link to ``/dev/zero`` is refused too), and not larger
+  than the caller's limit;
+* :func:`read_bounded`: read such a file, never more than the limit;
+* :func:`check_params`: a model's size (counted on the ``meta`` device) against
+  ``OCC_MAX_PARAMS``.
+
+No torch here: ``occ validate`` uses this module.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+
+from occ.errors import ModelError, OccError
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A bound with its default and the environment variable that overrides it."""
+
+    env: str
+    default: int
+    what: str
+
+    def value(self) -> int:
+        """The bound in force: ``$env`` when set to a positive integer, else the default."""
+        raw = os.environ.get(self.env)
+        if raw is None or not raw.strip():
+            return self.default
+        try:
+            value = int(raw.strip().replace("_", ""))
+        except ValueError:
+            raise OccError(f"must be a positive integer, got {raw!r}", where=self.env) from None
+        if value < 1:
+            raise OccError(f"must be a positive integer, got {raw!r}", where=self.env)
+        return value
+
+    def hint(self) -> str:
+        """How to raise the limit, for error messages."""
+        return f"limit {self.value():,} {self.what}; raise it with {self.env}=N"
+
+
+MAX_RECIPE_BYTES = Limit("OCC_MAX_RECIPE_BYTES", 1 << 20, "bytes")
+MAX_YAML_NODES = Limit("OCC_MAX_YAML_NODES", 100_000, "YAML nodes (aliases expanded)")
+MAX_YAML_DEPTH = Limit("OCC_MAX_YAML_DEPTH", 64, "levels of YAML nesting")
+MAX_PARAMS = Limit("OCC_MAX_PARAMS", 150_000_000, "parameters and buffers")
+MAX_CHECKPOINT_BYTES = Limit("OCC_MAX_CHECKPOINT_BYTES", 8 << 30, "bytes")
+MAX_ARTIFACT_BYTES = Limit("OCC_MAX_ARTIFACT_BYTES", 4 << 30, "bytes")
+
+# Domains of numbers that have no user-tunable limit.
+MAX_SEED = 2**32 - 1  # numpy's and torch's seeds are 32 / 64 bit: the common range
+MAX_INT = 2**63 - 1  # any integer field: must fit in a C int64
+MAX_WORKERS = 64  # data.num_workers: more only floods the machine with processes
+MAX_IMAGE_SIDE = 8192  # data.image_size / data.pad_to, in pixels
+MAX_JSON_DEPTH = 64  # artifact headers: occ writes at most ~6 levels
+
+
+def json_depth(obj: object, cap: int) -> int:
+    """Nesting depth of plain JSON data, without recursion; stops counting past ``cap``."""
+    deepest, stack = 0, [(obj, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > cap:
+            return deepest
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+    return deepest
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def check_input_file(path: str | os.PathLike[str], *, limit: Limit | None = None,
+                     error: type[OccError] = OccError, what: str = "file") -> int:
+    """Check that ``path`` is a regular file within ``limit``; return its size.
+
+    Raises:
+        ``error`` (an OccError): a NUL byte in the path, a missing path, a directory, FIFO,
+        device or socket (refused by type before any read), or a file over the limit.
+    """
+    where = str(path)
+    try:
+        st = os.stat(path)
+    except ValueError:  # "embedded null byte"
+        raise error("path contains a NUL byte", where=ascii(where)) from None
+    except FileNotFoundError:
+        raise error(f"cannot read {what}: file not found", where=where) from None
+    except OSError as err:
+        raise error(f"cannot read {what}: {err.strerror or err}", where=where) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise error(f"is {_kind(st.st_mode)}, not a regular {what}; refused before reading",
+                    where=where)
+    if limit is not None and st.st_size > limit.value():
+        raise error(f"is {st.st_size:,} bytes, over the {limit.hint()}", where=where)
+    return st.st_size
+
+
+def read_bounded(path: str | os.PathLike[str], limit: Limit, *,
+                 error: type[OccError] = OccError, what: str = "file") -> bytes:
+    """The bytes of regular file ``path``, refusing files over ``limit`` (even growing ones)."""
+    size = check_input_file(path, limit=limit, error=error, what=what)
+    cap = limit.value()
+    try:
+        with open(path, "rb") as fh:  # read(n) allocates n bytes up front: ask for the size
+            data = fh.read(min(size, cap) + 1)
+    except OSError as err:
+        raise error(f"cannot read {what}: {err.strerror or err}", where=str(path)) from None
+    if len(data) > cap:
+        raise error(f"is larger than the {limit.hint()}", where=str(path))
+    return data
+
+
+def check_params(count: int, *, where: str, name: str) -> None:
+    """Refuse a model of ``count`` parameters + buffers over ``OCC_MAX_PARAMS``."""
+    if count > MAX_PARAMS.value():
+        raise ModelError(f"{name} would have {count:,} parameters and buffers, over the "
+                       f"{MAX_PARAMS.hint()}; refused before allocating", where=where)
+
+
+__all__ = ["MAX_ARTIFACT_BYTES", "MAX_CHECKPOINT_BYTES", "MAX_IMAGE_SIDE", "MAX_INT",
+           "MAX_JSON_DEPTH", "MAX_PARAMS", "MAX_RECIPE_BYTES", "MAX_SEED", "MAX_WORKERS",
+           "MAX_YAML_DEPTH", "MAX_YAML_NODES", "Limit", "check_input_file", "check_params",
+           "json_depth", "read_bounded"]

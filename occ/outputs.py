@@ -1,0 +1,85 @@
+"""Output paths checked before a long run starts, so a bad ``--out`` fails in a second.
+
+A run that trains for an hour and then cannot write ``model.occ`` (because ``--out`` lies
+under a regular file, ``model.occ`` is a directory, or the directory is read-only) is a
+lost hour. :func:`check_output_dir` and :func:`check_output_file` find that out first,
+without creating anything.
+
+No torch here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from occ.errors import RecipeError
+
+# What ``occ compress`` writes in its output directory (files) and the folder of states.
+RUN_FILES = ("model.occ", "report.json", "report.md", "report.html", "recipe.resolved.yaml")
+RUN_DIRS = ("stages",)
+
+
+def _nearest_existing(path: Path, where: str) -> Path:
+    """The closest existing ancestor of ``path`` (itself included); every part is a dir."""
+    probe = path
+    while True:
+        try:
+            if probe.exists() or probe.is_symlink():
+                break
+        except (OSError, ValueError) as err:
+            raise RecipeError(f"unusable path {str(path)!r}: {err}", where=where) from None
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    return probe
+
+
+def _check_text(path: str | os.PathLike[str], where: str) -> Path:
+    text = os.fspath(path)
+    if not text or "\x00" in text:
+        raise RecipeError(f"must be a non-empty path without NUL bytes, got {text!r}",
+                          where=where)
+    return Path(text)
+
+
+def check_output_dir(path: str | os.PathLike[str], *, where: str = "--out",
+                     files: Iterable[str] = RUN_FILES, dirs: Iterable[str] = RUN_DIRS) -> Path:
+    """Check that ``path`` can be (or is) a writable directory for a run's outputs.
+
+    Raises:
+        RecipeError: a part of the path is a file, the nearest existing directory is not
+            writable, or one of ``files`` inside it is a directory (``dirs``: a file).
+    """
+    out = _check_text(path, where)
+    base = _nearest_existing(out, where)
+    if base.exists() and not base.is_dir():
+        raise RecipeError(f"{base} is not a directory, so {out} cannot be created", where=where)
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise RecipeError(f"{base} is not writable", where=where)
+    if base == out:
+        for name in files:
+            if (out / name).is_dir():
+                raise RecipeError(f"{out / name} is a directory; occ writes a file there",
+                                  where=where)
+        for name in dirs:
+            if (out / name).exists() and not (out / name).is_dir():
+                raise RecipeError(f"{out / name} is a file; occ keeps a folder there",
+                                  where=where)
+    return out
+
+
+def check_output_file(path: str | os.PathLike[str], *, where: str = "--out") -> Path:
+    """Check that file ``path`` can be written (its folder can be made; it is not a dir)."""
+    out = _check_text(path, where)
+    if out.is_dir():
+        raise RecipeError(f"is a directory; give a file name ({out})", where=where)
+    check_output_dir(out.parent if str(out.parent) else Path("."), where=where, files=(),
+                     dirs=())
+    if out.exists() and not os.access(out, os.W_OK):
+        raise RecipeError(f"{out} is not writable", where=where)
+    return out
+
+
+__all__ = ["RUN_DIRS", "RUN_FILES", "check_output_dir", "check_output_file"]

@@ -1,0 +1,86 @@
+"""The manifest of stage states a run wrote: resume reuses only files it lists.
+
+``--resume`` rebuilds models from ``DIR/stages/*.occst``. A file found there is not proof
+that occ wrote it: it may be planted, edited, or left by another recipe. Each time a run
+saves a state it records the file's sha256 and fingerprint in ``manifest.json`` beside
+it; :func:`verify_state` refuses any state file that is not a regular file recorded there
+with the same digest and fingerprint, before a byte of it is parsed.
+
+No torch here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from occ.errors import RecipeError
+from occ.io import atomic_write_text
+from occ.limits import MAX_ARTIFACT_BYTES, check_input_file
+
+MANIFEST = "manifest.json"
+_MAX_MANIFEST = 1 << 20
+
+
+class StaleStateError(RecipeError):
+    """A saved state on disk was made by another recipe, checkpoint, seed or version."""
+
+
+class UnverifiedStateError(StaleStateError):
+    """A stage state on disk that this run did not write (or that changed since)."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read(folder: Path) -> dict[str, Any]:
+    path = folder / MANIFEST
+    try:
+        if not path.is_file() or path.stat().st_size > _MAX_MANIFEST:
+            return {}
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return {}
+    states = doc.get("states") if isinstance(doc, dict) else None
+    return states if isinstance(states, dict) else {}
+
+
+def record_state(path: Path, fingerprint: str, sha256: str) -> None:
+    """Record the state about to be written at ``path`` (digest + fingerprint)."""
+    states = _read(path.parent)
+    states[path.name] = {"sha256": sha256, "fingerprint": fingerprint}
+    atomic_write_text(path.parent / MANIFEST,
+                      json.dumps({"states": states}, indent=1, sort_keys=True))
+
+
+def verify_state(path: Path, fingerprint: str, *, where: str) -> None:
+    """Refuse ``path`` unless the manifest lists it with its current digest and ``fingerprint``.
+
+    Raises:
+        UnverifiedStateError: not a regular file, not listed, or its digest or fingerprint
+            differs from what the run that wrote it recorded.
+    """
+    check_input_file(path, limit=MAX_ARTIFACT_BYTES, error=UnverifiedStateError,
+                     what="stage state")
+    entry = _read(path.parent).get(path.name)
+    hint = "remove it or use another --out"
+    if not isinstance(entry, dict):
+        raise UnverifiedStateError(f"{path} is not in {path.parent / MANIFEST}: occ did not "
+                                   f"write it, so it is not trusted; {hint}", where=where)
+    if entry.get("sha256") != _sha256(path):
+        raise UnverifiedStateError(f"{path} changed after occ wrote it (sha256 differs from "
+                                   f"{path.parent / MANIFEST}); {hint}", where=where)
+    if entry.get("fingerprint") != fingerprint:
+        raise UnverifiedStateError(f"{path} was made by a different recipe, checkpoint, seed "
+                                   f"or version; {hint}", where=where)
+
+
+__all__ = ["MANIFEST", "StaleStateError", "UnverifiedStateError", "record_state", "verify_state"]
+

@@ -1,0 +1,192 @@
+"""The trust boundary's parts on their own: trust decisions, bounded YAML, limits, domains,
+output checks, resume fingerprints and the state manifest."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from occ.errors import OccError, RecipeError
+from occ.limits import MAX_PARAMS, check_input_file, json_depth
+from occ.outputs import check_output_dir, check_output_file
+from occ.recipe import parse_recipe
+from occ.safe_yaml import expanded_size, safe_load
+from occ.trust import TrustError, check_recipe, code_references, require_code
+
+BASE = {"version": 1, "name": "t", "model": {"arch": "lenet5"},
+        "stages": [{"type": "prune", "sparsity": 0.5}]}
+
+
+@pytest.mark.parametrize("ref", ["lenet5", "torchvision.resnet18", "not a ref", 3, None])
+def test_names_that_run_no_code_pass_untrusted(ref: object) -> None:
+    require_code(ref, trusted=False)  # type: ignore[arg-type]
+
+
+def test_code_reference_needs_trust_and_says_what_would_run() -> None:
+    with pytest.raises(TrustError, match=r"r\.yaml: model\.arch: refused: would import 'os' "
+                                         r"and call 'os:system'.*--trust-code") as info:
+        require_code("os:system", trusted=False, where="r.yaml: model.arch")
+    assert info.value.exit_code == 2
+    require_code("os:system", trusted=True)  # the user opted in: nothing to refuse
+
+
+def test_every_arch_in_a_recipe_is_found() -> None:
+    doc = {**BASE, "model": {"arch": "a.b:c"},
+           "stages": [{"type": "distill", "student": {"arch": "x:y"}}]}
+    assert list(code_references(doc)) == [("model.arch", "a.b:c"),
+                                          ("stages[0].student.arch", "x:y")]
+    with pytest.raises(TrustError, match=r"r\.yaml: model\.arch"):
+        check_recipe(doc, source="r.yaml", trusted=False)
+    check_recipe(doc, source="r.yaml", trusted=True)
+
+
+def test_yaml_bounds() -> None:
+    assert safe_load("a: &x [1, 2]\nb: *x\n", where="r") == {"a": [1, 2], "b": [1, 2]}
+    with pytest.raises(RecipeError, match="duplicate key 'a'"):
+        safe_load("a: 1\na: 2\n", where="r")
+    with pytest.raises(RecipeError, match="recursive alias"):
+        safe_load("a: &x [*x]\n", where="r")
+    with pytest.raises(RecipeError, match="nested deeper"):
+        safe_load("[" * 1000 + "]" * 1000, where="r")
+
+
+def test_expanded_size_counts_aliases_without_expanding(monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+
+    text = "a: &a [1, 2, 3]\nb: [*a, *a, *a]\n"
+    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    # root + 2 keys + a(1+3) + b(1 + 3 * 4) = 1 + 2 + 4 + 13
+    assert expanded_size(node, 10**6) == 20
+    monkeypatch.setenv("OCC_MAX_YAML_NODES", "19")
+    with pytest.raises(RecipeError, match="OCC_MAX_YAML_NODES"):
+        safe_load(text, where="r")
+
+
+def test_limits_are_raised_by_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert MAX_PARAMS.value() == 150_000_000
+    monkeypatch.setenv("OCC_MAX_PARAMS", "5")
+    assert MAX_PARAMS.value() == 5
+    monkeypatch.setenv("OCC_MAX_PARAMS", "lots")
+    with pytest.raises(OccError, match="OCC_MAX_PARAMS: must be a positive integer"):
+        MAX_PARAMS.value()
+
+
+def test_model_size_limit_applies_before_allocating(monkeypatch: pytest.MonkeyPatch) -> None:
+    from occ.models import build_model
+
+    monkeypatch.setenv("OCC_MAX_PARAMS", "1000")
+    with pytest.raises(OccError, match="lenet5 would have [\\d,]+ parameters.*OCC_MAX_PARAMS"):
+        build_model("lenet5", {"width": 0.25})
+    monkeypatch.setenv("OCC_MAX_PARAMS", "10000000")
+    assert build_model("torchvision.regnet_x_400mf", {"num_classes": 10}) is not None
+
+
+def test_input_files_are_checked_by_type(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    assert check_input_file(tmp_path / "f") == 1
+    os.mkfifo(tmp_path / "p")
+    for path, what in ((tmp_path, "a directory"), (tmp_path / "p", "a FIFO"),
+                       ("/dev/null", "a character device")):
+        with pytest.raises(OccError, match=what):
+            check_input_file(path)
+    with pytest.raises(OccError, match="NUL"):
+        check_input_file("a\x00b")
+
+
+def test_json_depth_is_iterative() -> None:
+    deep: object = 0
+    for _ in range(100_000):
+        deep = [deep]
+    assert json_depth(deep, 64) == 65  # stops just past the cap
+    assert json_depth({"a": [1, {"b": 2}]}, 64) == 4  # the innermost scalar is a level
+
+
+@pytest.mark.parametrize(("edit", "match"), [
+    ({"name": "../x"}, "name: must be ASCII"),
+    ({"name": "ｘ"}, "name: must be ASCII"),
+    ({"device": "cudaXYZ"}, "device: must be auto, cpu, mps, cuda or cuda:N"),
+    ({"seed": 2**32}, r"seed: must be an integer in \[0, 4294967295\]"),
+    ({"seed": 2**64}, "seed: must fit in 64 bits"),
+    ({"min_accuracy": float("nan")}, "min_accuracy: must be a finite number"),
+    ({"data": {"num_workers": 65}}, r"data\.num_workers: must be in \[0, 64\]"),
+    ({"stages": [{"type": "prune", "sparsity": 0.5, "lr": float("inf")}]},
+     r"stages\[0\]\.lr: must be a finite number"),
+    ({"stages": [{"type": "prune", "sparsity": 0.5, "device": "gpu"}]},
+     r"stages\[0\]\.device: must be auto"),
+])
+def test_domains(edit: dict, match: str) -> None:
+    with pytest.raises(RecipeError, match=match):
+        parse_recipe({**BASE, **edit}, source="r.yaml")
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "mps", "cuda", "cuda:0", "cuda:12"])
+def test_valid_devices(device: str) -> None:
+    assert parse_recipe({**BASE, "device": device}, source="r").device == device
+
+
+def test_output_checks(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "run" / "model.occ").mkdir(parents=True)
+    check_output_dir(tmp_path / "new" / "deeper")  # creatable: fine, and nothing created
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(RecipeError, match="is not a directory"):
+        check_output_dir(tmp_path / "file" / "run")
+    with pytest.raises(RecipeError, match=r"model\.occ is a directory"):
+        check_output_dir(tmp_path / "run")
+    with pytest.raises(RecipeError, match="is a directory; give a file name"):
+        check_output_file(tmp_path / "run")
+    check_output_file(tmp_path / "x.pt")
+
+
+def test_fingerprint_covers_every_result_field() -> None:
+    from occ.resume import fingerprints
+
+    regression = {**BASE, "data": {"dataset": "mnist5k-rotation"}}
+    base = parse_recipe(regression, source="r")
+    first = fingerprints(base, "sha")[0]
+    assert fingerprints(replace(base, name="other", output="elsewhere"), "sha")[0] == first
+    changed = [replace(base, loss="l1"), replace(base, seed=1), replace(base, device="cpu"),
+               replace(base, data=replace(base.data, limit_train=10)),
+               replace(base, model=replace(base.model, kwargs={"width": 0.5}))]
+    assert all(fingerprints(r, "sha")[0] != first for r in changed)
+    assert fingerprints(base, "other-sha")[0] != first
+
+
+def test_state_manifest(tmp_path: Path) -> None:
+    from occ.state_manifest import UnverifiedStateError, record_state, verify_state
+
+    state = tmp_path / "00-prune.occst"
+    state.write_bytes(b"state")
+    with pytest.raises(UnverifiedStateError, match="occ did not write it"):
+        verify_state(state, "fp", where="--resume")
+    import hashlib
+
+    record_state(state, "fp", hashlib.sha256(b"state").hexdigest())
+    verify_state(state, "fp", where="--resume")
+    with pytest.raises(UnverifiedStateError, match="different recipe"):
+        verify_state(state, "other", where="--resume")
+    state.write_bytes(b"edited")
+    with pytest.raises(UnverifiedStateError, match="changed after occ wrote it"):
+        verify_state(state, "fp", where="--resume")
+    assert json.loads((tmp_path / "manifest.json").read_text())["states"][state.name]
+
+
+class _Evil:
+    def __reduce__(self) -> tuple:
+        return (os.system, ("true",))
+
+
+def test_pickle_scan_names_imports_without_running(tmp_path: Path) -> None:
+    from occ.pickle_scan import code_imports
+
+    for protocol in (0, 2, 4):
+        path = tmp_path / f"p{protocol}.pt"
+        path.write_bytes(pickle.dumps({"x": _Evil()}, protocol=protocol))
+        assert code_imports(path) == [f"{os.system.__module__}.system"]
+    (tmp_path / "junk").write_bytes(b"\x80\x05garbage")
+    assert code_imports(tmp_path / "junk") == []
