@@ -2,8 +2,8 @@
 
 Importing a user module runs its code, so a recipe's ``data.dataset`` or
 ``data.transform`` callable is imported only when the caller passed ``--trust-code``
-(``trust_code=True`` in the API). This module is the minimal gate for the data hooks;
-the refusal names what would have run.
+(``trust_code=True`` in the API); the decision is ``occ.trust.require_code``, as for
+models, and the refusal names what would have run.
 
 The ``occ`` console script does not put the working directory on ``sys.path`` (``python
 -m`` does), so a user's ``mypkg/`` beside the recipe would not import; :func:`import_callable`
@@ -22,10 +22,10 @@ from occ.errors import OccError, RecipeError
 
 
 def require_trust(ref: str, *, trust_code: bool, where: str) -> None:
-    """Refuse to import ``ref`` unless ``trust_code``; the error names what would run."""
-    if not trust_code:
-        raise RecipeError(f"{ref!r} is a user callable; importing it runs its code: pass "
-                          "--trust-code (trust_code=True) to allow it", where=where)
+    """Refuse to import ``ref`` unless ``trust_code``: the one decision, ``occ.trust``."""
+    from occ.trust import require_code
+
+    require_code(ref, trusted=trust_code, where=where)
 
 
 def import_callable(ref: str, *, where: str, search: Iterable[str | Path] = (),

@@ -18,6 +18,7 @@ from occ.cli import app
 from occ.data import load_data
 from occ.errors import DataError, RecipeError
 from occ.recipe import DataSpec, load_recipe
+from occ.trust import TrustError
 
 
 def write_pngs(folder: Path, counts: dict[str, int], size: int = 8) -> None:
@@ -112,8 +113,8 @@ def _user_module(tmp_path: Path, name: str) -> None:
 def test_dataset_callable_needs_trust_and_is_found_beside_the_recipe(tmp_path: Path) -> None:
     _user_module(tmp_path, "occ_user_data_a")
     spec = DataSpec(dataset="occ_user_data_a.data:splits", val_size=6)
-    with pytest.raises(RecipeError, match=r"data\.dataset: 'occ_user_data_a\.data:splits' is a "
-                                          r"user callable.*--trust-code"):
+    with pytest.raises(TrustError, match=r"data\.dataset: refused: would import "
+                                         r"'occ_user_data_a\.data'.*--trust-code"):
         load_data(spec)
     bundle = load_data(spec, trust_code=True, search=(str(tmp_path),))
     assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (24, 6, 9)
@@ -133,7 +134,7 @@ def test_transform_callable_needs_trust(tmp_path: Path) -> None:
     write_pngs(tmp_path / "img" / "test", {"a": 1, "b": 1})
     spec = DataSpec(dataset="imagefolder", root=str(tmp_path / "img"), val_size=2,
                     transform="occ_user_data_b.data:flip")
-    with pytest.raises(RecipeError, match=r"data\.transform: .*--trust-code"):
+    with pytest.raises(TrustError, match=r"data\.transform: refused: .*--trust-code"):
         load_data(spec)
     bundle = load_data(spec, trust_code=True, search=(str(tmp_path),))
     first = bundle.train.dataset.transform.transforms[0]
