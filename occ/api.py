@@ -163,8 +163,12 @@ def evaluate(path: str | os.PathLike[str], *, data: str | None = None, root: str
 
 def export(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *,
            fmt: str = "onnx", batch_size: int | None = None, opset: int | None = None,
-           exporter: str = "torchscript", trust_code: bool = False) -> dict[str, Any]:
+           exporter: str = "torchscript", trust_code: bool = False, int8: bool = False,
+           int8_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Export an artifact's model to ONNX (``out`` defaults to ``path`` with ``.onnx``).
+
+    ``fmt="onnx-qdq"`` or ``int8``: the integer QDQ graph instead, checked against occ on
+    the test split before it is written (``occ.export_int8``).
 
     Quantized layers become dequantized float weights (plus their input fake-quant as
     float ops); early-exit models get every exit as an extra output. See ``occ.export``.
@@ -177,7 +181,8 @@ def export(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = No
     from occ.export import export_artifact
 
     return export_artifact(path, out, fmt=fmt, batch_size=batch_size, opset=opset,
-                           exporter=exporter, trust_code=trust_code)
+                           exporter=exporter, trust_code=trust_code, int8=int8,
+                           int8_options=int8_options)
 
 
 def inspect(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -56,7 +56,7 @@ from occ.models.edits import set_submodule
 log = logging.getLogger("occ")
 
 OPSET = 17  # per-channel DequantizeLinear needs >= 13; 17 is what occ export uses
-CALIB_BATCH = 32
+CALIB_BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -176,8 +176,8 @@ def _overrides(proto: Any, layers: dict[str, IntLayer],
             had = out.get(name)
             if had and (had[0]["scale"] != want["scale"]
                         or had[0]["zero_point"] != want["zero_point"]):
-                log.warning("export: %s reads a tensor another quantized layer reads with "
-                            "another grid; it uses the first one's", path)
+                log.info("export: %s reads a tensor another quantized layer reads on "
+                         "another grid; it uses the first one's", path)
                 continue
             out[name] = [want]
     return out
@@ -202,16 +202,24 @@ def quantize_graph(float_onnx: bytes, layers: dict[str, IntLayer], calib: torch.
     if missing:
         raise ArtifactError(f"quantized layers not found in the exported graph: {missing[:3]}")
     float_layers = [n.name for p, n in nodes.items() if p not in layers]
-    extra = {"TensorQuantOverrides": _overrides(proto, layers, nodes), "ActivationSymmetric": False,
-             "WeightSymmetric": True, "QDQDisableWeightAdjustForInt32Bias": True}
+    extra = {"TensorQuantOverrides": _overrides(proto, layers, nodes),
+             "ActivationSymmetric": False, "WeightSymmetric": True,
+             "QDQDisableWeightAdjustForInt32Bias": True}
     with tempfile.TemporaryDirectory(prefix="occ-qdq-") as tmp:
         src, dst = Path(tmp) / "float.onnx", Path(tmp) / "qdq.onnx"
         src.write_bytes(float_onnx)
-        quantize_static(str(src), str(dst), _Reader(calib), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-                        op_types_to_quantize=QUANT_OPS,
-                        nodes_to_exclude=[n for n in float_layers if n], extra_options=extra)
+        root = logging.getLogger()
+        level, root.level = root.level, logging.ERROR  # the tool's "consider pre-processing"
+        try:
+            quantize_static(str(src), str(dst), _Reader(calib), quant_format=QuantFormat.QDQ,
+                            per_channel=True, activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.MinMax,
+                            op_types_to_quantize=QUANT_OPS,
+                            nodes_to_exclude=[n for n in float_layers if n],
+                            extra_options=extra)
+        finally:
+            root.setLevel(level)
         qdq = onnx.load(str(dst))
     _pin_integers(qdq, layers, {p: nodes[p].name for p in layers})
     _clip_narrow_inputs(qdq, layers, {p: nodes[p].name for p in layers})
@@ -244,8 +252,18 @@ def _pin_integers(proto: Any, layers: dict[str, IntLayer], node_names: dict[str,
         bq = producer.get(node.input[2])
         if bq is None or bq.op_type != "DequantizeLinear":
             raise ArtifactError(f"{path}: the quantizer left no DequantizeLinear on its bias")
-        set_init(bq.input[0], layer.bias_int)
-        set_init(bq.input[1], (layer.w_scale * np.float32(layer.act_scale)).astype(np.float32))
+        # The input grid in the graph is occ's, unless another layer pinned the tensor
+        # first (a shortcut conv reading its block's input): then the same bias values at
+        # that grid's accumulator scale (one rounding), so the integer kernel still applies.
+        x_dq = producer.get(node.input[0])
+        grid = (float(numpy_helper.to_array(inits[x_dq.input[1]]).reshape(()))
+                if x_dq is not None and x_dq.op_type == "DequantizeLinear" else layer.act_scale)
+        bias_int = layer.bias_int
+        if grid != layer.act_scale:
+            bias_int = np.clip(np.round(bias_int.astype(np.float64) * layer.act_scale / grid),
+                               -(2**31 - 1), 2**31 - 1).astype(np.int32)
+        set_init(bq.input[0], bias_int)
+        set_init(bq.input[1], (layer.w_scale * np.float32(grid)).astype(np.float32))
 
 
 def _clip_narrow_inputs(proto: Any, layers: dict[str, IntLayer],
@@ -314,8 +332,8 @@ def export_int8(model: nn.Module, example: torch.Tensor, calib: torch.Tensor) ->
 
 # Op types the tool may quantize: the integer kernels and the value-preserving ops between
 # them. The exit-selection tail (Softmax, ReduceMax, Where ...) stays float.
-QUANT_OPS = ["Conv", "Gemm", "MatMul", "Add", "Relu", "Clip", "MaxPool", "AveragePool",
-             "GlobalAveragePool", "Flatten", "Reshape", "Concat"]
+QUANT_OPS = ["Conv", "Gemm", "MatMul", "Add", "Relu", "Clip", "MaxPool", "GlobalAveragePool",
+             "Flatten", "Reshape", "Concat"]
 BOUNDARY = "occ_segment{}"  # the tensor an early-exit segment hands to the next
 
 
