@@ -150,12 +150,18 @@ def evaluate(path: str | os.PathLike[str], *, data: str | None = None, root: str
     """Accuracy, params, size, MACs, BitOps (and exits) of a checkpoint or an artifact.
 
     With ``latency``, also the median / p90 batch-1 and batch-64 forward latency over
-    ``latency_runs`` timed runs (``occ.latency``), under the key ``latency``.
+    ``latency_runs`` timed runs (``occ.latency``), under the key ``latency``. An ``.onnx``
+    file is run in onnxruntime (``occ.onnx_eval``; early exits through ``occ.runtime``).
     """
     from occ import runner
 
     if latency and latency_runs < 1:
         raise RecipeError(f"must be >= 1, got {latency_runs}", where="--latency-runs")
+    if Path(path).suffix.lower() == ".onnx":  # onnxruntime, through occ.runtime
+        from occ.onnx_eval import evaluate_onnx
+
+        return evaluate_onnx(path, data=data, root=root,
+                             latency_runs=latency_runs if latency else None)
     return runner.evaluate_path(Path(path), data=data, root=root,
                                 trust_checkpoint=trust_checkpoint, trust_code=trust_code,
                                 latency_runs=latency_runs if latency else None)

@@ -305,7 +305,8 @@ def train(
 
 @app.command("eval")
 def eval_(
-    path: Annotated[str, typer.Argument(help="A checkpoint (.pt) or an artifact (.occ).")],
+    path: Annotated[str, typer.Argument(
+        help="A checkpoint (.pt), an artifact (.occ) or an ONNX file (.onnx, onnxruntime).")],
     data: Annotated[str | None, typer.Option(help="Dataset (default: the recorded one).")]
     = None,
     root: Annotated[str | None, typer.Option(help="Dataset root.")] = None,
@@ -354,8 +355,10 @@ def eval_(
     console = _console()
     console.print(table)
     if lat:
-        console.print(f"latency: {lat['device']} ({lat['device_name']}), {lat['threads']} "
-                      f"threads, {lat['warmup']} warm-up + {lat['runs']} timed runs")
+        runtime = f", {lat['runtime']}" if lat.get("runtime") else ""
+        console.print(f"latency: {lat['device']} ({lat['device_name']}{runtime}), "
+                      f"{lat['threads']} threads, {lat['warmup']} warm-up + {lat['runs']} "
+                      "timed runs")
         for note in lat["notes"]:
             console.print(f"  note: {note}")
 

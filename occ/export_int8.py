@@ -74,13 +74,14 @@ def check_int8(data: bytes, model: nn.Module, inputs: torch.Tensor, targets: tor
             got.append(torch.from_numpy(session.run(None, {"input": x.numpy()})[0]))
             ref.append(model(x))
     g, r = torch.cat(got).argmax(1), torch.cat(ref).argmax(1)
-    agreement = 100.0 * float((g == r).float().mean())
-    acc_onnx = 100.0 * float((g == targets).float().mean())
-    acc_occ = 100.0 * float((r == targets).float().mean())
+    agreement = 100.0 * float((g == r).double().mean())
+    acc_onnx = 100.0 * float((g == targets).double().mean())
+    acc_occ = 100.0 * float((r == targets).double().mean())
     result = {"samples": len(targets), "top1_agreement": agreement, "accuracy_onnx": acc_onnx,
               "accuracy_occ": acc_occ, "min_agreement": min_agreement,
               "max_accuracy_drop": max_accuracy_drop}
-    if agreement < min_agreement or abs(acc_onnx - acc_occ) > max_accuracy_drop:
+    slack = 1e-9  # 50.4 - 50.2 is 0.20000000000000284 in float64
+    if agreement < min_agreement - slack or abs(acc_onnx - acc_occ) > max_accuracy_drop + slack:
         raise StageError(
             f"the int8 graph agrees with occ on {agreement:.2f}% of test predictions (needs "
             f">= {min_agreement:g}%), accuracy {acc_onnx:.2f}% vs occ {acc_occ:.2f}% (allowed "

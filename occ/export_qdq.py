@@ -221,9 +221,45 @@ def quantize_graph(float_onnx: bytes, layers: dict[str, IntLayer], calib: torch.
         finally:
             root.setLevel(level)
         qdq = onnx.load(str(dst))
+    _float_outputs(qdq)
     _pin_integers(qdq, layers, {p: nodes[p].name for p in layers})
     _clip_narrow_inputs(qdq, layers, {p: nodes[p].name for p in layers})
     return qdq
+
+
+def _float_outputs(proto: Any) -> None:
+    """Drop the Q/DQ pair the tool puts on a layer's output that no integer kernel reads
+    (the logits, an exit head's logits read by the exit test): occ never rounds them, and
+    rounding logits to 256 steps flips close top-1 calls and exit decisions. onnxruntime
+    still runs the layer with integer inputs (float-output kernels)."""
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    readers: dict[str, list[Any]] = {}
+    for node in proto.graph.node:
+        for i in node.input:
+            readers.setdefault(i, []).append(node)
+    drop = []
+    for q in [n for n in proto.graph.node if n.op_type == "QuantizeLinear"]:
+        layer = producer.get(q.input[0])
+        after = readers.get(q.output[0], [])
+        if layer is None or layer.op_type not in ("Conv", "Gemm", "MatMul") \
+                or len(readers.get(q.input[0], [])) != 1 or len(after) != 1 \
+                or after[0].op_type != "DequantizeLinear":
+            continue
+        dq = after[0]
+        if any(r.op_type in QUANT_OPS for r in readers.get(dq.output[0], [])):
+            continue
+        layer.output[0] = dq.output[0]
+        drop += [id(q), id(dq)]
+    kept = [n for n in proto.graph.node if id(n) not in drop]
+    if len(kept) == len(proto.graph.node):
+        return
+    copies = [copy.deepcopy(n) for n in kept]
+    del proto.graph.node[:]
+    proto.graph.node.extend(copies)
+    used = {i for n in proto.graph.node for i in n.input}
+    inits = [copy.deepcopy(i) for i in proto.graph.initializer if i.name in used]
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(inits)
 
 
 def _pin_integers(proto: Any, layers: dict[str, IntLayer], node_names: dict[str, str]) -> None:
@@ -390,12 +426,39 @@ def export_int8_exits(net: nn.Module, example: torch.Tensor, calib: torch.Tensor
     keep = [o for o in proto.graph.output if o.name not in bounds]
     del proto.graph.output[:]
     proto.graph.output.extend(keep)
-    return proto, [_quantized_name(proto, b) for b in bounds]
+    with torch.no_grad():
+        shapes = [list(t.shape[1:]) for t in twin(example)[-n:]]
+    cuts = [_quantized_name(proto, b) for b in bounds]
+    _declare(proto, cuts, shapes)
+    return proto, cuts
+
+
+def _declare(proto: Any, names: list[str], shapes: list[list[int]]) -> None:
+    """``value_info`` (type, (batch, *shape)) for tensors the runtime cuts the graph at:
+    ``onnx.utils.Extractor`` needs it and shape inference does not reach every QDQ tensor."""
+    from onnx import TensorProto, helper
+
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    inits = {i.name: i.data_type for i in proto.graph.initializer}
+    known = {v.name for v in proto.graph.value_info}
+    for name, shape in zip(names, shapes, strict=True):
+        node = producer.get(name)
+        if name in known or node is None:
+            continue
+        dtype = (inits.get(node.input[2], TensorProto.UINT8)
+                 if node.op_type == "QuantizeLinear" and len(node.input) > 2
+                 else TensorProto.FLOAT)
+        proto.graph.value_info.append(
+            helper.make_tensor_value_info(name, dtype, ["batch", *shape]))
 
 
 def _quantized_name(proto: Any, name: str) -> str:
-    """The output of the QuantizeLinear reading ``name`` (one Q per tensor), else ``name``."""
+    """The uint8 tensor behind float tensor ``name``: the output of the QuantizeLinear that
+    reads it, or, where the tool kept ``name`` on the DequantizeLinear side (a graph output
+    keeps its name), that DequantizeLinear's input; else ``name`` itself."""
     for node in proto.graph.node:
         if node.op_type == "QuantizeLinear" and node.input[0] == name:
             return str(node.output[0])
+        if node.op_type == "DequantizeLinear" and node.output[0] == name:
+            return str(node.input[0])
     return name
