@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 FAKE_QUANT_NOTE = ("fake-quant layers run in float (a simulation of integer arithmetic): "
-                   "this is not int8 latency")
+                   "this is not int8 latency; occ export --format onnx-qdq writes the "
+                   "integer graph and occ eval model.onnx --latency times it")
 EXIT_NOTE = ("early exit: latency depends on the inputs (how many rows leave early); "
              "measured on the inputs given")
 
