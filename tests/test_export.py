@@ -147,8 +147,10 @@ def test_exits_graph_is_the_exit_forward(quant_exit: Path, test_split) -> None:
     with torch.no_grad():
         expected = model(x)
         logits, taken, *_ = ready(x)
-    assert torch.equal(logits, expected)  # the float rewrite is bit-exact in torch
+    # Same ops, but the exit forward runs the rows still going on as a smaller batch and
+    # the graph runs every row: float kernels may sum in another order (torch 2.15 does).
     assert torch.equal(taken, model.last_exit)
+    torch.testing.assert_close(logits, expected, rtol=0, atol=1e-5)
 
 
 def test_static_batch_and_cli_json(pruned: Path, tmp_path: Path) -> None:
