@@ -407,11 +407,11 @@ def export(
     int8: Annotated[bool, typer.Option("--int8", help="Same as --format onnx-qdq.")] = False,
     calib_samples: Annotated[int, typer.Option(
         "--calib-samples", help="onnx-qdq: training inputs that calibrate the tensors occ "
-        "did not quantize (residual sums, logits).")] = 512,
+        "did not quantize (a residual sum, a conv output before it).")] = 512,
     min_agreement: Annotated[float, typer.Option(
         "--min-agreement", help="onnx-qdq: least top-1 agreement with occ, in %.")] = 99.0,
     out: Annotated[str | None, typer.Option(help="File to write (default: PATH with "
-                                            ".onnx).")] = None,
+                                            ".onnx; onnx-qdq: .int8.onnx).")] = None,
     batch_size: Annotated[int | None, typer.Option(
         "--batch-size", help="Static batch size (default: a dynamic batch axis).")] = None,
     opset: Annotated[int | None, typer.Option(help="ONNX opset (default 17; dynamo 18).")]

@@ -27,8 +27,9 @@ What is *not* in occ's model and is added here (the approximation, checked below
   through the same Q/DQ, so the shortcut sees the quantized values too.
 - onnxruntime's ``QuantizeLinear`` divides by the scale where torch's fake-quant multiplies
   by its inverse: a value on a rounding boundary may land on the neighbouring step.
-- Layers occ left in float and float biases (asymmetric weights) are quantized by the tool
-  (int8 per-channel weights, int32 biases).
+- Layers occ left in float stay float (excluded from the tool). A quantized layer that
+  kept a float bias (asymmetric weights) gets the tool's int32 bias at ``s_w * s_a``.
+- The logits (a layer output no integer kernel reads) are left unrounded (``_float_outputs``).
 
 So the export is checked before it is written: the graph runs in onnxruntime on the test
 split and must agree with occ's model on ``min_agreement`` % of top-1 predictions and be
