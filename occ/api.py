@@ -220,12 +220,18 @@ def evaluate(path: str | os.PathLike[str], *, data: str | None = None, root: str
     ``pkg.module:callable``) and, where the classifier does not imply them, ``kwargs``.
 
     With ``latency``, also the median / p90 batch-1 and batch-64 forward latency over
-    ``latency_runs`` timed runs (``occ.latency``), under the key ``latency``.
+    ``latency_runs`` timed runs (``occ.latency``), under the key ``latency``. An ``.onnx``
+    file is run in onnxruntime (``occ.onnx_eval``; early exits through ``occ.runtime``).
     """
     from occ import runner
 
     if latency and latency_runs < 1:
         raise RecipeError(f"must be >= 1, got {latency_runs}", where="--latency-runs")
+    if Path(path).suffix.lower() == ".onnx":  # onnxruntime, through occ.runtime
+        from occ.onnx_eval import evaluate_onnx
+
+        return evaluate_onnx(path, data=data, root=root,
+                             latency_runs=latency_runs if latency else None)
     return runner.evaluate_path(Path(path), data=data, root=root,
                                 trust_checkpoint=trust_checkpoint, trust_code=trust_code,
                                 latency_runs=latency_runs if latency else None, arch=arch,
@@ -234,8 +240,12 @@ def evaluate(path: str | os.PathLike[str], *, data: str | None = None, root: str
 
 def export(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *,
            fmt: str = "onnx", batch_size: int | None = None, opset: int | None = None,
-           exporter: str = "torchscript", trust_code: bool = False) -> dict[str, Any]:
+           exporter: str = "torchscript", trust_code: bool = False, int8: bool = False,
+           int8_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Export an artifact's model to ONNX (``out`` defaults to ``path`` with ``.onnx``).
+
+    ``fmt="onnx-qdq"`` or ``int8``: the integer QDQ graph instead, checked against occ on
+    the test split before it is written (``occ.export_int8``).
 
     Quantized layers become dequantized float weights (plus their input fake-quant as
     float ops); early-exit models get every exit as an extra output. See ``occ.export``.
@@ -253,7 +263,8 @@ def export(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = No
         check_output_file(out, where="--out")
 
     return export_artifact(path, out, fmt=fmt, batch_size=batch_size, opset=opset,
-                           exporter=exporter, trust_code=trust_code)
+                           exporter=exporter, trust_code=trust_code, int8=int8,
+                           int8_options=int8_options)
 
 
 def inspect(path: str | os.PathLike[str]) -> dict[str, Any]:

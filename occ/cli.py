@@ -401,7 +401,8 @@ def train(
 
 @app.command("eval")
 def eval_(
-    path: Annotated[str, typer.Argument(help="A checkpoint (.pt) or an artifact (.occ).")],
+    path: Annotated[str, typer.Argument(
+        help="A checkpoint (.pt), an artifact (.occ) or an ONNX file (.onnx, onnxruntime).")],
     data: Annotated[str | None, typer.Option(help="Dataset (default: the recorded one).")]
     = None,
     root: Annotated[str | None, typer.Option(help="Dataset root.")] = None,
@@ -456,8 +457,10 @@ def eval_(
     console = _console()
     console.print(table)
     if lat:
-        console.print(f"latency: {lat['device']} ({lat['device_name']}), {lat['threads']} "
-                      f"threads, {lat['warmup']} warm-up + {lat['runs']} timed runs")
+        runtime = f", {lat['runtime']}" if lat.get("runtime") else ""
+        console.print(f"latency: {lat['device']} ({lat['device_name']}{runtime}), "
+                      f"{lat['threads']} threads, {lat['warmup']} warm-up + {lat['runs']} "
+                      "timed runs")
         for note in lat["notes"]:
             console.print(f"  note: {note}")
 
@@ -501,9 +504,17 @@ def inspect(
 @app.command()
 def export(
     path: Annotated[str, typer.Argument(help="An artifact (.occ).")],
-    fmt: Annotated[str, typer.Option("--format", help="Output format: onnx.")] = "onnx",
+    fmt: Annotated[str, typer.Option(
+        "--format", help="onnx (exact float graph) or onnx-qdq (integer QDQ graph, checked "
+        "against occ on the test split).")] = "onnx",
+    int8: Annotated[bool, typer.Option("--int8", help="Same as --format onnx-qdq.")] = False,
+    calib_samples: Annotated[int, typer.Option(
+        "--calib-samples", help="onnx-qdq: training inputs that calibrate the tensors occ "
+        "did not quantize (a residual sum, a conv output before it).")] = 512,
+    min_agreement: Annotated[float, typer.Option(
+        "--min-agreement", help="onnx-qdq: least top-1 agreement with occ, in %.")] = 99.0,
     out: Annotated[str | None, typer.Option(help="File to write (default: PATH with "
-                                            ".onnx).")] = None,
+                                            ".onnx; onnx-qdq: .int8.onnx).")] = None,
     batch_size: Annotated[int | None, typer.Option(
         "--batch-size", help="Static batch size (default: a dynamic batch axis).")] = None,
     opset: Annotated[int | None, typer.Option(help="ONNX opset (default 17; dynamo 18).")]
@@ -516,16 +527,28 @@ def export(
     = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Export an artifact's model to ONNX (quantized layers as dequantized float weights;
-    early exits as extra outputs), checked in onnxruntime when installed."""
+    """Export an artifact's model to ONNX: the exact float graph (quantized layers as
+    dequantized weights; early exits as extra outputs), or with --format onnx-qdq the
+    integer graph onnxruntime runs with int8 kernels. Checked in onnxruntime."""
     from occ import api
 
+    int8 = int8 or fmt == "onnx-qdq"
+    options = {"calib_samples": calib_samples, "min_agreement": min_agreement} if int8 else None
     result = _run(lambda: api.export(path, out, fmt=fmt, batch_size=batch_size, opset=opset,
-                                     exporter=exporter, trust_code=trust_code), as_json)
+                                     exporter=exporter, trust_code=trust_code, int8=int8,
+                                     int8_options=options), as_json)
     if as_json:
         _emit_json(result)
         return
     check = result["verify"]
+    if int8:
+        _console().print(
+            f"wrote {result['path']} ({result['bytes']:,} bytes, int8 QDQ, "
+            f"{result['quantized_layers']} quantized layers); onnxruntime on "
+            f"{check['samples']} test inputs: {check['top1_agreement']:.2f}% top-1 agreement "
+            f"with occ, accuracy {check['accuracy_onnx']:.2f}% (occ "
+            f"{check['accuracy_occ']:.2f}%)")
+        return
     checked = (f"; onnxruntime max |diff| {check['max_abs_diff']:.2g}" if check
                else "; not checked (onnxruntime not installed)")
     _console().print(f"wrote {result['path']} ({result['bytes']:,} bytes, opset "

@@ -54,7 +54,7 @@ from occ.models.edits import set_submodule
 
 log = logging.getLogger("occ")
 
-FORMATS = ("onnx",)
+FORMATS = ("onnx", "onnx-qdq")  # onnx-qdq: integer graph, occ.export_int8
 EXPORTERS = ("torchscript", "dynamo")
 DEFAULT_OPSET = {"torchscript": 17, "dynamo": 18}
 MAX_OPSET = {"torchscript": 20, "dynamo": 23}
@@ -328,8 +328,13 @@ def _load(src: Path, *, trust_code: bool) -> tuple[dict[str, Any], nn.Module, li
 def export_artifact(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *,
                     fmt: str = "onnx", batch_size: int | None = None, opset: int | None = None,
                     exporter: str = "torchscript", check: bool = True,
-                    trust_code: bool = False) -> dict[str, Any]:
+                    trust_code: bool = False, int8: bool = False,
+                    int8_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Export the model in artifact ``path`` to ``out`` (default: ``path`` with ``.onnx``).
+
+    ``fmt="onnx-qdq"`` (or ``int8=True``): the integer QDQ graph, checked on the test split
+    (``occ.export_int8.export_int8``, keyword ``int8_options``; default ``out``:
+    ``.int8.onnx``).
 
     Args:
         batch_size: a static batch size; None: a dynamic batch axis.
@@ -341,6 +346,14 @@ def export_artifact(path: str | os.PathLike[str], out: str | os.PathLike[str] | 
         ArtifactError: the artifact is unreadable, does not rebuild, or does not export.
         StageError: the exported graph computes something else than occ's model.
     """
+    if fmt == "onnx-qdq" or int8:
+        _check_options("onnx", exporter, opset, batch_size)
+        if batch_size is not None or opset is not None or exporter != "torchscript":
+            raise RecipeError("the int8 export has a dynamic batch, opset 17 and the "
+                              "torchscript exporter", where="--format onnx-qdq")
+        from occ.export_int8 import export_int8
+
+        return export_int8(path, out, trust_code=trust_code, **(int8_options or {}))
     opset = _check_options(fmt, exporter, opset, batch_size)
     _need("onnx")
     src = Path(path)

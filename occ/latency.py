@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 FAKE_QUANT_NOTE = ("fake-quant layers run in float (a simulation of integer arithmetic): "
-                   "this is not int8 latency")
+                   "this is not int8 latency; occ export --format onnx-qdq writes the "
+                   "integer graph and occ eval model.onnx --latency times it")
 EXIT_NOTE = ("early exit: latency depends on the inputs (how many rows leave early); "
              "measured on the inputs given")
 
@@ -142,3 +143,56 @@ def _device_name(device: torch.device) -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def time_calls(fn: Callable[[Any], Any], inputs: Sequence[Any], *, warmup: int,
+               runs: int) -> list[float]:
+    """Wall time (ms) of ``runs`` calls ``fn(inputs[i % len(inputs)])`` after ``warmup``
+    untimed ones. Cycling through different inputs matters for early exit (a fixed input
+    always leaves at the same exit)."""
+    for i in range(warmup):
+        fn(inputs[i % len(inputs)])
+    times = []
+    for i in range(runs):
+        x = inputs[i % len(inputs)]
+        t0 = time.perf_counter_ns()
+        fn(x)
+        times.append((time.perf_counter_ns() - t0) / 1e6)
+    return times
+
+
+def batches_of(sample: torch.Tensor, batch: int, count: int) -> list[np.ndarray]:
+    """``count`` float32 batches of ``batch`` consecutive rows of ``sample`` (wrapping)."""
+    n = len(sample)
+    out = []
+    for i in range(count):
+        idx = (np.arange(batch) + i * batch) % n
+        out.append(np.ascontiguousarray(sample[idx].numpy(), dtype=np.float32))
+    return out
+
+
+def measure_onnx_latency(path: str, input_shape: Sequence[int],
+                         batch_sizes: Sequence[int] = (1, 64), *, threads: int = 1,
+                         warmup: int = 10, runs: int = 100,
+                         sample: torch.Tensor | None = None) -> dict[str, Any]:
+    """Median and p90 latency of an ONNX file in onnxruntime (CPU), ``measure_latency``'s
+    result format. occ early-exit files run through ``occ.runtime`` (segments stop at the
+    first confident exit); each timed run takes the next rows of ``sample``."""
+    import onnxruntime as ort
+
+    from occ.runtime import ExitSession, open_onnx
+
+    if runs < 1 or warmup < 0:
+        raise ValueError(f"need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
+    model = open_onnx(path, threads=threads)
+    if sample is None or len(sample) == 0:
+        sample = torch.randn(64, *input_shape, generator=torch.Generator().manual_seed(0))
+    batches = []
+    for batch in batch_sizes:
+        inputs = batches_of(sample, batch, max(1, min(runs, -(-len(sample) // batch))))
+        batches.append(_summary(batch, time_calls(model.run, inputs, warmup=warmup, runs=runs)))
+    notes = [EXIT_NOTE] if isinstance(model, ExitSession) else []
+    return {"device": "cpu", "device_name": _device_name(torch.device("cpu")),
+            "threads": threads, "runtime": f"onnxruntime {ort.__version__}",
+            "timer": "perf_counter_ns", "warmup": warmup, "runs": runs, "batches": batches,
+            "notes": notes}

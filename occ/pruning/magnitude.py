@@ -69,4 +69,8 @@ def magnitude_prune_(ctx: RunContext, config: PruneConfig) -> StageResult:
             f"weights in {len(layers)} layers")
     if config.epochs:
         note += f", fine-tuned {config.epochs} epoch(s) with masks held"
-    return StageResult(details=details, notes=[note])
+    deploy = ("deployment: unstructured zeros stay in dense kernels (PyTorch, ONNX, "
+              "onnxruntime's int8 kernels), so they buy no speed there; they buy size (the "
+              "artifact's entropy coding) and sparse BitOps. Channel pruning is what makes "
+              "the exported graph smaller and faster")
+    return StageResult(details=details, notes=[note, deploy])

@@ -1,0 +1,215 @@
+"""Integer ONNX export (``--format onnx-qdq``): a QDQ graph holding occ's own integers that
+onnxruntime runs with integer kernels and that agrees with ``occ eval``; the early-exit
+runtime; ``occ eval`` of an ONNX file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import occ
+from occ import api
+from occ.artifact import read_artifact, write_artifact
+from occ.cli import app
+from occ.data import load_data
+from occ.export import is_early_exit
+from occ.recipe import DataSpec
+from tests.conftest import write_recipe
+
+ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install "
+                          "'occ[export]')")
+onnx = pytest.importorskip("onnx", reason="onnx not installed (pip install 'occ[export]')")
+from onnx import numpy_helper  # noqa: E402  (after the importorskip)
+
+W8A8 = [{"type": "prune", "method": "channel", "channel_ratio": 0.5, "epochs": 1},
+        {"type": "quantize", "weight_bits": 8, "act_bits": 8, "mode": "ptq",
+         "calib_samples": 256}]
+W4A4 = [{"type": "quantize", "weight_bits": 4, "act_bits": 4, "mode": "ptq",
+         "calib_samples": 256}]
+EXIT = {"type": "early_exit", "exits": ["features.3"], "threshold": 0.5, "epochs": 1}
+LOOSE = {"min_agreement": 0.0, "max_accuracy_drop": 100.0}
+
+
+def _compress(directory: Path, checkpoint: Path, stages: list[dict[str, Any]]) -> Path:
+    recipe = write_recipe(directory, stages=stages, checkpoint=str(checkpoint),
+                          name=directory.name)
+    return Path(api.compress(recipe).artifact)
+
+
+@pytest.fixture(scope="module")
+def test_split() -> tuple[torch.Tensor, torch.Tensor]:
+    data = load_data(DataSpec(dataset="mnist5k"))
+    xs, ys = zip(*data.loader("test", 256), strict=True)
+    return torch.cat(xs), torch.cat(ys)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LeNet-5 (width 0.25) that has learnt something (3 epochs on all of mnist5k's
+    training digits): the check compares accuracies, meaningless near chance."""
+    path = tmp_path_factory.mktemp("ckpt") / "lenet5_trained.pt"
+    api.train("lenet5", data="mnist5k", epochs=3, out=str(path), lr=0.05, seed=0,
+              kwargs={"width": 0.25})
+    return path
+
+
+@pytest.fixture(scope="module")
+def w8a8(tmp_path_factory: pytest.TempPathFactory, trained: Path) -> Path:
+    """Channel-pruned, W8A8-quantized LeNet-5 (width 0.25)."""
+    return _compress(tmp_path_factory.mktemp("w8a8"), trained, W8A8)
+
+
+@pytest.fixture(scope="module")
+def w8a8_exit(tmp_path_factory: pytest.TempPathFactory, trained: Path,
+              test_split) -> Path:
+    """W8A8 tiny LeNet-5 with an exit after ``features.3``; the threshold reset to the
+    median exit score on the test split, so about half the rows leave early."""
+    from occ.exits.net import exit_score
+
+    path = _compress(tmp_path_factory.mktemp("w8exit"), trained, [*W8A8, EXIT])
+    model = occ.load(path)
+    with torch.no_grad():
+        score = exit_score(model.forward_all(test_split[0])[0], model.criterion)
+    artifact = read_artifact(path)
+    header = json.loads(json.dumps(artifact.header))
+    (edit,) = [e for e in header["edits"] if e["op"] == "early_exit"]
+    edit["args"]["thresholds"] = [float(score.median())]
+    out = path.with_name("median.occ")
+    write_artifact(out, header, artifact.tensors)
+    return out
+
+
+def _ops(path: Path, tmp_path: Path) -> tuple[set[str], set[str]]:
+    """Op types of the file and of the graph onnxruntime optimises it into (what runs)."""
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    opts.log_severity_level = 3
+    ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    ran = {n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node}
+    return {n.op_type for n in onnx.load(str(path)).graph.node}, ran
+
+
+def test_qdq_export_holds_occs_integers_and_runs_int8(w8a8: Path, tmp_path: Path,
+                                                      test_split) -> None:
+    out = tmp_path / "m.int8.onnx"
+    res = CliRunner().invoke(app, ["export", str(w8a8), "--format", "onnx-qdq", "--out",
+                                   str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    result = json.loads(res.output)
+    assert result["verify"]["top1_agreement"] >= 99.0
+    assert abs(result["verify"]["accuracy_onnx"] - result["verify"]["accuracy_occ"]) <= 0.2
+    ops, ran = _ops(out, tmp_path)
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert {"QLinearConv", "QGemm"} <= ran  # onnxruntime's integer kernels, not float Conv
+    assert "Conv" not in ran and "Gemm" not in ran
+    # The weights are occ's stored integers, exactly; biases occ's int32.
+    proto = onnx.load(str(out))
+    inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    model = occ.load(w8a8)
+    layers = {n: m for n, m in model.named_modules() if hasattr(m, "weight_int")}
+    assert len(layers) == 4
+    for name, layer in layers.items():
+        w = inits[f"{name}.weight_quantized"]
+        assert w.dtype == np.int8
+        np.testing.assert_array_equal(w, layer.weight_int.numpy())
+        np.testing.assert_array_equal(inits[f"{name}.bias_quantized"], layer.bias_int.numpy())
+    # Independent check: onnxruntime's predictions against occ's on the test split.
+    x, _ = test_split
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(
+        None, {"input": x.numpy()})[0]
+    with torch.no_grad():
+        ref = model(x).numpy()
+    assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.99
+    # Smaller than the float export of the same model: the weights take a quarter of the
+    # bytes; per-channel scales, int32 biases and graph structure weigh more in a tiny model.
+    flt = tmp_path / "m.onnx"
+    assert CliRunner().invoke(app, ["export", str(w8a8), "--out", str(flt)]).exit_code == 0
+    weights = sum(m.weight.numel() for m in layers.values())
+    # one byte per weight, plus the 8-bit zero points (per channel and per tensor)
+    assert weights <= result["int8_initializer_bytes"] < 1.05 * weights
+    assert out.stat().st_size < 0.6 * flt.stat().st_size  # 0.51 for this 7k-weight model
+
+
+def test_sub_8_bit_values_packed_in_int8_and_clipped(trained: Path, tmp_path: Path) -> None:
+    artifact = _compress(tmp_path, trained, W4A4)
+    result = api.export(artifact, tmp_path / "q4.onnx", int8=True, int8_options=LOOSE)
+    proto = onnx.load(result["path"])
+    inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    weights = [v for k, v in inits.items() if k.endswith(".weight_quantized")]
+    assert weights and all(v.dtype == np.int8 and np.abs(v).max() <= 7 for v in weights)
+    clips = [n for n in proto.graph.node if n.op_type == "Clip"]
+    assert len(clips) == 4  # one uint8 Clip(0, 15) per 4-bit input
+    assert all(int(inits[c.input[2]]) == 15 for c in clips)
+    # 4-bit grids: coarse steps, so only a loose bound; the exact contract is the values.
+    assert result["verify"]["top1_agreement"] >= 90.0
+
+
+def test_check_refuses_with_exit_1_and_writes_nothing(w8a8: Path, tmp_path: Path) -> None:
+    out = tmp_path / "refused.onnx"
+    res = CliRunner().invoke(app, ["export", str(w8a8), "--int8", "--out", str(out),
+                                   "--min-agreement", "100.01"])
+    assert res.exit_code == 1
+    assert "agrees with occ on" in res.output and len(res.output.strip().splitlines()) <= 3
+    assert not out.exists()
+
+
+def test_exit_runtime_is_occs_early_exit_at_batch_1(w8a8_exit: Path, tmp_path: Path,
+                                                    test_split) -> None:
+    from occ.runtime import ExitSession, open_onnx
+
+    result = api.export(w8a8_exit, tmp_path / "exits.onnx", int8=True)
+    assert result["exits"]["cuts"][0].endswith("QuantizeLinear_Output")  # uint8 hand-over
+    runtime = open_onnx(result["path"])
+    assert isinstance(runtime, ExitSession)
+    model = occ.load(w8a8_exit).eval()
+    assert is_early_exit(model)
+    full = ort.InferenceSession(result["path"], providers=["CPUExecutionProvider"])
+    x = test_split[0][:200]
+    same_pred, same_exit = [], []
+    for i in range(len(x)):
+        row = x[i:i + 1]
+        logits = runtime.run(row.numpy())
+        graph_logits, graph_exit = full.run(None, {"input": row.numpy()})[:2]
+        # Cutting the graph changes nothing: the runtime is the file's own graph.
+        np.testing.assert_array_equal(logits, graph_logits)
+        assert runtime.last_exit.tolist() == graph_exit.tolist()
+        with torch.no_grad():
+            ref = model(row)
+        same_pred.append(int(logits.argmax()) == int(ref.argmax()))
+        same_exit.append(int(runtime.last_exit[0]) == int(model.last_exit[0]))
+    # Against occ in torch: int8 kernels vs fake-quant, so a stated tolerance.
+    assert np.mean(same_pred) >= 0.98 and np.mean(same_exit) >= 0.97
+    runtime.run(x.numpy())  # a batch: rows leave at different exits
+    assert 0.2 < float(np.mean(runtime.last_exit == 0)) < 0.8  # both paths exercised
+
+
+@pytest.mark.parametrize("criterion", ["confidence", "entropy", "agreement"])
+def test_numpy_exit_rule_matches_occs(criterion: str) -> None:
+    from occ.exits.net import leaves as torch_leaves
+    from occ.runtime import leaves
+
+    gen = torch.Generator().manual_seed(0)
+    logits, previous = torch.randn(64, 10, generator=gen) * 3, torch.randn(64, 10, generator=gen)
+    for t in (0.3, 0.6, 0.9, 2.5):
+        ref = torch_leaves(logits, criterion, t, previous)
+        got = leaves(logits.numpy(), criterion, t, previous.numpy())
+        np.testing.assert_array_equal(got, ref.numpy())
+
+
+def test_eval_latency_on_an_onnx_file(w8a8_exit: Path, tmp_path: Path) -> None:
+    path = api.export(w8a8_exit, tmp_path / "e.onnx", int8=True)["path"]
+    res = CliRunner().invoke(app, ["eval", path, "--latency", "--latency-runs", "3", "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output)
+    assert doc["kind"] == "onnx" and doc["data"] == "mnist5k"
+    assert abs(doc["accuracy"] - api.evaluate(w8a8_exit)["accuracy"]) <= 1.0
+    assert sum(doc["exits"]["counts"]) == 1000
+    assert [b["batch_size"] for b in doc["latency"]["batches"]] == [1, 64]
+    assert all(b["runs"] == 3 and b["median_ms"] > 0 for b in doc["latency"]["batches"])
+    assert doc["latency"]["runtime"].startswith("onnxruntime")
