@@ -253,4 +253,5 @@ def test_user_model_in_the_working_directory_imports_without_pythonpath(
     (pkg / "__init__.py").write_text("")
     (pkg / "nets.py").write_text("import torch\ndef build():\n    return torch.nn.Linear(2, 2)\n")
     monkeypatch.chdir(tmp_path)  # the console script does not put the cwd on sys.path
-    assert isinstance(build_model("occ_user_net_c.nets:build"), torch.nn.Linear)
+    assert isinstance(build_model("occ_user_net_c.nets:build", allow_callables=True),
+                      torch.nn.Linear)
