@@ -39,7 +39,7 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 # Recipe fields that cannot change what a stage computes: its label, where it is written,
 # the quality gates checked after it, and the written order (``stages`` is the run order).
-_NOT_RESULT = ("name", "output", "min_accuracy", "max_mae", "order", "stages")
+_NOT_RESULT = ("name", "output", "min_accuracy", "max_mae", "guard", "order", "stages")
 
 
 def fingerprints(recipe: Recipe, checkpoint_sha: str) -> list[str]:

@@ -145,8 +145,6 @@ def _run_locked(plan: Plan, ctx: RunContext, *, resume: bool) -> Report:
                     baseline=base_metrics, device=str(ctx.device), out_dir=str(ctx.out_dir))
     _warn_baseline(ctx, report, base_metrics.accuracy)
     main = distributed.is_main()
-    if main:
-        atomic_write_text(ctx.out_dir / "recipe.resolved.yaml", dump_recipe(recipe))
     sha = (resume_mod.file_sha256(str(recipe.model.checkpoint)) if recipe.model.checkpoint
            else IN_MEMORY)  # a model handed in from Python (occ.model_api)
     prints = resume_mod.fingerprints(recipe, sha)

@@ -36,9 +36,10 @@ EXIT = {"type": "early_exit", "exits": ["features.3"], "threshold": 0.5, "epochs
 LOOSE = {"min_agreement": 0.0, "max_accuracy_drop": 100.0}
 
 
-def _compress(directory: Path, checkpoint: Path, stages: list[dict[str, Any]]) -> Path:
+def _compress(directory: Path, checkpoint: Path, stages: list[dict[str, Any]],
+              **top: Any) -> Path:
     recipe = write_recipe(directory, stages=stages, checkpoint=str(checkpoint),
-                          name=directory.name)
+                          name=directory.name, **top)
     return Path(api.compress(recipe).artifact)
 
 
@@ -72,7 +73,10 @@ def w8a8_exit(tmp_path_factory: pytest.TempPathFactory, trained: Path,
     median exit score on the test split, so about half the rows leave early."""
     from occ.exits.net import exit_score
 
-    path = _compress(tmp_path_factory.mktemp("w8exit"), trained, [*W8A8, EXIT])
+    # a fixed 0.5 threshold on a head trained one epoch sends most rows out at a weak exit:
+    # the quality gate would (rightly) stop that run; here only the runtime's fidelity counts
+    path = _compress(tmp_path_factory.mktemp("w8exit"), trained, [*W8A8, EXIT],
+                     guard={"enabled": False})
     model = occ.load(path)
     with torch.no_grad():
         score = exit_score(model.forward_all(test_split[0])[0], model.criterion)

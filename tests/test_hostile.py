@@ -770,7 +770,12 @@ def check_result(result: Any, run: Run, t: Path) -> None:
 
     assert not isinstance(result.exception, _Timeout), result.exception
     assert result.exit_code in (1, 2), (result.exit_code, result.output, result.exception)
-    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    if "--json" in run.args:  # the error is one JSON document on stdout, same exit code
+        doc = json.loads(result.stdout)
+        assert doc["error"]["code"] == result.exit_code, doc
+        lines = [str(doc["error"]["message"])]
+    else:
+        lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, result.stderr
     assert "Traceback" not in result.output and "error: unexpected" not in lines[0], lines[0]
     assert re.search(run.expect, lines[0]), lines[0]
@@ -831,6 +836,7 @@ def test_hostile_subprocess(build: Callable[[Path, World], Run], world: World,
 
     class _Result:
         exit_code = proc.returncode
+        stdout = proc.stdout
         stderr = proc.stderr
         output = proc.stdout + proc.stderr
         exception = None
