@@ -50,7 +50,7 @@ def _shifted(values: np.ndarray, floor: np.ndarray) -> np.ndarray:
 
 
 def _cost(tables: list[Table | None]) -> float:
-    return sum(t.bits() + 8 * t.nbytes() for t in tables if t is not None)
+    return sum(t.bits() + 8 * ctxmask.table_bytes(t) for t in tables if t is not None)
 
 
 def _value_plan(values: np.ndarray, row_of: np.ndarray) -> tuple[int, list]:

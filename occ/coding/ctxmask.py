@@ -30,33 +30,50 @@ from occ.coding.categorical import Table, decode_symbols, encode_symbols
 from occ.coding.frame import Parts, Sink, Source
 
 USE_ROWS, USE_COLS = 1, 2
+# Flag bits 2-3 (rows) and 4-5 (columns): classes per octave of density. 0 keeps only
+# "dead or alive" (the ALIVE mode of occ.coding.positions), cheapest to store.
+PER_OCTAVE = (2, 1, 0)
 MAX_CLASS = 127  # row / column classes are 0 (dead) or 1 .. MAX_CLASS
 # 2^(-j/4), j = 0..3, as exact literals (no pow, so every machine gets the same floats).
 _QUARTER = np.array([1.0, 0.8408964152537145, 0.7071067811865476, 0.5946035575013605])
 P_MIN, P_MAX = 2.0 ** -20, 1.0 - 2.0 ** -12
-SLOPES = (1, 2, 3)  # quarter-octaves of probability per class step (2: the model's own)
-OFFSETS = range(-16, 17)  # searched around the model's natural offset
+SLOPES = (1, 2, 3, 4, 5, 6)  # quarter-octaves of probability per class step (the model's
+# own: 2 for half-octave classes, 4 for octave-wide ones)
+OFFSETS = np.arange(-12, 13)
+_NEAR = np.arange(-1, 2)  # searched around the model's natural offset
 
+def _dyadic(e: np.ndarray) -> np.ndarray:
+    return np.clip(np.ldexp(_QUARTER[e % 4], -(e // 4)), P_MIN, P_MAX)
+
+E_MAX = 80  # 2^-(80/4) = P_MIN: larger exponents give the same clipped probability
+_P = _dyadic(np.arange(E_MAX + 1))  # p for e = 0 .. E_MAX (e <= 0 clips to P_MAX)
+_BITS_ONE, _BITS_ZERO = -np.log2(_P), -np.log2(1.0 - _P)
 
 def probability(classes: np.ndarray, slope: int, offset: int) -> np.ndarray:
     """Bernoulli parameters ``2^-(slope·class + offset)/4``, clipped to [P_MIN, P_MAX]."""
-    e = slope * classes.astype(np.int64) + offset
-    p = np.ldexp(_QUARTER[e % 4], -(e // 4))
-    return np.clip(p, P_MIN, P_MAX)
+    return _P[np.clip(slope * classes.astype(np.int64) + offset, 0, E_MAX)]
 
-
-def density_classes(counts: np.ndarray, length: int) -> np.ndarray:
-    """0 for an empty line, else 1 + round(-2·log2(count / length)) (at most MAX_CLASS)."""
+def density_classes(counts: np.ndarray, length: int, per_octave: int = 2) -> np.ndarray:
+    """0 for an empty line, else 1 + round(-per_octave·log2(count / length)), <= MAX_CLASS."""
     out = np.zeros(len(counts), dtype=np.int64)
     live = counts > 0
-    out[live] = 1 + np.rint(-2.0 * np.log2(counts[live] / length)).astype(np.int64)
+    out[live] = 1 + np.rint(-per_octave * np.log2(counts[live] / length)).astype(np.int64)
     return np.minimum(out, MAX_CLASS)
 
+def table_bytes(table: Table) -> int:
+    """Bytes ``table.write`` appends, counted without writing it."""
+    lo = 2 * table.lo if table.lo >= 0 else -2 * table.lo - 1
+    bitmap = (table.span + 7) // 8 if len(table.present) < table.span else 0
+    width = int(table.counts.max() - 1).bit_length()
+    return (_varint_len(lo) + _varint_len(table.span) + 2 + bitmap
+            + (width * len(table.counts) + 7) // 8)
+
+def _varint_len(value: int) -> int:
+    return max(1, (value.bit_length() + 6) // 7)
 
 def _side_bits(classes: np.ndarray) -> float:
     table = Table.fit(classes)
-    return 0.0 if table is None else table.bits() + 8 * table.nbytes()
-
+    return 0.0 if table is None else table.bits() + 8 * table_bytes(table)
 
 class MaskPlan:
     """The chosen flags, slope and offset of one mask, with its estimated bits.
@@ -67,38 +84,71 @@ class MaskPlan:
 
     def __init__(self, positions: np.ndarray, rows: int, cols: int) -> None:
         r, c = positions // cols, positions % cols
-        self.row_cls = density_classes(np.bincount(r, minlength=rows), cols)
-        self.col_cls = density_classes(np.bincount(c, minlength=cols), rows)
-        size = MAX_CLASS + 1
-        h_row = np.bincount(self.row_cls, minlength=size)
-        h_col = np.bincount(self.col_cls, minlength=size)
-        joint = np.bincount(self.row_cls[r] * size + self.col_cls[c],
-                            minlength=size * size).reshape(size, size)
-        diag = np.add.outer(np.arange(size - 1), np.arange(size - 1)).reshape(-1)
-        k, n = len(positions), rows * cols
-        counts = {  # flags -> (cells, ones) per context
-            0: (np.array([n]), np.array([k])),
-            USE_ROWS: (h_row[1:] * cols, joint[1:, :].sum(1)),
-            USE_COLS: (h_col[1:] * rows, joint[:, 1:].sum(0)),
-            USE_ROWS | USE_COLS: (
-                np.bincount(diag, weights=np.outer(h_row[1:], h_col[1:]).reshape(-1)),
-                np.bincount(diag, weights=joint[1:, 1:].reshape(-1)))}
-        best = None
-        for flags, (cells, ones) in counts.items():
-            side = (_side_bits(self.row_cls) if flags & USE_ROWS else 0.0) + \
-                   (_side_bits(self.col_cls) if flags & USE_COLS else 0.0)
-            present = np.flatnonzero(cells)
-            cells, ones = cells[present], ones[present]
-            offsets = _offsets(flags, k / n)  # (O,)
-            for slope in SLOPES:
-                p = probability(slope * present[None, :] + offsets[:, None], 1, 0)  # (O, P)
-                bits = side - (ones * np.log2(p) + (cells - ones) * np.log2(1.0 - p)).sum(1)
-                i = int(np.argmin(bits))
-                if best is None or bits[i] < best[0]:
-                    best = (float(bits[i]), flags, slope, int(offsets[i]))
-        assert best is not None
-        self.bits, self.flags, self.slope, self.offset = best
+        k, density = len(positions), len(positions) / (rows * cols)
+        row_counts, col_counts = np.bincount(r, minlength=rows), np.bincount(c, minlength=cols)
+        row_opts = [(code, density_classes(row_counts, cols, per))
+                    for code, per in enumerate(PER_OCTAVE)]
+        col_opts = [(code, density_classes(col_counts, rows, per))
+                    for code, per in enumerate(PER_OCTAVE)]
+        row_side = [_side_bits(cls) for _, cls in row_opts]
+        col_side = [_side_bits(cls) for _, cls in col_opts]
+        none = (np.zeros(1, np.int64), np.array([rows * cols]), np.array([k]))
+        best = (_best_bits(*none, 0, density), 0, row_opts[0][1], col_opts[0][1])
+        single = {USE_ROWS: (0, 1e300), USE_COLS: (0, 1e300)}  # flag -> (best code, bits)
+        pairs = [(a, b) for a in range(len(PER_OCTAVE)) for b in range(len(PER_OCTAVE))
+                 if a == b] + [(-1, -1)]  # (-1, -1): the best single codes, found first
+        for rcode, ccode in pairs:
+            if rcode < 0:
+                rcode, ccode = single[USE_ROWS][0], single[USE_COLS][0]
+                if rcode == ccode:
+                    continue
+            row_cls, col_cls = row_opts[rcode][1], col_opts[ccode][1]
+            for flags, (present, cells, ones) in _context_counts(row_cls, col_cls, r, c,
+                                                                 rcode == ccode):
+                side = (row_side[rcode] if flags & USE_ROWS else 0.0) + \
+                       (col_side[ccode] if flags & USE_COLS else 0.0)
+                got = _best_bits(present, cells, ones, flags, density)
+                bits = side + got[0]
+                if flags in single and bits < single[flags][1]:
+                    single[flags] = (rcode if flags == USE_ROWS else ccode, bits)
+                if bits < best[0][0]:
+                    best = ((bits, *got[1:]), flags | rcode << 2 | ccode << 4, row_cls, col_cls)
+        (self.bits, self.slope, self.offset), self.flags, self.row_cls, self.col_cls = best
 
+def _best_bits(present: np.ndarray, cells: np.ndarray, ones: np.ndarray, flags: int,
+               density: float) -> tuple[float, int, int]:
+    """(bits, slope, offset): the cheapest probability scale for these context counts."""
+    offsets = _offsets(flags, density)  # (O,)
+    slopes = np.array(SLOPES if len(present) > 1 else SLOPES[:1])  # (S,)
+    e = np.clip(slopes[:, None, None] * present + offsets[:, None], 0, E_MAX)  # (S, O, P)
+    bits = (ones * _BITS_ONE[e] + (cells - ones) * _BITS_ZERO[e]).sum(-1)
+    i, j = np.unravel_index(int(np.argmin(bits)), bits.shape)
+    return float(bits[i, j]), int(slopes[i]), int(offsets[j])
+
+def _context_counts(row_cls: np.ndarray, col_cls: np.ndarray, r: np.ndarray, c: np.ndarray,
+                    alone: bool) -> list[tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """(flags, (contexts present, live cells, nonzeros per context)) for row classes only
+    and column classes only (if ``alone``), and for both."""
+    rows, cols = len(row_cls), len(col_cls)
+    size = int(max(row_cls.max(), col_cls.max())) + 1
+    h_row = np.bincount(row_cls, minlength=size)
+    h_col = np.bincount(col_cls, minlength=size)
+    joint = np.bincount(row_cls[r] * size + col_cls[c],
+                        minlength=size * size).reshape(size, size)
+    out = []
+    if alone:
+        out.append((USE_ROWS, (h_row[1:] * cols, joint[1:, :].sum(1))))
+        out.append((USE_COLS, (h_col[1:] * rows, joint[:, 1:].sum(0))))
+    if size > 1:
+        diag = np.add.outer(np.arange(size - 1), np.arange(size - 1)).ravel()
+        out.append((USE_ROWS | USE_COLS,
+                     (np.bincount(diag, weights=np.outer(h_row[1:], h_col[1:]).ravel()),
+                      np.bincount(diag, weights=joint[1:, 1:].ravel()))))
+    result = []
+    for flags, (cells, ones) in out:
+        present = np.flatnonzero(cells)
+        result.append((flags, (present, cells[present], ones[present])))
+    return result
 
 def _offsets(flags: int, density: float) -> np.ndarray:
     """Offsets (quarter-octaves) to try, around the independence model's own.
@@ -109,9 +159,8 @@ def _offsets(flags: int, density: float) -> np.ndarray:
     log_density = float(np.log2(density)) if density > 0 else -20.0
     natural = {0: -4 * log_density, USE_ROWS: 0.0, USE_COLS: 0.0,
                USE_ROWS | USE_COLS: 4 * log_density}[flags]
-    spread = OFFSETS if flags else range(-1, 2)
-    return np.array([int(round(natural)) + d for d in spread], dtype=np.int64)
-
+    spread = OFFSETS if flags else _NEAR
+    return int(round(natural)) + spread
 
 def cell_classes(flags: int, row_cls: np.ndarray, col_cls: np.ndarray) -> np.ndarray:
     """(R·C,) int16 context of every cell, row-major; -1 for a cell in a dead row/column.
@@ -127,7 +176,6 @@ def cell_classes(flags: int, row_cls: np.ndarray, col_cls: np.ndarray) -> np.nda
         ctx[np.broadcast_to(dead, (len(row_cls), len(col_cls))).reshape(-1)] = -1
     return ctx
 
-
 def _groups(ctx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(order of live cells grouped by context, contexts present, cells per context)."""
     order = np.argsort(ctx, kind="stable")  # radix sort: dead (-1) cells come first
@@ -136,7 +184,6 @@ def _groups(ctx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     cells = np.bincount(ctx[order], minlength=1) if len(order) else np.zeros(0, np.int64)
     present = np.flatnonzero(cells)
     return order, present, cells[present]
-
 
 def encode(sink: Sink, mask: np.ndarray, plan: MaskPlan) -> None:
     """Append ``mask`` (flat bool, row-major, some zeros and some ones) to ``sink``."""
@@ -158,10 +205,8 @@ def encode(sink: Sink, mask: np.ndarray, plan: MaskPlan) -> None:
         sink.encode(bits[start:start + count], _bernoulli(p))
         start += int(count)
 
-
 def _bernoulli(p: float) -> constriction.stream.model.Bernoulli:
     return constriction.stream.model.Bernoulli(p, perfect=False)
-
 
 def _read_classes(source: Source, length: int) -> np.ndarray:
     table = Table.read(source.side, length)
@@ -169,13 +214,12 @@ def _read_classes(source: Source, length: int) -> np.ndarray:
         raise ValueError("density classes outside [0, MAX_CLASS]")
     return table.values(decode_symbols(source, table, length))
 
-
 def decode(source: Source, rows: int, cols: int, k: int,
            parts: Parts | None = None) -> np.ndarray:
     """The ascending flat positions of the ``k`` nonzeros (0 < k < rows·cols)."""
     r = source.side
     flags, slope = r.u8(), r.u8()
-    if flags > (USE_ROWS | USE_COLS) or slope not in SLOPES:
+    if flags > 63 or flags >> 2 & 3 == 3 or flags >> 4 == 3 or slope not in SLOPES:
         raise ValueError(f"mask flags {flags} / slope {slope} unknown")
     offset = r.svarint(1 << 12)
     start = r.pos
