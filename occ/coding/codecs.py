@@ -77,6 +77,7 @@ class Policy:
         self.prepared = prepared
         self.entropy = entropy
         self.header_dict = entropy  # entropy coding also deflates the header with a dictionary
+        self.compact_header = entropy  # ... and writes the stream table in binary
 
     def candidates(self, name: str, array: np.ndarray,
                    shape: tuple[int, ...] | None = None) -> list[Encoded]:
