@@ -16,7 +16,9 @@ from hypothesis.extra import numpy as hnp
 from occ import fuzz
 from occ.artifact import _PREFIX, FLAG_BINARY, MAGIC, decode_artifact, encode_artifact
 from occ.coding import adaptive, codecs, ctxmask, header_v2, ints
+from occ.coding.categorical import Table
 from occ.coding.frame import Sink
+from occ.coding.logtable import LogTable
 from occ.errors import ArtifactError
 
 
@@ -196,3 +198,15 @@ def test_fuzzed_compact_artifacts_with_ctx_streams_are_rejected_or_valid() -> No
     outcomes = [fuzz.check(m, rebuild=False) for m in fuzz.mutations(data, 300, seed=2)]
     bad = [o for o in outcomes if o.result not in ("rejected", "loaded")]
     assert not bad, bad[:3]
+
+
+def test_small_tensors_use_rounded_log_tables_and_round_trip() -> None:
+    tags = set()
+    for seed in range(3):
+        q = pruned_quantized(np.random.default_rng(seed), 100, 200, 0.9, 4).reshape(-1)
+        tags.add(roundtrip(q, 200)[0])
+    assert any(t & adaptive.LOG for t in tags)
+    table = Table.fit(np.array([1, 1, 2, 5, 5, 5, 5], dtype=np.int64))
+    log = LogTable.of(table)
+    assert log.nbytes() <= table.nbytes()
+    assert np.array_equal(log.present, table.present)

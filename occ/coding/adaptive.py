@@ -14,7 +14,8 @@ pruned, per-channel quantized weight:
 Stream (the shared frame, ``occ.coding.frame``)::
 
     tag     0x30 | value mode (PLAIN: one table of q; FLOOR: m_r + one table of shifted
-            values; BUCKETS: m_r + one table per bucket of m_r)
+            values; BUCKETS: m_r + one table per bucket of m_r) | LOG (0x08: the
+            tables are ``logtable.LogTable``s, counts rounded to quarter-octaves)
     side    varint rows R, varint k (nonzeros)
             [mask: flags, slope, offset, class tables]  (0 < k < n)
             PLAIN: value table | FLOOR/BUCKETS: m table, then one value table per bucket
@@ -31,9 +32,11 @@ import numpy as np
 from occ.coding import ctxmask
 from occ.coding.categorical import Table, decode_symbols, encode_symbols
 from occ.coding.frame import Parts, Sink, Source
+from occ.coding.logtable import LogTable
 
 VERSION = 0x30
 PLAIN, FLOOR, BUCKETS = 0, 1, 2
+LOG = 8  # tag bit: the value tables are LogTables (rounded counts), not exact Tables
 MAX_FLOOR = 1 << 32  # no integer dtype ctx accepts has a larger magnitude
 
 
@@ -100,9 +103,19 @@ def encode(array: np.ndarray, cols: int | None = None) -> tuple[bytes, dict]:
     if k:
         values = array[nz].astype(np.int64)
         mode, groups = _value_plan(values, nz // cols)
-        for table, symbols in groups:
-            table.write(sink.side)
-            encode_symbols(sink, table.symbols(symbols), table)
+        logs = [LogTable.of(t) for t, _ in groups]
+        log_bits = sum(lt.bits(t.counts) + 8 * lt.nbytes()
+                       for lt, (t, _) in zip(logs, groups, strict=True))
+        if log_bits < _cost([t for t, _ in groups]):
+            mode |= LOG
+            for lt, (table, symbols) in zip(logs, groups, strict=True):
+                lt.write(sink.side)
+                if len(lt.present) > 1:
+                    sink.encode(table.symbols(symbols), lt.model())
+        else:
+            for table, symbols in groups:
+                table.write(sink.side)
+                encode_symbols(sink, table.symbols(symbols), table)
     return sink.finish(VERSION | mode), {}
 
 
@@ -117,7 +130,7 @@ def decode(data: bytes, meta: dict, dtype: np.dtype, count: int,
     if dtype.kind not in "iu":
         raise ValueError(f"ctx decodes integer tensors, not {dtype}")
     source = Source(data)
-    if source.tag & 0xF0 != VERSION or source.tag & 0x0F > BUCKETS:
+    if source.tag & 0xF0 != VERSION or source.tag & 0x07 > BUCKETS:
         raise ValueError(f"ctx stream tag {source.tag:#x} unknown")
     mode = source.tag & 0x0F
     rows = source.side.varint(count)
@@ -143,7 +156,14 @@ def decode(data: bytes, meta: dict, dtype: np.dtype, count: int,
     return out
 
 
-def _read(source: Source, total: int, parts: Parts | None) -> np.ndarray:
+def _read(source: Source, total: int, parts: Parts | None, log: bool) -> np.ndarray:
+    if log:
+        lt = LogTable.read(source.side, total)
+        if parts is not None:
+            parts.add_bits("values", float(total))
+        symbols = source.decode(lt.model(), total) if len(lt.present) > 1 else \
+            np.zeros(total, dtype=np.int32)
+        return lt.present[symbols] + lt.lo
     table = Table.read(source.side, total)
     if parts is not None:
         parts.add_bits("values", table.bits())
@@ -152,15 +172,16 @@ def _read(source: Source, total: int, parts: Parts | None) -> np.ndarray:
 
 def _decode_values(source: Source, mode: int, row_of: np.ndarray, k: int,
                    parts: Parts | None) -> np.ndarray:
+    log, mode = bool(mode & LOG), mode & ~LOG
     if mode == PLAIN:
-        return _read(source, k, parts)
+        return _read(source, k, parts, log)
     alive, inverse = np.unique(row_of, return_inverse=True)
-    m = _read(source, len(alive), parts) + 1
+    m = _read(source, len(alive), parts, log) + 1
     if int(m.min()) < 1 or int(m.max()) > MAX_FLOOR:
         raise ValueError("row magnitude floor outside [1, 2^32]")
     floor = m[inverse]
     if mode == FLOOR:
-        shifted = _read(source, k, parts)
+        shifted = _read(source, k, parts, log)
     else:
         ctx = bucket(floor)
         order = np.argsort(ctx, kind="stable")
@@ -168,7 +189,7 @@ def _decode_values(source: Source, mode: int, row_of: np.ndarray, k: int,
         shifted = np.empty(k, dtype=np.int64)
         for b in np.unique(sorted_ctx):
             sel = order[sorted_ctx == b]
-            shifted[sel] = _read(source, len(sel), parts)
+            shifted[sel] = _read(source, len(sel), parts, log)
     if not np.all(shifted):
         raise ValueError("shifted value of zero")
     return np.sign(shifted) * (np.abs(shifted) + floor - 1)
