@@ -299,6 +299,8 @@ def decode_artifact(data: bytes) -> Artifact:
     streams = header.pop("streams")
     for i, s in enumerate(streams):
         name, np_dtype, shape, count = _check_stream(i, s, len(payload))
+        if name in tensors:  # a repeated entry would make the reader decode it again
+            raise ArtifactError(f"streams[{i}] ({name}): duplicate stream name")
         chunk = bytes(payload[s["offset"]:s["offset"] + s["length"]])
         try:
             array = _CODECS[s["codec"]].decode(chunk, s.get("meta", {}), np_dtype, count)

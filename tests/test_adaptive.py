@@ -210,3 +210,13 @@ def test_small_tensors_use_rounded_log_tables_and_round_trip() -> None:
     log = LogTable.of(table)
     assert log.nbytes() < table.nbytes()
     assert np.array_equal(log.present, table.present)
+
+
+def test_a_stream_listed_twice_is_refused() -> None:
+    _, data = _model_artifact(codecs.Policy({}, entropy=True))
+    art = decode_artifact(data)
+    head = json.dumps({**art.header, "streams": art.streams * 2}).encode()
+    payload = data[_PREFIX.size + _PREFIX.unpack_from(data)[3]:-32]
+    body = struct.pack("<8sHHQ", MAGIC, 1, 0, len(head)) + head + payload
+    with pytest.raises(ArtifactError, match="duplicate stream name"):
+        decode_artifact(body + hashlib.sha256(body).digest())
