@@ -23,7 +23,9 @@ The header is JSON, deflated when that makes it smaller (it holds the recipe and
 and on a 200x-compressed LeNet it would otherwise be a fifth of the file); a stream's
 ``meta`` is left out when empty. A codec policy with ``header_dict = True`` (the one
 ``entropy_code`` installs) also lets the writer deflate against a preset dictionary of
-typical header text (``occ.coding.header_dict``), which halves a LeNet header again.
+typical header text (``occ.coding.header_dict``), which halves a LeNet header again. With
+``compact_header = True`` (also the entropy policy's) the stream table is written in binary
+(``occ.coding.header_v2``, flag ``FLAG_BINARY``); JSON headers still read as before.
 
 A codec policy may return a ready ``Encoded`` stream instead of a codec name, so a coder
 that has to try several codecs encodes only once; a policy with ``wants_shape = True`` is
@@ -56,7 +58,8 @@ MAX_HEADER = 64 << 20  # a header larger than this is not one occ wrote
 MAX_EXPANSION = 1 << 16  # decoded bytes per coded byte, at most, for any stream
 FLAG_DEFLATE = 1  # the header is raw-deflate (RFC 1951) compressed
 FLAG_DICT = 2  # ... against occ.coding.header_dict.HEADER_DICT_V1 (needs FLAG_DEFLATE)
-KNOWN_FLAGS = FLAG_DEFLATE | FLAG_DICT
+FLAG_BINARY = 4  # the header is occ.coding.header_v2's binary stream table + JSON
+KNOWN_FLAGS = FLAG_DEFLATE | FLAG_DICT | FLAG_BINARY
 
 # Allowed tensor dtypes: name -> (torch dtype, numpy storage dtype).
 DTYPES: dict[str, tuple[torch.dtype, np.dtype]] = {
@@ -181,9 +184,12 @@ def encode_artifact(header: dict[str, Any], tensors: dict[str, torch.Tensor],
         streams.append(stream)
         chunks.append(data)
         offset += len(data)
-    head = json.dumps({**header, "streams": streams}, separators=(",", ":"),
-                      sort_keys=True, allow_nan=False).encode("utf-8")
+    compact = getattr(codec, "compact_header", False)
+    head = _header_v2().pack({**header, "streams": streams}) if compact else json.dumps(
+        {**header, "streams": streams}, separators=(",", ":"), sort_keys=True,
+        allow_nan=False).encode("utf-8")
     head, flags = _pack_header(head, getattr(codec, "header_dict", False))
+    flags |= FLAG_BINARY if compact else 0
     body = _PREFIX.pack(MAGIC, FORMAT_VERSION, flags, len(head)) + head + b"".join(chunks)
     return body + hashlib.sha256(body).digest()
 
@@ -192,6 +198,22 @@ def _header_dict() -> bytes:
     from occ.coding.header_dict import HEADER_DICT_V1
 
     return HEADER_DICT_V1
+
+
+def _header_v2() -> Any:
+    from occ.coding import header_v2
+
+    return header_v2
+
+
+def _parse_header(head: bytes, flags: int) -> Any:
+    """The header dict of stored header bytes (JSON, or binary with FLAG_BINARY)."""
+    try:
+        if flags & FLAG_BINARY:
+            return _header_v2().unpack(head)
+        return json.loads(head.decode("utf-8"))
+    except (ValueError, RecursionError) as err:  # JSON and UTF-8 errors are ValueErrors
+        raise ArtifactError(f"unreadable header: {err}") from None
 
 
 def _pack_header(head: bytes, use_dict: bool) -> tuple[bytes, int]:
@@ -269,10 +291,7 @@ def decode_artifact(data: bytes) -> Artifact:
         raise ArtifactError("checksum mismatch: the file is corrupted or truncated")
     _load_codecs()
     head = read_header(data[_PREFIX.size:_PREFIX.size + head_len], flags)
-    try:
-        header = json.loads(head.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
-        raise ArtifactError(f"unreadable header: {err}") from None
+    header = _parse_header(head, flags)
     if not isinstance(header, dict) or not isinstance(header.get("streams"), list):
         raise ArtifactError("header has no stream table")
     from occ.limits import MAX_JSON_DEPTH, json_depth

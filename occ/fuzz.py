@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from occ.artifact import _PREFIX, MAGIC, decode_artifact, read_header
+from occ.artifact import _PREFIX, MAGIC, _parse_header, decode_artifact, read_header
 from occ.errors import ArtifactError
 from occ.trust import TrustError
 
@@ -48,7 +48,7 @@ def _header(data: bytes) -> tuple[dict, int, int]:
     """(header, flags, stored header length) of a well-formed artifact."""
     _, _, flags, head_len = _PREFIX.unpack_from(data)
     raw = read_header(data[_PREFIX.size:_PREFIX.size + head_len], flags)
-    return json.loads(raw), flags, head_len
+    return _parse_header(raw, flags), flags, head_len
 
 
 def _regions(data: bytes) -> list[tuple[str, int, int]]:

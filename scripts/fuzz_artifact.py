@@ -2,8 +2,9 @@
 
 Usage: python scripts/fuzz_artifact.py [--count 10000] [--seed 0]
 
-Builds real artifacts (a LeNet-5 stored raw, and the same model through every codec the
-installed stages register), corrupts them (truncation in every region, bit flips with and
+Builds real artifacts (a LeNet-5 stored raw, the same model through every codec the
+installed stages register, and a pruned 4-bit one whose integers are ``ctx`` streams under
+the compact binary header), corrupts them (truncation in every region, bit flips with and
 without a re-sealed checksum, edited header lengths/offsets/shapes/counts/codecs/edits,
 re-sealed headers that lie (``occ.fuzz.LIES``: valid checksum, false shapes, dtypes,
 lengths, names, metrics, nesting, kwargs; these also go through what ``occ inspect``
@@ -29,8 +30,35 @@ from occ.models import build_model
 RESULTS = Path(__file__).parent / "results" / "fuzz_artifact.json"
 
 
+def quantized_artifact() -> bytes:
+    """A pruned LeNet-5 with two layers frozen at 4 bits (scales rounded to 8 bits), written
+    as ``entropy_code`` writes it: compact header, ``ctx`` / ``cat`` / ``fbp`` streams."""
+    from occ.models.edits import edit_record
+    from occ.quant.calibrate import calibrate_acts_
+    from occ.quant.layers import QuantSpec, freeze_, swap_layers_
+
+    torch.manual_seed(0)
+    kwargs = {"width": 0.5}
+    model = build_model("lenet5", kwargs).eval()
+    with torch.no_grad():  # neurons and inputs of unequal weight, as training leaves them
+        for p in model.parameters():
+            if p.ndim >= 2:
+                flat = p.view(p.shape[0], -1)
+                flat.mul_(torch.rand(flat.shape[0], 1) ** 2 * torch.rand(1, flat.shape[1]) ** 2)
+            p.mul_((p.abs() > p.abs().flatten().quantile(0.9)).to(p.dtype))
+    layers = swap_layers_(model, {n: QuantSpec(4, 4) for n in ("features.3", "classifier.1")})
+    calibrate_acts_(model, layers, [torch.randn(8, 1, 28, 28)], method="minmax",
+                    percentile=99.9, device=torch.device("cpu"))
+    freeze_(model, scale_bits=8)
+    edit = edit_record("quantize", {"layers": {n: m.spec.to_dict() for n, m in layers.items()}})
+    header = model_io.model_header(arch={"arch": "lenet5", "kwargs": kwargs}, edits=[edit],
+                                   input_shape=(1, 28, 28), num_classes=10)
+    return encode_artifact(header, model_io.state_tensors(model),
+                           model_io.codec_policy({"entropy": True}))
+
+
 def sample_artifacts() -> dict[str, bytes]:
-    """A sparse LeNet-5 stored raw, and the same model entropy-coded."""
+    """A sparse LeNet-5 stored raw and entropy-coded, and a pruned, quantized one."""
     torch.manual_seed(0)
     model = build_model("lenet5", {"width": 0.25})
     with torch.no_grad():  # sparse weights, like a pruned model
@@ -41,6 +69,7 @@ def sample_artifacts() -> dict[str, bytes]:
     out = {"raw": encode_artifact(header, model_io.state_tensors(model), "raw")}
     policy = model_io.codec_policy({"entropy": True})  # what entropy_code writes
     out["entropy"] = encode_artifact(header, model_io.state_tensors(model), policy)
+    out["quantized"] = quantized_artifact()
     return out
 
 

@@ -17,6 +17,7 @@ from occ.artifact import (
     _PREFIX,
     MAGIC,
     Encoded,
+    _parse_header,
     decode_artifact,
     encode_artifact,
     list_codecs,
@@ -200,7 +201,7 @@ def _artifact(tensors: dict[str, torch.Tensor]) -> bytes:
 def _unpack(data: bytes) -> tuple[dict, bytes]:
     _, _, flags, head_len = _PREFIX.unpack_from(data)
     head = read_header(data[_PREFIX.size:_PREFIX.size + head_len], flags)
-    return json.loads(head), data[_PREFIX.size + head_len:-32]
+    return _parse_header(head, flags), data[_PREFIX.size + head_len:-32]
 
 
 def _seal(header: dict, payload: bytes, flags: int = 0) -> bytes:
@@ -265,7 +266,7 @@ def test_corrupted_and_truncated_streams_are_artifact_errors(coded) -> None:
 
 def test_header_is_deflated_and_bombs_are_refused(coded) -> None:
     _, _, flags, _ = _PREFIX.unpack_from(coded[1])
-    assert flags == 3  # deflated against the preset dictionary (entropy policy)
+    assert flags == 7  # binary stream table, deflated against the dictionary (entropy policy)
     plain = encode_artifact({"x": 1}, coded[0])  # raw codec: plain deflate at most
     assert _PREFIX.unpack_from(plain)[2] in (0, 1)
     header, payload = _unpack(coded[1])

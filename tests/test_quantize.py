@@ -113,6 +113,8 @@ def _loss(model: nn.Module, data) -> float:
     ({"keep_8bit": ["first", "first"]}, r"keep_8bit: must list each"),
     ({"keep_8bit": ["middle"]}, r"keep_8bit\[0\]: must be one of 'first', 'last'"),
     ({"bits": 4}, r"unknown key 'bits'"),
+    ({"scale_bits": 3}, r"scale_bits: must be 4\.\.23 or unset"),
+    ({"scale_bits": 24}, r"scale_bits"),
 ])
 def test_bad_config_is_a_located_recipe_error(raw: dict, match: str) -> None:
     with pytest.raises(RecipeError, match=match):
@@ -258,6 +260,30 @@ def test_quantize_artifact_load_is_bit_identical(data, lenet_state, tmp_path: Pa
         f"{n}.bias_int" for n in quant_layers(loaded)}
     assert all(row["int_bias"] for row in result.details["layers"].values())
     assert any("int32 at scale s_w * s_a" in n for n in result.notes)
+
+
+def test_scale_bits_rounds_scales_and_the_decoded_model_is_the_evaluated_one(
+        data, lenet_state, tmp_path: Path) -> None:
+    ctx = _ctx(_lenet(lenet_state), data, tmp_path)
+    quantize_(ctx, _config(weight_bits=4, act_bits=4, mode="ptq", scale_bits=6))
+    for layer in quant_layers(ctx.model).values():
+        words = layer.w_scale.numpy().view("<u4")
+        assert not (words & ((1 << 18) - 1)).any()  # 23 - 5 stored mantissa bits are zero
+    out, _ = predict(ctx.model, data.loader("test", 256), CPU)
+    loaded = _round_trip(ctx, tmp_path / "m.occ")
+    again, _ = predict(loaded, data.loader("test", 256), CPU)
+    assert torch.equal(again, out)
+
+
+def test_round_scale_rounds_up_by_less_than_one_step() -> None:
+    from occ.quant.qparams import round_scale
+
+    scale = torch.rand(1000) * 10.0 ** torch.randint(-8, 2, (1000,)).float() + 1e-12
+    for bits in (4, 8, 12):
+        r = round_scale(scale, bits)
+        assert r.dtype == torch.float32 and (r >= scale).all()
+        assert ((r / scale - 1) < 2.0 ** (1 - bits)).all()
+        assert torch.equal(round_scale(r, bits), r)  # already on the grid
 
 
 def test_resnet_fold_and_quantize_round_trip(data, tmp_path: Path) -> None:

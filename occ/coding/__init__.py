@@ -1,11 +1,13 @@
 """Lossless coding of artifact streams, near the entropy limit (issue 7).
 
-- ``codecs``: registers ``cat``, ``fbp`` and ``surp`` with ``occ.artifact`` and holds the
+- ``codecs``: registers ``cat``, ``fbp``, ``surp`` and ``ctx`` with ``occ.artifact`` and holds the
   per-tensor ``Policy`` that ``entropy_code`` installs (smallest candidate wins, raw
   included).
 - ``ints`` (``cat``): integers under a fitted categorical model, zeros inline or as
   positions; ``floats`` (``fbp``): any dtype by bit pattern, byte plane by byte plane;
   ``surp`` (``surp``): SuRP index streams, replayed by the decoder.
+- ``adaptive`` (``ctx``, issue 20): weight matrices under row / column contexts; its mask
+  model is ``ctxmask``. ``header_v2``: the compact (binary) stream table of the header.
 - ``positions``: where the nonzeros are (bitmask, gaps, or alive rows/columns + bitmask).
 - ``categorical``: the stored model tables; ``frame``: the stream frame and ANS coder;
   ``bitio``: varints and bit packing.

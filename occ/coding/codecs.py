@@ -4,13 +4,15 @@ Importing this module registers, with ``occ.artifact.register_codec``:
 
 - ``cat``  integer tensors: categorical model + sparse positions (``occ.coding.ints``);
 - ``fbp``  any tensor by bit pattern, byte plane by byte plane (``occ.coding.floats``);
+- ``ctx``  integer weight matrices under row / column contexts (``occ.coding.adaptive``);
 - ``surp`` float weights pruned by SuRP, replayed from their index stream
   (``occ.coding.surp``). Its encoder needs the original weights, so its streams are
   prepared by the prune stage and handed to ``Policy`` rather than encoded here.
 
 ``Policy`` is the codec choice ``entropy_code`` turns on: for each tensor it encodes every
-applicable candidate (always including ``raw``; ``cat`` for integers, ``fbp`` for floats
-and for integers wider than a byte) and keeps the smallest.
+applicable candidate (always including ``raw``; ``cat`` for integers, ``ctx`` for integer
+tensors of two or more dimensions, ``fbp`` for floats and for integers wider than a byte)
+and keeps the smallest.
 
 What the policy needs is plain JSON in ``ctx.encoding`` (``"entropy": true`` and
 ``"prepared": {digest: {"codec", "data": base64}}``), so ``policy_from_encoding`` can
@@ -28,7 +30,7 @@ import numpy as np
 
 from occ import artifact
 from occ.artifact import Codec, Encoded, register_codec
-from occ.coding import floats, ints, surp
+from occ.coding import adaptive, floats, ints, surp
 from occ.errors import ArtifactError
 
 
@@ -40,9 +42,11 @@ def _surp_encode(array: np.ndarray) -> tuple[bytes, dict[str, Any]]:
 register_codec(Codec("cat", ints.encode, ints.decode))
 register_codec(Codec("fbp", floats.encode, floats.decode))
 register_codec(Codec("surp", _surp_encode, surp.decode))
+register_codec(Codec("ctx", adaptive.encode, adaptive.decode))
 
 # Decoders that can also attribute their bytes to parts (``occ.coding.accounting``).
-PART_DECODERS = {"cat": ints.decode, "fbp": floats.decode, "surp": surp.decode}
+PART_DECODERS = {"cat": ints.decode, "fbp": floats.decode, "surp": surp.decode,
+                 "ctx": adaptive.decode}
 
 
 def digest(array: np.ndarray) -> str:
@@ -73,6 +77,7 @@ class Policy:
         self.prepared = prepared
         self.entropy = entropy
         self.header_dict = entropy  # entropy coding also deflates the header with a dictionary
+        self.compact_header = entropy  # ... and writes the stream table in binary
 
     def candidates(self, name: str, array: np.ndarray,
                    shape: tuple[int, ...] | None = None) -> list[Encoded]:
@@ -86,6 +91,8 @@ class Policy:
         if self.entropy:
             try:
                 out.append(Encoded("cat", ints.encode(array, cols)[0]))
+                if cols is not None:  # a weight matrix: rows and columns give contexts
+                    out.append(Encoded("ctx", adaptive.encode(array, cols)[0]))
                 # Wider integers (int32 biases of 8-bit layers) may be mostly distinct
                 # values: then cat's table costs more than fbp's byte planes.
                 planes = array.dtype.itemsize > 1

@@ -160,9 +160,10 @@ class _QuantMixin:
         self.act_on = True
 
     @torch.no_grad()
-    def freeze(self) -> None:
+    def freeze(self, scale_bits: int | None = None) -> None:
         """Store the weight (and bias, ``has_int_bias``) as integers; the float tensors
-        become their exact dequantization."""
+        become their exact dequantization. ``scale_bits``: round the weight scales up to
+        that many significant bits first (``qp.round_scale``)."""
         s = self.spec
         scale, zp = self.weight_qparams()
         q = qp.quantize_weight(self.weight, scale, zp, s.w_bits, s.symmetric)
@@ -171,6 +172,9 @@ class _QuantMixin:
             if not torch.equal(fitted, scale):
                 scale = fitted
                 q = qp.quantize_weight(self.weight, scale, zp, s.w_bits, s.symmetric)
+        if scale_bits is not None:
+            scale = qp.round_scale(scale, scale_bits)
+            q = qp.quantize_weight(self.weight, scale, zp, s.w_bits, s.symmetric)
         self.w_scale.copy_(scale)
         self.w_zero_point.copy_(zp)
         self.weight_int = q
@@ -322,11 +326,11 @@ def swap_layers_(model: nn.Module, specs: dict[str, QuantSpec]) -> dict[str, Qua
     return out
 
 
-def freeze_(model: nn.Module) -> None:
+def freeze_(model: nn.Module, scale_bits: int | None = None) -> None:
     """Freeze every quantized layer of ``model`` (integers + scales; see ``freeze``)."""
     for layer in quant_layers(model).values():
         if layer.mode != "frozen":
-            layer.freeze()
+            layer.freeze(scale_bits)
 
 
 @register_edit("quantize", meta=False)

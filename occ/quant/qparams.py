@@ -112,6 +112,20 @@ def dequantize(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -
     return (q.float() - zp) * _bcast(scale, q.ndim)
 
 
+def round_scale(scale: torch.Tensor, bits: int) -> torch.Tensor:
+    """Float32 scales rounded *up* to ``bits`` significant bits (issue 20).
+
+    The artifact then codes each scale in about ``bits`` bits plus its exponent instead of
+    32 (the low mantissa bytes are zero). Rounding up never narrows the grid's range, so
+    no weight is clipped that was not before; the grid coarsens by less than 2^(1-bits).
+    Done at freezing, before the integers are taken, so the model evaluated is the one
+    decoded.
+    """
+    mantissa, exponent = torch.frexp(scale.double())  # mantissa in [0.5, 1)
+    rounded = torch.ceil(torch.ldexp(mantissa, torch.tensor(bits))) / 2.0 ** bits
+    return torch.ldexp(rounded, exponent).float()
+
+
 def bias_scale(w_scale: torch.Tensor, act_scale: torch.Tensor) -> torch.Tensor:
     """``s_w * s_a`` in float32: the scale of an int32 bias, ``(C_out,)`` or ``(1,)``."""
     return w_scale * act_scale

@@ -48,6 +48,9 @@ class QuantizeConfig(StageConfig):
         clip_grad_norm: QAT clips the gradients' global norm to this (0: no clipping).
             BN is folded before QAT, so nothing normalises the activations any more and
             an unclipped step can wreck a deep network (ResNet-20 with KD: 98 % -> 36 %).
+        scale_bits: round the weight scales up to this many significant bits (4..23) when
+            freezing, so the artifact codes each in ~``scale_bits`` bits instead of 32; the
+            model is evaluated with the rounded scales (unset: full float32 scales).
     """
 
     weight_bits: int | Literal["auto"] = 8
@@ -66,6 +69,7 @@ class QuantizeConfig(StageConfig):
     bitops_budget: float | None = None
     distill: bool = False
     clip_grad_norm: float = 5.0
+    scale_bits: int | None = None
 
     default_category = "bits"
 
@@ -83,6 +87,8 @@ class QuantizeConfig(StageConfig):
         check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
         check(self.clip_grad_norm >= 0, "clip_grad_norm",
               f"must be >= 0 (0: no clipping), got {self.clip_grad_norm}")
+        check(self.scale_bits is None or (_is_int(self.scale_bits) and 4 <= self.scale_bits <= 23),
+              "scale_bits", f"must be 4..23 or unset, got {self.scale_bits!r}")
         check(len(set(self.keep_8bit)) == len(self.keep_8bit), "keep_8bit",
               f"must list each of 'first', 'last' at most once, got {list(self.keep_8bit)}")
         if self.mode == "ptq":

@@ -1,0 +1,250 @@
+"""Where the nonzeros of a weight matrix are, coded under row- and column-density contexts.
+
+A pruned weight seen as a matrix (rows = output channels, columns = everything else) is
+not an i.i.d. mask: some neurons keep many weights, some inputs (an MNIST border pixel, a
+weak feature map) keep none. This mode stores, per row and per column, its density
+rounded to half an octave (a *class*; 0 = no nonzero at all), and codes each cell of the
+mask with a Bernoulli whose probability comes from the two classes — the independence
+model ``p(r, c) = density(r) · density(c) / density(matrix)`` — so a cell in a dense row
+and a dense column costs far less when set than one in a sparse row and column. Cells of
+a dead row or column are known zeros and cost nothing (this subsumes the ``ALIVE`` mode).
+
+Side information (the classes) is itself entropy-coded; the encoder estimates the cost of
+using row classes, column classes, both or neither, and of a few probability scales, from
+counts alone, and writes the cheapest. Forward-adaptive (two-pass) rather than backward-
+adaptive: every cell's context is known before any bit is decoded, so the decoder groups
+cells by context with one stable sort and decodes each group in one vectorised call (no
+per-symbol Python loop).
+
+Probabilities are exact dyadic floats: ``p = 2^-(slope·class + offset)/4`` built with
+``ldexp`` from four literal constants, so encoder and decoder compute identical bits on
+any machine.
+"""
+
+from __future__ import annotations
+
+import constriction
+import numpy as np
+
+from occ.coding.categorical import Table, decode_symbols, encode_symbols
+from occ.coding.frame import Parts, Sink, Source
+
+USE_ROWS, USE_COLS = 1, 2
+# Flag bits 2-3 (rows) and 4-5 (columns): classes per octave of density. 0 keeps only
+# "dead or alive" (the ALIVE mode of occ.coding.positions), cheapest to store.
+PER_OCTAVE = (2, 1, 0)
+MAX_CLASS = 127  # row / column classes are 0 (dead) or 1 .. MAX_CLASS
+# 2^(-j/4), j = 0..3, as exact literals (no pow, so every machine gets the same floats).
+_QUARTER = np.array([1.0, 0.8408964152537145, 0.7071067811865476, 0.5946035575013605])
+P_MIN, P_MAX = 2.0 ** -20, 1.0 - 2.0 ** -12
+SLOPES = (1, 2, 3, 4, 5, 6)  # quarter-octaves of probability per class step (the model's
+# own: 2 for half-octave classes, 4 for octave-wide ones)
+OFFSETS = np.arange(-12, 13)
+_NEAR = np.arange(-1, 2)  # searched around the model's natural offset
+
+def _dyadic(e: np.ndarray) -> np.ndarray:
+    return np.clip(np.ldexp(_QUARTER[e % 4], -(e // 4)), P_MIN, P_MAX)
+
+E_MAX = 80  # 2^-(80/4) = P_MIN: larger exponents give the same clipped probability
+_P = _dyadic(np.arange(E_MAX + 1))  # p for e = 0 .. E_MAX (e <= 0 clips to P_MAX)
+_BITS_ONE, _BITS_ZERO = -np.log2(_P), -np.log2(1.0 - _P)
+
+def probability(classes: np.ndarray, slope: int, offset: int) -> np.ndarray:
+    """Bernoulli parameters ``2^-(slope·class + offset)/4``, clipped to [P_MIN, P_MAX]."""
+    return _P[np.clip(slope * classes.astype(np.int64) + offset, 0, E_MAX)]
+
+def density_classes(counts: np.ndarray, length: int, per_octave: int = 2) -> np.ndarray:
+    """0 for an empty line, else 1 + round(-per_octave·log2(count / length)), <= MAX_CLASS."""
+    out = np.zeros(len(counts), dtype=np.int64)
+    live = counts > 0
+    out[live] = 1 + np.rint(-per_octave * np.log2(counts[live] / length)).astype(np.int64)
+    return np.minimum(out, MAX_CLASS)
+
+def table_bytes(table: Table) -> int:
+    """Bytes ``table.write`` appends, counted without writing it."""
+    lo = 2 * table.lo if table.lo >= 0 else -2 * table.lo - 1
+    bitmap = (table.span + 7) // 8 if len(table.present) < table.span else 0
+    width = int(table.counts.max() - 1).bit_length()
+    return (_varint_len(lo) + _varint_len(table.span) + 2 + bitmap
+            + (width * len(table.counts) + 7) // 8)
+
+def _varint_len(value: int) -> int:
+    return max(1, (value.bit_length() + 6) // 7)
+
+def _side_bits(classes: np.ndarray) -> float:
+    table = Table.fit(classes)
+    return 0.0 if table is None else table.bits() + 8 * table_bytes(table)
+
+class MaskPlan:
+    """The chosen flags, slope and offset of one mask, with its estimated bits.
+
+    Counts per context come from the (row class, column class) histogram of the nonzeros
+    and the class histograms alone (O(k + R + C), never a pass over all cells).
+    """
+
+    def __init__(self, positions: np.ndarray, rows: int, cols: int) -> None:
+        r, c = positions // cols, positions % cols
+        k, density = len(positions), len(positions) / (rows * cols)
+        row_counts, col_counts = np.bincount(r, minlength=rows), np.bincount(c, minlength=cols)
+        row_opts = [(code, density_classes(row_counts, cols, per))
+                    for code, per in enumerate(PER_OCTAVE)]
+        col_opts = [(code, density_classes(col_counts, rows, per))
+                    for code, per in enumerate(PER_OCTAVE)]
+        row_side = [_side_bits(cls) for _, cls in row_opts]
+        col_side = [_side_bits(cls) for _, cls in col_opts]
+        none = (np.zeros(1, np.int64), np.array([rows * cols]), np.array([k]))
+        best = (_best_bits(*none, 0, density), 0, row_opts[0][1], col_opts[0][1])
+        single = {USE_ROWS: (0, 1e300), USE_COLS: (0, 1e300)}  # flag -> (best code, bits)
+        pairs = [(a, b) for a in range(len(PER_OCTAVE)) for b in range(len(PER_OCTAVE))
+                 if a == b] + [(-1, -1)]  # (-1, -1): the best single codes, found first
+        for rcode, ccode in pairs:
+            if rcode < 0:
+                rcode, ccode = single[USE_ROWS][0], single[USE_COLS][0]
+                if rcode == ccode:
+                    continue
+            row_cls, col_cls = row_opts[rcode][1], col_opts[ccode][1]
+            for flags, (present, cells, ones) in _context_counts(row_cls, col_cls, r, c,
+                                                                 rcode == ccode):
+                side = (row_side[rcode] if flags & USE_ROWS else 0.0) + \
+                       (col_side[ccode] if flags & USE_COLS else 0.0)
+                got = _best_bits(present, cells, ones, flags, density)
+                bits = side + got[0]
+                if flags in single and bits < single[flags][1]:
+                    single[flags] = (rcode if flags == USE_ROWS else ccode, bits)
+                if bits < best[0][0]:
+                    best = ((bits, *got[1:]), flags | rcode << 2 | ccode << 4, row_cls, col_cls)
+        (self.bits, self.slope, self.offset), self.flags, self.row_cls, self.col_cls = best
+
+def _best_bits(present: np.ndarray, cells: np.ndarray, ones: np.ndarray, flags: int,
+               density: float) -> tuple[float, int, int]:
+    """(bits, slope, offset): the cheapest probability scale for these context counts."""
+    offsets = _offsets(flags, density)  # (O,)
+    slopes = np.array(SLOPES if len(present) > 1 else SLOPES[:1])  # (S,)
+    e = np.clip(slopes[:, None, None] * present + offsets[:, None], 0, E_MAX)  # (S, O, P)
+    bits = (ones * _BITS_ONE[e] + (cells - ones) * _BITS_ZERO[e]).sum(-1)
+    i, j = np.unravel_index(int(np.argmin(bits)), bits.shape)
+    return float(bits[i, j]), int(slopes[i]), int(offsets[j])
+
+def _context_counts(row_cls: np.ndarray, col_cls: np.ndarray, r: np.ndarray, c: np.ndarray,
+                    alone: bool) -> list[tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """(flags, (contexts present, live cells, nonzeros per context)) for row classes only
+    and column classes only (if ``alone``), and for both."""
+    rows, cols = len(row_cls), len(col_cls)
+    size = int(max(row_cls.max(), col_cls.max())) + 1
+    h_row = np.bincount(row_cls, minlength=size)
+    h_col = np.bincount(col_cls, minlength=size)
+    joint = np.bincount(row_cls[r] * size + col_cls[c],
+                        minlength=size * size).reshape(size, size)
+    out = []
+    if alone:
+        out.append((USE_ROWS, (h_row[1:] * cols, joint[1:, :].sum(1))))
+        out.append((USE_COLS, (h_col[1:] * rows, joint[:, 1:].sum(0))))
+    if size > 1:
+        diag = np.add.outer(np.arange(size - 1), np.arange(size - 1)).ravel()
+        out.append((USE_ROWS | USE_COLS,
+                     (np.bincount(diag, weights=np.outer(h_row[1:], h_col[1:]).ravel()),
+                      np.bincount(diag, weights=joint[1:, 1:].ravel()))))
+    result = []
+    for flags, (cells, ones) in out:
+        present = np.flatnonzero(cells)
+        result.append((flags, (present, cells[present], ones[present])))
+    return result
+
+def _offsets(flags: int, density: float) -> np.ndarray:
+    """Offsets (quarter-octaves) to try, around the independence model's own.
+
+    With both classes ``p = d_row · d_col / d``, so the offset is ``4·log2 d`` (d: the
+    mask's density); with one class ``p = d_line`` (offset 0); with none ``p = d``.
+    """
+    log_density = float(np.log2(density)) if density > 0 else -20.0
+    natural = {0: -4 * log_density, USE_ROWS: 0.0, USE_COLS: 0.0,
+               USE_ROWS | USE_COLS: 4 * log_density}[flags]
+    spread = OFFSETS if flags else _NEAR
+    return int(round(natural)) + spread
+
+def cell_classes(flags: int, row_cls: np.ndarray, col_cls: np.ndarray) -> np.ndarray:
+    """(R·C,) int16 context of every cell, row-major; -1 for a cell in a dead row/column.
+
+    int16 so that the stable sort grouping cells by context is a radix sort.
+    """
+    r = (row_cls - 1 if flags & USE_ROWS else np.zeros(len(row_cls))).astype(np.int16)
+    c = (col_cls - 1 if flags & USE_COLS else np.zeros(len(col_cls))).astype(np.int16)
+    ctx = (r[:, None] + c[None, :]).reshape(-1)  # (R*C,)
+    if flags & USE_ROWS or flags & USE_COLS:
+        dead = ((row_cls == 0)[:, None] if flags & USE_ROWS else False) | \
+               ((col_cls == 0)[None, :] if flags & USE_COLS else False)
+        ctx[np.broadcast_to(dead, (len(row_cls), len(col_cls))).reshape(-1)] = -1
+    return ctx
+
+def _groups(ctx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(order of live cells grouped by context, contexts present, cells per context)."""
+    order = np.argsort(ctx, kind="stable")  # radix sort: dead (-1) cells come first
+    n_dead = int(np.count_nonzero(ctx < 0))
+    order = order[n_dead:]
+    cells = np.bincount(ctx[order], minlength=1) if len(order) else np.zeros(0, np.int64)
+    present = np.flatnonzero(cells)
+    return order, present, cells[present]
+
+def encode(sink: Sink, mask: np.ndarray, plan: MaskPlan) -> None:
+    """Append ``mask`` (flat bool, row-major, some zeros and some ones) to ``sink``."""
+    w = sink.side
+    w.u8(plan.flags)
+    w.u8(plan.slope)
+    w.svarint(plan.offset)
+    for flag, classes in ((USE_ROWS, plan.row_cls), (USE_COLS, plan.col_cls)):
+        if plan.flags & flag:
+            table = Table.fit(classes)
+            table.write(w)
+            encode_symbols(sink, table.symbols(classes), table)
+    ctx = cell_classes(plan.flags, plan.row_cls, plan.col_cls)
+    order, present, cells = _groups(ctx)
+    bits = mask[order].astype(np.int32)
+    start = 0
+    for c, count in zip(present, cells, strict=True):
+        p = float(probability(np.array([c]), plan.slope, plan.offset)[0])
+        sink.encode(bits[start:start + count], _bernoulli(p))
+        start += int(count)
+
+def _bernoulli(p: float) -> constriction.stream.model.Bernoulli:
+    return constriction.stream.model.Bernoulli(p, perfect=False)
+
+def _read_classes(source: Source, length: int) -> np.ndarray:
+    table = Table.read(source.side, length)
+    if table.lo < 0 or table.lo + int(table.present[-1]) > MAX_CLASS:
+        raise ValueError("density classes outside [0, MAX_CLASS]")
+    return table.values(decode_symbols(source, table, length))
+
+def decode(source: Source, rows: int, cols: int, k: int,
+           parts: Parts | None = None) -> np.ndarray:
+    """The ascending flat positions of the ``k`` nonzeros (0 < k < rows·cols)."""
+    r = source.side
+    flags, slope = r.u8(), r.u8()
+    if flags > 63 or flags >> 2 & 3 == 3 or flags >> 4 == 3 or slope not in SLOPES:
+        raise ValueError(f"mask flags {flags} / slope {slope} unknown")
+    offset = r.svarint(1 << 12)
+    start = r.pos
+    row_cls = _read_classes(source, rows) if flags & USE_ROWS else np.ones(rows, np.int64)
+    col_cls = _read_classes(source, cols) if flags & USE_COLS else np.ones(cols, np.int64)
+    ctx = cell_classes(flags, row_cls, col_cls)
+    order, present, cells = _groups(ctx)
+    if len(order) < k:
+        raise ValueError(f"{k} nonzeros do not fit {len(order)} live cells")
+    probs = probability(present, slope, offset)
+    found, done, ones = [], 0, 0
+    ones_per = np.zeros(len(cells), dtype=np.int64)
+    for j, (p, count) in enumerate(zip(probs, cells, strict=True)):
+        got = source.decode(_bernoulli(float(p)), int(count))
+        hit = np.flatnonzero(got)
+        ones_per[j] = len(hit)
+        ones += len(hit)
+        if ones > k:
+            raise ValueError(f"position mask has more than {k} ones")
+        found.append(order[done + hit])
+        done += int(count)
+    if ones != k:
+        raise ValueError(f"position mask has {ones} ones, expected {k}")
+    if parts is not None:
+        parts.add_side("tables", r.pos - start)
+        parts.add_bits("positions", float(-(ones_per * np.log2(probs)
+                                            + (cells - ones_per) * np.log2(1.0 - probs)).sum()))
+    return np.sort(np.concatenate(found)).astype(np.int64)
