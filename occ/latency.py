@@ -135,7 +135,12 @@ def measure_latency(model: nn.Module, input_shape: Sequence[int],
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    try:  # Linux: the CPU model; elsewhere (or unreadable) the platform's word for it
+    return cpu_name()
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``), else the platform's word for it."""
+    try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
             for line in fh:
                 if line.startswith("model name"):

@@ -244,14 +244,9 @@ def main() -> None:
 
 
 def _cpu() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from occ.latency import cpu_name
+
+    return cpu_name()
 
 
 def _cores() -> int:

@@ -41,6 +41,19 @@ def entropy_bits(counts: np.ndarray) -> float:
     return float((c * np.log2(total / c)).sum())
 
 
+
+def write_support(w: ByteWriter, lo: int, span: int, present: np.ndarray) -> None:
+    """Append a table's value range (``lo``, ``span``) and which values occur in it: a flag
+    byte, then a bitmap unless every value in the range occurs (shared by the model tables)."""
+    w.svarint(lo)
+    w.varint(span)
+    dense = len(present) == span
+    w.u8(0 if dense else 1)
+    if not dense:
+        mask = np.zeros(span, dtype=np.uint8)
+        mask[present] = 1
+        w.raw(np.packbits(mask).tobytes())
+
 @dataclass(frozen=True)
 class Table:
     """The values present in a stream (ascending) and how often each occurs."""
@@ -94,14 +107,7 @@ class Table:
 
     def write(self, w: ByteWriter) -> None:
         """Append the table to ``w``."""
-        w.svarint(self.lo)
-        w.varint(self.span)
-        dense = len(self.present) == self.span
-        w.u8(0 if dense else 1)
-        if not dense:
-            mask = np.zeros(self.span, dtype=np.uint8)
-            mask[self.present] = 1
-            w.raw(np.packbits(mask).tobytes())
+        write_support(w, self.lo, self.span, self.present)
         width = int(self.counts.max() - 1).bit_length()
         w.u8(width)
         w.raw(pack_fixed(self.counts - 1, width))

@@ -21,7 +21,7 @@ import constriction
 import numpy as np
 
 from occ.coding.bitio import ByteReader, ByteWriter, pack_fixed, packed_len, unpack_fixed
-from occ.coding.categorical import MAX_SPAN, Table
+from occ.coding.categorical import MAX_SPAN, Table, write_support
 
 CODE_BITS = 7
 MAX_CODE = (1 << CODE_BITS) - 1  # 2^(127/4): counts beyond ~2^31 saturate (still decodable)
@@ -60,14 +60,7 @@ class LogTable:
 
     def write(self, w: ByteWriter) -> None:
         """Append the table to ``w``."""
-        w.svarint(self.lo)
-        w.varint(self.span)
-        dense = len(self.present) == self.span
-        w.u8(0 if dense else 1)
-        if not dense:
-            mask = np.zeros(self.span, dtype=np.uint8)
-            mask[self.present] = 1
-            w.raw(np.packbits(mask).tobytes())
+        write_support(w, self.lo, self.span, self.present)
         w.raw(pack_fixed(self.codes, CODE_BITS))
 
     @classmethod
