@@ -67,8 +67,9 @@ def _override(recipe: Recipe, checkpoint: str | None, out: str | None, *,
     output = out or recipe.output or os.path.join("runs", recipe.name)
     recipe = replace(recipe, model=model, output=output)
     if seed is not None:
-        if isinstance(seed, bool) or not 0 <= seed < 2**32:
-            raise RecipeError(f"must be an integer in [0, 2**32), got {seed}", where="--seed")
+        from occ.domains import check_seed
+
+        check_seed(seed, where="--seed")
         recipe = replace(recipe, seed=seed)
     if not guard:
         recipe = replace(recipe, guard=replace(recipe.guard, enabled=False))

@@ -17,6 +17,7 @@ points, thresholds, criterion and the tensors where the graph is cut per segment
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -38,13 +39,14 @@ EVAL_BATCH = 256
 
 
 def _data_spec(header: dict[str, Any]) -> Any:
-    """The artifact's recorded data spec (``occ.recipe.DataSpec``)."""
-    from occ.config import from_dict
-    from occ.recipe import DataSpec
+    """The artifact's recorded data spec, with the preprocessing it was measured with:
+    the same reading as ``occ eval`` (``occ.runner.data_for``)."""
+    from occ.runner import data_for
 
     recipe = header.get("recipe")
-    data = recipe.get("data") if isinstance(recipe, dict) else None
-    return from_dict(DataSpec, data, where="data") if isinstance(data, dict) else DataSpec()
+    recorded = header.get("data") if isinstance(header.get("data"), dict) else {}
+    return data_for(recipe.get("data") if isinstance(recipe, dict) else None, None, None,
+                    recorded.get("preprocess"))
 
 
 def ort_session(data: bytes | str, threads: int = 1) -> Any:
@@ -67,12 +69,16 @@ def check_int8(data: bytes, model: nn.Module, inputs: torch.Tensor, targets: tor
         StageError: agreement below ``min_agreement`` or accuracy off by more than
             ``max_accuracy_drop`` points.
     """
-    session = ort_session(data)
     got, ref = [], []
-    with torch.no_grad():
-        for x in inputs.split(EVAL_BATCH):
-            got.append(torch.from_numpy(session.run(None, {"input": x.numpy()})[0]))
-            ref.append(model(x))
+    try:
+        session = ort_session(data)
+        with torch.no_grad():
+            for x in inputs.split(EVAL_BATCH):
+                got.append(torch.from_numpy(session.run(None, {"input": x.numpy()})[0]))
+                ref.append(model(x))
+    except Exception as err:  # noqa: BLE001  (as export.verify: the runtime refused the graph)
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        raise StageError(f"onnxruntime cannot run the int8 graph: {first}") from err
     g, r = torch.cat(got).argmax(1), torch.cat(ref).argmax(1)
     agreement = 100.0 * float((g == r).double().mean())
     acc_onnx = 100.0 * float((g == targets).double().mean())
@@ -135,13 +141,19 @@ def export_int8(path: str | os.PathLike[str], out: str | os.PathLike[str] | None
     _need("onnxruntime")
     if calib_samples < 1:
         raise RecipeError(f"must be >= 1, got {calib_samples}", where="--calib-samples")
+    if not (math.isfinite(min_agreement) and min_agreement >= 0):  # nan would pass any graph
+        raise RecipeError(f"must be a finite percentage >= 0, got {min_agreement}",
+                          where="--min-agreement")
+    if not (math.isfinite(max_accuracy_drop) and max_accuracy_drop >= 0):
+        raise RecipeError(f"must be >= 0 and finite, got {max_accuracy_drop}",
+                          where="max_accuracy_drop")
     src = Path(path)
     dst = Path(out) if out is not None else src.with_suffix(".int8.onnx")
     _check_out(src, dst)
     header, model, shape = _load(src, trust_code=trust_code)
     model.eval()
     spec = _data_spec(header)
-    data = load_data(spec)
+    data = load_data(spec, trust_code=trust_code)
     x_test, y_test = _split(data, "test")
     if y_test.is_floating_point():
         raise RecipeError("the int8 export checks class predictions; for a regression model "

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 
 from occ.errors import RecipeError
@@ -111,7 +110,10 @@ def compress_model(model: nn.Module, recipe: Any, *, train_data: Any = None,
         parsed = replace(parsed, data=replace(parsed.data, batch_size=_batch_size(
             train_data, parsed.data.batch_size)))
     plan = make_plan(parsed, keep_order=keep_order)
-    ctx = _context(model, parsed, ref, train_data, val_data, test_data, trust_code,
+    if train_data is None and (val_data is not None or test_data is not None):
+        raise RecipeError("val_data / test_data need train_data too (else the recipe's data "
+                          "is used and they would be ignored)", where="compress")
+    ctx = _context(model, parsed, train_data, val_data, test_data, trust_code,
                    progress or NullProgress())
     ctx.custom_loss = loss
     with tempfile.TemporaryDirectory(prefix="occ-") as tmp:
@@ -135,12 +137,10 @@ def to_recipe(recipe: Any, *, arch: str, kwargs: dict[str, Any]) -> Recipe:
     source = "<recipe>"
     if isinstance(recipe, (str, os.PathLike)):
         from occ.paths import resolve_recipe_paths
+        from occ.safe_yaml import read_recipe_text, safe_load
 
-        source = str(recipe)
-        try:
-            recipe = yaml.safe_load(Path(recipe).read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as err:
-            raise RecipeError(f"cannot read recipe: {err}", where=source) from None
+        source = str(recipe)  # the same bounded reader as occ.recipe.load_recipe
+        recipe = safe_load(read_recipe_text(source), where=source)
         recipe = resolve_recipe_paths(recipe, Path(source).parent)
     elif isinstance(recipe, Sequence) and all(isinstance(c, StageConfig) for c in recipe):
         recipe = {"stages": [stage_dict(c) for c in recipe]}
@@ -209,7 +209,7 @@ def _batch_size(data: Any, default: int) -> int:
     return data.batch_size if isinstance(data, DataLoader) and data.batch_size else default
 
 
-def _context(model: nn.Module, recipe: Recipe, ref: str, train_data: Any, val_data: Any,
+def _context(model: nn.Module, recipe: Recipe, train_data: Any, val_data: Any,
              test_data: Any, trust_code: bool, progress: Progress) -> Any:
     """The run context: a copy of ``model``, the data bundle, device and seed."""
     from occ import runner
@@ -221,7 +221,7 @@ def _context(model: nn.Module, recipe: Recipe, ref: str, train_data: Any, val_da
     seed_everything(recipe.seed)
     device = resolve_device(recipe.device)
     if train_data is None:
-        data = load_data(recipe.data, trust_code=trust_code)
+        data = load_data(recipe.data, seed=recipe.seed, trust_code=trust_code)
     else:
         data = bundle_from_splits(runner.IN_MEMORY, {
             "train": train_data, "val": val_data,
@@ -233,7 +233,7 @@ def _context(model: nn.Module, recipe: Recipe, ref: str, train_data: Any, val_da
     ctx = RunContext(model=own, baseline=baseline, data=data, device=device, seed=recipe.seed,
                      out_dir=Path("."), arch=ArchRef(recipe.model.arch,
                                                      dict(recipe.model.kwargs)),
-                     progress=progress, recipe=recipe)
+                     progress=progress, recipe=recipe, trust_code=trust_code)
     ctx.template, ctx.template_arch = copy.deepcopy(model).cpu(), recipe.model.arch
     return ctx
 

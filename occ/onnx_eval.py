@@ -21,16 +21,12 @@ from occ.errors import CheckpointError, RecipeError
 
 
 def _spec(meta: dict[str, str], data: str | None, root: str | None) -> Any:
-    from dataclasses import replace
-
-    from occ.config import from_dict
-    from occ.recipe import DataSpec
+    """The recorded ``occ_data`` spec with ``--data`` / ``--root`` overriding, read like an
+    artifact's (``occ.runner.data_for``)."""
+    from occ.runner import data_for
 
     recorded = meta.get("occ_data")
-    spec = from_dict(DataSpec, json.loads(recorded), where="occ_data") if recorded else None
-    if spec is None or (data is not None and data != spec.dataset):
-        return DataSpec(dataset=data or "mnist5k", root=root)
-    return replace(spec, root=root) if root is not None else spec
+    return data_for(json.loads(recorded) if recorded else None, data, root)
 
 
 def evaluate_onnx(path: str | os.PathLike[str], *, data: str | None = None,

@@ -53,8 +53,8 @@ def prepare(recipe: Recipe, *, trust_checkpoint: bool, progress: Progress,
             trust_code: bool = False) -> RunContext:
     """Load data, build the model and load the checkpoint: all before any output is written.
 
-    ``trust_code`` allows a ``pkg.module:callable`` dataset or transform to be imported.
-    ``trust_code``: the user passed ``--trust-code`` (``occ.trust``); kept in the context
+    ``trust_code``: the user passed ``--trust-code`` (``occ.trust``): a
+    ``pkg.module:callable`` model, dataset or transform may be imported; kept in the context
     for every later model build (students, resumed states, the round-trip check).
     """
     seed_everything(recipe.seed)
@@ -90,7 +90,7 @@ def _warn_baseline(ctx: RunContext, report: Report, accuracy: float) -> None:
     if ctx.task != "classification":
         return
     message = baseline_warning(accuracy, num_classes=ctx.data.num_classes,
-                               recorded=getattr(ctx, "recorded_accuracy", None),
+                               recorded=ctx.recorded_accuracy,
                                preprocess=ctx.data.preprocess)
     if message is not None:
         log.warning("%s", message)
@@ -262,7 +262,7 @@ def _begin_stage(progress: Progress, label: str, data: DataBundle,
         outputs, targets = predict(model, data.loader("val", 256), device)
         if outputs.dim() != 2:
             return None
-        return 100.0 * (outputs.argmax(1) == targets).float().mean().item()
+        return gates.quality(outputs, targets, data.num_classes).accuracy
 
     begin(label, val_accuracy)
 
@@ -329,7 +329,7 @@ def train_baseline(arch: str, kwargs: dict[str, Any], spec: DataSpec, *, epochs:
     occ checkpoint at ``out``."""
     seed_everything(seed)
     dev = resolve_device(device)
-    data = load_data(spec, seed=seed)
+    data = load_data(spec, seed=seed, trust_code=trust_code)
     kwargs = _arch_kwargs(kwargs, data, arch)
     model = build_model(arch, kwargs, allow_callables=trust_code)
     t0 = time.perf_counter()
@@ -352,7 +352,7 @@ def train_baseline(arch: str, kwargs: dict[str, Any], spec: DataSpec, *, epochs:
     return result
 
 
-def _data_for(recipe_data: dict[str, Any] | None, data: str | None, root: str | None,
+def data_for(recipe_data: dict[str, Any] | None, data: str | None, root: str | None,
               preprocess: dict[str, Any] | None = None) -> DataSpec:
     """The data to evaluate on: the recorded spec, with ``--data`` / ``--root`` overriding.
 
@@ -430,7 +430,7 @@ def evaluate_path(path: Path, *, data: str | None, root: str | None, trust_check
         if recorded.get("dataset") == IN_MEMORY and data is None:
             raise DataError("this artifact was measured on data handed in from Python; pass "
                             "--data (and --root)", where=str(path))
-        spec = _data_for(recipe.get("data") if isinstance(recipe, dict) else None, data, root,
+        spec = data_for(recipe.get("data") if isinstance(recipe, dict) else None, data, root,
                          recorded.get("preprocess"))
         try:
             model = model_io.rebuild(artifact, trust_code=trust_code, source=str(path))
@@ -441,7 +441,7 @@ def evaluate_path(path: Path, *, data: str | None, root: str | None, trust_check
         model, ckpt = _open_checkpoint(path, arch=arch, kwargs=kwargs,
                                        trust_checkpoint=trust_checkpoint, trust_code=trust_code)
         recorded = ckpt.meta.get("data")
-        spec = _data_for(recorded if isinstance(recorded, dict) else None, data, root)
+        spec = data_for(recorded if isinstance(recorded, dict) else None, data, root)
         kind = "checkpoint"
     size = os.path.getsize(path)
     dataset = load_data(spec, trust_code=trust_code)

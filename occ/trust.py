@@ -61,12 +61,16 @@ def require_code(ref: str, *, trusted: bool, where: str = "model.arch") -> None:
                      f"outside occ); pass {CODE_FLAG} if you trust it", where=where)
 
 
+_CODE_KEYS = ("arch", "dataset", "transform")
+
+
 def code_references(data: Any, path: str = "") -> Iterator[tuple[str, str]]:
-    """``(field path, reference)`` of every ``arch: pkg.module:callable`` in plain data."""
+    """``(field path, reference)`` of every ``pkg.module:callable`` in plain data: a model
+    or student ``arch``, a data ``dataset`` or ``transform``."""
     if isinstance(data, dict):
         for key, value in data.items():
             here = f"{path}.{key}" if path else str(key)
-            if key == "arch" and is_code_reference(value):
+            if key in _CODE_KEYS and is_code_reference(value):
                 yield here, value
             else:
                 yield from code_references(value, here)

@@ -49,6 +49,19 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def test_split():
+    """mnist5k's whole test split as ``(inputs, targets)`` tensors, in order."""
+    import torch
+
+    from occ.data import load_data
+    from occ.recipe import DataSpec
+
+    data = load_data(DataSpec(dataset="mnist5k"))
+    xs, ys = zip(*data.loader("test", 256), strict=True)
+    return torch.cat(xs), torch.cat(ys)
+
+
 @pytest.fixture
 def recipe_factory(tmp_path: Path, tiny_checkpoint: Path):
     """``make(stages, **top)`` writes a tiny recipe using the tiny checkpoint."""

@@ -16,10 +16,8 @@ import occ
 from occ import api
 from occ.artifact import read_artifact, write_artifact
 from occ.cli import app
-from occ.data import load_data
 from occ.errors import StageError
 from occ.export import ExitsGraph, export_ready, is_early_exit, verify
-from occ.recipe import DataSpec
 from tests.conftest import write_recipe
 
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install "
@@ -38,13 +36,6 @@ def _compress(directory: Path, checkpoint: Path, stages: list[dict[str, Any]]) -
     recipe = write_recipe(directory, stages=stages, checkpoint=str(checkpoint),
                           name=directory.name)
     return Path(api.compress(recipe).artifact)
-
-
-@pytest.fixture(scope="module")
-def test_split() -> tuple[torch.Tensor, torch.Tensor]:
-    data = load_data(DataSpec(dataset="mnist5k"))
-    xs, ys = zip(*data.loader("test", 256), strict=True)
-    return torch.cat(xs), torch.cat(ys)
 
 
 @pytest.fixture(scope="module")

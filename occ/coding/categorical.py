@@ -41,7 +41,6 @@ def entropy_bits(counts: np.ndarray) -> float:
     return float((c * np.log2(total / c)).sum())
 
 
-
 def write_support(w: ByteWriter, lo: int, span: int, present: np.ndarray) -> None:
     """Append a table's value range (``lo``, ``span``) and which values occur in it: a flag
     byte, then a bitmap unless every value in the range occurs (shared by the model tables)."""
@@ -53,6 +52,22 @@ def write_support(w: ByteWriter, lo: int, span: int, present: np.ndarray) -> Non
         mask = np.zeros(span, dtype=np.uint8)
         mask[present] = 1
         w.raw(np.packbits(mask).tobytes())
+
+
+def read_support(r: ByteReader) -> tuple[int, int, np.ndarray]:
+    """Inverse of ``write_support``: ``(lo, span, present offsets)``, every count checked."""
+    lo = r.svarint()
+    span = r.varint(MAX_SPAN)
+    if span < 1:
+        raise ValueError("model table has an empty value range")
+    flags = r.u8()
+    if flags not in (0, 1):
+        raise ValueError(f"model table has unknown flags {flags}")
+    if flags:
+        bitmap = np.frombuffer(r.raw(packed_len(1, span)), dtype=np.uint8)
+        return lo, span, np.flatnonzero(np.unpackbits(bitmap, count=span)).astype(np.int64)
+    return lo, span, np.arange(span, dtype=np.int64)
+
 
 @dataclass(frozen=True)
 class Table:
@@ -121,18 +136,7 @@ class Table:
     @classmethod
     def read(cls, r: ByteReader, total: int) -> Table:
         """Read a table whose counts must sum to ``total`` (> 0)."""
-        lo = r.svarint()
-        span = r.varint(MAX_SPAN)
-        if span < 1:
-            raise ValueError("model table has an empty value range")
-        flags = r.u8()
-        if flags not in (0, 1):
-            raise ValueError(f"model table has unknown flags {flags}")
-        if flags:
-            bitmap = np.frombuffer(r.raw(packed_len(1, span)), dtype=np.uint8)
-            present = np.flatnonzero(np.unpackbits(bitmap, count=span)).astype(np.int64)
-        else:
-            present = np.arange(span, dtype=np.int64)
+        lo, span, present = read_support(r)
         nsym = len(present)
         if nsym < 1 or nsym > total:
             raise ValueError(f"model table lists {nsym} symbols for {total} values")

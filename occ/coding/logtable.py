@@ -21,7 +21,7 @@ import constriction
 import numpy as np
 
 from occ.coding.bitio import ByteReader, ByteWriter, pack_fixed, packed_len, unpack_fixed
-from occ.coding.categorical import MAX_SPAN, Table, write_support
+from occ.coding.categorical import Table, read_support, write_support
 
 CODE_BITS = 7
 MAX_CODE = (1 << CODE_BITS) - 1  # 2^(127/4): counts beyond ~2^31 saturate (still decodable)
@@ -66,16 +66,7 @@ class LogTable:
     @classmethod
     def read(cls, r: ByteReader, total: int) -> LogTable:
         """Read a table for ``total`` (> 0) symbols."""
-        lo = r.svarint()
-        span = r.varint(MAX_SPAN)
-        flags = r.u8()
-        if span < 1 or flags not in (0, 1):
-            raise ValueError(f"log table: span {span}, flags {flags}")
-        if flags:
-            bitmap = np.frombuffer(r.raw(packed_len(1, span)), dtype=np.uint8)
-            present = np.flatnonzero(np.unpackbits(bitmap, count=span)).astype(np.int64)
-        else:
-            present = np.arange(span, dtype=np.int64)
+        lo, span, present = read_support(r)
         if not 1 <= len(present) <= total:
             raise ValueError(f"log table lists {len(present)} symbols for {total} values")
         codes = unpack_fixed(r.raw(packed_len(CODE_BITS, len(present))), CODE_BITS,
