@@ -15,8 +15,8 @@ if TYPE_CHECKING:
 
 
 def load(path: str, *, trust_code: bool = False) -> nn.Module:
-    """Load the model stored in a ``.occ`` artifact (see ``occ.model_io.load``)."""
-    from occ.model_io import load as _load
+    """Load the model stored in a ``.occ`` artifact (see ``occ.engine.load.load``)."""
+    from occ.engine.load import load as _load
 
     return _load(path, trust_code=trust_code)
 
@@ -27,7 +27,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(api, name)
     if name == "CompressionResult":
-        from occ.model_api import CompressionResult
+        from occ.engine.model_api import CompressionResult
 
         return CompressionResult
     raise AttributeError(name)

@@ -12,15 +12,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import occ.order as order_mod
+import occ.techniques.order as order_mod
+from occ.engine.plan import Plan, make_plan
 from occ.errors import CheckpointError, RecipeError
-from occ.plan import Plan, make_plan
 from occ.progress import NullProgress, Progress
 from occ.recipe import DataSpec, Recipe, dump_recipe, load_recipe
 
 if TYPE_CHECKING:
-    from occ.model_api import CompressionResult
-    from occ.report import Report
+    from occ.engine.model_api import CompressionResult
+    from occ.report.data import Report
 
 
 def order(techniques: list[str]) -> dict[str, Any]:
@@ -97,16 +97,16 @@ def compress(recipe_path: Any, recipe: Any = None, *, checkpoint: str | None = N
 
     ``compress("recipe.yaml")`` runs a recipe file and returns its ``Report``;
     ``checkpoint``, ``out`` and ``seed`` override the recipe's, and ``guard=False`` turns
-    the quality gates off (``occ.gates``).
+    the quality gates off (``occ.engine.gates``).
     ``compress(model, recipe, train_data=..., ...)`` takes an ``nn.Module`` and returns a
-    ``CompressionResult`` (see ``occ.model_api.compress_model``).
+    ``CompressionResult`` (see ``occ.engine.model_api.compress_model``).
 
     Raises:
         RecipeError, CheckpointError, DataError, ModelError: bad input, before any work.
         StageError: a stage failed (divergence, a round trip that is not exact).
     """
     if not isinstance(recipe_path, (str, os.PathLike)):  # model in, model out
-        from occ.model_api import compress_model
+        from occ.engine.model_api import compress_model
 
         return compress_model(recipe_path, recipe, out=out, keep_order=keep_order,
                               trust_code=trust_code, progress=progress, **model_in)
@@ -114,8 +114,7 @@ def compress(recipe_path: Any, recipe: Any = None, *, checkpoint: str | None = N
         extra = sorted(model_in)[0] if model_in else "a second argument"
         raise RecipeError(f"{extra} applies only when a model is passed in (compress(model, "
                           "recipe, train_data=...))", where="compress")
-    from occ import runner
-
+    from occ.engine import runner
     plan = validate(recipe_path, keep_order=keep_order, check_files=checkpoint is None)
     resolved = _override(plan.recipe, checkpoint, out, seed=seed, guard=guard)
     plan = replace(plan, recipe=resolved)
@@ -141,9 +140,8 @@ def ablate(recipe_path: str | os.PathLike[str], *, checkpoint: str | None = None
     directory reuses every prefix already computed. ``tolerance``: accuracy points, or MAE
     (target units) on a regression task; None = 0.5 points / 5 % of the baseline's MAE.
     """
-    from occ import ablate as ablate_mod
-    from occ import resume, runner
-
+    from occ.engine import ablate as ablate_mod
+    from occ.engine import resume, runner
     if max_orders is not None and max_orders < 1:
         raise RecipeError(f"must be >= 1, got {max_orders}", where="--max-orders")
     if tolerance is not None and not (math.isfinite(tolerance) and tolerance >= 0):
@@ -181,9 +179,9 @@ def train(arch: str, *, data: str = "mnist5k", epochs: int = 15, out: str,
     ``loss``: ``auto`` (cross-entropy, or MSE on a regression dataset), ``mse`` or ``l1``.
     ``trust_code``: allow ``arch`` to be a ``pkg.module:callable`` (``occ.trust``).
     """
-    from occ import runner
     from occ.data.names import task_of
     from occ.domains import check_device, check_positive_float, check_seed
+    from occ.engine import runner
     from occ.outputs import check_output_file
     from occ.recipe import resolve_loss
     from occ.trust import require_code
@@ -221,15 +219,14 @@ def evaluate(path: str | os.PathLike[str], *, data: str | None = None, root: str
     ``pkg.module:callable``) and, where the classifier does not imply them, ``kwargs``.
 
     With ``latency``, also the median / p90 batch-1 and batch-64 forward latency over
-    ``latency_runs`` timed runs (``occ.latency``), under the key ``latency``. An ``.onnx``
-    file is run in onnxruntime (``occ.onnx_eval``; early exits through ``occ.runtime``).
+    ``latency_runs`` timed runs (``occ.deploy.latency``), under the key ``latency``. An ``.onnx``
+    file is run in onnxruntime (``occ.deploy.onnx_eval``; early exits through ``occ.deploy.runtime``).
     """
-    from occ import runner
-
+    from occ.engine import runner
     if latency and latency_runs < 1:
         raise RecipeError(f"must be >= 1, got {latency_runs}", where="--latency-runs")
-    if Path(path).suffix.lower() == ".onnx":  # onnxruntime, through occ.runtime
-        from occ.onnx_eval import evaluate_onnx
+    if Path(path).suffix.lower() == ".onnx":  # onnxruntime, through occ.deploy.runtime
+        from occ.deploy.onnx_eval import evaluate_onnx
 
         return evaluate_onnx(path, data=data, root=root,
                              latency_runs=latency_runs if latency else None)
@@ -246,17 +243,17 @@ def export(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = No
     """Export an artifact's model to ONNX (``out`` defaults to ``path`` with ``.onnx``).
 
     ``fmt="onnx-qdq"`` or ``int8``: the integer QDQ graph instead, checked against occ on
-    the test split before it is written (``occ.export_int8``).
+    the test split before it is written (``occ.deploy.int8``).
 
     Quantized layers become dequantized float weights (plus their input fake-quant as
-    float ops); early-exit models get every exit as an extra output. See ``occ.export``.
+    float ops); early-exit models get every exit as an extra output. See ``occ.deploy.onnx``.
 
     Raises:
         RecipeError: unsupported ``fmt`` / ``exporter`` / ``opset`` / ``batch_size``.
         ArtifactError: the artifact is unreadable or cannot be exported.
         StageError: the exported graph does not compute what occ's model computes.
     """
-    from occ.export import export_artifact
+    from occ.deploy.onnx import export_artifact
 
     if out is not None:
         from occ.outputs import check_output_file
@@ -270,8 +267,7 @@ def export(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = No
 
 def inspect(path: str | os.PathLike[str]) -> dict[str, Any]:
     """An artifact's header and per-tensor table (shape, sparsity, bits, coded bytes)."""
-    from occ import runner
-
+    from occ.engine import runner
     return runner.inspect_artifact(Path(path))
 
 
@@ -284,7 +280,7 @@ def report(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
     Raises:
         OccError: ``out_dir`` has no readable occ ``report.json``.
     """
-    from occ.report import render
+    from occ.report.data import render
 
     return render(out_dir)
 

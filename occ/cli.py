@@ -55,6 +55,14 @@ app = typer.Typer(
 _state = {"debug": False}
 _QUIET_LOGGERS = ("PIL", "matplotlib", "fsspec", "urllib3", "onnxscript", "torch._dynamo")
 
+
+
+def _techniques_help() -> str:
+    from occ.techniques.registry import techniques_help
+
+    return techniques_help()
+
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 TrustCkptOpt = Annotated[bool, typer.Option(
     "--trust-checkpoint", help="Allow checkpoints that need full unpickling (runs code!).")]
@@ -137,7 +145,7 @@ def _progress():
 
 
 def _emit_json(doc: Any) -> None:
-    from occ.report import json_safe  # torch-free; strict JSON has no inf / NaN
+    from occ.report.data import json_safe  # torch-free; strict JSON has no inf / NaN
 
     sys.stdout.write(json.dumps(json_safe(doc), indent=2, allow_nan=False) + "\n")
 
@@ -164,8 +172,7 @@ class _RichProgress:
 def order(
     techniques: Annotated[str, typer.Option(
         "--techniques", "-t",
-        help="Comma-separated: KD/D, P, Q, EE/E, EC/H, stage names, or prune methods "
-             "(channel, id, magnitude, surp).")],
+        help=_techniques_help())],
     explain: Annotated[bool, typer.Option("--explain", help="Give the reason for every edge.")]
     = False,
     as_json: JsonOpt = False,
@@ -335,7 +342,7 @@ def ablate(
 
     table = Table(title=f"occ ablate: built-in order ranks {doc['builtin_rank']} of "
                         f"{len(doc['ranking'])}", title_justify="left")
-    from occ.ablate import quality_label, quality_value
+    from occ.engine.ablate import quality_label, quality_value
 
     regression = doc.get("task") == "regression"
     for col in ("rank", "order", quality_label(doc)[1], "agree %", "BitOps", "bytes", "status"):

@@ -3,7 +3,7 @@
 ``torchrun --nproc_per_node N -m occ compress recipe.yaml`` (or ``occ compress --nproc N``)
 starts N processes; each runs the same plan. Training stages wrap the model in
 ``DistributedDataParallel`` and shard the train split with ``DistributedSampler`` (inside
-``occ.train.fit``); everything else (calibration, statistics, coding, evaluation) runs on
+``occ.training.fit``); everything else (calibration, statistics, coding, evaluation) runs on
 every rank on identical inputs, and after each stage rank 0's model state is broadcast so
 the ranks can never drift apart. Only rank 0 writes files and prints. NCCL on CUDA, gloo on
 the CPU.

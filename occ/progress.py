@@ -31,7 +31,7 @@ class NullProgress:
 class LineProgress:
     """One line per training epoch on a stream (stderr when it is not a terminal).
 
-    ``occ.train.fit`` calls :meth:`epoch_end` after every epoch; the runner names the stage
+    ``occ.training.fit`` calls :meth:`epoch_end` after every epoch; the runner names the stage
     and lends a val-accuracy function through :meth:`begin_stage`, so a log reads::
 
         [prune(magnitude)] epoch 2/3  loss 0.4127  val acc 96.40%  4.1 s

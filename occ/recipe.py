@@ -19,11 +19,10 @@ import yaml
 
 from occ.config import check, from_dict, to_dict
 from occ.errors import ModelError, RecipeError
-from occ.registry import StageConfig, get_stage, list_stages
+from occ.techniques.registry import get_stage, list_stages, singletons
+from occ.techniques.spec import StageConfig
 
 RECIPE_VERSION = 1
-# Stage types that make sense at most once per recipe.
-SINGLETON_STAGES = ("distill", "quantize", "early_exit", "entropy_code")
 
 
 @dataclass(frozen=True)
@@ -78,7 +77,7 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class GuardSpec:
-    """Quality gates checked on the validation split after every stage (``occ.gates``).
+    """Quality gates checked on the validation split after every stage (``occ.engine.gates``).
 
     Attributes:
         enabled: ``false`` turns every gate off (``occ compress --no-guard`` too).
@@ -108,7 +107,7 @@ class Stage:
 
     @property
     def category(self) -> str:
-        """The order category of this stage (see ``occ.order.CATEGORIES``)."""
+        """The order category of this stage (see ``occ.techniques.registry.categories``)."""
         return self.config.category
 
     @property
@@ -124,7 +123,7 @@ class Stage:
 
 @dataclass(frozen=True)
 class Recipe:
-    """A validated recipe. ``stages`` are in the order written (see ``occ.plan``)."""
+    """A validated recipe. ``stages`` are in the order written (see ``occ.engine.plan``)."""
 
     version: int
     name: str
@@ -314,7 +313,7 @@ class _RecipeHead:
 def _check_duplicates(stages: tuple[Stage, ...], source: str) -> None:
     seen: dict[str, int] = {}
     for i, stage in enumerate(stages):
-        if stage.type in SINGLETON_STAGES and stage.type in seen:
+        if stage.type in singletons() and stage.type in seen:
             raise RecipeError(
                 f"a second {stage.type} stage (first is stages[{seen[stage.type]}]); "
                 f"only prune may appear more than once",

@@ -22,7 +22,7 @@ import torch
 from benchlib import baseline
 
 from occ import api
-from occ.report import json_safe
+from occ.report.data import json_safe
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "scripts" / "results" / "bench_bitops.json"

@@ -7,7 +7,7 @@ ResNet-20 (randomly initialised: training one on CPU is out of this benchmark's 
 
 Per case, over every weight tensor of the model:
 
-- ``occ_bytes``: what ``entropy_code`` writes (``occ.coding.codecs.Policy``: the smallest
+- ``occ_bytes``: what ``entropy_code`` writes (``occ.artifact.codecs.Policy``: the smallest
   of raw / ``cat`` / ``ctx`` / ``fbp`` per tensor), tables and side information included;
   ``occ_old_bytes``: the same without the ``ctx`` codec (the coder before issue 20);
 - ``nncodec_bytes``: DeepCABAC's payload (``scripts/nncodec_payload.py``, run by the Python
@@ -43,9 +43,9 @@ import torch
 import zstandard
 
 from occ import api
-from occ.checkpoint import load_checkpoint
+from occ.artifact.checkpoint import load_checkpoint
+from occ.artifact.codecs import Policy
 from occ.coding.categorical import entropy_bits
-from occ.coding.codecs import Policy
 from occ.models import build_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,8 +94,7 @@ def quantize(weights: dict[str, np.ndarray], sparsity: float, bits: int) -> dict
 
 def occ_sizes(tensors: dict[str, np.ndarray], *, with_ctx: bool = True) -> dict[str, Any]:
     """Bytes, chosen codecs and speeds of occ's entropy_code policy on ``tensors``."""
-    from occ.coding import codecs
-
+    from occ.artifact import codecs
     policy = Policy({}, entropy=True)
     chosen, t_policy = {}, 0.0
     for name, q in tensors.items():

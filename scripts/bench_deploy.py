@@ -8,7 +8,7 @@ For LeNet-5 and ResNet-20 on mnist5k (ResNet-20: padded to 32×32), from a fresh
 2. occ compresses it with its own recipe: channel pruning (structured: slimmer layers) then
    W8A8 quantization (PTQ) -> ``occ-int8-onnx`` (``occ export --format onnx-qdq``); the
    same stages plus ``early_exit`` (resumed from the saved stages, so the backbone is the
-   same) -> ``occ-int8-onnx-exits``, run by ``occ.runtime`` (stops at the first confident
+   same) -> ``occ-int8-onnx-exits``, run by ``occ.deploy.runtime`` (stops at the first confident
    exit).
 3. ``fp32-torch`` (the baseline in PyTorch), ``fp32-onnx`` (its ONNX export), and the
    anchor ``ort-quantize-static``: onnxruntime's ``quant_pre_process`` + ``quantize_static``
@@ -40,14 +40,14 @@ from benchlib import baseline
 
 import occ
 from occ import api
-from occ.checkpoint import load_checkpoint, load_into
+from occ.artifact.checkpoint import load_checkpoint, load_into
 from occ.data import load_data
+from occ.deploy.latency import batches_of, time_calls
+from occ.deploy.onnx import to_onnx
+from occ.deploy.runtime import open_onnx
 from occ.errors import StageError
-from occ.export import to_onnx
-from occ.latency import batches_of, time_calls
 from occ.models import build_model
 from occ.recipe import DataSpec
-from occ.runtime import open_onnx
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "scripts" / "results" / "bench_deploy.json"
@@ -244,7 +244,7 @@ def main() -> None:
 
 
 def _cpu() -> str:
-    from occ.latency import cpu_name
+    from occ.deploy.latency import cpu_name
 
     return cpu_name()
 

@@ -2,7 +2,7 @@
 
 The teacher is the 15-epoch LeNet-5 baseline in ``runs/bench/lenet5.pt`` (trained here with
 ``occ.api.train`` when missing). Every student is trained by the ``distill`` stage itself
-(so through ``occ.train.fit``) for the same epochs, optimiser (SGD), cosine schedule, seed,
+(so through ``occ.training.fit``) for the same epochs, optimiser (SGD), cosine schedule, seed,
 initial weights and data order; only the loss (and, in ``kd-T4`` and ``scratch@0.05``,
 the lr) differs:
 
@@ -39,13 +39,14 @@ import torch
 from benchlib import baseline
 
 from occ import metrics
-from occ.checkpoint import load_checkpoint, load_into
-from occ.context import ArchRef, RunContext
+from occ.artifact.checkpoint import load_checkpoint, load_into
 from occ.data import DataBundle, load_data
+from occ.engine.context import ArchRef, RunContext
 from occ.models import build_model
 from occ.recipe import DataSpec
-from occ.stages.distill import DistillConfig, StudentSpec, distill_
-from occ.train import predict
+from occ.techniques.distill.config import DistillConfig, StudentSpec
+from occ.techniques.distill.run import distill_
+from occ.training import predict
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "scripts" / "results" / "bench_distill.json"

@@ -1,6 +1,6 @@
 """Benchmark: early exit on LeNet-5 and CIFAR ResNet-20 (mnist5k padded to 32×32).
 
-For each model: train a baseline (``occ.runner.train_baseline``, the function behind
+For each model: train a baseline (``occ.engine.runner.train_baseline``, the function behind
 ``occ train``; checkpoints are kept in ``runs/bench/`` and reused), run ``occ compress``
 with one ``early_exit`` stage (heads trained on the frozen backbone, thresholds
 calibrated on the 500-image val split at ``max_accuracy_drop``), load the artifact with
@@ -31,9 +31,10 @@ import torch
 import yaml
 
 import occ
-from occ import api, runner
-from occ.checkpoint import load_checkpoint, load_into
+from occ import api
+from occ.artifact.checkpoint import load_checkpoint, load_into
 from occ.data import load_data
+from occ.engine import runner
 from occ.models import build_model
 from occ.progress import NullProgress
 from occ.recipe import DataSpec

@@ -27,11 +27,11 @@ from typing import Any
 import torch
 from benchlib import baseline
 
-from occ import runner
+from occ.engine import runner
 from occ.progress import NullProgress
 from occ.recipe import parse_recipe
-from occ.registry import get_stage
-from occ.train import predict, seed_everything
+from occ.techniques.registry import get_stage
+from occ.training import predict, seed_everything
 
 OUT = Path(__file__).resolve().parent / "results" / "bench_kd_grid.json"
 

@@ -26,15 +26,16 @@ import torch
 from benchlib import baseline
 
 from occ import metrics
-from occ.checkpoint import load_checkpoint, load_into
-from occ.context import ArchRef, RunContext
+from occ.artifact.checkpoint import load_checkpoint, load_into
 from occ.data import load_data
+from occ.engine.context import ArchRef, RunContext
 from occ.errors import StageError
 from occ.models import build_model
-from occ.pruning.common import finetune_
 from occ.recipe import DataSpec
-from occ.stages.prune import PruneConfig, prune_
-from occ.train import predict, seed_everything
+from occ.techniques.prune.common import finetune_
+from occ.techniques.prune.config import PruneConfig
+from occ.techniques.prune.run import prune_
+from occ.training import predict, seed_everything
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "scripts" / "results" / "bench_prune.json"

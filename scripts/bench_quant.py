@@ -34,14 +34,15 @@ from benchlib import baseline as shared_baseline
 from torch import nn
 
 import occ.api
-from occ import model_io, runner
-from occ.context import RunContext
+from occ.artifact import model_io
+from occ.engine import runner
+from occ.engine.context import RunContext
 from occ.errors import RecipeError
 from occ.metrics import measure
 from occ.progress import NullProgress
 from occ.recipe import parse_recipe
-from occ.registry import get_stage
-from occ.train import predict
+from occ.techniques.registry import get_stage
+from occ.training import predict
 
 ROOT = Path(__file__).resolve().parent.parent
 W_BITS = (8, 6, 4, 3, 2)

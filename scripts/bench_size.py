@@ -42,13 +42,13 @@ import zstandard
 from torch import nn
 
 from occ import api
-from occ.checkpoint import load_checkpoint, load_into
+from occ.artifact.checkpoint import load_checkpoint, load_into
 from occ.data import load_data
 from occ.metrics import accuracy
 from occ.models import build_model
 from occ.recipe import DataSpec
-from occ.registry import list_stages
-from occ.train import fit, predict, seed_everything
+from occ.techniques.registry import list_stages
+from occ.training import fit, predict, seed_everything
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "scripts" / "results" / "bench_size.json"
@@ -144,7 +144,7 @@ def recipe(arch: str, row: str, ckpt: Path, out: Path, s: dict[str, Any]) -> dic
 
 
 def occ_row(arch: str, row: str, ckpt: Path, work: Path, s: dict[str, Any]) -> dict[str, Any]:
-    from occ.coding.accounting import size_breakdown
+    from occ.artifact.accounting import size_breakdown
 
     out = work / arch / row
     doc = recipe(arch, row, ckpt, out, s)

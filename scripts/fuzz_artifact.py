@@ -6,7 +6,7 @@ Builds real artifacts (a LeNet-5 stored raw, the same model through every codec 
 installed stages register, and a pruned 4-bit one whose integers are ``ctx`` streams under
 the compact binary header), corrupts them (truncation in every region, bit flips with and
 without a re-sealed checksum, edited header lengths/offsets/shapes/counts/codecs/edits,
-re-sealed headers that lie (``occ.fuzz.LIES``: valid checksum, false shapes, dtypes,
+re-sealed headers that lie (``occ.engine.fuzz.LIES``: valid checksum, false shapes, dtypes,
 lengths, names, metrics, nesting, kwargs; these also go through what ``occ inspect``
 runs), foreign files) and reads each one with a time and memory bound. Every file must be
 rejected with ArtifactError or, if its checksum was re-sealed, load as a valid model.
@@ -23,8 +23,9 @@ from pathlib import Path
 
 import torch
 
-from occ import fuzz, model_io
-from occ.artifact import encode_artifact
+from occ.artifact import model_io
+from occ.artifact.container import encode_artifact
+from occ.engine import fuzz
 from occ.models import build_model
 
 RESULTS = Path(__file__).parent / "results" / "fuzz_artifact.json"
@@ -34,8 +35,8 @@ def quantized_artifact() -> bytes:
     """A pruned LeNet-5 with two layers frozen at 4 bits (scales rounded to 8 bits), written
     as ``entropy_code`` writes it: compact header, ``ctx`` / ``cat`` / ``fbp`` streams."""
     from occ.models.edits import edit_record
-    from occ.quant.calibrate import calibrate_acts_
-    from occ.quant.layers import QuantSpec, freeze_, swap_layers_
+    from occ.techniques.quantize.calibrate import calibrate_acts_
+    from occ.techniques.quantize.layers import QuantSpec, freeze_, swap_layers_
 
     torch.manual_seed(0)
     kwargs = {"width": 0.5}

@@ -10,9 +10,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from occ import api, registry
+from occ import api
 from occ.cli import app
-from occ.registry import StageConfig, StageInfo, StageResult
+from occ.techniques import registry
+from occ.techniques.registry import StageInfo
+from occ.techniques.spec import StageConfig, StageResult
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ def _scale_run(ctx, config) -> StageResult:
 
 @pytest.fixture
 def fake_stages(monkeypatch: pytest.MonkeyPatch) -> None:
+    registry.get_stage("prune")  # fill the registry first
     for name, cat in (("fake_a", "architecture"), ("fake_w", "weight"), ("fake_b", "bits")):
         monkeypatch.setitem(registry._STAGES, name,
                             StageInfo(name, _fake(cat), _scale_run, "test stage"))
@@ -109,7 +112,7 @@ def test_an_edited_recipe_in_the_same_directory_stops_with_one_error(
 
 
 def test_failed_orders_decide_no_pairwise_verdict() -> None:
-    from occ.ablate import OrderResult, Unit, pairwise
+    from occ.engine.ablate import OrderResult, Unit, pairwise
 
     def r(order: str, status: str = "ok") -> OrderResult:
         return OrderResult(order=list(order), status=status,

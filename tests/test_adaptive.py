@@ -13,12 +13,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from occ import fuzz
-from occ.artifact import _PREFIX, FLAG_BINARY, MAGIC, decode_artifact, encode_artifact
-from occ.coding import adaptive, codecs, ctxmask, header_v2, ints
+from occ.artifact import codecs, header_v2
+from occ.artifact.container import _PREFIX, FLAG_BINARY, MAGIC, decode_artifact, encode_artifact
+from occ.coding import adaptive, ctxmask, ints
 from occ.coding.categorical import Table
 from occ.coding.frame import Sink
 from occ.coding.logtable import LogTable
+from occ.engine import fuzz
 from occ.errors import ArtifactError
 
 

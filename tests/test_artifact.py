@@ -9,14 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from occ import model_io
-from occ.artifact import (
+from occ.artifact import model_io
+from occ.artifact.container import (
     MAGIC,
     decode_artifact,
     encode_artifact,
     read_artifact,
     write_artifact,
 )
+from occ.engine import load as loader
 from occ.errors import ArtifactError
 from occ.models import build_model
 from occ.models.edits import shape_changes, tensor_equal
@@ -134,7 +135,7 @@ def test_model_round_trip_with_reshape_edit(tmp_path: Path) -> None:
                                    edits=[edit_record("reshape", {"modules": changes})],
                                    input_shape=(1, 28, 28), num_classes=10)
     model_io.save(tmp_path / "m.occ", slim, header, {"codec": "raw"})
-    loaded = model_io.load(tmp_path / "m.occ")
+    loaded = loader.load(tmp_path / "m.occ")
     x = torch.randn(4, 1, 28, 28)
     assert torch.equal(loaded(x), slim.eval()(x))
 
@@ -146,16 +147,16 @@ def test_unknown_edit_op_and_callable_arch_are_refused(tmp_path: Path) -> None:
                                    input_shape=(1, 28, 28), num_classes=10)
     model_io.save(tmp_path / "m.occ", model, header, {"codec": "raw"})
     with pytest.raises(ArtifactError, match="unknown edit op 'exec'"):
-        model_io.load(tmp_path / "m.occ")
+        loader.load(tmp_path / "m.occ")
     header = model_io.model_header(arch={"arch": "os:system", "kwargs": {}}, edits=[],
                                    input_shape=(1, 28, 28), num_classes=10)
     model_io.save(tmp_path / "c.occ", model, header, {"codec": "raw"})
     with pytest.raises(TrustError, match=r"c\.occ: model\.arch: refused: would import 'os'.*"
                                          "--trust-code"):
-        model_io.load(tmp_path / "c.occ")
+        loader.load(tmp_path / "c.occ")
 
 
-# Quantized layers' int32 biases (occ.quant.layers): the old float layout, corrupted tensors.
+# Quantized layers' int32 biases (occ.techniques.quantize.layers): the old float layout, corrupted tensors.
 
 QUANT_KWARGS = {"width": 0.25}
 
@@ -164,8 +165,8 @@ def _quantized_lenet(*, int_bias: bool) -> tuple[torch.nn.Module, dict]:
     """A LeNet-5 with a conv and a linear layer frozen at 4-bit weights and inputs, and the
     ``quantize`` edit that rebuilds it."""
     from occ.models.edits import edit_record
-    from occ.quant.calibrate import calibrate_acts_
-    from occ.quant.layers import QuantSpec, freeze_, swap_layers_
+    from occ.techniques.quantize.calibrate import calibrate_acts_
+    from occ.techniques.quantize.layers import QuantSpec, freeze_, swap_layers_
 
     torch.manual_seed(0)
     model = build_model("lenet5", QUANT_KWARGS).eval()
@@ -192,7 +193,7 @@ def test_artifact_with_float_quantized_biases_still_loads(tmp_path: Path) -> Non
     assert tensors["features.3.bias"].dtype == torch.float32
     assert not any(k.endswith("bias_int") for k in tensors)
     write_artifact(tmp_path / "old.occ", _quant_header(edit), tensors)
-    loaded = model_io.load(tmp_path / "old.occ")
+    loaded = loader.load(tmp_path / "old.occ")
     x = torch.randn(4, 1, 28, 28)
     assert torch.equal(loaded(x), model(x))
     assert loaded.classifier[1].bias_int is None and not loaded.classifier[1].has_int_bias
@@ -200,7 +201,7 @@ def test_artifact_with_float_quantized_biases_still_loads(tmp_path: Path) -> Non
         spec["int_bias"] = True  # a header that promises int32 biases the file lacks
     write_artifact(tmp_path / "lie.occ", _quant_header(edit), tensors)
     with pytest.raises(ArtifactError, match=r"missing \['classifier.1.bias_int'"):
-        model_io.load(tmp_path / "lie.occ")
+        loader.load(tmp_path / "lie.occ")
 
 
 @pytest.mark.parametrize(("name", "corrupt", "pattern"), [
@@ -220,7 +221,7 @@ def test_corrupt_bias_int_is_an_artifact_error(tmp_path: Path, name: str, corrup
         tensors[name] = corrupt(tensors[name])
     write_artifact(tmp_path / "bad.occ", _quant_header(edit), tensors)
     with pytest.raises(ArtifactError, match=pattern):
-        model_io.load(tmp_path / "bad.occ")
+        loader.load(tmp_path / "bad.occ")
 
 
 def test_bad_int_bias_flag_in_the_edit_is_an_artifact_error(tmp_path: Path) -> None:
@@ -228,4 +229,4 @@ def test_bad_int_bias_flag_in_the_edit_is_an_artifact_error(tmp_path: Path) -> N
     edit["args"]["layers"]["features.3"]["int_bias"] = "yes"
     write_artifact(tmp_path / "bad.occ", _quant_header(edit), model_io.state_tensors(model))
     with pytest.raises(ArtifactError, match="int_bias must be a bool"):
-        model_io.load(tmp_path / "bad.occ")
+        loader.load(tmp_path / "bad.occ")

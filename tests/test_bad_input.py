@@ -262,7 +262,7 @@ def test_eval_and_inspect_of_foreign_files(tmp_path: Path) -> None:
 def test_truncated_artifact(tmp_path: Path) -> None:
     import torch
 
-    from occ import model_io
+    from occ.artifact import model_io
     from occ.models import build_model
 
     model = build_model("lenet300", {"width": 0.1})

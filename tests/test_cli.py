@@ -105,8 +105,8 @@ def test_validate_does_not_import_torch(tmp_path: Path) -> None:
 def test_stage_failure_exits_1(recipe_factory, monkeypatch: pytest.MonkeyPatch) -> None:
     import dataclasses
 
-    from occ import registry
     from occ.errors import StageError
+    from occ.techniques import registry
 
     def boom(ctx, config):
         raise StageError("prune: loss became nan at epoch 1, step 1")

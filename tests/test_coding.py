@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from occ import api
-from occ.artifact import (
+from occ.artifact import accounting, codecs
+from occ.artifact.container import (
     _PREFIX,
     MAGIC,
     Encoded,
@@ -23,7 +24,7 @@ from occ.artifact import (
     list_codecs,
     read_header,
 )
-from occ.coding import accounting, codecs, floats, ints, positions
+from occ.coding import floats, ints, positions
 from occ.coding.bitio import ByteWriter, pack_bits, unpack_bits
 from occ.coding.categorical import Table, entropy_bits
 from occ.errors import ArtifactError
@@ -283,7 +284,7 @@ def test_header_is_deflated_and_bombs_are_refused(coded) -> None:
 
 
 def test_header_dictionary_is_frozen() -> None:
-    from occ.coding.header_dict import HEADER_DICT_V1
+    from occ.artifact.header_dict import HEADER_DICT_V1
 
     # Artifacts with FLAG_DICT decode only with these exact bytes: never edit them.
     assert hashlib.sha256(HEADER_DICT_V1).hexdigest() == (
@@ -345,7 +346,7 @@ def test_large_sparse_quantized_stream_round_trips() -> None:
 def test_entropy_code_config_is_last_and_strict() -> None:
     from occ.config import from_dict, to_dict
     from occ.errors import RecipeError
-    from occ.registry import get_stage, list_stages
+    from occ.techniques.registry import get_stage, list_stages
 
     info = get_stage("entropy_code")
     assert list_stages()[-1] == "entropy_code"

@@ -12,17 +12,18 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
-from occ import model_io
+from occ.artifact import model_io
 from occ.cli import app
 from occ.config import from_dict, to_dict
-from occ.context import ArchRef, RunContext
 from occ.data import DataBundle, load_data
-from occ.distill import FeatureHints, distill_loss_fn, kd_loss, student_ref
+from occ.engine import load as loader
+from occ.engine.context import ArchRef, RunContext
 from occ.errors import ModelError, RecipeError
 from occ.models import build_model
 from occ.recipe import DataSpec
-from occ.registry import get_stage
-from occ.stages.distill import DistillConfig, StudentSpec
+from occ.techniques.distill.config import DistillConfig, StudentSpec
+from occ.techniques.distill.loss import FeatureHints, distill_loss_fn, kd_loss, student_ref
+from occ.techniques.registry import get_stage
 
 TEACHER_KWARGS = {"width": 0.5, "in_channels": 1, "num_classes": 10, "input_hw": 28}
 
@@ -132,7 +133,7 @@ def test_bad_config_is_rejected_with_its_location(body: dict, match: str) -> Non
 
 
 def test_importing_the_stage_does_not_import_torch() -> None:
-    code = "import sys, occ.stages.distill; sys.exit('torch' in sys.modules)"
+    code = "import sys, occ.techniques.distill.run; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
@@ -187,7 +188,7 @@ def test_student_replaces_the_model_in_the_context_and_the_artifact(
     header = model_io.model_header(arch=ctx.arch.to_dict(), edits=ctx.edits,
                                    input_shape=data.input_shape, num_classes=data.num_classes)
     model_io.save(tmp_path / "m.occ", ctx.model, header, {"codec": "raw"})
-    loaded = model_io.load(tmp_path / "m.occ")
+    loaded = loader.load(tmp_path / "m.occ")
     assert loaded.features[0].out_channels == 5
     x = next(iter(data.loader("test", 8)))[0]
     assert torch.equal(loaded(x), ctx.model.eval()(x))
@@ -293,7 +294,7 @@ def test_cli_compress_writes_the_student(recipe_factory, tmp_path: Path) -> None
     distill = report["stages"][0]
     assert distill["type"] == "distill"
     assert distill["details"]["student"]["kwargs"]["width"] == 0.125  # half the teacher's 0.25
-    loaded = model_io.load(tmp_path / "out" / "model.occ")
+    loaded = loader.load(tmp_path / "out" / "model.occ")
     assert loaded.features[0].out_channels == 2 and loaded.classifier[1].out_features == 62
     assert report["stages"][1]["metrics"]["params"] == distill["details"]["student"]["params"]
 
@@ -303,7 +304,7 @@ def test_cli_compress_writes_the_student(recipe_factory, tmp_path: Path) -> None
 
 
 def test_student_inherits_the_teachers_strongest_channels() -> None:
-    from occ.distill import inherit_channels_
+    from occ.techniques.distill.loss import inherit_channels_
 
     torch.manual_seed(0)
     kwargs = {"in_channels": 1, "num_classes": 10, "input_hw": 28}
@@ -326,7 +327,7 @@ def test_student_inherits_the_teachers_strongest_channels() -> None:
 ])
 def test_inheritance_across_architectures(arch: str, teacher_kw: dict, student_kw: dict,
                                           ok: bool) -> None:
-    from occ.distill import inherit_channels_
+    from occ.techniques.distill.loss import inherit_channels_
 
     size = 32 if arch == "resnet20" else 28
     base = {"in_channels": 1, "num_classes": 10}
@@ -354,8 +355,8 @@ def test_init_teacher_needs_the_teachers_architecture(data: DataBundle, tmp_path
 def test_inherited_student_starts_near_the_teacher(data: DataBundle, tmp_path: Path) -> None:
     """Before any step, a width-0.5 student cut from a trained teacher already scores well
     above chance; a random one does not (that gap is what kept T = 4 from collapsing)."""
-    from occ.distill import inherit_channels_
-    from occ.train import fit, predict
+    from occ.techniques.distill.loss import inherit_channels_
+    from occ.training import fit, predict
 
     torch.manual_seed(0)
     teacher = build_model("lenet5", dict(TEACHER_KWARGS, width=1.0))

@@ -13,22 +13,26 @@ from torch import nn
 from typer.testing import CliRunner
 
 import occ
-from occ import api, metrics, model_io
+from occ import api, metrics
+from occ.artifact import model_io
 from occ.cli import app
 from occ.config import from_dict, to_dict
-from occ.context import ArchRef, RunContext
 from occ.data import load_data
+from occ.engine.context import ArchRef, RunContext
 from occ.errors import RecipeError
-from occ.exits import EarlyExitNet, attach, auto_points, exit_candidates
-from occ.exits.calibrate import ExitOutputs, calibrate, simulate
 from occ.models import build_model
 from occ.models.edits import edit_record
-from occ.quant.layers import QuantConv2d, QuantLinear
-from occ.quant.pipeline import quantize_
 from occ.recipe import DataSpec
-from occ.stages.early_exit import EarlyExitConfig, early_exit_
-from occ.stages.quantize import QuantizeConfig
-from occ.train import fit, predict
+from occ.techniques.early_exit.build import attach, auto_points
+from occ.techniques.early_exit.calibrate import ExitOutputs, calibrate, simulate
+from occ.techniques.early_exit.config import EarlyExitConfig
+from occ.techniques.early_exit.net import EarlyExitNet
+from occ.techniques.early_exit.run import early_exit_
+from occ.techniques.early_exit.split import exit_candidates
+from occ.techniques.quantize.config import QuantizeConfig
+from occ.techniques.quantize.layers import QuantConv2d, QuantLinear
+from occ.techniques.quantize.pipeline import quantize_
+from occ.training import fit, predict
 
 CPU = torch.device("cpu")
 

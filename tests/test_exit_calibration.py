@@ -12,12 +12,14 @@ import torch
 import torch.nn.functional as F
 
 import occ
-from occ import model_io
-from occ.context import ArchRef, RunContext
+from occ.artifact import model_io
 from occ.data import load_data
+from occ.engine.context import ArchRef, RunContext
 from occ.errors import RecipeError
-from occ.exits import attach
-from occ.exits.calibrate import (
+from occ.models import build_model
+from occ.recipe import DataSpec, parse_recipe
+from occ.techniques.early_exit.build import attach
+from occ.techniques.early_exit.calibrate import (
     RegressionOutputs,
     _epsilon_candidates,
     agreement_exits,
@@ -25,14 +27,13 @@ from occ.exits.calibrate import (
     collect_regression,
     simulate_agreement,
 )
-from occ.exits.training import exit_loss
-from occ.models import build_model
-from occ.quant.layers import quant_layers
-from occ.quant.pipeline import quantize_
-from occ.recipe import DataSpec, parse_recipe
-from occ.stages.early_exit import EarlyExitConfig, early_exit_
-from occ.stages.quantize import QuantizeConfig
-from occ.train import fit, predict, task_loss
+from occ.techniques.early_exit.config import EarlyExitConfig
+from occ.techniques.early_exit.run import early_exit_
+from occ.techniques.early_exit.training import exit_loss
+from occ.techniques.quantize.config import QuantizeConfig
+from occ.techniques.quantize.layers import quant_layers
+from occ.techniques.quantize.pipeline import quantize_
+from occ.training import fit, predict, task_loss
 
 CPU = torch.device("cpu")
 BACKBONE = [10.0, 20.0, 30.0, 100.0]  # cumulative cost up to each exit, the last: all of it

@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 
 import occ
 from occ import api
-from occ.artifact import read_artifact, write_artifact
+from occ.artifact.container import read_artifact, write_artifact
 from occ.cli import app
+from occ.deploy.onnx import ExitsGraph, export_ready, is_early_exit, verify
 from occ.errors import StageError
-from occ.export import ExitsGraph, export_ready, is_early_exit, verify
 from tests.conftest import write_recipe
 
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install "
@@ -54,7 +54,7 @@ def quant_exit(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path,
     the median exit score on the test split: half the rows leave early, whatever the
     training did.
     """
-    from occ.exits.net import exit_score
+    from occ.techniques.early_exit.net import exit_score
 
     path = _compress(tmp_path_factory.mktemp("qee"), tiny_checkpoint, QUANT_EXIT)
     model = occ.load(path)
@@ -236,13 +236,13 @@ def test_bad_files(pruned: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
 
 def test_unexportable_model_exits_2(pruned: Path, tmp_path: Path,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    import occ.export
+    import occ.deploy.onnx
 
     def fail(*_args: Any, **_kwargs: Any) -> bytes:
         raise RuntimeError("Exporting the operator 'aten::frobnicate' to ONNX is not supported"
                            "\nsecond line of detail")
 
-    monkeypatch.setattr(occ.export, "to_onnx", fail)
+    monkeypatch.setattr(occ.deploy.onnx, "to_onnx", fail)
     out = tmp_path / "x.onnx"
     result = CliRunner().invoke(app, ["export", str(pruned), "--out", str(out)])
     _one_line(result, "cannot be exported to ONNX: Exporting the operator 'aten::frobnicate'")

@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 
 import occ
 from occ import api
-from occ.artifact import read_artifact, write_artifact
+from occ.artifact.container import read_artifact, write_artifact
 from occ.cli import app
-from occ.export import is_early_exit
+from occ.deploy.onnx import is_early_exit
 from tests.conftest import write_recipe
 
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install "
@@ -62,7 +62,7 @@ def w8a8_exit(tmp_path_factory: pytest.TempPathFactory, trained: Path,
               test_split) -> Path:
     """W8A8 tiny LeNet-5 with an exit after ``features.3``; the threshold reset to the
     median exit score on the test split, so about half the rows leave early."""
-    from occ.exits.net import exit_score
+    from occ.techniques.early_exit.net import exit_score
 
     # a fixed 0.5 threshold on a head trained one epoch sends most rows out at a weak exit:
     # the quality gate would (rightly) stop that run; here only the runtime's fidelity counts
@@ -156,7 +156,7 @@ def test_check_refuses_with_exit_1_and_writes_nothing(w8a8: Path, tmp_path: Path
 
 def test_exit_runtime_is_occs_early_exit_at_batch_1(w8a8_exit: Path, tmp_path: Path,
                                                     test_split) -> None:
-    from occ.runtime import ExitSession, open_onnx
+    from occ.deploy.runtime import ExitSession, open_onnx
 
     result = api.export(w8a8_exit, tmp_path / "exits.onnx", int8=True)
     assert result["exits"]["cuts"][0].endswith("QuantizeLinear_Output")  # uint8 hand-over
@@ -186,8 +186,8 @@ def test_exit_runtime_is_occs_early_exit_at_batch_1(w8a8_exit: Path, tmp_path: P
 
 @pytest.mark.parametrize("criterion", ["confidence", "entropy", "agreement"])
 def test_numpy_exit_rule_matches_occs(criterion: str) -> None:
-    from occ.exits.net import leaves as torch_leaves
-    from occ.runtime import leaves
+    from occ.deploy.runtime import leaves
+    from occ.techniques.early_exit.net import leaves as torch_leaves
 
     gen = torch.Generator().manual_seed(0)
     logits, previous = torch.randn(64, 10, generator=gen) * 3, torch.randn(64, 10, generator=gen)

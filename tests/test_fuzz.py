@@ -10,8 +10,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from occ import fuzz, model_io
-from occ.artifact import decode_artifact, encode_artifact
+from occ.artifact import model_io
+from occ.artifact.container import decode_artifact, encode_artifact
+from occ.engine import fuzz
 from occ.errors import ArtifactError
 from occ.models import build_model
 

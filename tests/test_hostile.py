@@ -76,14 +76,14 @@ class Run:
 def world(tiny_checkpoint: Path) -> World:
     import torch
 
-    from occ import model_io
-    from occ.checkpoint import load_checkpoint
+    from occ.artifact import model_io
+    from occ.artifact.checkpoint import load_checkpoint
 
     state = load_checkpoint(tiny_checkpoint).state_dict
     header = model_io.model_header(arch={"arch": "lenet5", "kwargs": {"width": 0.25}}, edits=[],
                                    input_shape=(1, 28, 28), num_classes=10,
                                    extra={"recipe": {"data": GOOD["data"]}})
-    from occ.artifact import encode_artifact
+    from occ.artifact.container import encode_artifact
 
     tensors = {k: v.clone() for k, v in state.items()}
     with torch.no_grad():
@@ -172,7 +172,7 @@ def pickle_checkpoint(t: Path, w: World, style: str) -> Path:
 def artifact(t: Path, w: World, edit: Callable[[dict], Any] | None = None, *,
              entropy: bool = False, head_len: int | None = None) -> Path:
     """A valid artifact, or one re-sealed (valid checksum) with its header edited."""
-    from occ.fuzz import reseal
+    from occ.engine.fuzz import reseal
 
     data = w.entropy if entropy else w.raw
     if edit is not None or head_len is not None:
@@ -208,9 +208,9 @@ def planted_state(t: Path, w: World, ref: str, *, forge_manifest: bool) -> Path:
     """A recipe whose output folder holds a stage state naming code (and a forged manifest)."""
     import torch
 
-    from occ.artifact import write_artifact
+    from occ.artifact.container import write_artifact
+    from occ.engine.resume import file_sha256, fingerprints, state_path
     from occ.recipe import load_recipe
-    from occ.resume import file_sha256, fingerprints, state_path
 
     r = recipe(t, w)
     fp = fingerprints(load_recipe(r), file_sha256(w.checkpoint))[0]

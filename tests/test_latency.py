@@ -11,9 +11,9 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from occ import model_io
+from occ.artifact import model_io
 from occ.cli import app
-from occ.latency import EXIT_NOTE, FAKE_QUANT_NOTE, measure_latency
+from occ.deploy.latency import EXIT_NOTE, FAKE_QUANT_NOTE, measure_latency
 from occ.models import build_model
 
 SHAPE = (1, 28, 28)
@@ -72,7 +72,7 @@ def test_sample_rows_are_cycled_into_each_batch() -> None:
 
 def test_notes_for_fake_quant_and_early_exit() -> None:
     model = tiny()
-    model.features[0].occ_bits = (4, 8)  # what occ.quant layers expose
+    model.features[0].occ_bits = (4, 8)  # what occ.techniques.quantize layers expose
     result = measure_latency(model, SHAPE, batch_sizes=(1,), warmup=0, runs=1)
     assert result["notes"] == [FAKE_QUANT_NOTE] and "not int8 latency" in FAKE_QUANT_NOTE
 

@@ -7,10 +7,10 @@ import itertools
 import pytest
 
 from occ import api
-from occ import order as order_mod
+from occ.engine.plan import make_plan
 from occ.errors import RecipeError
-from occ.plan import make_plan
 from occ.recipe import parse_recipe
+from occ.techniques import order as order_mod
 
 
 def test_dpqe() -> None:
@@ -40,7 +40,7 @@ def test_unknown_technique() -> None:
 
 
 def test_every_pair_of_categories_has_one_edge_with_reason() -> None:
-    cats = list(order_mod.CATEGORIES)
+    cats = list(order_mod.categories())
     for i, a in enumerate(cats):
         for b in cats[i + 1:]:
             e = order_mod.edge(a, b)
@@ -49,9 +49,10 @@ def test_every_pair_of_categories_has_one_edge_with_reason() -> None:
 
 
 def test_cycle_in_edge_data_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
-    edges = dict(order_mod._EDGE_INDEX)
-    edges[("bits", "weight")] = order_mod.Edge("bits", "weight", "test", "test")
-    monkeypatch.setattr(order_mod, "_EDGE_INDEX", edges)
+    from occ.techniques import registry
+
+    edges = (*registry.edges(), order_mod.Edge("bits", "weight", "test", "test"))
+    monkeypatch.setattr(registry, "edges", lambda: edges)
     with pytest.raises(RecipeError, match="cycle"):
         order_mod.sort_indices(["weight", "bits"])
 

@@ -11,9 +11,10 @@ import torch
 
 from occ.config import from_dict, to_dict
 from occ.errors import RecipeError
-from occ.pruning import interp
-from occ.pruning.schedule import Schedule, boundaries, levels
-from occ.stages.prune import PruneConfig, prune_
+from occ.techniques.prune import interp
+from occ.techniques.prune.config import PruneConfig
+from occ.techniques.prune.run import prune_
+from occ.techniques.prune.schedule import Schedule, boundaries, levels
 
 # ---------------------------------------------------------------------------------------
 # fixtures
@@ -29,7 +30,7 @@ def data():
 
 @pytest.fixture
 def make_ctx(data):
-    from occ.context import ArchRef, RunContext
+    from occ.engine.context import ArchRef, RunContext
     from occ.models import build_model
 
     def make(arch: str = "lenet300", **kwargs):
@@ -160,8 +161,7 @@ def test_magnitude_unknown_exclude_names_layer(make_ctx) -> None:
 
 
 def test_magnitude_masks_hold_through_gradual_fine_tuning(make_ctx, monkeypatch) -> None:
-    from occ import distill
-
+    from occ.techniques.distill import loss as distill
     ctx = make_ctx("lenet300")
     w0 = {n: ctx.model.get_submodule(n).weight.detach().clone() for n in ("fc1", "fc2", "fc3")}
     taught = []
@@ -170,7 +170,7 @@ def test_magnitude_masks_hold_through_gradual_fine_tuning(make_ctx, monkeypatch)
                         lambda teacher, **kw: taught.append(kw) or real(teacher, **kw))
     config = cfg(sparsity=0.8, schedule={"kind": "agp", "steps": 4}, epochs=1, distill=True)
     result = prune_(ctx, config)
-    # the one set of KD defaults (occ.stages.distill.KD_TEMPERATURE / KD_ALPHA), not a copy
+    # the one set of KD defaults (occ.techniques.distill.run.KD_TEMPERATURE / KD_ALPHA), not a copy
     assert [{k: v for k, v in kw.items() if k != "hard"} for kw in taught] == [{}]
     assert callable(taught[0]["hard"])  # the recipe's task loss is the hard term
     assert result.details["schedule"]["levels"][0] < 0.8

@@ -9,12 +9,15 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from occ import metrics, model_io
+from occ import metrics
+from occ.artifact import model_io
 from occ.config import from_dict
-from occ.context import ArchRef, RunContext
+from occ.engine import load as loader
+from occ.engine.context import ArchRef, RunContext
 from occ.errors import RecipeError, StageError
 from occ.models import build_model
-from occ.stages.prune import PruneConfig, prune_
+from occ.techniques.prune.config import PruneConfig
+from occ.techniques.prune.run import prune_
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +67,7 @@ def assert_rebuilds(ctx: RunContext, tmp_path: Path) -> None:
                                    num_classes=ctx.data.num_classes)
     path = tmp_path / "model.occ"
     model_io.save(path, ctx.model, header, {"codec": "raw"})
-    loaded = model_io.load(path)
+    loaded = loader.load(path)
     x = torch.randn(3, *ctx.data.input_shape)
     with torch.no_grad():
         assert torch.equal(loaded(x), ctx.model.eval()(x))
@@ -249,7 +252,7 @@ def test_compress_recipe_with_id_then_magnitude(tmp_path) -> None:
     import yaml
 
     from occ import api
-    from occ.checkpoint import save_checkpoint
+    from occ.artifact.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     kwargs = {"width": 0.25, "in_channels": 1, "num_classes": 10, "input_hw": 28}
@@ -269,5 +272,5 @@ def test_compress_recipe_with_id_then_magnitude(tmp_path) -> None:
     labels = [s.label for s in report.stages]
     assert labels == ["prune(id)", "prune(magnitude)"]  # channels before weights
     assert report.stages[0].metrics.macs <= 0.5 * report.baseline.macs
-    loaded = model_io.load(tmp_path / "out" / "model.occ")
+    loaded = loader.load(tmp_path / "out" / "model.occ")
     assert loaded.fc1.out_features < 75

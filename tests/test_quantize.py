@@ -1,4 +1,4 @@
-"""Tests for the ``quantize`` stage and ``occ.quant``: configs, integers, BN folding, QAT,
+"""Tests for the ``quantize`` stage and ``occ.techniques.quantize``: configs, integers, BN folding, QAT,
 mixed precision, pruning interplay and bit-exact artifacts."""
 
 from __future__ import annotations
@@ -15,20 +15,28 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Subset
 
-from occ import model_io, sparsity
+from occ import sparsity
+from occ.artifact import model_io
 from occ.config import from_dict, to_dict
-from occ.context import ArchRef, RunContext
+from occ.engine import load as loader
+from occ.engine.context import ArchRef, RunContext
 from occ.errors import ArtifactError, RecipeError
 from occ.metrics import layer_costs
 from occ.models import build_model
 from occ.models.edits import apply_edits
-from occ.quant import qparams as qp
-from occ.quant.calibrate import calibrate_acts_, calibrate_weights_
-from occ.quant.fold import find_bn_pairs, fold_bn_
-from occ.quant.layers import QuantConv2d, QuantLinear, QuantSpec, freeze_, quant_layers
-from occ.quant.pipeline import quantize_
-from occ.stages.quantize import QuantizeConfig
-from occ.train import fit, predict
+from occ.techniques.quantize import qparams as qp
+from occ.techniques.quantize.calibrate import calibrate_acts_, calibrate_weights_
+from occ.techniques.quantize.config import QuantizeConfig
+from occ.techniques.quantize.fold import find_bn_pairs, fold_bn_
+from occ.techniques.quantize.layers import (
+    QuantConv2d,
+    QuantLinear,
+    QuantSpec,
+    freeze_,
+    quant_layers,
+)
+from occ.techniques.quantize.pipeline import quantize_
+from occ.training import fit, predict
 
 LENET = {"width": 0.25, "in_channels": 1, "num_classes": 10, "input_hw": 28}
 CPU = torch.device("cpu")
@@ -82,7 +90,7 @@ def _round_trip(ctx: RunContext, path: Path) -> nn.Module:
                                    input_shape=ctx.data.input_shape,
                                    num_classes=ctx.data.num_classes)
     model_io.save(path, ctx.model, header, {"codec": "raw"})
-    return model_io.load(path)
+    return loader.load(path)
 
 
 def _loss(model: nn.Module, data) -> float:
@@ -219,7 +227,7 @@ def test_bn_folding_keeps_outputs_on_resnet20() -> None:
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     assert torch.allclose(model(x), before, atol=1e-5, rtol=0)
     rebuilt = build_model("resnet20", {"width": 0.25, "in_channels": 1, "num_classes": 10})
-    rebuilt = apply_edits(rebuilt, [{"op": "fold_bn", "module": "occ.quant.fold",
+    rebuilt = apply_edits(rebuilt, [{"op": "fold_bn", "module": "occ.techniques.quantize.fold",
                                      "args": {"pairs": [list(p) for p in pairs]}}])
     rebuilt.load_state_dict(model.state_dict())
     assert torch.equal(rebuilt.eval()(x), model(x))
@@ -276,7 +284,7 @@ def test_scale_bits_rounds_scales_and_the_decoded_model_is_the_evaluated_one(
 
 
 def test_round_scale_rounds_up_by_less_than_one_step() -> None:
-    from occ.quant.qparams import round_scale
+    from occ.techniques.quantize.qparams import round_scale
 
     scale = torch.rand(1000) * 10.0 ** torch.randint(-8, 2, (1000,)).float() + 1e-12
     for bits in (4, 8, 12):
@@ -379,7 +387,7 @@ def test_mixed_precision_meets_its_budget(data, lenet_state, tmp_path: Path,
 
 
 def test_allocate_spends_what_a_big_layers_step_overshot() -> None:
-    from occ.quant.mixed import allocate
+    from occ.techniques.quantize.mixed import allocate
 
     table = {"big": {2: 10.0, 3: 0.2, 4: 0.1, 8: 0.0},
              "small": {2: 0.05, 3: 0.04, 4: 0.03, 8: 0.0}}
@@ -403,11 +411,11 @@ def test_mixed_precision_budget_out_of_reach_fails_cleanly(data, lenet_state,
 
 def test_corrupt_quantize_edit_is_an_artifact_error() -> None:
     model = build_model("lenet5", LENET)
-    bad = {"op": "quantize", "module": "occ.quant.layers",
+    bad = {"op": "quantize", "module": "occ.techniques.quantize.layers",
            "args": {"layers": {"features.0": {"w_bits": 12, "a_bits": 8}}}}
     with pytest.raises(ArtifactError, match="w_bits must be in 2..8"):
         apply_edits(model, [bad])
-    wrong = {"op": "quantize", "module": "occ.quant.layers",
+    wrong = {"op": "quantize", "module": "occ.techniques.quantize.layers",
              "args": {"layers": {"features.1": {"w_bits": 4, "a_bits": 8}}}}
     with pytest.raises(ArtifactError, match="only Conv2d and Linear"):
         apply_edits(model, [wrong])
@@ -416,7 +424,7 @@ def test_corrupt_quantize_edit_is_an_artifact_error() -> None:
 def test_freeze_is_idempotent_and_layers_are_conv_subclasses(data, lenet_state) -> None:
     model = _lenet(lenet_state)
     assert isinstance(QuantConv2d.from_float(model.features[0], QuantSpec(4, 8)), nn.Conv2d)
-    from occ.quant.layers import swap_layers_
+    from occ.techniques.quantize.layers import swap_layers_
 
     swap_layers_(model, {"features.0": QuantSpec(4, 32)})
     freeze_(model)
@@ -430,7 +438,7 @@ def test_compress_prune_then_quantize_end_to_end(lenet_state, tmp_path: Path) ->
     import yaml
 
     import occ.api
-    from occ.checkpoint import save_checkpoint
+    from occ.artifact.checkpoint import save_checkpoint
 
     ckpt = tmp_path / "base.pt"
     save_checkpoint(ckpt, _lenet(lenet_state), arch="lenet5", kwargs=LENET, metrics={})
@@ -464,7 +472,7 @@ def _frozen_lenet(granularity: str = "channel", a_bits: int = 4, *, symmetric: b
     channel 1's weights (pruned). Returns the model, the float biases before freezing and
     the ``quantize`` edit."""
     from occ.models.edits import edit_record
-    from occ.quant.layers import swap_layers_
+    from occ.techniques.quantize.layers import swap_layers_
 
     torch.manual_seed(0)
     model = build_model("lenet5", LENET).eval()
@@ -485,7 +493,7 @@ def _save_load(model: nn.Module, edits: list, path: Path, *, entropy: bool = Fal
     header = model_io.model_header(arch={"arch": "lenet5", "kwargs": LENET}, edits=edits,
                                    input_shape=(1, 28, 28), num_classes=10)
     model_io.save(path, model, header, {"entropy": True} if entropy else {"codec": "raw"})
-    return model_io.load(path)
+    return loader.load(path)
 
 
 @pytest.mark.parametrize("granularity", ["channel", "tensor"])
@@ -565,7 +573,7 @@ def test_bias_scale_is_raised_only_where_int32_would_overflow() -> None:
 
 
 def test_int32_biases_code_compactly() -> None:
-    from occ.coding.codecs import Policy
+    from occ.artifact.codecs import Policy
 
     policy = Policy({}, entropy=True)
     rng = np.random.default_rng(0)
@@ -599,7 +607,7 @@ def test_fit_clips_the_gradient_norm() -> None:
 
 
 def test_qat_clips_gradients_by_default() -> None:
-    from occ.stages.quantize import QuantizeConfig
+    from occ.techniques.quantize.config import QuantizeConfig
 
     assert QuantizeConfig().clip_grad_norm == 5.0
     with pytest.raises(RecipeError, match="clip_grad_norm: must be >= 0"):

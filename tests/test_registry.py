@@ -12,8 +12,7 @@ import pytest
 
 from occ.config import from_dict, to_dict
 from occ.errors import RecipeError
-from occ.order import CATEGORIES
-from occ.registry import get_stage, list_stages, stage_reference
+from occ.techniques.registry import categories, get_stage, list_stages, stage_reference
 
 STAGES = list_stages()
 
@@ -40,19 +39,19 @@ def test_unknown_key_is_rejected(name: str) -> None:
 @pytest.mark.parametrize("name", STAGES)
 def test_stage_has_a_category_and_is_frozen(name: str) -> None:
     cls = get_stage(name).config
-    assert cls().category in CATEGORIES
+    assert cls().category in categories()
     assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen
 
 
 def test_stage_modules_do_not_import_torch() -> None:
-    code = "import sys, occ.stages; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, occ.techniques; assert 'torch' not in sys.modules, 'torch imported'"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
 
 
 def test_stage_reference_doc_is_current() -> None:
     doc = Path(__file__).parents[1] / "docs" / "STAGES.md"
-    assert doc.read_text() == stage_reference(), "run: python -m occ.registry > docs/STAGES.md"
+    assert doc.read_text() == stage_reference(), "run: python -m occ.techniques.spec > docs/STAGES.md"
 
 
 @pytest.mark.parametrize("name", STAGES)

@@ -118,7 +118,7 @@ def test_early_exit_on_regression_needs_agreement(tmp_path: Path, rot_checkpoint
 ])
 def test_agreement_config_checks(cfg: dict, field: str) -> None:
     from occ.config import from_dict
-    from occ.stages.early_exit import EarlyExitConfig
+    from occ.techniques.early_exit.config import EarlyExitConfig
 
     with pytest.raises(RecipeError) as err:
         from_dict(EarlyExitConfig, cfg, where="early_exit")
@@ -126,7 +126,7 @@ def test_agreement_config_checks(cfg: dict, field: str) -> None:
 
 
 def test_agreement_exit_rule() -> None:
-    from occ.exits.net import leaves
+    from occ.techniques.early_exit.net import leaves
 
     now = torch.tensor([[0.10], [0.50], [-0.2]])
     before = torch.tensor([[0.12], [0.30], [-0.2]])
@@ -176,7 +176,7 @@ def test_regression_recipe_rejects_classification_keys(top: dict, message: str) 
 def test_task_loss_picks_the_loss() -> None:
     import torch.nn.functional as F
 
-    from occ.train import task_loss
+    from occ.training import task_loss
 
     out, y = torch.tensor([[0.5], [-0.2]]), torch.tensor([[0.1], [0.2]])
     assert task_loss("l1")(out, y).item() == pytest.approx(F.l1_loss(out, y).item())
@@ -250,7 +250,7 @@ def test_max_mae_stops_the_run_naming_the_last_good_state(tmp_path: Path,
 
 
 def test_ablate_ranks_regression_by_mae(tmp_path: Path, rot_checkpoint: Path) -> None:
-    from occ.ablate import OrderResult, rank
+    from occ.engine.ablate import OrderResult, rank
 
     def result(order: str, mae: float, bitops: float) -> OrderResult:
         return OrderResult(order=list(order), metrics={"accuracy": 50.0, "mae": mae,
@@ -294,7 +294,7 @@ def test_cli_eval_leads_with_mae(rot_checkpoint: Path) -> None:
 
 
 def test_unknown_loss_name_is_an_error() -> None:
-    from occ.train import task_loss
+    from occ.training import task_loss
 
     with pytest.raises(ValueError, match="unknown loss 'huber'"):
         task_loss("huber")
@@ -303,8 +303,8 @@ def test_unknown_loss_name_is_an_error() -> None:
 def test_distilled_exit_heads_use_the_recipes_loss() -> None:
     import torch.nn.functional as F
 
-    from occ.exits.training import exit_loss
-    from occ.train import task_loss
+    from occ.techniques.early_exit.training import exit_loss
+    from occ.training import task_loss
 
     torch.manual_seed(0)
     head, final, y = torch.randn(8, 1), torch.randn(8, 1), torch.randn(8, 1)

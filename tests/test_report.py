@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from occ.cli import app
 from occ.errors import OccError
 from occ.metrics import Metrics
-from occ.report import (
+from occ.report.data import (
     Report,
     StageRecord,
     load_report,

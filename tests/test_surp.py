@@ -10,11 +10,11 @@ import torch
 from torch import nn
 
 from occ import api
-from occ.artifact import Encoded, decode_artifact, encode_artifact, read_artifact
-from occ.coding import accounting, codecs
+from occ.artifact import accounting, codecs
+from occ.artifact.container import Encoded, decode_artifact, encode_artifact, read_artifact
 from occ.coding import surp as surp_code
 from occ.errors import ArtifactError
-from occ.pruning.surp import allocate, surp_pass_
+from occ.techniques.prune.surp import allocate, surp_pass_
 
 F32 = np.dtype("<f4")
 

@@ -144,7 +144,7 @@ def test_output_checks(tmp_path: Path) -> None:
 
 
 def test_fingerprint_covers_every_result_field() -> None:
-    from occ.resume import fingerprints
+    from occ.engine.resume import fingerprints
 
     regression = {**BASE, "data": {"dataset": "mnist5k-rotation"}}
     base = parse_recipe(regression, source="r")
@@ -158,7 +158,7 @@ def test_fingerprint_covers_every_result_field() -> None:
 
 
 def test_state_manifest(tmp_path: Path) -> None:
-    from occ.state_manifest import UnverifiedStateError, record_state, verify_state
+    from occ.engine.state_manifest import UnverifiedStateError, record_state, verify_state
 
     state = tmp_path / "00-prune.occst"
     state.write_bytes(b"state")
@@ -182,7 +182,7 @@ class _Evil:
 
 
 def test_pickle_scan_names_imports_without_running(tmp_path: Path) -> None:
-    from occ.pickle_scan import code_imports
+    from occ.artifact.pickle_scan import code_imports
 
     for protocol in (0, 2, 4):
         path = tmp_path / f"p{protocol}.pt"

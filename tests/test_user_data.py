@@ -13,9 +13,9 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from occ.baseline_check import baseline_warning, recorded_accuracy
 from occ.cli import app
 from occ.data import load_data
+from occ.engine.baseline_check import baseline_warning, recorded_accuracy
 from occ.errors import DataError, RecipeError
 from occ.recipe import DataSpec, load_recipe
 from occ.trust import TrustError
@@ -188,7 +188,7 @@ def test_recorded_accuracy_of_occ_and_user_checkpoints() -> None:
 
 
 def test_dataparallel_prefix_is_stripped(tmp_path: Path) -> None:
-    from occ.checkpoint import load_checkpoint
+    from occ.artifact.checkpoint import load_checkpoint
 
     path = tmp_path / "dp.pt"
     torch.save({"model_state_dict": {"module.fc.weight": torch.ones(2, 2),
@@ -217,8 +217,8 @@ def test_eval_plain_state_dict_needs_arch(tmp_path: Path) -> None:
 
 def test_compress_model_with_typed_configs_loaders_and_a_custom_loss(tmp_path: Path) -> None:
     import occ
-    from occ.stages.prune import PruneConfig
-    from occ.stages.quantize import QuantizeConfig
+    from occ.techniques.prune.config import PruneConfig
+    from occ.techniques.quantize.config import QuantizeConfig
 
     torch.manual_seed(0)
     x = torch.randn(120, 1, 8, 8)

@@ -7,12 +7,11 @@ then replay the edits the stages recorded, then load the tensors. An edit is
 
 Built-in op ``reshape`` replaces modules at given paths with fresh ones of a given type
 and shape (pruned channels); techniques register their own ops (quantized layers, exit
-heads) with ``register_edit``.
+heads) with ``register_edit``, listed in their ``TechniqueSpec.edit_modules``.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -47,36 +46,22 @@ def edit_record(op: str, args: dict[str, Any]) -> dict[str, Any]:
     """The JSON record of applying registered op ``op`` with ``args``."""
     if op not in _EDITS:
         raise KeyError(f"edit op {op!r} is not registered")
-    return {"op": op, "module": _EDITS[op].__module__, "args": args}
-
-
-def _resolve(op: Any, module: Any) -> None:
-    """Import the occ module that registers ``op`` (only ``occ.*`` modules, never others)."""
-    if op in _EDITS or not isinstance(module, str):
-        return
-    parts = module.split(".")
-    if parts[0] != "occ" or not all(p.isidentifier() for p in parts):
-        return
-    try:
-        importlib.import_module(module)
-    except ImportError:
-        return
+    return {"op": op, "args": args}
 
 
 def apply_edits(model: nn.Module, edits: list[dict[str, Any]], *,
                 meta_only: bool = False) -> nn.Module:
     """Replay ``edits`` on ``model`` in order and return the (possibly new) model.
 
-    An edit names its op and the ``occ.*`` module that registers it; that module is
-    imported if needed (occ's own code only), and the op must then be registered.
+    Techniques register their ops when their edit modules are imported
+    (``occ.techniques.registry.load_edit_ops``, which every load path calls first); a
+    ``module`` key that artifacts of occ 0.1 recorded beside the op is ignored.
 
     Raises:
         ArtifactError: an unknown op or arguments that do not fit the model.
     """
     for i, edit in enumerate(edits):
         op = edit.get("op") if isinstance(edit, dict) else None
-        if isinstance(edit, dict):
-            _resolve(op, edit.get("module"))
         if op not in _EDITS or not isinstance(edit.get("args", {}), dict):
             raise ArtifactError(f"edits[{i}]: unknown edit op {op!r}; known: {', '.join(_EDITS)}")
         if meta_only and op in _NOT_META:

@@ -38,7 +38,7 @@ def build_sized(arch: str, kind: str, make: Callable[[], nn.Module]) -> nn.Modul
             over ``OCC_MAX_PARAMS``, or (occ's own builders) cannot be sized on meta. A
             trusted callable that does not support meta is built directly.
     """
-    if _on_meta():  # already a shadow build (occ.model_io sizes artifacts this way)
+    if _on_meta():  # already a shadow build (occ.artifact.model_io sizes artifacts this way)
         return make()
     try:
         shadow = _meta_build(make)

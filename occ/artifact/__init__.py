@@ -1,0 +1,1 @@
+"""occ/artifact/container."""

@@ -1,0 +1,153 @@
+"""Input and baseline checkpoints: safe loading with ``weights_only=True``.
+
+occ writes checkpoints as ``{"occ_checkpoint": 1, "arch": ..., "kwargs": ...,
+"state_dict": ..., "metrics": ...}`` (tensors and plain data only). It reads those, bare
+state dicts, and the common ``{"state_dict": ...}`` / ``{"model_state_dict": ...}``
+wrappers. A file that needs arbitrary unpickling is refused unless the caller trusts it.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from occ.artifact.pickle_scan import check_archive, code_imports, describe, pickle_imports
+from occ.errors import CheckpointError
+from occ.io import atomic_write_bytes
+from occ.limits import MAX_CHECKPOINT_BYTES, check_input_file
+from occ.trust import TrustError, unpickle_refusal
+
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the state dict and whatever occ recorded beside it."""
+
+    state_dict: dict[str, torch.Tensor]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def load_checkpoint(path: str | os.PathLike[str], *, trust: bool = False) -> Checkpoint:
+    """Load a checkpoint without running code from it.
+
+    Args:
+        path: a ``.pt`` / ``.pth`` file.
+        trust: allow full unpickling (``--trust-checkpoint``): only for files you made.
+
+    Raises:
+        CheckpointError: missing, unreadable, unsafe (needs unpickling) or not a state dict.
+    """
+    where = str(path)
+    size = check_input_file(path, limit=MAX_CHECKPOINT_BYTES, error=CheckpointError,
+                            what="checkpoint")
+    check_archive(path, size)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=not trust)
+    except pickle.UnpicklingError as err:
+        code = _code_names(path)
+        if code:  # decided from the pickle's opcodes, not torch's wording (it changes)
+            raise TrustError(unpickle_refusal(describe(code)), where=where) from None
+        detail = _unpickler_detail(str(err))
+        raise CheckpointError(f"not a readable PyTorch checkpoint ({detail})",
+                              where=where) from None
+    except Exception as err:  # noqa: BLE001  (torch raises KeyError, EOFError ... on garbage)
+        raise CheckpointError(f"not a readable PyTorch checkpoint: {str(err)[:200]}",
+                              where=where) from None
+    if isinstance(obj, nn.Module):
+        obj = obj.state_dict()
+    return _unwrap(obj, where)
+
+
+def _code_names(path: str | os.PathLike[str]) -> list[str]:
+    """Globals the pickle imports that make weights-only loading refuse it."""
+    names = pickle_imports(path)
+    code = code_imports(path)
+    return code or [n for n in names if not n.startswith(("torch._utils.", "collections."))
+                    and not n.endswith("Storage")]
+
+
+def _unpickler_detail(message: str) -> str:
+    """The one informative line of torch's weights-only unpickling error."""
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    for i, line in enumerate(lines):
+        if "WeightsUnpickler error" in line:
+            rest = line.split("WeightsUnpickler error:", 1)[1].strip()
+            return (rest or (lines[i + 1] if i + 1 < len(lines) else "unsafe pickle"))[:160]
+    return (lines[-1] if lines else "unsafe pickle")[:160]
+
+
+def _unwrap(obj: Any, where: str) -> Checkpoint:
+    meta: dict[str, Any] = {}
+    if isinstance(obj, Mapping):
+        if obj.get("occ_checkpoint") == 1:
+            meta = {k: v for k, v in obj.items() if k != "state_dict"}
+            obj = obj.get("state_dict")
+        else:
+            for key in _WRAPPER_KEYS:
+                if isinstance(obj.get(key), Mapping):
+                    # Keep the plain numbers saved beside it (accuracy, epoch ...).
+                    meta = {k: v for k, v in obj.items() if k != key and _is_scalar(v)}
+                    obj = obj[key]
+                    break
+    if not isinstance(obj, Mapping) or not obj or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    ):
+        raise CheckpointError("not a state dict (expected a mapping of names to tensors)",
+                              where=where)
+    return Checkpoint(state_dict=strip_prefix(dict(obj)), meta=meta)
+
+
+def _is_scalar(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return value.numel() == 1
+    return isinstance(value, (int, float, str)) and not isinstance(value, bool)
+
+
+def strip_prefix(state: dict[str, torch.Tensor],
+                 prefix: str = "module.") -> dict[str, torch.Tensor]:
+    """Drop the ``module.`` every key carries when the model was saved wrapped in
+    ``DataParallel`` / ``DistributedDataParallel`` (only when every key has it)."""
+    if state and all(k.startswith(prefix) for k in state):
+        return {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def load_into(model: nn.Module, checkpoint: Checkpoint, *, where: str, arch: str) -> None:
+    """Load ``checkpoint`` into ``model`` strictly; CheckpointError says what does not fit."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in checkpoint.state_dict]
+    extra = [k for k in checkpoint.state_dict if k not in own]
+    wrong = [k for k in own if k in checkpoint.state_dict
+             and own[k].shape != checkpoint.state_dict[k].shape]
+    if missing or extra or wrong:
+        parts = []
+        if wrong:
+            k = wrong[0]
+            parts.append(f"{k} has shape {tuple(checkpoint.state_dict[k].shape)}, "
+                         f"model wants {tuple(own[k].shape)}")
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
+        if extra:
+            parts.append(f"{len(extra)} unexpected keys (e.g. {extra[0]})")
+        raise CheckpointError(f"does not fit model {arch}: {'; '.join(parts)}", where=where)
+    model.load_state_dict(checkpoint.state_dict)
+
+
+def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, *, arch: str,
+                    kwargs: dict[str, Any], metrics: dict[str, Any],
+                    data: dict[str, Any] | None = None) -> None:
+    """Write an occ checkpoint atomically (loadable with ``weights_only=True``)."""
+    import io
+
+    buf = io.BytesIO()
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save({"occ_checkpoint": 1, "arch": arch, "kwargs": dict(kwargs),
+                "state_dict": state, "metrics": dict(metrics), "data": dict(data or {})}, buf)
+    atomic_write_bytes(path, buf.getvalue())

@@ -1,0 +1,131 @@
+"""The codecs occ.coding adds to the container, and the per-tensor choice between them.
+
+Importing this module registers, with ``occ.artifact.container.register_codec``:
+
+- ``cat``  integer tensors: categorical model + sparse positions (``occ.coding.ints``);
+- ``fbp``  any tensor by bit pattern, byte plane by byte plane (``occ.coding.floats``);
+- ``ctx``  integer weight matrices under row / column contexts (``occ.coding.adaptive``);
+- ``surp`` float weights pruned by SuRP, replayed from their index stream
+  (``occ.coding.surp``). Its encoder needs the original weights, so its streams are
+  prepared by the prune stage and handed to ``Policy`` rather than encoded here.
+
+``Policy`` is the codec choice ``entropy_code`` turns on: for each tensor it encodes every
+applicable candidate (always including ``raw``; ``cat`` for integers, ``ctx`` for integer
+tensors of two or more dimensions, ``fbp`` for floats and for integers wider than a byte)
+and keeps the smallest.
+
+What the policy needs is plain JSON in ``ctx.encoding`` (``"entropy": true`` and
+``"prepared": {digest: {"codec", "data": base64}}``), so ``policy_from_encoding`` can
+rebuild it from a saved run state (``occ.artifact.model_io.codec_policy`` does, for every write).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+from typing import Any
+
+import numpy as np
+
+from occ.artifact import container as artifact
+from occ.artifact.container import Codec, Encoded, register_codec
+from occ.coding import adaptive, floats, ints, surp
+from occ.errors import ArtifactError
+
+
+def _surp_encode(array: np.ndarray) -> tuple[bytes, dict[str, Any]]:
+    raise ArtifactError("surp streams are made by `type: prune, method: surp`; they cannot be "
+                        "encoded from a tensor alone")
+
+
+register_codec(Codec("cat", ints.encode, ints.decode))
+register_codec(Codec("fbp", floats.encode, floats.decode))
+register_codec(Codec("surp", _surp_encode, surp.decode))
+register_codec(Codec("ctx", adaptive.encode, adaptive.decode))
+
+# Decoders that can also attribute their bytes to parts (``occ.artifact.accounting``).
+PART_DECODERS = {"cat": ints.decode, "fbp": floats.decode, "surp": surp.decode,
+                 "ctx": adaptive.decode}
+
+
+def digest(array: np.ndarray) -> str:
+    """A fingerprint of a flat array's bytes (matches a prepared stream to its tensor)."""
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def _fits(array: np.ndarray, data: bytes) -> bool:
+    """Whether the container's reader will accept ``data`` as ``array``'s stream."""
+    return array.nbytes <= max(1 << 20, artifact.MAX_EXPANSION * len(data))
+
+
+class Policy:
+    """Per tensor, the smallest of: raw, a prepared stream, ``cat`` / ``fbp`` if ``entropy``
+    (integers wider than a byte try both).
+
+    Args:
+        prepared: ``{digest of a flat array: {"codec", "data": base64}}`` made by stages
+            that code as they compress (SuRP). Keyed by content, not name, so a stream is
+            used exactly while some tensor still holds those bytes (and survives a module
+            being renamed).
+        entropy: try the entropy coders too (what ``entropy_code`` turns on).
+    """
+
+    wants_shape = True  # encode_artifact passes each tensor's shape (for ALIVE positions)
+
+    def __init__(self, prepared: dict[str, dict[str, str]], *, entropy: bool) -> None:
+        self.prepared = prepared
+        self.entropy = entropy
+        self.header_dict = entropy  # entropy coding also deflates the header with a dictionary
+        self.compact_header = entropy  # ... and writes the stream table in binary
+
+    def candidates(self, name: str, array: np.ndarray,
+                   shape: tuple[int, ...] | None = None) -> list[Encoded]:
+        """Every stream this policy could write for ``array``, raw first."""
+        cols = math.prod(shape[1:]) if shape is not None and len(shape) >= 2 else None
+        out = [Encoded("raw", array.tobytes())]
+        if self.prepared:
+            entry = self.prepared.get(digest(array))
+            if entry is not None:
+                out.append(Encoded(entry["codec"], base64.b64decode(entry["data"])))
+        if self.entropy:
+            try:
+                out.append(Encoded("cat", ints.encode(array, cols)[0]))
+                if cols is not None:  # a weight matrix: rows and columns give contexts
+                    out.append(Encoded("ctx", adaptive.encode(array, cols)[0]))
+                # Wider integers (int32 biases of 8-bit layers) may be mostly distinct
+                # values: then cat's table costs more than fbp's byte planes.
+                planes = array.dtype.itemsize > 1
+            except ValueError:  # not integers, or too wide a range for a table
+                planes = True
+            if planes:
+                out.append(Encoded("fbp", floats.encode(array, cols)[0]))
+        return [e for e in out if e.codec == "raw" or _fits(array, e.data)]
+
+    def __call__(self, name: str, array: np.ndarray,
+                 shape: tuple[int, ...] | None = None) -> Encoded:
+        return min(self.candidates(name, array, shape), key=lambda e: len(e.data))
+
+
+def policy_from_encoding(encoding: dict[str, Any]) -> Policy | None:
+    """The policy a run's JSON ``encoding`` settings describe (None: plain ``codec``)."""
+    if not encoding.get("entropy") and not encoding.get("prepared"):
+        return None
+    return Policy(encoding.setdefault("prepared", {}), entropy=bool(encoding.get("entropy")))
+
+
+def install(encoding: dict[str, Any], *, entropy: bool) -> Policy:
+    """Turn on entropy coding (``entropy``) and/or prepared streams in ``encoding``.
+
+    ``entropy`` only ever switches on, so SuRP and ``entropy_code`` can install in either
+    order. ``encoding`` stays plain JSON (saved with stage states for ``--resume``);
+    ``occ.artifact.model_io.codec_policy`` rebuilds the ``Policy`` from it.
+    """
+    encoding["entropy"] = bool(entropy or encoding.get("entropy"))
+    return Policy(encoding.setdefault("prepared", {}), entropy=encoding["entropy"])
+
+
+def prepare(encoding: dict[str, Any], array: np.ndarray, stream: Encoded) -> None:
+    """Offer ``stream`` for any tensor that holds exactly ``array`` (flat, as stored)."""
+    encoding.setdefault("prepared", {})[digest(array)] = {
+        "codec": stream.codec, "data": base64.b64encode(stream.data).decode("ascii")}

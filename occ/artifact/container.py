@@ -1,0 +1,356 @@
+"""The ``.occ`` container: one versioned, checksummed file of named tensor streams.
+
+Layout (little-endian)::
+
+    magic      8 bytes   b"\\x89OCC\\r\\n\\x1a\\n"
+    version    u16       FORMAT_VERSION
+    flags      u16       bit 0 (FLAG_DEFLATE): the header is raw-deflate compressed;
+                         bit 1 (FLAG_DICT): ... with occ's frozen preset dictionary
+    header_len u64       length of the header as stored
+    header     JSON      {"streams": [...], ...caller's fields (model, edits, recipe, metrics)}
+    payload    bytes     every stream's encoded bytes, back to back
+    sha256     32 bytes  of everything above
+
+Nothing is unpickled: tensors are decoded by registered codecs from bytes into numpy
+arrays of allow-listed dtypes. Every declared size is checked against the file before
+anything is allocated, so a corrupt or hostile file raises ``ArtifactError``, never
+crashes or balloons memory. Each stream names its ``codec``; ``raw`` is built in and the
+entropy coders (``occ.coding``: ``cat``, ``fbp``, ``surp``) register more with
+``register_codec``; the reader imports them before decoding, so any artifact occ wrote
+reads back without further imports.
+
+The header is JSON, deflated when that makes it smaller (it holds the recipe and metrics,
+and on a 200x-compressed LeNet it would otherwise be a fifth of the file); a stream's
+``meta`` is left out when empty. A codec policy with ``header_dict = True`` (the one
+``entropy_code`` installs) also lets the writer deflate against a preset dictionary of
+typical header text (``occ.artifact.header_dict``), which halves a LeNet header again. With
+``compact_header = True`` (also the entropy policy's) the stream table is written in binary
+(``occ.artifact.header_v2``, flag ``FLAG_BINARY``); JSON headers still read as before.
+
+A codec policy may return a ready ``Encoded`` stream instead of a codec name, so a coder
+that has to try several codecs encodes only once; a policy with ``wants_shape = True`` is
+also given each tensor's shape (keyword ``shape``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import struct
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from occ.errors import ArtifactError
+from occ.io import atomic_write_bytes
+
+MAGIC = b"\x89OCC\r\n\x1a\n"
+FORMAT_VERSION = 1
+_PREFIX = struct.Struct("<8sHHQ")
+_DIGEST = 32
+MAX_HEADER = 64 << 20  # a header larger than this is not one occ wrote
+MAX_EXPANSION = 1 << 16  # decoded bytes per coded byte, at most, for any stream
+FLAG_DEFLATE = 1  # the header is raw-deflate (RFC 1951) compressed
+FLAG_DICT = 2  # ... against occ.artifact.header_dict.HEADER_DICT_V1 (needs FLAG_DEFLATE)
+FLAG_BINARY = 4  # the header is occ.artifact.header_v2's binary stream table + JSON
+KNOWN_FLAGS = FLAG_DEFLATE | FLAG_DICT | FLAG_BINARY
+
+# Allowed tensor dtypes: name -> (torch dtype, numpy storage dtype).
+DTYPES: dict[str, tuple[torch.dtype, np.dtype]] = {
+    "float32": (torch.float32, np.dtype("<f4")), "float64": (torch.float64, np.dtype("<f8")),
+    "float16": (torch.float16, np.dtype("<f2")), "bfloat16": (torch.bfloat16, np.dtype("<u2")),
+    "int8": (torch.int8, np.dtype("i1")), "uint8": (torch.uint8, np.dtype("u1")),
+    "int16": (torch.int16, np.dtype("<i2")), "int32": (torch.int32, np.dtype("<i4")),
+    "int64": (torch.int64, np.dtype("<i8")), "bool": (torch.bool, np.dtype("?")),
+}
+_TORCH_NAMES = {t: name for name, (t, _) in DTYPES.items()}
+
+
+@dataclass(frozen=True)
+class Codec:
+    """A way to turn one flat numpy array into bytes and back, exactly.
+
+    ``encode(array) -> (bytes, meta)``; ``decode(bytes, meta, dtype, count) -> array`` must
+    return exactly ``count`` elements of ``dtype`` and raise ``ArtifactError`` (or
+    ``ValueError``) on malformed input. ``meta`` is JSON and stored in the header.
+    """
+
+    name: str
+    encode: Callable[[np.ndarray], tuple[bytes, dict[str, Any]]]
+    decode: Callable[[bytes, dict[str, Any], np.dtype, int], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A stream a codec policy has already encoded: ``codec``'s bytes and meta."""
+
+    codec: str
+    data: bytes
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+_CODECS: dict[str, Codec] = {}
+
+
+def register_codec(codec: Codec) -> Codec:
+    """Make ``codec`` available to writers and readers under ``codec.name``."""
+    _CODECS[codec.name] = codec
+    return codec
+
+
+def _load_codecs() -> None:
+    import occ.artifact.codecs  # noqa: F401  (registers cat, fbp, surp)
+
+
+def list_codecs() -> list[str]:
+    """Names of the registered codecs."""
+    import occ.techniques  # noqa: F401  (stages register their codecs on import)
+
+    _load_codecs()
+    return list(_CODECS)
+
+
+def _raw_decode(data: bytes, meta: dict[str, Any], dtype: np.dtype, count: int) -> np.ndarray:
+    if len(data) != count * dtype.itemsize:
+        raise ArtifactError(f"raw stream holds {len(data)} bytes, "
+                            f"expected {count * dtype.itemsize}")
+    return np.frombuffer(data, dtype=dtype, count=count)
+
+
+register_codec(Codec("raw", lambda a: (a.tobytes(), {}), _raw_decode))
+
+CodecPolicy = str | Callable[[str, np.ndarray], "str | Encoded"]
+
+
+@dataclass
+class Artifact:
+    """A decoded artifact: its header (without ``streams``), tensors and stream table."""
+
+    header: dict[str, Any]
+    tensors: dict[str, torch.Tensor]
+    streams: list[dict[str, Any]] = field(default_factory=list)
+    size: int = 0
+    header_bytes: int = 0  # prefix + stored header + checksum: everything but the streams
+
+
+def to_numpy(tensor: torch.Tensor) -> tuple[str, np.ndarray]:
+    """(dtype name, flat little-endian numpy array) for an allow-listed tensor dtype."""
+    if tensor.dtype not in _TORCH_NAMES:
+        raise ArtifactError(f"tensor dtype {tensor.dtype} cannot be stored")
+    name = _TORCH_NAMES[tensor.dtype]
+    flat = tensor.detach().cpu().contiguous().reshape(-1)
+    if name == "bfloat16":
+        flat = flat.view(torch.uint16) if hasattr(torch, "uint16") else flat.view(torch.int16)
+    return name, flat.numpy().astype(DTYPES[name][1], copy=False)
+
+
+def encode_artifact(header: dict[str, Any], tensors: dict[str, torch.Tensor],
+                    codec: CodecPolicy = "raw") -> bytes:
+    """The bytes of an artifact holding ``header`` and ``tensors``.
+
+    Args:
+        header: JSON-serialisable fields (model reference, edits, recipe, metrics).
+        tensors: named tensors (a state dict); each becomes one stream.
+        codec: a codec name for every stream, or ``policy(name, array) -> codec name``.
+    """
+    _load_codecs()
+    streams, chunks, offset = [], [], 0
+    for name, tensor in tensors.items():
+        dtype, array = to_numpy(tensor)
+        if not callable(codec):
+            chosen: str | Encoded = codec
+        elif getattr(codec, "wants_shape", False):  # e.g. weights coded as matrices
+            chosen = codec(name, array, shape=tuple(tensor.shape))
+        else:
+            chosen = codec(name, array)
+        if isinstance(chosen, Encoded):
+            if chosen.codec not in _CODECS:
+                raise ArtifactError(f"unknown codec {chosen.codec!r}; known: {', '.join(_CODECS)}")
+            chosen, data, meta = chosen.codec, chosen.data, chosen.meta
+        elif chosen not in _CODECS:
+            raise ArtifactError(f"unknown codec {chosen!r}; known: {', '.join(_CODECS)}")
+        else:
+            data, meta = _CODECS[chosen].encode(array)
+        stream = {"name": name, "dtype": dtype, "shape": list(tensor.shape),
+                  "codec": chosen, "offset": offset, "length": len(data)}
+        if meta:
+            stream["meta"] = meta
+        streams.append(stream)
+        chunks.append(data)
+        offset += len(data)
+    compact = getattr(codec, "compact_header", False)
+    head = _header_v2().pack({**header, "streams": streams}) if compact else json.dumps(
+        {**header, "streams": streams}, separators=(",", ":"), sort_keys=True,
+        allow_nan=False).encode("utf-8")
+    head, flags = _pack_header(head, getattr(codec, "header_dict", False))
+    flags |= FLAG_BINARY if compact else 0
+    body = _PREFIX.pack(MAGIC, FORMAT_VERSION, flags, len(head)) + head + b"".join(chunks)
+    return body + hashlib.sha256(body).digest()
+
+
+def _header_dict() -> bytes:
+    from occ.artifact.header_dict import HEADER_DICT_V1
+
+    return HEADER_DICT_V1
+
+
+def _header_v2() -> Any:
+    from occ.artifact import header_v2
+    return header_v2
+
+
+def _parse_header(head: bytes, flags: int) -> Any:
+    """The header dict of stored header bytes (JSON, or binary with FLAG_BINARY)."""
+    try:
+        if flags & FLAG_BINARY:
+            return _header_v2().unpack(head)
+        return json.loads(head.decode("utf-8"))
+    except (ValueError, RecursionError) as err:  # JSON and UTF-8 errors are ValueErrors
+        raise ArtifactError(f"unreadable header: {err}") from None
+
+
+def _pack_header(head: bytes, use_dict: bool) -> tuple[bytes, int]:
+    """The smallest of the header as is, deflated, and (``use_dict``) dictionary-deflated."""
+    options = [(head, 0)]
+    for flags in (FLAG_DEFLATE, FLAG_DEFLATE | FLAG_DICT) if use_dict else (FLAG_DEFLATE,):
+        extra = {"zdict": _header_dict()} if flags & FLAG_DICT else {}
+        packer = zlib.compressobj(9, zlib.DEFLATED, -15, **extra)
+        options.append((packer.compress(head) + packer.flush(), flags))
+    return min(options, key=lambda o: len(o[0]))
+
+
+def read_header(stored: bytes, flags: int) -> bytes:
+    """The header JSON bytes as written, inflated (bounded by MAX_HEADER) per ``flags``.
+
+    Raises:
+        ArtifactError: unknown flags, or a compressed header that is corrupt or too large.
+    """
+    if flags & ~KNOWN_FLAGS or (flags & FLAG_DICT and not flags & FLAG_DEFLATE):
+        raise ArtifactError(f"artifact has unknown flags {flags:#x}; written by a newer occ?")
+    if not flags & FLAG_DEFLATE:
+        return stored
+    inflater = zlib.decompressobj(-15, **({"zdict": _header_dict()} if flags & FLAG_DICT
+                                          else {}))
+    try:
+        head = inflater.decompress(stored, MAX_HEADER + 1)
+    except zlib.error as err:
+        raise ArtifactError(f"unreadable header: {err}") from None
+    if len(head) > MAX_HEADER or inflater.unconsumed_tail or not inflater.eof \
+            or inflater.unused_data:
+        raise ArtifactError("unreadable header: bad or oversized compressed header")
+    return head
+
+
+def _check_stream(i: int, s: Any, payload_len: int) -> tuple[str, np.dtype, list[int], int]:
+    where = f"streams[{i}]"
+    if not isinstance(s, dict):
+        raise ArtifactError(f"{where}: not a mapping")
+    name, dtype, shape = s.get("name"), s.get("dtype"), s.get("shape")
+    offset, length, codec = s.get("offset"), s.get("length"), s.get("codec")
+    if not isinstance(name, str) or dtype not in DTYPES:
+        raise ArtifactError(f"{where}: bad name or dtype {dtype!r}")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise ArtifactError(f"{where} ({name}): bad shape {shape!r}")
+    if codec not in _CODECS:
+        raise ArtifactError(f"{where} ({name}): unknown codec {codec!r}; "
+                            f"known: {', '.join(_CODECS)}")
+    if not (isinstance(offset, int) and isinstance(length, int) and offset >= 0
+            and length >= 0 and offset + length <= payload_len):
+        raise ArtifactError(f"{where} ({name}): offset/length outside the file")
+    if not isinstance(s.get("meta", {}), dict):
+        raise ArtifactError(f"{where} ({name}): bad meta")
+    count = math.prod(shape)
+    np_dtype = DTYPES[dtype][1]
+    # A sparse tensor codes to far fewer bytes than it decodes to, but never by more than
+    # MAX_EXPANSION; checking this before decoding bounds allocation by the file's size.
+    if count * np_dtype.itemsize > max(1 << 20, MAX_EXPANSION * length):
+        raise ArtifactError(f"{where} ({name}): declares {count} elements for {length} bytes")
+    return name, np_dtype, shape, count
+
+
+def decode_artifact(data: bytes) -> Artifact:
+    """Verify and decode artifact bytes. Raises ``ArtifactError`` on anything off."""
+    if len(data) < _PREFIX.size + _DIGEST:
+        raise ArtifactError(f"not an occ artifact: only {len(data)} bytes")
+    magic, version, flags, head_len = _PREFIX.unpack_from(data)
+    if magic != MAGIC:
+        raise ArtifactError("not an occ artifact (bad magic bytes)")
+    if version != FORMAT_VERSION:
+        raise ArtifactError(f"artifact format version {version}; this occ reads {FORMAT_VERSION}")
+    if head_len > min(MAX_HEADER, len(data) - _PREFIX.size - _DIGEST):
+        raise ArtifactError("truncated or corrupt: header length exceeds the file")
+    body, digest = data[:-_DIGEST], data[-_DIGEST:]
+    if hashlib.sha256(body).digest() != digest:
+        raise ArtifactError("checksum mismatch: the file is corrupted or truncated")
+    _load_codecs()
+    head = read_header(data[_PREFIX.size:_PREFIX.size + head_len], flags)
+    header = _parse_header(head, flags)
+    if not isinstance(header, dict) or not isinstance(header.get("streams"), list):
+        raise ArtifactError("header has no stream table")
+    from occ.limits import MAX_JSON_DEPTH, json_depth
+
+    if json_depth(header, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise ArtifactError(f"header nested deeper than {MAX_JSON_DEPTH} levels")
+    payload = memoryview(body)[_PREFIX.size + head_len:]
+    tensors: dict[str, torch.Tensor] = {}
+    streams = header.pop("streams")
+    for i, s in enumerate(streams):
+        name, np_dtype, shape, count = _check_stream(i, s, len(payload))
+        if name in tensors:
+            raise ArtifactError(f"streams[{i}]: duplicate tensor name {name!r}")
+        chunk = bytes(payload[s["offset"]:s["offset"] + s["length"]])
+        try:
+            array = _CODECS[s["codec"]].decode(chunk, s.get("meta", {}), np_dtype, count)
+        except ArtifactError as err:
+            raise ArtifactError(f"streams[{i}] ({name}): {err.message}") from None
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError, MemoryError) as err:
+            raise ArtifactError(f"streams[{i}] ({name}): cannot decode: {err}") from None
+        if array.dtype != np_dtype or array.size != count:
+            raise ArtifactError(f"streams[{i}] ({name}): decoded {array.size} values, "
+                                f"expected {count}")
+        tensors[name] = _to_tensor(array, s["dtype"], shape)
+    return Artifact(header=header, tensors=tensors, streams=streams, size=len(data),
+                    header_bytes=_PREFIX.size + head_len + _DIGEST)
+
+
+def _to_tensor(array: np.ndarray, dtype: str, shape: list[int]) -> torch.Tensor:
+    if dtype == "bfloat16":
+        t = torch.from_numpy(array.view(np.int16).copy()).view(torch.bfloat16)
+    else:
+        t = torch.from_numpy(array.copy())
+    return t.reshape(shape)
+
+
+def write_artifact(path: str | os.PathLike[str], header: dict[str, Any],
+                   tensors: dict[str, torch.Tensor], codec: CodecPolicy = "raw") -> int:
+    """Encode and write an artifact atomically; returns its size in bytes."""
+    data = encode_artifact(header, tensors, codec)
+    atomic_write_bytes(path, data)
+    return len(data)
+
+
+def read_artifact(path: str | os.PathLike[str]) -> Artifact:
+    """Read and verify the artifact at ``path``.
+
+    Raises:
+        ArtifactError: unreadable, truncated, corrupted or foreign file (named in the message).
+    """
+    from occ.limits import MAX_ARTIFACT_BYTES, check_input_file
+
+    size = check_input_file(path, limit=MAX_ARTIFACT_BYTES, error=ArtifactError,
+                            what="artifact")
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(size)  # read(n) allocates n bytes first: never the limit itself
+    except OSError as err:
+        raise ArtifactError(f"cannot read: {err.strerror}", where=str(path)) from None
+    try:
+        return decode_artifact(data)
+    except ArtifactError as err:
+        raise ArtifactError(err.message, where=str(path)) from None

@@ -1,0 +1,197 @@
+"""``occ export model.occ --format onnx-qdq``: the integer ONNX file, checked, then written.
+
+The graph comes from ``occ.deploy.qdq``. Before the file is written it runs in onnxruntime
+(CPU provider, all optimisations: the integer kernels it will really use) on the whole test
+split of the artifact's recorded data, next to ``occ.load``'s model in torch:
+
+- top-1 agreement with occ's predictions >= ``min_agreement`` % (default 99), and
+- accuracy within ``max_accuracy_drop`` points of occ's (default 0.2),
+
+else ``StageError`` (exit 1) and nothing is written. The figures go in the result and in
+the file's ``metadata_props`` (``occ_check``), next to the data spec the runtime and
+``occ eval model.onnx`` read back (``occ_data``), and, for early-exit models, the exit
+points, thresholds, criterion and the tensors where the graph is cut per segment
+(``occ_exit_cuts``, read by ``occ.deploy.runtime``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from occ import __version__
+from occ.deploy.onnx import _check_out, _load, _need, is_early_exit
+from occ.errors import RecipeError, StageError
+from occ.io import atomic_write_bytes
+
+MIN_AGREEMENT = 99.0
+MAX_ACCURACY_DROP = 0.2
+CALIB_SAMPLES = 512
+EVAL_BATCH = 256
+
+
+def _data_spec(header: dict[str, Any]) -> Any:
+    """The artifact's recorded data spec, with the preprocessing it was measured with:
+    the same reading as ``occ eval`` (``occ.engine.runner.data_for``)."""
+    from occ.engine.runner import data_for
+
+    recipe = header.get("recipe")
+    recorded = header.get("data") if isinstance(header.get("data"), dict) else {}
+    return data_for(recipe.get("data") if isinstance(recipe, dict) else None, None, None,
+                    recorded.get("preprocess"))
+
+
+def ort_session(data: bytes | str, threads: int = 1) -> Any:
+    """An onnxruntime CPU session with every graph optimisation and ``threads`` intra-op
+    threads (one inter-op thread: the graphs here are chains)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3  # the NCHWc notice on saved graphs is not for users
+    return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+
+
+def check_int8(data: bytes, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *,
+               min_agreement: float, max_accuracy_drop: float) -> dict[str, Any]:
+    """Agreement and accuracies of the graph (output 0) against ``model`` on ``inputs``.
+
+    Raises:
+        StageError: agreement below ``min_agreement`` or accuracy off by more than
+            ``max_accuracy_drop`` points.
+    """
+    got, ref = [], []
+    try:
+        session = ort_session(data)
+        with torch.no_grad():
+            for x in inputs.split(EVAL_BATCH):
+                got.append(torch.from_numpy(session.run(None, {"input": x.numpy()})[0]))
+                ref.append(model(x))
+    except Exception as err:  # noqa: BLE001  (as export.verify: the runtime refused the graph)
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        raise StageError(f"onnxruntime cannot run the int8 graph: {first}") from err
+    g, r = torch.cat(got).argmax(1), torch.cat(ref).argmax(1)
+    agreement = 100.0 * float((g == r).double().mean())
+    acc_onnx = 100.0 * float((g == targets).double().mean())
+    acc_occ = 100.0 * float((r == targets).double().mean())
+    result = {"samples": len(targets), "top1_agreement": agreement, "accuracy_onnx": acc_onnx,
+              "accuracy_occ": acc_occ, "min_agreement": min_agreement,
+              "max_accuracy_drop": max_accuracy_drop}
+    slack = 1e-9  # 50.4 - 50.2 is 0.20000000000000284 in float64
+    if agreement < min_agreement - slack or abs(acc_onnx - acc_occ) > max_accuracy_drop + slack:
+        raise StageError(
+            f"the int8 graph agrees with occ on {agreement:.2f}% of test predictions (needs "
+            f">= {min_agreement:g}%), accuracy {acc_onnx:.2f}% vs occ {acc_occ:.2f}% (allowed "
+            f"{max_accuracy_drop:g} pt); not written. --format onnx writes the exact float graph")
+    return result
+
+
+def _split(data: Any, split: str, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    xs, ys, n = [], [], 0
+    for x, y in data.loader(split, EVAL_BATCH):
+        xs.append(x)
+        ys.append(y)
+        n += len(x)
+        if limit is not None and n >= limit:
+            break
+    x, y = torch.cat(xs), torch.cat(ys)
+    return (x[:limit], y[:limit]) if limit is not None else (x, y)
+
+
+def _metadata(header: dict[str, Any], model: nn.Module, spec: Any, check: dict[str, Any],
+              cuts: list[str] | None, layers: int) -> dict[str, str]:
+    m = header.get("model", {})
+    meta = {"occ_version": __version__, "occ_format": "onnx-qdq", "arch": str(m.get("arch")),
+            "input_shape": str(m.get("input_shape")), "num_classes": str(m.get("num_classes")),
+            "quantized_layers": str(layers),
+            "quantization": "QDQ: occ's int8 weights (per-channel scales), int32 biases and "
+                            "input scales; other tensors calibrated (MinMax, uint8)",
+            "occ_data": json.dumps(asdict(spec)), "occ_check": json.dumps(check)}
+    if cuts is not None:
+        meta.update({"exit_points": ",".join(model.points),
+                     "exit_thresholds": ",".join(repr(t) for t in model.thresholds),
+                     "exit_criterion": str(model.criterion), "occ_exit_cuts": json.dumps(cuts)})
+    return meta
+
+
+def export_int8(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *,
+                calib_samples: int = CALIB_SAMPLES, min_agreement: float = MIN_AGREEMENT,
+                max_accuracy_drop: float = MAX_ACCURACY_DROP,
+                trust_code: bool = False) -> dict[str, Any]:
+    """Write the checked integer ONNX of artifact ``path`` to ``out`` (default ``.int8.onnx``).
+
+    Raises:
+        RecipeError: a bad ``out`` or option, or a regression model (the check is top-1).
+        ArtifactError: the artifact is unreadable or does not export.
+        StageError: the graph does not pass the check (see the module docstring).
+    """
+    from occ.data import load_data
+    from occ.deploy import qdq as export_qdq
+
+    _need("onnx")
+    _need("onnxruntime")
+    if calib_samples < 1:
+        raise RecipeError(f"must be >= 1, got {calib_samples}", where="--calib-samples")
+    if not (math.isfinite(min_agreement) and min_agreement >= 0):  # nan would pass any graph
+        raise RecipeError(f"must be a finite percentage >= 0, got {min_agreement}",
+                          where="--min-agreement")
+    if not (math.isfinite(max_accuracy_drop) and max_accuracy_drop >= 0):
+        raise RecipeError(f"must be >= 0 and finite, got {max_accuracy_drop}",
+                          where="max_accuracy_drop")
+    src = Path(path)
+    dst = Path(out) if out is not None else src.with_suffix(".int8.onnx")
+    _check_out(src, dst)
+    header, model, shape = _load(src, trust_code=trust_code)
+    model.eval()
+    spec = _data_spec(header)
+    data = load_data(spec, trust_code=trust_code)
+    x_test, y_test = _split(data, "test")
+    if y_test.is_floating_point():
+        raise RecipeError("the int8 export checks class predictions; for a regression model "
+                          "use --format onnx", where="--format")
+    calib, _ = _split(data, "train", calib_samples)
+    example = x_test[:2]
+    cuts = None
+    if is_early_exit(model):
+        proto, cuts = export_qdq.export_int8_exits(model, example, calib)
+    else:
+        proto = export_qdq.export_int8(model, example, calib)
+    layers = len(export_qdq.int_layers(model))
+    check = check_int8(proto.SerializeToString(), model, x_test, y_test,
+                       min_agreement=min_agreement, max_accuracy_drop=max_accuracy_drop)
+    for key, value in _metadata(header, model, spec, check, cuts, layers).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.doc_string = "exported by occ export --format onnx-qdq (see metadata_props)"
+    import onnx
+
+    onnx.checker.check_model(proto)
+    blob = proto.SerializeToString()
+    try:
+        atomic_write_bytes(dst, blob)
+    except OSError as err:
+        raise RecipeError(f"cannot write: {err.strerror or err}", where="--out") from None
+    return {"path": str(dst), "source": str(src), "format": "onnx-qdq", "bytes": len(blob),
+            "opset": export_qdq.OPSET, "input": {"name": "input", "shape": ["batch", *shape]},
+            "outputs": [o.name for o in proto.graph.output], "quantized_layers": layers,
+            "calib_samples": len(calib), "exits": None if cuts is None else {
+                "points": list(model.points), "thresholds": list(model.thresholds),
+                "criterion": model.criterion, "cuts": cuts},
+            "verify": check, "int8_initializer_bytes": _int8_bytes(proto)}
+
+
+def _int8_bytes(proto: Any) -> int:
+    """Bytes of the 8-bit integer initializers (the weights) in ``proto``."""
+    from onnx import TensorProto
+
+    small = (TensorProto.INT8, TensorProto.UINT8)
+    return sum(int(np.prod(i.dims)) for i in proto.graph.initializer if i.data_type in small)

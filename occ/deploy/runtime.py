@@ -1,0 +1,138 @@
+"""Deployment runtime: run an occ ONNX file in onnxruntime, with early exit that really stops.
+
+An early-exit model exported with ``occ export --format onnx-qdq`` is one graph that runs
+every exit and picks per row with ``Where`` (any ONNX runtime can use it as is, at full
+cost). Its ``metadata_props`` also say where to cut it: ``occ_exit_cuts`` names the tensor
+each segment hands to the next (the uint8 output of the QuantizeLinear the next segment
+reads, so every integer kernel stays whole), with the calibrated ``exit_thresholds`` and
+``exit_criterion``. :class:`ExitSession` cuts the graph there (``onnx.utils.Extractor``)
+into one onnxruntime session per segment and runs them in turn, like occ's own
+``EarlyExitNet``: after each segment its head scores the rows still running, those that
+pass the threshold stop, the others go on. A batch-1 request that leaves at the first
+exit runs the first segment and its head only.
+
+Why a wrapper and not ONNX ``If``: per-row early stop needs control flow on data; an
+``If`` per exit nests the rest of the network in subgraphs, and onnxruntime's QDQ fusions
+and thread pools work per graph. Sessions per segment keep each segment a plain,
+fully-fused integer graph, and the decision is a few numpy operations on (B, K) logits.
+
+    from occ.deploy.runtime import open_onnx
+    model = open_onnx("model.int8.onnx", threads=1)
+    logits = model.run(x)            # (B, K) float32; x: (B, C, H, W) float32
+    model.last_exit                  # (B,) exit each row took (len(points) = the end)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+import numpy as np
+
+
+def _session(model: Any, threads: int) -> Any:
+    from occ.deploy.int8 import ort_session
+
+    data = model if isinstance(model, (str, bytes)) else model.SerializeToString()
+    return ort_session(data, threads)
+
+
+def leaves(logits: np.ndarray, criterion: str, threshold: float,
+           previous: np.ndarray | None = None) -> np.ndarray:
+    """(B,) bool: rows that exit here; numpy twin of ``occ.techniques.early_exit.net.leaves``."""
+    if criterion == "agreement":
+        if previous is None:
+            return np.zeros(len(logits), dtype=bool)
+        diff = np.abs(logits - previous).reshape(len(logits), -1)
+        return diff.max(axis=1) < threshold
+    x = logits.astype(np.float32)
+    shifted = x - x.max(axis=1, keepdims=True)
+    logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))  # log_softmax
+    if criterion == "confidence":
+        return np.exp(logp.max(axis=1)) >= threshold
+    entropy = -(np.exp(logp) * logp).sum(axis=1) / math.log(max(x.shape[1], 2))
+    return entropy <= threshold
+
+
+class PlainSession:
+    """A graph without exits: ``run(x)`` returns its first output (the logits)."""
+
+    def __init__(self, path: str | os.PathLike[str], threads: int = 1) -> None:
+        self.session = _session(str(path), threads)
+        self.last_exit: np.ndarray | None = None
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """(B, K) logits of ``x`` (B, C, H, W)."""
+        return self.session.run(None, {"input": x})[0]
+
+
+class ExitSession:
+    """An occ early-exit ONNX file run segment by segment (see the module docstring)."""
+
+    def __init__(self, proto: Any, threads: int = 1) -> None:
+        import onnx.utils
+
+        meta = {p.key: p.value for p in proto.metadata_props}
+        cuts = json.loads(meta["occ_exit_cuts"])
+        self.thresholds = [float(t) for t in meta["exit_thresholds"].split(",")]
+        self.criterion = meta["exit_criterion"]
+        if len(cuts) != len(self.thresholds):
+            raise ValueError("occ_exit_cuts and exit_thresholds differ in length")
+        extractor = onnx.utils.Extractor(proto)
+        self.inputs = ["input", *cuts]
+        self.segments = [_session(extractor.extract_model([self.inputs[e]],
+                                                          [f"exit{e}_logits", cuts[e]]), threads)
+                         for e in range(len(cuts))]
+        self.final = _session(extractor.extract_model([cuts[-1]], ["final_logits"]), threads)
+        self.last_exit: np.ndarray | None = None
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """(B, K) logits, each row's from the exit it took (``last_exit`` says which)."""
+        batch, last = len(x), len(self.segments)
+        rows = np.arange(batch)
+        out: np.ndarray | None = None
+        taken = np.full(batch, last, dtype=np.int64)
+        h, previous = x, None
+        for e, session in enumerate(self.segments):
+            logits, h = session.run(None, {self.inputs[e]: h})  # (b, K), hand-over tensor
+            go = leaves(logits, self.criterion, self.thresholds[e], previous)
+            if go.all() and out is None:  # the whole batch leaves (batch 1: one check)
+                self.last_exit = np.full(batch, e, dtype=np.int64)
+                return logits
+            if go.any():
+                if out is None:
+                    out = np.empty((batch, logits.shape[1]), dtype=logits.dtype)
+                out[rows[go]] = logits[go]
+                taken[rows[go]] = e
+                if go.all():
+                    self.last_exit = taken
+                    return out
+                stay = ~go
+                h, rows, logits = h[stay], rows[stay], logits[stay]
+            previous = logits
+        final = self.final.run(None, {self.inputs[-1]: h})[0]
+        self.last_exit = taken
+        if out is None:
+            return final
+        out[rows] = final
+        return out
+
+
+def open_onnx(path: str | os.PathLike[str], threads: int = 1) -> PlainSession | ExitSession:
+    """The runtime for an ONNX file: exits per segment when its metadata has cuts."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    if any(p.key == "occ_exit_cuts" for p in proto.metadata_props):
+        return ExitSession(proto, threads)
+    return PlainSession(path, threads)
+
+
+def metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The file's ``metadata_props`` as a dict (without loading the weights twice later)."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in proto.metadata_props}

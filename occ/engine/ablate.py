@@ -1,0 +1,351 @@
+"""``occ ablate``: run the recipe's techniques in every order and rank the orders.
+
+The Order of Compression paper found its order by trying orders; this makes that
+experiment a command on the user's own model. Each technique (all prune stages together
+count as one, in recipe order) runs with the same config in every order; entropy coding
+stays last. Orders are ranked by BitOps among those within ``tolerance`` of the best
+quality: accuracy points for classification, MAE (target units) for regression (default
+0.5 points, or 5 % of the baseline's MAE). Orders share prefixes: the state after
+``KD -> P`` is computed once and reused by every order that starts that way, and saved on
+disk so an interrupted ablation continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import occ.techniques.order as order_mod
+from occ.engine import resume as resume_mod
+from occ.engine import runner
+from occ.engine.context import RunContext
+from occ.engine.plan import Plan
+from occ.errors import OccError, RecipeError
+from occ.io import atomic_write_text
+from occ.recipe import Recipe, Stage
+from occ.techniques.registry import labels
+from occ.tolerances import ACCURACY_POINTS, MAE_SHARE
+
+log = logging.getLogger("occ")
+
+
+@dataclass
+class Unit:
+    """One technique: its short label and its stages (several prune stages form one P)."""
+
+    label: str
+    stages: tuple[Stage, ...]
+
+
+@dataclass
+class OrderResult:
+    """What one order gave."""
+
+    order: list[str]
+    status: str = "ok"
+    error: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    builtin: bool = False
+
+
+def units_of(recipe: Recipe) -> tuple[list[Unit], list[Stage]]:
+    """The recipe's permutable techniques and the stages pinned last (entropy coding)."""
+    groups: dict[str, list[Stage]] = {}
+    last: list[Stage] = []
+    for stage in recipe.stages:
+        if stage.category == "coding":
+            last.append(stage)
+        else:
+            groups.setdefault(labels().get(stage.type, stage.type), []).append(stage)
+    return [Unit(k, tuple(v)) for k, v in groups.items()], last
+
+
+def choose_orders(units: list[Unit], max_orders: int | None, seed: int) -> list[tuple[str, ...]]:
+    """Every permutation of the units' labels, or a seeded sample of ``max_orders``.
+
+    The built-in order is always included, so its rank can be reported.
+    """
+    labels = [u.label for u in units]
+    every = list(itertools.permutations(labels))
+    builtin = builtin_order(units)
+    if max_orders is None or max_orders >= len(every):
+        return sorted(every)
+    others = [o for o in every if o != builtin]
+    sample = random.Random(seed).sample(others, max_orders - 1)
+    return sorted([builtin, *sample])
+
+
+def builtin_order(units: list[Unit]) -> tuple[str, ...]:
+    """The order ``occ`` would use for these units."""
+    cats = [u.stages[0].category for u in units]
+    return tuple(units[i].label for i in order_mod.sort_indices(cats))
+
+
+def _score(r: OrderResult) -> float:
+    return r.metrics.get("bitops", float("inf"))
+
+
+def _quality(r: OrderResult) -> float:
+    """Higher is better: accuracy (%), or minus the MAE on a regression task."""
+    mae = r.metrics.get("mae")
+    return -mae if mae is not None else r.metrics["accuracy"]
+
+
+def default_tolerance(recipe: Recipe, baseline_mae: float | None) -> float:
+    """0.5 accuracy points, or 5 % of the baseline's MAE on a regression task."""
+    if recipe.task == "regression" and baseline_mae is not None:
+        return MAE_SHARE * baseline_mae
+    return ACCURACY_POINTS
+
+
+def rank(results: list[OrderResult], tolerance: float) -> list[OrderResult]:
+    """Orders within ``tolerance`` of the best quality (accuracy points, or MAE for
+    regression), by BitOps; then the rest, best quality first."""
+    ok = [r for r in results if r.status == "ok"]
+    best = max((_quality(r) for r in ok), default=0.0)
+    good = sorted((r for r in ok if _quality(r) >= best - tolerance),
+                  key=lambda r: (_score(r), -_quality(r), r.order))
+    rest = sorted((r for r in ok if _quality(r) < best - tolerance),
+                  key=lambda r: (-_quality(r), _score(r), r.order))
+    failed = sorted((r for r in results if r.status != "ok"), key=lambda r: r.order)
+    return good + rest + failed
+
+
+def pairwise(ranked: list[OrderResult], units: list[Unit]) -> list[dict[str, Any]]:
+    """For each pair (A, B): how often the order with A before B beat its A/B swap.
+
+    Only orders that ran count: a failed order beats nothing and loses to nothing.
+    """
+    position = {tuple(r.order): i for i, r in enumerate(ranked) if r.status == "ok"}
+    builtin = builtin_order(units)
+    rows = []
+    for a, b in itertools.combinations(sorted(u.label for u in units), 2):
+        wins = total = 0
+        for order, pos in position.items():
+            if order.index(a) > order.index(b):
+                continue
+            swapped = list(order)
+            i, j = swapped.index(a), swapped.index(b)
+            swapped[i], swapped[j] = b, a
+            other = position.get(tuple(swapped))
+            if other is None:
+                continue
+            total += 1
+            wins += pos < other
+        builtin_first = a if builtin.index(a) < builtin.index(b) else b
+        share = wins / total if total else None
+        measured_first = None if share is None or share == 0.5 else (a if share > 0.5 else b)
+        rows.append({"pair": [a, b], "a_before_b_better": share, "comparisons": total,
+                     "builtin_first": builtin_first, "measured_first": measured_first,
+                     "agrees": None if measured_first is None else measured_first == builtin_first})
+    return rows
+
+
+class _Runner:
+    """Runs orders with prefix sharing; counts stage executions (tests rely on it)."""
+
+    def __init__(self, recipe: Recipe, ctx: RunContext, out_dir: Path, checkpoint_sha: str):
+        self.recipe, self.ctx, self.out_dir = recipe, ctx, out_dir
+        self.sha = checkpoint_sha
+        self.cache: dict[tuple[str, ...], dict[str, Any]] = {}
+        self.executed = 0
+        self.base_out: torch.Tensor | None = None
+        self.base_state = self._snapshot()
+
+    def _snapshot(self) -> dict[str, Any]:
+        c = self.ctx
+        return {"model": copy.deepcopy(c.model), "arch": copy.deepcopy(c.arch),
+                "edits": copy.deepcopy(c.edits), "encoding": dict(c.encoding)}
+
+    def _load(self, snap: dict[str, Any]) -> None:
+        c = self.ctx
+        c.model = copy.deepcopy(snap["model"])
+        c.arch, c.edits = copy.deepcopy(snap["arch"]), copy.deepcopy(snap["edits"])
+        c.encoding = dict(snap["encoding"])
+
+    def _plan(self, stages: list[Stage]) -> Plan:
+        recipe = replace(self.recipe, stages=tuple(stages), order="as-written")
+        return Plan(recipe=recipe, written=tuple(s.label for s in stages), reordered=False)
+
+    def _fingerprint(self, stages: list[Stage]) -> str:
+        recipe = replace(self.recipe, stages=tuple(stages))
+        return resume_mod.fingerprints(recipe, self.sha)[-1]
+
+    def state(self, prefix: tuple[str, ...], units: dict[str, Unit]) -> dict[str, Any]:
+        """The ctx snapshot after running ``prefix`` (from cache, disk or by running it)."""
+        if not prefix:
+            return self.base_state
+        if prefix in self.cache:
+            return self.cache[prefix]
+        parent = self.state(prefix[:-1], units)
+        stages = [s for label in prefix for s in units[label].stages]
+        digest = hashlib.sha256("-".join(prefix).encode()).hexdigest()[:12]
+        path = self.out_dir / "states" / f"{'-'.join(prefix)}-{digest}.occst"
+        fp = self._fingerprint(stages)
+        saved = resume_mod.load_state(path, fp, where="ablate")
+        if saved is not None:
+            runner.restore(self.ctx, saved)
+        else:
+            self._load(parent)
+            plan = self._plan(stages)
+            start = len(stages) - len(units[prefix[-1]].stages)
+            for i in range(start, len(stages)):
+                runner.run_stage(self.ctx, plan, i, self.base_out)
+                self.executed += 1
+            runner.save_state(self.ctx, plan, path, fp)
+        self.cache[prefix] = self._snapshot()
+        return self.cache[prefix]
+
+
+def ablate(recipe: Recipe, ctx: RunContext, *, out_dir: Path, max_orders: int | None,
+           seed: int, tolerance: float | None, checkpoint_sha: str) -> dict[str, Any]:
+    """Run the orders, rank them, and write ``ablation.{json,md}`` plus a plot.
+
+    ``tolerance``: None = ``default_tolerance``.
+    """
+    units, last = units_of(recipe)
+    if len(units) < 2:
+        raise RecipeError(f"needs at least two techniques to permute, got "
+                          f"{[u.label for u in units]}", where=f"{recipe.source}: stages")
+    if max_orders is not None and max_orders < 1:
+        raise RecipeError(f"must be >= 1, got {max_orders}", where="--max-orders")
+    if tolerance is not None and tolerance < 0:
+        raise RecipeError(f"must be >= 0, got {tolerance}", where="--tolerance")
+    by_label = {u.label: u for u in units}
+    orders = choose_orders(units, max_orders, seed)
+    builtin = builtin_order(units)
+    run = _Runner(recipe, ctx, out_dir, checkpoint_sha)
+    base_metrics, run.base_out = runner.measure_ctx(ctx, run._plan([]), None)
+    if tolerance is None:
+        tolerance = default_tolerance(recipe, base_metrics.mae)
+    results = []
+    t0 = time.perf_counter()
+    for order in ctx.progress.track(orders, total=len(orders), description="orders"):
+        results.append(_run_order(run, order, by_label, last, builtin))
+    ranked = rank(results, tolerance)
+    doc = {"recipe": recipe.source, "techniques": [u.label for u in units],
+           "builtin": list(builtin), "task": recipe.task, "tolerance": tolerance,
+           "seed": seed,
+           "orders_run": len(orders), "stage_executions": run.executed,
+           "baseline": {k: v for k, v in base_metrics.to_dict(layers=False).items()},
+           "ranking": [r.__dict__ for r in ranked],
+           "builtin_rank": next(i + 1 for i, r in enumerate(ranked) if r.builtin),
+           "pairwise": pairwise(ranked, units), "seconds": time.perf_counter() - t0}
+    write_outputs(doc, out_dir)
+    return doc
+
+
+def _run_order(run: _Runner, order: tuple[str, ...], units: dict[str, Unit],
+               last: list[Stage], builtin: tuple[str, ...]) -> OrderResult:
+    result = OrderResult(order=list(order), builtin=order == builtin)
+    try:
+        run._load(run.state(order, units))
+        stages = [s for label in order for s in units[label].stages] + list(last)
+        plan = run._plan(stages)
+        m = None
+        for i in range(len(stages) - len(last), len(stages)):
+            m = runner.run_stage(run.ctx, plan, i, run.base_out)[0].metrics
+            run.executed += 1
+        if m is None:  # nothing pinned last: measure the restored prefix state
+            m, _ = runner.measure_ctx(run.ctx, plan, run.base_out)
+        result.metrics = {k: m.to_dict(layers=False)[k] for k in
+                          ("accuracy", "agreement", "mae", "rmse", "params", "nonzero_params",
+                           "macs", "bitops", "sparse_bitops", "bytes")}
+    except resume_mod.StaleStateError:
+        raise  # the output directory holds another ablation: every order would fail alike
+    except OccError as err:
+        result.status, result.error = "failed", str(err)
+        log.warning("order %s failed: %s", " -> ".join(order), err)
+    return result
+
+
+def to_markdown(doc: dict[str, Any]) -> str:
+    """``ablation.md``: the ranking and the pairwise table, plainly."""
+    regression = doc.get("task") == "regression"
+    quality, col = quality_label(doc)
+    lines = [f"# occ ablate: {doc['recipe']}", "",
+             f"{doc['orders_run']} orders of {', '.join(doc['techniques'])}; built-in order "
+             f"{' → '.join(doc['builtin'])} ranks **{doc['builtin_rank']}** of "
+             f"{len(doc['ranking'])} (BitOps among orders within {doc['tolerance']:.4g} "
+             f"{quality}).", "",
+             f"| rank | order | {col} | agree % | BitOps | bytes | status |",
+             "|---:|---|---:|---:|---:|---:|---|"]
+    for i, r in enumerate(doc["ranking"], 1):
+        m = r["metrics"]
+        mark = " (built-in)" if r["builtin"] else ""
+        lines.append(f"| {i} | {' → '.join(r['order'])}{mark} | "
+                     f"{quality_value(m, regression)} | "
+                     f"{m.get('agreement') or float('nan'):.2f} | "
+                     f"{m.get('bitops', float('nan')):.3g} | {m.get('bytes', '-')} | "
+                     f"{r['status'] if r['status'] == 'ok' else 'failed: ' + str(r['error'])} |")
+    lines += ["", "## Pairwise", "",
+              "| pair | A before B better | built-in puts first | verdict |", "|---|---:|---|---|"]
+    for p in doc["pairwise"]:
+        a, b = p["pair"]
+        share = "-" if p["a_before_b_better"] is None else f"{100 * p['a_before_b_better']:.0f}%"
+        verdict = ("no comparison" if p["agrees"] is None else "agrees" if p["agrees"]
+                   else f"**disagrees**: measured {p['measured_first']} first")
+        lines.append(f"| {a}, {b} | {share} ({p['comparisons']}) | {p['builtin_first']} | "
+                     f"{verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+def quality_label(doc: dict[str, Any]) -> tuple[str, str]:
+    """(what the tolerance is measured against, the table column) for ``doc``'s task."""
+    if doc.get("task") == "regression":
+        return "MAE of the best MAE", "MAE"
+    return "pt of the best accuracy", "acc %"
+
+
+def quality_value(m: dict[str, Any], regression: bool) -> str:
+    """The ranking's quality cell: accuracy (2 decimals) or MAE (4)."""
+    if regression:
+        return f"{m['mae']:.4f}" if m.get("mae") is not None else "-"
+    return f"{m.get('accuracy', float('nan')):.2f}"
+
+
+def _plot(doc: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    regression = doc.get("task") == "regression"
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in doc["ranking"]:
+        if r["status"] != "ok":
+            continue
+        m = r["metrics"]
+        y = m["mae"] if regression else m["accuracy"]
+        style = {"color": "crimson", "s": 80, "zorder": 3} if r["builtin"] else \
+            {"color": "steelblue", "s": 30}
+        ax.scatter(m["bitops"], y, **style)
+        ax.annotate("→".join(r["order"]), (m["bitops"], y), fontsize=6,
+                    xytext=(3, 2), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("BitOps (log; expected BitOps with early exit)")
+    ax.set_ylabel("MAE (lower is better)" if regression else "accuracy %")
+    ax.set_title("occ ablate: one point per order (built-in in red)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, format="png")
+    plt.close(fig)
+
+
+def write_outputs(doc: dict[str, Any], out_dir: Path) -> None:
+    """``ablation.json``, ``ablation.md`` and ``ablation.png`` in ``out_dir``."""
+    atomic_write_text(out_dir / "ablation.json", json.dumps(doc, indent=2, default=str) + "\n")
+    atomic_write_text(out_dir / "ablation.md", to_markdown(doc))
+    tmp = out_dir / ".ablation.png.tmp"
+    _plot(doc, tmp)
+    tmp.replace(out_dir / "ablation.png")

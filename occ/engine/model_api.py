@@ -1,0 +1,246 @@
+"""Model in, model out: ``occ.compress(model, recipe, train_data=..., test_data=...)``.
+
+The way NNCF, torch.ao and ModelOpt are used: hand over an ``nn.Module`` and your data,
+get the compressed ``nn.Module`` back. The recipe is a path, a dict, or a list of typed
+stage configs; a dict needs neither ``model:`` nor ``data:`` (they are passed in). The
+run is the same runner ``occ compress`` uses, so the report, the gates and the artifact
+(``result.save(path)``) are the same.
+
+Your model object is never modified: occ compresses a copy. Its architecture reference in
+the artifact is ``arch`` when given, else the matching ``torchvision.<fn>`` when the model
+is one of torchvision's, else its class (``pkg.module:Class``; rebuilding that from the
+file alone needs ``trust_code`` and a class callable without arguments).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from occ.errors import RecipeError
+from occ.progress import NullProgress, Progress
+from occ.recipe import Recipe, parse_recipe
+from occ.report.data import Report
+from occ.techniques.spec import StageConfig
+
+Metric = Callable[[torch.Tensor, torch.Tensor], float]
+
+
+@dataclass
+class CompressionResult:
+    """What ``occ.compress(model, ...)`` returns.
+
+    Attributes:
+        model: The compressed model (an ``nn.Module`` in eval mode, on the run's device).
+        report: The run's report (per-stage metrics, ``report.final_metrics()``).
+        metric: Your ``metric(outputs, targets)`` on the test data after compression
+            (``None`` without a metric); ``baseline_metric`` before.
+    """
+
+    model: nn.Module
+    report: Report
+    artifact: bytes
+    metric: float | None = None
+    baseline_metric: float | None = None
+
+    @property
+    def accuracy(self) -> float:
+        """Top-1 accuracy (percent) on the test data after the last stage."""
+        return self.report.final_metrics().accuracy
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the ``.occ`` artifact (``occ.load`` / ``occ eval`` read it); returns the path."""
+        from occ.io import atomic_write_bytes
+
+        atomic_write_bytes(path, self.artifact)
+        return Path(path)
+
+
+def compress_model(model: nn.Module, recipe: Any, *, train_data: Any = None,
+                   val_data: Any = None, test_data: Any = None,
+                   loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                   metric: Metric | None = None, arch: str | None = None,
+                   kwargs: dict[str, Any] | None = None, out: str | None = None,
+                   keep_order: bool = False, trust_code: bool = False,
+                   progress: Progress | None = None) -> CompressionResult:
+    """Compress ``model`` with ``recipe`` on the given data; see the module docstring.
+
+    Args:
+        model: Your trained ``nn.Module`` (not modified).
+        recipe: A recipe path, a dict (``stages`` at least), a ``Recipe`` or a list of
+            stage configs (``PruneConfig(...)``).
+        train_data: A map-style ``Dataset`` of ``(x, y)`` or a ``DataLoader`` over one,
+            preprocessed the way the model expects. Without data, the recipe's ``data:``
+            is loaded.
+        val_data: Held-out data for calibration and thresholds (default: carved out of
+            ``train_data`` with ``data.val_size``).
+        test_data: What the reported figures are measured on (default: ``val_data``).
+        loss: ``loss(outputs, targets) -> tensor`` for every stage that trains (default:
+            the recipe's ``loss``).
+        metric: ``metric(outputs, targets) -> float`` measured before and after on the
+            test data (occ's own accuracy is reported either way).
+        arch: The architecture reference to record (``torchvision.resnet18``, a zoo name,
+            ``pkg.module:fn``); inferred when omitted. ``kwargs`` go with it.
+        out: Also write ``model.occ`` and the reports into this directory.
+        keep_order: Run the stages as written.
+        trust_code: Allow ``pkg.module:callable`` references in the recipe to be imported.
+        progress: Progress reporting (silent by default).
+
+    Raises:
+        RecipeError, DataError, ModelError: bad input, before any work.
+        StageError: a stage failed.
+    """
+    from occ.engine import runner
+    from occ.engine.plan import make_plan
+
+    if not isinstance(model, nn.Module):
+        raise RecipeError(f"must be a torch.nn.Module, got {type(model).__name__}",
+                          where="compress(model)")
+    ref, ref_kwargs = (arch, dict(kwargs or {})) if arch else infer_arch(model)
+    parsed = to_recipe(recipe, arch=ref, kwargs=ref_kwargs)
+    if train_data is not None:
+        parsed = replace(parsed, data=replace(parsed.data, batch_size=_batch_size(
+            train_data, parsed.data.batch_size)))
+    plan = make_plan(parsed, keep_order=keep_order)
+    if train_data is None and (val_data is not None or test_data is not None):
+        raise RecipeError("val_data / test_data need train_data too (else the recipe's data "
+                          "is used and they would be ignored)", where="compress")
+    ctx = _context(model, parsed, train_data, val_data, test_data, trust_code,
+                   progress or NullProgress())
+    ctx.custom_loss = loss
+    with tempfile.TemporaryDirectory(prefix="occ-") as tmp:
+        ctx.out_dir = Path(out) if out else Path(tmp)
+        plan = replace(plan, recipe=replace(parsed, output=str(ctx.out_dir)))
+        report = runner.run(plan, ctx)
+        artifact = (ctx.out_dir / "model.occ").read_bytes()
+    return CompressionResult(model=ctx.model.eval(), report=report, artifact=artifact,
+                             metric=_metric(metric, ctx.model, ctx),
+                             baseline_metric=_metric(metric, ctx.baseline, ctx))
+
+
+def to_recipe(recipe: Any, *, arch: str, kwargs: dict[str, Any]) -> Recipe:
+    """A validated ``Recipe`` from a path, dict, ``Recipe`` or list of stage configs.
+
+    ``version``, ``name`` and ``model`` are filled in when missing (the model is passed
+    in); ``data`` keeps its default unless given (data passed in replaces its splits).
+    """
+    if isinstance(recipe, Recipe):
+        return recipe
+    source = "<recipe>"
+    if isinstance(recipe, (str, os.PathLike)):
+        from occ.paths import resolve_recipe_paths
+        from occ.safe_yaml import read_recipe_text, safe_load
+
+        source = str(recipe)  # the same bounded reader as occ.recipe.load_recipe
+        recipe = safe_load(read_recipe_text(source), where=source)
+        recipe = resolve_recipe_paths(recipe, Path(source).parent)
+    elif isinstance(recipe, Sequence) and all(isinstance(c, StageConfig) for c in recipe):
+        recipe = {"stages": [stage_dict(c) for c in recipe]}
+    if not isinstance(recipe, dict):
+        raise RecipeError("must be a recipe path, a dict or a list of stage configs, got "
+                          f"{type(recipe).__name__}", where="compress(recipe)")
+    doc = {"version": 1, "name": "model", **recipe}
+    doc.setdefault("model", {"arch": arch, "kwargs": kwargs})
+    return parse_recipe(doc, source=source)
+
+
+def stage_dict(config: StageConfig) -> dict[str, Any]:
+    """``{"type": ..., **fields}`` of a typed stage config (its registered name)."""
+    from occ.config import to_dict
+    from occ.techniques.registry import TECHNIQUES
+
+    names = [spec.type for spec in TECHNIQUES if type(config) is spec.config]
+    if not names:
+        raise RecipeError(f"{type(config).__name__} is not a registered stage config",
+                          where="compress(recipe)")
+    return {"type": names[0], **to_dict(config)}
+
+
+def infer_arch(model: nn.Module) -> tuple[str, dict[str, Any]]:
+    """The reference that rebuilds ``model``'s architecture, and its kwargs.
+
+    A torchvision classifier is matched to the builder in its class's module whose fresh
+    model (built on the ``meta`` device: no memory) has the same tensor names and shapes;
+    anything else is recorded as its class, ``pkg.module:Class``.
+    """
+    cls = type(model)
+    if cls.__module__.startswith("torchvision.models"):
+        found = _torchvision_builder(model)
+        if found is not None:
+            return found
+    name = cls.__qualname__ if cls.__qualname__.isidentifier() else "Module"
+    return f"{cls.__module__}:{name}", {}
+
+
+def _torchvision_builder(model: nn.Module) -> tuple[str, dict[str, Any]] | None:
+    import importlib
+
+    from torchvision import models
+
+    module = importlib.import_module(type(model).__module__)
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    linear = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    kwargs = {"num_classes": linear[-1].out_features} if linear else {}
+    for name in models.list_models(module=models):
+        if not hasattr(module, name):
+            continue
+        try:
+            with torch.device("meta"):
+                fresh = models.get_model(name, weights=None, **kwargs)
+        except Exception:  # noqa: BLE001  (a builder that rejects the kwargs is not it)
+            continue
+        if {k: tuple(v.shape) for k, v in fresh.state_dict().items()} == own:
+            return f"torchvision.{name}", kwargs
+    return None
+
+
+def _batch_size(data: Any, default: int) -> int:
+    from torch.utils.data import DataLoader
+
+    return data.batch_size if isinstance(data, DataLoader) and data.batch_size else default
+
+
+def _context(model: nn.Module, recipe: Recipe, train_data: Any, val_data: Any,
+             test_data: Any, trust_code: bool, progress: Progress) -> Any:
+    """The run context: a copy of ``model``, the data bundle, device and seed."""
+    from occ.data import load_data
+    from occ.data.custom import bundle_from_splits
+    from occ.engine import runner
+    from occ.engine.context import ArchRef, RunContext
+    from occ.training import resolve_device, seed_everything
+
+    seed_everything(recipe.seed)
+    device = resolve_device(recipe.device)
+    if train_data is None:
+        data = load_data(recipe.data, seed=recipe.seed, trust_code=trust_code)
+    else:
+        data = bundle_from_splits(runner.IN_MEMORY, {
+            "train": train_data, "val": val_data,
+            "test": test_data if test_data is not None else val_data}, recipe.data)
+    own = copy.deepcopy(model).to(device).eval()
+    baseline = copy.deepcopy(own).eval()
+    for p in baseline.parameters():
+        p.requires_grad_(False)
+    ctx = RunContext(model=own, baseline=baseline, data=data, device=device, seed=recipe.seed,
+                     out_dir=Path("."), arch=ArchRef(recipe.model.arch,
+                                                     dict(recipe.model.kwargs)),
+                     progress=progress, recipe=recipe, trust_code=trust_code)
+    ctx.template, ctx.template_arch = copy.deepcopy(model).cpu(), recipe.model.arch
+    return ctx
+
+
+def _metric(metric: Metric | None, model: nn.Module, ctx: Any) -> float | None:
+    if metric is None:
+        return None
+    from occ.training import predict
+
+    outputs, targets = predict(model, ctx.loader("test"), ctx.device)
+    return float(metric(outputs, targets))

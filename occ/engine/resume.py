@@ -1,0 +1,148 @@
+"""Never lose work: a lock on the output directory and per-stage saved states.
+
+After each stage, the model and what is needed to rebuild it are saved under
+``DIR/stages/NN-<type>.occst`` in the artifact container (no pickle), with a fingerprint
+of everything that determines that state: the resolved recipe up to and including the
+stage, the input checkpoint's sha256, the seed, and the occ and torch versions.
+``occ compress --resume`` restores every leading stage whose fingerprint matches and
+refuses states made by anything else. Each stage reseeds the RNGs from (seed, index), so
+a resumed run produces the same bytes as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from occ import __version__
+from occ.artifact import model_io
+from occ.artifact.container import Artifact, encode_artifact, read_artifact
+from occ.errors import ArtifactError, RecipeError
+from occ.recipe import Recipe
+
+LOCK_NAME = ".occ.lock"
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# Recipe fields that cannot change what a stage computes: its label, where it is written,
+# the quality gates checked after it, and the written order (``stages`` is the run order).
+_NOT_RESULT = ("name", "output", "min_accuracy", "max_mae", "guard", "order", "stages")
+
+
+def fingerprints(recipe: Recipe, checkpoint_sha: str) -> list[str]:
+    """One fingerprint per stage: what must match for its saved state to be reused.
+
+    Every recipe field except those in ``_NOT_RESULT`` is covered (model, data, seed,
+    device, task, loss, version, and any field added later), plus the stages up to and
+    including this one, the input checkpoint's sha256 and the occ and torch versions.
+    """
+    settings = {k: v for k, v in recipe.to_dict().items() if k not in _NOT_RESULT}
+    base = {"checkpoint": checkpoint_sha, "occ": __version__, "torch": torch.__version__,
+            "recipe": settings}
+    stages = [s.to_dict() for s in recipe.stages]
+    return [hashlib.sha256(json.dumps({**base, "stages": stages[:i + 1]}, sort_keys=True)
+                           .encode()).hexdigest() for i in range(len(stages))]
+
+
+def state_path(out_dir: Path, index: int, kind: str) -> Path:
+    """Where stage ``index``'s state lives."""
+    return out_dir / "stages" / f"{index:02d}-{kind}.occst"
+
+
+def save_state(path: Path, *, fingerprint: str, model: torch.nn.Module, header: dict[str, Any],
+               record: dict[str, Any]) -> None:
+    """Write a stage state atomically (artifact container, raw tensors)."""
+    from occ.engine.state_manifest import record_state
+    from occ.io import atomic_write_bytes
+
+    data = encode_artifact({**header, "state": {"fingerprint": fingerprint, "record": record}},
+                           model_io.state_tensors(model))
+    # The manifest first: a kill between the two leaves an entry for a missing file (redone),
+    # never a state file the manifest does not vouch for.
+    record_state(path, fingerprint, hashlib.sha256(data).hexdigest())
+    atomic_write_bytes(path, data)
+
+
+@dataclass
+class SavedState:
+    """A stage state read back: its header, tensors and report record."""
+
+    artifact: Artifact
+    record: dict[str, Any]
+
+
+from occ.engine.state_manifest import StaleStateError  # noqa: E402  (torch-free home)
+
+
+def load_state(path: Path, fingerprint: str, *, where: str) -> SavedState | None:
+    """The saved state at ``path`` if present; StaleStateError if it belongs to another run."""
+    if not path.exists() and not path.is_symlink():
+        return None
+    from occ.engine.state_manifest import verify_state
+
+    verify_state(path, fingerprint, where=where)
+    try:
+        artifact = read_artifact(path)
+    except ArtifactError:
+        return None  # a state cut off mid-write is simply redone
+    state = artifact.header.get("state", {})
+    if state.get("fingerprint") != fingerprint:
+        raise StaleStateError(
+            f"{path} was made by a different recipe, checkpoint, seed or version; "
+            "remove it or use another --out", where=where)
+    return SavedState(artifact=artifact, record=state.get("record", {}))
+
+
+class OutputLock:
+    """An exclusive lock on an output directory (``DIR/.occ.lock`` holding the pid)."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = out_dir / LOCK_NAME
+
+    def __enter__(self) -> OutputLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if self._holder_alive():
+                    raise RecipeError(f"output directory {self.path.parent} is in use by "
+                                      f"another occ run (lock {self.path})") from None
+                self.path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(str(os.getpid()))
+            return self
+        raise RecipeError(f"cannot lock output directory {self.path.parent}")
+
+    def _holder_alive(self) -> bool:
+        try:
+            pid = int(self.path.read_text().strip() or "0")
+        except (OSError, ValueError):
+            return False
+        if pid <= 0 or pid == os.getpid():
+            return pid == os.getpid()
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def __exit__(self, *exc: object) -> None:
+        self.path.unlink(missing_ok=True)

@@ -1,0 +1,487 @@
+"""Running a plan: build the context, run each stage, measure, write artifact + report.
+
+``api`` is the thin, torch-free façade; this module does the tensor work.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import time
+import weakref
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from occ import distributed
+from occ import metrics as metrics_mod
+from occ.artifact import model_io
+from occ.artifact.checkpoint import load_checkpoint, load_into, save_checkpoint
+from occ.artifact.container import MAGIC, read_artifact
+from occ.config import to_dict
+from occ.data import DataBundle, load_data
+from occ.engine import gates
+from occ.engine import load as loader
+from occ.engine import resume as resume_mod
+from occ.engine.baseline_check import baseline_warning, recorded_accuracy
+from occ.engine.context import ArchRef, RunContext
+from occ.engine.plan import Plan
+from occ.errors import ArtifactError, OccError, RecipeError, StageError
+from occ.io import atomic_write_text
+from occ.models import build_model, data_kwargs
+from occ.models.edits import tensor_equal
+from occ.progress import Progress
+from occ.recipe import DataSpec, Recipe, dump_recipe
+from occ.report.data import Report, StageRecord, write_reports
+from occ.techniques.registry import get_stage
+from occ.training import fit, predict, resolve_device, seed_everything, task_loss
+
+log = logging.getLogger("occ")
+
+IN_MEMORY = "in-memory"
+"""The header's ``data.dataset`` when the data was handed in from Python (model-in API)."""
+
+
+def _arch_kwargs(kwargs: dict[str, Any], data: DataBundle, arch: str) -> dict[str, Any]:
+    """The model's kwargs completed with the data's shapes (``occ.models.data_kwargs``)."""
+    return data_kwargs(arch, kwargs, data.input_shape, data.num_classes)
+
+
+def prepare(recipe: Recipe, *, trust_checkpoint: bool, progress: Progress,
+            trust_code: bool = False) -> RunContext:
+    """Load data, build the model and load the checkpoint: all before any output is written.
+
+    ``trust_code``: the user passed ``--trust-code`` (``occ.trust``): a
+    ``pkg.module:callable`` model, dataset or transform may be imported; kept in the context
+    for every later model build (students, resumed states, the round-trip check).
+    """
+    seed_everything(recipe.seed)
+    device = distributed.setup() or resolve_device(recipe.device)
+    data = load_data(recipe.data, seed=recipe.seed, trust_code=trust_code,
+                     search=_recipe_folder(recipe))
+    ckpt_path = str(recipe.model.checkpoint)
+    ckpt = load_checkpoint(ckpt_path, trust=trust_checkpoint)
+    kwargs = _arch_kwargs(recipe.model.kwargs, data, recipe.model.arch)
+    model = build_model(recipe.model.arch, kwargs, allow_callables=trust_code,
+                        source=recipe.source)
+    load_into(model, ckpt, where=ckpt_path, arch=recipe.model.arch)
+    model.to(device).eval()
+    baseline = copy.deepcopy(model).eval()
+    for p in baseline.parameters():
+        p.requires_grad_(False)
+    ctx = RunContext(model=model, baseline=baseline, data=data, device=device,
+                     seed=recipe.seed, out_dir=Path(str(recipe.output)),
+                     arch=ArchRef(recipe.model.arch, kwargs), progress=progress, recipe=recipe,
+                     trust_code=trust_code)
+    ctx.recorded_accuracy = recorded_accuracy(ckpt.meta)
+    return ctx
+
+
+def _recipe_folder(recipe: Recipe) -> tuple[str, ...]:
+    """The recipe's folder, where user callables are also looked for (if it is a file)."""
+    source = Path(recipe.source)
+    return (str(source.parent),) if source.is_file() else ()
+
+
+def _warn_baseline(ctx: RunContext, report: Report, accuracy: float) -> None:
+    """Log (and record in the report) the loud warning of ``occ.engine.baseline_check``."""
+    if ctx.task != "classification":
+        return
+    message = baseline_warning(accuracy, num_classes=ctx.data.num_classes,
+                               recorded=ctx.recorded_accuracy,
+                               preprocess=ctx.data.preprocess)
+    if message is not None:
+        log.warning("%s", message)
+        report.plan.setdefault("warnings", []).append(message)
+
+
+def _header(ctx: RunContext, plan: Plan, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+    recipe = {k: v for k, v in plan.recipe.to_dict().items() if k != "output"}  # run-specific
+    data = {"dataset": ctx.data.name, "task": ctx.data.task, "root": plan.recipe.data.root,
+            "preprocess": ctx.data.preprocess}
+    extra: dict[str, Any] = {"recipe": recipe, "plan": plan.to_dict(), "data": data}
+    if metrics is not None:
+        extra["metrics"] = metrics
+    return model_io.model_header(arch=ctx.arch.to_dict(), edits=ctx.edits,
+                                 input_shape=ctx.data.input_shape,
+                                 num_classes=ctx.data.num_classes, extra=extra)
+
+
+def measure_ctx(ctx: RunContext, plan: Plan, reference: torch.Tensor | None,
+                ) -> tuple[metrics_mod.Metrics, torch.Tensor]:
+    """All metrics of ``ctx.model`` on the test split, and its outputs."""
+    outputs, targets = predict(ctx.model, ctx.loader("test"), ctx.device)
+    size = len(model_io.artifact_bytes(ctx.model, _header(ctx, plan), ctx.encoding))
+    m = metrics_mod.measure(ctx.model, outputs, targets, input_shape=ctx.data.input_shape,
+                            device=ctx.device, reference=reference, size=size)
+    return m, outputs
+
+
+def _check_finite(model: nn.Module, stage: str) -> None:
+    for name, t in model.state_dict().items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise StageError(f"{stage}: tensor {name} has NaN or inf values after the stage")
+
+
+def run(plan: Plan, ctx: RunContext, *, resume: bool = False) -> Report:
+    """Run every stage of ``plan`` on ``ctx`` and write the artifact and reports.
+
+    With ``resume``, leading stages whose saved state matches are restored, not rerun.
+    """
+    if not distributed.is_main():  # under torchrun only rank 0 writes (and locks)
+        return _run_locked(plan, ctx, resume=resume)
+    with resume_mod.OutputLock(ctx.out_dir):
+        return _run_locked(plan, ctx, resume=resume)
+
+
+def _run_locked(plan: Plan, ctx: RunContext, *, resume: bool) -> Report:
+    recipe = plan.recipe
+    started = time.perf_counter()
+    base_metrics, base_out = measure_ctx(ctx, plan, None)
+    base_metrics.agreement = 100.0
+    report = Report(name=recipe.name, source=recipe.source, plan=plan.to_dict(),
+                    baseline=base_metrics, device=str(ctx.device), out_dir=str(ctx.out_dir))
+    _warn_baseline(ctx, report, base_metrics.accuracy)
+    main = distributed.is_main()
+    sha = (resume_mod.file_sha256(str(recipe.model.checkpoint)) if recipe.model.checkpoint
+           else IN_MEMORY)  # a model handed in from Python (occ.engine.model_api)
+    prints = resume_mod.fingerprints(recipe, sha)
+    outputs = base_out
+    restoring = resume
+    for i, stage in enumerate(recipe.stages):
+        path = resume_mod.state_path(ctx.out_dir, i, stage.type)
+        saved = resume_mod.load_state(path, prints[i], where="--resume") if restoring else None
+        if saved is not None:
+            restore(ctx, saved)
+            record, outputs = _record_from(saved.record, i, stage), None
+            log.info("stage %d/%d: %s restored from %s", i + 1, len(recipe.stages), stage.label,
+                     path)
+        else:
+            restoring = False
+            record, outputs = run_stage(ctx, plan, i, base_out)
+            distributed.broadcast_model(ctx.model)
+            if main:
+                save_state(ctx, plan, path, prints[i], record)
+        report.stages.append(record)
+        _check_quality(recipe, record, ctx.out_dir, i)
+    if outputs is None:  # the last stage was restored, not run: its outputs are not in hand
+        outputs = predict(ctx.model, ctx.loader("test"), ctx.device)[0]
+    final_out = outputs
+    artifact = ctx.out_dir / "model.occ"
+    summary = report.final_metrics().to_dict(layers=False)
+    summary.pop("bytes", None)
+    summary.pop("bits_per_weight", None)
+    report.seconds = time.perf_counter() - started
+    if not main:
+        return report
+    # Written with the artifact, not before the stages: a run that fails validation or a
+    # stage leaves no resolved recipe behind that looks like a finished run's.
+    atomic_write_text(ctx.out_dir / "recipe.resolved.yaml", dump_recipe(recipe))
+    size = model_io.save(artifact, ctx.model, _header(ctx, plan, summary), ctx.encoding)
+    _verify_round_trip(artifact, ctx, final_out)
+    report.artifact = str(artifact)
+    report.artifact_bytes = size
+    report.seconds = time.perf_counter() - started
+    write_reports(report, ctx.out_dir)
+    return report
+
+
+def run_stage(ctx: RunContext, plan: Plan, i: int,
+              base_out: torch.Tensor) -> tuple[StageRecord, torch.Tensor]:
+    """Run stage ``i`` of ``plan`` on ``ctx``; its record and the model's test outputs."""
+    stage = plan.recipe.stages[i]
+    log.info("stage %d/%d: %s", i + 1, len(plan.recipe.stages), stage.label)
+    before = _val_quality(ctx)  # before seeding: the stage's randomness stays as it was
+    seed_everything(ctx.seed * 1000 + i)  # per-stage seed: resumed runs repeat exactly
+    _begin_stage(ctx.progress, stage.label, ctx.data, ctx.device)
+    t0 = time.perf_counter()
+    try:
+        result = get_stage(stage.type).run(ctx, stage.config)
+    except RecipeError as err:  # a config only checkable against the model: name the stage
+        raise err.located(f"{plan.recipe.source}: stages[{i}]") from None
+    except OccError:
+        raise
+    except Exception as err:  # noqa: BLE001  (any other failure is a failed run: exit 1)
+        raise StageError(f"stages[{i}] {stage.label} failed: {type(err).__name__}: "
+                         f"{str(err)[:300]}") from err
+    _check_finite(ctx.model, stage.label)
+    if before is not None:
+        after = _val_quality(ctx, fresh=True)  # the stage changed the model (in place or not)
+        gates.check_stage(plan.recipe.guard, label=stage.label, index=i, before=before,
+                          after=after, baseline=_val_quality(ctx, baseline=True),
+                          config=stage.to_dict(), details=result.details,
+                          saved_dir=str(ctx.out_dir / "stages"))
+    m, outputs = measure_ctx(ctx, plan, base_out)
+    return StageRecord(index=i, type=stage.type, label=stage.label, config=stage.to_dict(),
+                       metrics=m, seconds=time.perf_counter() - t0, details=result.details,
+                       notes=result.notes), outputs
+
+
+def _val_quality(ctx: RunContext, *, baseline: bool = False,
+                 fresh: bool = False) -> gates.Quality | None:
+    """Val quality of ``ctx.model`` (or of the baseline), measured once per model state.
+
+    None when the gates are off or there is no val split. The cache holds a weak
+    reference to the model it measured: ``run_stage`` measures ``fresh`` after every
+    stage (stages change the model in place), and a swapped-in model never matches.
+    """
+    recipe = ctx.recipe
+    if recipe is None or not recipe.guard.enabled or len(ctx.data.split("val")) == 0:
+        return None
+    model = ctx.baseline if baseline else ctx.model
+    key = "baseline" if baseline else "current"
+    cached = ctx.gate_cache.get(key)
+    if not fresh and cached is not None and cached[0]() is model:
+        return cached[1]
+    outputs, targets = predict(model, ctx.loader("val"), ctx.device)
+    q = gates.quality(outputs, targets, ctx.data.num_classes)
+    ctx.gate_cache[key] = (weakref.ref(model), q)
+    if baseline and gates.uninformative(q):
+        level = (f"{q.accuracy:.2f}% on the val split, near chance ({q.chance:.1f}%)"
+                 if q.accuracy is not None else
+                 f"val MAE {q.mae:.4g}, about as good as a constant ({q.constant_mae:.4g})")
+        log.warning("the baseline scores %s: check the checkpoint and the data's "
+                    "preprocessing; the quality gates cannot judge stages against it", level)
+    return q
+
+
+def _begin_stage(progress: Progress, label: str, data: DataBundle,
+                 device: torch.device) -> None:
+    """Tell a per-epoch progress (``occ.progress.LineProgress``) the stage and how to
+    measure val accuracy (classification with a val split only)."""
+    begin = getattr(progress, "begin_stage", None)
+    if begin is None:
+        return
+    if data.task != "classification" or len(data.val) == 0:
+        begin(label, None)
+        return
+
+    def val_accuracy(model: nn.Module) -> float | None:
+        outputs, targets = predict(model, data.loader("val", 256), device)
+        if outputs.dim() != 2:
+            return None
+        return gates.quality(outputs, targets, data.num_classes).accuracy
+
+    begin(label, val_accuracy)
+
+
+def _check_quality(recipe: Recipe, record: StageRecord, out_dir: Path, i: int) -> None:
+    """Stop the run (exit 1) when stage ``i`` broke ``min_accuracy`` / ``max_mae``."""
+    m = record.metrics
+    if recipe.min_accuracy is not None and m.accuracy < recipe.min_accuracy:
+        what = f"accuracy collapsed to {m.accuracy:.2f}% (< min_accuracy {recipe.min_accuracy})"
+    elif recipe.max_mae is not None and m.mae is not None and m.mae > recipe.max_mae:
+        what = f"MAE rose to {m.mae:.4f} (> max_mae {recipe.max_mae})"
+    else:
+        return
+    last_good = (f"; last good state: "
+                 f"{resume_mod.state_path(out_dir, i - 1, recipe.stages[i - 1].type)}" if i else "")
+    raise StageError(f"stages[{i}] {record.label}: {what}{last_good}")
+
+
+def save_state(ctx: RunContext, plan: Plan, path: Path, fingerprint: str,
+               record: StageRecord | None = None) -> None:
+    header = {**_header(ctx, plan), "encoding": ctx.encoding}  # plain JSON settings
+    resume_mod.save_state(path, fingerprint=fingerprint, model=ctx.model, header=header,
+                          record=record.to_dict() if record else {})
+
+
+def restore(ctx: RunContext, saved: resume_mod.SavedState) -> None:
+    """Put a saved stage state back into ``ctx`` (model, arch, edits, encoding)."""
+    header = saved.artifact.header
+    ctx.model = loader.rebuild(saved.artifact, trust_code=ctx.trust_code,
+                                 template=_template(ctx)).to(ctx.device)
+    ctx.arch = ArchRef(header["model"]["arch"], header["model"].get("kwargs", {}))
+    ctx.edits = list(header.get("edits", []))
+    ctx.encoding = dict(header.get("encoding", {"codec": "raw"}))
+
+
+def _template(ctx: RunContext) -> tuple[str, nn.Module] | None:
+    """The user's model object to rebuild its own class reference from (model-in API)."""
+    return None if ctx.template is None else (ctx.template_arch, ctx.template)
+
+
+def _record_from(d: dict[str, Any], i: int, stage: Any) -> StageRecord:
+    m = dict(d["metrics"])
+    return StageRecord(index=i, type=stage.type, label=stage.label, config=stage.to_dict(),
+                       metrics=metrics_mod.Metrics(**m), seconds=d.get("seconds", 0.0),
+                       details=d.get("details", {}), notes=d.get("notes", []))
+
+
+def _verify_round_trip(path: Path, ctx: RunContext, outputs: torch.Tensor) -> None:
+    """Decode the written artifact and check it reproduces the evaluated model exactly."""
+    loaded = loader.load(path, trust_code=ctx.trust_code, template=_template(ctx))
+    own = model_io.state_tensors(ctx.model)
+    for name, t in model_io.state_tensors(loaded).items():
+        if not tensor_equal(t, own[name]):
+            raise StageError(f"{path}: tensor {name} differs after decoding (codec bug)")
+    again, _ = predict(loaded, ctx.loader("test"), ctx.device)
+    if not torch.equal(again, outputs):
+        raise StageError(f"{path}: decoded model's outputs differ from the evaluated model's")
+
+
+def train_baseline(arch: str, kwargs: dict[str, Any], spec: DataSpec, *, epochs: int, lr: float,
+                   out: str, seed: int, device: str, progress: Progress,
+                   loss: str = "auto", trust_code: bool = False) -> dict[str, Any]:
+    """Train ``arch`` on ``spec``'s data (``loss``: ``occ.training.task_loss``) and save an
+    occ checkpoint at ``out``."""
+    seed_everything(seed)
+    dev = resolve_device(device)
+    data = load_data(spec, seed=seed, trust_code=trust_code)
+    kwargs = _arch_kwargs(kwargs, data, arch)
+    model = build_model(arch, kwargs, allow_callables=trust_code)
+    t0 = time.perf_counter()
+    _begin_stage(progress, "train", data, dev)
+    losses = fit(model, data.loader("train", spec.batch_size, shuffle=True, seed=seed),
+                 epochs=epochs, lr=lr, device=dev, loss_fn=task_loss(loss), progress=progress,
+                 description="train")
+    outputs, targets = predict(model, data.loader("test", spec.batch_size), dev)
+    m = metrics_mod.measure(model, outputs, targets, input_shape=data.input_shape, device=dev)
+    result = {"arch": arch, "kwargs": kwargs, "data": spec.dataset, "epochs": epochs,
+              "loss": loss,
+              "accuracy": m.accuracy, "final_loss": losses[-1], "params": m.params,
+              **({"mae": m.mae, "rmse": m.rmse} if m.mae is not None else {}),
+              "macs": m.macs, "seconds": time.perf_counter() - t0, "checkpoint": out}
+    recorded = to_dict(spec)
+    for key in ("mean", "std"):  # the resolved values: eval reuses what training saw
+        if recorded.get(key) is None and data.preprocess:
+            recorded[key] = list(data.preprocess[key])
+    save_checkpoint(out, model, arch=arch, kwargs=kwargs, metrics=result, data=recorded)
+    return result
+
+
+def data_for(recipe_data: dict[str, Any] | None, data: str | None, root: str | None,
+              preprocess: dict[str, Any] | None = None) -> DataSpec:
+    """The data to evaluate on: the recorded spec, with ``--data`` / ``--root`` overriding.
+
+    The recorded ``preprocess`` (the resolved mean / std the model was measured with)
+    fills a spec that left them to the dataset's default, so a later change of default
+    never changes what an artifact is evaluated with.
+    """
+    from occ.config import from_dict
+
+    spec = from_dict(DataSpec, recipe_data or {}, where="data") if recipe_data else DataSpec()
+    if data is not None and data != spec.dataset:
+        return DataSpec(dataset=data, root=root)
+    if root is not None:
+        spec = replace(spec, root=root)
+    if isinstance(preprocess, dict):
+        for key in ("mean", "std"):
+            if getattr(spec, key) is None and isinstance(preprocess.get(key), list):
+                spec = replace(spec, **{key: list(preprocess[key])})
+    return spec
+
+
+def _open_checkpoint(path: Path, *, arch: str | None, kwargs: dict[str, Any] | None,
+                     trust_checkpoint: bool, trust_code: bool) -> tuple[nn.Module, Any]:
+    """Build and load a checkpoint's model: its recorded ``arch`` or the given one.
+
+    The ``arch`` a checkpoint names is data: a ``pkg.module:callable`` in it is imported only
+    with ``trust_code`` (``occ.trust``), like one in a recipe.
+    """
+    from occ.errors import CheckpointError
+
+    ckpt = load_checkpoint(path, trust=trust_checkpoint)
+    arch = arch or ckpt.meta.get("arch")
+    if not isinstance(arch, str):
+        raise CheckpointError("has no architecture reference (a plain state dict): pass --arch "
+                              "NAME (e.g. torchvision.resnet18) and --kwargs JSON if needed",
+                              where=str(path))
+    recorded = ckpt.meta.get("kwargs") or {}
+    if not isinstance(recorded, dict):
+        raise CheckpointError("must be a mapping", where=f"{path}: kwargs")
+    build_kwargs = dict(recorded) if kwargs is None else dict(kwargs)
+    if kwargs is None and "num_classes" not in build_kwargs:
+        build_kwargs.update(_classes_from_state(ckpt.state_dict))
+    model = build_model(arch, build_kwargs, allow_callables=trust_code, source=str(path))
+    load_into(model, ckpt, where=str(path), arch=arch)
+    return model, ckpt
+
+
+def _classes_from_state(state: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """``num_classes`` from a plain state dict's last 2-D weight (the classifier)."""
+    last = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2]
+    return {"num_classes": int(last[-1].shape[0])} if last else {}
+
+
+def evaluate_path(path: Path, *, data: str | None, root: str | None, trust_checkpoint: bool,
+                  trust_code: bool, latency_runs: int | None = None, arch: str | None = None,
+                  kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Evaluate an artifact (``.occ``) or a checkpoint on its data's test split.
+
+    An artifact is evaluated with the preprocessing it records; a plain state dict needs
+    ``arch`` (and ``kwargs`` unless ``num_classes`` follows from its classifier). With
+    ``latency_runs``, also time batch-1 and batch-64 forwards
+    (``occ.deploy.latency.measure_latency``), under ``latency``.
+    """
+    from occ.errors import CheckpointError, DataError
+    from occ.limits import check_input_file
+
+    check_input_file(path, error=CheckpointError)  # by type: a FIFO would block the open
+    with open(path, "rb") as fh:
+        is_artifact = fh.read(len(MAGIC)) == MAGIC
+    if is_artifact:
+        artifact = read_artifact(path)
+        recipe = artifact.header.get("recipe")
+        recorded = artifact.header.get("data")
+        recorded = recorded if isinstance(recorded, dict) else {}
+        if recorded.get("dataset") == IN_MEMORY and data is None:
+            raise DataError("this artifact was measured on data handed in from Python; pass "
+                            "--data (and --root)", where=str(path))
+        spec = data_for(recipe.get("data") if isinstance(recipe, dict) else None, data, root,
+                         recorded.get("preprocess"))
+        try:
+            model = loader.rebuild(artifact, trust_code=trust_code, source=str(path))
+        except ArtifactError as err:  # name the file, like occ.load does
+            raise ArtifactError(err.message, where=str(path)) from None
+        kind = "artifact"
+    else:
+        model, ckpt = _open_checkpoint(path, arch=arch, kwargs=kwargs,
+                                       trust_checkpoint=trust_checkpoint, trust_code=trust_code)
+        recorded = ckpt.meta.get("data")
+        spec = data_for(recorded if isinstance(recorded, dict) else None, data, root)
+        kind = "checkpoint"
+    size = os.path.getsize(path)
+    dataset = load_data(spec, trust_code=trust_code)
+    device = resolve_device("auto")
+    # the batch size the run measured with: float sums (and so near-ties, exit decisions on
+    # a threshold) depend on the batch shape, so this repeats the report's figures exactly
+    outputs, targets = predict(model, dataset.loader("test", spec.batch_size), device)
+    m = metrics_mod.measure(model, outputs, targets, input_shape=dataset.input_shape,
+                            device=device, size=size)
+    result = {"path": str(path), "kind": kind, "data": spec.dataset,
+              "preprocess": dataset.preprocess, **m.to_dict()}
+    if latency_runs is not None:  # after the metrics: timing forwards reset exit statistics
+        from occ.deploy.latency import measure_latency
+
+        sample = next(iter(dataset.loader("test", 64)))[0]
+        result["latency"] = measure_latency(model, dataset.input_shape, device,
+                                            runs=latency_runs, sample=sample)
+    return result
+
+
+def inspect_artifact(path: Path) -> dict[str, Any]:
+    """Header and per-tensor table of an artifact."""
+    artifact = read_artifact(path)
+    rows = []
+    for s in artifact.streams:
+        t = artifact.tensors[s["name"]]
+        numel = t.numel()
+        zeros = numel - int(torch.count_nonzero(t)) if numel else 0
+        rows.append({"name": s["name"], "shape": s["shape"], "dtype": s["dtype"],
+                     "codec": s["codec"], "bytes": s["length"],
+                     "sparsity": zeros / numel if numel else 0.0,
+                     "bits_per_value": 8.0 * s["length"] / numel if numel else 0.0,
+                     **({"meta": s["meta"]} if s.get("meta") else {})})
+    from occ.artifact.accounting import size_breakdown
+
+    header = {k: v for k, v in artifact.header.items() if k != "recipe"}
+    return {"path": str(path), "bytes": artifact.size, "header": header,
+            "size": size_breakdown(path),
+            "recipe": artifact.header.get("recipe"), "tensors": rows,
+            "header_json": len(json.dumps(artifact.header))}

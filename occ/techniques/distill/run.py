@@ -1,0 +1,120 @@
+"""``type: distill``: train a smaller student from the model being compressed (KD).
+
+Distillation is the first step of the DPQE order (static architecture). The current model
+(the input checkpoint, when the built-in order is kept) is the teacher: it runs in eval
+mode with no grad while the student trains on (1 - α)·CE + α·T²·KL(teacher_T ‖ student_T)
+(MSE terms for regression targets), optionally plus feature hints through 1×1 / linear
+adapters. The student then replaces the model for every later stage and in the artifact.
+
+Recipe::
+
+    - {type: distill, student: {width: 0.5}, temperature: 2, alpha: 0.9, epochs: 10}
+    - {type: distill, student: {arch: lenet5, kwargs: {width: 0.25}},
+       hints: [[features.3, features.3]]}
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from occ.errors import ModelError
+from occ.techniques.spec import StageResult
+
+if TYPE_CHECKING:
+    import torch
+
+    from occ.engine.context import RunContext
+
+
+from occ.techniques.distill.config import DistillConfig
+
+
+def _where(ctx: RunContext) -> str:
+    source = ctx.recipe.source if ctx.recipe is not None else "<recipe>"
+    return f"{source}: distill.student"
+
+
+def _summary(model: torch.nn.Module, outputs: torch.Tensor, targets: torch.Tensor,
+             ctx: RunContext, device: torch.device) -> dict[str, Any]:
+    """Params, MACs and test quality (accuracy, or MAE / RMSE for float targets)."""
+    from occ.metrics import accuracy, count_params, layer_costs
+
+    params, _ = count_params(model)
+    out: dict[str, Any] = {"params": params, "macs": sum(
+        c.macs for c in layer_costs(model, ctx.data.input_shape, device))}
+    if targets.is_floating_point():
+        err = outputs.reshape(targets.shape) - targets
+        out["mae"] = float(err.abs().mean())
+        out["rmse"] = float(err.pow(2).mean().sqrt())
+    else:
+        out["accuracy"] = accuracy(outputs, targets)
+    return out
+
+
+def distill_(ctx: RunContext, config: DistillConfig) -> StageResult:
+    """Train a smaller student from the current model (KD), then swap it in."""
+    from occ.techniques.distill import loss as distill
+    from occ.training import fit, predict
+
+    device = ctx.stage_device(config.device)
+    teacher = ctx.model.to(device).eval()
+    where = _where(ctx)
+    spec = config.student
+    ref = distill.student_ref(ctx.arch, arch=spec.arch, kwargs=spec.kwargs, width=spec.width,
+                              input_shape=ctx.data.input_shape,
+                              num_classes=ctx.data.num_classes, where=where)
+    sample = next(iter(ctx.loader("train", batch_size=2)))[0].to(device)  # (2, C, H, W)
+    student = distill.build_student(ref, teacher, sample, seed=ctx.seed, where=where,
+                                    trust_code=ctx.trust_code)
+    inherited = config.init != "random" and distill.inherit_channels_(student, teacher, sample)
+    if config.init == "teacher" and not inherited:
+        raise ModelError(f"{ref.arch} cannot start from the teacher's channels (init: teacher "
+                         "needs the teacher's own architecture at a smaller width); use init: "
+                         "random or auto", where=where.replace(".student", ".init"))
+    hints = (distill.FeatureHints(teacher, student, config.hints, sample,
+                                  where=where.replace(".student", ".hints"))
+             if config.hints else None)
+    try:
+        loss = distill.distill_loss_fn(teacher, temperature=config.temperature,
+                                       alpha=config.alpha, hints=hints,
+                                       hint_weight=config.hint_weight, hard=ctx.loss_fn)
+        params = [*student.parameters(), *(hints.parameters() if hints else [])]
+        history = fit(student, ctx.loader("train", shuffle=True), epochs=config.epochs,
+                      lr=config.lr, device=device, optimizer=config.optimizer,
+                      schedule=config.schedule, loss_fn=loss, params=params,
+                      progress=ctx.progress, description="distill")
+    finally:
+        if hints is not None:
+            hints.close()
+    t_out, targets = predict(teacher, ctx.loader("test"), device)
+    s_out, _ = predict(student, ctx.loader("test"), device)
+    details = {"teacher": {**ctx.arch.to_dict(), **_summary(teacher, t_out, targets, ctx, device)},
+               "student": {**ref.to_dict(), **_summary(student, s_out, targets, ctx, device)},
+               "loss": history, "hints": [list(p) for p in config.hints],
+               "init": "teacher" if inherited else "random"}
+    if not targets.is_floating_point():
+        from occ.metrics import agreement
+
+        details["agreement"] = agreement(s_out, t_out)
+    ctx.replace_model(student, ref)
+    return StageResult(details=details, notes=_notes(details))
+
+
+def _notes(details: dict[str, Any]) -> list[str]:
+    t, s = details["teacher"], details["student"]
+    kwargs = ", ".join(f"{k}={v}" for k, v in s["kwargs"].items())
+    notes = [f"student {s['arch']}({kwargs}): {s['params']:,} params "
+             f"({t['params'] / max(s['params'], 1):.1f}× fewer than the teacher's "
+             f"{t['params']:,}), {s['macs']:,} MACs ({t['macs'] / max(s['macs'], 1):.1f}× fewer)"]
+    if "accuracy" in s:
+        notes.append(f"test accuracy: teacher {t['accuracy']:.2f}%, student "
+                     f"{s['accuracy']:.2f}% ({s['accuracy'] - t['accuracy']:+.2f} pt); "
+                     f"agreement with the teacher {details['agreement']:.2f}%")
+    else:
+        notes.append(f"test MAE: teacher {t['mae']:.4g}, student {s['mae']:.4g}")
+    if details.get("init") == "teacher":
+        notes.append("student started from the teacher's strongest channels (L1 norm)")
+    if details["hints"]:
+        notes.append(f"feature hints on {len(details['hints'])} layer pair(s); "
+                     "adapters dropped after training")
+    return notes
