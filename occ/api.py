@@ -219,7 +219,7 @@ def evaluate(path: str | os.PathLike[str], *, data: str | None = None, root: str
     ``pkg.module:callable``) and, where the classifier does not imply them, ``kwargs``.
 
     With ``latency``, also the median / p90 batch-1 and batch-64 forward latency over
-    ``latency_runs`` timed runs (``occ.deploy.latency``), under the key ``latency``. An ``.onnx``
+    ``latency_runs`` timed runs (``occ.latency``), under the key ``latency``. An ``.onnx``
     file is run in onnxruntime (``occ.deploy.onnx_eval``; early exits through ``occ.deploy.runtime``).
     """
     from occ.engine import runner
@@ -253,7 +253,7 @@ def export(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = No
         ArtifactError: the artifact is unreadable or cannot be exported.
         StageError: the exported graph does not compute what occ's model computes.
     """
-    from occ.deploy.onnx import export_artifact
+    from occ.deploy.export import export_artifact
 
     if out is not None:
         from occ.outputs import check_output_file

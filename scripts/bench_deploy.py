@@ -42,10 +42,10 @@ import occ
 from occ import api
 from occ.artifact.checkpoint import load_checkpoint, load_into
 from occ.data import load_data
-from occ.deploy.latency import batches_of, time_calls
 from occ.deploy.onnx import to_onnx
 from occ.deploy.runtime import open_onnx
 from occ.errors import StageError
+from occ.latency import batches_of, time_calls
 from occ.models import build_model
 from occ.recipe import DataSpec
 
@@ -244,7 +244,7 @@ def main() -> None:
 
 
 def _cpu() -> str:
-    from occ.deploy.latency import cpu_name
+    from occ.latency import cpu_name
 
     return cpu_name()
 

@@ -5,7 +5,7 @@ Variants of the mnist5k LeNet-5 baseline (``runs/bench/lenet5.pt``, trained here
 ``occ.api.train`` when missing): the baseline itself, channel pruning (slim shapes: fewer
 real MACs), 90 % magnitude pruning (zeros in dense kernels: no speed-up), 8-bit PTQ
 (fake-quant in float: a simulation, slower than float in torch) and an early exit.
-Each is timed with ``occ.deploy.latency.measure_latency`` (batch 1 and 64, 10 warm-up + N timed
+Each is timed with ``occ.latency.measure_latency`` (batch 1 and 64, 10 warm-up + N timed
 runs, test inputs) and its ONNX export with the same protocol in onnxruntime (CPU
 provider, as many intra-op threads as torch uses). Prints a table and writes
 ``scripts/results/bench_latency.json``.
@@ -30,8 +30,8 @@ from benchlib import baseline
 import occ
 from occ import api
 from occ.data import load_data
-from occ.deploy.latency import measure_latency
 from occ.deploy.onnx import export_ready, to_onnx
+from occ.latency import measure_latency
 from occ.recipe import DataSpec
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,14 +14,13 @@ import torch
 
 from occ import api
 from occ.artifact import accounting, codecs
+from occ.artifact.codecs import Encoded, list_codecs
 from occ.artifact.container import (
     _PREFIX,
     MAGIC,
-    Encoded,
     _parse_header,
     decode_artifact,
     encode_artifact,
-    list_codecs,
     read_header,
 )
 from occ.coding import floats, ints, positions

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from occ.artifact import model_io
 from occ.cli import app
-from occ.deploy.latency import EXIT_NOTE, FAKE_QUANT_NOTE, measure_latency
+from occ.latency import EXIT_NOTE, FAKE_QUANT_NOTE, measure_latency
 from occ.models import build_model
 
 SHAPE = (1, 28, 28)

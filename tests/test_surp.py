@@ -11,7 +11,8 @@ from torch import nn
 
 from occ import api
 from occ.artifact import accounting, codecs
-from occ.artifact.container import Encoded, decode_artifact, encode_artifact, read_artifact
+from occ.artifact.codecs import Encoded
+from occ.artifact.container import decode_artifact, encode_artifact, read_artifact
 from occ.coding import surp as surp_code
 from occ.errors import ArtifactError
 from occ.techniques.prune.surp import allocate, surp_pass_

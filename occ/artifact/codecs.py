@@ -24,12 +24,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from occ.artifact import container as artifact
-from occ.artifact.container import Codec, Encoded, register_codec
 from occ.coding import adaptive, floats, ints, surp
 from occ.errors import ArtifactError
 
@@ -37,6 +37,59 @@ from occ.errors import ArtifactError
 def _surp_encode(array: np.ndarray) -> tuple[bytes, dict[str, Any]]:
     raise ArtifactError("surp streams are made by `type: prune, method: surp`; they cannot be "
                         "encoded from a tensor alone")
+
+
+MAX_EXPANSION = 1 << 16  # decoded bytes per coded byte, at most, for any stream
+
+
+@dataclass(frozen=True)
+class Codec:
+    """A way to turn one flat numpy array into bytes and back, exactly.
+
+    ``encode(array) -> (bytes, meta)``; ``decode(bytes, meta, dtype, count) -> array`` must
+    return exactly ``count`` elements of ``dtype`` and raise ``ArtifactError`` (or
+    ``ValueError``) on malformed input. ``meta`` is JSON and stored in the header.
+    """
+
+    name: str
+    encode: Callable[[np.ndarray], tuple[bytes, dict[str, Any]]]
+    decode: Callable[[bytes, dict[str, Any], np.dtype, int], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A stream a codec policy has already encoded: ``codec``'s bytes and meta."""
+
+    codec: str
+    data: bytes
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+CODECS: dict[str, Codec] = {}
+
+
+def register_codec(codec: Codec) -> Codec:
+    """Make ``codec`` available to writers and readers under ``codec.name``."""
+    CODECS[codec.name] = codec
+    return codec
+
+
+def list_codecs() -> list[str]:
+    """Names of the registered codecs."""
+    return list(CODECS)
+
+
+def _raw_decode(data: bytes, meta: dict[str, Any], dtype: np.dtype, count: int) -> np.ndarray:
+    if len(data) != count * dtype.itemsize:
+        raise ArtifactError(f"raw stream holds {len(data)} bytes, "
+                            f"expected {count * dtype.itemsize}")
+    return np.frombuffer(data, dtype=dtype, count=count)
+
+
+register_codec(Codec("raw", lambda a: (a.tobytes(), {}), _raw_decode))
+
+CodecPolicy = str | Callable[[str, np.ndarray], "str | Encoded"]
+
 
 
 register_codec(Codec("cat", ints.encode, ints.decode))
@@ -56,7 +109,7 @@ def digest(array: np.ndarray) -> str:
 
 def _fits(array: np.ndarray, data: bytes) -> bool:
     """Whether the container's reader will accept ``data`` as ``array``'s stream."""
-    return array.nbytes <= max(1 << 20, artifact.MAX_EXPANSION * len(data))
+    return array.nbytes <= max(1 << 20, MAX_EXPANSION * len(data))
 
 
 class Policy:

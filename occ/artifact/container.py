@@ -40,13 +40,18 @@ import math
 import os
 import struct
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
+from occ.artifact.codecs import (
+    CODECS,
+    MAX_EXPANSION,
+    CodecPolicy,
+    Encoded,
+)
 from occ.errors import ArtifactError
 from occ.io import atomic_write_bytes
 
@@ -55,7 +60,6 @@ FORMAT_VERSION = 1
 _PREFIX = struct.Struct("<8sHHQ")
 _DIGEST = 32
 MAX_HEADER = 64 << 20  # a header larger than this is not one occ wrote
-MAX_EXPANSION = 1 << 16  # decoded bytes per coded byte, at most, for any stream
 FLAG_DEFLATE = 1  # the header is raw-deflate (RFC 1951) compressed
 FLAG_DICT = 2  # ... against occ.artifact.header_dict.HEADER_DICT_V1 (needs FLAG_DEFLATE)
 FLAG_BINARY = 4  # the header is occ.artifact.header_v2's binary stream table + JSON
@@ -70,62 +74,6 @@ DTYPES: dict[str, tuple[torch.dtype, np.dtype]] = {
     "int64": (torch.int64, np.dtype("<i8")), "bool": (torch.bool, np.dtype("?")),
 }
 _TORCH_NAMES = {t: name for name, (t, _) in DTYPES.items()}
-
-
-@dataclass(frozen=True)
-class Codec:
-    """A way to turn one flat numpy array into bytes and back, exactly.
-
-    ``encode(array) -> (bytes, meta)``; ``decode(bytes, meta, dtype, count) -> array`` must
-    return exactly ``count`` elements of ``dtype`` and raise ``ArtifactError`` (or
-    ``ValueError``) on malformed input. ``meta`` is JSON and stored in the header.
-    """
-
-    name: str
-    encode: Callable[[np.ndarray], tuple[bytes, dict[str, Any]]]
-    decode: Callable[[bytes, dict[str, Any], np.dtype, int], np.ndarray]
-
-
-@dataclass(frozen=True)
-class Encoded:
-    """A stream a codec policy has already encoded: ``codec``'s bytes and meta."""
-
-    codec: str
-    data: bytes
-    meta: dict[str, Any] = field(default_factory=dict)
-
-
-_CODECS: dict[str, Codec] = {}
-
-
-def register_codec(codec: Codec) -> Codec:
-    """Make ``codec`` available to writers and readers under ``codec.name``."""
-    _CODECS[codec.name] = codec
-    return codec
-
-
-def _load_codecs() -> None:
-    import occ.artifact.codecs  # noqa: F401  (registers cat, fbp, surp)
-
-
-def list_codecs() -> list[str]:
-    """Names of the registered codecs."""
-    import occ.techniques  # noqa: F401  (stages register their codecs on import)
-
-    _load_codecs()
-    return list(_CODECS)
-
-
-def _raw_decode(data: bytes, meta: dict[str, Any], dtype: np.dtype, count: int) -> np.ndarray:
-    if len(data) != count * dtype.itemsize:
-        raise ArtifactError(f"raw stream holds {len(data)} bytes, "
-                            f"expected {count * dtype.itemsize}")
-    return np.frombuffer(data, dtype=dtype, count=count)
-
-
-register_codec(Codec("raw", lambda a: (a.tobytes(), {}), _raw_decode))
-
-CodecPolicy = str | Callable[[str, np.ndarray], "str | Encoded"]
 
 
 @dataclass
@@ -159,7 +107,7 @@ def encode_artifact(header: dict[str, Any], tensors: dict[str, torch.Tensor],
         tensors: named tensors (a state dict); each becomes one stream.
         codec: a codec name for every stream, or ``policy(name, array) -> codec name``.
     """
-    _load_codecs()
+
     streams, chunks, offset = [], [], 0
     for name, tensor in tensors.items():
         dtype, array = to_numpy(tensor)
@@ -170,13 +118,13 @@ def encode_artifact(header: dict[str, Any], tensors: dict[str, torch.Tensor],
         else:
             chosen = codec(name, array)
         if isinstance(chosen, Encoded):
-            if chosen.codec not in _CODECS:
-                raise ArtifactError(f"unknown codec {chosen.codec!r}; known: {', '.join(_CODECS)}")
+            if chosen.codec not in CODECS:
+                raise ArtifactError(f"unknown codec {chosen.codec!r}; known: {', '.join(CODECS)}")
             chosen, data, meta = chosen.codec, chosen.data, chosen.meta
-        elif chosen not in _CODECS:
-            raise ArtifactError(f"unknown codec {chosen!r}; known: {', '.join(_CODECS)}")
+        elif chosen not in CODECS:
+            raise ArtifactError(f"unknown codec {chosen!r}; known: {', '.join(CODECS)}")
         else:
-            data, meta = _CODECS[chosen].encode(array)
+            data, meta = CODECS[chosen].encode(array)
         stream = {"name": name, "dtype": dtype, "shape": list(tensor.shape),
                   "codec": chosen, "offset": offset, "length": len(data)}
         if meta:
@@ -257,9 +205,9 @@ def _check_stream(i: int, s: Any, payload_len: int) -> tuple[str, np.dtype, list
         raise ArtifactError(f"{where}: bad name or dtype {dtype!r}")
     if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
         raise ArtifactError(f"{where} ({name}): bad shape {shape!r}")
-    if codec not in _CODECS:
+    if codec not in CODECS:
         raise ArtifactError(f"{where} ({name}): unknown codec {codec!r}; "
-                            f"known: {', '.join(_CODECS)}")
+                            f"known: {', '.join(CODECS)}")
     if not (isinstance(offset, int) and isinstance(length, int) and offset >= 0
             and length >= 0 and offset + length <= payload_len):
         raise ArtifactError(f"{where} ({name}): offset/length outside the file")
@@ -288,7 +236,7 @@ def decode_artifact(data: bytes) -> Artifact:
     body, digest = data[:-_DIGEST], data[-_DIGEST:]
     if hashlib.sha256(body).digest() != digest:
         raise ArtifactError("checksum mismatch: the file is corrupted or truncated")
-    _load_codecs()
+
     head = read_header(data[_PREFIX.size:_PREFIX.size + head_len], flags)
     header = _parse_header(head, flags)
     if not isinstance(header, dict) or not isinstance(header.get("streams"), list):
@@ -306,7 +254,7 @@ def decode_artifact(data: bytes) -> Artifact:
             raise ArtifactError(f"streams[{i}]: duplicate tensor name {name!r}")
         chunk = bytes(payload[s["offset"]:s["offset"] + s["length"]])
         try:
-            array = _CODECS[s["codec"]].decode(chunk, s.get("meta", {}), np_dtype, count)
+            array = CODECS[s["codec"]].decode(chunk, s.get("meta", {}), np_dtype, count)
         except ArtifactError as err:
             raise ArtifactError(f"streams[{i}] ({name}): {err.message}") from None
         except (ValueError, TypeError, KeyError, IndexError, OverflowError, MemoryError) as err:

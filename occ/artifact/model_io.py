@@ -17,12 +17,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from occ import __version__
 from occ.artifact.container import (
     CodecPolicy,
     encode_artifact,
     write_artifact,
 )
+from occ.version import __version__
 
 
 def codec_policy(encoding: dict[str, Any]) -> CodecPolicy:

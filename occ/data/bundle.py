@@ -164,29 +164,6 @@ def subset_splits(
     return Subset(train_full, train_idx.tolist()), Subset(train_full, val_idx.tolist())
 
 
-def center_padding(height: int, width: int, pad_to: int | None) -> tuple[int, int, int, int]:
-    """Return ``(left, top, right, bottom)`` padding that centres an image in ``pad_to``.
-
-    Args:
-        height: Image height before padding.
-        width: Image width before padding.
-        pad_to: Target square side, or ``None`` for no padding.
-
-    Raises:
-        DataError: If ``pad_to`` is smaller than the image (``where="data.pad_to"``).
-    """
-    if pad_to is None:
-        return (0, 0, 0, 0)
-    if pad_to < max(height, width):
-        raise DataError(
-            f"{pad_to} is smaller than the {height}x{width} images; padding cannot crop",
-            where="data.pad_to",
-        )
-    # An odd remainder goes to the right / bottom, as torchvision's CenterCrop does.
-    left, top = (pad_to - width) // 2, (pad_to - height) // 2
-    return (left, top, pad_to - width - left, pad_to - height - top)
-
-
 def calib_subset(bundle: DataBundle, calib_size: int | None) -> None:
     """Keep a fixed subset of ``calib_size`` calibration samples (all when ``None``)."""
     if calib_size is None:

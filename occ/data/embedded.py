@@ -19,10 +19,10 @@ from occ.data.bundle import (
     DataBundle,
     DataSpecLike,
     calib_subset,
-    center_padding,
     fixed_permutation,
     split_val,
 )
+from occ.data.preprocess import center_padding
 from occ.errors import DataError
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # the usual full-MNIST statistics

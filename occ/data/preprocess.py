@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from occ.errors import DataError
+
 IMAGENET_MEAN: tuple[float, ...] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, ...] = (0.229, 0.224, 0.225)
 """ImageFolder's default normalisation (torchvision's models and reference scripts)."""
@@ -94,7 +96,6 @@ def resolve(spec: Any, *, channels: int, mean: tuple[float, ...],
         DataError: a mean / std of the wrong length, a non-positive std, an unknown
             augmentation or channel order (``where`` names the ``data.*`` field).
     """
-    from occ.errors import DataError
 
     def per_channel(values: Any, default: tuple[float, ...], key: str) -> tuple[float, ...]:
         values = tuple(float(v) for v in (default if values is None else values))
@@ -126,8 +127,6 @@ def resolve(spec: Any, *, channels: int, mean: tuple[float, ...],
 
 def output_shape(pre: Preprocess, stored: tuple[int, int, int]) -> tuple[int, int, int]:
     """``(C, H, W)`` of an image after ``pre``, given its stored ``(C, H, W)``."""
-    from occ.data.bundle import center_padding
-
     channels, height, width = stored
     if pre.crop is not None:
         height = width = pre.crop
@@ -145,8 +144,6 @@ def build_transform(pre: Preprocess, stored: tuple[int, int, int], *, train: boo
     adds the augmentations and ``user_transform`` (applied to the PIL image first).
     """
     from torchvision import transforms as T
-
-    from occ.data.bundle import center_padding
 
     steps: list[Callable] = []
     if train and user_transform is not None:
@@ -191,3 +188,26 @@ def _augmentations(pre: Preprocess, height: int, width: int) -> list[Callable]:
 def _reverse_channels(x: Any) -> Any:
     """``(C, H, W)`` RGB -> BGR (module-level so worker processes can unpickle it)."""
     return x.flip(0)
+
+
+def center_padding(height: int, width: int, pad_to: int | None) -> tuple[int, int, int, int]:
+    """Return ``(left, top, right, bottom)`` padding that centres an image in ``pad_to``.
+
+    Args:
+        height: Image height before padding.
+        width: Image width before padding.
+        pad_to: Target square side, or ``None`` for no padding.
+
+    Raises:
+        DataError: If ``pad_to`` is smaller than the image (``where="data.pad_to"``).
+    """
+    if pad_to is None:
+        return (0, 0, 0, 0)
+    if pad_to < max(height, width):
+        raise DataError(
+            f"{pad_to} is smaller than the {height}x{width} images; padding cannot crop",
+            where="data.pad_to",
+        )
+    # An odd remainder goes to the right / bottom, as torchvision's CenterCrop does.
+    left, top = (pad_to - width) // 2, (pad_to - height) // 2
+    return (left, top, pad_to - width - left, pad_to - height - top)

@@ -27,10 +27,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from occ import __version__
 from occ.deploy.onnx import _check_out, _load, _need, is_early_exit
+from occ.deploy.runtime import ort_session
 from occ.errors import RecipeError, StageError
 from occ.io import atomic_write_bytes
+from occ.version import __version__
 
 MIN_AGREEMENT = 99.0
 MAX_ACCURACY_DROP = 0.2
@@ -47,18 +48,6 @@ def _data_spec(header: dict[str, Any]) -> Any:
     recorded = header.get("data") if isinstance(header.get("data"), dict) else {}
     return data_for(recipe.get("data") if isinstance(recipe, dict) else None, None, None,
                     recorded.get("preprocess"))
-
-
-def ort_session(data: bytes | str, threads: int = 1) -> Any:
-    """An onnxruntime CPU session with every graph optimisation and ``threads`` intra-op
-    threads (one inter-op thread: the graphs here are chains)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3  # the NCHWc notice on saved graphs is not for users
-    return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
 
 
 def check_int8(data: bytes, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *,

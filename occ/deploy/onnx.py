@@ -46,12 +46,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from occ import __version__
 from occ.artifact.container import MAGIC, read_artifact
 from occ.engine import load as loader
 from occ.errors import ArtifactError, OccError, RecipeError, StageError
 from occ.io import atomic_write_bytes
 from occ.models.edits import set_submodule
+from occ.version import __version__
 
 log = logging.getLogger("occ")
 
@@ -159,7 +159,7 @@ def export_ready(model: nn.Module) -> tuple[nn.Module, list[str], int]:
     return ExitsGraph(ready).eval(), ["logits", "exit", *heads, "final_logits"], len(quantized)
 
 
-def _check_options(fmt: str, exporter: str, opset: int | None,
+def check_options(fmt: str, exporter: str, opset: int | None,
                    batch_size: int | None) -> int:
     if fmt not in FORMATS:
         raise RecipeError(f"unsupported export format {fmt!r}; allowed: {', '.join(FORMATS)}",
@@ -326,36 +326,12 @@ def _load(src: Path, *, trust_code: bool) -> tuple[dict[str, Any], nn.Module, li
     return artifact.header, model, shape
 
 
-def export_artifact(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *,
-                    fmt: str = "onnx", batch_size: int | None = None, opset: int | None = None,
-                    exporter: str = "torchscript", check: bool = True,
-                    trust_code: bool = False, int8: bool = False,
-                    int8_options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Export the model in artifact ``path`` to ``out`` (default: ``path`` with ``.onnx``).
-
-    ``fmt="onnx-qdq"`` (or ``int8=True``): the integer QDQ graph, checked on the test split
-    (``occ.deploy.int8.export_int8``, keyword ``int8_options``; default ``out``:
-    ``.int8.onnx``).
-
-    Args:
-        batch_size: a static batch size; None: a dynamic batch axis.
-        opset: ONNX opset (default 17 for torchscript, 18 for dynamo).
-        check: run the file in onnxruntime (when installed) before writing it.
-
-    Raises:
-        RecipeError: an unsupported format, exporter, opset or batch size, or a bad ``out``.
-        ArtifactError: the artifact is unreadable, does not rebuild, or does not export.
-        StageError: the exported graph computes something else than occ's model.
-    """
-    if fmt == "onnx-qdq" or int8:
-        _check_options("onnx", exporter, opset, batch_size)
-        if batch_size is not None or opset is not None or exporter != "torchscript":
-            raise RecipeError("the int8 export has a dynamic batch, opset 17 and the "
-                              "torchscript exporter", where="--format onnx-qdq")
-        from occ.deploy.int8 import export_int8
-
-        return export_int8(path, out, trust_code=trust_code, **(int8_options or {}))
-    opset = _check_options(fmt, exporter, opset, batch_size)
+def export_float(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *,
+                 fmt: str = "onnx", batch_size: int | None = None, opset: int | None = None,
+                 exporter: str = "torchscript", check: bool = True,
+                 trust_code: bool = False) -> dict[str, Any]:
+    """The float ONNX export of ``occ.deploy.export.export_artifact`` (same arguments)."""
+    opset = check_options(fmt, exporter, opset, batch_size)
     _need("onnx")
     src = Path(path)
     dst = Path(out) if out is not None else src.with_suffix(".onnx")

@@ -32,9 +32,20 @@ from typing import Any
 import numpy as np
 
 
-def _session(model: Any, threads: int) -> Any:
-    from occ.deploy.int8 import ort_session
+def ort_session(data: bytes | str, threads: int = 1) -> Any:
+    """An onnxruntime CPU session with every graph optimisation and ``threads`` intra-op
+    threads (one inter-op thread: the graphs here are chains)."""
+    import onnxruntime as ort
 
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3  # the NCHWc notice on saved graphs is not for users
+    return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+
+
+
+def _session(model: Any, threads: int) -> Any:
     data = model if isinstance(model, (str, bytes)) else model.SerializeToString()
     return ort_session(data, threads)
 

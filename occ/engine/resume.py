@@ -20,11 +20,11 @@ from typing import Any
 
 import torch
 
-from occ import __version__
 from occ.artifact import model_io
 from occ.artifact.container import Artifact, encode_artifact, read_artifact
 from occ.errors import ArtifactError, RecipeError
 from occ.recipe import Recipe
+from occ.version import __version__
 
 LOCK_NAME = ".occ.lock"
 

@@ -417,7 +417,7 @@ def evaluate_path(path: Path, *, data: str | None, root: str | None, trust_check
     An artifact is evaluated with the preprocessing it records; a plain state dict needs
     ``arch`` (and ``kwargs`` unless ``num_classes`` follows from its classifier). With
     ``latency_runs``, also time batch-1 and batch-64 forwards
-    (``occ.deploy.latency.measure_latency``), under ``latency``.
+    (``occ.latency.measure_latency``), under ``latency``.
     """
     from occ.errors import CheckpointError, DataError
     from occ.limits import check_input_file
@@ -457,7 +457,7 @@ def evaluate_path(path: Path, *, data: str | None, root: str | None, trust_check
     result = {"path": str(path), "kind": kind, "data": spec.dataset,
               "preprocess": dataset.preprocess, **m.to_dict()}
     if latency_runs is not None:  # after the metrics: timing forwards reset exit statistics
-        from occ.deploy.latency import measure_latency
+        from occ.latency import measure_latency
 
         sample = next(iter(dataset.loader("test", 64)))[0]
         result["latency"] = measure_latency(model, dataset.input_shape, device,

@@ -39,7 +39,8 @@ from torch import nn
 
 from occ import sparsity
 from occ.artifact import codecs
-from occ.artifact.container import Encoded, to_numpy
+from occ.artifact.codecs import Encoded
+from occ.artifact.container import to_numpy
 from occ.coding import surp as surp_code
 from occ.errors import RecipeError
 from occ.techniques.prune import schedule as sched

@@ -67,7 +67,7 @@ def _timer(device: torch.device) -> Callable[[Callable[[], Any]], float]:
     return cpu_time
 
 
-def _summary(batch: int, times_ms: list[float]) -> dict[str, Any]:
+def summary(batch: int, times_ms: list[float]) -> dict[str, Any]:
     t = np.asarray(times_ms, dtype=np.float64)
     median = float(np.median(t))
     return {"batch_size": batch, "runs": len(t), "median_ms": median,
@@ -123,18 +123,18 @@ def measure_latency(model: nn.Module, input_shape: Sequence[int],
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 call = functools.partial(model, x)
-                batches.append(_summary(batch, [timer(call) for _ in range(runs)]))
+                batches.append(summary(batch, [timer(call) for _ in range(runs)]))
     finally:
         model.train(was_training)
-    return {"device": str(device), "device_name": _device_name(device),
+    return {"device": str(device), "device_name": device_name(device),
             "threads": torch.get_num_threads(), "torch": torch.__version__.split("+")[0],
             "timer": "cuda events" if device.type == "cuda" else "perf_counter_ns",
             "warmup": warmup, "runs": runs, "batches": batches, "notes": _notes(model)}
 
 
-def _device_name(device: torch.device) -> str:
+def device_name(device: torch.device) -> str:
     if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
+        return torch.cuda.getdevice_name(device)
     return cpu_name()
 
 
@@ -174,30 +174,3 @@ def batches_of(sample: torch.Tensor, batch: int, count: int) -> list[np.ndarray]
         idx = (np.arange(batch) + i * batch) % n
         out.append(np.ascontiguousarray(sample[idx].numpy(), dtype=np.float32))
     return out
-
-
-def measure_onnx_latency(path: str, input_shape: Sequence[int],
-                         batch_sizes: Sequence[int] = (1, 64), *, threads: int = 1,
-                         warmup: int = 10, runs: int = 100,
-                         sample: torch.Tensor | None = None) -> dict[str, Any]:
-    """Median and p90 latency of an ONNX file in onnxruntime (CPU), ``measure_latency``'s
-    result format. occ early-exit files run through ``occ.deploy.runtime`` (segments stop at the
-    first confident exit); each timed run takes the next rows of ``sample``."""
-    import onnxruntime as ort
-
-    from occ.deploy.runtime import ExitSession, open_onnx
-
-    if runs < 1 or warmup < 0:
-        raise ValueError(f"need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
-    model = open_onnx(path, threads=threads)
-    if sample is None or len(sample) == 0:
-        sample = torch.randn(64, *input_shape, generator=torch.Generator().manual_seed(0))
-    batches = []
-    for batch in batch_sizes:
-        inputs = batches_of(sample, batch, max(1, min(runs, -(-len(sample) // batch))))
-        batches.append(_summary(batch, time_calls(model.run, inputs, warmup=warmup, runs=runs)))
-    notes = [EXIT_NOTE] if isinstance(model, ExitSession) else []
-    return {"device": "cpu", "device_name": _device_name(torch.device("cpu")),
-            "threads": threads, "runtime": f"onnxruntime {ort.__version__}",
-            "timer": "perf_counter_ns", "warmup": warmup, "runs": runs, "batches": batches,
-            "notes": notes}
