@@ -24,8 +24,11 @@ demo: install
 test: install
 	$(PY) -m pytest
 
+# ruff, the import layers (pyproject's [tool.importlinter]), and no import cycles.
 lint: install
 	$(VENV)/bin/ruff check occ tests scripts
+	$(VENV)/bin/lint-imports
+	$(PY) scripts/import_graph.py
 
 bench: install
 	for s in scripts/bench_*.py; do $(PY) $$s || exit 1; done

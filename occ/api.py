@@ -220,7 +220,8 @@ def evaluate(path: str | os.PathLike[str], *, data: str | None = None, root: str
 
     With ``latency``, also the median / p90 batch-1 and batch-64 forward latency over
     ``latency_runs`` timed runs (``occ.latency``), under the key ``latency``. An ``.onnx``
-    file is run in onnxruntime (``occ.deploy.onnx_eval``; early exits through ``occ.deploy.runtime``).
+    file is run in onnxruntime (``occ.deploy.onnx_eval``; early exits through
+    ``occ.deploy.runtime``).
     """
     from occ.engine import runner
     if latency and latency_runs < 1:

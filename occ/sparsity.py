@@ -92,7 +92,8 @@ def magnitude_masks(model: nn.Module, sparsity: float, *, scope: Scope = "global
 def apply_masks_(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
     """Zero every masked-out weight in place.
 
-    A frozen quantized layer (``occ.techniques.quantize.layers``) stores integers, not its float weight:
+    A frozen quantized layer (``occ.techniques.quantize.layers``) stores integers, not its float
+    weight:
     their masked-out entries become the zero point, so the stored layer is pruned too.
     """
     modules = dict(model.named_modules())

@@ -34,13 +34,9 @@ def is_code_reference(ref: Any) -> bool:
     """Whether ``ref`` is a ``pkg.module:callable`` reference (importing it runs code)."""
     if not isinstance(ref, str):
         return False
-    from occ.errors import ModelError
-    from occ.models.names import arch_kind
-
-    try:
-        return arch_kind(ref) == "callable"
-    except ModelError:
-        return False
+    module, sep, attr = ref.partition(":")
+    return bool(sep) and bool(module) and all(p.isidentifier() for p in module.split(".")) \
+        and attr.isidentifier()
 
 
 def require_code(ref: str, *, trusted: bool, where: str = "model.arch") -> None:

@@ -156,7 +156,8 @@ def test_unknown_edit_op_and_callable_arch_are_refused(tmp_path: Path) -> None:
         loader.load(tmp_path / "c.occ")
 
 
-# Quantized layers' int32 biases (occ.techniques.quantize.layers): the old float layout, corrupted tensors.
+# Quantized layers' int32 biases (occ.techniques.quantize.layers): the old float layout, corrupted
+# tensors.
 
 QUANT_KWARGS = {"width": 0.25}
 

@@ -1,4 +1,5 @@
-"""Tests for the ``quantize`` stage and ``occ.techniques.quantize``: configs, integers, BN folding, QAT,
+"""Tests for the ``quantize`` stage and ``occ.techniques.quantize``: configs, integers, BN
+folding, QAT,
 mixed precision, pruning interplay and bit-exact artifacts."""
 
 from __future__ import annotations

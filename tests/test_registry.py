@@ -51,7 +51,8 @@ def test_stage_modules_do_not_import_torch() -> None:
 
 def test_stage_reference_doc_is_current() -> None:
     doc = Path(__file__).parents[1] / "docs" / "STAGES.md"
-    assert doc.read_text() == stage_reference(), "run: python -m occ.techniques.spec > docs/STAGES.md"
+    assert doc.read_text() == stage_reference(), \
+        "run: python -m occ.techniques.registry > docs/STAGES.md"
 
 
 @pytest.mark.parametrize("name", STAGES)

@@ -1,6 +1,7 @@
 """Lossless coding of artifact streams, near the entropy limit (issue 7).
 
-- ``codecs``: registers ``cat``, ``fbp``, ``surp`` and ``ctx`` with ``occ.artifact.container`` and holds the
+- ``codecs``: registers ``cat``, ``fbp``, ``surp`` and ``ctx`` with ``occ.artifact.container`` and
+holds the
   per-tensor ``Policy`` that ``entropy_code`` installs (smallest candidate wins, raw
   included).
 - ``ints`` (``cat``): integers under a fitted categorical model, zeros inline or as

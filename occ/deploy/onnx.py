@@ -113,7 +113,8 @@ def _plain_copy(layer: nn.Module) -> nn.Module:
 
 
 def is_quantized(module: nn.Module) -> bool:
-    """A quantized compute layer (``occ.techniques.quantize``): has ``occ_bits`` and ``quantized_weight``."""
+    """A quantized compute layer (``occ.techniques.quantize``): has ``occ_bits`` and
+    ``quantized_weight``."""
     return (isinstance(module, (nn.Conv2d, nn.Linear)) and hasattr(module, "occ_bits")
             and callable(getattr(module, "quantized_weight", None)))
 

@@ -11,23 +11,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from occ.models.names import ArchRef
 from occ.progress import NullProgress, Progress
 
 if TYPE_CHECKING:
     from occ.data import DataBundle
     from occ.recipe import Recipe
-
-
-@dataclass
-class ArchRef:
-    """How to rebuild the model's architecture before replaying edits."""
-
-    arch: str
-    kwargs: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data for the artifact header."""
-        return {"arch": self.arch, "kwargs": dict(self.kwargs)}
 
 
 @dataclass

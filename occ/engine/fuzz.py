@@ -89,7 +89,8 @@ def _header_edits(data: bytes, rng: random.Random) -> bytes:
         header["streams"] = streams * rng.choice([0, 2, 50])
     elif choice == 7:
         header["edits"] = [{"op": rng.choice(["reshape", "exec", "quantize", "early_exit"]),
-                            "module": rng.choice(["os", "occ.models.edits", "occ.techniques.quantize"]),
+                            "module": rng.choice(["os", "occ.models.edits",
+                                                  "occ.techniques.quantize"]),
                             "args": rng.choice([{}, {"modules": {"x": {}}}, {"a": big}])}]
     else:
         header["model"] = rng.choice([None, {"arch": "os:system"}, {"arch": "resnet9000"},

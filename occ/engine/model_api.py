@@ -214,7 +214,8 @@ def _context(model: nn.Module, recipe: Recipe, train_data: Any, val_data: Any,
     from occ.data import load_data
     from occ.data.custom import bundle_from_splits
     from occ.engine import runner
-    from occ.engine.context import ArchRef, RunContext
+    from occ.engine.context import RunContext
+    from occ.models.names import ArchRef
     from occ.training import resolve_device, seed_everything
 
     seed_everything(recipe.seed)

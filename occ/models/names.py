@@ -11,9 +11,11 @@ of three kinds:
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from occ.errors import ModelError
+from occ.trust import is_code_reference
 
 ZOO_NAMES: tuple[str, ...] = ("lenet300", "lenet5", "resnet20", "resnet32", "resnet56", "vgg_small")
 """The built-in zoo, in the order ``occ.models.zoo.list_models()`` returns it."""
@@ -21,11 +23,6 @@ ZOO_NAMES: tuple[str, ...] = ("lenet300", "lenet5", "resnet20", "resnet32", "res
 TORCHVISION_PREFIX = "torchvision."
 
 ArchKind = Literal["zoo", "torchvision", "callable"]
-
-
-def _is_dotted_identifier(text: str) -> bool:
-    """Return whether ``text`` is ``a.b.c`` with every part a Python identifier."""
-    return bool(text) and all(part.isidentifier() for part in text.split("."))
 
 
 def arch_kind(arch: str) -> ArchKind:
@@ -45,8 +42,7 @@ def arch_kind(arch: str) -> ArchKind:
             return "zoo"
         if arch.startswith(TORCHVISION_PREFIX) and arch[len(TORCHVISION_PREFIX) :].isidentifier():
             return "torchvision"
-        module, sep, attr = arch.partition(":")
-        if sep and _is_dotted_identifier(module) and attr.isidentifier():
+        if is_code_reference(arch):
             return "callable"
     allowed = ", ".join(ZOO_NAMES)
     raise ModelError(
@@ -90,3 +86,15 @@ def check_arch_name(arch: str) -> None:
             TORCHVISION_CLASSIFIERS:
         raise ModelError(f"unknown torchvision classifier {arch!r}{_suggest(arch)}; see "
                          "torchvision.models.list_models()", where="model.arch")
+
+
+@dataclass
+class ArchRef:
+    """How to rebuild the model's architecture before replaying edits."""
+
+    arch: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for the artifact header."""
+        return {"arch": self.arch, "kwargs": dict(self.kwargs)}

@@ -22,10 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from occ.engine.context import ArchRef
 from occ.errors import ModelError, RecipeError
 from occ.models import build_model, data_kwargs
-from occ.models.names import arch_kind
+from occ.models.names import ArchRef, arch_kind
 from occ.models.zoo import builder_params
 from occ.techniques.distill.config import KD_ALPHA, KD_TEMPERATURE
 from occ.training import LossFn, default_loss

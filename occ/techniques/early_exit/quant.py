@@ -13,11 +13,13 @@ execution order**, its classifier, the layer doing a head's job (features -> out
 
 Steps, driven by ``occ.techniques.early_exit.run``:
 
-1. ``prepare_``: a conv head's BatchNorm is folded into its conv (``occ.techniques.quantize.fold``, as the
+1. ``prepare_``: a conv head's BatchNorm is folded into its conv
+(``occ.techniques.quantize.fold``, as the
    quantize stage folds the backbone's). The head is fresh, so the fold is the identity up
    to ``1/sqrt(1 + eps)``: a quantized conv head trains as conv + bias + ReLU. Then each
    head Conv2d / Linear becomes a fake-quant layer, weight clipping and input ranges set by
-   ``occ.techniques.quantize.calibrate`` with the quantize stage's defaults (``mse``, 512 train inputs);
+   ``occ.techniques.quantize.calibrate`` with the quantize stage's defaults (``mse``, 512 train
+   inputs);
 2. the heads train quantization-aware through ``occ.training.fit`` (straight-through);
 3. ``freeze_heads_``: integers + scales, int32 biases (``occ.techniques.quantize.layers``); the exit
    thresholds are calibrated after this, on the heads that will really run;

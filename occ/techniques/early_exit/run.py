@@ -37,7 +37,8 @@ backbone's last quantized layer in execution order (its classifier), trains
 quantization-aware and is frozen to integers before the thresholds are calibrated, so
 calibration prices the heads that will run. A conv head's BN is folded into its conv first.
 ``true`` insists (a float backbone is an error: put a quantize stage before early_exit);
-``false`` keeps float32 heads, counted 32 × 32 bits in BitOps. See ``occ.techniques.early_exit.quant``.
+``false`` keeps float32 heads, counted 32 × 32 bits in BitOps. See
+``occ.techniques.early_exit.quant``.
 """
 
 from __future__ import annotations

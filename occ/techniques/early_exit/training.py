@@ -3,7 +3,8 @@
 ``heads``: the backbone is frozen (eval mode, no grad; BN statistics untouched) and only
 the heads learn. ``joint``: everything learns from a weighted sum of the exits' losses,
 the backbone's own output included. With ``distill`` a head learns from the backbone's
-final output as well (Hinton KD, ``occ.techniques.distill.loss.kd_loss``) instead of the labels alone.
+final output as well (Hinton KD, ``occ.techniques.distill.loss.kd_loss``) instead of the labels
+alone.
 On float targets (regression) the label terms use ``base``, the recipe's ``loss`` (MSE or
 L1); the KD terms keep ``kd_loss``'s MSE.
 """

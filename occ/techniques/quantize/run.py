@@ -6,7 +6,8 @@ per output channel (``granularity: channel``) or per tensor, symmetric or not; e
 input is quantized per tensor to ``act_bits`` (32 = weight-only). ``weight_bits: auto``
 picks per-layer bits from per-layer sensitivity for a ``target_avg_bits`` or a
 ``bitops_budget``. The artifact stores the integers (int8) with their scales and zero
-points, never the float weights. Work is done in ``occ.techniques.quantize`` (imported in ``run``: this
+points, never the float weights. Work is done in ``occ.techniques.quantize`` (imported in ``run``:
+this
 module stays torch-free for ``occ validate``).
 """
 
