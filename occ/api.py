@@ -181,7 +181,7 @@ def train(arch: str, *, data: str = "mnist5k", epochs: int = 15, out: str,
     """
     from occ.data.names import task_of
     from occ.domains import check_device, check_positive_float, check_seed
-    from occ.engine import runner
+    from occ.engine import baseline
     from occ.outputs import check_output_file
     from occ.recipe import resolve_loss
     from occ.trust import require_code
@@ -204,7 +204,7 @@ def train(arch: str, *, data: str = "mnist5k", epochs: int = 15, out: str,
               "image_size": image_size}
     spec = from_dict(DataSpec, {k: v for k, v in fields.items() if v is not None}, where="data")
     loss = resolve_loss(loss, task_of(spec.dataset), where="--loss")
-    return runner.train_baseline(arch, kwargs or {}, spec, epochs=epochs, lr=lr, out=out,
+    return baseline.train_baseline(arch, kwargs or {}, spec, epochs=epochs, lr=lr, out=out,
                                  seed=seed, device=device, loss=loss,
                                  progress=progress or NullProgress(), trust_code=trust_code)
 
@@ -223,7 +223,7 @@ def evaluate(path: str | os.PathLike[str], *, data: str | None = None, root: str
     file is run in onnxruntime (``occ.deploy.onnx_eval``; early exits through
     ``occ.deploy.runtime``).
     """
-    from occ.engine import runner
+    from occ.engine import evaluate
     if latency and latency_runs < 1:
         raise RecipeError(f"must be >= 1, got {latency_runs}", where="--latency-runs")
     if Path(path).suffix.lower() == ".onnx":  # onnxruntime, through occ.deploy.runtime
@@ -231,7 +231,7 @@ def evaluate(path: str | os.PathLike[str], *, data: str | None = None, root: str
 
         return evaluate_onnx(path, data=data, root=root,
                              latency_runs=latency_runs if latency else None)
-    return runner.evaluate_path(Path(path), data=data, root=root,
+    return evaluate.evaluate_path(Path(path), data=data, root=root,
                                 trust_checkpoint=trust_checkpoint, trust_code=trust_code,
                                 latency_runs=latency_runs if latency else None, arch=arch,
                                 kwargs=kwargs)
@@ -268,8 +268,8 @@ def export(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = No
 
 def inspect(path: str | os.PathLike[str]) -> dict[str, Any]:
     """An artifact's header and per-tensor table (shape, sparsity, bits, coded bytes)."""
-    from occ.engine import runner
-    return runner.inspect_artifact(Path(path))
+    from occ.engine import evaluate
+    return evaluate.inspect_artifact(Path(path))
 
 
 def report(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
@@ -281,7 +281,7 @@ def report(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
     Raises:
         OccError: ``out_dir`` has no readable occ ``report.json``.
     """
-    from occ.report.data import render
+    from occ.report.write import render
 
     return render(out_dir)
 

@@ -1,6 +1,6 @@
 """Benchmark: early exit on LeNet-5 and CIFAR ResNet-20 (mnist5k padded to 32×32).
 
-For each model: train a baseline (``occ.engine.runner.train_baseline``, the function behind
+For each model: train a baseline (``occ.engine.baseline.train_baseline``, the function behind
 ``occ train``; checkpoints are kept in ``runs/bench/`` and reused), run ``occ compress``
 with one ``early_exit`` stage (heads trained on the frozen backbone, thresholds
 calibrated on the 500-image val split at ``max_accuracy_drop``), load the artifact with
@@ -34,7 +34,7 @@ import occ
 from occ import api
 from occ.artifact.checkpoint import load_checkpoint, load_into
 from occ.data import load_data
-from occ.engine import runner
+from occ.engine.baseline import train_baseline
 from occ.models import build_model
 from occ.progress import NullProgress
 from occ.recipe import DataSpec
@@ -65,9 +65,9 @@ def baseline(arch: str, setup: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
         return path, {**load_checkpoint(str(path)).meta.get("metrics", {}), "reused": True}
     path.parent.mkdir(parents=True, exist_ok=True)
     spec = DataSpec(**{**DATA, "batch_size": TRAIN_BATCH})
-    record = runner.train_baseline(arch, setup["kwargs"], spec, epochs=setup["epochs"],
-                                   lr=setup["lr"], out=str(path), seed=0, device="cpu",
-                                   progress=NullProgress())
+    record = train_baseline(arch, setup["kwargs"], spec, epochs=setup["epochs"],
+                            lr=setup["lr"], out=str(path), seed=0, device="cpu",
+                            progress=NullProgress())
     return path, {**record, "reused": False}
 
 

@@ -16,15 +16,10 @@ from typer.testing import CliRunner
 from occ.cli import app
 from occ.errors import OccError
 from occ.metrics import Metrics
-from occ.report.data import (
-    Report,
-    StageRecord,
-    load_report,
-    to_html,
-    to_json,
-    to_markdown,
-    write_reports,
-)
+from occ.report.data import Report, StageRecord, load_report, to_json
+from occ.report.html import to_html
+from occ.report.markdown import to_markdown
+from occ.report.write import write_reports
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 VOID = {"meta", "img", "br", "hr", "link", "input"}

@@ -41,8 +41,8 @@ EVAL_BATCH = 256
 
 def _data_spec(header: dict[str, Any]) -> Any:
     """The artifact's recorded data spec, with the preprocessing it was measured with:
-    the same reading as ``occ eval`` (``occ.engine.runner.data_for``)."""
-    from occ.engine.runner import data_for
+    the same reading as ``occ eval`` (``occ.engine.evaluate.data_for``)."""
+    from occ.engine.evaluate import data_for
 
     recipe = header.get("recipe")
     recorded = header.get("data") if isinstance(header.get("data"), dict) else {}

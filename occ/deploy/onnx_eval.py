@@ -24,8 +24,8 @@ from occ.latency import EXIT_NOTE, batches_of, device_name, summary, time_calls
 
 def _spec(meta: dict[str, str], data: str | None, root: str | None) -> Any:
     """The recorded ``occ_data`` spec with ``--data`` / ``--root`` overriding, read like an
-    artifact's (``occ.engine.runner.data_for``)."""
-    from occ.engine.runner import data_for
+    artifact's (``occ.engine.evaluate.data_for``)."""
+    from occ.engine.evaluate import data_for
 
     recorded = meta.get("occ_data")
     return data_for(json.loads(recorded) if recorded else None, data, root)

@@ -241,7 +241,7 @@ def _inspect(data: bytes) -> None:
     import tempfile
     from pathlib import Path
 
-    from occ.engine.runner import inspect_artifact
+    from occ.engine.evaluate import inspect_artifact
     from occ.report.data import json_safe
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -6,12 +6,9 @@
 from __future__ import annotations
 
 import copy
-import json
 import logging
-import os
 import time
 import weakref
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +18,7 @@ from torch import nn
 from occ import distributed
 from occ import metrics as metrics_mod
 from occ.artifact import model_io
-from occ.artifact.checkpoint import load_checkpoint, load_into, save_checkpoint
-from occ.artifact.container import MAGIC, read_artifact
-from occ.config import to_dict
+from occ.artifact.checkpoint import load_checkpoint, load_into
 from occ.data import DataBundle, load_data
 from occ.engine import gates
 from occ.engine import load as loader
@@ -31,15 +26,16 @@ from occ.engine import resume as resume_mod
 from occ.engine.baseline_check import baseline_warning, recorded_accuracy
 from occ.engine.context import ArchRef, RunContext
 from occ.engine.plan import Plan
-from occ.errors import ArtifactError, OccError, RecipeError, StageError
+from occ.errors import OccError, RecipeError, StageError
 from occ.io import atomic_write_text
 from occ.models import build_model, data_kwargs
 from occ.models.edits import tensor_equal
 from occ.progress import Progress
-from occ.recipe import DataSpec, Recipe, dump_recipe
-from occ.report.data import Report, StageRecord, write_reports
+from occ.recipe import Recipe, dump_recipe
+from occ.report.data import Report, StageRecord
+from occ.report.write import write_reports
 from occ.techniques.registry import get_stage
-from occ.training import fit, predict, resolve_device, seed_everything, task_loss
+from occ.training import predict, resolve_device, seed_everything
 
 log = logging.getLogger("occ")
 
@@ -323,165 +319,3 @@ def _verify_round_trip(path: Path, ctx: RunContext, outputs: torch.Tensor) -> No
     again, _ = predict(loaded, ctx.loader("test"), ctx.device)
     if not torch.equal(again, outputs):
         raise StageError(f"{path}: decoded model's outputs differ from the evaluated model's")
-
-
-def train_baseline(arch: str, kwargs: dict[str, Any], spec: DataSpec, *, epochs: int, lr: float,
-                   out: str, seed: int, device: str, progress: Progress,
-                   loss: str = "auto", trust_code: bool = False) -> dict[str, Any]:
-    """Train ``arch`` on ``spec``'s data (``loss``: ``occ.training.task_loss``) and save an
-    occ checkpoint at ``out``."""
-    seed_everything(seed)
-    dev = resolve_device(device)
-    data = load_data(spec, seed=seed, trust_code=trust_code)
-    kwargs = _arch_kwargs(kwargs, data, arch)
-    model = build_model(arch, kwargs, allow_callables=trust_code)
-    t0 = time.perf_counter()
-    _begin_stage(progress, "train", data, dev)
-    losses = fit(model, data.loader("train", spec.batch_size, shuffle=True, seed=seed),
-                 epochs=epochs, lr=lr, device=dev, loss_fn=task_loss(loss), progress=progress,
-                 description="train")
-    outputs, targets = predict(model, data.loader("test", spec.batch_size), dev)
-    m = metrics_mod.measure(model, outputs, targets, input_shape=data.input_shape, device=dev)
-    result = {"arch": arch, "kwargs": kwargs, "data": spec.dataset, "epochs": epochs,
-              "loss": loss,
-              "accuracy": m.accuracy, "final_loss": losses[-1], "params": m.params,
-              **({"mae": m.mae, "rmse": m.rmse} if m.mae is not None else {}),
-              "macs": m.macs, "seconds": time.perf_counter() - t0, "checkpoint": out}
-    recorded = to_dict(spec)
-    for key in ("mean", "std"):  # the resolved values: eval reuses what training saw
-        if recorded.get(key) is None and data.preprocess:
-            recorded[key] = list(data.preprocess[key])
-    save_checkpoint(out, model, arch=arch, kwargs=kwargs, metrics=result, data=recorded)
-    return result
-
-
-def data_for(recipe_data: dict[str, Any] | None, data: str | None, root: str | None,
-              preprocess: dict[str, Any] | None = None) -> DataSpec:
-    """The data to evaluate on: the recorded spec, with ``--data`` / ``--root`` overriding.
-
-    The recorded ``preprocess`` (the resolved mean / std the model was measured with)
-    fills a spec that left them to the dataset's default, so a later change of default
-    never changes what an artifact is evaluated with.
-    """
-    from occ.config import from_dict
-
-    spec = from_dict(DataSpec, recipe_data or {}, where="data") if recipe_data else DataSpec()
-    if data is not None and data != spec.dataset:
-        return DataSpec(dataset=data, root=root)
-    if root is not None:
-        spec = replace(spec, root=root)
-    if isinstance(preprocess, dict):
-        for key in ("mean", "std"):
-            if getattr(spec, key) is None and isinstance(preprocess.get(key), list):
-                spec = replace(spec, **{key: list(preprocess[key])})
-    return spec
-
-
-def _open_checkpoint(path: Path, *, arch: str | None, kwargs: dict[str, Any] | None,
-                     trust_checkpoint: bool, trust_code: bool) -> tuple[nn.Module, Any]:
-    """Build and load a checkpoint's model: its recorded ``arch`` or the given one.
-
-    The ``arch`` a checkpoint names is data: a ``pkg.module:callable`` in it is imported only
-    with ``trust_code`` (``occ.trust``), like one in a recipe.
-    """
-    from occ.errors import CheckpointError
-
-    ckpt = load_checkpoint(path, trust=trust_checkpoint)
-    arch = arch or ckpt.meta.get("arch")
-    if not isinstance(arch, str):
-        raise CheckpointError("has no architecture reference (a plain state dict): pass --arch "
-                              "NAME (e.g. torchvision.resnet18) and --kwargs JSON if needed",
-                              where=str(path))
-    recorded = ckpt.meta.get("kwargs") or {}
-    if not isinstance(recorded, dict):
-        raise CheckpointError("must be a mapping", where=f"{path}: kwargs")
-    build_kwargs = dict(recorded) if kwargs is None else dict(kwargs)
-    if kwargs is None and "num_classes" not in build_kwargs:
-        build_kwargs.update(_classes_from_state(ckpt.state_dict))
-    model = build_model(arch, build_kwargs, allow_callables=trust_code, source=str(path))
-    load_into(model, ckpt, where=str(path), arch=arch)
-    return model, ckpt
-
-
-def _classes_from_state(state: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """``num_classes`` from a plain state dict's last 2-D weight (the classifier)."""
-    last = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2]
-    return {"num_classes": int(last[-1].shape[0])} if last else {}
-
-
-def evaluate_path(path: Path, *, data: str | None, root: str | None, trust_checkpoint: bool,
-                  trust_code: bool, latency_runs: int | None = None, arch: str | None = None,
-                  kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Evaluate an artifact (``.occ``) or a checkpoint on its data's test split.
-
-    An artifact is evaluated with the preprocessing it records; a plain state dict needs
-    ``arch`` (and ``kwargs`` unless ``num_classes`` follows from its classifier). With
-    ``latency_runs``, also time batch-1 and batch-64 forwards
-    (``occ.latency.measure_latency``), under ``latency``.
-    """
-    from occ.errors import CheckpointError, DataError
-    from occ.limits import check_input_file
-
-    check_input_file(path, error=CheckpointError)  # by type: a FIFO would block the open
-    with open(path, "rb") as fh:
-        is_artifact = fh.read(len(MAGIC)) == MAGIC
-    if is_artifact:
-        artifact = read_artifact(path)
-        recipe = artifact.header.get("recipe")
-        recorded = artifact.header.get("data")
-        recorded = recorded if isinstance(recorded, dict) else {}
-        if recorded.get("dataset") == IN_MEMORY and data is None:
-            raise DataError("this artifact was measured on data handed in from Python; pass "
-                            "--data (and --root)", where=str(path))
-        spec = data_for(recipe.get("data") if isinstance(recipe, dict) else None, data, root,
-                         recorded.get("preprocess"))
-        try:
-            model = loader.rebuild(artifact, trust_code=trust_code, source=str(path))
-        except ArtifactError as err:  # name the file, like occ.load does
-            raise ArtifactError(err.message, where=str(path)) from None
-        kind = "artifact"
-    else:
-        model, ckpt = _open_checkpoint(path, arch=arch, kwargs=kwargs,
-                                       trust_checkpoint=trust_checkpoint, trust_code=trust_code)
-        recorded = ckpt.meta.get("data")
-        spec = data_for(recorded if isinstance(recorded, dict) else None, data, root)
-        kind = "checkpoint"
-    size = os.path.getsize(path)
-    dataset = load_data(spec, trust_code=trust_code)
-    device = resolve_device("auto")
-    # the batch size the run measured with: float sums (and so near-ties, exit decisions on
-    # a threshold) depend on the batch shape, so this repeats the report's figures exactly
-    outputs, targets = predict(model, dataset.loader("test", spec.batch_size), device)
-    m = metrics_mod.measure(model, outputs, targets, input_shape=dataset.input_shape,
-                            device=device, size=size)
-    result = {"path": str(path), "kind": kind, "data": spec.dataset,
-              "preprocess": dataset.preprocess, **m.to_dict()}
-    if latency_runs is not None:  # after the metrics: timing forwards reset exit statistics
-        from occ.latency import measure_latency
-
-        sample = next(iter(dataset.loader("test", 64)))[0]
-        result["latency"] = measure_latency(model, dataset.input_shape, device,
-                                            runs=latency_runs, sample=sample)
-    return result
-
-
-def inspect_artifact(path: Path) -> dict[str, Any]:
-    """Header and per-tensor table of an artifact."""
-    artifact = read_artifact(path)
-    rows = []
-    for s in artifact.streams:
-        t = artifact.tensors[s["name"]]
-        numel = t.numel()
-        zeros = numel - int(torch.count_nonzero(t)) if numel else 0
-        rows.append({"name": s["name"], "shape": s["shape"], "dtype": s["dtype"],
-                     "codec": s["codec"], "bytes": s["length"],
-                     "sparsity": zeros / numel if numel else 0.0,
-                     "bits_per_value": 8.0 * s["length"] / numel if numel else 0.0,
-                     **({"meta": s["meta"]} if s.get("meta") else {})})
-    from occ.artifact.accounting import size_breakdown
-
-    header = {k: v for k, v in artifact.header.items() if k != "recipe"}
-    return {"path": str(path), "bytes": artifact.size, "header": header,
-            "size": size_breakdown(path),
-            "recipe": artifact.header.get("recipe"), "tensors": rows,
-            "header_json": len(json.dumps(artifact.header))}

@@ -1,0 +1,156 @@
+"""``occ eval`` and ``occ inspect``: an artifact or checkpoint measured on its data, and an
+artifact's header and layer table."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from occ import metrics as metrics_mod
+from occ.artifact.checkpoint import load_checkpoint, load_into
+from occ.artifact.container import MAGIC, read_artifact
+from occ.data import load_data
+from occ.engine import load as loader
+from occ.engine.runner import IN_MEMORY
+from occ.errors import ArtifactError
+from occ.models import build_model
+from occ.recipe import DataSpec
+from occ.training import predict, resolve_device
+
+
+def data_for(recipe_data: dict[str, Any] | None, data: str | None, root: str | None,
+              preprocess: dict[str, Any] | None = None) -> DataSpec:
+    """The data to evaluate on: the recorded spec, with ``--data`` / ``--root`` overriding.
+
+    The recorded ``preprocess`` (the resolved mean / std the model was measured with)
+    fills a spec that left them to the dataset's default, so a later change of default
+    never changes what an artifact is evaluated with.
+    """
+    from occ.config import from_dict
+
+    spec = from_dict(DataSpec, recipe_data or {}, where="data") if recipe_data else DataSpec()
+    if data is not None and data != spec.dataset:
+        return DataSpec(dataset=data, root=root)
+    if root is not None:
+        spec = replace(spec, root=root)
+    if isinstance(preprocess, dict):
+        for key in ("mean", "std"):
+            if getattr(spec, key) is None and isinstance(preprocess.get(key), list):
+                spec = replace(spec, **{key: list(preprocess[key])})
+    return spec
+
+
+def _open_checkpoint(path: Path, *, arch: str | None, kwargs: dict[str, Any] | None,
+                     trust_checkpoint: bool, trust_code: bool) -> tuple[nn.Module, Any]:
+    """Build and load a checkpoint's model: its recorded ``arch`` or the given one.
+
+    The ``arch`` a checkpoint names is data: a ``pkg.module:callable`` in it is imported only
+    with ``trust_code`` (``occ.trust``), like one in a recipe.
+    """
+    from occ.errors import CheckpointError
+
+    ckpt = load_checkpoint(path, trust=trust_checkpoint)
+    arch = arch or ckpt.meta.get("arch")
+    if not isinstance(arch, str):
+        raise CheckpointError("has no architecture reference (a plain state dict): pass --arch "
+                              "NAME (e.g. torchvision.resnet18) and --kwargs JSON if needed",
+                              where=str(path))
+    recorded = ckpt.meta.get("kwargs") or {}
+    if not isinstance(recorded, dict):
+        raise CheckpointError("must be a mapping", where=f"{path}: kwargs")
+    build_kwargs = dict(recorded) if kwargs is None else dict(kwargs)
+    if kwargs is None and "num_classes" not in build_kwargs:
+        build_kwargs.update(_classes_from_state(ckpt.state_dict))
+    model = build_model(arch, build_kwargs, allow_callables=trust_code, source=str(path))
+    load_into(model, ckpt, where=str(path), arch=arch)
+    return model, ckpt
+
+
+def _classes_from_state(state: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """``num_classes`` from a plain state dict's last 2-D weight (the classifier)."""
+    last = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2]
+    return {"num_classes": int(last[-1].shape[0])} if last else {}
+
+
+def evaluate_path(path: Path, *, data: str | None, root: str | None, trust_checkpoint: bool,
+                  trust_code: bool, latency_runs: int | None = None, arch: str | None = None,
+                  kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Evaluate an artifact (``.occ``) or a checkpoint on its data's test split.
+
+    An artifact is evaluated with the preprocessing it records; a plain state dict needs
+    ``arch`` (and ``kwargs`` unless ``num_classes`` follows from its classifier). With
+    ``latency_runs``, also time batch-1 and batch-64 forwards
+    (``occ.latency.measure_latency``), under ``latency``.
+    """
+    from occ.errors import CheckpointError, DataError
+    from occ.limits import check_input_file
+
+    check_input_file(path, error=CheckpointError)  # by type: a FIFO would block the open
+    with open(path, "rb") as fh:
+        is_artifact = fh.read(len(MAGIC)) == MAGIC
+    if is_artifact:
+        artifact = read_artifact(path)
+        recipe = artifact.header.get("recipe")
+        recorded = artifact.header.get("data")
+        recorded = recorded if isinstance(recorded, dict) else {}
+        if recorded.get("dataset") == IN_MEMORY and data is None:
+            raise DataError("this artifact was measured on data handed in from Python; pass "
+                            "--data (and --root)", where=str(path))
+        spec = data_for(recipe.get("data") if isinstance(recipe, dict) else None, data, root,
+                         recorded.get("preprocess"))
+        try:
+            model = loader.rebuild(artifact, trust_code=trust_code, source=str(path))
+        except ArtifactError as err:  # name the file, like occ.load does
+            raise ArtifactError(err.message, where=str(path)) from None
+        kind = "artifact"
+    else:
+        model, ckpt = _open_checkpoint(path, arch=arch, kwargs=kwargs,
+                                       trust_checkpoint=trust_checkpoint, trust_code=trust_code)
+        recorded = ckpt.meta.get("data")
+        spec = data_for(recorded if isinstance(recorded, dict) else None, data, root)
+        kind = "checkpoint"
+    size = os.path.getsize(path)
+    dataset = load_data(spec, trust_code=trust_code)
+    device = resolve_device("auto")
+    # the batch size the run measured with: float sums (and so near-ties, exit decisions on
+    # a threshold) depend on the batch shape, so this repeats the report's figures exactly
+    outputs, targets = predict(model, dataset.loader("test", spec.batch_size), device)
+    m = metrics_mod.measure(model, outputs, targets, input_shape=dataset.input_shape,
+                            device=device, size=size)
+    result = {"path": str(path), "kind": kind, "data": spec.dataset,
+              "preprocess": dataset.preprocess, **m.to_dict()}
+    if latency_runs is not None:  # after the metrics: timing forwards reset exit statistics
+        from occ.latency import measure_latency
+
+        sample = next(iter(dataset.loader("test", 64)))[0]
+        result["latency"] = measure_latency(model, dataset.input_shape, device,
+                                            runs=latency_runs, sample=sample)
+    return result
+
+
+def inspect_artifact(path: Path) -> dict[str, Any]:
+    """Header and per-tensor table of an artifact."""
+    artifact = read_artifact(path)
+    rows = []
+    for s in artifact.streams:
+        t = artifact.tensors[s["name"]]
+        numel = t.numel()
+        zeros = numel - int(torch.count_nonzero(t)) if numel else 0
+        rows.append({"name": s["name"], "shape": s["shape"], "dtype": s["dtype"],
+                     "codec": s["codec"], "bytes": s["length"],
+                     "sparsity": zeros / numel if numel else 0.0,
+                     "bits_per_value": 8.0 * s["length"] / numel if numel else 0.0,
+                     **({"meta": s["meta"]} if s.get("meta") else {})})
+    from occ.artifact.accounting import size_breakdown
+
+    header = {k: v for k, v in artifact.header.items() if k != "recipe"}
+    return {"path": str(path), "bytes": artifact.size, "header": header,
+            "size": size_breakdown(path),
+            "recipe": artifact.header.get("recipe"), "tensors": rows,
+            "header_json": len(json.dumps(artifact.header))}

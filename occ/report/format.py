@@ -1,0 +1,47 @@
+"""Number formatting shared by the report's views (terminal, Markdown, HTML)."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from occ.report import plots
+
+if TYPE_CHECKING:
+    from occ.report.data import Report
+
+
+def num(v: float | None, spec: str = ".2f") -> str:
+    return "-" if v is None or not math.isfinite(v) else format(v, spec)
+
+
+def times(v: float | None) -> str:
+    if v is None:
+        return "-"
+    return "∞×" if math.isinf(v) else f"{v:,.1f}×"
+
+
+def si(v: float | None) -> str:
+    return plots.si(v)
+
+
+def _qualityheadline(s: dict[str, Any]) -> str:
+    """The quality part of the headline: MAE (regression) or accuracy, and its change."""
+    if s.get("mae") is not None:
+        change = None if s.get("baseline_mae") is None else s["mae"] - s["baseline_mae"]
+        return (f"MAE {num(s['mae'], '.4f')} ({num(change, '+.4f')}), "
+                f"RMSE {num(s['rmse'], '.4f')}")
+    return f"accuracy {num(s['accuracy'])}% ({num(s['accuracy_change'], '+.2f')} pt)"
+
+
+def headline(report: Report) -> str:
+    s = report.summary()
+    return (f"{_qualityheadline(s)}, agreement {num(s['agreement'])}%, "
+            f"BitOps {times(s['bitops_reduction'])} lower "
+            f"(sparse {times(s['sparse_bitops_reduction'])}), size {times(s['size_reduction'])} "
+            f"smaller ({si(s['bytes'])}B)")
+
+
+def is_regression(rows: list[dict[str, Any]]) -> bool:
+    """Whether the steps carry MAE / RMSE (a regression task): those columns show only then."""
+    return any(r.get("mae") is not None for r in rows)

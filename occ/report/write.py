@@ -1,0 +1,37 @@
+"""Writing a report's files: ``report.json``, ``report.md``, ``report.html``, atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from occ.errors import OccError
+from occ.io import atomic_write_text
+from occ.report.data import Report, json_safe, load_report, to_json
+from occ.report.html import to_html
+from occ.report.markdown import to_markdown
+
+
+def write_reports(report: Report, out_dir: str | Path) -> None:
+    """Write ``report.json``, ``report.md`` and ``report.html`` into ``out_dir`` atomically."""
+    out = Path(out_dir)
+    atomic_write_text(out / "report.json", to_json(report))
+    _write_views(report, out)
+
+
+def _write_views(report: Report, out: Path) -> list[str]:
+    paths = [atomic_write_text(out / "report.md", to_markdown(report)),
+             atomic_write_text(out / "report.html", to_html(report))]
+    return [str(p) for p in paths]
+
+
+def render(out_dir: str | Path) -> dict[str, Any]:
+    """Re-render ``report.md`` and ``report.html`` from ``out_dir/report.json``."""
+    report = load_report(out_dir)
+    try:
+        files = _write_views(report, Path(report.out_dir))
+    except (KeyError, TypeError, ValueError, AttributeError) as err:  # fields of wrong types
+        where = str(Path(report.out_dir) / "report.json")
+        raise OccError(f"not an occ report (cannot render it: {err!r})", where=where) from None
+    return {"report": str(Path(report.out_dir) / "report.json"), "written": files,
+            "summary": json_safe(report.summary())}
