@@ -39,13 +39,36 @@ def test_unknown_technique() -> None:
         api.order(["P", "X"])
 
 
-def test_every_pair_of_categories_has_one_edge_with_reason() -> None:
-    cats = list(order_mod.categories())
+DPQE = ("architecture", "channel", "weight", "bits", "dynamic", "coding")
+
+
+def test_every_pair_of_dpqe_categories_has_one_edge_with_reason() -> None:
+    cats = [c for c in order_mod.categories() if c in DPQE]
+    assert cats == list(DPQE)
     for i, a in enumerate(cats):
         for b in cats[i + 1:]:
             e = order_mod.edge(a, b)
             assert e is not None and e.reason and e.source
             assert order_mod.edge(b, a) is None
+
+
+def test_every_edge_has_a_reason_and_points_down_the_rank() -> None:
+    rank = {c: i for i, c in enumerate(order_mod.categories())}
+    for e in order_mod.registry.edges():
+        assert e.reason and e.source and rank[e.before] < rank[e.after]
+
+
+def test_lowrank_sits_after_architecture_and_before_bits_dynamic_coding() -> None:
+    assert order_mod.edge("architecture", "factor") is not None
+    for later in ("bits", "dynamic", "coding"):
+        assert order_mod.edge("factor", later) is not None
+        assert order_mod.edge(later, "factor") is None
+    # no edge with pruning: their relative order is the recipe's, deterministically
+    for cat in ("channel", "weight"):
+        assert order_mod.edge(cat, "factor") is None and order_mod.edge("factor", cat) is None
+    assert api.order(["LR", "P"])["order"] == ["LR", "P"]
+    assert api.order(["P", "LR"])["order"] == ["P", "LR"]
+    assert api.order(["EC", "Q", "LR", "EE", "KD"])["order"] == ["KD", "LR", "Q", "EE", "EC"]
 
 
 def test_cycle_in_edge_data_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,11 +13,11 @@ from functools import cache
 from typing import Any
 
 from occ.errors import RecipeError
-from occ.techniques import distill, early_exit, entropy_code, prune, quantize
+from occ.techniques import distill, early_exit, entropy_code, lowrank, prune, quantize
 from occ.techniques.spec import Edge, StageResult, TechniqueSpec
 
 TECHNIQUES: tuple[TechniqueSpec, ...] = (
-    distill.SPEC, prune.SPEC, quantize.SPEC, early_exit.SPEC, entropy_code.SPEC,
+    distill.SPEC, prune.SPEC, quantize.SPEC, early_exit.SPEC, entropy_code.SPEC, lowrank.SPEC,
 )
 
 
