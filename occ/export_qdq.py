@@ -16,6 +16,9 @@ CPU execution provider fuses into integer kernels (``DQ -> Conv -> Q`` becomes
    ``bias_int`` (int32 at ``s_w * s_a``), so the file holds exactly the values in the
    artifact. Inputs below 8 bits get a uint8 ``Clip(0, 2^b - 1)`` between their Q and DQ:
    exactly occ's ``clamp(round(x / s) + z, 0, 2^b - 1)``.
+4. ``occ.export_qdq_align`` pads conv channels with zeros so that onnxruntime runs every
+   conv on its fast integer kernel (the same values). Early-exit models go through
+   ``occ.export_qdq_exits`` (the same steps on one graph with every exit).
 
 What is *not* in occ's model and is added here (the approximation, checked below):
 

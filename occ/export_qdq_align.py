@@ -1,21 +1,17 @@
 """Channel alignment of a QDQ graph: zero channels that put every conv on onnxruntime's
 fast integer kernel.
 
-onnxruntime's CPU ``QLinearConv`` has two integer paths. The fast one (MLAS "ConvSym":
-symmetric int8 weights, an indirect-buffer kernel, no im2col) applies only when the weight
-zero points are 0, the input channels are a multiple of 4 and the output channels a
-multiple of 8 (4 with AVX-512) and at least 16. Any other conv falls back to im2col plus a
-generic integer GEMM, which costs more per multiply than the fp32 NCHWc kernels for the
-small layers of a CIFAR ResNet. Channel pruning and width multipliers leave exactly such
-counts (12, 25, 50 ...), and a grayscale or RGB input has 1 or 3 channels, so a pruned occ
-model ran its convs on the slow path while ``quantize_static`` of the unpruned network ran
-them on the fast one (measured: scripts/bench_deploy.py, README "Deployment").
+onnxruntime's CPU ``QLinearConv`` has a fast path (MLAS "ConvSym": no im2col) only for
+zero weight zero points, input channels a multiple of 4 and output channels a multiple of
+8 (4 with AVX-512) and >= 16; other convs fall back to im2col plus a generic integer GEMM.
+Pruning and width multipliers leave such counts (6, 12, 25 ...) and images have 1 or 3
+channels, so a pruned occ model ran on the slow path while ``quantize_static`` of the
+unpruned network ran on the fast one (README "Deployment" has the measurements).
 
 ``align_channels`` pads the graph so that every conv qualifies, without changing a value:
 
-- a conv whose output count ``C`` misses the rule gets ``aligned(C) - C`` extra filters of
-  zeros (zero bias, weight scale 1, zero point 0): their output is exactly 0, quantized to
-  the tensor's zero point;
+- a conv whose output count ``C`` misses the rule gets ``aligned(C) - C`` zero filters
+  (zero bias, weight scale 1): their output is exactly 0, the tensor's zero point;
 - every reader of a padded tensor gets zero weights for the extra channels (the next
   conv's input channels, a ``Gemm`` / ``MatMul``'s columns after a ``Flatten``), so they
   add exactly 0; per-tensor Q / DQ, ReLU, Clip, pooling and ``Add`` (both inputs padded
@@ -23,11 +19,10 @@ them on the fast one (measured: scripts/bench_deploy.py, README "Deployment").
 - a graph input with too few channels for its first conv (1, 2, 3) is zero-padded by a
   float ``Pad`` before its ``QuantizeLinear`` (0 quantizes to the zero point exactly).
 
-Seeds whose padding meets (the two inputs of a residual ``Add``) go together. A group is
-left as it is if a padded tensor would reach anything else (a graph output, a per-channel
-op, a ``Reshape``, ``Concat`` ...), or if the classifier after a ``Flatten`` would gain
-more zero weights than the convs (its columns grow by ``(C' - C) * H * W``, for no speed:
-LeNet-5's last conv). The logits never change shape: only conv outputs are padded.
+Paddings that meet (the two inputs of a residual ``Add``) go together; a group stays as
+it is if a padded tensor would reach anything else (a graph output, a per-channel op,
+``Reshape``, ``Concat`` ...) or the classifier after a ``Flatten`` would gain more zero
+weights than the convs (``(C' - C) * H * W`` columns for no speed: LeNet-5's last conv).
 """
 
 from __future__ import annotations
@@ -63,8 +58,8 @@ class _Plan:
     """What to pad: tensor -> (channels, padded channels, flattened spatial size or 0)."""
 
     tensors: dict[str, tuple[int, int, int]] = field(default_factory=dict)
-    conv_out: dict[str, int] = field(default_factory=dict)  # conv node name -> padded C_out
-    weight_in: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # node -> pad
+    conv_out: dict[int, int] = field(default_factory=dict)  # conv (node index) -> C_out'
+    weight_in: dict[int, tuple[int, int, int]] = field(default_factory=dict)  # node -> pad
     input_pad: dict[str, int] = field(default_factory=dict)  # graph input -> padded C
 
 
@@ -84,6 +79,8 @@ class _Graph:
         self.inits = {i.name: i for i in g.initializer}
         self.arrays = {name: numpy_helper.to_array(i) for name, i in self.inits.items()}
         self.outputs = {o.name for o in g.output}
+        self.index = {id(n): i for i, n in enumerate(g.node)}  # names may be empty
+        self.shapes: dict[str, list[int | None]] | None = None  # inferred on first use
 
     def weight_dq(self, node: Any, index: int = 1) -> Any | None:
         """The DequantizeLinear of an int8 initializer feeding ``node.input[index]``."""
@@ -122,11 +119,11 @@ def plan(proto: Any) -> _Plan:
     tensor.
     """
     g = _Graph(proto)
-    seeds: list[tuple[str, int, int, str | None]] = []  # tensor, C, C', conv or None
-    for node in proto.graph.node:
+    seeds: list[tuple[str, int, int, int | None]] = []  # tensor, C, C', conv index or None
+    for k, node in enumerate(proto.graph.node):
         shape = _conv_channels(g, node) if node.op_type == "Conv" else None
-        if shape is not None and aligned(shape[0]) != shape[0]:
-            seeds.append((node.output[0], shape[0], aligned(shape[0]), node.name))
+        if shape is not None and aligned(shape[0]) != shape[0] and _symmetric(g, node):
+            seeds.append((node.output[0], shape[0], aligned(shape[0]), k))
     for inp in proto.graph.input:
         dims = inp.type.tensor_type.shape.dim
         if len(dims) != 4 or not dims[1].HasField("dim_value"):
@@ -157,8 +154,7 @@ def plan(proto: Any) -> _Plan:
         convs, dense = _growth(g, merged)
         ok = ok and dense <= convs  # the classifier gains nothing from its padded columns
         if not ok:
-            log.info("export: channel alignment leaves %d conv(s) as they are (a padded "
-                     "tensor would reach an op that cannot take it)", len(merged.conv_out))
+            log.info("export: %d conv(s) keep their channels", len(merged.conv_out))
             continue
         for key in ("tensors", "conv_out", "weight_in", "input_pad"):
             getattr(out, key).update(getattr(merged, key))
@@ -168,20 +164,26 @@ def plan(proto: Any) -> _Plan:
 def _growth(g: _Graph, p: _Plan) -> tuple[int, int]:
     """Weights ``p`` adds to the convs and to the Gemm / MatMul after a ``Flatten``."""
     convs = dense = 0
-    for node in g.proto.graph.node:
-        dq = g.weight_dq(node) if node.name in p.conv_out or node.name in p.weight_in \
-            else None
+    for k, node in enumerate(g.proto.graph.node):
+        dq = g.weight_dq(node) if k in p.conv_out or k in p.weight_in else None
         if dq is None:
             continue
         w = g.arrays[dq.input[0]]
         if node.op_type == "Conv":
-            c_out = p.conv_out.get(node.name, w.shape[0])
-            c, cp, _ = p.weight_in.get(node.name, (w.shape[1], w.shape[1], 1))
+            c_out = p.conv_out.get(k, w.shape[0])
+            c, cp, _ = p.weight_in.get(k, (w.shape[1], w.shape[1], 1))
             convs += c_out * (w.shape[1] - c + cp) * int(np.prod(w.shape[2:])) - w.size
         else:
-            c, cp, spatial = p.weight_in[node.name]
+            c, cp, spatial = p.weight_in[k]
             dense += (cp - c) * spatial * (w.size // (c * spatial))
     return convs, dense
+
+
+def _symmetric(g: _Graph, node: Any) -> bool:
+    """The conv's weight zero points are all 0 (the fast kernel's first condition)."""
+    dq = g.weight_dq(node)
+    zero = g.arrays.get(dq.input[2]) if dq is not None and len(dq.input) > 2 else None
+    return zero is None or not zero.any()
 
 
 def _groups(sets: list[set[str]]) -> list[list[int]]:
@@ -245,7 +247,7 @@ def _spread(g: _Graph, p: _Plan, name: str, pad: tuple[int, int, int]) -> bool:
             shape = _conv_channels(g, node)
             ok = shape is not None and node.input[0] == name and shape[1] == c
             if ok:
-                p.weight_in[node.name] = (c, cp, 1)
+                p.weight_in[g.index[id(node)]] = (c, cp, 1)
         elif op == "Flatten" and spatial == 0:
             axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
             hw = _spatial(g, name)
@@ -253,11 +255,10 @@ def _spread(g: _Graph, p: _Plan, name: str, pad: tuple[int, int, int]) -> bool:
         elif op in ("Gemm", "MatMul") and spatial > 0:
             ok = _matmul_reads(g, node, name, c * spatial)
             if ok:
-                p.weight_in[node.name] = (c, cp, spatial)
+                p.weight_in[g.index[id(node)]] = (c, cp, spatial)
         else:
             ok = False
-        if not ok:
-            log.info("export: channel alignment skipped (%s reads a padded tensor)", op)
+        if not ok:  # ``plan`` logs the group it leaves alone
             return False
     return True
 
@@ -269,16 +270,14 @@ def _spatial(g: _Graph, name: str) -> int | None:
         node = g.producer.get(node.input[0])
     if node is not None and node.op_type in ("GlobalAveragePool", "GlobalMaxPool"):
         return 1
-    shapes = getattr(g, "_shapes", None)
-    if shapes is None:
+    if g.shapes is None:
         import onnx
 
         inferred = onnx.shape_inference.infer_shapes(g.proto)
-        shapes = {v.name: [d.dim_value if d.HasField("dim_value") else None
-                           for d in v.type.tensor_type.shape.dim]
-                  for v in inferred.graph.value_info}
-        g._shapes = shapes  # type: ignore[attr-defined]
-    dims = shapes.get(name)
+        g.shapes = {v.name: [d.dim_value if d.HasField("dim_value") else None
+                             for d in v.type.tensor_type.shape.dim]
+                    for v in inferred.graph.value_info}
+    dims = g.shapes.get(name)
     if dims is None or len(dims) != 4 or dims[2] is None or dims[3] is None:
         return None
     return int(dims[2] * dims[3])
@@ -293,9 +292,12 @@ def _matmul_reads(g: _Graph, node: Any, name: str, features: int) -> bool:
     if dq is None:
         return False
     w = g.arrays[dq.input[0]]
-    trans_b = node.op_type == "Gemm" and next(
+    return w.ndim == 2 and w.shape[1 if _trans_b(node) else 0] == features
+
+
+def _trans_b(node: Any) -> bool:
+    return node.op_type == "Gemm" and next(
         (a.i for a in node.attribute if a.name == "transB"), 0) == 1
-    return w.ndim == 2 and w.shape[1 if trans_b else 0] == features
 
 
 def align_channels(proto: Any) -> dict[str, int]:
@@ -308,12 +310,17 @@ def align_channels(proto: Any) -> dict[str, int]:
     if not p.tensors:
         return {}
     g = _Graph(proto)
-    by_name = {n.name: n for n in proto.graph.node}
-    for name, cp in p.conv_out.items():
-        _pad_conv_out(g, by_name[name], cp)
+    nodes = list(proto.graph.node)
+    record = {"convs": {nodes[k].name or f"#{k}": [p.tensors[nodes[k].output[0]][0], cp]
+                        for k, cp in p.conv_out.items()},
+              "inputs": {n: [p.tensors[n][0], cp] for n, cp in p.input_pad.items()},
+              "why": "zero channels so that onnxruntime's fast integer conv applies; the "
+                     "same values"}
+    for k, cp in p.conv_out.items():
+        _pad_conv_out(g, nodes[k], cp)
     g = _Graph(proto)  # weights padded on axis 0 above
-    for name, (c, cp, spatial) in p.weight_in.items():
-        _pad_weight_in(g, by_name[name], c, cp, spatial)
+    for k, (c, cp, spatial) in p.weight_in.items():
+        _pad_weight_in(g, nodes[k], c, cp, spatial)
     for name, cp in p.input_pad.items():
         _pad_input(proto, name, cp)
     stale = set(p.tensors)
@@ -322,10 +329,7 @@ def align_channels(proto: Any) -> dict[str, int]:
     proto.graph.value_info.extend(keep)
     entry = proto.metadata_props.add()
     entry.key = METADATA_KEY
-    entry.value = json.dumps({
-        "convs": {n: [p.tensors[by_name[n].output[0]][0], cp] for n, cp in p.conv_out.items()},
-        "inputs": {n: [p.tensors[n][0], cp] for n, cp in p.input_pad.items()},
-        "why": "zero channels so that onnxruntime's fast integer conv applies; same values"})
+    entry.value = json.dumps(record)
     return {name: cp for name, (_, cp, spatial) in p.tensors.items()
             if spatial == 0 and name not in p.input_pad}
 
@@ -374,8 +378,7 @@ def _pad_weight_in(g: _Graph, node: Any, c: int, cp: int, spatial: int) -> None:
     if node.op_type == "Conv":
         _set(g, dq.input[0], _pad_axis(w, 1, cp - c))
         return
-    trans_b = node.op_type == "Gemm" and next(
-        (a.i for a in node.attribute if a.name == "transB"), 0) == 1
+    trans_b = _trans_b(node)
     m = w if trans_b else w.T  # (out, c * spatial)
     m = _pad_axis(m.reshape(len(m), c, spatial), 1, cp - c).reshape(len(m), cp * spatial)
     _set(g, dq.input[0], np.ascontiguousarray(m if trans_b else m.T))
