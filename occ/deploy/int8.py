@@ -115,8 +115,11 @@ def _metadata(header: dict[str, Any], model: nn.Module, spec: Any, check: dict[s
 def export_int8(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *,
                 calib_samples: int = CALIB_SAMPLES, min_agreement: float = MIN_AGREEMENT,
                 max_accuracy_drop: float = MAX_ACCURACY_DROP,
-                trust_code: bool = False) -> dict[str, Any]:
+                trust_code: bool = False, align_channels: bool = True) -> dict[str, Any]:
     """Write the checked integer ONNX of artifact ``path`` to ``out`` (default ``.int8.onnx``).
+
+    ``align_channels``: pad conv channels with zeros so every conv runs on onnxruntime's
+    fast integer kernel (``occ.deploy.qdq_align``; the same outputs, a few more weights).
 
     Raises:
         RecipeError: a bad ``out`` or option, or a regression model (the check is top-1).
@@ -125,6 +128,7 @@ def export_int8(path: str | os.PathLike[str], out: str | os.PathLike[str] | None
     """
     from occ.data import load_data
     from occ.deploy import qdq as export_qdq
+    from occ.deploy import qdq_exits as export_qdq_exits
 
     _need("onnx")
     _need("onnxruntime")
@@ -151,10 +155,12 @@ def export_int8(path: str | os.PathLike[str], out: str | os.PathLike[str] | None
     example = x_test[:2]
     cuts = None
     if is_early_exit(model):
-        proto, cuts = export_qdq.export_int8_exits(model, example, calib)
+        proto, cuts = export_qdq_exits.export_int8_exits(model, example, calib,
+                                                         align=align_channels)
     else:
-        proto = export_qdq.export_int8(model, example, calib)
+        proto = export_qdq.export_int8(model, example, calib, align=align_channels)
     layers = len(export_qdq.int_layers(model))
+    padded = _padded_convs(proto)
     check = check_int8(proto.SerializeToString(), model, x_test, y_test,
                        min_agreement=min_agreement, max_accuracy_drop=max_accuracy_drop)
     for key, value in _metadata(header, model, spec, check, cuts, layers).items():
@@ -175,7 +181,16 @@ def export_int8(path: str | os.PathLike[str], out: str | os.PathLike[str] | None
             "calib_samples": len(calib), "exits": None if cuts is None else {
                 "points": list(model.points), "thresholds": list(model.thresholds),
                 "criterion": model.criterion, "cuts": cuts},
-            "verify": check, "int8_initializer_bytes": _int8_bytes(proto)}
+            "verify": check, "int8_initializer_bytes": _int8_bytes(proto),
+            "channel_alignment": padded}
+
+
+def _padded_convs(proto: Any) -> dict[str, Any]:
+    """What ``occ.deploy.qdq_align`` padded (it records it in ``metadata_props``)."""
+    from occ.deploy.qdq_align import METADATA_KEY
+
+    found = [p.value for p in proto.metadata_props if p.key == METADATA_KEY]
+    return json.loads(found[0]) if found else {}
 
 
 def _int8_bytes(proto: Any) -> int:

@@ -16,6 +16,9 @@ CPU execution provider fuses into integer kernels (``DQ -> Conv -> Q`` becomes
    ``bias_int`` (int32 at ``s_w * s_a``), so the file holds exactly the values in the
    artifact. Inputs below 8 bits get a uint8 ``Clip(0, 2^b - 1)`` between their Q and DQ:
    exactly occ's ``clamp(round(x / s) + z, 0, 2^b - 1)``.
+4. ``occ.deploy.qdq_align`` pads conv channels with zeros so that onnxruntime runs every
+   conv on its fast integer kernel (the same values). Early-exit models go through
+   ``occ.deploy.qdq_exits`` (the same steps on one graph with every exit).
 
 What is *not* in occ's model and is added here (the approximation, checked below):
 
@@ -51,6 +54,7 @@ import torch
 from torch import nn
 
 from occ.deploy.onnx import _plain_copy, is_early_exit, is_quantized, to_onnx
+from occ.deploy.qdq_align import align_channels
 from occ.errors import ArtifactError, StageError
 from occ.models.edits import set_submodule
 
@@ -317,6 +321,8 @@ def _clip_narrow_inputs(proto: Any, layers: dict[str, IntLayer],
         dq = producer.get(by_name[node_names[path]].input[0])
         q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" \
             else None
+        if dq is not None and dq.input[0].removesuffix("_occ_clip") in done:
+            continue  # another layer reading the same tensor (a shortcut) clipped it already
         if q is None or q.op_type != "QuantizeLinear":
             raise ArtifactError(f"{path}: the quantizer left no QuantizeLinear on its input")
         if q.output[0] in done:
@@ -357,109 +363,22 @@ def _toposort(proto: Any) -> None:
     proto.graph.node.extend(copies)
 
 
-def export_int8(model: nn.Module, example: torch.Tensor, calib: torch.Tensor) -> Any:
+def export_int8(model: nn.Module, example: torch.Tensor, calib: torch.Tensor, *,
+                align: bool = True) -> Any:
     """QDQ ``ModelProto`` of a plain (non early-exit) occ model; input ``input``, output
-    ``logits``, dynamic batch."""
+    ``logits``, dynamic batch. ``align``: pad channels for onnxruntime's fast integer conv
+    (``occ.deploy.qdq_align``; the same values)."""
     if is_early_exit(model):
-        raise ArtifactError("early-exit models: use occ.deploy.qdq.export_int8_exits")
+        raise ArtifactError("early-exit models: use occ.deploy.qdq_exits.export_int8_exits")
     layers = int_layers(model)
     data = to_onnx(float_twin(model), example, ["logits"], opset=OPSET, dynamic_batch=True)
-    return quantize_graph(data, layers, calib)
+    proto = quantize_graph(data, layers, calib)
+    if align:
+        align_channels(proto)
+    return proto
 
 
 # Op types the tool may quantize: the integer kernels and the value-preserving ops between
 # them. The exit-selection tail (Softmax, ReduceMax, Where ...) stays float.
 QUANT_OPS = ["Conv", "Gemm", "MatMul", "Add", "Relu", "Clip", "MaxPool", "GlobalAveragePool",
              "Flatten", "Reshape", "Concat"]
-BOUNDARY = "occ_segment{}"  # the tensor an early-exit segment hands to the next
-
-
-class ExitsTwin(nn.Module):
-    """An early-exit model as one graph (``occ.deploy.onnx.ExitsGraph``'s outputs) that also
-    outputs each segment's hand-over tensor, so the runtime can cut the graph there."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        from occ.techniques.early_exit.net import leaves
-        from occ.techniques.early_exit.split import run_segment
-
-        net, outs, bounds, h = self.net, [], [], x
-        for e, seg in enumerate(net.segments):
-            h = run_segment(net.backbone, seg, h)
-            if e < len(net.heads):
-                bounds.append(h)
-                outs.append(net.heads[e](h))  # (B, K)
-            else:
-                outs.append(h)
-        logits = outs[-1]
-        taken = torch.zeros_like(logits[:, 0], dtype=torch.long) + (len(outs) - 1)  # (B,)
-        previous = [None, *outs[:-2]]
-        for e in reversed(range(len(outs) - 1)):  # earliest exit wins: apply it last
-            go = leaves(outs[e], net.criterion, net.thresholds[e], previous[e])
-            logits = torch.where(go[:, None], outs[e], logits)
-            taken = torch.where(go, torch.full_like(taken, e), taken)
-        return (logits, taken, *outs, *bounds)
-
-
-def exit_outputs(n_heads: int) -> list[str]:
-    """Graph outputs of an early-exit export (the hand-over tensors are dropped after)."""
-    return ["logits", "exit", *[f"exit{e}_logits" for e in range(n_heads)], "final_logits"]
-
-
-def export_int8_exits(net: nn.Module, example: torch.Tensor, calib: torch.Tensor
-                      ) -> tuple[Any, list[str]]:
-    """QDQ ``ModelProto`` of an ``EarlyExitNet`` and the names of its hand-over tensors.
-
-    Outputs as ``occ.deploy.onnx``'s early-exit graph (every exit runs; ``logits`` picks per
-    row). The hand-over tensor of segment ``e`` is the uint8 output of the QuantizeLinear
-    that the next segment's first layer reads, where there is one (so a cut there leaves
-    every integer kernel intact), else the float tensor.
-    """
-    layers = int_layers(net)
-    n = len(net.heads)
-    bounds = [BOUNDARY.format(e) for e in range(n)]
-    twin = ExitsTwin(float_twin(net)).eval()
-    data = to_onnx(twin, example, [*exit_outputs(n), *bounds], opset=OPSET, dynamic_batch=True)
-    proto = quantize_graph(data, layers, calib, prefix="net.")
-    keep = [o for o in proto.graph.output if o.name not in bounds]
-    del proto.graph.output[:]
-    proto.graph.output.extend(keep)
-    with torch.no_grad():
-        shapes = [list(t.shape[1:]) for t in twin(example)[-n:]]
-    cuts = [_quantized_name(proto, b) for b in bounds]
-    _declare(proto, cuts, shapes)
-    return proto, cuts
-
-
-def _declare(proto: Any, names: list[str], shapes: list[list[int]]) -> None:
-    """``value_info`` (type, (batch, *shape)) for tensors the runtime cuts the graph at:
-    ``onnx.utils.Extractor`` needs it and shape inference does not reach every QDQ tensor."""
-    from onnx import TensorProto, helper
-
-    producer = {o: n for n in proto.graph.node for o in n.output}
-    inits = {i.name: i.data_type for i in proto.graph.initializer}
-    known = {v.name for v in proto.graph.value_info}
-    for name, shape in zip(names, shapes, strict=True):
-        node = producer.get(name)
-        if name in known or node is None:
-            continue
-        dtype = (inits.get(node.input[2], TensorProto.UINT8)
-                 if node.op_type == "QuantizeLinear" and len(node.input) > 2
-                 else TensorProto.FLOAT)
-        proto.graph.value_info.append(
-            helper.make_tensor_value_info(name, dtype, ["batch", *shape]))
-
-
-def _quantized_name(proto: Any, name: str) -> str:
-    """The uint8 tensor behind float tensor ``name``: the output of the QuantizeLinear that
-    reads it, or, where the tool kept ``name`` on the DequantizeLinear side (a graph output
-    keeps its name), that DequantizeLinear's input; else ``name`` itself."""
-    for node in proto.graph.node:
-        if node.op_type == "QuantizeLinear" and node.input[0] == name:
-            return str(node.output[0])
-        if node.op_type == "DequantizeLinear" and node.output[0] == name:
-            return str(node.input[0])
-    return name
