@@ -135,7 +135,8 @@ def seed_summary(base_correct: Any, new_correct: Any, ratios: Sequence[float] | 
         "seeds": int(new.shape[0]),
         "accuracy_change": mean_std(changes),
         "interval": change_interval(base, new, level=level, n_boot=n_boot).to_dict(),
-        "mcnemar": [mcnemar(b.astype(bool), c.astype(bool)) for b, c in zip(base_rows, new)],
+        "mcnemar": [mcnemar(b.astype(bool), c.astype(bool))
+                    for b, c in zip(base_rows, new, strict=True)],
     }
     if ratios is not None:
         out["ratio"] = mean_std(ratios)
