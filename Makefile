@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 
 # The main job end to end on the embedded MNIST digits: baseline, compress, eval.
 demo: install
-	@test -f runs/demo/baseline.pt || $(OCC) train lenet5 --data mnist5k --epochs 20 --batch-size 64 --out runs/demo/baseline.pt
+	@test -f runs/demo/baseline.pt || $(OCC) train lenet5 --data mnist5k --out runs/demo/baseline.pt
 	$(OCC) compress recipes/demo.yaml
 	$(OCC) eval runs/demo/model.occ
 

@@ -168,8 +168,9 @@ def ablate(recipe_path: str | os.PathLike[str], *, checkpoint: str | None = None
                                  tolerance=tolerance, checkpoint_sha=sha)
 
 
-def train(arch: str, *, data: str = "mnist5k", epochs: int = 15, out: str,
-          lr: float = 0.05, batch_size: int = 128, seed: int = 0, device: str = "auto",
+def train(arch: str, *, data: str = "mnist5k", epochs: int | None = None, out: str,
+          lr: float | None = None, batch_size: int | None = None, seed: int = 0,
+          device: str = "auto", weight_decay: float | None = None, shift: int | None = None,
           kwargs: dict[str, Any] | None = None, root: str | None = None,
           limit_train: int | None = None, pad_to: int | None = None, loss: str = "auto",
           val_size: int | None = None, image_size: int | None = None,
@@ -178,6 +179,11 @@ def train(arch: str, *, data: str = "mnist5k", epochs: int = 15, out: str,
 
     ``loss``: ``auto`` (cross-entropy, or MSE on a regression dataset), ``mse`` or ``l1``.
     ``trust_code``: allow ``arch`` to be a ``pkg.module:callable`` (``occ.trust``).
+
+    ``epochs``, ``lr``, ``batch_size``, ``weight_decay`` and ``shift`` (random shifts of
+    the training digits, in pixels) left ``None`` take the model's converged defaults
+    (``occ.engine.baseline.train_defaults``: LeNet-5 30 epochs, batch 64, shifts of 2
+    pixels on mnist5k, ...).
     """
     from occ.data.names import task_of
     from occ.domains import check_device, check_positive_float, check_seed
@@ -186,6 +192,16 @@ def train(arch: str, *, data: str = "mnist5k", epochs: int = 15, out: str,
     from occ.recipe import resolve_loss
     from occ.trust import require_code
 
+    defaults = baseline.train_defaults(arch, data)
+    epochs = defaults["epochs"] if epochs is None else epochs
+    lr = defaults["lr"] if lr is None else lr
+    batch_size = defaults["batch_size"] if batch_size is None else batch_size
+    weight_decay = defaults["weight_decay"] if weight_decay is None else weight_decay
+    shift = defaults["shift"] if shift is None else shift
+    if shift < 0:
+        raise RecipeError(f"must be >= 0, got {shift}", where="--shift")
+    if weight_decay < 0:
+        raise RecipeError(f"must be >= 0, got {weight_decay}", where="--weight-decay")
     if epochs < 1:
         raise RecipeError(f"must be >= 1, got {epochs}", where="--epochs")
     check_positive_float(lr, "--lr")
@@ -206,7 +222,8 @@ def train(arch: str, *, data: str = "mnist5k", epochs: int = 15, out: str,
     loss = resolve_loss(loss, task_of(spec.dataset), where="--loss")
     return baseline.train_baseline(arch, kwargs or {}, spec, epochs=epochs, lr=lr, out=out,
                                  seed=seed, device=device, loss=loss,
-                                 progress=progress or NullProgress(), trust_code=trust_code)
+                                 progress=progress or NullProgress(), trust_code=trust_code,
+                                 weight_decay=weight_decay, shift=shift)
 
 
 def evaluate(path: str | os.PathLike[str], *, data: str | None = None, root: str | None = None,

@@ -368,10 +368,18 @@ def train(
     out: Annotated[str, typer.Option(help="Checkpoint to write.")],
     data: Annotated[str, typer.Option(help="Dataset name.")] = "mnist5k",
     root: Annotated[str | None, typer.Option(help="Dataset root (torchvision sets).")] = None,
-    epochs: Annotated[int, typer.Option(help="Epochs.")] = 15,
-    lr: Annotated[float, typer.Option(help="Learning rate (SGD, cosine).")] = 0.05,
-    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 128,
+    epochs: Annotated[int | None, typer.Option(
+        help="Epochs (default: the model's converged default, e.g. LeNet-5 30).")] = None,
+    lr: Annotated[float | None, typer.Option(
+        help="Learning rate (SGD, cosine; default 0.05).")] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        help="Batch size (default: the model's, 64 for the zoo's).")] = None,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    weight_decay: Annotated[float | None, typer.Option(
+        "--weight-decay", help="SGD weight decay (default 5e-4).")] = None,
+    shift: Annotated[int | None, typer.Option(
+        "--shift", help="Random shifts of the training images, in pixels (default: 2 on "
+                        "mnist5k, else 0).")] = None,
     width: Annotated[float | None, typer.Option(help="Zoo channel multiplier.")] = None,
     pad_to: Annotated[int | None, typer.Option(
         "--pad-to", help="Zero-pad images to this square size (e.g. 32 for CIFAR ResNets).")]
@@ -393,6 +401,7 @@ def train(
     kwargs = {"width": width} if width is not None else {}
     result = _run(lambda: api.train(model, data=data, root=root, epochs=epochs, out=out, lr=lr,
                                     batch_size=batch_size, seed=seed, kwargs=kwargs,
+                                    weight_decay=weight_decay, shift=shift,
                                     pad_to=pad_to, loss=loss, val_size=val_size,
                                     image_size=image_size, trust_code=trust_code,
                                     progress=_progress()), as_json)
@@ -404,6 +413,10 @@ def train(
                    if result.get("mae") is not None
                    else f"{result['accuracy']:.2f}% test accuracy")
         _console().print(f"{model} on {data}: {quality}, {result['params']:,} params -> {out}")
+        if result.get("val_last"):
+            _console().print(f"val accuracy, last {len(result['val_last'])} epochs: "
+                             + " ".join(f"{v:.1f}" for v in result["val_last"])
+                             + f" (slope {result['val_slope_pt_per_epoch']:+.3f} pt/epoch)")
 
 
 @app.command("eval")

@@ -136,11 +136,15 @@ def fit(
     max_grad_norm: float | None = None,
     progress: Progress | None = None,
     description: str = "train",
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> list[float]:
     """Train ``model`` in place for ``epochs`` and return the mean loss of each epoch.
 
     ``max_grad_norm``: clip the gradients' global L2 norm to this before every step
     (networks without BatchNorm, e.g. after BN folding, can otherwise blow up).
+
+    ``augment(x) -> x``: applied to every training batch on the device before the forward
+    (``random_shift``, say); the loss hooks see the augmented inputs.
 
     A model with no trainable parameter left (every layer quantized and frozen) is not
     trained: a warning is logged and the history is empty.
@@ -172,6 +176,8 @@ def fit(
                                  description=f"{description} {epoch + 1}/{epochs}")
         for step, (x, y) in enumerate(batches):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if augment is not None:
+                x = augment(x)
             loss = loss_fn(net(x), y, x)
             if not math.isfinite(loss.item()):
                 raise StageError(f"{description}: loss became {loss.item()} at epoch "
@@ -190,6 +196,31 @@ def fit(
         _report_epoch(progress, model, description, epoch, epochs, history[-1], started)
     model.eval()
     return history
+
+
+def random_shift(pixels: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """An ``augment`` hook: translate each image by its own random whole-pixel shift in
+    ``[-pixels, pixels]`` on both axes, edges replicated (the digits' background).
+
+    Draws from torch's global generator, so ``seed_everything`` makes it repeat.
+    """
+    if pixels < 0:
+        raise ValueError(f"shift must be >= 0 pixels, got {pixels}")
+
+    def shift(x: torch.Tensor) -> torch.Tensor:
+        if pixels == 0 or x.dim() != 4:
+            return x
+        n, c, h, w = x.shape
+        padded = F.pad(x, (pixels, pixels, pixels, pixels), mode="replicate")
+        dy = torch.randint(0, 2 * pixels + 1, (n,)).to(x.device)
+        dx = torch.randint(0, 2 * pixels + 1, (n,)).to(x.device)
+        rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+        cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+        batch = torch.arange(n, device=x.device)[:, None, None, None]
+        chans = torch.arange(c, device=x.device)[None, :, None, None]
+        return padded[batch, chans, rows, cols]
+
+    return shift
 
 
 def _report_epoch(progress: Progress, model: nn.Module, description: str, epoch: int,

@@ -61,7 +61,7 @@ def evaluate(model: torch.nn.Module, data, reference: torch.Tensor | None = None
 def run_arch(arch: str, levels: list[float], epochs: int) -> list[dict]:
     """Every (method, level) row for one architecture."""
     data = load_data(DataSpec(dataset="mnist5k"), seed=0)
-    ckpt = load_checkpoint(baseline(arch, epochs))
+    ckpt = load_checkpoint(baseline(arch))
     kwargs = dict(ckpt.meta.get("kwargs", {}))
     model = build_model(arch, kwargs)
     load_into(model, ckpt, where=arch, arch=arch)

@@ -54,21 +54,23 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "scripts" / "results" / "bench_size.json"
 CPU = torch.device("cpu")
 
-# Per model: baseline epochs; share of channels removed first and its fine-tuning; target
+# Per model: baseline epochs (None: occ train's converged defaults); share of channels removed
+# first and its fine-tuning;
 # sparsity of what remains and its fine-tuning epochs; QAT bits and epochs.
 SETTINGS: dict[str, dict[str, Any]] = {
-    "lenet5": {"base_epochs": 20, "channel_ratio": 0.5, "channel_epochs": 10,
+    "lenet5": {"base_epochs": None, "channel_ratio": 0.5, "channel_epochs": 10,
                "sparsity": 0.95, "prune_epochs": 20, "weight_bits": 3, "qat_epochs": 5,
                "lr": 0.01},
-    "lenet300": {"base_epochs": 30, "channel_ratio": 0.67, "channel_epochs": 20,
+    "lenet300": {"base_epochs": None, "channel_ratio": 0.67, "channel_epochs": 20,
                  "sparsity": 0.94, "prune_epochs": 20, "weight_bits": 3, "qat_epochs": 5,
                  "lr": 0.02},
 }
 ROWS = ("occ-magnitude", "torch", "occ-surp", "occ-surp-stream")
 
 
-def baseline(arch: str, work: Path, epochs: int) -> Path:
-    """The trained baseline checkpoint (trained to convergence here when missing)."""
+def baseline(arch: str, work: Path, epochs: int | None) -> Path:
+    """The trained baseline checkpoint (``occ train``'s converged defaults when ``epochs``
+    is None; trained here when missing)."""
     path = work / arch / "baseline.pt"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)

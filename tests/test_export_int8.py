@@ -47,7 +47,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     training digits): the check compares accuracies, meaningless near chance."""
     path = tmp_path_factory.mktemp("ckpt") / "lenet5_trained.pt"
     api.train("lenet5", data="mnist5k", epochs=3, out=str(path), lr=0.05, seed=0,
-              kwargs={"width": 0.25})
+              kwargs={"width": 0.25}, batch_size=128, shift=0, weight_decay=5e-4)
     return path
 
 
