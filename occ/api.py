@@ -132,8 +132,12 @@ def compress(recipe_path: Any, recipe: Any = None, *, checkpoint: str | None = N
 def ablate(recipe_path: str | os.PathLike[str], *, checkpoint: str | None = None,
            out: str | None = None, max_orders: int | None = None, seed: int | None = None,
            tolerance: float | None = None, trust_checkpoint: bool = False,
-           progress: Progress | None = None, trust_code: bool = False) -> dict[str, Any]:
+           progress: Progress | None = None, trust_code: bool = False,
+           seeds: list[int] | None = None) -> dict[str, Any]:
     """Run every order of the recipe's techniques (prefixes shared) and rank them.
+
+    ``seeds``: run the whole ablation once per seed (``out/seed<N>/``) and rank the orders
+    by their means, with paired intervals and statistical ties (``occ.engine.ablate_seeds``).
 
     Writes ``ablation.json``, ``ablation.md`` and ``ablation.png`` under ``out``
     (default: the recipe's output directory + ``-ablation``); rerunning into the same
@@ -146,10 +150,14 @@ def ablate(recipe_path: str | os.PathLike[str], *, checkpoint: str | None = None
         raise RecipeError(f"must be >= 1, got {max_orders}", where="--max-orders")
     if tolerance is not None and not (math.isfinite(tolerance) and tolerance >= 0):
         raise RecipeError(f"must be >= 0 and finite, got {tolerance}", where="--tolerance")
-    if seed is not None:
-        from occ.domains import check_seed
+    from occ.domains import check_seed
 
+    if seed is not None:
         check_seed(seed, where="--seed")
+    for s in seeds or ():
+        check_seed(s, where="--seeds")
+    if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
+        raise RecipeError(f"must be distinct seeds, got {seeds}", where="--seeds")
     recipe = load_recipe(recipe_path, check_files=checkpoint is None)
     units, _ = ablate_mod.units_of(recipe)
     if len(units) < 2:
@@ -159,13 +167,31 @@ def ablate(recipe_path: str | os.PathLike[str], *, checkpoint: str | None = None
     out_dir = Path(out or f"{recipe.output}-ablation")
     _checked(recipe, trust_code=trust_code, out=out, out_dir=str(out_dir),
              files=("ablation.json", "ablation.md", "ablation.png"))
-    ctx = runner.prepare(replace(recipe, output=str(out_dir)), trust_checkpoint=trust_checkpoint,
-                         progress=progress or NullProgress(), trust_code=trust_code)
     sha = resume.file_sha256(str(recipe.model.checkpoint))
+    sample_seed = recipe.seed if seed is None else seed
+    docs = []
     with resume.OutputLock(out_dir):
-        return ablate_mod.ablate(recipe, ctx, out_dir=out_dir, max_orders=max_orders,
-                                 seed=recipe.seed if seed is None else seed,
-                                 tolerance=tolerance, checkpoint_sha=sha)
+        for s in seeds if seeds is not None else [None]:
+            run_recipe = recipe if s is None else replace(recipe, seed=s)
+            run_dir = out_dir if s is None else out_dir / f"seed{s}"
+            ctx = runner.prepare(replace(run_recipe, output=str(run_dir)),
+                                 trust_checkpoint=trust_checkpoint,
+                                 progress=progress or NullProgress(), trust_code=trust_code)
+            docs.append(ablate_mod.ablate(run_recipe, ctx, out_dir=run_dir,
+                                          max_orders=max_orders, seed=sample_seed,
+                                          tolerance=tolerance, checkpoint_sha=sha))
+        if seeds is None:
+            return _public(docs[0])
+        from occ.engine import ablate_seeds
+
+        combined = ablate_seeds.combine(docs, list(seeds))
+        ablate_seeds.write_outputs(combined, out_dir)
+        return combined
+
+
+def _public(doc: dict[str, Any]) -> dict[str, Any]:
+    """An ablation document without its in-memory parts (per-image results)."""
+    return {k: v for k, v in doc.items() if not k.startswith("_")}
 
 
 def train(arch: str, *, data: str = "mnist5k", epochs: int | None = None, out: str,

@@ -120,6 +120,19 @@ def _run(fn: Callable[[], T], as_json: bool = False) -> T:
         raise typer.Exit(1) from None
 
 
+def _seed_list(text: str | None) -> list[int] | None:
+    """``--seeds 0,1,2`` as integers (exit 2 with one line otherwise)."""
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        from occ.errors import RecipeError
+
+        raise RecipeError(f"must be comma-separated integers, got {text!r}",
+                          where="--seeds") from None
+
+
 def _json_option(text: str | None, flag: str) -> dict[str, Any] | None:
     """Parse a JSON-object option (``--kwargs``); RecipeError naming the flag."""
     from occ.errors import RecipeError
@@ -318,6 +331,10 @@ def ablate(
     = None,
     seed: Annotated[int | None, typer.Option(help="Seed for the sample (default: recipe's).")]
     = None,
+    seeds: Annotated[str | None, typer.Option(
+        "--seeds", help="Comma-separated run seeds (e.g. 0,1,2): the ablation runs once per "
+                        "seed and orders are ranked by their means, with paired intervals "
+                        "and statistical ties.")] = None,
     tolerance: Annotated[float | None, typer.Option(
         help="Rank by BitOps among orders within this many points of the best accuracy "
              "(regression: this much MAE of the best MAE). Default 0.5 points, or 5% of "
@@ -334,7 +351,7 @@ def ablate(
     doc = _run(lambda: api.ablate(recipe, checkpoint=checkpoint, out=out, max_orders=max_orders,
                                   seed=seed, tolerance=tolerance,
                                   trust_checkpoint=trust_checkpoint, trust_code=trust_code,
-                                  progress=_progress()), as_json)
+                                  progress=_progress(), seeds=_seed_list(seeds)), as_json)
     if as_json:
         _emit_json(doc)
         return
@@ -355,7 +372,7 @@ def ablate(
                       f"{m.get('bytes', 0):,}", r["status"])
     console = _console()
     console.print(table)
-    for p in doc["pairwise"]:
+    for p in doc["pairwise"] or ():
         if p["agrees"] is False:
             console.print(f"[yellow]{p['pair'][0]}/{p['pair'][1]}: measured "
                           f"{p['measured_first']} first is better, the built-in order puts "

@@ -127,3 +127,35 @@ def test_failed_orders_decide_no_pairwise_verdict() -> None:
     assert rows[0]["comparisons"] == 0 and rows[0]["agrees"] is None
     rows = pairwise([r("BA"), r("AB", "failed")], units)
     assert rows[0]["comparisons"] == 0
+
+
+def test_seeds_rank_by_means_with_intervals_and_ties(fake_stages, recipe_factory,
+                                                     tmp_path: Path) -> None:
+    out = tmp_path / "seeds"
+    result = CliRunner().invoke(app, ["ablate", str(recipe_factory(STAGES[:2])), "--json",
+                                      "--seeds", "0,1", "--out", str(out)])
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["seeds"] == [0, 1] and doc["orders_run"] == 2
+    assert doc["selection_split"] == "val"
+    for s in (0, 1):  # one full ablation per seed, kept
+        assert (out / f"seed{s}" / "ablation.json").is_file()
+    assert (out / "ablation.json").is_file() and (out / "ablation.md").is_file()
+    rows = doc["ranking"]
+    assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)
+    for r in rows:
+        assert r["test_accuracy"]["n"] == 2  # mean over both seeds
+        assert "val_accuracy" in r["metrics"] and "bitops_std" in r["metrics"]
+        iv = r["change_interval"]
+        assert iv["low"] <= iv["estimate"] <= iv["high"]
+    best = max(rows, key=lambda r: r["test_accuracy"]["mean"])
+    assert best["tied_with_most_accurate"] is True and best["vs_most_accurate"] is None
+
+
+def test_bad_seeds_exit_2(fake_stages, recipe_factory) -> None:
+    for value, expected in (("0,x", "--seeds: must be comma-separated integers"),
+                            ("1,1", "--seeds: must be distinct seeds")):
+        result = CliRunner().invoke(app, ["ablate", str(recipe_factory(STAGES)),
+                                          "--seeds", value])
+        assert result.exit_code == 2
+        assert expected in result.stderr

@@ -4,10 +4,12 @@ The Order of Compression paper found its order by trying orders; this makes that
 experiment a command on the user's own model. Each technique (all prune stages together
 count as one, in recipe order) runs with the same config in every order; entropy coding
 stays last. Orders are ranked by BitOps among those within ``tolerance`` of the best
-quality: accuracy points for classification, MAE (target units) for regression (default
-0.5 points, or 5 % of the baseline's MAE). Orders share prefixes: the state after
-``KD -> P`` is computed once and reused by every order that starts that way, and saved on
-disk so an interrupted ablation continues where it stopped.
+quality on the validation split (the test split is only reported): accuracy points for
+classification, MAE (target units) for regression (default 0.5 points, or 5 % of the
+baseline's MAE). With no val split the test figures are used, and the output says so.
+Orders share prefixes: the state after ``KD -> P`` is computed once and reused by every
+order that starts that way, and saved on disk so an interrupted ablation continues where
+it stopped. ``occ ablate --seeds`` repeats it per seed (``occ.engine.ablate_seeds``).
 """
 
 from __future__ import annotations
@@ -56,6 +58,11 @@ class OrderResult:
     error: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     builtin: bool = False
+    correct: Any = field(default=None, repr=False)  # test correctness (numpy), not in JSON
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for ``ablation.json`` (without the per-image correctness)."""
+        return {k: v for k, v in self.__dict__.items() if k != "correct"}
 
 
 def units_of(recipe: Recipe) -> tuple[list[Unit], list[Stage]]:
@@ -96,9 +103,14 @@ def _score(r: OrderResult) -> float:
 
 
 def _quality(r: OrderResult) -> float:
-    """Higher is better: accuracy (%), or minus the MAE on a regression task."""
-    mae = r.metrics.get("mae")
-    return -mae if mae is not None else r.metrics["accuracy"]
+    """Higher is better: val accuracy (%), or minus the val MAE on a regression task (the
+    test figures when there is no val split)."""
+    m = r.metrics
+    mae = m.get("val_mae", m.get("mae"))
+    if mae is not None and (m.get("val_mae") is not None or m.get("val_accuracy") is None):
+        return -mae
+    acc = m.get("val_accuracy")
+    return acc if acc is not None else m["accuracy"]
 
 
 def default_tolerance(recipe: Recipe, baseline_mae: float | None) -> float:
@@ -160,6 +172,7 @@ class _Runner:
         self.cache: dict[tuple[str, ...], dict[str, Any]] = {}
         self.executed = 0
         self.base_out: torch.Tensor | None = None
+        self.targets: torch.Tensor | None = None  # the test targets, in loader order
         self.base_state = self._snapshot()
 
     def _snapshot(self) -> dict[str, Any]:
@@ -226,6 +239,8 @@ def ablate(recipe: Recipe, ctx: RunContext, *, out_dir: Path, max_orders: int | 
     builtin = builtin_order(units)
     run = _Runner(recipe, ctx, out_dir, checkpoint_sha)
     base_metrics, run.base_out = runner.measure_ctx(ctx, run._plan([]), None)
+    run.targets = torch.cat([y for _, y in ctx.loader("test")])
+    base_val = _val(ctx)
     if tolerance is None:
         tolerance = default_tolerance(recipe, base_metrics.mae)
     results = []
@@ -237,12 +252,34 @@ def ablate(recipe: Recipe, ctx: RunContext, *, out_dir: Path, max_orders: int | 
            "builtin": list(builtin), "task": recipe.task, "tolerance": tolerance,
            "seed": seed,
            "orders_run": len(orders), "stage_executions": run.executed,
-           "baseline": {k: v for k, v in base_metrics.to_dict(layers=False).items()},
-           "ranking": [r.__dict__ for r in ranked],
+           "selection_split": "val" if base_val else "test (no val split)",
+           "baseline": {**base_metrics.to_dict(layers=False), **base_val},
+           "ranking": [r.to_dict() for r in ranked],
            "builtin_rank": next(i + 1 for i, r in enumerate(ranked) if r.builtin),
            "pairwise": pairwise(ranked, units), "seconds": time.perf_counter() - t0}
     write_outputs(doc, out_dir)
+    doc["_results"] = ranked  # with test correctness, for occ ablate --seeds (not written)
+    doc["_base_correct"] = _correct(run.base_out, run.targets)
     return doc
+
+
+def _val(ctx: RunContext) -> dict[str, float]:
+    """``val_accuracy`` or ``val_mae`` of ``ctx.model`` (empty without a val split)."""
+    from occ.engine.gates import quality
+    from occ.training import predict
+
+    if len(ctx.data.split("val")) == 0:
+        return {}
+    outputs, targets = predict(ctx.model, ctx.loader("val"), ctx.device)
+    q = quality(outputs, targets, ctx.data.num_classes)
+    return {"val_mae": q.mae} if q.mae is not None else {"val_accuracy": q.accuracy}
+
+
+def _correct(outputs: torch.Tensor | None, targets: torch.Tensor | None) -> Any:
+    """Per-image test correctness (classification), or None."""
+    if outputs is None or targets is None or targets.is_floating_point():
+        return None
+    return (outputs.argmax(dim=1).cpu() == targets.cpu()).numpy()
 
 
 def _run_order(run: _Runner, order: tuple[str, ...], units: dict[str, Unit],
@@ -252,15 +289,18 @@ def _run_order(run: _Runner, order: tuple[str, ...], units: dict[str, Unit],
         run._load(run.state(order, units))
         stages = [s for label in order for s in units[label].stages] + list(last)
         plan = run._plan(stages)
-        m = None
+        m = outputs = None
         for i in range(len(stages) - len(last), len(stages)):
-            m = runner.run_stage(run.ctx, plan, i, run.base_out)[0].metrics
+            record, outputs = runner.run_stage(run.ctx, plan, i, run.base_out)
+            m = record.metrics
             run.executed += 1
         if m is None:  # nothing pinned last: measure the restored prefix state
-            m, _ = runner.measure_ctx(run.ctx, plan, run.base_out)
+            m, outputs = runner.measure_ctx(run.ctx, plan, run.base_out)
         result.metrics = {k: m.to_dict(layers=False)[k] for k in
                           ("accuracy", "agreement", "mae", "rmse", "params", "nonzero_params",
                            "macs", "bitops", "sparse_bitops", "bytes")}
+        result.metrics.update(_val(run.ctx))
+        result.correct = _correct(outputs, run.targets)
     except resume_mod.StaleStateError:
         raise  # the output directory holds another ablation: every order would fail alike
     except OccError as err:
