@@ -1,0 +1,179 @@
+"""Shared parts of the ``occ`` command line: the Typer app, error handling, output.
+
+Library errors (``OccError``) become one red line on stderr and their exit code (2 bad
+input, 1 run failed) here, in one place; ``--debug`` shows the traceback instead.
+``--json`` prints exactly one JSON document on stdout. Human output goes to stderr when
+stdout is not a terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from typing import Annotated, Any, TypeVar
+
+import typer
+from typer.core import TyperGroup
+
+try:  # typer >= 0.20 vendors click as typer._click; older releases depend on click
+    from typer._click import exceptions as click_exc
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_exc
+
+
+T = TypeVar("T")
+
+
+class _OccGroup(TyperGroup):
+    """Turns usage errors into one line and exit code 2 (click prints several lines)."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:
+        extra.pop("standalone_mode", None)
+        try:
+            code = super().main(args=args, prog_name=prog_name, standalone_mode=False, **extra)
+        except click_exc.UsageError as err:
+            ctx = err.ctx
+            cmd = ctx.command_path if ctx is not None else "occ"
+            sys.stderr.write(f"{cmd}: {err.format_message()} (see --help)\n")
+            sys.exit(2)
+        except typer.Abort:
+            sys.stderr.write("occ: aborted\n")
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(
+    cls=_OccGroup, add_completion=False, no_args_is_help=True,
+    pretty_exceptions_enable=False, rich_markup_mode=None,
+    help="occ (Order of Compression): chain pruning, quantization, early exit, "
+         "distillation and entropy coding in the order that works best.",
+)
+_state = {"debug": False}
+_QUIET_LOGGERS = ("PIL", "matplotlib", "fsspec", "urllib3", "onnxscript", "torch._dynamo")
+
+
+
+def _techniques_help() -> str:
+    from occ.techniques.registry import techniques_help
+
+    return techniques_help()
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+TrustCkptOpt = Annotated[bool, typer.Option(
+    "--trust-checkpoint", help="Allow checkpoints that need full unpickling (runs code!).")]
+TrustCodeOpt = Annotated[bool, typer.Option(
+    "--trust-code", help="Allow pkg.module:callable references (model, dataset, transform) "
+                         "to be imported: that runs their code.")]
+
+
+@app.callback()
+def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+          verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False,
+          ) -> None:
+    _state["debug"] = debug
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in _QUIET_LOGGERS:  # -v is for occ's own lines, not image decoders' chatter
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _console():
+    from rich.console import Console
+
+    tty = sys.stdout.isatty()
+    return Console(stderr=not tty, width=None if tty else 140)  # logs: no truncated columns
+
+
+def _run(fn: Callable[[], T], as_json: bool = False) -> T:
+    """Call ``fn``; map occ errors to one line + exit code, unless ``--debug``.
+
+    With ``--json`` the error is a JSON document on stdout instead,
+    ``{"error": {"message", "code", "type", "where"}}``, with the same exit code.
+    """
+    from occ.errors import OccError
+
+    try:
+        return fn()
+    except OccError as err:
+        if _state["debug"]:
+            raise
+        if as_json:
+            _emit_json({"error": {"message": str(err), "code": err.exit_code,
+                                  "type": type(err).__name__, "where": err.where}})
+        else:
+            sys.stderr.write(f"error: {err}\n")
+        raise typer.Exit(err.exit_code) from None
+    except KeyboardInterrupt:
+        sys.stderr.write("error: interrupted\n")
+        raise typer.Exit(130) from None
+    except (Exception, RecursionError) as err:  # noqa: BLE001  (a bug: still one line)
+        if _state["debug"]:
+            raise
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        sys.stderr.write(f"error: unexpected {type(err).__name__}: {first} "
+                         "(a bug in occ; rerun with --debug for the traceback)\n")
+        raise typer.Exit(1) from None
+
+
+def _seed_list(text: str | None) -> list[int] | None:
+    """``--seeds 0,1,2`` as integers (exit 2 with one line otherwise)."""
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        from occ.errors import RecipeError
+
+        raise RecipeError(f"must be comma-separated integers, got {text!r}",
+                          where="--seeds") from None
+
+
+def _json_option(text: str | None, flag: str) -> dict[str, Any] | None:
+    """Parse a JSON-object option (``--kwargs``); RecipeError naming the flag."""
+    from occ.errors import RecipeError
+
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise RecipeError(f"not valid JSON: {err.msg}", where=flag) from None
+    if not isinstance(value, dict):
+        raise RecipeError(f"must be a JSON object, got {text!r}", where=flag)
+    return value
+
+
+def _progress():
+    """Bars on a terminal; one line per epoch on stderr otherwise (CI, tee, nohup)."""
+    if sys.stderr.isatty():
+        return _RichProgress()
+    from occ.progress import LineProgress
+
+    return LineProgress(sys.stderr)
+
+
+def _emit_json(doc: Any) -> None:
+    from occ.report.data import json_safe  # torch-free; strict JSON has no inf / NaN
+
+    sys.stdout.write(json.dumps(json_safe(doc), indent=2, allow_nan=False) + "\n")
+
+
+class _RichProgress:
+    """Progress bars on stderr (only when stderr is a terminal; silent in pipelines)."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+
+    def track(self, items: Iterable[T], *, total: int | None, description: str) -> Iterator[T]:
+        if not self.console.is_terminal:
+            yield from items
+            return
+        from rich.progress import track
+
+        yield from track(items, total=total, description=description, console=self.console,
+                         transient=True)

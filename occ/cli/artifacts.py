@@ -1,0 +1,193 @@
+"""``occ eval``, ``occ inspect``, ``occ export``, ``occ report``: commands on outputs."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from occ.cli.app import (
+    JsonOpt,
+    TrustCkptOpt,
+    TrustCodeOpt,
+    _console,
+    _emit_json,
+    _json_option,
+    _run,
+    app,
+)
+from occ.tolerances import REGRESSION_WITHIN
+
+
+@app.command("eval")
+def eval_(
+    path: Annotated[str, typer.Argument(
+        help="A checkpoint (.pt), an artifact (.occ) or an ONNX file (.onnx, onnxruntime).")],
+    data: Annotated[str | None, typer.Option(help="Dataset (default: the recorded one).")]
+    = None,
+    root: Annotated[str | None, typer.Option(help="Dataset root.")] = None,
+    trust_checkpoint: TrustCkptOpt = False,
+    trust_code: TrustCodeOpt = False,
+    arch: Annotated[str | None, typer.Option(
+        "--arch", help="Architecture of a plain state dict: zoo name, torchvision.<fn> or "
+                       "pkg.mod:fn.")] = None,
+    kwargs: Annotated[str | None, typer.Option(
+        "--kwargs", help="JSON keyword arguments for --arch, e.g. '{\"num_classes\": 3}'.")]
+    = None,
+    latency: Annotated[bool, typer.Option(
+        "--latency", help="Also time batch-1 and batch-64 forwards (median, p90).")] = False,
+    latency_runs: Annotated[int, typer.Option(
+        "--latency-runs", help="Timed runs per batch size (after 10 warm-up runs).")] = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """Accuracy, params, size, MACs, BitOps (and exits) of a checkpoint or an artifact."""
+    from occ import api
+
+    parsed = _run(lambda: _json_option(kwargs, "--kwargs"), as_json)
+    result = _run(lambda: api.evaluate(path, data=data, root=root,
+                                       trust_checkpoint=trust_checkpoint, trust_code=trust_code,
+                                       latency=latency, latency_runs=latency_runs, arch=arch,
+                                       kwargs=parsed), as_json)
+    if as_json:
+        _emit_json(result)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{result['kind']}: {path}", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    regression = result.get("mae") is not None
+    quality = ("mae", "rmse", "accuracy") if regression else ("accuracy",)
+    for key in (*quality, "params", "nonzero_params", "macs", "sparse_macs",
+                "bitops", "sparse_bitops", "bytes", "bits_per_weight"):
+        v = result.get(key)
+        if key in ("mae", "rmse"):
+            table.add_row(key, f"{v:.4f}")
+            continue
+        label = (f"% within {REGRESSION_WITHIN} of target" if key == "accuracy" and regression
+                 else key)
+        table.add_row(label, "-" if v is None else f"{v:,.2f}" if isinstance(v, float)
+                      else f"{v:,}")
+    if result.get("exits"):
+        table.add_row("exits", json.dumps(result["exits"].get("shares")))
+    lat = result.get("latency")
+    for b in lat["batches"] if lat else []:
+        table.add_row(f"latency batch {b['batch_size']} (median / p90)",
+                      f"{b['median_ms']:.3f} / {b['p90_ms']:.3f} ms")
+    console = _console()
+    console.print(table)
+    if lat:
+        runtime = f", {lat['runtime']}" if lat.get("runtime") else ""
+        console.print(f"latency: {lat['device']} ({lat['device_name']}{runtime}), "
+                      f"{lat['threads']} threads, {lat['warmup']} warm-up + {lat['runs']} "
+                      "timed runs")
+        for note in lat["notes"]:
+            console.print(f"  note: {note}")
+
+
+@app.command()
+def inspect(
+    path: Annotated[str, typer.Argument(help="An artifact (.occ).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Header and per-layer table (shape, sparsity, bits, coded bytes) of an artifact."""
+    from occ import api
+
+    result = _run(lambda: api.inspect(path), as_json)
+    if as_json:
+        _emit_json(result)
+        return
+    from rich.table import Table
+
+    header = result["header"]
+    model = header.get("model") if isinstance(header.get("model"), dict) else {}
+    table = Table(title=f"{path}: {result['bytes']:,} bytes, model {model.get('arch')}, "
+                        f"{len(header.get('edits') or [])} edits", title_justify="left")
+    for col in ("tensor", "shape", "dtype", "codec", "bytes", "sparsity", "bits/value"):
+        table.add_column(col, justify="left" if col in ("tensor", "codec", "dtype") else "right")
+    for r in result["tensors"]:
+        table.add_row(r["name"], "×".join(map(str, r["shape"])) or "scalar", r["dtype"],
+                      r["codec"], f"{r['bytes']:,}", f"{100 * r['sparsity']:.1f}%",
+                      f"{r['bits_per_value']:.2f}")
+    console = _console()
+    console.print(table)
+    size = result.get("size") or {}
+    if size:
+        kinds = " · ".join(f"{k} {v:,}" for k, v in size["kinds"].items())
+        zstd = size.get("zstd_bytes")
+        console.print(f"bytes by kind: {kinds}; {size['bits_per_weight']:.2f} bits/weight, "
+                      f"{size['bits_per_nonzero'] or 0:.2f} bits/nonzero; order-0 entropy "
+                      f"bound {size['entropy_bytes']:,.0f} B; zstd-19 of the same values "
+                      f"{'-' if zstd is None else f'{zstd:,} B'}")
+
+
+@app.command()
+def export(
+    path: Annotated[str, typer.Argument(help="An artifact (.occ).")],
+    fmt: Annotated[str, typer.Option(
+        "--format", help="onnx (exact float graph) or onnx-qdq (integer QDQ graph, checked "
+        "against occ on the test split).")] = "onnx",
+    int8: Annotated[bool, typer.Option("--int8", help="Same as --format onnx-qdq.")] = False,
+    calib_samples: Annotated[int, typer.Option(
+        "--calib-samples", help="onnx-qdq: training inputs that calibrate the tensors occ "
+        "did not quantize (a residual sum, a conv output before it).")] = 512,
+    min_agreement: Annotated[float, typer.Option(
+        "--min-agreement", help="onnx-qdq: least top-1 agreement with occ, in %.")] = 99.0,
+    out: Annotated[str | None, typer.Option(help="File to write (default: PATH with "
+                                            ".onnx; onnx-qdq: .int8.onnx).")] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        "--batch-size", help="Static batch size (default: a dynamic batch axis).")] = None,
+    opset: Annotated[int | None, typer.Option(help="ONNX opset (default 17; dynamo 18).")]
+    = None,
+    exporter: Annotated[str, typer.Option(
+        help="torch exporter: torchscript (fast) or dynamo (torch.export; needs onnxscript).")]
+    = "torchscript",
+    trust_code: Annotated[bool, typer.Option(
+        "--trust-code", help="Allow a pkg.module:callable model reference to be imported.")]
+    = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export an artifact's model to ONNX: the exact float graph (quantized layers as
+    dequantized weights; early exits as extra outputs), or with --format onnx-qdq the
+    integer graph onnxruntime runs with int8 kernels. Checked in onnxruntime."""
+    from occ import api
+
+    int8 = int8 or fmt == "onnx-qdq"
+    options = {"calib_samples": calib_samples, "min_agreement": min_agreement} if int8 else None
+    result = _run(lambda: api.export(path, out, fmt=fmt, batch_size=batch_size, opset=opset,
+                                     exporter=exporter, trust_code=trust_code, int8=int8,
+                                     int8_options=options), as_json)
+    if as_json:
+        _emit_json(result)
+        return
+    check = result["verify"]
+    if int8:
+        _console().print(
+            f"wrote {result['path']} ({result['bytes']:,} bytes, int8 QDQ, "
+            f"{result['quantized_layers']} quantized layers); onnxruntime on "
+            f"{check['samples']} test inputs: {check['top1_agreement']:.2f}% top-1 agreement "
+            f"with occ, accuracy {check['accuracy_onnx']:.2f}% (occ "
+            f"{check['accuracy_occ']:.2f}%)")
+        return
+    checked = (f"; onnxruntime max |diff| {check['max_abs_diff']:.2g}" if check
+               else "; not checked (onnxruntime not installed)")
+    _console().print(f"wrote {result['path']} ({result['bytes']:,} bytes, opset "
+                     f"{result['opset']}, outputs {', '.join(result['outputs'])}){checked}")
+
+
+@app.command()
+def report(
+    out_dir: Annotated[str, typer.Argument(help="A compress output directory (or its "
+                                                 "report.json).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-render DIR/report.{md,html} (plots included) from DIR/report.json."""
+    from occ import api
+
+    result = _run(lambda: api.report(out_dir), as_json)
+    if as_json:
+        _emit_json(result)
+        return
+    for path in result["written"]:
+        _console().print(f"wrote {path}")
