@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -157,7 +158,39 @@ class Policy:
 
     def __call__(self, name: str, array: np.ndarray,
                  shape: tuple[int, ...] | None = None) -> Encoded:
-        return min(self.candidates(name, array, shape), key=lambda e: len(e.data))
+        key = self._key(array, shape)
+        hit = _CHOSEN.get(key)
+        if hit is not None:
+            _CHOSEN.move_to_end(key)
+            return hit
+        chosen = min(self.candidates(name, array, shape), key=lambda e: len(e.data))
+        _remember(key, chosen)
+        return chosen
+
+    def _key(self, array: np.ndarray, shape: tuple[int, ...] | None) -> tuple:
+        """What the chosen stream depends on: the bytes, their type and shape, the coders
+        tried and any prepared stream for those bytes (never the tensor's name)."""
+        d = digest(array)
+        prepared = self.prepared.get(d) if self.prepared else None
+        offered = (prepared["codec"], hashlib.sha256(prepared["data"].encode()).hexdigest()) \
+            if prepared else None
+        return (d, array.dtype.str, array.size, shape, self.entropy, offered)
+
+
+# Streams already chosen in this process, by ``Policy._key``: a run measures its artifact's
+# size after every stage and then writes it, and most tensors do not change in between,
+# so each tensor state is entropy-coded once (bounded, least recently used out first).
+_CHOSEN: OrderedDict[tuple, Encoded] = OrderedDict()
+_CHOSEN_MAX_BYTES = 256 << 20
+_chosen_bytes = [0]
+
+
+def _remember(key: tuple, chosen: Encoded) -> None:
+    _CHOSEN[key] = chosen
+    _chosen_bytes[0] += len(chosen.data)
+    while _chosen_bytes[0] > _CHOSEN_MAX_BYTES and _CHOSEN:
+        _, old = _CHOSEN.popitem(last=False)
+        _chosen_bytes[0] -= len(old.data)
 
 
 def policy_from_encoding(encoding: dict[str, Any]) -> Policy | None:
