@@ -70,3 +70,24 @@ def test_stage_runs_on_a_tiny_model(name: str, recipe_factory) -> None:
     out = model(torch.zeros(3, 1, 28, 28))
     assert out.shape == (3, 10) and bool(torch.isfinite(out).all())
     json.loads(json.dumps(report.stages[0].to_dict()))
+
+
+def test_edit_ops_register_in_a_fresh_process() -> None:
+    """A stage records its edit op as soon as its run module is imported, and
+    ``load_edit_ops`` (what every load path calls) registers every technique's ops, each in
+    a process that imported nothing else first (test order cannot hide a missing import)."""
+    code = ("import sys\n"
+            "from occ.models import edits\n"
+            "from occ.techniques.registry import TECHNIQUES, load_edit_ops\n"
+            "if sys.argv[1] == 'run':\n"
+            "    for spec in TECHNIQUES: spec.load_run()\n"
+            "else:\n"
+            "    load_edit_ops()\n"
+            "print(','.join(sorted(edits._EDITS)))\n")
+    every = {"reshape", "quantize", "fold_bn", "early_exit", "lowrank"}
+    # run modules that record an op at their top level register it on import (the others
+    # import their torch halves, and with them their ops, inside the run function)
+    for how, expected in (("run", {"reshape", "lowrank"}), ("load", every)):
+        out = subprocess.run([sys.executable, "-c", code, how], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        assert set(out.stdout.strip().split(",")) >= expected, (how, out.stdout)
