@@ -63,11 +63,15 @@ def test_lowrank_sits_after_architecture_and_before_bits_dynamic_coding() -> Non
     for later in ("bits", "dynamic", "coding"):
         assert order_mod.edge("factor", later) is not None
         assert order_mod.edge(later, "factor") is None
-    # no edge with pruning: their relative order is the recipe's, deterministically
-    for cat in ("channel", "weight"):
-        assert order_mod.edge(cat, "factor") is None and order_mod.edge("factor", cat) is None
+    # before unstructured pruning (dense factors would undo a mask); no edge with channel
+    # pruning: their relative order is the recipe's, deterministically
+    assert order_mod.edge("factor", "weight") is not None
+    assert order_mod.edge("channel", "factor") is None
+    assert order_mod.edge("factor", "channel") is None
     assert api.order(["LR", "P"])["order"] == ["LR", "P"]
-    assert api.order(["P", "LR"])["order"] == ["P", "LR"]
+    assert api.order(["P", "LR"])["order"] == ["LR", "P"]
+    assert api.order(["LR", "channel"])["order"] == ["LR", "channel"]
+    assert api.order(["channel", "LR"])["order"] == ["channel", "LR"]
     assert api.order(["EC", "Q", "LR", "EE", "KD"])["order"] == ["KD", "LR", "Q", "EE", "EC"]
 
 

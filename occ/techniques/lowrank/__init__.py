@@ -25,6 +25,10 @@ SPEC = TechniqueSpec(
              "distillation replaces the architecture; layers factorised first would be "
              "factorised in a model that is then thrown away",
              f"{OOC}: D first (coarse to fine); Kim et al. 2016 factorise a trained model"),
+        Edge("factor", "weight",
+             "factorising replaces a kernel with new dense factors, so a sparsity mask set "
+             "before it is lost; pruning the factors afterwards keeps both",
+             f"{OOC}: coarse to fine (structure before single weights)"),
         Edge("factor", "bits",
              "quantization ranges and QAT are fit to the layers that run; factorising after "
              "rounding replaces the quantized kernels with new float factors",
