@@ -247,7 +247,8 @@ def main() -> None:
     if "resnet20" in made:
         doc["targets"] = targets(rows, made)
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(doc, indent=2, default=str))
+    # paths relative to the repository, so the file reads the same from any clone
+    OUT.write_text(json.dumps(doc, indent=2, default=str).replace(f"{ROOT}/", ""))
     print(json.dumps(doc.get("targets", {}), indent=2))
     print(f"wrote {OUT} in {doc['total_s']:.0f} s")
 

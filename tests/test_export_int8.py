@@ -225,3 +225,39 @@ def test_eval_latency_on_an_onnx_file(w8a8_exit: Path, tmp_path: Path) -> None:
     assert [b["batch_size"] for b in doc["latency"]["batches"]] == [1, 64]
     assert all(b["runs"] == 3 and b["median_ms"] > 0 for b in doc["latency"]["batches"])
     assert doc["latency"]["runtime"].startswith("onnxruntime")
+
+
+def test_biases_the_exporter_stored_once_get_their_own_initializers() -> None:
+    """Equal folded biases (both zero, say) come out of torch's exporter as one initializer
+    plus an Identity; the quantizer would leave such a bias float and the export failed."""
+    from torch import nn
+
+    from occ.deploy.onnx import to_onnx, unshare_initializers
+
+    m = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3)).eval()
+    with torch.no_grad():
+        m[0].bias.zero_()
+        m[2].bias.zero_()
+    x = torch.randn(2, 1, 8, 8)
+    proto = onnx.load_from_string(to_onnx(m, x, ["logits"], opset=17, dynamic_batch=True))
+    before = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert unshare_initializers(proto) >= 1
+    assert "Identity" not in {n.op_type for n in proto.graph.node}
+    inits = {i.name for i in proto.graph.initializer}
+    assert all(n.input[2] in inits for n in proto.graph.node if n.op_type == "Conv")
+    after = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    feed = {"input": x.numpy()}
+    assert np.array_equal(before.run(None, feed)[0], after.run(None, feed)[0])
+
+
+def test_accuracy_limit_of_the_check_is_a_flag(w8a8: Path, tmp_path: Path) -> None:
+    bad = CliRunner().invoke(app, ["export", str(w8a8), "--int8", "--max-accuracy-diff", "-1",
+                                   "--out", str(tmp_path / "x.onnx")])
+    assert bad.exit_code == 2
+    assert "--max-accuracy-diff: must be >= 0" in bad.stderr
+    assert not (tmp_path / "x.onnx").exists()
+    ok = CliRunner().invoke(app, ["export", str(w8a8), "--int8", "--max-accuracy-diff", "100",
+                                  "--min-agreement", "0", "--out", str(tmp_path / "y.onnx"),
+                                  "--json"])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.output)["verify"]["max_accuracy_drop"] == 100.0

@@ -134,6 +134,9 @@ def export(
         "did not quantize (a residual sum, a conv output before it).")] = 512,
     min_agreement: Annotated[float, typer.Option(
         "--min-agreement", help="onnx-qdq: least top-1 agreement with occ, in %.")] = 99.0,
+    max_accuracy_drop: Annotated[float, typer.Option(
+        "--max-accuracy-diff", help="onnx-qdq: largest test accuracy difference from occ's, "
+        "in points.")] = 0.2,
     out: Annotated[str | None, typer.Option(help="File to write (default: PATH with "
                                             ".onnx; onnx-qdq: .int8.onnx).")] = None,
     batch_size: Annotated[int | None, typer.Option(
@@ -154,7 +157,8 @@ def export(
     from occ import api
 
     int8 = int8 or fmt == "onnx-qdq"
-    options = {"calib_samples": calib_samples, "min_agreement": min_agreement} if int8 else None
+    options = ({"calib_samples": calib_samples, "min_agreement": min_agreement,
+                "max_accuracy_drop": max_accuracy_drop} if int8 else None)
     result = _run(lambda: api.export(path, out, fmt=fmt, batch_size=batch_size, opset=opset,
                                      exporter=exporter, trust_code=trust_code, int8=int8,
                                      int8_options=options), as_json)

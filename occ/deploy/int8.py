@@ -80,7 +80,8 @@ def check_int8(data: bytes, model: nn.Module, inputs: torch.Tensor, targets: tor
         raise StageError(
             f"the int8 graph agrees with occ on {agreement:.2f}% of test predictions (needs "
             f">= {min_agreement:g}%), accuracy {acc_onnx:.2f}% vs occ {acc_occ:.2f}% (allowed "
-            f"{max_accuracy_drop:g} pt); not written. --format onnx writes the exact float graph")
+            f"{max_accuracy_drop:g} pt); not written. Loosen --min-agreement / "
+            "--max-accuracy-diff to accept it, or --format onnx writes the exact float graph")
     return result
 
 
@@ -139,7 +140,7 @@ def export_int8(path: str | os.PathLike[str], out: str | os.PathLike[str] | None
                           where="--min-agreement")
     if not (math.isfinite(max_accuracy_drop) and max_accuracy_drop >= 0):
         raise RecipeError(f"must be >= 0 and finite, got {max_accuracy_drop}",
-                          where="max_accuracy_drop")
+                          where="--max-accuracy-diff")
     src = Path(path)
     dst = Path(out) if out is not None else src.with_suffix(".int8.onnx")
     _check_out(src, dst)

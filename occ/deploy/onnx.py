@@ -224,6 +224,31 @@ def to_onnx(module: nn.Module, example: torch.Tensor, outputs: Sequence[str], *,
     return data
 
 
+def unshare_initializers(proto: Any) -> int:
+    """Give every tensor the exporter deduplicated its own initializer again.
+
+    torch's exporter stores equal constants once and feeds the copies through ``Identity``
+    nodes (two convs whose folded biases are both zero share ``0.bias``). A quantizer then
+    sees a bias that is not an initializer and leaves it float. Each such ``Identity`` of an
+    initializer becomes a copy of that initializer under the Identity's output name.
+    Returns how many were restored.
+    """
+    from onnx import numpy_helper
+
+    graph = proto.graph
+    inits = {i.name: i for i in graph.initializer}
+    restored = []
+    for node in graph.node:
+        if node.op_type == "Identity" and len(node.input) == 1 and node.input[0] in inits:
+            copy_ = numpy_helper.from_array(numpy_helper.to_array(inits[node.input[0]]),
+                                            name=node.output[0])
+            graph.initializer.append(copy_)
+            restored.append(node)
+    for node in restored:
+        graph.node.remove(node)
+    return len(restored)
+
+
 def _metadata(header: dict[str, Any], model: nn.Module, quantized: int) -> dict[str, str]:
     spec = header.get("model", {})
     meta = {"occ_version": __version__, "arch": str(spec.get("arch")),

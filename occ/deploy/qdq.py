@@ -53,7 +53,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from occ.deploy.onnx import _plain_copy, is_early_exit, is_quantized, to_onnx
+from occ.deploy.onnx import (
+    _plain_copy,
+    is_early_exit,
+    is_quantized,
+    to_onnx,
+    unshare_initializers,
+)
 from occ.deploy.qdq_align import align_channels
 from occ.errors import ArtifactError, StageError
 from occ.models.edits import set_submodule
@@ -202,6 +208,8 @@ def quantize_graph(float_onnx: bytes, layers: dict[str, IntLayer], calib: torch.
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     proto = onnx.load_from_string(float_onnx)
+    if unshare_initializers(proto):  # equal biases the exporter stored once
+        float_onnx = proto.SerializeToString()
     nodes = _nodes_by_weight(proto, prefix)
     missing = sorted(set(layers) - set(nodes))
     if missing:
