@@ -34,6 +34,7 @@ from benchlib import baseline as shared_baseline
 from torch import nn
 
 import occ.api
+from occ.artifact import header as artifact_header
 from occ.artifact import model_io
 from occ.engine import runner
 from occ.engine.context import RunContext
@@ -57,7 +58,7 @@ def _recipe(checkpoint: str, stage: dict[str, Any]) -> Any:
 
 
 def _header(ctx: RunContext) -> dict[str, Any]:
-    return model_io.model_header(arch=ctx.arch.to_dict(), edits=ctx.edits,
+    return artifact_header.model_header(arch=ctx.arch.to_dict(), edits=ctx.edits,
                                  input_shape=ctx.data.input_shape,
                                  num_classes=ctx.data.num_classes)
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from occ.artifact import header as artifact_header
 from occ.artifact import model_io
 from occ.artifact.container import encode_artifact
 from occ.engine import fuzz
@@ -52,7 +53,7 @@ def quantized_artifact() -> bytes:
                     percentile=99.9, device=torch.device("cpu"))
     freeze_(model, scale_bits=8)
     edit = edit_record("quantize", {"layers": {n: m.spec.to_dict() for n, m in layers.items()}})
-    header = model_io.model_header(arch={"arch": "lenet5", "kwargs": kwargs}, edits=[edit],
+    header = artifact_header.model_header(arch={"arch": "lenet5", "kwargs": kwargs}, edits=[edit],
                                    input_shape=(1, 28, 28), num_classes=10)
     return encode_artifact(header, model_io.state_tensors(model),
                            model_io.codec_policy({"entropy": True}))
@@ -65,7 +66,7 @@ def sample_artifacts() -> dict[str, bytes]:
     with torch.no_grad():  # sparse weights, like a pruned model
         for p in model.parameters():
             p.mul_((torch.rand_like(p) > 0.8).to(p.dtype))
-    header = model_io.model_header(arch={"arch": "lenet5", "kwargs": {"width": 0.25}},
+    header = artifact_header.model_header(arch={"arch": "lenet5", "kwargs": {"width": 0.25}},
                                    edits=[], input_shape=(1, 28, 28), num_classes=10)
     out = {"raw": encode_artifact(header, model_io.state_tensors(model), "raw")}
     policy = model_io.codec_policy({"entropy": True})  # what entropy_code writes

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from occ.artifact import header as artifact_header
 from occ.artifact import model_io
 from occ.artifact.container import (
     MAGIC,
@@ -131,7 +132,7 @@ def test_model_round_trip_with_reshape_edit(tmp_path: Path) -> None:
     assert set(changes) == {"classifier.1", "classifier.3"}
     from occ.models.edits import edit_record
 
-    header = model_io.model_header(arch={"arch": "lenet5", "kwargs": {"width": 0.5}},
+    header = artifact_header.model_header(arch={"arch": "lenet5", "kwargs": {"width": 0.5}},
                                    edits=[edit_record("reshape", {"modules": changes})],
                                    input_shape=(1, 28, 28), num_classes=10)
     model_io.save(tmp_path / "m.occ", slim, header, {"codec": "raw"})
@@ -142,13 +143,13 @@ def test_model_round_trip_with_reshape_edit(tmp_path: Path) -> None:
 
 def test_unknown_edit_op_and_callable_arch_are_refused(tmp_path: Path) -> None:
     model = build_model("lenet300", {})
-    header = model_io.model_header(arch={"arch": "lenet300", "kwargs": {}},
+    header = artifact_header.model_header(arch={"arch": "lenet300", "kwargs": {}},
                                    edits=[{"op": "exec", "module": "os", "args": {}}],
                                    input_shape=(1, 28, 28), num_classes=10)
     model_io.save(tmp_path / "m.occ", model, header, {"codec": "raw"})
     with pytest.raises(ArtifactError, match="unknown edit op 'exec'"):
         loader.load(tmp_path / "m.occ")
-    header = model_io.model_header(arch={"arch": "os:system", "kwargs": {}}, edits=[],
+    header = artifact_header.model_header(arch={"arch": "os:system", "kwargs": {}}, edits=[],
                                    input_shape=(1, 28, 28), num_classes=10)
     model_io.save(tmp_path / "c.occ", model, header, {"codec": "raw"})
     with pytest.raises(TrustError, match=r"c\.occ: model\.arch: refused: would import 'os'.*"
@@ -181,8 +182,8 @@ def _quantized_lenet(*, int_bias: bool) -> tuple[torch.nn.Module, dict]:
 
 
 def _quant_header(edit: dict) -> dict:
-    return model_io.model_header(arch={"arch": "lenet5", "kwargs": QUANT_KWARGS}, edits=[edit],
-                                 input_shape=(1, 28, 28), num_classes=10)
+    return artifact_header.model_header(arch={"arch": "lenet5", "kwargs": QUANT_KWARGS},
+                                        edits=[edit], input_shape=(1, 28, 28), num_classes=10)
 
 
 def test_artifact_with_float_quantized_biases_still_loads(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from occ.artifact import header as artifact_header
 from occ.cli import app
 
 GOOD: dict[str, Any] = {
@@ -266,7 +267,7 @@ def test_truncated_artifact(tmp_path: Path) -> None:
     from occ.models import build_model
 
     model = build_model("lenet300", {"width": 0.1})
-    header = model_io.model_header(arch={"arch": "lenet300", "kwargs": {"width": 0.1}},
+    header = artifact_header.model_header(arch={"arch": "lenet300", "kwargs": {"width": 0.1}},
                                    edits=[], input_shape=(1, 28, 28), num_classes=10)
     path = tmp_path / "m.occ"
     model_io.save(path, model, header, {"codec": "raw"})

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
+from occ.artifact import header as artifact_header
 from occ.artifact import model_io
 from occ.cli import app
 from occ.config import from_dict, to_dict
@@ -185,7 +186,7 @@ def test_student_replaces_the_model_in_the_context_and_the_artifact(
     assert len(d["loss"]) == 1 and json.loads(json.dumps(d)) == d
     assert any("agreement" in n for n in result.notes)
 
-    header = model_io.model_header(arch=ctx.arch.to_dict(), edits=ctx.edits,
+    header = artifact_header.model_header(arch=ctx.arch.to_dict(), edits=ctx.edits,
                                    input_shape=data.input_shape, num_classes=data.num_classes)
     model_io.save(tmp_path / "m.occ", ctx.model, header, {"codec": "raw"})
     loaded = loader.load(tmp_path / "m.occ")

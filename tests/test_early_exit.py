@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 import occ
 from occ import api, metrics
+from occ.artifact import header as artifact_header
 from occ.artifact import model_io
 from occ.cli import app
 from occ.config import from_dict, to_dict
@@ -247,7 +248,7 @@ def test_artifact_rebuilds_the_early_exit_model(data, tmp_path: Path) -> None:
     x = batch(data, 32)
     ee = attach(tiny(), ["features.2", "features.5"], x, num_classes=10, conv_head=True,
                 head_pool=2, thresholds=[0.3, 0.2]).eval()
-    header = model_io.model_header(arch={"arch": "lenet5", "kwargs": {"width": 0.25}},
+    header = artifact_header.model_header(arch={"arch": "lenet5", "kwargs": {"width": 0.25}},
                                    edits=[edit_record("early_exit", ee.edit_args())],
                                    input_shape=(1, 28, 28), num_classes=10)
     model_io.save(tmp_path / "m.occ", ee, header, {"codec": "raw"})
@@ -354,7 +355,7 @@ def test_quantized_heads_calibrate_and_round_trip(data, trained, tmp_path: Path,
         assert cal["accuracy"] == pytest.approx(metrics.accuracy(out, y), abs=0.21)  # <= 1 tie
         m = metrics.measure(ee, out, y, input_shape=(1, 28, 28))
         assert m.exits["expected_bitops"] == pytest.approx(cal["expected_bitops"], rel=0.01)
-    header = model_io.model_header(arch={"arch": "lenet5", "kwargs": {"width": 0.5}},
+    header = artifact_header.model_header(arch={"arch": "lenet5", "kwargs": {"width": 0.5}},
                                    edits=ctx.edits, input_shape=(1, 28, 28), num_classes=10)
     model_io.save(tmp_path / "m.occ", ee, header, {"codec": "raw"})
     loaded = occ.load(tmp_path / "m.occ")

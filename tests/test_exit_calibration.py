@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import occ
+from occ.artifact import header as artifact_header
 from occ.artifact import model_io
 from occ.data import load_data
 from occ.engine.context import ArchRef, RunContext
@@ -237,7 +238,7 @@ def test_quantized_heads_calibrate_and_round_trip_on_regression(rotation, tmp_pa
     assert float(_row_errors(out, y).mean()) == pytest.approx(cal["mae"], abs=1e-3)
     assert ee.exit_stats()[1] > 0 and cal["expected_bitops"] < cal["backbone_bitops"]
     arch = {"arch": "lenet5", "kwargs": {"width": 0.25, "num_classes": 1}}
-    header = model_io.model_header(arch=arch, edits=ctx.edits, input_shape=(1, 28, 28),
+    header = artifact_header.model_header(arch=arch, edits=ctx.edits, input_shape=(1, 28, 28),
                                    num_classes=1)
     model_io.save(tmp_path / "m.occ", ee, header, {"codec": "raw"})
     loaded = occ.load(tmp_path / "m.occ")

@@ -10,6 +10,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from occ.artifact import header as artifact_header
 from occ.artifact import model_io
 from occ.artifact.container import decode_artifact, encode_artifact
 from occ.engine import fuzz
@@ -21,7 +22,7 @@ from occ.models import build_model
 def artifact_bytes() -> bytes:
     torch.manual_seed(0)
     model = build_model("lenet300", {"width": 0.1})
-    header = model_io.model_header(arch={"arch": "lenet300", "kwargs": {"width": 0.1}},
+    header = artifact_header.model_header(arch={"arch": "lenet300", "kwargs": {"width": 0.1}},
                                    edits=[], input_shape=(1, 28, 28), num_classes=10)
     return encode_artifact(header, model_io.state_tensors(model))
 
@@ -43,7 +44,7 @@ def entropy_bytes() -> bytes:
     with torch.no_grad():  # sparse, so the entropy coders' position streams are exercised
         for p in model.parameters():
             p.mul_((torch.rand_like(p) > 0.7).to(p.dtype))
-    header = model_io.model_header(arch={"arch": "lenet300", "kwargs": {"width": 0.1}},
+    header = artifact_header.model_header(arch={"arch": "lenet300", "kwargs": {"width": 0.1}},
                                    edits=[], input_shape=(1, 28, 28), num_classes=10)
     policy = model_io.codec_policy({"entropy": True})
     return encode_artifact(header, model_io.state_tensors(model), policy)

@@ -34,6 +34,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from occ.artifact import header as artifact_header
 from occ.cli import app
 
 CASE_SECONDS = 60  # hang guard per case (they take well under a second each)
@@ -80,8 +81,8 @@ def world(tiny_checkpoint: Path) -> World:
     from occ.artifact.checkpoint import load_checkpoint
 
     state = load_checkpoint(tiny_checkpoint).state_dict
-    header = model_io.model_header(arch={"arch": "lenet5", "kwargs": {"width": 0.25}}, edits=[],
-                                   input_shape=(1, 28, 28), num_classes=10,
+    header = artifact_header.model_header(arch={"arch": "lenet5", "kwargs": {"width": 0.25}},
+                                          edits=[], input_shape=(1, 28, 28), num_classes=10,
                                    extra={"recipe": {"data": GOOD["data"]}})
     from occ.artifact.container import encode_artifact
 

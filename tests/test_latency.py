@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
+from occ.artifact import header as artifact_header
 from occ.artifact import model_io
 from occ.cli import app
 from occ.latency import EXIT_NOTE, FAKE_QUANT_NOTE, measure_latency
@@ -102,7 +103,7 @@ def test_cuda_events() -> None:
 def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An artifact of an untrained tiny LeNet-5 (latency needs no accuracy)."""
     path = tmp_path_factory.mktemp("lat") / "model.occ"
-    header = model_io.model_header(arch={"arch": "lenet5", "kwargs": {"width": 0.25}},
+    header = artifact_header.model_header(arch={"arch": "lenet5", "kwargs": {"width": 0.25}},
                                    edits=[], input_shape=SHAPE, num_classes=10,
                                    extra={"recipe": {"data": {"dataset": "mnist5k"}}})
     model_io.save(path, tiny(), header, {"codec": "raw"})

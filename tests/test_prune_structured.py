@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from occ import metrics
+from occ.artifact import header as artifact_header
 from occ.artifact import model_io
 from occ.config import from_dict
 from occ.engine import load as loader
@@ -62,7 +63,7 @@ def costs(ctx: RunContext) -> tuple[int, int]:
 
 def assert_rebuilds(ctx: RunContext, tmp_path: Path) -> None:
     """The artifact (architecture + recorded edits + tensors) gives the same outputs."""
-    header = model_io.model_header(arch=ctx.arch.to_dict(), edits=ctx.edits,
+    header = artifact_header.model_header(arch=ctx.arch.to_dict(), edits=ctx.edits,
                                    input_shape=ctx.data.input_shape,
                                    num_classes=ctx.data.num_classes)
     path = tmp_path / "model.occ"

@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import Subset
 
 from occ import sparsity
+from occ.artifact import header as artifact_header
 from occ.artifact import model_io
 from occ.config import from_dict, to_dict
 from occ.engine import load as loader
@@ -87,7 +88,7 @@ def _config(**kw) -> QuantizeConfig:
 
 
 def _round_trip(ctx: RunContext, path: Path) -> nn.Module:
-    header = model_io.model_header(arch=ctx.arch.to_dict(), edits=ctx.edits,
+    header = artifact_header.model_header(arch=ctx.arch.to_dict(), edits=ctx.edits,
                                    input_shape=ctx.data.input_shape,
                                    num_classes=ctx.data.num_classes)
     model_io.save(path, ctx.model, header, {"codec": "raw"})
@@ -491,7 +492,7 @@ def _frozen_lenet(granularity: str = "channel", a_bits: int = 4, *, symmetric: b
 
 
 def _save_load(model: nn.Module, edits: list, path: Path, *, entropy: bool = False) -> nn.Module:
-    header = model_io.model_header(arch={"arch": "lenet5", "kwargs": LENET}, edits=edits,
+    header = artifact_header.model_header(arch={"arch": "lenet5", "kwargs": LENET}, edits=edits,
                                    input_shape=(1, 28, 28), num_classes=10)
     model_io.save(path, model, header, {"entropy": True} if entropy else {"codec": "raw"})
     return loader.load(path)

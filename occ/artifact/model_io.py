@@ -1,12 +1,8 @@
-"""Models into ``.occ`` artifacts: the header's layout, the state tensors, the bytes.
+"""Models into ``.occ`` artifacts: the state tensors and the bytes.
 
-An artifact's header says how to rebuild the model without the recipe::
-
-    {"occ": {"version": ...}, "model": {"arch", "kwargs", "input_shape", "num_classes"},
-     "edits": [...], "recipe": {...}, "plan": {...}, "metrics": {...}, "data": {...}}
-
-and its streams are the model's ``state_dict``. Reading a model back is
-``occ.engine.load`` (it needs every technique's edit ops).
+The header's fields are ``occ.artifact.header``'s; the streams are the model's
+``state_dict``. Reading a model back is ``occ.engine.load`` (it needs every technique's
+edit ops).
 """
 
 from __future__ import annotations
@@ -22,7 +18,6 @@ from occ.artifact.container import (
     encode_artifact,
     write_artifact,
 )
-from occ.version import __version__
 
 
 def codec_policy(encoding: dict[str, Any]) -> CodecPolicy:
@@ -30,17 +25,6 @@ def codec_policy(encoding: dict[str, Any]) -> CodecPolicy:
     from occ.artifact.codecs import policy_from_encoding
 
     return policy_from_encoding(encoding) or encoding.get("codec", "raw")
-
-
-def model_header(*, arch: dict[str, Any], edits: list[dict[str, Any]],
-                 input_shape: tuple[int, ...], num_classes: int,
-                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The header fields that rebuild a model, plus any ``extra`` (recipe, metrics ...)."""
-    return {
-        "occ": {"version": __version__, "torch": torch.__version__.split("+")[0]},
-        "model": {**arch, "input_shape": list(input_shape), "num_classes": num_classes},
-        "edits": edits, **(extra or {}),
-    }
 
 
 def state_tensors(model: nn.Module) -> dict[str, torch.Tensor]:

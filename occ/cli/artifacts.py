@@ -101,9 +101,11 @@ def inspect(
     from rich.table import Table
 
     header = result["header"]
-    model = header.get("model") if isinstance(header.get("model"), dict) else {}
-    table = Table(title=f"{path}: {result['bytes']:,} bytes, model {model.get('arch')}, "
-                        f"{len(header.get('edits') or [])} edits", title_justify="left")
+    from occ.artifact.header import arch_summary
+
+    arch, n_edits = arch_summary(header)
+    table = Table(title=f"{path}: {result['bytes']:,} bytes, model {arch}, "
+                        f"{n_edits} edits", title_justify="left")
     for col in ("tensor", "shape", "dtype", "codec", "bytes", "sparsity", "bits/value"):
         table.add_column(col, justify="left" if col in ("tensor", "codec", "dtype") else "right")
     for r in result["tensors"]:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from occ.artifact import header as artifact_header
 from occ.deploy.onnx import _check_out, _load, _need, is_early_exit
 from occ.deploy.runtime import ort_session
 from occ.errors import RecipeError, StageError
@@ -44,10 +45,8 @@ def _data_spec(header: dict[str, Any]) -> Any:
     the same reading as ``occ eval`` (``occ.engine.evaluate.data_for``)."""
     from occ.engine.evaluate import data_for
 
-    recipe = header.get("recipe")
-    recorded = header.get("data") if isinstance(header.get("data"), dict) else {}
-    return data_for(recipe.get("data") if isinstance(recipe, dict) else None, None, None,
-                    recorded.get("preprocess"))
+    recorded = artifact_header.recorded_data(header)
+    return data_for(artifact_header.recipe_data(header), None, None, recorded.get("preprocess"))
 
 
 def check_int8(data: bytes, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *,
@@ -99,7 +98,7 @@ def _split(data: Any, split: str, limit: int | None = None) -> tuple[torch.Tenso
 
 def _metadata(header: dict[str, Any], model: nn.Module, spec: Any, check: dict[str, Any],
               cuts: list[str] | None, layers: int) -> dict[str, str]:
-    m = header.get("model", {})
+    m = artifact_header.model_spec(header)
     meta = {"occ_version": __version__, "occ_format": "onnx-qdq", "arch": str(m.get("arch")),
             "input_shape": str(m.get("input_shape")), "num_classes": str(m.get("num_classes")),
             "quantized_layers": str(layers),

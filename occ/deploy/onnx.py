@@ -46,6 +46,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from occ.artifact import header as artifact_header
 from occ.artifact.container import MAGIC, read_artifact
 from occ.engine import load as loader
 from occ.errors import ArtifactError, OccError, RecipeError, StageError
@@ -250,13 +251,13 @@ def unshare_initializers(proto: Any) -> int:
 
 
 def _metadata(header: dict[str, Any], model: nn.Module, quantized: int) -> dict[str, str]:
-    spec = header.get("model", {})
+    spec = artifact_header.model_spec(header)
     meta = {"occ_version": __version__, "arch": str(spec.get("arch")),
             "input_shape": str(spec.get("input_shape")),
             "num_classes": str(spec.get("num_classes")),
             "quantized_layers": str(quantized)}
-    data = header.get("data")
-    if isinstance(data, dict) and isinstance(data.get("preprocess"), dict):
+    data = artifact_header.recorded_data(header)
+    if isinstance(data.get("preprocess"), dict):
         # What the inputs must look like: the preprocessing the model was measured with.
         meta["preprocess"] = json.dumps(data["preprocess"], sort_keys=True)
     if quantized:
@@ -344,7 +345,7 @@ def _load(src: Path, *, trust_code: bool) -> tuple[dict[str, Any], nn.Module, li
         model = loader.rebuild(artifact, trust_code=trust_code, source=str(src))
     except ArtifactError as err:
         raise ArtifactError(err.message, where=str(src)) from None
-    shape = artifact.header["model"].get("input_shape")  # rebuild checked "model" is a dict
+    shape = artifact_header.model_spec(artifact.header).get("input_shape")
     if not (isinstance(shape, list) and shape and all(isinstance(d, int) and d > 0
                                                       for d in shape)):
         raise ArtifactError("header model.input_shape is missing or not a list of sizes",

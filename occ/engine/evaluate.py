@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from occ import metrics as metrics_mod
+from occ.artifact import header as artifact_header
 from occ.artifact.checkpoint import load_checkpoint, load_into
 from occ.artifact.container import MAGIC, read_artifact
 from occ.data import load_data
@@ -96,14 +97,12 @@ def evaluate_path(path: Path, *, data: str | None, root: str | None, trust_check
         is_artifact = fh.read(len(MAGIC)) == MAGIC
     if is_artifact:
         artifact = read_artifact(path)
-        recipe = artifact.header.get("recipe")
-        recorded = artifact.header.get("data")
-        recorded = recorded if isinstance(recorded, dict) else {}
+        recorded = artifact_header.recorded_data(artifact.header)
         if recorded.get("dataset") == IN_MEMORY and data is None:
             raise DataError("this artifact was measured on data handed in from Python; pass "
                             "--data (and --root)", where=str(path))
-        spec = data_for(recipe.get("data") if isinstance(recipe, dict) else None, data, root,
-                         recorded.get("preprocess"))
+        spec = data_for(artifact_header.recipe_data(artifact.header), data, root,
+                        recorded.get("preprocess"))
         try:
             model = loader.rebuild(artifact, trust_code=trust_code, source=str(path))
         except ArtifactError as err:  # name the file, like occ.load does
@@ -152,5 +151,5 @@ def inspect_artifact(path: Path) -> dict[str, Any]:
     header = {k: v for k, v in artifact.header.items() if k != "recipe"}
     return {"path": str(path), "bytes": artifact.size, "header": header,
             "size": size_breakdown(path),
-            "recipe": artifact.header.get("recipe"), "tensors": rows,
+            "recipe": artifact_header.recipe(artifact.header), "tensors": rows,
             "header_json": len(json.dumps(artifact.header))}

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from occ.artifact import header as artifact_header
 from occ.artifact.container import Artifact, read_artifact
 from occ.errors import ArtifactError, ModelError
 from occ.models import build_model
@@ -30,9 +31,7 @@ Template = tuple[str, nn.Module]
 def _build(artifact: Artifact, spec: dict[str, Any], *, trust_code: bool,
            meta_only: bool = False, template: Template | None = None,
            source: str | None = None) -> nn.Module:
-    kwargs = spec.get("kwargs", {})
-    if not isinstance(kwargs, dict):
-        raise ArtifactError("header model.kwargs is not a mapping")
+    kwargs = artifact_header.model_kwargs(artifact.header)
     try:
         if template is not None and spec["arch"] == template[0]:
             model = copy.deepcopy(template[1])  # the user's own object: no import, no call
@@ -41,9 +40,7 @@ def _build(artifact: Artifact, spec: dict[str, Any], *, trust_code: bool,
                                 source=source)
     except ModelError as err:
         raise ArtifactError(f"cannot rebuild model: {err.message}") from None
-    edits = artifact.header.get("edits", [])
-    if not isinstance(edits, list):
-        raise ArtifactError("header edits is not a list")
+    edits = artifact_header.edits(artifact.header)
     load_edit_ops()
     return apply_edits(model, edits, meta_only=meta_only)
 
@@ -78,9 +75,7 @@ def rebuild(artifact: Artifact, *, trust_code: bool = False,
     against the stored tensors, so a header asking for a gigantic model is refused
     before anything is allocated.
     """
-    spec = artifact.header.get("model")
-    if not isinstance(spec, dict) or not isinstance(spec.get("arch"), str):
-        raise ArtifactError("header has no model reference")
+    spec = artifact_header.model_spec(artifact.header)
     try:
         with torch.device("meta"):
             shadow = _build(artifact, spec, trust_code=trust_code, meta_only=True,

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from occ.artifact import header as artifact_header
 from occ.artifact import model_io
 from occ.artifact.container import Artifact, encode_artifact, read_artifact
 from occ.errors import ArtifactError, RecipeError
@@ -99,7 +100,7 @@ def load_state(path: Path, fingerprint: str, *, where: str) -> SavedState | None
         artifact = read_artifact(path)
     except ArtifactError:
         return None  # a state cut off mid-write is simply redone
-    state = artifact.header.get("state", {})
+    state = artifact_header.state(artifact.header)
     if state.get("fingerprint") != fingerprint:
         raise StaleStateError(
             f"{path} was made by a different recipe, checkpoint, seed or version; "

@@ -17,6 +17,7 @@ from torch import nn
 
 from occ import distributed
 from occ import metrics as metrics_mod
+from occ.artifact import header as artifact_header
 from occ.artifact import model_io
 from occ.artifact.checkpoint import load_checkpoint, load_into
 from occ.data import DataBundle, load_data
@@ -97,15 +98,13 @@ def _warn_baseline(ctx: RunContext, report: Report, accuracy: float) -> None:
 
 
 def _header(ctx: RunContext, plan: Plan, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
-    recipe = {k: v for k, v in plan.recipe.to_dict().items() if k != "output"}  # run-specific
     data = {"dataset": ctx.data.name, "task": ctx.data.task, "root": plan.recipe.data.root,
             "preprocess": ctx.data.preprocess}
-    extra: dict[str, Any] = {"recipe": recipe, "plan": plan.to_dict(), "data": data}
-    if metrics is not None:
-        extra["metrics"] = metrics
-    return model_io.model_header(arch=ctx.arch.to_dict(), edits=ctx.edits,
-                                 input_shape=ctx.data.input_shape,
-                                 num_classes=ctx.data.num_classes, extra=extra)
+    return artifact_header.run_header(arch=ctx.arch.to_dict(), edits=ctx.edits,
+                                      input_shape=ctx.data.input_shape,
+                                      num_classes=ctx.data.num_classes,
+                                      recipe=plan.recipe.to_dict(), plan=plan.to_dict(),
+                                      data=data, metrics=metrics)
 
 
 def measure_ctx(ctx: RunContext, plan: Plan, reference: torch.Tensor | None,
@@ -292,9 +291,10 @@ def restore(ctx: RunContext, saved: resume_mod.SavedState) -> None:
     header = saved.artifact.header
     ctx.model = loader.rebuild(saved.artifact, trust_code=ctx.trust_code,
                                  template=_template(ctx)).to(ctx.device)
-    ctx.arch = ArchRef(header["model"]["arch"], header["model"].get("kwargs", {}))
-    ctx.edits = list(header.get("edits", []))
-    ctx.encoding = dict(header.get("encoding", {"codec": "raw"}))
+    ctx.arch = ArchRef(artifact_header.model_spec(header)["arch"],
+                       artifact_header.model_kwargs(header))
+    ctx.edits = list(artifact_header.edits(header))
+    ctx.encoding = artifact_header.encoding(header)
 
 
 def _template(ctx: RunContext) -> tuple[str, nn.Module] | None:

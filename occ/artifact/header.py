@@ -1,0 +1,113 @@
+"""The JSON part of an artifact's header: its fields are written and read here only.
+
+::
+
+    {"occ": {"version", "torch"},
+     "model": {"arch", "kwargs", "input_shape", "num_classes"},   # what rebuilds the model
+     "edits": [{"op", "args"}, ...],                               # replayed in order
+     "recipe": {...}, "plan": {...}, "metrics": {...},             # how it was made
+     "data": {"dataset", "task", "root", "preprocess"},            # what it was measured on
+     "encoding": {...}, "state": {...}}                            # stage states (--resume)
+
+The container (``occ.artifact.container``) adds ``streams``, the table of the tensors, and
+stores the whole as JSON or as ``occ.artifact.header_v2``'s binary table. Readers here
+check the types a hostile file could get wrong and raise ``ArtifactError``; optional
+fields read as empty.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from occ.errors import ArtifactError
+from occ.version import __version__
+
+
+def model_header(*, arch: dict[str, Any], edits: list[dict[str, Any]],
+                 input_shape: tuple[int, ...], num_classes: int,
+                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The header fields that rebuild a model, plus any ``extra`` (recipe, metrics ...)."""
+    import torch
+
+    return {
+        "occ": {"version": __version__, "torch": torch.__version__.split("+")[0]},
+        "model": {**arch, "input_shape": list(input_shape), "num_classes": num_classes},
+        "edits": edits, **(extra or {}),
+    }
+
+
+def run_header(*, arch: dict[str, Any], edits: list[dict[str, Any]],
+               input_shape: tuple[int, ...], num_classes: int, recipe: dict[str, Any],
+               plan: dict[str, Any], data: dict[str, Any],
+               metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The header of a compression run's artifact: the model, how it was made (recipe
+    without its run-specific ``output``, plan, metrics) and the data it was measured on."""
+    extra: dict[str, Any] = {"recipe": {k: v for k, v in recipe.items() if k != "output"},
+                             "plan": plan, "data": data}
+    if metrics is not None:
+        extra["metrics"] = metrics
+    return model_header(arch=arch, edits=edits, input_shape=input_shape,
+                        num_classes=num_classes, extra=extra)
+
+
+def model_spec(header: dict[str, Any]) -> dict[str, Any]:
+    """``model``: the architecture reference (``arch`` a string) and its fields."""
+    spec = header.get("model")
+    if not isinstance(spec, dict) or not isinstance(spec.get("arch"), str):
+        raise ArtifactError("header has no model reference")
+    return spec
+
+
+def model_kwargs(header: dict[str, Any]) -> dict[str, Any]:
+    """``model.kwargs`` (a mapping)."""
+    kwargs = model_spec(header).get("kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise ArtifactError("header model.kwargs is not a mapping")
+    return kwargs
+
+
+def edits(header: dict[str, Any]) -> list[Any]:
+    """``edits``: the structural edits to replay, in order."""
+    found = header.get("edits", [])
+    if not isinstance(found, list):
+        raise ArtifactError("header edits is not a list")
+    return found
+
+
+def arch_summary(header: dict[str, Any]) -> tuple[str | None, int]:
+    """(the model's ``arch`` or None, the number of edits) without raising (``inspect``)."""
+    spec = header.get("model")
+    arch = spec.get("arch") if isinstance(spec, dict) else None
+    found = header.get("edits")
+    return (arch if isinstance(arch, str) else None,
+            len(found) if isinstance(found, list) else 0)
+
+
+def recipe(header: dict[str, Any]) -> dict[str, Any] | None:
+    """The recipe the artifact was made with, if recorded."""
+    found = header.get("recipe")
+    return found if isinstance(found, dict) else None
+
+
+def recipe_data(header: dict[str, Any]) -> dict[str, Any] | None:
+    """The recipe's ``data`` section, if recorded."""
+    found = (recipe(header) or {}).get("data")
+    return found if isinstance(found, dict) else None
+
+
+def recorded_data(header: dict[str, Any]) -> dict[str, Any]:
+    """``data``: what the artifact was measured on (dataset, task, root, preprocess)."""
+    found = header.get("data")
+    return found if isinstance(found, dict) else {}
+
+
+def encoding(header: dict[str, Any]) -> dict[str, Any]:
+    """``encoding``: the run's codec settings (stage states; raw when absent)."""
+    found = header.get("encoding")
+    return dict(found) if isinstance(found, dict) else {"codec": "raw"}
+
+
+def state(header: dict[str, Any]) -> dict[str, Any]:
+    """``state``: a saved stage state's fingerprint and report record."""
+    found = header.get("state", {})
+    return found if isinstance(found, dict) else {}
