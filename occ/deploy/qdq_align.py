@@ -1,5 +1,4 @@
-"""Channel alignment of a QDQ graph: zero channels that put every conv on onnxruntime's
-fast integer kernel.
+"""Channel alignment of a QDQ graph: zero channels put every conv on the fast kernel.
 
 onnxruntime's CPU ``QLinearConv`` has a fast path (MLAS "ConvSym": no im2col) only for
 zero weight zero points, input channels a multiple of 4 and output channels a multiple of
