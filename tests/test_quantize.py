@@ -580,7 +580,8 @@ def test_int32_biases_code_compactly() -> None:
     rng = np.random.default_rng(0)
     narrow = np.round(rng.normal(0, 4, 120)).astype("<i4")  # 3-4 bit layers
     wide = np.round(rng.normal(0, 3000, 120)).astype("<i4")  # 8-bit layers
-    assert policy("b", narrow).codec == "cat" and len(policy("b", narrow).data) < 80
+    # no table to store: Golomb-Rice (issue 20) beats the categorical model here
+    assert policy("b", narrow).codec == "rice" and len(policy("b", narrow).data) < 70
     chosen = policy("b", wide)  # mostly distinct values: byte planes beat a table
     assert chosen.codec == "fbp" and len(chosen.data) < 0.8 * wide.nbytes
 

@@ -78,3 +78,23 @@ def test_both_dictionary_flags_are_refused() -> None:
 
     with pytest.raises(ArtifactError, match="unknown flags"):
         read_header(b"", 1 | FLAG_DICT | FLAG_DICT2)
+
+
+def test_rice_shift_for_rounded_biases() -> None:
+    import torch as _t
+
+    from occ.techniques.quantize.qparams import round_bias
+
+    rng = np.random.default_rng(1)
+    q = _t.from_numpy(rng.laplace(0, 400, 300).astype(np.int32))
+    r = round_bias(q, 5)
+    assert int(r.abs().max()) >> int(np.log2(int(r.abs().max()) & -int(r.abs().max()))) < 32
+    assert (r - q).abs().max() <= 2 ** (int(q.abs().max()).bit_length() - 4) / 2 + 1
+    plain, _ = rice.encode(q.numpy())
+    data, _ = rice.encode(r.numpy())
+    assert data[0] & 0x80 and len(data) < len(plain) * 0.7
+    assert np.array_equal(rice.decode(data, {}, np.dtype("int32"), 300), r.numpy())
+    with pytest.raises(ValueError):  # a shift that pushes a value out of int8
+        rice.decode(bytes([0x80, 7]) + rice.encode(np.array([5], np.int8))[0][1:], {},
+                    np.dtype("int8"), 1)
+    assert round_bias(q, 16).equal(q) or int(q.abs().max()) >= 1 << 15
