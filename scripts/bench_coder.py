@@ -108,7 +108,7 @@ def occ_sizes(tensors: dict[str, np.ndarray], *, with_ctx: bool = True) -> dict[
     t_enc = t_dec = 0.0
     for name, q in tensors.items():
         flat, enc = q.reshape(-1), chosen[name]
-        codec = codecs.artifact._CODECS[enc.codec]
+        codec = codecs.CODECS[enc.codec]
         cols = math.prod(q.shape[1:])
         t0 = time.process_time()
         if enc.codec in ("cat", "ctx", "fbp"):

@@ -72,7 +72,8 @@ def size_breakdown(source: str | os.PathLike[str] | bytes, *,
             tensors hold more than ``ZSTD_MAX_BYTES``).
 
     Returns:
-        ``{"total_bytes", "header_bytes", "kinds": {kind: bytes}, "weights", "nonzero_weights",
+        ``{"total_bytes", "header_bytes", "kinds": {kind: bytes}, "side_information":
+        {"bytes", "share"} (header + tables + scales), "weights", "nonzero_weights",
         "bits_per_weight", "bits_per_nonzero", "entropy_bytes", "zstd_bytes", "raw_bytes",
         "streams": [{"name", "shape", "dtype", "codec", "bytes", "parts", "numel",
         "nonzero", "entropy_bytes", "zstd_bytes", "raw_bytes"}]}``. ``kinds`` adds up to
@@ -115,9 +116,11 @@ def size_breakdown(source: str | os.PathLike[str] | bytes, *,
                      "zstd_bytes": len(packer.compress(raw)) if packer else None,
                      "raw_bytes": len(raw)})
     total = len(data)
+    side = kinds["header"] + kinds["tables"] + kinds["scales"]
     return {
         "total_bytes": total, "header_bytes": art.header_bytes,
         "kinds": dict(kinds),
+        "side_information": {"bytes": side, "share": side / total if total else 0.0},
         "weights": weights, "nonzero_weights": nonzero,
         "bits_per_weight": 8 * total / weights if weights else 0.0,
         "bits_per_nonzero": 8 * total / nonzero if nonzero else 0.0,

@@ -5,6 +5,8 @@ Importing this module registers, with ``occ.artifact.container.register_codec``:
 - ``cat``  integer tensors: categorical model + sparse positions (``occ.coding.ints``);
 - ``fbp``  any tensor by bit pattern, byte plane by byte plane (``occ.coding.floats``);
 - ``ctx``  integer weight matrices under row / column contexts (``occ.coding.adaptive``);
+- ``rice`` small integer tensors (biases) as Golomb-Rice codes, no table (``occ.coding.rice``);
+- ``zero`` a tensor whose bit patterns are all zero (zero points): no bytes at all;
 - ``surp`` float weights pruned by SuRP, replayed from their index stream
   (``occ.coding.surp``). Its encoder needs the original weights, so its streams are
   prepared by the prune stage and handed to ``Policy`` rather than encoded here.
@@ -31,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from occ.coding import adaptive, floats, ints, surp
+from occ.coding import adaptive, floats, ints, rice, surp
 from occ.errors import ArtifactError
 
 
@@ -97,6 +99,23 @@ register_codec(Codec("cat", ints.encode, ints.decode))
 register_codec(Codec("fbp", floats.encode, floats.decode))
 register_codec(Codec("surp", _surp_encode, surp.decode))
 register_codec(Codec("ctx", adaptive.encode, adaptive.decode))
+register_codec(Codec("rice", rice.encode, rice.decode))
+
+
+def _zero_decode(data: bytes, meta: dict[str, Any], dtype: np.dtype, count: int) -> np.ndarray:
+    if data:
+        raise ArtifactError(f"zero stream holds {len(data)} bytes, expected none")
+    return np.zeros(count, dtype=dtype)  # the container bounds count before decoding
+
+
+register_codec(Codec("zero", lambda a: (b"", {}), _zero_decode))
+
+
+def _all_zero(array: np.ndarray) -> bool:
+    """Whether every element's bit pattern is zero (-0.0 is not)."""
+    size = array.dtype.itemsize
+    words = array.view(f"<u{size}" if size > 1 else "u1") if size in (1, 2, 4, 8) else array
+    return bool(array.size) and not np.any(words)
 
 # Decoders that can also attribute their bytes to parts (``occ.artifact.accounting``).
 PART_DECODERS = {"cat": ints.decode, "fbp": floats.decode, "surp": surp.decode,
@@ -114,8 +133,8 @@ def _fits(array: np.ndarray, data: bytes) -> bool:
 
 
 class Policy:
-    """Per tensor, the smallest of: raw, a prepared stream, ``cat`` / ``fbp`` if ``entropy``
-    (integers wider than a byte try both).
+    """Per tensor, the smallest of: raw, a prepared stream, and if ``entropy`` ``zero`` (all
+    zero), ``cat`` / ``ctx`` / ``rice`` / ``fbp`` (integers wider than a byte try both).
 
     Args:
         prepared: ``{digest of a flat array: {"codec", "data": base64}}`` made by stages
@@ -138,6 +157,8 @@ class Policy:
         """Every stream this policy could write for ``array``, raw first."""
         cols = math.prod(shape[1:]) if shape is not None and len(shape) >= 2 else None
         out = [Encoded("raw", array.tobytes())]
+        if self.entropy and _all_zero(array):
+            out.append(Encoded("zero", b""))
         if self.prepared:
             entry = self.prepared.get(digest(array))
             if entry is not None:
@@ -152,6 +173,8 @@ class Policy:
                 planes = array.dtype.itemsize > 1
             except ValueError:  # not integers, or too wide a range for a table
                 planes = True
+            if array.size <= rice.MAX_COUNT and array.dtype.name in rice.DTYPES:
+                out.append(Encoded("rice", rice.encode(array)[0]))
             if planes:
                 out.append(Encoded("fbp", floats.encode(array, cols)[0]))
         return [e for e in out if e.codec == "raw" or _fits(array, e.data)]

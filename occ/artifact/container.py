@@ -6,6 +6,8 @@ Layout (little-endian)::
     version    u16       FORMAT_VERSION
     flags      u16       bit 0 (FLAG_DEFLATE): the header is raw-deflate compressed;
                          bit 1 (FLAG_DICT): ... with occ's frozen preset dictionary
+                         bit 2 (FLAG_BINARY): binary stream table (header_v2)
+                         bit 3 (FLAG_DICT2): deflated with the version-2 dictionary
     header_len u64       length of the header as stored
     header     JSON      {"streams": [...], ...caller's fields (model, edits, recipe, metrics)}
     payload    bytes     every stream's encoded bytes, back to back
@@ -23,7 +25,8 @@ The header is JSON, deflated when that makes it smaller (it holds the recipe and
 and on a 200x-compressed LeNet it would otherwise be a fifth of the file); a stream's
 ``meta`` is left out when empty. A codec policy with ``header_dict = True`` (the one
 ``entropy_code`` installs) also lets the writer deflate against a preset dictionary of
-typical header text (``occ.artifact.header_dict``), which halves a LeNet header again. With
+typical header text (``occ.artifact.header_dict``), which halves a LeNet header again;
+the writer keeps whichever of the frozen dictionaries (V1, V2: ``FLAG_DICT2``) is smaller. With
 ``compact_header = True`` (also the entropy policy's) the stream table is written in binary
 (``occ.artifact.header_v2``, flag ``FLAG_BINARY``); JSON headers still read as before.
 
@@ -63,7 +66,8 @@ MAX_HEADER = 64 << 20  # a header larger than this is not one occ wrote
 FLAG_DEFLATE = 1  # the header is raw-deflate (RFC 1951) compressed
 FLAG_DICT = 2  # ... against occ.artifact.header_dict.HEADER_DICT_V1 (needs FLAG_DEFLATE)
 FLAG_BINARY = 4  # the header is occ.artifact.header_v2's binary stream table + JSON
-KNOWN_FLAGS = FLAG_DEFLATE | FLAG_DICT | FLAG_BINARY
+FLAG_DICT2 = 8  # deflated against HEADER_DICT_V2 instead (needs FLAG_DEFLATE, not FLAG_DICT)
+KNOWN_FLAGS = FLAG_DEFLATE | FLAG_DICT | FLAG_BINARY | FLAG_DICT2
 
 # Allowed tensor dtypes: name -> (torch dtype, numpy storage dtype).
 DTYPES: dict[str, tuple[torch.dtype, np.dtype]] = {
@@ -142,10 +146,13 @@ def encode_artifact(header: dict[str, Any], tensors: dict[str, torch.Tensor],
     return body + hashlib.sha256(body).digest()
 
 
-def _header_dict() -> bytes:
-    from occ.artifact.header_dict import HEADER_DICT_V1
+def _header_dict(flags: int) -> bytes | None:
+    """The preset dictionary ``flags`` name (None: plain deflate)."""
+    from occ.artifact.header_dict import HEADER_DICT_V1, HEADER_DICT_V2
 
-    return HEADER_DICT_V1
+    if flags & FLAG_DICT2:
+        return HEADER_DICT_V2
+    return HEADER_DICT_V1 if flags & FLAG_DICT else None
 
 
 def _header_v2() -> Any:
@@ -166,8 +173,10 @@ def _parse_header(head: bytes, flags: int) -> Any:
 def _pack_header(head: bytes, use_dict: bool) -> tuple[bytes, int]:
     """The smallest of the header as is, deflated, and (``use_dict``) dictionary-deflated."""
     options = [(head, 0)]
-    for flags in (FLAG_DEFLATE, FLAG_DEFLATE | FLAG_DICT) if use_dict else (FLAG_DEFLATE,):
-        extra = {"zdict": _header_dict()} if flags & FLAG_DICT else {}
+    dicts = (FLAG_DEFLATE | FLAG_DICT, FLAG_DEFLATE | FLAG_DICT2) if use_dict else ()
+    for flags in (FLAG_DEFLATE, *dicts):
+        zdict = _header_dict(flags)
+        extra = {"zdict": zdict} if zdict is not None else {}
         packer = zlib.compressobj(9, zlib.DEFLATED, -15, **extra)
         options.append((packer.compress(head) + packer.flush(), flags))
     return min(options, key=lambda o: len(o[0]))
@@ -179,12 +188,14 @@ def read_header(stored: bytes, flags: int) -> bytes:
     Raises:
         ArtifactError: unknown flags, or a compressed header that is corrupt or too large.
     """
-    if flags & ~KNOWN_FLAGS or (flags & FLAG_DICT and not flags & FLAG_DEFLATE):
+    dicts = flags & (FLAG_DICT | FLAG_DICT2)
+    if flags & ~KNOWN_FLAGS or (dicts and not flags & FLAG_DEFLATE) \
+            or dicts == FLAG_DICT | FLAG_DICT2:
         raise ArtifactError(f"artifact has unknown flags {flags:#x}; written by a newer occ?")
     if not flags & FLAG_DEFLATE:
         return stored
-    inflater = zlib.decompressobj(-15, **({"zdict": _header_dict()} if flags & FLAG_DICT
-                                          else {}))
+    zdict = _header_dict(flags)
+    inflater = zlib.decompressobj(-15, **({"zdict": zdict} if zdict is not None else {}))
     try:
         head = inflater.decompress(stored, MAX_HEADER + 1)
     except zlib.error as err:

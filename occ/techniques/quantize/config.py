@@ -42,6 +42,10 @@ class QuantizeConfig(StageConfig):
         scale_bits: round the weight scales up to this many significant bits (4..23) when
             freezing, so the artifact codes each in ~``scale_bits`` bits instead of 32; the
             model is evaluated with the rounded scales (unset: full float32 scales).
+        bias_bits: keep this many significant bits (2..16) of each layer's int32 bias:
+            every bias is rounded to a multiple of ``2^s``, the smallest ``s`` that leaves
+            the largest in ``bias_bits`` signed bits, so the ``rice`` codec stores
+            ``bias_int >> s``; evaluated with the rounded biases (unset: exact int32).
     """
 
     weight_bits: int | Literal["auto"] = 8
@@ -61,6 +65,7 @@ class QuantizeConfig(StageConfig):
     distill: bool = False
     clip_grad_norm: float = 5.0
     scale_bits: int | None = None
+    bias_bits: int | None = None
 
     default_category = "bits"
 
@@ -80,6 +85,8 @@ class QuantizeConfig(StageConfig):
               f"must be >= 0 (0: no clipping), got {self.clip_grad_norm}")
         check(self.scale_bits is None or (_is_int(self.scale_bits) and 4 <= self.scale_bits <= 23),
               "scale_bits", f"must be 4..23 or unset, got {self.scale_bits!r}")
+        check(self.bias_bits is None or (_is_int(self.bias_bits) and 2 <= self.bias_bits <= 16),
+              "bias_bits", f"must be 2..16 or unset, got {self.bias_bits!r}")
         check(len(set(self.keep_8bit)) == len(self.keep_8bit), "keep_8bit",
               f"must list each of 'first', 'last' at most once, got {list(self.keep_8bit)}")
         if self.mode == "ptq":

@@ -160,10 +160,11 @@ class _QuantMixin:
         self.act_on = True
 
     @torch.no_grad()
-    def freeze(self, scale_bits: int | None = None) -> None:
+    def freeze(self, scale_bits: int | None = None, bias_bits: int | None = None) -> None:
         """Store the weight (and bias, ``has_int_bias``) as integers; the float tensors
         become their exact dequantization. ``scale_bits``: round the weight scales up to
-        that many significant bits first (``qp.round_scale``)."""
+        that many significant bits first (``qp.round_scale``); ``bias_bits``: keep that
+        many significant bits of the int32 bias (``qp.round_bias``)."""
         s = self.spec
         scale, zp = self.weight_qparams()
         q = qp.quantize_weight(self.weight, scale, zp, s.w_bits, s.symmetric)
@@ -182,6 +183,8 @@ class _QuantMixin:
         self.weight.requires_grad_(False)
         if self.has_int_bias:
             self.bias_int = qp.quantize_bias(self.bias, self.w_scale, self.act_scale)
+            if bias_bits is not None:
+                self.bias_int = qp.round_bias(self.bias_int, bias_bits)
             self._set_int_bias()
         self.mode = "frozen"
         self.act_on = s.a_bits < FLOAT_BITS
@@ -326,11 +329,12 @@ def swap_layers_(model: nn.Module, specs: dict[str, QuantSpec]) -> dict[str, Qua
     return out
 
 
-def freeze_(model: nn.Module, scale_bits: int | None = None) -> None:
+def freeze_(model: nn.Module, scale_bits: int | None = None,
+            bias_bits: int | None = None) -> None:
     """Freeze every quantized layer of ``model`` (integers + scales; see ``freeze``)."""
     for layer in quant_layers(model).values():
         if layer.mode != "frozen":
-            layer.freeze(scale_bits)
+            layer.freeze(scale_bits, bias_bits)
 
 
 @register_edit("quantize", meta=False)

@@ -185,7 +185,7 @@ def quantize_(ctx: RunContext, config: QuantizeConfig) -> StageResult:
                      max_grad_norm=config.clip_grad_norm or None,
                      after_step=(lambda m: sparsity.apply_masks_(m, masks)) if masks else None,
                      progress=ctx.progress, description="quantize QAT")
-    freeze_(model, config.scale_bits)
+    freeze_(model, config.scale_bits, config.bias_bits)
     ctx.record_edit("quantize", layers={n: m.spec.to_dict() for n, m in layers.items()})
     details = _details(layers, ranges, config)
     details.update(folded_bn=pairs, qat_loss=losses, **({"mixed": mixed} if mixed else {}))

@@ -131,6 +131,19 @@ def bias_scale(w_scale: torch.Tensor, act_scale: torch.Tensor) -> torch.Tensor:
     return w_scale * act_scale
 
 
+def round_bias(q: torch.Tensor, bits: int) -> torch.Tensor:
+    """Integer bias ``q`` rounded to multiples of ``2^s``: the smallest ``s`` that leaves
+    ``max |q| >> s`` within ``bits`` signed bits (to nearest, ties to even; ``q`` unchanged if it
+    already fits)."""
+    top = int(q.abs().max()) if q.numel() else 0
+    shift = max(0, top.bit_length() - (bits - 1))
+    if not shift:
+        return q
+    step = float(1 << shift)
+    r = torch.round(q.double() / step) * step
+    return r.clamp(-BIAS_QMAX, BIAS_QMAX).to(q.dtype)
+
+
 def quantize_bias(bias: torch.Tensor, w_scale: torch.Tensor,
                   act_scale: torch.Tensor) -> torch.Tensor:
     """The int32 bias ``round(b / (s_w * s_a))``, clamped to ``±BIAS_QMAX`` (NaN: 0).

@@ -1,0 +1,100 @@
+"""Issue 20, side information: the V2 header dictionary, the ``rice`` and ``zero`` codecs."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+
+from occ.artifact.codecs import CODECS, Policy
+from occ.artifact.container import (
+    _PREFIX,
+    FLAG_DICT,
+    FLAG_DICT2,
+    decode_artifact,
+    encode_artifact,
+)
+from occ.coding import rice
+from occ.errors import ArtifactError
+
+
+def test_header_dictionary_v2_is_frozen() -> None:
+    from occ.artifact.header_dict import HEADER_DICT_V2
+
+    # Artifacts with FLAG_DICT2 decode only with these exact bytes: never edit them.
+    assert len(HEADER_DICT_V2) == 24278
+    assert hashlib.sha256(HEADER_DICT_V2).hexdigest() == (
+        "3657aa36fcf4d78ab08c511097b82c4ec98fae7804fc947d22ca99dbd3f07582")
+
+
+@pytest.mark.parametrize("dtype", rice.DTYPES)
+@pytest.mark.parametrize("n", [0, 1, 9, 250, 4097])
+def test_rice_round_trip(dtype: str, n: int) -> None:
+    rng = np.random.default_rng(n)
+    info = np.iinfo(dtype)
+    a = np.clip(rng.laplace(0, 30, n), info.min, info.max).astype(dtype)
+    if n:
+        a[0], a[-1] = info.min, info.max
+    data, meta = rice.encode(a)
+    b = rice.decode(data, meta, np.dtype(dtype), n)
+    assert b.dtype == a.dtype and np.array_equal(a, b)
+
+
+def test_rice_refuses_malformed_streams() -> None:
+    data, _ = rice.encode(np.arange(-20, 20, dtype=np.int16))
+    for bad, count in [(b"", 0), (bytes([40]) + data[1:], 40), (data[:-1], 40),
+                       (data + b"\x00", 40), (data, 41), (data, rice.MAX_COUNT + 1)]:
+        with pytest.raises(ValueError):
+            rice.decode(bad, {}, np.dtype("int16"), count)
+    big, _ = rice.encode(np.array([40000], dtype=np.int32))
+    with pytest.raises(ValueError):  # decodes, but does not fit int8
+        rice.decode(big, {}, np.dtype("int8"), 1)
+    with pytest.raises(ValueError):
+        rice.encode(np.zeros(3, dtype=np.float32))
+
+
+def test_zero_codec_and_rice_chosen_for_side_tensors() -> None:
+    rng = np.random.default_rng(0)
+    tensors = {"zp": torch.zeros(50, dtype=torch.int32),
+               "neg0": torch.tensor([-0.0, 0.0]),
+               "bias_int": torch.from_numpy(rng.laplace(0, 6, 250).astype(np.int32)),
+               "w": torch.from_numpy(rng.integers(-3, 4, (20, 30)).astype(np.int8))}
+    data = encode_artifact({"model": {"arch": "x"}}, tensors, Policy({}, entropy=True))
+    art = decode_artifact(data)
+    codecs = {s["name"]: s["codec"] for s in art.streams}
+    assert codecs["zp"] == "zero" and codecs["neg0"] != "zero"  # -0.0 keeps its sign bit
+    assert codecs["bias_int"] == "rice"
+    for k, v in tensors.items():
+        assert torch.equal(art.tensors[k], v) and art.tensors[k].dtype == v.dtype
+    assert _PREFIX.unpack_from(data)[2] & FLAG_DICT2  # the V2 dictionary wins on this header
+    with pytest.raises(ArtifactError):
+        CODECS["zero"].decode(b"\x00", {}, np.dtype("int32"), 3)
+
+
+def test_both_dictionary_flags_are_refused() -> None:
+    from occ.artifact.container import read_header
+
+    with pytest.raises(ArtifactError, match="unknown flags"):
+        read_header(b"", 1 | FLAG_DICT | FLAG_DICT2)
+
+
+def test_rice_shift_for_rounded_biases() -> None:
+    import torch as _t
+
+    from occ.techniques.quantize.qparams import round_bias
+
+    rng = np.random.default_rng(1)
+    q = _t.from_numpy(rng.laplace(0, 400, 300).astype(np.int32))
+    r = round_bias(q, 5)
+    assert int(r.abs().max()) >> int(np.log2(int(r.abs().max()) & -int(r.abs().max()))) < 32
+    assert (r - q).abs().max() <= 2 ** (int(q.abs().max()).bit_length() - 4) / 2 + 1
+    plain, _ = rice.encode(q.numpy())
+    data, _ = rice.encode(r.numpy())
+    assert data[0] & 0x80 and len(data) < len(plain) * 0.7
+    assert np.array_equal(rice.decode(data, {}, np.dtype("int32"), 300), r.numpy())
+    with pytest.raises(ValueError):  # a shift that pushes a value out of int8
+        rice.decode(bytes([0x80, 7]) + rice.encode(np.array([5], np.int8))[0][1:], {},
+                    np.dtype("int8"), 1)
+    assert round_bias(q, 16).equal(q) or int(q.abs().max()) >= 1 << 15
