@@ -41,11 +41,14 @@ def run_header(*, arch: dict[str, Any], edits: list[dict[str, Any]],
                plan: dict[str, Any], data: dict[str, Any],
                metrics: dict[str, Any] | None = None) -> dict[str, Any]:
     """The header of a compression run's artifact: the model, how it was made (recipe
-    without its run-specific ``output``, plan, metrics) and the data it was measured on."""
+    without its run-specific ``output``, the plan without the edges' reasons, which
+    ``occ order --explain`` and the run's report give) and the data it was measured on,
+    with its metrics to 6 significant digits (the report holds them in full)."""
     extra: dict[str, Any] = {"recipe": {k: v for k, v in recipe.items() if k != "output"},
-                             "plan": plan, "data": data}
+                             "plan": {k: v for k, v in plan.items() if k != "reasons"},
+                             "data": data}
     if metrics is not None:
-        extra["metrics"] = metrics
+        extra["metrics"] = _rounded(metrics)
     return model_header(arch=arch, edits=edits, input_shape=input_shape,
                         num_classes=num_classes, extra=extra)
 
@@ -111,3 +114,14 @@ def state(header: dict[str, Any]) -> dict[str, Any]:
     """``state``: a saved stage state's fingerprint and report record."""
     found = header.get("state", {})
     return found if isinstance(found, dict) else {}
+
+
+def _rounded(value: Any) -> Any:
+    """``value`` with every float at 6 significant digits (JSON floats print 17)."""
+    if isinstance(value, float):
+        return float(f"{value:.6g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
