@@ -32,7 +32,7 @@ from occ.engine.context import ArchRef, RunContext
 from occ.errors import StageError
 from occ.models import build_model
 from occ.recipe import DataSpec
-from occ.techniques.prune.common import finetune_
+from occ.techniques.finetune import finetune_
 from occ.techniques.prune.config import PruneConfig
 from occ.techniques.prune.run import prune_
 from occ.training import predict, seed_everything

@@ -92,8 +92,12 @@ def test_cheap_commands_do_not_import_torch(argv: list[str], tmp_path: Path) -> 
     assert out.returncode == 0, out.stderr
 
 
-def test_validate_does_not_import_torch(tmp_path: Path) -> None:
-    path = write_recipe(tmp_path, stages=[{"type": "prune", "sparsity": 0.5}])
+@pytest.mark.parametrize("stages", [
+    [{"type": "prune", "sparsity": 0.5}],
+    [{"type": "lowrank", "energy": 0.8, "epochs": 1}, {"type": "quantize"}],
+], ids=["prune", "lowrank"])
+def test_validate_does_not_import_torch(stages: list[dict], tmp_path: Path) -> None:
+    path = write_recipe(tmp_path, stages=stages)
     code = ("import sys; from occ.cli import app\n"
             "try:\n    app(['validate', sys.argv[1]])\nexcept SystemExit as e:\n"
             "    assert e.code == 0, e.code\n"

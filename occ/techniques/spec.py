@@ -7,8 +7,8 @@ package (``occ/techniques/<type>/``) holds its torch-free ``config.py``, its ``r
 (the torch half, imported only when the stage runs) and the method modules it needs; its
 ``__init__.py`` declares ``SPEC``.
 
-A stage's run function takes the run context (``occ.engine.context.RunContext``, typed
-through ``RunContextLike`` here so that this layer never imports the engine) and the
+A stage's run function takes the run context (``occ.engine.context.RunContext``; run
+modules import it for typing only, so this layer never imports the engine) and the
 config, changes ``ctx.model`` in place and returns a ``StageResult``.
 """
 
@@ -17,15 +17,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
-
-
-class RunContextLike(Protocol):
-    """What a technique may use of the run context (``occ.engine.context.RunContext``)."""
-
-    model: Any
-    device: Any
-    seed: int
+from typing import Any
 
 
 @dataclass(frozen=True)

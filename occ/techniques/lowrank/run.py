@@ -22,6 +22,7 @@ from occ import metrics
 from occ.errors import StageError
 from occ.models.edits import set_submodule
 from occ.sparsity import check_names
+from occ.techniques.finetune import finetune_
 from occ.techniques.lowrank import edit as _edit  # noqa: F401  registers the lowrank op
 from occ.techniques.lowrank.factor import (
     Factorised,
@@ -57,22 +58,6 @@ def choose(layer: nn.Module, config: LowRankConfig) -> Plan:
         return plan_layer(layer, "tucker2", kind, amount)
     svd, tucker = plan_layer(layer, "svd", kind, amount), plan_layer(layer, "tucker2", kind, amount)
     return tucker if factor_params(layer, tucker) < factor_params(layer, svd) else svd
-
-
-def _finetune(ctx: RunContext, config: LowRankConfig) -> list[float]:
-    from occ.training import fit
-
-    if not config.epochs:
-        return []
-    loss_fn = ctx.loss_fn
-    if config.distill:
-        from occ.techniques.distill.loss import distill_loss_fn
-
-        loss_fn = distill_loss_fn(ctx.baseline, hard=loss_fn)
-    return fit(ctx.model, ctx.loader("train", shuffle=True), epochs=config.epochs,
-               lr=config.lr, device=ctx.stage_device(config.device),
-               optimizer=config.optimizer, loss_fn=loss_fn, progress=ctx.progress,
-               description="lowrank fine-tune")
 
 
 def _macs(ctx: RunContext, model: nn.Module, device: Any) -> int:
@@ -112,7 +97,7 @@ def lowrank_(ctx: RunContext, config: LowRankConfig) -> StageResult:
         per_layer[name] = {**entry, "factorised": True}
     if recorded:
         ctx.record_edit("lowrank", layers=recorded)
-    losses = _finetune(ctx, config) if recorded else []
+    losses = finetune_(ctx, config, description="lowrank fine-tune") if recorded else []
     macs_after = _macs(ctx, ctx.model, device)
     params_after = sum(p.numel() for p in ctx.model.parameters())
     kind, amount = config.target

@@ -25,6 +25,7 @@ from torch import nn
 
 from occ.errors import RecipeError, StageError
 from occ.sparsity import check_names
+from occ.techniques.finetune import finetune_
 from occ.techniques.prune import common
 from occ.techniques.spec import StageResult
 from occ.training import LossFn
@@ -120,7 +121,7 @@ def channel_prune_(ctx: RunContext, config: PruneConfig) -> StageResult:
     del pruner
     model.eval()
     common.record_reshape_(ctx, before, "prune(channel)")
-    common.finetune_(ctx, config, description="prune(channel) fine-tune")
+    finetune_(ctx, config, description="prune(channel) fine-tune")
     details = common.structure_details(model, ctx, device, channels_before, macs_before)
     details.update(importance=config.importance, classifier=classifier)
     note = (f"channel pruning ({config.importance}): {100 * details['macs_reduction']:.1f}% "

@@ -1,8 +1,8 @@
-"""What the pruning methods share: layer lookup, fine-tuning, recording new shapes."""
+"""What the pruning methods share: layer lookup, recording new shapes (fine-tuning is
+``occ.techniques.finetune``, shared with other techniques)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -14,7 +14,6 @@ from occ.models.edits import module_spec
 
 if TYPE_CHECKING:
     from occ.engine.context import RunContext
-    from occ.techniques.prune.config import PruneConfig
 
 COMPUTE = (nn.Conv2d, nn.Linear)
 
@@ -56,27 +55,6 @@ def total_macs(model: nn.Module, ctx: RunContext, device: torch.device) -> int:
 def out_channels(model: nn.Module) -> dict[str, int]:
     """Output channels / features of every Conv2d / Linear layer."""
     return {n: int(m.weight.shape[0]) for n, m in model.named_modules() if isinstance(m, COMPUTE)}
-
-
-def finetune_(ctx: RunContext, config: PruneConfig, *, description: str,
-              after_step: Callable[[nn.Module], None] | None = None) -> list[float]:
-    """Fine-tune ``ctx.model`` for ``config.epochs`` through ``occ.training.fit``.
-
-    With ``distill: true`` the uncompressed model teaches (Hinton KD, T = 4, alpha = 0.9).
-    """
-    from occ.training import fit
-
-    if not config.epochs:
-        return []
-    loss_fn = ctx.loss_fn
-    if config.distill:
-        from occ.techniques.distill.loss import distill_loss_fn
-
-        loss_fn = distill_loss_fn(ctx.baseline, hard=loss_fn)
-    return fit(ctx.model, ctx.loader("train", shuffle=True), epochs=config.epochs,
-               lr=config.lr, device=ctx.stage_device(config.device),
-               optimizer=config.optimizer, loss_fn=loss_fn, after_step=after_step,
-               progress=ctx.progress, description=description)
 
 
 def _tensor_shapes(module: nn.Module) -> dict[str, tuple[int, ...]]:

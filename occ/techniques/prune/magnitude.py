@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from occ import sparsity
+from occ.techniques.finetune import finetune_
 from occ.techniques.prune import schedule as sched
-from occ.techniques.prune.common import finetune_
 from occ.techniques.spec import StageResult
 
 if TYPE_CHECKING:

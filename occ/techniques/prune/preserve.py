@@ -31,6 +31,7 @@ from torch import nn
 from occ import metrics
 from occ.errors import StageError
 from occ.sparsity import check_names
+from occ.techniques.finetune import finetune_
 from occ.techniques.prune import common, interp
 from occ.techniques.spec import StageResult
 
@@ -320,7 +321,7 @@ def id_prune_(ctx: RunContext, config: PruneConfig) -> StageResult:
         prune_group_(dg, model, g, idx)
         layers[g.producer] = {"channels": [g.n, k], "error": g.relative_error(k)}
     common.record_reshape_(ctx, before, "prune(id)")
-    common.finetune_(ctx, config, description="prune(id) fine-tune")
+    finetune_(ctx, config, description="prune(id) fine-tune")
     details = common.structure_details(model, ctx, device, channels_before, macs_before)
     details.update(layers=layers, skipped=skipped, samples=sum(len(x) for x in inputs))
     note = (f"interpolative decomposition: {len(layers)} layers, "

@@ -43,8 +43,8 @@ from occ.artifact.codecs import Encoded
 from occ.artifact.container import to_numpy
 from occ.coding import surp as surp_code
 from occ.errors import RecipeError
+from occ.techniques.finetune import finetune_
 from occ.techniques.prune import schedule as sched
-from occ.techniques.prune.common import finetune_
 from occ.techniques.spec import StageResult
 
 if TYPE_CHECKING:
