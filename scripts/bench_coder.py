@@ -113,7 +113,8 @@ def occ_sizes(tensors: dict[str, np.ndarray], *, with_ctx: bool = True) -> dict[
         t0 = time.process_time()
         if enc.codec in ("cat", "ctx", "fbp"):
             module = {"cat": codecs.ints, "ctx": codecs.adaptive, "fbp": codecs.floats}[enc.codec]
-            data = module.encode(flat, cols)[0]
+            data = module.encode(flat, cols, q.shape)[0] if enc.codec == "ctx" else \
+                module.encode(flat, cols)[0]
         else:
             data = codec.encode(flat)[0]
         t1 = time.process_time()

@@ -167,7 +167,7 @@ class Policy:
             try:
                 out.append(Encoded("cat", ints.encode(array, cols)[0]))
                 if cols is not None:  # a weight matrix: rows and columns give contexts
-                    out.append(Encoded("ctx", adaptive.encode(array, cols)[0]))
+                    out.append(Encoded("ctx", adaptive.encode(array, cols, shape)[0]))
                 # Wider integers (int32 biases of 8-bit layers) may be mostly distinct
                 # values: then cat's table costs more than fbp's byte planes.
                 planes = array.dtype.itemsize > 1

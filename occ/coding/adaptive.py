@@ -27,9 +27,11 @@ before those symbols are decoded, so each group is one vectorised ANS call.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
-from occ.coding import ctxmask
+from occ.coding import ctxmask, ctxnb
 from occ.coding.categorical import Table, decode_symbols, encode_symbols
 from occ.coding.frame import Parts, Sink, Source
 from occ.coding.logtable import LogTable
@@ -85,8 +87,13 @@ def _value_plan(values: np.ndarray, row_of: np.ndarray) -> tuple[int, list]:
     return best[1], best[2]
 
 
-def encode(array: np.ndarray, cols: int | None = None) -> tuple[bytes, dict]:
-    """Code a flat integer array seen as rows of ``cols`` values (codec ``ctx``)."""
+def encode(array: np.ndarray, cols: int | None = None,
+           shape: tuple[int, ...] | None = None) -> tuple[bytes, dict]:
+    """Code a flat integer array seen as rows of ``cols`` values (codec ``ctx``).
+
+    ``shape`` (the tensor's own) only suggests neighbourhoods for the positions
+    (``occ.coding.ctxnb``); the stream records what it used.
+    """
     if array.dtype.kind not in "iu":
         raise ValueError(f"ctx codes integer tensors, not {array.dtype}")
     n = len(array)
@@ -99,7 +106,7 @@ def encode(array: np.ndarray, cols: int | None = None) -> tuple[bytes, dict]:
     sink.side.varint(k)
     mode = PLAIN
     if 0 < k < n:
-        ctxmask.encode(sink, array != 0, ctxmask.MaskPlan(nz, rows, cols))
+        _encode_mask(sink, (array != 0).reshape(rows, cols), nz, shape)
     if k:
         values = array[nz].astype(np.int64)
         mode, groups = _value_plan(values, nz // cols)
@@ -117,6 +124,46 @@ def encode(array: np.ndarray, cols: int | None = None) -> tuple[bytes, dict]:
                 table.write(sink.side)
                 encode_symbols(sink, table.symbols(symbols), table)
     return sink.finish(VERSION | mode), {}
+
+
+TRY_OPTIONS = 3  # class configurations refitted with neighbour contexts (cheapest first)
+WORTH_MORE = 0.98  # ... beyond the first only when neighbours saved 2 % on it
+
+
+def _encode_mask(sink: Sink, mask: np.ndarray, nz: np.ndarray,
+                 shape: tuple[int, ...] | None) -> None:
+    """The positions: density classes alone (``ctxmask``) or with neighbours (``ctxnb``),
+    whichever the counts say is smaller."""
+    rows, cols = mask.shape
+    plan = ctxmask.MaskPlan(nz, rows, cols)
+    flat = mask.reshape(-1)
+    layouts = [ctxnb.layout(mask, b) for b in ctxnb.widths(shape, cols)]
+    best: tuple[float, ctxmask.ClassOption, ctxnb.NeighbourPlan | None, np.ndarray | None] = \
+        (plan.bits, plan.options[0], None, None)
+    for i, option in enumerate(plan.options[:TRY_OPTIONS]):
+        if i == 1 and best[0] > WORTH_MORE * plan.bits:
+            break
+        classes = ctxmask.cell_classes(option.flags, option.row_cls, option.col_cls)
+        two_pass = ctxnb.fit(nz, classes, option, layouts)
+        if two_pass is not None and option.side_bits + two_pass.bits < best[0]:
+            best = (option.side_bits + two_pass.bits, option, two_pass, classes)
+    _, option, two_pass, classes = best
+    if two_pass is None:
+        ctxmask.encode(sink, flat, option)
+        return
+    ctxmask.write_head(sink, dataclasses.replace(option, slope=two_pass.slope,
+                                                 offset=two_pass.offset), ctxnb.NEIGHBOURS)
+    ctxnb.write(sink, two_pass)
+    state = next(st for b, st, _ in layouts if b == two_pass.b)
+    ctxnb.encode(sink, mask, classes, two_pass, state)
+
+
+def _decode_mask(source: Source, rows: int, cols: int, k: int,
+                 parts: Parts | None) -> np.ndarray:
+    head = ctxmask.read_head(source, rows, cols, ctxnb.NEIGHBOURS, parts)
+    if head.flags & ctxnb.NEIGHBOURS:
+        return ctxnb.decode(source, head, rows, cols, k, parts)
+    return ctxmask.decode_cells(source, head, k, parts)
 
 
 def _limits(dtype: np.dtype) -> tuple[int, int]:
@@ -139,7 +186,7 @@ def decode(data: bytes, meta: dict, dtype: np.dtype, count: int,
         raise ValueError(f"{rows} rows do not divide {count} values")
     cols = count // rows if rows else 0
     if 0 < k < count:
-        where = ctxmask.decode(source, rows, cols, k, parts)
+        where = _decode_mask(source, rows, cols, k, parts)
     else:
         where = np.arange(k, dtype=np.int64)
     out = np.zeros(count, dtype=dtype)

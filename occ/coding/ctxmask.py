@@ -23,6 +23,8 @@ any machine.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import constriction
 import numpy as np
 
@@ -46,12 +48,12 @@ def _dyadic(e: np.ndarray) -> np.ndarray:
     return np.clip(np.ldexp(_QUARTER[e % 4], -(e // 4)), P_MIN, P_MAX)
 
 E_MAX = 80  # 2^-(80/4) = P_MIN: larger exponents give the same clipped probability
-_P = _dyadic(np.arange(E_MAX + 1))  # p for e = 0 .. E_MAX (e <= 0 clips to P_MAX)
-_BITS_ONE, _BITS_ZERO = -np.log2(_P), -np.log2(1.0 - _P)
+P = _dyadic(np.arange(E_MAX + 1))  # p for e = 0 .. E_MAX (e <= 0 clips to P_MAX)
+BITS_ONE, BITS_ZERO = -np.log2(P), -np.log2(1.0 - P)
 
 def probability(classes: np.ndarray, slope: int, offset: int) -> np.ndarray:
     """Bernoulli parameters ``2^-(slope·class + offset)/4``, clipped to [P_MIN, P_MAX]."""
-    return _P[np.clip(slope * classes.astype(np.int64) + offset, 0, E_MAX)]
+    return P[np.clip(slope * classes.astype(np.int64) + offset, 0, E_MAX)]
 
 def density_classes(counts: np.ndarray, length: int, per_octave: int = 2) -> np.ndarray:
     """0 for an empty line, else 1 + round(-per_octave·log2(count / length)), <= MAX_CLASS."""
@@ -75,11 +77,27 @@ def _side_bits(classes: np.ndarray) -> float:
     table = Table.fit(classes)
     return 0.0 if table is None else table.bits() + 8 * table_bytes(table)
 
+@dataclass(frozen=True)
+class ClassOption:
+    """One way to give cells their class context: flags, classes, the fitted probability
+    scale, and its bits (side information of the classes included)."""
+
+    bits: float
+    slope: int
+    offset: int
+    flags: int
+    row_cls: np.ndarray
+    col_cls: np.ndarray
+    side_bits: float
+
+
 class MaskPlan:
     """The chosen flags, slope and offset of one mask, with its estimated bits.
 
     Counts per context come from the (row class, column class) histogram of the nonzeros
     and the class histograms alone (O(k + R + C), never a pass over all cells).
+    ``options`` keeps every configuration tried, cheapest first (``occ.coding.ctxnb``
+    refits the best few with neighbour contexts).
     """
 
     def __init__(self, positions: np.ndarray, rows: int, cols: int) -> None:
@@ -93,7 +111,8 @@ class MaskPlan:
         row_side = [_side_bits(cls) for _, cls in row_opts]
         col_side = [_side_bits(cls) for _, cls in col_opts]
         none = (np.zeros(1, np.int64), np.array([rows * cols]), np.array([k]))
-        best = (_best_bits(*none, 0, density), 0, row_opts[0][1], col_opts[0][1])
+        options = [ClassOption(*_best_bits(*none, 0, density), 0, row_opts[0][1],
+                               col_opts[0][1], 0.0)]
         single = {USE_ROWS: (0, 1e300), USE_COLS: (0, 1e300)}  # flag -> (best code, bits)
         pairs = [(a, b) for a in range(len(PER_OCTAVE)) for b in range(len(PER_OCTAVE))
                  if a == b] + [(-1, -1)]  # (-1, -1): the best single codes, found first
@@ -111,17 +130,24 @@ class MaskPlan:
                 bits = side + got[0]
                 if flags in single and bits < single[flags][1]:
                     single[flags] = (rcode if flags == USE_ROWS else ccode, bits)
-                if bits < best[0][0]:
-                    best = ((bits, *got[1:]), flags | rcode << 2 | ccode << 4, row_cls, col_cls)
-        (self.bits, self.slope, self.offset), self.flags, self.row_cls, self.col_cls = best
+                options.append(ClassOption(bits, got[1], got[2], flags | rcode << 2 | ccode << 4,
+                                           row_cls, col_cls, side))
+        self.options = sorted(options, key=lambda o: o.bits)
+        best = self.options[0]
+        self.bits, self.slope, self.offset = best.bits, best.slope, best.offset
+        self.flags, self.row_cls, self.col_cls = best.flags, best.row_cls, best.col_cls
+
 
 def _best_bits(present: np.ndarray, cells: np.ndarray, ones: np.ndarray, flags: int,
                density: float) -> tuple[float, int, int]:
     """(bits, slope, offset): the cheapest probability scale for these context counts."""
     offsets = _offsets(flags, density)  # (O,)
+    if flags:  # also around the live cells' own density (what alive-only classes need)
+        live = -4 * np.log2(max(float(ones.sum()), 1.0) / max(float(cells.sum()), 1.0))
+        offsets = np.union1d(offsets, int(round(live)) + OFFSETS)
     slopes = np.array(SLOPES if len(present) > 1 else SLOPES[:1])  # (S,)
     e = np.clip(slopes[:, None, None] * present + offsets[:, None], 0, E_MAX)  # (S, O, P)
-    bits = (ones * _BITS_ONE[e] + (cells - ones) * _BITS_ZERO[e]).sum(-1)
+    bits = (ones * BITS_ONE[e] + (cells - ones) * BITS_ZERO[e]).sum(-1)
     i, j = np.unravel_index(int(np.argmin(bits)), bits.shape)
     return float(bits[i, j]), int(slopes[i]), int(offsets[j])
 
@@ -185,10 +211,11 @@ def _groups(ctx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     present = np.flatnonzero(cells)
     return order, present, cells[present]
 
-def encode(sink: Sink, mask: np.ndarray, plan: MaskPlan) -> None:
-    """Append ``mask`` (flat bool, row-major, some zeros and some ones) to ``sink``."""
+def write_head(sink: Sink, plan: MaskPlan | ClassOption, extra_flags: int = 0) -> None:
+    """Append the mask's flags (with ``extra_flags``, e.g. ``NEIGHBOURS``), probability
+    scale and density classes to ``sink``."""
     w = sink.side
-    w.u8(plan.flags)
+    w.u8(plan.flags | extra_flags)
     w.u8(plan.slope)
     w.svarint(plan.offset)
     for flag, classes in ((USE_ROWS, plan.row_cls), (USE_COLS, plan.col_cls)):
@@ -196,16 +223,22 @@ def encode(sink: Sink, mask: np.ndarray, plan: MaskPlan) -> None:
             table = Table.fit(classes)
             table.write(w)
             encode_symbols(sink, table.symbols(classes), table)
+
+
+def encode(sink: Sink, mask: np.ndarray, plan: MaskPlan | ClassOption) -> None:
+    """Append ``mask`` (flat bool, row-major, some zeros and some ones) to ``sink``."""
+    write_head(sink, plan)
     ctx = cell_classes(plan.flags, plan.row_cls, plan.col_cls)
     order, present, cells = _groups(ctx)
     bits = mask[order].astype(np.int32)
     start = 0
     for c, count in zip(present, cells, strict=True):
         p = float(probability(np.array([c]), plan.slope, plan.offset)[0])
-        sink.encode(bits[start:start + count], _bernoulli(p))
+        sink.encode(bits[start:start + count], bernoulli(p))
         start += int(count)
 
-def _bernoulli(p: float) -> constriction.stream.model.Bernoulli:
+
+def bernoulli(p: float) -> constriction.stream.model.Bernoulli:
     return constriction.stream.model.Bernoulli(p, perfect=False)
 
 def _read_classes(source: Source, length: int) -> np.ndarray:
@@ -214,26 +247,51 @@ def _read_classes(source: Source, length: int) -> np.ndarray:
         raise ValueError("density classes outside [0, MAX_CLASS]")
     return table.values(decode_symbols(source, table, length))
 
-def decode(source: Source, rows: int, cols: int, k: int,
-           parts: Parts | None = None) -> np.ndarray:
-    """The ascending flat positions of the ``k`` nonzeros (0 < k < rows·cols)."""
+@dataclass(frozen=True)
+class Head:
+    """What ``read_head`` returns: the mask's flags, probability scale and the context
+    class of every cell (``cell_classes``; -1: a known zero)."""
+
+    flags: int
+    slope: int
+    offset: int
+    classes: np.ndarray  # (R*C,) int16
+
+
+def read_head(source: Source, rows: int, cols: int, extra_flags: int = 0,
+              parts: Parts | None = None) -> Head:
+    """Inverse of ``write_head``; ``extra_flags`` are the flag bits the caller knows."""
     r = source.side
     flags, slope = r.u8(), r.u8()
-    if flags > 63 or flags >> 2 & 3 == 3 or flags >> 4 == 3 or slope not in SLOPES:
+    base = flags & ~extra_flags
+    if base > 63 or base >> 2 & 3 == 3 or base >> 4 == 3 or slope not in SLOPES:
         raise ValueError(f"mask flags {flags} / slope {slope} unknown")
     offset = r.svarint(1 << 12)
     start = r.pos
     row_cls = _read_classes(source, rows) if flags & USE_ROWS else np.ones(rows, np.int64)
     col_cls = _read_classes(source, cols) if flags & USE_COLS else np.ones(cols, np.int64)
-    ctx = cell_classes(flags, row_cls, col_cls)
-    order, present, cells = _groups(ctx)
+    if parts is not None:
+        parts.add_side("tables", r.pos - start)
+    return Head(flags, slope, offset, cell_classes(flags, row_cls, col_cls))
+
+
+def decode(source: Source, rows: int, cols: int, k: int,
+           parts: Parts | None = None) -> np.ndarray:
+    """The ascending flat positions of the ``k`` nonzeros (0 < k < rows·cols)."""
+    return decode_cells(source, read_head(source, rows, cols, parts=parts), k, parts)
+
+
+def decode_cells(source: Source, head: Head, k: int,
+                 parts: Parts | None = None) -> np.ndarray:
+    """The cells of a mask whose head has been read, grouped by class context."""
+    order, present, cells = _groups(head.classes)
     if len(order) < k:
         raise ValueError(f"{k} nonzeros do not fit {len(order)} live cells")
-    probs = probability(present, slope, offset)
+    probs = probability(present, head.slope, head.offset)
     found, done, ones = [], 0, 0
     ones_per = np.zeros(len(cells), dtype=np.int64)
     for j, (p, count) in enumerate(zip(probs, cells, strict=True)):
-        got = source.decode(_bernoulli(float(p)), int(count))
+        got = source.decode(bernoulli(float(p)), int(count))
         hit = np.flatnonzero(got)
         ones_per[j] = len(hit)
         ones += len(hit)
@@ -244,7 +302,6 @@ def decode(source: Source, rows: int, cols: int, k: int,
     if ones != k:
         raise ValueError(f"position mask has {ones} ones, expected {k}")
     if parts is not None:
-        parts.add_side("tables", r.pos - start)
         parts.add_bits("positions", float(-(ones_per * np.log2(probs)
                                             + (cells - ones_per) * np.log2(1.0 - probs)).sum()))
     return np.sort(np.concatenate(found)).astype(np.int64)

@@ -1,0 +1,278 @@
+"""Mask cells coded in three passes, the later ones under the context of their neighbours.
+
+A pruned weight keeps its nonzeros in clusters: a neuron of an MNIST MLP keeps the
+pixels of a blob, a conv filter the taps of a stroke. Row and column density classes
+(``occ.coding.ctxmask``) cannot see that; a cell's neighbours can. Sequential
+(CABAC-style) neighbour contexts would need a decoding loop per cell, so the columns of
+each row are split instead into three interleaved passes, each decoded whole:
+
+- seen as a grid of width ``b`` (``x = c % b``, ``y = c // b``; ``b = 0``: one line,
+  ``x = c``, ``y = 0``): pass 1 holds ``x, y`` both even (1-D: ``x % 4 == 0``), pass 2
+  ``x, y`` both odd (1-D: ``x % 4 == 2``), pass 3 the rest (``x + y`` odd);
+- pass 1 is coded under the density classes alone; a pass-2 cell also under how many of
+  its diagonal neighbours ``c ± b ± 1`` (1-D: ``c ± 2``) are set, all of them in pass 1;
+  a pass-3 cell under how many of ``c ± 1``, ``c ± b`` are set, all in passes 1-2.
+
+``b = kw`` makes the grid a conv kernel's, ``b = 28`` a flattened 28 x 28 image's. A
+neighbour across a grid row's end, or in the same pass, is not counted (the decoder does
+not know it yet), so any ``b`` is safe. Every cell of a pass has its context before the
+pass is decoded, so it is decoded group by group in vectorised calls, like ``ctxmask``.
+
+A cell's probability is the class model's, shifted per *state* (pass 1; pass 2 with n
+set neighbours; pass 3 with n): ``p = 2^-(slope·class + offset + adj[state]) / 4``,
+clipped like ``ctxmask.probability``. The encoder fits ``slope``, ``offset`` and the
+adjustments on counts (coordinate descent) and keeps this coding only when it is
+smaller::
+
+    varint b, u8 states S (1..11), svarint adj[0..S-1]  (adj[0] = pass 1 = 0)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from occ.coding import ctxmask
+from occ.coding.frame import Parts, Sink, Source
+
+NEIGHBOURS = 64  # mask flag bit: cells coded in passes (this module)
+MAX_NEIGHBOURS = 4
+STATE_BASE = (0, 1, 1 + MAX_NEIGHBOURS + 1)  # first state of passes 1, 2, 3
+MAX_STATES = STATE_BASE[2] + MAX_NEIGHBOURS + 1  # 11
+MAX_ADJ = 48  # quarter-octaves: adjustments beyond 12 octaves clip anyway
+_ADJ = np.arange(-MAX_ADJ, MAX_ADJ + 1)
+_E_SPAN = ctxmask.E_MAX + 1
+DEAD_KEY = 3 * _E_SPAN  # sort key of a known-zero cell: after every pass's groups (< 256)
+
+
+@dataclass(frozen=True)
+class NeighbourPlan:
+    """Grid width, the fitted scale and per-state adjustments, and the coded bits."""
+
+    b: int
+    slope: int
+    offset: int
+    adj: tuple[int, ...]
+    bits: float
+
+
+def widths(shape: tuple[int, ...] | None, cols: int) -> list[int]:
+    """Grid widths worth trying for a weight of ``shape`` seen as rows of ``cols``: a conv
+    kernel's, a flattened square image's, else one line (0)."""
+    if shape is not None and len(shape) == 4 and shape[3] > 1 and shape[2] > 1:
+        return [int(shape[3])]
+    side = math.isqrt(cols)
+    if shape is not None and len(shape) == 2 and side > 2 and side * side == cols:
+        return [side]
+    return [0]
+
+
+def passes(cols: int, b: int) -> np.ndarray:
+    """(cols,) int8: the pass (0, 1, 2) of each column."""
+    c = np.arange(cols)
+    if b:
+        x, y = c % b, c // b
+        return np.where((x + y) % 2 == 1, 2, np.where(x % 2 == 1, 1, 0)).astype(np.int8)
+    return np.where(c % 2 == 1, 2, np.where(c % 4 == 2, 1, 0)).astype(np.int8)
+
+
+def _shifts(b: int, pass_: int) -> tuple[int, ...]:
+    """Distances along the row to the neighbours a cell of ``pass_`` (1 or 2) counts."""
+    diagonal = {b + 1, b - 1} if b else {2}
+    direct = {1, b} if b else {1}
+    return tuple(sorted((diagonal if pass_ == 1 else direct) - {0}))
+
+
+def neighbour_count(known: np.ndarray, shifts: tuple[int, ...]) -> np.ndarray:
+    """(R, C) int8: set cells of ``known`` (unknown cells zero) at ``c ± s`` in the row."""
+    out = np.zeros(known.shape, dtype=np.int8)
+    for s in shifts:
+        if 0 < s < known.shape[1]:
+            out[:, s:] += known[:, :-s]
+            out[:, :-s] += known[:, s:]
+    return out
+
+
+def _pass_states(known: np.ndarray, column_pass: np.ndarray, b: int, pass_: int) -> np.ndarray:
+    """(R, C) int8 state every cell of ``pass_`` would have, given the ``known`` cells."""
+    return STATE_BASE[pass_] + neighbour_count(known, _shifts(b, pass_))
+
+
+def states(mask: np.ndarray, b: int) -> np.ndarray:
+    """(R*C,) int8 state of every cell of ``mask`` (R, C bool)."""
+    column_pass = passes(mask.shape[1], b)
+    first = mask & (column_pass == 0)
+    second = _pass_states(first.view(np.int8), column_pass, b, 1)
+    third = _pass_states((mask & (column_pass < 2)).view(np.int8), column_pass, b, 2)
+    out = np.where(column_pass == 2, third, np.where(column_pass == 1, second, np.int8(0)))
+    return out.astype(np.int8, copy=False).reshape(-1)
+
+
+def _exponents(classes: np.ndarray, state: np.ndarray, slope: int, offset: int,
+               adj: np.ndarray) -> np.ndarray:
+    return np.clip(slope * classes.astype(np.int64) + offset + adj[state], 0, ctxmask.E_MAX)
+
+
+def _cost(hist_cells: np.ndarray, hist_ones: np.ndarray, e: np.ndarray) -> np.ndarray:
+    return (hist_ones * ctxmask.BITS_ONE[e] + (hist_cells - hist_ones) * ctxmask.BITS_ZERO[e]
+            ).sum(-1)
+
+
+def layout(mask: np.ndarray, b: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """(b, cell states, state keys ``state << 8`` as int32) of ``mask`` for ``fit``."""
+    state = states(mask, b)
+    return b, state, state.astype(np.int32) << 8
+
+
+def fit(nz: np.ndarray, classes: np.ndarray, option: ctxmask.ClassOption,
+        layouts: list[tuple[int, np.ndarray, np.ndarray]]) -> NeighbourPlan | None:
+    """The cheapest plan in passes for a mask with ones at ``nz`` under ``option``'s cell
+    ``classes`` (R*C int16, -1: a known zero), over ``layouts`` (from ``layout``); None
+    when none beats the classes alone. ``bits`` excludes the classes' own side bits."""
+    class_key = classes.astype(np.int32) + 1  # 0: a known zero; classes are < 255
+    best_bits, best = option.bits - option.side_bits, None
+    for b, _, keys in layouts:
+        key = keys + class_key
+        cells = np.bincount(key, minlength=MAX_STATES << 8).reshape(MAX_STATES, 256)[:, 1:]
+        ones = np.bincount(key[nz], minlength=MAX_STATES << 8).reshape(MAX_STATES, 256)[:, 1:]
+        used_states = np.flatnonzero(cells.sum(1))
+        used_classes = np.flatnonzero(cells.sum(0))
+        if not len(used_states):
+            continue
+        size = int(used_classes[-1]) + 1
+        n_states = int(used_states[-1]) + 1
+        slope, offset, adj, bits = _descend(cells[:n_states, :size], ones[:n_states, :size],
+                                            option.slope, option.offset)
+        bits += 8 * (1 + len(adj) + _varint_len(b))
+        if bits < best_bits:
+            best_bits = bits
+            best = NeighbourPlan(b, slope, offset, tuple(adj), bits)
+    return best
+
+
+def _varint_len(value: int) -> int:
+    return max(1, (value.bit_length() + 6) // 7)
+
+
+def _descend(cells: np.ndarray, ones: np.ndarray, slope: int,
+             offset: int) -> tuple[int, int, list[int], float]:
+    """Coordinate descent on (adjustments per state) and (slope, offset), from counts
+    ``cells`` / ``ones`` of shape (states, classes)."""
+    n_states, size = cells.shape
+    cls = np.arange(size)
+    adj = np.zeros(n_states, dtype=np.int64)
+    slopes = np.array(ctxmask.SLOPES)
+    offsets = np.arange(-8, 9)
+    for _ in range(2):
+        # every state's adjustment at once (adj[0] = 0: pass A is the offset's reference)
+        e = np.clip(slope * cls + offset + _ADJ[:, None, None], 0, ctxmask.E_MAX)  # (A, 1, C)
+        per = (ones * ctxmask.BITS_ONE[e] + (cells - ones) * ctxmask.BITS_ZERO[e]).sum(-1)
+        adj = _ADJ[np.argmin(per, axis=0)]
+        adj[0] = 0
+        e = np.clip(slopes[:, None, None, None] * cls + (offset + offsets)[:, None, None] +
+                    adj[:, None], 0, ctxmask.E_MAX)  # (S, O, states, classes)
+        bits = (ones * ctxmask.BITS_ONE[e] + (cells - ones) * ctxmask.BITS_ZERO[e]).sum((-1, -2))
+        i, j = np.unravel_index(int(np.argmin(bits)), bits.shape)
+        slope, offset = int(slopes[i]), int(offset + offsets[j])
+    e = np.clip(slope * cls + offset + adj[:, None], 0, ctxmask.E_MAX)
+    return slope, offset, [int(x) for x in adj], float(_cost(cells, ones, e).sum())
+
+
+def write(sink: Sink, plan: NeighbourPlan) -> None:
+    """Append the grid width and adjustments (after ``ctxmask.write_head``)."""
+    w = sink.side
+    w.varint(plan.b)
+    w.u8(len(plan.adj))
+    for x in plan.adj:
+        w.svarint(x)
+
+
+def _groups(e: np.ndarray, cells: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """``cells`` grouped by exponent, ascending: [(e, cell indices in ascending order)]."""
+    small = e.astype(np.uint8)  # E_MAX < 256: a stable sort of bytes is a radix sort
+    order = np.argsort(small, kind="stable")
+    bounds = np.searchsorted(small[order], np.arange(_E_SPAN + 1))
+    sorted_cells = cells[order]
+    return [(int(x), sorted_cells[bounds[x]:bounds[x + 1]])
+            for x in np.flatnonzero(np.diff(bounds))]
+
+
+def _live_by_pass(classes: np.ndarray, cols: int, b: int) -> list[np.ndarray]:
+    live = np.flatnonzero(classes >= 0)
+    column_pass = passes(cols, b)[live % cols] if cols else np.zeros(0, np.int8)
+    return [live[column_pass == p] for p in range(3)]
+
+
+def encode(sink: Sink, mask: np.ndarray, classes: np.ndarray, plan: NeighbourPlan,
+           state: np.ndarray | None = None) -> None:
+    """Append the cells of ``mask`` (R, C bool) pass by pass (``state``: ``states(mask,
+    plan.b)`` when the caller has it).
+
+    One radix sort of (pass, exponent) keys over all cells gives every group in the
+    order the decoder reads them: pass by pass, exponent ascending, cells ascending.
+    """
+    rows, cols = mask.shape
+    state = states(mask, plan.b) if state is None else state
+    shift = np.clip(plan.offset + np.array(plan.adj, dtype=np.int64), -1024, 1024)
+    e = plan.slope * classes + shift.astype(np.int16)[state]
+    np.clip(e, 0, ctxmask.E_MAX, out=e)
+    key = (passes(cols, plan.b).astype(np.uint8) * np.uint8(_E_SPAN))[None, :] + \
+        e.reshape(rows, cols).astype(np.uint8)
+    key = key.reshape(-1)
+    key[classes < 0] = DEAD_KEY
+    order = np.argsort(key, kind="stable")  # bytes: one radix pass
+    bounds = np.searchsorted(key[order], np.arange(DEAD_KEY + 1))
+    bits = mask.reshape(-1)[order].view(np.int8)
+    for k in np.flatnonzero(np.diff(bounds)):
+        sink.encode(bits[bounds[k]:bounds[k + 1]].astype(np.int32),
+                    ctxmask.bernoulli(ctxmask.P[k % _E_SPAN]))
+
+
+def read(source: Source, cols: int) -> tuple[int, np.ndarray]:
+    """(b, adjustments) as ``write`` stored them, every value checked."""
+    r = source.side
+    b = r.varint(max(cols, 1))
+    n_states = r.u8()
+    if not 1 <= n_states <= MAX_STATES:
+        raise ValueError(f"{n_states} neighbour states (at most {MAX_STATES})")
+    adj = np.array([r.svarint(MAX_ADJ) for _ in range(n_states)], dtype=np.int64)
+    return b, adj
+
+
+def decode(source: Source, head: ctxmask.Head, rows: int, cols: int, k: int,
+           parts: Parts | None = None) -> np.ndarray:
+    """The ascending flat positions of the ``k`` nonzeros, coded by ``encode``."""
+    b, adj = read(source, cols)
+    classes = head.classes
+    by_pass = _live_by_pass(classes, cols, b)
+    if sum(len(x) for x in by_pass) < k:
+        raise ValueError(f"{k} nonzeros do not fit the live cells")
+    out = np.zeros(rows * cols, dtype=bool)
+    column_pass = passes(cols, b)
+    ones, bits = 0, 0.0
+    for pass_, chosen in enumerate(by_pass):
+        if pass_:
+            known = out.reshape(rows, cols).astype(np.int8)
+            state = _pass_states(known, column_pass, b, pass_).reshape(-1)[chosen]
+            if len(state) and int(state.max()) >= len(adj):
+                raise ValueError("neighbour state without an adjustment")
+        else:
+            state = np.zeros(len(chosen), np.int8)
+        e = _exponents(classes[chosen], state, head.slope, head.offset, adj)
+        for exponent, cells in _groups(e, chosen):
+            p = ctxmask.P[exponent]
+            got = source.decode(ctxmask.bernoulli(p), len(cells))
+            hit = cells[got.astype(bool)]
+            ones += len(hit)
+            if ones > k:
+                raise ValueError(f"position mask has more than {k} ones")
+            out[hit] = True
+            if parts is not None:
+                bits -= len(hit) * math.log2(p) + (len(cells) - len(hit)) * math.log2(1 - p)
+    if ones != k:
+        raise ValueError(f"position mask has {ones} ones, expected {k}")
+    if parts is not None:
+        parts.add_bits("positions", bits)
+    return np.flatnonzero(out).astype(np.int64)
