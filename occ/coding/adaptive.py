@@ -15,9 +15,11 @@ Stream (the shared frame, ``occ.coding.frame``)::
 
     tag     0x30 | value mode (PLAIN: one table of q; FLOOR: m_r + one table of shifted
             values; BUCKETS: m_r + one table per bucket of m_r) | LOG (0x08: the
-            tables are ``logtable.LogTable``s, counts rounded to quarter-octaves)
+            tables are ``logtable.LogTable``s, counts rounded to quarter-octaves) |
+            KINDS (0x04: each table is preceded by a u8 kind: 0 exact, 1 log, 2 binned
+            ``bintable.BinTable``, a few bytes for a wide alphabet)
     side    varint rows R, varint k (nonzeros)
-            [mask: flags, slope, offset, class tables]  (0 < k < n)
+            [mask: flags, slope, offset, class tables, [``ctxnb`` passes]]  (0 < k < n)
             PLAIN: value table | FLOOR/BUCKETS: m table, then one value table per bucket
     words   classes, mask bits by context, m_r, values by bucket
 
@@ -31,7 +33,7 @@ import dataclasses
 
 import numpy as np
 
-from occ.coding import ctxmask, ctxnb
+from occ.coding import bintable, ctxmask, ctxnb
 from occ.coding.categorical import Table, decode_symbols, encode_symbols
 from occ.coding.frame import Parts, Sink, Source
 from occ.coding.logtable import LogTable
@@ -39,6 +41,9 @@ from occ.coding.logtable import LogTable
 VERSION = 0x30
 PLAIN, FLOOR, BUCKETS = 0, 1, 2
 LOG = 8  # tag bit: the value tables are LogTables (rounded counts), not exact Tables
+KINDS = 4  # tag bit: each value table is preceded by its kind (EXACT, LOGT or BINNED)
+EXACT, LOGT, BINNED = 0, 1, 2  # categorical.Table, logtable.LogTable, bintable.BinTable
+WIDE = 24  # distinct values from which binned tables are worth trying
 MAX_FLOOR = 1 << 32  # no integer dtype ctx accepts has a larger magnitude
 
 
@@ -58,12 +63,47 @@ def _cost(tables: list[Table | None]) -> float:
     return sum(t.bits() + 8 * ctxmask.table_bytes(t) for t in tables if t is not None)
 
 
-def _value_plan(values: np.ndarray, row_of: np.ndarray) -> tuple[int, list]:
+def _group_costs(table: Table, symbols: np.ndarray) -> dict[int, tuple[float, object]]:
+    """Bits (table included) of one group under each kind of table: {kind: (bits, table)}."""
+    lt = LogTable.of(table)
+    out: dict[int, tuple[float, object]] = {
+        EXACT: (table.bits() + 8 * ctxmask.table_bytes(table), table),
+        LOGT: (lt.bits(table.counts) + 8 * lt.nbytes(), lt)}
+    if len(table.present) >= WIDE:
+        fitted = bintable.fit(symbols)
+        if fitted is not None:
+            out[BINNED] = (fitted[1], fitted[0])
+    return out
+
+
+class _Costs:
+    """``_group_costs`` of each group array, computed once per encode (keyed by identity)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[int, tuple[np.ndarray, dict[int, tuple[float, object]]]] = {}
+
+    def of(self, table: Table, symbols: np.ndarray) -> dict[int, tuple[float, object]]:
+        hit = self._seen.get(id(symbols))
+        if hit is None or hit[0] is not symbols:
+            hit = (symbols, _group_costs(table, symbols))
+            self._seen[id(symbols)] = hit
+        return hit[1]
+
+    def best(self, groups: list[tuple[Table, np.ndarray]]) -> float:
+        """Bits with each group's cheapest kind of table (kind bytes included)."""
+        return sum(min(b for b, _ in self.of(t, v).values()) + 8 for t, v in groups)
+
+
+def _value_plan(values: np.ndarray, row_of: np.ndarray,
+                costs: _Costs | None = None) -> tuple[int, list]:
     """(mode, [(table, symbols-array) ...] in decode order, with the m table first)."""
     plain = Table.fit(values)
     if plain is None:
         raise ValueError("ctx: values span more than 2^16 integers")
-    best: tuple[float, int, list] = (_cost([plain]), PLAIN, [(plain, values)])
+    costs = costs or _Costs()
+    wide = len(plain.present) >= WIDE  # binned tables may change which mode is cheapest
+    cost_of = costs.best if wide else (lambda g: _cost([t for t, _ in g]))
+    best: tuple[float, int, list] = (cost_of([(plain, values)]), PLAIN, [(plain, values)])
     mags = np.abs(values)
     floors = np.full(int(row_of.max()) + 1, np.iinfo(np.int64).max)
     np.minimum.at(floors, row_of, mags)
@@ -74,17 +114,48 @@ def _value_plan(values: np.ndarray, row_of: np.ndarray) -> tuple[int, list]:
     one = Table.fit(shifted)
     if m_table is not None and one is not None:
         groups = [(m_table, m - 1), (one, shifted)]
-        cost = _cost([m_table, one])
+        cost = cost_of(groups)
         if cost < best[0]:
             best = (cost, FLOOR, groups)
         ctx = bucket(floors[row_of])
         order = np.argsort(ctx, kind="stable")
         split = [(Table.fit(shifted[order][ctx[order] == b]), shifted[order][ctx[order] == b])
                  for b in np.unique(ctx)]
-        cost = _cost([m_table] + [t for t, _ in split])
+        cost = cost_of([(m_table, m - 1)] + split)
         if cost < best[0]:
             best = (cost, BUCKETS, [(m_table, m - 1)] + split)
     return best[1], best[2]
+
+
+def _write_values(sink: Sink, groups: list[tuple[Table, np.ndarray]], known: _Costs) -> int:
+    """Append the value groups with the cheapest tables; returns the tag bits used."""
+    costs = [known.of(t, v) for t, v in groups]
+    uniform = {kind: sum(c[kind][0] for c in costs) for kind in (EXACT, LOGT)}
+    mixed = sum(min(b for b, _ in c.values()) + 8 for c in costs)
+    if min(uniform.values()) <= mixed:
+        kind = min(uniform, key=uniform.get)
+        for c, (table, symbols) in zip(costs, groups, strict=True):
+            _write_group(sink, kind, c[kind][1], table, symbols)
+        return LOG if kind == LOGT else 0
+    for c, (table, symbols) in zip(costs, groups, strict=True):
+        kind = min(c, key=lambda k: c[k][0])
+        sink.side.u8(kind)
+        _write_group(sink, kind, c[kind][1], table, symbols)
+    return KINDS
+
+
+def _write_group(sink: Sink, kind: int, model: object, table: Table,
+                 symbols: np.ndarray) -> None:
+    if kind == EXACT:
+        table.write(sink.side)
+        encode_symbols(sink, table.symbols(symbols), table)
+    elif kind == LOGT:
+        model.write(sink.side)
+        if len(model.present) > 1:
+            sink.encode(table.symbols(symbols), model.model())
+    else:
+        model.write(sink.side)
+        sink.encode(model.symbols(symbols), model.model())
 
 
 def encode(array: np.ndarray, cols: int | None = None,
@@ -109,20 +180,9 @@ def encode(array: np.ndarray, cols: int | None = None,
         _encode_mask(sink, (array != 0).reshape(rows, cols), nz, shape)
     if k:
         values = array[nz].astype(np.int64)
-        mode, groups = _value_plan(values, nz // cols)
-        logs = [LogTable.of(t) for t, _ in groups]
-        log_bits = sum(lt.bits(t.counts) + 8 * lt.nbytes()
-                       for lt, (t, _) in zip(logs, groups, strict=True))
-        if log_bits < _cost([t for t, _ in groups]):
-            mode |= LOG
-            for lt, (table, symbols) in zip(logs, groups, strict=True):
-                lt.write(sink.side)
-                if len(lt.present) > 1:
-                    sink.encode(table.symbols(symbols), lt.model())
-        else:
-            for table, symbols in groups:
-                table.write(sink.side)
-                encode_symbols(sink, table.symbols(symbols), table)
+        costs = _Costs()
+        mode, groups = _value_plan(values, nz // cols, costs)
+        mode |= _write_values(sink, groups, costs)
     return sink.finish(VERSION | mode), {}
 
 
@@ -177,7 +237,8 @@ def decode(data: bytes, meta: dict, dtype: np.dtype, count: int,
     if dtype.kind not in "iu":
         raise ValueError(f"ctx decodes integer tensors, not {dtype}")
     source = Source(data)
-    if source.tag & 0xF0 != VERSION or source.tag & 0x07 > BUCKETS:
+    if source.tag & 0xF0 != VERSION or source.tag & 0x03 > BUCKETS or \
+            source.tag & (LOG | KINDS) == LOG | KINDS:
         raise ValueError(f"ctx stream tag {source.tag:#x} unknown")
     mode = source.tag & 0x0F
     rows = source.side.varint(count)
@@ -203,14 +264,27 @@ def decode(data: bytes, meta: dict, dtype: np.dtype, count: int,
     return out
 
 
-def _read(source: Source, total: int, parts: Parts | None, log: bool) -> np.ndarray:
-    if log:
+def _read(source: Source, total: int, parts: Parts | None, kind: int) -> np.ndarray:
+    """``total`` values under the next table, of ``kind`` (None: a kind byte first)."""
+    if kind is None:
+        kind = source.side.u8()
+    if kind == LOGT:
         lt = LogTable.read(source.side, total)
         if parts is not None:
             parts.add_bits("values", float(total))
         symbols = source.decode(lt.model(), total) if len(lt.present) > 1 else \
             np.zeros(total, dtype=np.int32)
         return lt.present[symbols] + lt.lo
+    if kind == BINNED:
+        bt = bintable.BinTable.read(source.side)
+        alphabet = bt.values()
+        if parts is not None:
+            parts.add_bits("values", float(total))
+        if len(alphabet) == 1:
+            return np.full(total, alphabet[0], dtype=np.int64)
+        return alphabet[source.decode(bt.model(), total)]
+    if kind != EXACT:
+        raise ValueError(f"ctx table kind {kind} unknown")
     table = Table.read(source.side, total)
     if parts is not None:
         parts.add_bits("values", table.bits())
@@ -219,7 +293,8 @@ def _read(source: Source, total: int, parts: Parts | None, log: bool) -> np.ndar
 
 def _decode_values(source: Source, mode: int, row_of: np.ndarray, k: int,
                    parts: Parts | None) -> np.ndarray:
-    log, mode = bool(mode & LOG), mode & ~LOG
+    log = LOGT if mode & LOG else None if mode & KINDS else EXACT
+    mode &= 0x03
     if mode == PLAIN:
         return _read(source, k, parts, log)
     alive, inverse = np.unique(row_of, return_inverse=True)

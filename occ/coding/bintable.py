@@ -1,0 +1,183 @@
+"""A model table over magnitude bins: a few bytes for a wide alphabet (issue 20).
+
+An 8-bit weight tensor has up to 255 distinct values; ``categorical.Table`` and
+``logtable.LogTable`` store a count per value (7-15 bits each), which on a small tensor
+costs more than the table saves over a smoother model. Here the magnitudes ``|v|`` are
+grouped into bins: ``0 .. E-1`` one bin each (``E = 2^e0``), then every octave
+``[E·2^j, E·2^(j+1))`` split into ``2^sub`` equal bins (at least one value wide); the
+table stores a quarter-octave count code per present bin (``logtable``'s 7 bits), and
+every value of a bin gets the bin's weight divided by its width. A *signed* table
+splits each magnitude's weight evenly between ``-a`` and ``+a``: signs cost one bit,
+which is what they carry in a trained weight. Stored as::
+
+    u8      layout        bit 7: signed; bits 3-5: e0 (0..4); bits 0-2: sub (0..3)
+    varint  M             largest magnitude (at most MAX_MAGNITUDE)
+    bytes   bitmap        which bins occur, ceil(bins / 8) bytes
+    bytes   codes         7 bits per present bin, MSB first
+
+Weights are ``ldexp`` of exact literals divided by bin widths: IEEE arithmetic, so every
+machine builds the same model. The encoder tries every layout on the histogram and keeps
+the cheapest (``fit``); the caller compares it with the exact tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import constriction
+import numpy as np
+
+from occ.coding.bitio import ByteReader, ByteWriter, pack_fixed, packed_len, unpack_fixed
+from occ.coding.logtable import CODE_BITS, MAX_CODE
+
+MAX_MAGNITUDE = 1 << 15  # alphabets up to 2^16 values, like categorical.MAX_SPAN
+E0S, SUBS = range(5), range(4)
+_ROOT = np.array([1.0, 1.189207115002721, 1.4142135623730951, 1.681792830507429])  # 2^(j/4)
+
+
+def bins(top: int, e0: int, sub: int) -> tuple[np.ndarray, np.ndarray]:
+    """(bin of each magnitude 0..top, width of each bin) for a layout."""
+    exact = 1 << e0
+    a = np.arange(top + 1)
+    out = a.copy()
+    widths = [1] * min(exact, top + 1)
+    start, index = exact, exact
+    while start <= top:
+        width = max(1, start >> sub)
+        for lo in range(start, 2 * start, width):
+            if lo > top:
+                break
+            hi = min(lo + width, top + 1)
+            out[lo:hi] = index
+            widths.append(hi - lo)
+            index += 1
+        start *= 2
+    return out, np.array(widths, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class BinTable:
+    """A binned magnitude model: layout, largest magnitude, present bins and their codes."""
+
+    signed: bool
+    e0: int
+    sub: int
+    top: int
+    present: np.ndarray  # (P,) bin indices, ascending
+    codes: np.ndarray  # (P,) quarter-octave count codes
+
+    def values(self) -> np.ndarray:
+        """The alphabet: every value the model gives a probability, ascending."""
+        bin_of, _ = bins(self.top, self.e0, self.sub)
+        mags = np.flatnonzero(np.isin(bin_of, self.present))
+        if not self.signed:
+            return mags
+        pos = mags[mags > 0]
+        return np.concatenate([-pos[::-1], mags[:1] if mags[:1].size and mags[0] == 0
+                               else np.zeros(0, np.int64), pos])
+
+    def weights(self) -> np.ndarray:
+        """Weight of each value of ``values()``."""
+        bin_of, widths = bins(self.top, self.e0, self.sub)
+        per_bin = np.zeros(len(widths))
+        per_bin[self.present] = np.ldexp(_ROOT[self.codes % 4], self.codes // 4)
+        vals = self.values()
+        w = per_bin[bin_of[np.abs(vals)]] / widths[bin_of[np.abs(vals)]]
+        return np.where(vals != 0, w / 2, w) if self.signed else w
+
+    def model(self) -> constriction.stream.model.Categorical:
+        """The coding model over ``values()``."""
+        return constriction.stream.model.Categorical(self.weights(), perfect=False)
+
+    def symbols(self, v: np.ndarray) -> np.ndarray:
+        """Symbol index (int32) of each value (every value must be in the alphabet)."""
+        return np.searchsorted(self.values(), v).astype(np.int32)
+
+    def write(self, w: ByteWriter) -> None:
+        """Append the table."""
+        w.u8(self.signed << 7 | self.e0 << 3 | self.sub)
+        w.varint(self.top)
+        n_bins = len(bins(self.top, self.e0, self.sub)[1])
+        mask = np.zeros(n_bins, dtype=np.uint8)
+        mask[self.present] = 1
+        w.raw(np.packbits(mask).tobytes())
+        w.raw(pack_fixed(self.codes, CODE_BITS))
+
+    def nbytes(self) -> int:
+        """Bytes ``write`` appends."""
+        n_bins = len(bins(self.top, self.e0, self.sub)[1])
+        return 1 + max(1, (self.top.bit_length() + 6) // 7) + (n_bins + 7) // 8 + \
+            packed_len(CODE_BITS, len(self.present))
+
+    @classmethod
+    def read(cls, r: ByteReader) -> BinTable:
+        """Read a table written by ``write``; every field checked."""
+        layout = r.u8()
+        signed, e0, sub = bool(layout >> 7), layout >> 3 & 15, layout & 7
+        if layout & 0x40 or e0 not in E0S or sub not in SUBS:
+            raise ValueError(f"bin table layout {layout:#x} unknown")
+        top = r.varint(MAX_MAGNITUDE)
+        n_bins = len(bins(top, e0, sub)[1])
+        bitmap = np.frombuffer(r.raw((n_bins + 7) // 8), dtype=np.uint8)
+        present = np.flatnonzero(np.unpackbits(bitmap, count=n_bins)).astype(np.int64)
+        if not len(present):
+            raise ValueError("bin table lists no bins")
+        codes = unpack_fixed(r.raw(packed_len(CODE_BITS, len(present))), CODE_BITS,
+                             len(present))
+        return cls(signed, e0, sub, top, present, codes)
+
+
+@lru_cache(maxsize=64)
+def _layouts(top: int) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarray]:
+    """Every distinct layout for magnitudes 0..top: (layouts, bin of each magnitude per
+    layout (L, top+1), width of each bin per layout (L, B), zero-padded)."""
+    layouts, bin_rows, width_rows = [], [], []
+    for e0 in E0S:
+        for sub in SUBS:
+            if e0 and (1 << e0) > top + 1 and sub:
+                continue  # every magnitude has its own bin already: one layout is enough
+            bin_of, widths = bins(top, e0, sub)
+            layouts.append((e0, sub))
+            bin_rows.append(bin_of)
+            width_rows.append(widths)
+    n_bins = max(len(w) for w in width_rows)
+    width = np.zeros((len(layouts), n_bins), dtype=np.int64)
+    for i, w in enumerate(width_rows):
+        width[i, :len(w)] = w
+    out = (layouts, np.stack(bin_rows), width)
+    for a in out[1:]:
+        a.setflags(write=False)
+    return out
+
+
+def fit(values: np.ndarray) -> tuple[BinTable, float] | None:
+    """The cheapest layout for ``values`` (int64) and its total bits (table included), or
+    None when the magnitudes exceed MAX_MAGNITUDE. Every layout is costed at once."""
+    mags = np.abs(values)
+    top = int(mags.max())
+    if top > MAX_MAGNITUDE:
+        return None
+    hist = np.bincount(mags, minlength=top + 1).astype(np.float64)
+    signed = bool((values < 0).any())
+    layouts, bin_of, width = _layouts(top)
+    n_layouts, n_bins = width.shape
+    keys = (np.arange(n_layouts)[:, None] * n_bins + bin_of).reshape(-1)
+    counts = np.bincount(keys, weights=np.tile(hist, n_layouts),
+                         minlength=n_layouts * n_bins).reshape(n_layouts, n_bins)
+    present = counts > 0
+    codes = np.clip(np.rint(4 * np.log2(np.where(present, counts, 1.0))), 0, MAX_CODE)
+    codes = codes.astype(np.int64)
+    w = np.where(present, np.ldexp(_ROOT[codes % 4], codes // 4), 0.0)
+    total = w.sum(1, keepdims=True)
+    per_value = np.where(present, w / np.maximum(width, 1), 1.0)
+    bits = -(counts * np.log2(per_value / total)).sum(1)
+    bits += float(np.count_nonzero(values)) if signed else 0.0
+    n_real = (width > 0).sum(1)
+    table_bytes = 1 + max(1, (top.bit_length() + 6) // 7) + (n_real + 7) // 8 + \
+        (CODE_BITS * present.sum(1) + 7) // 8
+    bits += 8 * table_bytes
+    i = int(np.argmin(bits))
+    e0, sub = layouts[i]
+    chosen = np.flatnonzero(present[i])
+    return BinTable(signed, e0, sub, top, chosen, codes[i, chosen]), float(bits[i])
