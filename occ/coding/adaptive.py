@@ -197,10 +197,11 @@ def _encode_mask(sink: Sink, mask: np.ndarray, nz: np.ndarray,
     rows, cols = mask.shape
     plan = ctxmask.MaskPlan(nz, rows, cols)
     flat = mask.reshape(-1)
-    layouts = [ctxnb.layout(mask, b) for b in ctxnb.widths(shape, cols)]
+    layouts = [ctxnb.layout(mask, b) for b in ctxnb.widths(shape, cols)
+               if ctxnb.clustered(mask, b)]
     best: tuple[float, ctxmask.ClassOption, ctxnb.NeighbourPlan | None, np.ndarray | None] = \
         (plan.bits, plan.options[0], None, None)
-    for i, option in enumerate(plan.options[:TRY_OPTIONS]):
+    for i, option in enumerate(plan.options[:TRY_OPTIONS] if layouts else []):
         if i == 1 and best[0] > WORTH_MORE * plan.bits:
             break
         classes = ctxmask.cell_classes(option.flags, option.row_cls, option.col_cls)
@@ -277,7 +278,7 @@ def _read(source: Source, total: int, parts: Parts | None, kind: int) -> np.ndar
         return lt.present[symbols] + lt.lo
     if kind == BINNED:
         bt = bintable.BinTable.read(source.side)
-        alphabet = bt.values()
+        alphabet = bt.alphabet
         if parts is not None:
             parts.add_bits("values", float(total))
         if len(alphabet) == 1:

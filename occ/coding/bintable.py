@@ -23,7 +23,7 @@ the cheapest (``fit``); the caller compares it with the exact tables.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import constriction
 import numpy as np
@@ -67,10 +67,17 @@ class BinTable:
     present: np.ndarray  # (P,) bin indices, ascending
     codes: np.ndarray  # (P,) quarter-octave count codes
 
+    @cached_property
+    def alphabet(self) -> np.ndarray:
+        """``values()``, computed once."""
+        return self.values()
+
     def values(self) -> np.ndarray:
         """The alphabet: every value the model gives a probability, ascending."""
         bin_of, _ = bins(self.top, self.e0, self.sub)
-        mags = np.flatnonzero(np.isin(bin_of, self.present))
+        is_present = np.zeros(int(bin_of[-1]) + 1, dtype=bool)
+        is_present[self.present[self.present <= bin_of[-1]]] = True
+        mags = np.flatnonzero(is_present[bin_of])
         if not self.signed:
             return mags
         pos = mags[mags > 0]
@@ -92,7 +99,10 @@ class BinTable:
 
     def symbols(self, v: np.ndarray) -> np.ndarray:
         """Symbol index (int32) of each value (every value must be in the alphabet)."""
-        return np.searchsorted(self.values(), v).astype(np.int32)
+        alphabet = self.alphabet
+        lut = np.zeros(2 * self.top + 1, dtype=np.int32)
+        lut[alphabet + self.top] = np.arange(len(alphabet), dtype=np.int32)
+        return lut[v + self.top]
 
     def write(self, w: ByteWriter) -> None:
         """Append the table."""

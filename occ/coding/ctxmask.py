@@ -43,6 +43,7 @@ SLOPES = (1, 2, 3, 4, 5, 6)  # quarter-octaves of probability per class step (th
 # own: 2 for half-octave classes, 4 for octave-wide ones)
 OFFSETS = np.arange(-12, 13)
 _NEAR = np.arange(-1, 2)  # searched around the model's natural offset
+MIN_GAIN = 1.5  # bits per line that density classes must be able to save to be tried
 
 def _dyadic(e: np.ndarray) -> np.ndarray:
     return np.clip(np.ldexp(_QUARTER[e % 4], -(e // 4)), P_MIN, P_MAX)
@@ -116,6 +117,8 @@ class MaskPlan:
         single = {USE_ROWS: (0, 1e300), USE_COLS: (0, 1e300)}  # flag -> (best code, bits)
         pairs = [(a, b) for a in range(len(PER_OCTAVE)) for b in range(len(PER_OCTAVE))
                  if a == b] + [(-1, -1)]  # (-1, -1): the best single codes, found first
+        if not (_may_pay(row_counts, cols) or _may_pay(col_counts, rows)):
+            pairs = []  # densities too even for any class to pay for its side information
         for rcode, ccode in pairs:
             if rcode < 0:
                 rcode, ccode = single[USE_ROWS][0], single[USE_COLS][0]
@@ -136,6 +139,29 @@ class MaskPlan:
         best = self.options[0]
         self.bits, self.slope, self.offset = best.bits, best.slope, best.offset
         self.flags, self.row_cls, self.col_cls = best.flags, best.row_cls, best.col_cls
+
+
+def _may_pay(counts: np.ndarray, length: int) -> bool:
+    """Whether knowing each line's exact density could save more than MIN_GAIN bits per
+    line (an upper bound on what its classes save). Fitting a density to every line of
+    an i.i.d. mask saves about 0.72 bits per line by chance alone, less than a stored
+    class costs; a trained weight's lines save tens of bits."""
+    total, n = int(counts.sum()), len(counts) * length
+    if total in (0, n):
+        return True
+    p = total / n
+    whole = -n * (p * np.log2(p) + (1 - p) * np.log2(1 - p))
+    return whole - _line_bits(counts, length) > MIN_GAIN * len(counts)
+
+
+def _line_bits(counts: np.ndarray, length: int) -> float:
+    """Bits of every line's cells under its own exact density."""
+    c = counts.astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ones = np.where(c > 0, c * np.log2(length / np.where(c > 0, c, 1)), 0.0)
+        zeros = np.where(c < length, (length - c) * np.log2(length / np.where(
+            c < length, length - c, 1)), 0.0)
+    return float((ones + zeros).sum())
 
 
 def _best_bits(present: np.ndarray, cells: np.ndarray, ones: np.ndarray, flags: int,

@@ -69,6 +69,26 @@ def widths(shape: tuple[int, ...] | None, cols: int) -> list[int]:
     return [0]
 
 
+def clustered(mask: np.ndarray, b: int, threshold: float = 1.25) -> bool:
+    """Whether set cells of ``mask`` (R, C bool) sit next to each other (at ``c ± 1`` or
+    ``c ± b``) at least ``threshold`` times as often as row and column densities alone
+    predict (``p(r, c) = d_r·d_c / d``): a cheap test before fitting the passes."""
+    rows, cols = mask.shape
+    d_row, d_col = mask.mean(1), mask.mean(0)
+    d = float(d_row.mean())
+    if d <= 0.0:
+        return False
+    scale = float((d_row ** 2).sum()) / d ** 2
+    for s in {1, b} - {0}:
+        if s >= cols:
+            continue
+        seen = np.count_nonzero(mask[:, s:] & mask[:, :-s])
+        expected = scale * float((d_col[s:] * d_col[:-s]).sum())
+        if seen >= threshold * expected and seen >= 8:
+            return True
+    return False
+
+
 def passes(cols: int, b: int) -> np.ndarray:
     """(cols,) int8: the pass (0, 1, 2) of each column."""
     c = np.arange(cols)
