@@ -86,3 +86,16 @@ def test_corrupted_binned_streams_raise_value_error_only() -> None:
         except ValueError:
             continue
         assert out.size == q.size and out.dtype == q.dtype
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_log_table_counts_its_bytes_exactly(seed: int) -> None:
+    from occ.coding.categorical import Table
+    from occ.coding.logtable import LogTable
+
+    rng = np.random.default_rng(seed)
+    values = rng.integers(-300, 300, size=rng.integers(1, 400)) * rng.integers(1, 3)
+    table = LogTable.of(Table.fit(values))
+    w = ByteWriter()
+    table.write(w)
+    assert table.nbytes() == len(w.getvalue())

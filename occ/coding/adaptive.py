@@ -186,8 +186,10 @@ def encode(array: np.ndarray, cols: int | None = None,
     return sink.finish(VERSION | mode), {}
 
 
-TRY_OPTIONS = 3  # class configurations refitted with neighbour contexts (cheapest first)
-WORTH_MORE = 0.98  # ... beyond the first only when neighbours saved 2 % on it
+TRY_OPTIONS = 4  # class configurations (cheapest first) neighbour passes may refit: the
+# cheapest, and the one with the least side information among the rest (neighbours
+# often make finer classes redundant)
+WORTH_MORE = 0.98  # ... the second only when neighbours saved 2 % on the first
 
 
 def _encode_mask(sink: Sink, mask: np.ndarray, nz: np.ndarray,
@@ -201,7 +203,10 @@ def _encode_mask(sink: Sink, mask: np.ndarray, nz: np.ndarray,
                if ctxnb.clustered(mask, b)]
     best: tuple[float, ctxmask.ClassOption, ctxnb.NeighbourPlan | None, np.ndarray | None] = \
         (plan.bits, plan.options[0], None, None)
-    for i, option in enumerate(plan.options[:TRY_OPTIONS] if layouts else []):
+    tried = plan.options[:TRY_OPTIONS]
+    candidates = tried[:1] + ([min(tried[1:], key=lambda o: o.side_bits)] if len(tried) > 1
+                              else [])
+    for i, option in enumerate(candidates if layouts else []):
         if i == 1 and best[0] > WORTH_MORE * plan.bits:
             break
         classes = ctxmask.cell_classes(option.flags, option.row_cls, option.col_cls)

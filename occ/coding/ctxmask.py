@@ -105,20 +105,23 @@ class MaskPlan:
         r, c = positions // cols, positions % cols
         k, density = len(positions), len(positions) / (rows * cols)
         row_counts, col_counts = np.bincount(r, minlength=rows), np.bincount(c, minlength=cols)
+        none = (np.zeros(1, np.int64), np.array([rows * cols]), np.array([k]))
+        options = [ClassOption(*_best_bits(*none, 0, density), 0, np.ones(rows, np.int64),
+                               np.ones(cols, np.int64), 0.0)]
+        self.options = options
+        self.bits, self.slope, self.offset = options[0].bits, options[0].slope, options[0].offset
+        self.flags, self.row_cls, self.col_cls = 0, options[0].row_cls, options[0].col_cls
+        if not (_may_pay(row_counts, cols) or _may_pay(col_counts, rows)):
+            return  # densities too even for any class to pay for its side information
         row_opts = [(code, density_classes(row_counts, cols, per))
                     for code, per in enumerate(PER_OCTAVE)]
         col_opts = [(code, density_classes(col_counts, rows, per))
                     for code, per in enumerate(PER_OCTAVE)]
         row_side = [_side_bits(cls) for _, cls in row_opts]
         col_side = [_side_bits(cls) for _, cls in col_opts]
-        none = (np.zeros(1, np.int64), np.array([rows * cols]), np.array([k]))
-        options = [ClassOption(*_best_bits(*none, 0, density), 0, row_opts[0][1],
-                               col_opts[0][1], 0.0)]
         single = {USE_ROWS: (0, 1e300), USE_COLS: (0, 1e300)}  # flag -> (best code, bits)
         pairs = [(a, b) for a in range(len(PER_OCTAVE)) for b in range(len(PER_OCTAVE))
                  if a == b] + [(-1, -1)]  # (-1, -1): the best single codes, found first
-        if not (_may_pay(row_counts, cols) or _may_pay(col_counts, rows)):
-            pairs = []  # densities too even for any class to pay for its side information
         for rcode, ccode in pairs:
             if rcode < 0:
                 rcode, ccode = single[USE_ROWS][0], single[USE_COLS][0]

@@ -28,6 +28,10 @@ MAX_CODE = (1 << CODE_BITS) - 1  # 2^(127/4): counts beyond ~2^31 saturate (stil
 _ROOT = np.array([1.0, 1.189207115002721, 1.4142135623730951, 1.681792830507429])  # 2^(j/4)
 
 
+def _varint_len(value: int) -> int:
+    return max(1, (value.bit_length() + 6) // 7)
+
+
 @dataclass(frozen=True)
 class LogTable:
     """Present values (offsets from ``lo``) and their quarter-octave count codes."""
@@ -53,10 +57,11 @@ class LogTable:
         return float(-(counts * np.log2(w / w.sum())).sum()) if len(w) > 1 else 0.0
 
     def nbytes(self) -> int:
-        """Bytes ``write`` appends."""
-        w = ByteWriter()
-        self.write(w)
-        return len(w.getvalue())
+        """Bytes ``write`` appends (counted, not written)."""
+        zigzag = 2 * self.lo if self.lo >= 0 else -2 * self.lo - 1
+        bitmap = (self.span + 7) // 8 if len(self.present) < self.span else 0
+        return _varint_len(zigzag) + _varint_len(self.span) + 1 + bitmap + \
+            packed_len(CODE_BITS, len(self.present))
 
     def write(self, w: ByteWriter) -> None:
         """Append the table to ``w``."""
