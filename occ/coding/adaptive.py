@@ -76,60 +76,41 @@ def _group_costs(table: Table, symbols: np.ndarray) -> dict[int, tuple[float, ob
     return out
 
 
-class _Costs:
-    """``_group_costs`` of each group array, computed once per encode (keyed by identity)."""
+def _value_plan(values: np.ndarray, row_of: np.ndarray) -> tuple[int, list]:
+    """(mode, [(table, symbols-array) ...] in decode order, with the m table first);
+    ``row_of`` (the row of each value) must be non-decreasing.
 
-    def __init__(self) -> None:
-        self._seen: dict[int, tuple[np.ndarray, dict[int, tuple[float, object]]]] = {}
-
-    def of(self, table: Table, symbols: np.ndarray) -> dict[int, tuple[float, object]]:
-        hit = self._seen.get(id(symbols))
-        if hit is None or hit[0] is not symbols:
-            hit = (symbols, _group_costs(table, symbols))
-            self._seen[id(symbols)] = hit
-        return hit[1]
-
-    def best(self, groups: list[tuple[Table, np.ndarray]]) -> float:
-        """Bits with each group's cheapest kind of table (kind bytes included)."""
-        return sum(min(b for b, _ in self.of(t, v).values()) + 8 for t, v in groups)
-
-
-def _value_plan(values: np.ndarray, row_of: np.ndarray,
-                costs: _Costs | None = None) -> tuple[int, list]:
-    """(mode, [(table, symbols-array) ...] in decode order, with the m table first)."""
+    Modes are compared with exact tables; the kind of each table is chosen when writing
+    (comparing modes under binned tables too changed no benchmark stream by more than a
+    few bytes, at twice the encoding time)."""
     plain = Table.fit(values)
     if plain is None:
         raise ValueError("ctx: values span more than 2^16 integers")
-    costs = costs or _Costs()
-    wide = len(plain.present) >= WIDE  # binned tables may change which mode is cheapest
-    cost_of = costs.best if wide else (lambda g: _cost([t for t, _ in g]))
-    best: tuple[float, int, list] = (cost_of([(plain, values)]), PLAIN, [(plain, values)])
-    mags = np.abs(values)
-    floors = np.full(int(row_of.max()) + 1, np.iinfo(np.int64).max)
-    np.minimum.at(floors, row_of, mags)
-    alive = np.unique(row_of)
-    m = floors[alive]
+    best: tuple[float, int, list] = (_cost([plain]), PLAIN, [(plain, values)])
+    # nonzeros come in ascending order, so each row's values are one run
+    starts = np.flatnonzero(np.diff(row_of, prepend=-1))
+    m = np.minimum.reduceat(np.abs(values), starts)
+    floor = np.repeat(m, np.diff(starts, append=len(values)))
     m_table = Table.fit(m - 1)
-    shifted = _shifted(values, floors[row_of])
+    shifted = _shifted(values, floor)
     one = Table.fit(shifted)
     if m_table is not None and one is not None:
-        groups = [(m_table, m - 1), (one, shifted)]
-        cost = cost_of(groups)
+        cost = _cost([m_table, one])
         if cost < best[0]:
-            best = (cost, FLOOR, groups)
-        ctx = bucket(floors[row_of])
+            best = (cost, FLOOR, [(m_table, m - 1), (one, shifted)])
+        ctx = bucket(floor)
         order = np.argsort(ctx, kind="stable")
-        split = [(Table.fit(shifted[order][ctx[order] == b]), shifted[order][ctx[order] == b])
-                 for b in np.unique(ctx)]
-        cost = cost_of([(m_table, m - 1)] + split)
+        by_bucket = np.split(shifted[order], np.cumsum(np.bincount(ctx))[:-1])
+        split = [(Table.fit(group), group) for group in by_bucket if len(group)]
+        cost = _cost([m_table] + [t for t, _ in split])
         if cost < best[0]:
             best = (cost, BUCKETS, [(m_table, m - 1)] + split)
     return best[1], best[2]
 
 
-def _write_values(sink: Sink, groups: list[tuple[Table, np.ndarray]], known: _Costs) -> int:
+def _write_values(sink: Sink, groups: list[tuple[Table, np.ndarray]]) -> int:
     """Append the value groups with the cheapest tables; returns the tag bits used."""
-    costs = [known.of(t, v) for t, v in groups]
+    costs = [_group_costs(t, v) for t, v in groups]
     uniform = {kind: sum(c[kind][0] for c in costs) for kind in (EXACT, LOGT)}
     mixed = sum(min(b for b, _ in c.values()) + 8 for c in costs)
     if min(uniform.values()) <= mixed:
@@ -180,9 +161,8 @@ def encode(array: np.ndarray, cols: int | None = None,
         _encode_mask(sink, (array != 0).reshape(rows, cols), nz, shape)
     if k:
         values = array[nz].astype(np.int64)
-        costs = _Costs()
-        mode, groups = _value_plan(values, nz // cols, costs)
-        mode |= _write_values(sink, groups, costs)
+        mode, groups = _value_plan(values, nz // cols)
+        mode |= _write_values(sink, groups)
     return sink.finish(VERSION | mode), {}
 
 

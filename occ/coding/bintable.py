@@ -36,8 +36,10 @@ E0S, SUBS = range(5), range(4)
 _ROOT = np.array([1.0, 1.189207115002721, 1.4142135623730951, 1.681792830507429])  # 2^(j/4)
 
 
+@lru_cache(maxsize=256)
 def bins(top: int, e0: int, sub: int) -> tuple[np.ndarray, np.ndarray]:
-    """(bin of each magnitude 0..top, width of each bin) for a layout."""
+    """(bin of each magnitude 0..top, width of each bin) for a layout (read-only arrays,
+    cached: a model has one layout per table and few distinct tops)."""
     exact = 1 << e0
     a = np.arange(top + 1)
     out = a.copy()
@@ -53,7 +55,10 @@ def bins(top: int, e0: int, sub: int) -> tuple[np.ndarray, np.ndarray]:
             widths.append(hi - lo)
             index += 1
         start *= 2
-    return out, np.array(widths, dtype=np.int64)
+    widths_array = np.array(widths, dtype=np.int64)
+    out.setflags(write=False)
+    widths_array.setflags(write=False)
+    return out, widths_array
 
 
 @dataclass(frozen=True)
