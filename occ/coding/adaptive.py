@@ -33,12 +33,13 @@ import dataclasses
 
 import numpy as np
 
-from occ.coding import bintable, ctxmask, ctxnb
+from occ.coding import bintable, ctxmask, ctxnb, signs
 from occ.coding.categorical import Table, decode_symbols, encode_symbols
 from occ.coding.frame import Parts, Sink, Source
 from occ.coding.logtable import LogTable
 
 VERSION = 0x30
+SIGNS_APART = 0x40  # tag: as VERSION, but values are magnitudes; signs come first (``signs``)
 PLAIN, FLOOR, BUCKETS = 0, 1, 2
 LOG = 8  # tag bit: the value tables are LogTables (rounded counts), not exact Tables
 KINDS = 4  # tag bit: each value table is preceded by its kind (EXACT, LOGT or BINNED)
@@ -76,8 +77,8 @@ def _group_costs(table: Table, symbols: np.ndarray) -> dict[int, tuple[float, ob
     return out
 
 
-def _value_plan(values: np.ndarray, row_of: np.ndarray) -> tuple[int, list]:
-    """(mode, [(table, symbols-array) ...] in decode order, with the m table first);
+def _value_plan(values: np.ndarray, row_of: np.ndarray) -> tuple[float, int, list]:
+    """(bits, mode, [(table, symbols-array) ...] in decode order, m table first);
     ``row_of`` (the row of each value) must be non-decreasing.
 
     Modes are compared with exact tables; the kind of each table is chosen when writing
@@ -105,7 +106,7 @@ def _value_plan(values: np.ndarray, row_of: np.ndarray) -> tuple[int, list]:
         cost = _cost([m_table] + [t for t, _ in split])
         if cost < best[0]:
             best = (cost, BUCKETS, [(m_table, m - 1)] + split)
-    return best[1], best[2]
+    return best
 
 
 def _write_values(sink: Sink, groups: list[tuple[Table, np.ndarray]]) -> int:
@@ -159,11 +160,23 @@ def encode(array: np.ndarray, cols: int | None = None,
     mode = PLAIN
     if 0 < k < n:
         _encode_mask(sink, (array != 0).reshape(rows, cols), nz, shape)
+    version = VERSION
     if k:
         values = array[nz].astype(np.int64)
-        mode, groups = _value_plan(values, nz // cols)
+        row_of = nz // cols
+        cost, mode, groups = _value_plan(values, row_of)
+        negative = values < 0
+        widths = ctxnb.widths(shape, cols)
+        if negative.any() and not negative.all() and \
+                signs.coherent(nz, negative, cols, widths):
+            apart = _value_plan(np.abs(values), row_of)
+            b, j, sign_bits = signs.plan(nz, negative, rows, cols, widths)
+            if apart[0] + sign_bits < cost:
+                version = SIGNS_APART
+                signs.encode(sink, nz, negative, rows, cols, b, j)
+                _, mode, groups = apart
         mode |= _write_values(sink, groups)
-    return sink.finish(VERSION | mode), {}
+    return sink.finish(version | mode), {}
 
 
 TRY_OPTIONS = 4  # class configurations (cheapest first) neighbour passes may refit: the
@@ -223,7 +236,7 @@ def decode(data: bytes, meta: dict, dtype: np.dtype, count: int,
     if dtype.kind not in "iu":
         raise ValueError(f"ctx decodes integer tensors, not {dtype}")
     source = Source(data)
-    if source.tag & 0xF0 != VERSION or source.tag & 0x03 > BUCKETS or \
+    if source.tag & 0xF0 not in (VERSION, SIGNS_APART) or source.tag & 0x03 > BUCKETS or \
             source.tag & (LOG | KINDS) == LOG | KINDS:
         raise ValueError(f"ctx stream tag {source.tag:#x} unknown")
     mode = source.tag & 0x0F
@@ -239,7 +252,13 @@ def decode(data: bytes, meta: dict, dtype: np.dtype, count: int,
     out = np.zeros(count, dtype=dtype)
     if k:
         start = source.side.pos
+        negative = signs.decode(source, where, rows, cols, parts) \
+            if source.tag & 0xF0 == SIGNS_APART else None
         values = _decode_values(source, mode, where // cols, k, parts)
+        if negative is not None:
+            if int(values.min()) < 1:
+                raise ValueError("a magnitude below 1 where signs are coded apart")
+            values = np.where(negative, -values, values)
         if parts is not None:
             parts.add_side("tables", source.side.pos - start)
         lo, hi = _limits(dtype)

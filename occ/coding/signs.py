@@ -1,0 +1,157 @@
+"""Signs of a weight's nonzeros, coded in passes under their neighbours' signs (issue 20).
+
+Within a pruned filter, neighbouring weights mostly share a sign: a receptive field is a
+positive blob beside a negative one, a conv kernel a signed stroke. Once the positions
+are known, the nonzeros are split into the same three column passes as the mask
+(``occ.coding.ctxnb.passes``, grid width ``b``), and the sign of each nonzero in pass 2
+or 3 is coded under the sum of the known signs of its neighbours (``ctxnb._shifts``:
+diagonal ones for pass 2, direct ones for pass 3), clipped to -2..2; pass 1 has one
+context. Each of the 11 contexts has its own probability of a minus sign, stored as a
+byte ``j`` (``p = j / 256``, exact), fitted by the encoder from counts. On a 95 %-pruned
+LeNet-300-100 first layer the signs cost a quarter of a bit each instead of one::
+
+    varint b, then 11 x u8 j (1..255)
+
+Every context of a pass is known before the pass is decoded, so each pass is decoded
+context by context in vectorised calls.
+"""
+
+from __future__ import annotations
+
+import math
+
+import constriction
+import numpy as np
+
+from occ.coding import ctxnb
+from occ.coding.frame import Parts, Sink, Source
+
+SPREAD = 2  # neighbour sign sums are clipped to -SPREAD..SPREAD
+PER_PASS = 2 * SPREAD + 1
+N_CONTEXTS = 1 + 2 * PER_PASS  # pass 1: one context; passes 2 and 3: one per clipped sum
+
+
+def _contexts(known: np.ndarray, b: int, pass_: int) -> np.ndarray:
+    """(R, C) int8 context every cell of ``pass_`` would have from the ``known`` signs
+    (-1, 0, +1 per cell; 0 where unknown or zero)."""
+    total = np.zeros(known.shape, dtype=np.int8)
+    for s in ctxnb._shifts(b, pass_):
+        if 0 < s < known.shape[1]:
+            total[:, s:] += known[:, :-s]
+            total[:, :-s] += known[:, s:]
+    np.clip(total, -SPREAD, SPREAD, out=total)
+    return (1 + (pass_ - 1) * PER_PASS + SPREAD) + total
+
+
+def contexts(nz: np.ndarray, negative: np.ndarray, rows: int, cols: int,
+             b: int) -> np.ndarray:
+    """The context (0 .. N_CONTEXTS-1) of each nonzero at ``nz`` (flat, ascending), given
+    all the signs (``negative``): what the decoder will know when it reaches it."""
+    column_pass = ctxnb.passes(cols, b)[nz % cols]
+    signs = np.zeros(rows * cols, dtype=np.int8)
+    signs[nz] = np.where(negative, -1, 1)
+    grid = signs.reshape(rows, cols)
+    out = np.zeros(len(nz), dtype=np.int8)
+    for pass_ in (1, 2):
+        known = np.where(ctxnb.passes(cols, b) < pass_, grid, np.int8(0))
+        here = column_pass == pass_
+        out[here] = _contexts(known, b, pass_).reshape(-1)[nz[here]]
+    return out
+
+
+def coherent(nz: np.ndarray, negative: np.ndarray, cols: int, widths: list[int],
+             margin: float = 0.1) -> bool:
+    """Whether nonzeros next to each other (``c ± 1`` or ``c ± b`` in a row) agree (or
+    disagree) in sign at least ``margin`` away from chance: a cheap test before ``plan``."""
+    for s in sorted({1, *widths} - {0}):
+        if s >= cols:
+            continue
+        at = np.searchsorted(nz, nz + s)
+        ok = at < len(nz)
+        ok[ok] = nz[at[ok]] == nz[ok] + s
+        ok &= nz % cols + s < cols
+        pairs = int(ok.sum())
+        if pairs >= 16:
+            same = float((negative[ok] == negative[at[ok]]).mean())
+            if abs(same - 0.5) >= margin:
+                return True
+    return False
+
+
+def _probabilities(ctx: np.ndarray, negative: np.ndarray) -> tuple[np.ndarray, float]:
+    """(j per context, bits of the signs under p = j / 256)."""
+    cells = np.bincount(ctx, minlength=N_CONTEXTS)
+    minus = np.bincount(ctx, weights=negative, minlength=N_CONTEXTS)
+    j = np.clip(np.rint(256 * minus / np.maximum(cells, 1)), 1, 255).astype(np.int64)
+    j[cells == 0] = 128
+    p = j / 256
+    bits = float(-(minus * np.log2(p) + (cells - minus) * np.log2(1 - p)).sum())
+    return j, bits
+
+
+def plan(nz: np.ndarray, negative: np.ndarray, rows: int, cols: int,
+         widths: list[int]) -> tuple[int, np.ndarray, float]:
+    """(b, j per context, bits including the stored bytes): the cheapest grid width."""
+    best: tuple[int, np.ndarray, float] | None = None
+    for b in widths:
+        j, bits = _probabilities(contexts(nz, negative, rows, cols, b), negative)
+        bits += 8 * (N_CONTEXTS + max(1, (b.bit_length() + 6) // 7))
+        if best is None or bits < best[2]:
+            best = (b, j, bits)
+    assert best is not None
+    return best
+
+
+def _bernoulli(j: int) -> constriction.stream.model.Bernoulli:
+    return constriction.stream.model.Bernoulli(j / 256, perfect=False)
+
+
+def encode(sink: Sink, nz: np.ndarray, negative: np.ndarray, rows: int, cols: int,
+           b: int, j: np.ndarray) -> None:
+    """Append the signs (``negative``: one bool per nonzero at ``nz``)."""
+    sink.side.varint(b)
+    sink.side.raw(bytes(j.astype(np.uint8)))
+    ctx = contexts(nz, negative, rows, cols, b)
+    column_pass = ctxnb.passes(cols, b)[nz % cols]
+    bits = negative.astype(np.int32)
+    for pass_ in range(3):
+        here = np.flatnonzero(column_pass == pass_)
+        order = np.argsort(ctx[here], kind="stable")
+        sorted_ctx = ctx[here][order]
+        for c in np.unique(sorted_ctx):
+            sink.encode(bits[here[order[sorted_ctx == c]]], _bernoulli(int(j[c])))
+
+
+def decode(source: Source, nz: np.ndarray, rows: int, cols: int,
+           parts: Parts | None = None) -> np.ndarray:
+    """The bool ``negative`` of each nonzero at ``nz``, as ``encode`` wrote them."""
+    b = source.side.varint(max(cols, 1))
+    j = np.frombuffer(source.side.raw(N_CONTEXTS), dtype=np.uint8).astype(np.int64)
+    if (j == 0).any():
+        raise ValueError("sign probability of zero")
+    column_pass = ctxnb.passes(cols, b)[nz % cols] if cols else np.zeros(0, np.int8)
+    grid = np.zeros((rows, cols), dtype=np.int8)
+    flat = grid.reshape(-1)
+    negative = np.zeros(len(nz), dtype=bool)
+    bits = 0.0
+    for pass_ in range(3):
+        here = np.flatnonzero(column_pass == pass_)
+        if pass_:
+            known = grid.copy()
+            ctx = _contexts(known, b, pass_).reshape(-1)[nz[here]]
+        else:
+            ctx = np.zeros(len(here), dtype=np.int8)
+        order = np.argsort(ctx, kind="stable")
+        sorted_ctx = ctx[order]
+        for c in np.unique(sorted_ctx):
+            chosen = here[order[sorted_ctx == c]]
+            got = source.decode(_bernoulli(int(j[c])), len(chosen)).astype(bool)
+            negative[chosen] = got
+            if parts is not None:
+                p = j[c] / 256
+                minus = int(got.sum())
+                bits -= minus * math.log2(p) + (len(chosen) - minus) * math.log2(1 - p)
+        flat[nz[here]] = np.where(negative[here], -1, 1)
+    if parts is not None:
+        parts.add_bits("signs", bits)
+    return negative
