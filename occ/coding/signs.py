@@ -31,16 +31,30 @@ PER_PASS = 2 * SPREAD + 1
 N_CONTEXTS = 1 + 2 * PER_PASS  # pass 1: one context; passes 2 and 3: one per clipped sum
 
 
-def _contexts(known: np.ndarray, b: int, pass_: int) -> np.ndarray:
-    """(R, C) int8 context every cell of ``pass_`` would have from the ``known`` signs
-    (-1, 0, +1 per cell; 0 where unknown or zero)."""
-    total = np.zeros(known.shape, dtype=np.int8)
-    for s in ctxnb._shifts(b, pass_):
-        if 0 < s < known.shape[1]:
-            total[:, s:] += known[:, :-s]
-            total[:, :-s] += known[:, s:]
-    np.clip(total, -SPREAD, SPREAD, out=total)
-    return (1 + (pass_ - 1) * PER_PASS + SPREAD) + total
+def _neighbours(nz: np.ndarray, cols: int, shifts: tuple[int, ...]) -> np.ndarray:
+    """(2·len(shifts), k) index into ``nz`` of each nonzero's neighbour at ``c - s`` and
+    ``c + s`` in the same row, or -1 where that cell is zero or off the row."""
+    col = nz % cols
+    out = np.full((2 * len(shifts), len(nz)), -1, dtype=np.int64)
+    for i, s in enumerate(shifts):
+        for row, (target, inside) in enumerate(((nz - s, col >= s), (nz + s, col + s < cols))):
+            at = np.searchsorted(nz, target)
+            hit = inside & (at < len(nz))
+            hit[hit] = nz[at[hit]] == target[hit]
+            out[2 * i + row, hit] = at[hit]
+    return out
+
+
+def _pass_contexts(sign: np.ndarray, column_pass: np.ndarray, chosen: np.ndarray,
+                   neighbours: np.ndarray, pass_: int) -> np.ndarray:
+    """Contexts of the nonzeros ``chosen`` (all in ``pass_`` 1 or 2) from the signs
+    (``sign``: -1/+1 per nonzero) of their neighbours in earlier passes."""
+    total = np.zeros(len(chosen), dtype=np.int64)
+    for row in neighbours[:, chosen]:
+        known = row >= 0
+        known[known] = column_pass[row[known]] < pass_
+        total[known] += sign[row[known]]
+    return (1 + (pass_ - 1) * PER_PASS + SPREAD) + np.clip(total, -SPREAD, SPREAD)
 
 
 def contexts(nz: np.ndarray, negative: np.ndarray, rows: int, cols: int,
@@ -48,14 +62,12 @@ def contexts(nz: np.ndarray, negative: np.ndarray, rows: int, cols: int,
     """The context (0 .. N_CONTEXTS-1) of each nonzero at ``nz`` (flat, ascending), given
     all the signs (``negative``): what the decoder will know when it reaches it."""
     column_pass = ctxnb.passes(cols, b)[nz % cols]
-    signs = np.zeros(rows * cols, dtype=np.int8)
-    signs[nz] = np.where(negative, -1, 1)
-    grid = signs.reshape(rows, cols)
-    out = np.zeros(len(nz), dtype=np.int8)
+    sign = np.where(negative, -1, 1)
+    out = np.zeros(len(nz), dtype=np.int64)
     for pass_ in (1, 2):
-        known = np.where(ctxnb.passes(cols, b) < pass_, grid, np.int8(0))
-        here = column_pass == pass_
-        out[here] = _contexts(known, b, pass_).reshape(-1)[nz[here]]
+        chosen = np.flatnonzero(column_pass == pass_)
+        near = _neighbours(nz, cols, ctxnb._shifts(b, pass_))
+        out[chosen] = _pass_contexts(sign, column_pass, chosen, near, pass_)
     return out
 
 
@@ -130,28 +142,25 @@ def decode(source: Source, nz: np.ndarray, rows: int, cols: int,
     if (j == 0).any():
         raise ValueError("sign probability of zero")
     column_pass = ctxnb.passes(cols, b)[nz % cols] if cols else np.zeros(0, np.int8)
-    grid = np.zeros((rows, cols), dtype=np.int8)
-    flat = grid.reshape(-1)
-    negative = np.zeros(len(nz), dtype=bool)
+    sign = np.zeros(len(nz), dtype=np.int64)  # 0 until decoded
     bits = 0.0
     for pass_ in range(3):
         here = np.flatnonzero(column_pass == pass_)
         if pass_:
-            known = grid.copy()
-            ctx = _contexts(known, b, pass_).reshape(-1)[nz[here]]
+            near = _neighbours(nz, cols, ctxnb._shifts(b, pass_))
+            ctx = _pass_contexts(sign, column_pass, here, near, pass_)
         else:
-            ctx = np.zeros(len(here), dtype=np.int8)
+            ctx = np.zeros(len(here), dtype=np.int64)
         order = np.argsort(ctx, kind="stable")
         sorted_ctx = ctx[order]
         for c in np.unique(sorted_ctx):
             chosen = here[order[sorted_ctx == c]]
             got = source.decode(_bernoulli(int(j[c])), len(chosen)).astype(bool)
-            negative[chosen] = got
+            sign[chosen] = np.where(got, -1, 1)
             if parts is not None:
                 p = j[c] / 256
                 minus = int(got.sum())
                 bits -= minus * math.log2(p) + (len(chosen) - minus) * math.log2(1 - p)
-        flat[nz[here]] = np.where(negative[here], -1, 1)
     if parts is not None:
         parts.add_bits("signs", bits)
-    return negative
+    return sign < 0
