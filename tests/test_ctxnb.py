@@ -49,7 +49,7 @@ def test_passes_partition_columns_and_neighbours_come_from_earlier_passes(b: int
     column_pass = ctxnb.passes(cols, b)
     assert set(np.unique(column_pass)) <= {0, 1, 2}
     for pass_ in (1, 2):
-        for s in ctxnb._shifts(b, pass_):
+        for s in ctxnb.shifts(b, pass_):
             for c in np.flatnonzero(column_pass == pass_):
                 for n in (c - s, c + s):
                     if 0 <= n < cols and 0 < s < cols:

@@ -98,7 +98,7 @@ def passes(cols: int, b: int) -> np.ndarray:
     return np.where(c % 2 == 1, 2, np.where(c % 4 == 2, 1, 0)).astype(np.int8)
 
 
-def _shifts(b: int, pass_: int) -> tuple[int, ...]:
+def shifts(b: int, pass_: int) -> tuple[int, ...]:
     """Distances along the row to the neighbours a cell of ``pass_`` (1 or 2) counts."""
     diagonal = {b + 1, b - 1} if b else {2}
     direct = {1, b} if b else {1}
@@ -115,17 +115,17 @@ def neighbour_count(known: np.ndarray, shifts: tuple[int, ...]) -> np.ndarray:
     return out
 
 
-def _pass_states(known: np.ndarray, column_pass: np.ndarray, b: int, pass_: int) -> np.ndarray:
+def _pass_states(known: np.ndarray, b: int, pass_: int) -> np.ndarray:
     """(R, C) int8 state every cell of ``pass_`` would have, given the ``known`` cells."""
-    return STATE_BASE[pass_] + neighbour_count(known, _shifts(b, pass_))
+    return STATE_BASE[pass_] + neighbour_count(known, shifts(b, pass_))
 
 
 def states(mask: np.ndarray, b: int) -> np.ndarray:
     """(R*C,) int8 state of every cell of ``mask`` (R, C bool)."""
     column_pass = passes(mask.shape[1], b)
     first = mask & (column_pass == 0)
-    second = _pass_states(first.view(np.int8), column_pass, b, 1)
-    third = _pass_states((mask & (column_pass < 2)).view(np.int8), column_pass, b, 2)
+    second = _pass_states(first.view(np.int8), b, 1)
+    third = _pass_states((mask & (column_pass < 2)).view(np.int8), b, 2)
     out = np.where(column_pass == 2, third, np.where(column_pass == 1, second, np.int8(0)))
     return out.astype(np.int8, copy=False).reshape(-1)
 
@@ -270,12 +270,11 @@ def decode(source: Source, head: ctxmask.Head, rows: int, cols: int, k: int,
     if sum(len(x) for x in by_pass) < k:
         raise ValueError(f"{k} nonzeros do not fit the live cells")
     out = np.zeros(rows * cols, dtype=bool)
-    column_pass = passes(cols, b)
     ones, bits = 0, 0.0
     for pass_, chosen in enumerate(by_pass):
         if pass_:
             known = out.reshape(rows, cols).astype(np.int8)
-            state = _pass_states(known, column_pass, b, pass_).reshape(-1)[chosen]
+            state = _pass_states(known, b, pass_).reshape(-1)[chosen]
             if len(state) and int(state.max()) >= len(adj):
                 raise ValueError("neighbour state without an adjustment")
         else:

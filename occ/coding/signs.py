@@ -66,7 +66,7 @@ def contexts(nz: np.ndarray, negative: np.ndarray, rows: int, cols: int,
     out = np.zeros(len(nz), dtype=np.int64)
     for pass_ in (1, 2):
         chosen = np.flatnonzero(column_pass == pass_)
-        near = _neighbours(nz, cols, ctxnb._shifts(b, pass_))
+        near = _neighbours(nz, cols, ctxnb.shifts(b, pass_))
         out[chosen] = _pass_contexts(sign, column_pass, chosen, near, pass_)
     return out
 
@@ -147,7 +147,7 @@ def decode(source: Source, nz: np.ndarray, rows: int, cols: int,
     for pass_ in range(3):
         here = np.flatnonzero(column_pass == pass_)
         if pass_:
-            near = _neighbours(nz, cols, ctxnb._shifts(b, pass_))
+            near = _neighbours(nz, cols, ctxnb.shifts(b, pass_))
             ctx = _pass_contexts(sign, column_pass, here, near, pass_)
         else:
             ctx = np.zeros(len(here), dtype=np.int64)
