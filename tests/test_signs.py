@@ -49,9 +49,10 @@ def test_signs_round_trip_alone() -> None:
     rows, cols = q.shape
     nz = np.flatnonzero(q)
     negative = q.reshape(-1)[nz] < 0
-    b, j, bits = signs.plan(nz, negative, rows, cols, [10])
+    chosen = signs.plan(nz, negative, rows, cols, [10])
+    bits = chosen.bits
     sink = Sink()
-    signs.encode(sink, nz, negative, rows, cols, b, j)
+    signs.encode(sink, negative, chosen)
     source = Source(sink.finish(0))
     back = signs.decode(source, nz, rows, cols)
     source.finish()

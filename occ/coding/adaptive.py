@@ -170,10 +170,10 @@ def encode(array: np.ndarray, cols: int | None = None,
         if negative.any() and not negative.all() and \
                 signs.coherent(nz, negative, cols, widths):
             apart = _value_plan(np.abs(values), row_of)
-            b, j, sign_bits = signs.plan(nz, negative, rows, cols, widths)
-            if apart[0] + sign_bits < cost:
+            sign_plan = signs.plan(nz, negative, rows, cols, widths)
+            if apart[0] + sign_plan.bits < cost:
                 version = SIGNS_APART
-                signs.encode(sink, nz, negative, rows, cols, b, j)
+                signs.encode(sink, negative, sign_plan)
                 _, mode, groups = apart
         mode |= _write_values(sink, groups)
     return sink.finish(version | mode), {}

@@ -19,6 +19,7 @@ context by context in vectorised calls.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import constriction
 import numpy as np
@@ -101,15 +102,27 @@ def _probabilities(ctx: np.ndarray, negative: np.ndarray) -> tuple[np.ndarray, f
     return j, bits
 
 
+@dataclass(frozen=True)
+class SignPlan:
+    """The chosen grid width, byte probabilities, bits (stored bytes included) and the
+    context of every nonzero."""
+
+    b: int
+    j: np.ndarray
+    bits: float
+    ctx: np.ndarray
+
+
 def plan(nz: np.ndarray, negative: np.ndarray, rows: int, cols: int,
-         widths: list[int]) -> tuple[int, np.ndarray, float]:
-    """(b, j per context, bits including the stored bytes): the cheapest grid width."""
-    best: tuple[int, np.ndarray, float] | None = None
+         widths: list[int]) -> SignPlan:
+    """The cheapest grid width among ``widths`` for these signs."""
+    best: SignPlan | None = None
     for b in widths:
-        j, bits = _probabilities(contexts(nz, negative, rows, cols, b), negative)
+        ctx = contexts(nz, negative, rows, cols, b)
+        j, bits = _probabilities(ctx, negative)
         bits += 8 * (N_CONTEXTS + max(1, (b.bit_length() + 6) // 7))
-        if best is None or bits < best[2]:
-            best = (b, j, bits)
+        if best is None or bits < best.bits:
+            best = SignPlan(b, j, bits, ctx)
     assert best is not None
     return best
 
@@ -118,20 +131,19 @@ def _bernoulli(j: int) -> constriction.stream.model.Bernoulli:
     return constriction.stream.model.Bernoulli(j / 256, perfect=False)
 
 
-def encode(sink: Sink, nz: np.ndarray, negative: np.ndarray, rows: int, cols: int,
-           b: int, j: np.ndarray) -> None:
-    """Append the signs (``negative``: one bool per nonzero at ``nz``)."""
-    sink.side.varint(b)
-    sink.side.raw(bytes(j.astype(np.uint8)))
-    ctx = contexts(nz, negative, rows, cols, b)
-    column_pass = ctxnb.passes(cols, b)[nz % cols]
-    bits = negative.astype(np.int32)
-    for pass_ in range(3):
-        here = np.flatnonzero(column_pass == pass_)
-        order = np.argsort(ctx[here], kind="stable")
-        sorted_ctx = ctx[here][order]
-        for c in np.unique(sorted_ctx):
-            sink.encode(bits[here[order[sorted_ctx == c]]], _bernoulli(int(j[c])))
+def encode(sink: Sink, negative: np.ndarray, chosen: SignPlan) -> None:
+    """Append the signs (``negative``: one bool per nonzero) as ``chosen`` plans them.
+
+    Contexts are numbered pass by pass, so one sort by context gives the decoder's order.
+    """
+    sink.side.varint(chosen.b)
+    sink.side.raw(bytes(chosen.j.astype(np.uint8)))
+    ctx = chosen.ctx.astype(np.uint8)
+    order = np.argsort(ctx, kind="stable")
+    bounds = np.searchsorted(ctx[order], np.arange(N_CONTEXTS + 1))
+    bits = negative[order].astype(np.int32)
+    for c in np.flatnonzero(np.diff(bounds)):
+        sink.encode(bits[bounds[c]:bounds[c + 1]], _bernoulli(int(chosen.j[c])))
 
 
 def decode(source: Source, nz: np.ndarray, rows: int, cols: int,
