@@ -220,9 +220,17 @@ def _groups(e: np.ndarray, cells: np.ndarray) -> list[tuple[int, np.ndarray]]:
 
 
 def _live_by_pass(classes: np.ndarray, cols: int, b: int) -> list[np.ndarray]:
-    live = np.flatnonzero(classes >= 0)
-    column_pass = passes(cols, b)[live % cols] if cols else np.zeros(0, np.int8)
-    return [live[column_pass == p] for p in range(3)]
+    """The live cells (class >= 0) of each pass, ascending."""
+    if not cols:
+        return [np.zeros(0, np.int64)] * 3
+    grid = classes.reshape(-1, cols)
+    column_pass = passes(cols, b)
+    out = []
+    for p in range(3):
+        where = np.flatnonzero(column_pass == p)
+        r, j = np.nonzero(grid[:, where] >= 0)
+        out.append(r * cols + where[j])
+    return out
 
 
 def encode(sink: Sink, mask: np.ndarray, classes: np.ndarray, plan: NeighbourPlan,

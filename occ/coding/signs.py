@@ -32,17 +32,23 @@ PER_PASS = 2 * SPREAD + 1
 N_CONTEXTS = 1 + 2 * PER_PASS  # pass 1: one context; passes 2 and 3: one per clipped sum
 
 
-def _neighbours(nz: np.ndarray, cols: int, shifts: tuple[int, ...]) -> np.ndarray:
+def _index(nz: np.ndarray, size: int) -> np.ndarray:
+    """(size,) int32: the rank of each cell among the nonzeros at ``nz``, -1 for a zero."""
+    index = np.full(size, -1, dtype=np.int32)
+    index[nz] = np.arange(len(nz), dtype=np.int32)
+    return index
+
+
+def _neighbours(index: np.ndarray, nz: np.ndarray, cols: int,
+                shifts: tuple[int, ...]) -> np.ndarray:
     """(2·len(shifts), k) index into ``nz`` of each nonzero's neighbour at ``c - s`` and
     ``c + s`` in the same row, or -1 where that cell is zero or off the row."""
     col = nz % cols
-    out = np.full((2 * len(shifts), len(nz)), -1, dtype=np.int64)
+    last = len(index) - 1
+    out = np.full((2 * len(shifts), len(nz)), -1, dtype=np.int32)
     for i, s in enumerate(shifts):
-        for row, (target, inside) in enumerate(((nz - s, col >= s), (nz + s, col + s < cols))):
-            at = np.searchsorted(nz, target)
-            hit = inside & (at < len(nz))
-            hit[hit] = nz[at[hit]] == target[hit]
-            out[2 * i + row, hit] = at[hit]
+        out[2 * i] = np.where(col >= s, index[np.maximum(nz - s, 0)], -1)
+        out[2 * i + 1] = np.where(col + s < cols, index[np.minimum(nz + s, last)], -1)
     return out
 
 
@@ -65,9 +71,10 @@ def contexts(nz: np.ndarray, negative: np.ndarray, rows: int, cols: int,
     column_pass = ctxnb.passes(cols, b)[nz % cols]
     sign = np.where(negative, -1, 1)
     out = np.zeros(len(nz), dtype=np.int64)
+    index = _index(nz, rows * cols)
     for pass_ in (1, 2):
         chosen = np.flatnonzero(column_pass == pass_)
-        near = _neighbours(nz, cols, ctxnb.shifts(b, pass_))
+        near = _neighbours(index, nz, cols, ctxnb.shifts(b, pass_))
         out[chosen] = _pass_contexts(sign, column_pass, chosen, near, pass_)
     return out
 
@@ -155,11 +162,12 @@ def decode(source: Source, nz: np.ndarray, rows: int, cols: int,
         raise ValueError("sign probability of zero")
     column_pass = ctxnb.passes(cols, b)[nz % cols] if cols else np.zeros(0, np.int8)
     sign = np.zeros(len(nz), dtype=np.int64)  # 0 until decoded
+    index = _index(nz, rows * cols)
     bits = 0.0
     for pass_ in range(3):
         here = np.flatnonzero(column_pass == pass_)
         if pass_:
-            near = _neighbours(nz, cols, ctxnb.shifts(b, pass_))
+            near = _neighbours(index, nz, cols, ctxnb.shifts(b, pass_))
             ctx = _pass_contexts(sign, column_pass, here, near, pass_)
         else:
             ctx = np.zeros(len(here), dtype=np.int64)
