@@ -41,7 +41,7 @@ _QUARTER = np.array([1.0, 0.8408964152537145, 0.7071067811865476, 0.594603557501
 P_MIN, P_MAX = 2.0 ** -20, 1.0 - 2.0 ** -12
 SLOPES = (1, 2, 3, 4, 5, 6)  # quarter-octaves of probability per class step (the model's
 # own: 2 for half-octave classes, 4 for octave-wide ones)
-OFFSETS = np.arange(-12, 13)
+OFFSETS = np.arange(-8, 9)
 _NEAR = np.arange(-1, 2)  # searched around the model's natural offset
 MIN_GAIN = 1.5  # bits per line that density classes must be able to save to be tried
 
