@@ -168,7 +168,7 @@ def encode(array: np.ndarray, cols: int | None = None,
         negative = values < 0
         widths = ctxnb.widths(shape, cols)
         if negative.any() and not negative.all() and \
-                signs.coherent(nz, negative, cols, widths):
+                signs.coherent(np.sign(array).astype(np.int8).reshape(rows, cols), widths):
             apart = _value_plan(np.abs(values), row_of)
             sign_plan = signs.plan(nz, negative, rows, cols, widths)
             if apart[0] + sign_plan.bits < cost:

@@ -79,22 +79,18 @@ def contexts(nz: np.ndarray, negative: np.ndarray, rows: int, cols: int,
     return out
 
 
-def coherent(nz: np.ndarray, negative: np.ndarray, cols: int, widths: list[int],
-             margin: float = 0.1) -> bool:
+def coherent(sign: np.ndarray, widths: list[int], margin: float = 0.1) -> bool:
     """Whether nonzeros next to each other (``c ± 1`` or ``c ± b`` in a row) agree (or
-    disagree) in sign at least ``margin`` away from chance: a cheap test before ``plan``."""
+    disagree) in sign at least ``margin`` away from chance: a cheap test before ``plan``.
+    ``sign``: the tensor's signs as an (R, C) int8 matrix (0 where zero)."""
+    cols = sign.shape[1]
     for s in sorted({1, *widths} - {0}):
         if s >= cols:
             continue
-        at = np.searchsorted(nz, nz + s)
-        ok = at < len(nz)
-        ok[ok] = nz[at[ok]] == nz[ok] + s
-        ok &= nz % cols + s < cols
-        pairs = int(ok.sum())
-        if pairs >= 16:
-            same = float((negative[ok] == negative[at[ok]]).mean())
-            if abs(same - 0.5) >= margin:
-                return True
+        both = sign[:, s:] * sign[:, :-s]  # +1: same sign, -1: opposite, 0: a zero
+        same, opposite = np.count_nonzero(both > 0), np.count_nonzero(both < 0)
+        if same + opposite >= 16 and abs(same / (same + opposite) - 0.5) >= margin:
+            return True
     return False
 
 
