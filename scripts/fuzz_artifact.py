@@ -33,8 +33,10 @@ RESULTS = Path(__file__).parent / "results" / "fuzz_artifact.json"
 
 
 def quantized_artifact() -> bytes:
-    """A pruned LeNet-5 with two layers frozen at 4 bits (scales rounded to 8 bits), written
-    as ``entropy_code`` writes it: compact header, ``ctx`` / ``cat`` / ``fbp`` streams."""
+    """A pruned LeNet-5 with two layers frozen at 4 and 8 bits (scales rounded to 8 bits),
+    written as ``entropy_code`` writes it: compact header, ``ctx`` / ``cat`` / ``fbp``
+    streams; its conv taps come in signed strokes, so ``ctx`` codes their positions in
+    neighbour passes and their signs apart, and the 8-bit layer takes binned tables."""
     from occ.models.edits import edit_record
     from occ.techniques.quantize.calibrate import calibrate_acts_
     from occ.techniques.quantize.layers import QuantSpec, freeze_, swap_layers_
@@ -47,8 +49,15 @@ def quantized_artifact() -> bytes:
             if p.ndim >= 2:
                 flat = p.view(p.shape[0], -1)
                 flat.mul_(torch.rand(flat.shape[0], 1) ** 2 * torch.rand(1, flat.shape[1]) ** 2)
+            if p.ndim == 4:  # signed blobs: survivors cluster, neighbours share a sign
+                yy, xx = torch.meshgrid(torch.arange(p.shape[2]), torch.arange(p.shape[3]),
+                                        indexing="ij")
+                cy, cx = (torch.rand(2, *p.shape[:2], 1, 1) * p.shape[2]).unbind(0)
+                bump = torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 2)
+                p.copy_(p.abs() * bump * torch.where(xx < cx, 1.0, -1.0))
             p.mul_((p.abs() > p.abs().flatten().quantile(0.9)).to(p.dtype))
-    layers = swap_layers_(model, {n: QuantSpec(4, 4) for n in ("features.3", "classifier.1")})
+    # features.3 at 4 bits; classifier.1 at 8 (wide alphabets: binned value tables)
+    layers = swap_layers_(model, {"features.3": QuantSpec(4, 4), "classifier.1": QuantSpec(8, 8)})
     calibrate_acts_(model, layers, [torch.randn(8, 1, 28, 28)], method="minmax",
                     percentile=99.9, device=torch.device("cpu"))
     freeze_(model, scale_bits=8)
