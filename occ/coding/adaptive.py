@@ -183,6 +183,7 @@ TRY_OPTIONS = 4  # class configurations (cheapest first) neighbour passes may re
 # cheapest, and the one with the least side information among the rest (neighbours
 # often make finer classes redundant)
 WORTH_MORE = 0.98  # ... the second only when neighbours saved 2 % on the first
+MAX_LAYOUTS = 2  # grid widths the positions try (signs, cheaper to plan, try them all)
 
 
 def _encode_mask(sink: Sink, mask: np.ndarray, nz: np.ndarray,
@@ -192,7 +193,7 @@ def _encode_mask(sink: Sink, mask: np.ndarray, nz: np.ndarray,
     rows, cols = mask.shape
     plan = ctxmask.MaskPlan(nz, rows, cols)
     flat = mask.reshape(-1)
-    layouts = [ctxnb.layout(mask, b) for b in ctxnb.widths(shape, cols)
+    layouts = [ctxnb.layout(mask, b) for b in ctxnb.widths(shape, cols)[:MAX_LAYOUTS]
                if ctxnb.clustered(mask, b)]
     best: tuple[float, ctxmask.ClassOption, ctxnb.NeighbourPlan | None, np.ndarray | None] = \
         (plan.bits, plan.options[0], None, None)

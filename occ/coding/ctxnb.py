@@ -58,14 +58,21 @@ class NeighbourPlan:
     bits: float
 
 
+MAP_SIDES = range(3, 8)  # feature-map sides a linear layer after a conv may see flattened
+
+
 def widths(shape: tuple[int, ...] | None, cols: int) -> list[int]:
-    """Grid widths worth trying for a weight of ``shape`` seen as rows of ``cols``: a conv
-    kernel's, a flattened square image's, else one line (0)."""
+    """Grid widths worth trying for a weight of ``shape`` seen as rows of ``cols``, the
+    likeliest first: a conv kernel's; a flattened square image's; the side of square
+    feature maps a linear layer may read flattened (``cols = channels · side²``); else
+    one line (0)."""
     if shape is not None and len(shape) == 4 and shape[3] > 1 and shape[2] > 1:
         return [int(shape[3])]
     side = math.isqrt(cols)
     if shape is not None and len(shape) == 2 and side > 2 and side * side == cols:
         return [side]
+    if shape is not None and len(shape) == 2:
+        return [0] + [s for s in MAP_SIDES if cols % (s * s) == 0 and cols > s * s]
     return [0]
 
 

@@ -41,8 +41,8 @@ def _index(nz: np.ndarray, size: int) -> np.ndarray:
 
 def _neighbours(index: np.ndarray, nz: np.ndarray, cols: int,
                 shifts: tuple[int, ...]) -> np.ndarray:
-    """(2·len(shifts), k) index into ``nz`` of each nonzero's neighbour at ``c - s`` and
-    ``c + s`` in the same row, or -1 where that cell is zero or off the row."""
+    """(2·len(shifts), len(nz)) rank (``index``) of each nonzero's neighbour at ``c - s``
+    and ``c + s`` in the same row, or -1 where that cell is zero or off the row."""
     col = nz % cols
     last = len(index) - 1
     out = np.full((2 * len(shifts), len(nz)), -1, dtype=np.int32)
@@ -52,30 +52,30 @@ def _neighbours(index: np.ndarray, nz: np.ndarray, cols: int,
     return out
 
 
-def _pass_contexts(sign: np.ndarray, column_pass: np.ndarray, chosen: np.ndarray,
-                   neighbours: np.ndarray, pass_: int) -> np.ndarray:
-    """Contexts of the nonzeros ``chosen`` (all in ``pass_`` 1 or 2) from the signs
-    (``sign``: -1/+1 per nonzero) of their neighbours in earlier passes."""
-    total = np.zeros(len(chosen), dtype=np.int64)
-    for row in neighbours[:, chosen]:
-        known = row >= 0
-        known[known] = column_pass[row[known]] < pass_
-        total[known] += sign[row[known]]
+def _pass_contexts(sign: np.ndarray, column_pass: np.ndarray, near: np.ndarray,
+                   pass_: int) -> np.ndarray:
+    """Contexts of nonzeros in ``pass_`` (1 or 2) whose neighbours are ``near``
+    (directions, n) from the signs (``sign``: -1/+1 per nonzero) of those in earlier
+    passes."""
+    at = np.maximum(near, 0)
+    known = (near >= 0) & (column_pass[at] < pass_)
+    total = (sign[at] * known).sum(0)
     return (1 + (pass_ - 1) * PER_PASS + SPREAD) + np.clip(total, -SPREAD, SPREAD)
 
 
 def contexts(nz: np.ndarray, negative: np.ndarray, rows: int, cols: int,
-             b: int) -> np.ndarray:
+             b: int, index: np.ndarray | None = None) -> np.ndarray:
     """The context (0 .. N_CONTEXTS-1) of each nonzero at ``nz`` (flat, ascending), given
-    all the signs (``negative``): what the decoder will know when it reaches it."""
+    all the signs (``negative``): what the decoder will know when it reaches it.
+    ``index``: ``_index(nz, rows * cols)`` when the caller has it."""
     column_pass = ctxnb.passes(cols, b)[nz % cols]
     sign = np.where(negative, -1, 1)
     out = np.zeros(len(nz), dtype=np.int64)
-    index = _index(nz, rows * cols)
+    index = _index(nz, rows * cols) if index is None else index
     for pass_ in (1, 2):
         chosen = np.flatnonzero(column_pass == pass_)
-        near = _neighbours(index, nz, cols, ctxnb.shifts(b, pass_))
-        out[chosen] = _pass_contexts(sign, column_pass, chosen, near, pass_)
+        near = _neighbours(index, nz[chosen], cols, ctxnb.shifts(b, pass_))
+        out[chosen] = _pass_contexts(sign, column_pass, near, pass_)
     return out
 
 
@@ -120,8 +120,9 @@ def plan(nz: np.ndarray, negative: np.ndarray, rows: int, cols: int,
          widths: list[int]) -> SignPlan:
     """The cheapest grid width among ``widths`` for these signs."""
     best: SignPlan | None = None
+    index = _index(nz, rows * cols)
     for b in widths:
-        ctx = contexts(nz, negative, rows, cols, b)
+        ctx = contexts(nz, negative, rows, cols, b, index)
         j, bits = _probabilities(ctx, negative)
         bits += 8 * (N_CONTEXTS + max(1, (b.bit_length() + 6) // 7))
         if best is None or bits < best.bits:
@@ -163,8 +164,8 @@ def decode(source: Source, nz: np.ndarray, rows: int, cols: int,
     for pass_ in range(3):
         here = np.flatnonzero(column_pass == pass_)
         if pass_:
-            near = _neighbours(index, nz, cols, ctxnb.shifts(b, pass_))
-            ctx = _pass_contexts(sign, column_pass, here, near, pass_)
+            near = _neighbours(index, nz[here], cols, ctxnb.shifts(b, pass_))
+            ctx = _pass_contexts(sign, column_pass, near, pass_)
         else:
             ctx = np.zeros(len(here), dtype=np.int64)
         order = np.argsort(ctx, kind="stable")
