@@ -98,3 +98,33 @@ def test_rice_shift_for_rounded_biases() -> None:
         rice.decode(bytes([0x80, 7]) + rice.encode(np.array([5], np.int8))[0][1:], {},
                     np.dtype("int8"), 1)
     assert round_bias(q, 16).equal(q) or int(q.abs().max()) >= 1 << 15
+
+
+def test_size_breakdown_splits_params_from_scales() -> None:
+    """Biases and BatchNorm statistics are model parameters (``params``); only quantizer
+    state is ``scales``; side information is header + tables + scales + stream framing."""
+    from occ.artifact import accounting
+
+    rng = np.random.default_rng(0)
+    tensors = {"fc.w_scale": torch.tensor([0.25]), "fc.act_zero_point": torch.tensor([3]),
+               "fc.w_zero_point": torch.zeros(1, dtype=torch.int32),
+               "fc.weight_int": torch.from_numpy(rng.integers(-3, 4, (20, 30)).astype(np.int8)),
+               "fc.bias_int": torch.from_numpy(rng.laplace(0, 6, 20).astype(np.int32)),
+               "bn.running_mean": torch.randn(20), "bn.num_batches_tracked": torch.tensor(7)}
+    data = encode_artifact({"model": {"arch": "x"}}, tensors, Policy({}, entropy=True))
+    b = accounting.size_breakdown(data)
+    rows = {r["name"]: r for r in b["streams"]}
+    assert {n: r["role"] for n, r in rows.items()} == {
+        "fc.w_scale": "scales", "fc.act_zero_point": "scales", "fc.w_zero_point": "scales",
+        "fc.weight_int": "weights", "fc.bias_int": "params", "bn.running_mean": "params",
+        "bn.num_batches_tracked": "params"}
+    kinds = b["kinds"]
+    assert sum(kinds.values()) == b["total_bytes"] == len(data)
+    for kind in ("scales", "params"):  # their values; their tables and framing are side
+        assert kinds[kind] == sum(n for r in rows.values() if r["role"] == kind
+                                  for part, n in r["parts"].items()
+                                  if part in ("values", "positions", "signs"))
+    assert kinds["scales"] > 0 and kinds["params"] > 80  # the float32 running mean alone
+    side = kinds["header"] + kinds["tables"] + kinds["scales"] + kinds["side"]
+    assert b["side_information"]["bytes"] == side
+    assert b["side_information"]["share"] == pytest.approx(side / len(data))
