@@ -28,7 +28,8 @@ and on a 200x-compressed LeNet it would otherwise be a fifth of the file); a str
 typical header text (``occ.artifact.header_dict``), which halves a LeNet header again;
 the writer keeps whichever of the frozen dictionaries (V1, V2: ``FLAG_DICT2``) is smaller. With
 ``compact_header = True`` (also the entropy policy's) the stream table is written in binary
-(``occ.artifact.header_v2``, flag ``FLAG_BINARY``); JSON headers still read as before.
+(flag ``FLAG_BINARY``: ``occ.artifact.header_v3``, columns predicted by leaf name; the
+version-2 table of ``occ.artifact.header_v2`` and JSON headers still read as before).
 
 A codec policy may return a ready ``Encoded`` stream instead of a codec name, so a coder
 that has to try several codecs encodes only once; a policy with ``wants_shape = True`` is
@@ -136,10 +137,11 @@ def encode_artifact(header: dict[str, Any], tensors: dict[str, torch.Tensor],
         streams.append(stream)
         chunks.append(data)
         offset += len(data)
-    compact = getattr(codec, "compact_header", False)
-    head = _header_v2().pack({**header, "streams": streams}) if compact else json.dumps(
-        {**header, "streams": streams}, separators=(",", ":"), sort_keys=True,
-        allow_nan=False).encode("utf-8")
+    head = _compact(header, streams) if getattr(codec, "compact_header", False) else None
+    compact = head is not None
+    if head is None:
+        head = json.dumps({**header, "streams": streams}, separators=(",", ":"),
+                          sort_keys=True, allow_nan=False).encode("utf-8")
     head, flags = _pack_header(head, getattr(codec, "header_dict", False))
     flags |= FLAG_BINARY if compact else 0
     body = _PREFIX.pack(MAGIC, FORMAT_VERSION, flags, len(head)) + head + b"".join(chunks)
@@ -155,16 +157,37 @@ def _header_dict(flags: int) -> bytes | None:
     return HEADER_DICT_V1 if flags & FLAG_DICT else None
 
 
-def _header_v2() -> Any:
-    from occ.artifact import header_v2
-    return header_v2
+def _header_v3() -> Any:
+    from occ.artifact import header_v3
+    return header_v3
+
+
+def _compact(header: dict[str, Any], streams: list[dict[str, Any]]) -> bytes | None:
+    """The binary (version-3) header, or None where it cannot hold these names (NUL)."""
+    try:
+        return _header_v3().pack({**header, "streams": streams})
+    except ValueError:
+        return None
+
+
+def _unpack_binary(head: bytes) -> Any:
+    """A binary header: version 3 (what occ writes) or 2 (what it wrote before)."""
+    from occ.artifact import header_v2, header_v3
+
+    version = head[0] if head else None
+    if version == header_v2.HEADER_VERSION:
+        return header_v2.unpack(head)
+    if version == header_v3.HEADER_VERSION:
+        return header_v3.unpack(head)
+    raise ValueError(f"compact header version {version}; this occ reads "
+                     f"{header_v2.HEADER_VERSION} and {header_v3.HEADER_VERSION}")
 
 
 def _parse_header(head: bytes, flags: int) -> Any:
     """The header dict of stored header bytes (JSON, or binary with FLAG_BINARY)."""
     try:
         if flags & FLAG_BINARY:
-            return _header_v2().unpack(head)
+            return _unpack_binary(head)
         return json.loads(head.decode("utf-8"))
     except (ValueError, RecursionError) as err:  # JSON and UTF-8 errors are ValueErrors
         raise ArtifactError(f"unreadable header: {err}") from None
