@@ -128,10 +128,10 @@ def test_version_2_headers_still_read() -> None:
 
 
 def test_a_name_with_a_nul_byte_falls_back_to_a_json_header() -> None:
-    from occ.artifact.container import _PREFIX, FLAG_BINARY
+    from occ.artifact.container import FLAG_BINARY, parse_layout
 
     tensors = {"a\0b": torch.zeros(3, dtype=torch.int32), "w": torch.ones(2, 2)}
     data = encode_artifact({"model": {"arch": "x"}}, tensors, Policy({}, entropy=True))
-    assert not _PREFIX.unpack_from(data)[2] & FLAG_BINARY
+    assert not parse_layout(data).flags & FLAG_BINARY
     art = decode_artifact(data)
     assert list(art.tensors) == ["a\0b", "w"] and torch.equal(art.tensors["w"], tensors["w"])

@@ -10,11 +10,11 @@ import torch
 
 from occ.artifact.codecs import CODECS, Policy
 from occ.artifact.container import (
-    _PREFIX,
     FLAG_DICT,
     FLAG_DICT2,
     decode_artifact,
     encode_artifact,
+    parse_layout,
 )
 from occ.coding import rice
 from occ.errors import ArtifactError
@@ -68,7 +68,7 @@ def test_zero_codec_and_rice_chosen_for_side_tensors() -> None:
     assert codecs["bias_int"] == "rice"
     for k, v in tensors.items():
         assert torch.equal(art.tensors[k], v) and art.tensors[k].dtype == v.dtype
-    assert _PREFIX.unpack_from(data)[2] & FLAG_DICT2  # the V2 dictionary wins on this header
+    assert parse_layout(data).flags & FLAG_DICT2  # the V2 dictionary wins on this header
     with pytest.raises(ArtifactError):
         CODECS["zero"].decode(b"\x00", {}, np.dtype("int32"), 3)
 

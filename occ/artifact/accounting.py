@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import zstandard
 
-from occ.artifact.container import DTYPES, decode_artifact, to_numpy
+from occ.artifact.container import DTYPES, decode_artifact, parse_layout, to_numpy
 from occ.coding.categorical import entropy_bits
 from occ.coding.frame import Parts, frame_parts
 
@@ -39,7 +39,6 @@ SIDE_KINDS = ("header", "tables", "scales", "side")  # side information: not the
 SCALE_SUFFIXES = ("scale", "zero_point")  # quantizer state (w_scale, act_zero_point ...)
 ZSTD_LEVEL = 19
 ZSTD_MAX_BYTES = 64 << 20  # zstd-19 runs at a few MB/s: beyond this, no comparison
-DIGEST = 32  # the artifact's trailing SHA-256 (counted in header_bytes)
 
 
 def _order0_bits(array: np.ndarray) -> float:
@@ -105,7 +104,8 @@ def size_breakdown(source: str | os.PathLike[str] | bytes, *,
         with open(source, "rb") as fh:
             data = fh.read()
     art = decode_artifact(data)
-    payload = memoryview(data)[art.header_bytes - DIGEST:len(data) - DIGEST]
+    at = parse_layout(data)  # the digest is counted in header_bytes
+    payload = memoryview(data)[at.payload_start:len(data) - at.digest]
     kinds = dict.fromkeys(KINDS, 0)
     kinds["header"] = art.header_bytes
     rows = []

@@ -1,17 +1,24 @@
 """The ``.occ`` container: one versioned, checksummed file of named tensor streams.
 
-Layout (little-endian)::
+Layout (little-endian), format version 2 (what occ writes)::
 
     magic      8 bytes   b"\\x89OCC\\r\\n\\x1a\\n"
-    version    u16       FORMAT_VERSION
-    flags      u16       bit 0 (FLAG_DEFLATE): the header is raw-deflate compressed;
+    version    u16       2
+    flags      varint    bit 0 (FLAG_DEFLATE): the header is raw-deflate compressed;
                          bit 1 (FLAG_DICT): ... with occ's frozen preset dictionary
-                         bit 2 (FLAG_BINARY): binary stream table (header_v2)
+                         bit 2 (FLAG_BINARY): binary stream table (header_v3; header_v2 reads)
                          bit 3 (FLAG_DICT2): deflated with the version-2 dictionary
-    header_len u64       length of the header as stored
+    header_len varint    length of the header as stored
     header     JSON      {"streams": [...], ...caller's fields (model, edits, recipe, metrics)}
     payload    bytes     every stream's encoded bytes, back to back
-    sha256     32 bytes  of everything above
+    digest     16 bytes  SHA-256 of everything above, its first 128 bits
+
+Format version 1 (what occ wrote before issue 20, still read) has the same magic and
+version field, then ``flags u16, header_len u64`` and the full 32-byte SHA-256: 35 bytes
+more per file. Version 2's digest is SHA-256 truncated to 128 bits (NIST SP 800-107): a
+corrupted file still passes with probability 2^-128; collision resistance drops from 128
+to 64 bits, which matters to no one here since the digest proves only that the file is
+intact (anyone can re-seal a file they edited; nothing signs it).
 
 Nothing is unpickled: tensors are decoded by registered codecs from bytes into numpy
 arrays of allow-listed dtypes. Every declared size is checked against the file before
@@ -38,11 +45,9 @@ also given each tensor's shape (keyword ``shape``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
-import struct
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,23 +55,27 @@ from typing import Any
 import numpy as np
 import torch
 
+from occ.artifact import layout
 from occ.artifact.codecs import (
     CODECS,
     MAX_EXPANSION,
     CodecPolicy,
     Encoded,
 )
+from occ.artifact.layout import (  # noqa: F401  (re-exported: part of the container's API)
+    FORMAT_VERSION,
+    MAGIC,
+    MAX_HEADER,
+    Layout,
+    parse_layout,
+    seal,
+)
 from occ.errors import ArtifactError
 from occ.io import atomic_write_bytes
 
-MAGIC = b"\x89OCC\r\n\x1a\n"
-FORMAT_VERSION = 1
-_PREFIX = struct.Struct("<8sHHQ")
-_DIGEST = 32
-MAX_HEADER = 64 << 20  # a header larger than this is not one occ wrote
 FLAG_DEFLATE = 1  # the header is raw-deflate (RFC 1951) compressed
 FLAG_DICT = 2  # ... against occ.artifact.header_dict.HEADER_DICT_V1 (needs FLAG_DEFLATE)
-FLAG_BINARY = 4  # the header is occ.artifact.header_v2's binary stream table + JSON
+FLAG_BINARY = 4  # the header is a binary stream table + JSON (header_v3; header_v2 reads)
 FLAG_DICT2 = 8  # deflated against HEADER_DICT_V2 instead (needs FLAG_DEFLATE, not FLAG_DICT)
 KNOWN_FLAGS = FLAG_DEFLATE | FLAG_DICT | FLAG_BINARY | FLAG_DICT2
 
@@ -144,8 +153,7 @@ def encode_artifact(header: dict[str, Any], tensors: dict[str, torch.Tensor],
                           sort_keys=True, allow_nan=False).encode("utf-8")
     head, flags = _pack_header(head, getattr(codec, "header_dict", False))
     flags |= FLAG_BINARY if compact else 0
-    body = _PREFIX.pack(MAGIC, FORMAT_VERSION, flags, len(head)) + head + b"".join(chunks)
-    return body + hashlib.sha256(body).digest()
+    return seal(flags, head, b"".join(chunks))
 
 
 def _header_dict(flags: int) -> bytes | None:
@@ -258,28 +266,19 @@ def _check_stream(i: int, s: Any, payload_len: int) -> tuple[str, np.dtype, list
 
 def decode_artifact(data: bytes) -> Artifact:
     """Verify and decode artifact bytes. Raises ``ArtifactError`` on anything off."""
-    if len(data) < _PREFIX.size + _DIGEST:
-        raise ArtifactError(f"not an occ artifact: only {len(data)} bytes")
-    magic, version, flags, head_len = _PREFIX.unpack_from(data)
-    if magic != MAGIC:
-        raise ArtifactError("not an occ artifact (bad magic bytes)")
-    if version != FORMAT_VERSION:
-        raise ArtifactError(f"artifact format version {version}; this occ reads {FORMAT_VERSION}")
-    if head_len > min(MAX_HEADER, len(data) - _PREFIX.size - _DIGEST):
-        raise ArtifactError("truncated or corrupt: header length exceeds the file")
-    body, digest = data[:-_DIGEST], data[-_DIGEST:]
-    if hashlib.sha256(body).digest() != digest:
+    at = parse_layout(data)
+    if not layout.intact(data, at):
         raise ArtifactError("checksum mismatch: the file is corrupted or truncated")
 
-    head = read_header(data[_PREFIX.size:_PREFIX.size + head_len], flags)
-    header = _parse_header(head, flags)
+    head = read_header(data[at.start:at.payload_start], at.flags)
+    header = _parse_header(head, at.flags)
     if not isinstance(header, dict) or not isinstance(header.get("streams"), list):
         raise ArtifactError("header has no stream table")
     from occ.limits import MAX_JSON_DEPTH, json_depth
 
     if json_depth(header, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise ArtifactError(f"header nested deeper than {MAX_JSON_DEPTH} levels")
-    payload = memoryview(body)[_PREFIX.size + head_len:]
+    payload = memoryview(data)[at.payload_start:len(data) - at.digest]
     tensors: dict[str, torch.Tensor] = {}
     streams = header.pop("streams")
     for i, s in enumerate(streams):
@@ -298,7 +297,7 @@ def decode_artifact(data: bytes) -> Artifact:
                                 f"expected {count}")
         tensors[name] = _to_tensor(array, s["dtype"], shape)
     return Artifact(header=header, tensors=tensors, streams=streams, size=len(data),
-                    header_bytes=_PREFIX.size + head_len + _DIGEST)
+                    header_bytes=at.payload_start + at.digest)
 
 
 def _to_tensor(array: np.ndarray, dtype: str, shape: list[int]) -> torch.Tensor:
