@@ -128,3 +128,33 @@ def test_size_breakdown_splits_params_from_scales() -> None:
     side = kinds["header"] + kinds["tables"] + kinds["scales"] + kinds["side"]
     assert b["side_information"]["bytes"] == side
     assert b["side_information"]["share"] == pytest.approx(side / len(data))
+
+
+@pytest.mark.parametrize("dtype", ["<f4", "<f8", "<f2", "<u2", "<i2", "<i4", "<i8"])
+def test_trunc_codec_is_lossless(dtype: str) -> None:
+    rng = np.random.default_rng(0)
+    size = np.dtype(dtype).itemsize
+    words = rng.integers(0, 256, (50, size), dtype=np.uint8)
+    for low in range(size + 1):  # 0 .. all low bytes zero
+        planes = words.copy()
+        planes[:, :low] = 0
+        a = planes.view(dtype).reshape(-1)
+        data, meta = CODECS["trunc"].encode(a)
+        assert len(data) == a.size * max(1, size - low) and meta == {}
+        b = CODECS["trunc"].decode(data, meta, np.dtype(dtype), a.size)
+        assert b.dtype == a.dtype and b.tobytes() == a.tobytes()
+    assert CODECS["trunc"].decode(b"", {}, np.dtype("<f4"), 0).size == 0
+    for bad, count in [(b"\x00" * 9, 2), (b"\x00" * 10, 2), (b"\x00", 2), (b"", 1)]:
+        with pytest.raises(ArtifactError, match="trunc stream"):
+            CODECS["trunc"].decode(bad, {}, np.dtype("<f4"), count)
+
+
+def test_rounded_scales_take_two_bytes_and_act_scales_stay_raw() -> None:
+    from occ.techniques.quantize.qparams import round_scale
+
+    w_scale = round_scale(torch.tensor([0.0837]), 8)  # what scale_bits: 8 leaves
+    tensors = {"fc.w_scale": w_scale, "fc.act_scale": torch.tensor([0.0450649745])}
+    art = decode_artifact(encode_artifact({}, tensors, Policy({}, entropy=True)))
+    assert {s["name"]: (s["codec"], s["length"]) for s in art.streams} == {
+        "fc.w_scale": ("trunc", 2), "fc.act_scale": ("raw", 4)}
+    assert torch.equal(art.tensors["fc.w_scale"], w_scale)

@@ -139,7 +139,7 @@ LIES: dict[str, Callable[[dict[str, Any], random.Random], None]] = {
     "offset-overlap": lambda h, r: _stream(h, r).update(offset=_stream(h, r).get("offset", 0)),
     "duplicate-name": lambda h, r: _stream(h, r).update(name=h["streams"][0].get("name")),
     "drop-stream": lambda h, r: h["streams"].pop(r.randrange(len(h["streams"]))),
-    "codec-swap": lambda h, r: _stream(h, r).update(codec=r.choice(["raw", "cat", "fbp",
+    "codec-swap": lambda h, r: _stream(h, r).update(codec=r.choice(["raw", "cat", "fbp", "trunc",
                                                                     "surp"])),
     "meta-garbage": lambda h, r: _stream(h, r).update(meta=r.choice([
         {"counts": [2**40]}, {"kind": "x" * 1000}, {"levels": [-1]}, {"n": 10**30}])),
