@@ -66,7 +66,6 @@ from occ.artifact.layout import (  # noqa: F401  (re-exported: part of the conta
     FORMAT_VERSION,
     MAGIC,
     MAX_HEADER,
-    Layout,
     parse_layout,
     seal,
 )
@@ -165,15 +164,12 @@ def _header_dict(flags: int) -> bytes | None:
     return HEADER_DICT_V1 if flags & FLAG_DICT else None
 
 
-def _header_v3() -> Any:
-    from occ.artifact import header_v3
-    return header_v3
-
-
 def _compact(header: dict[str, Any], streams: list[dict[str, Any]]) -> bytes | None:
     """The binary (version-3) header, or None where it cannot hold these names (NUL)."""
+    from occ.artifact import header_v3
+
     try:
-        return _header_v3().pack({**header, "streams": streams})
+        return header_v3.pack({**header, "streams": streams})
     except ValueError:
         return None
 
