@@ -127,11 +127,12 @@ def test_version_2_headers_still_read() -> None:
         _unpack_binary(bytes([4]))
 
 
-def test_a_name_with_a_nul_byte_falls_back_to_a_json_header() -> None:
+def test_a_name_with_a_nul_byte_or_too_long_falls_back_to_a_json_header() -> None:
     from occ.artifact.container import FLAG_BINARY, parse_layout
 
-    tensors = {"a\0b": torch.zeros(3, dtype=torch.int32), "w": torch.ones(2, 2)}
-    data = encode_artifact({"model": {"arch": "x"}}, tensors, Policy({}, entropy=True))
-    assert not parse_layout(data).flags & FLAG_BINARY
-    art = decode_artifact(data)
-    assert list(art.tensors) == ["a\0b", "w"] and torch.equal(art.tensors["w"], tensors["w"])
+    for odd in ("a\0b", "x" * (header_v2.MAX_NAME + 1)):
+        tensors = {odd: torch.zeros(3, dtype=torch.int32), "w": torch.ones(2, 2)}
+        data = encode_artifact({"model": {"arch": "x"}}, tensors, Policy({}, entropy=True))
+        assert not parse_layout(data).flags & FLAG_BINARY
+        art = decode_artifact(data)
+        assert list(art.tensors) == [odd, "w"] and torch.equal(art.tensors["w"], tensors["w"])

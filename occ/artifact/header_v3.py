@@ -78,8 +78,8 @@ def _table(names: list[bytes], w: ByteWriter) -> list[int]:
     text, deflate matches them against the dictionary); return each name's index."""
     seen: dict[bytes, int] = {}
     for n in names:
-        if b"\0" in n:
-            raise ValueError("compact header: a tensor name holds a NUL byte")
+        if b"\0" in n or len(n) > MAX_NAME:  # the container writes JSON instead
+            raise ValueError("compact header: a name with a NUL byte, or too long")
         seen.setdefault(n, len(seen))
     w.varint(len(seen))
     w.raw(b"".join(n + b"\0" for n in seen))
