@@ -12,6 +12,7 @@ from occ.artifact.codecs import CODECS, Policy
 from occ.artifact.container import (
     FLAG_DICT,
     FLAG_DICT2,
+    FLAG_DICT3,
     decode_artifact,
     encode_artifact,
     parse_layout,
@@ -68,16 +69,30 @@ def test_zero_codec_and_rice_chosen_for_side_tensors() -> None:
     assert codecs["bias_int"] == "rice"
     for k, v in tensors.items():
         assert torch.equal(art.tensors[k], v) and art.tensors[k].dtype == v.dtype
-    assert parse_layout(data).flags & FLAG_DICT2  # the V2 dictionary wins on this header
+    assert parse_layout(data).flags & FLAG_DICT3  # the V3 dictionary wins on this header
     with pytest.raises(ArtifactError):
         CODECS["zero"].decode(b"\x00", {}, np.dtype("int32"), 3)
 
 
-def test_both_dictionary_flags_are_refused() -> None:
+@pytest.mark.parametrize("flags", [FLAG_DICT | FLAG_DICT2, FLAG_DICT | FLAG_DICT3,
+                                   FLAG_DICT2 | FLAG_DICT3, FLAG_DICT | FLAG_DICT2 | FLAG_DICT3])
+def test_two_dictionary_flags_are_refused(flags: int) -> None:
     from occ.artifact.container import read_header
 
     with pytest.raises(ArtifactError, match="unknown flags"):
-        read_header(b"", 1 | FLAG_DICT | FLAG_DICT2)
+        read_header(b"", 1 | flags)
+    with pytest.raises(ArtifactError, match="unknown flags"):
+        read_header(b"", FLAG_DICT3)  # a dictionary without deflate
+
+
+def test_header_dictionary_v3_is_frozen() -> None:
+    from occ.artifact.header_dict_v3 import HEADER_DICT_V3
+
+    # Artifacts with FLAG_DICT3 decode only with these exact bytes: never edit them
+    # (scripts/make_header_dict.py made them once, from the recipes of the time).
+    assert len(HEADER_DICT_V3) == 18404
+    assert hashlib.sha256(HEADER_DICT_V3).hexdigest() == (
+        "e58b430b664c269a31adb47b4add97b65f676d46896ee8b4aafbf33eaf22796b")
 
 
 def test_rice_shift_for_rounded_biases() -> None:

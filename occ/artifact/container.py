@@ -8,6 +8,7 @@ Layout (little-endian), format version 2 (what occ writes)::
                          bit 1 (FLAG_DICT): ... with occ's frozen preset dictionary
                          bit 2 (FLAG_BINARY): binary stream table (header_v3; header_v2 reads)
                          bit 3 (FLAG_DICT2): deflated with the version-2 dictionary
+                         bit 4 (FLAG_DICT3): ... with the version-3 one
     header_len varint    length of the header as stored
     header     JSON      {"streams": [...], ...caller's fields (model, edits, recipe, metrics)}
     payload    bytes     every stream's encoded bytes, back to back
@@ -33,7 +34,8 @@ and on a 200x-compressed LeNet it would otherwise be a fifth of the file); a str
 ``meta`` is left out when empty. A codec policy with ``header_dict = True`` (the one
 ``entropy_code`` installs) also lets the writer deflate against a preset dictionary of
 typical header text (``occ.artifact.header_dict``), which halves a LeNet header again;
-the writer keeps whichever of the frozen dictionaries (V1, V2: ``FLAG_DICT2``) is smaller. With
+the writer keeps whichever of the frozen dictionaries (V1, V2: ``FLAG_DICT2``, V3:
+``FLAG_DICT3``, ``occ.artifact.header_dict_v3``) is smaller. With
 ``compact_header = True`` (also the entropy policy's) the stream table is written in binary
 (flag ``FLAG_BINARY``: ``occ.artifact.header_v3``, columns predicted by leaf name; the
 version-2 table of ``occ.artifact.header_v2`` and JSON headers still read as before).
@@ -76,7 +78,9 @@ FLAG_DEFLATE = 1  # the header is raw-deflate (RFC 1951) compressed
 FLAG_DICT = 2  # ... against occ.artifact.header_dict.HEADER_DICT_V1 (needs FLAG_DEFLATE)
 FLAG_BINARY = 4  # the header is a binary stream table + JSON (header_v3; header_v2 reads)
 FLAG_DICT2 = 8  # deflated against HEADER_DICT_V2 instead (needs FLAG_DEFLATE, not FLAG_DICT)
-KNOWN_FLAGS = FLAG_DEFLATE | FLAG_DICT | FLAG_BINARY | FLAG_DICT2
+FLAG_DICT3 = 16  # ... against header_dict_v3.HEADER_DICT_V3 (at most one dictionary flag)
+DICT_FLAGS = (FLAG_DICT, FLAG_DICT2, FLAG_DICT3)
+KNOWN_FLAGS = FLAG_DEFLATE | FLAG_BINARY | FLAG_DICT | FLAG_DICT2 | FLAG_DICT3
 
 # Allowed tensor dtypes: name -> (torch dtype, numpy storage dtype).
 DTYPES: dict[str, tuple[torch.dtype, np.dtype]] = {
@@ -159,6 +163,9 @@ def _header_dict(flags: int) -> bytes | None:
     """The preset dictionary ``flags`` name (None: plain deflate)."""
     from occ.artifact.header_dict import HEADER_DICT_V1, HEADER_DICT_V2
 
+    if flags & FLAG_DICT3:
+        from occ.artifact.header_dict_v3 import HEADER_DICT_V3
+        return HEADER_DICT_V3
     if flags & FLAG_DICT2:
         return HEADER_DICT_V2
     return HEADER_DICT_V1 if flags & FLAG_DICT else None
@@ -200,7 +207,7 @@ def _parse_header(head: bytes, flags: int) -> Any:
 def _pack_header(head: bytes, use_dict: bool) -> tuple[bytes, int]:
     """The smallest of the header as is, deflated, and (``use_dict``) dictionary-deflated."""
     options = [(head, 0)]
-    dicts = (FLAG_DEFLATE | FLAG_DICT, FLAG_DEFLATE | FLAG_DICT2) if use_dict else ()
+    dicts = tuple(FLAG_DEFLATE | f for f in DICT_FLAGS) if use_dict else ()
     for flags in (FLAG_DEFLATE, *dicts):
         zdict = _header_dict(flags)
         extra = {"zdict": zdict} if zdict is not None else {}
@@ -215,9 +222,8 @@ def read_header(stored: bytes, flags: int) -> bytes:
     Raises:
         ArtifactError: unknown flags, or a compressed header that is corrupt or too large.
     """
-    dicts = flags & (FLAG_DICT | FLAG_DICT2)
-    if flags & ~KNOWN_FLAGS or (dicts and not flags & FLAG_DEFLATE) \
-            or dicts == FLAG_DICT | FLAG_DICT2:
+    dicts = sum(bool(flags & f) for f in DICT_FLAGS)
+    if flags & ~KNOWN_FLAGS or (dicts and not flags & FLAG_DEFLATE) or dicts > 1:
         raise ArtifactError(f"artifact has unknown flags {flags:#x}; written by a newer occ?")
     if not flags & FLAG_DEFLATE:
         return stored
