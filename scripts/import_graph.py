@@ -16,7 +16,7 @@ from pathlib import Path
 import grimp
 
 MAX_LINES = 400
-DATA_MODULES = {"occ.artifact.header_dict"}  # frozen deflate dictionaries: data, not code
+DATA_MODULES = {"occ.artifact.header_dict", "occ.artifact.header_dict_v3"}  # frozen: data
 
 
 def _sccs(adj: dict[str, set[str]]) -> list[list[str]]:

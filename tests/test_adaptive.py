@@ -14,7 +14,13 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from occ.artifact import codecs, header_v2
-from occ.artifact.container import _PREFIX, FLAG_BINARY, MAGIC, decode_artifact, encode_artifact
+from occ.artifact.container import (
+    FLAG_BINARY,
+    MAGIC,
+    decode_artifact,
+    encode_artifact,
+    parse_layout,
+)
 from occ.coding import adaptive, ctxmask, ints
 from occ.coding.categorical import Table
 from occ.coding.frame import Sink
@@ -153,7 +159,7 @@ def _model_artifact(policy) -> tuple[dict[str, torch.Tensor], bytes]:
 
 def test_compact_header_round_trips_and_is_smaller_than_json() -> None:
     tensors, data = _model_artifact(codecs.Policy({}, entropy=True))
-    assert _PREFIX.unpack_from(data)[2] & FLAG_BINARY
+    assert parse_layout(data).flags & FLAG_BINARY
     art = decode_artifact(data)
     assert art.header == {"model": {"arch": "x"}, "metrics": {"a": 1.5}}
     assert [s["name"] for s in art.streams] == list(tensors)
@@ -162,7 +168,7 @@ def test_compact_header_round_trips_and_is_smaller_than_json() -> None:
     json_policy = codecs.Policy({}, entropy=True)
     json_policy.compact_header = False
     old = decode_artifact(encode_artifact(art.header, tensors, json_policy))
-    assert not _PREFIX.unpack_from(encode_artifact(art.header, tensors, json_policy))[2] \
+    assert not parse_layout(encode_artifact(art.header, tensors, json_policy)).flags \
         & FLAG_BINARY
     assert art.header_bytes < old.header_bytes
     assert old.header == art.header  # old (JSON) headers still read
@@ -186,7 +192,8 @@ def test_malformed_compact_headers_are_artifact_errors(mutate, pattern: str) -> 
     _, data = _model_artifact(codecs.Policy({}, entropy=True))
     header = decode_artifact(data)
     head = header_v2.pack({**header.header, "streams": header.streams})
-    payload = data[_PREFIX.size + _PREFIX.unpack_from(data)[3]:-32]
+    at = parse_layout(data)
+    payload = data[at.payload_start:-at.digest]
     bad = mutate(head)
     body = struct.pack("<8sHHQ", MAGIC, 1, FLAG_BINARY, len(bad)) + bad + payload
     with pytest.raises(ArtifactError, match=pattern):
@@ -217,7 +224,8 @@ def test_a_stream_listed_twice_is_refused() -> None:
     _, data = _model_artifact(codecs.Policy({}, entropy=True))
     art = decode_artifact(data)
     head = json.dumps({**art.header, "streams": art.streams * 2}).encode()
-    payload = data[_PREFIX.size + _PREFIX.unpack_from(data)[3]:-32]
+    at = parse_layout(data)
+    payload = data[at.payload_start:-at.digest]
     body = struct.pack("<8sHHQ", MAGIC, 1, 0, len(head)) + head + payload
     with pytest.raises(ArtifactError, match="duplicate tensor name"):
         decode_artifact(body + hashlib.sha256(body).digest())

@@ -16,11 +16,11 @@ from occ import api
 from occ.artifact import accounting, codecs
 from occ.artifact.codecs import Encoded, list_codecs
 from occ.artifact.container import (
-    _PREFIX,
     MAGIC,
     _parse_header,
     decode_artifact,
     encode_artifact,
+    parse_layout,
     read_header,
 )
 from occ.coding import floats, ints, positions
@@ -199,9 +199,9 @@ def _artifact(tensors: dict[str, torch.Tensor]) -> bytes:
 
 
 def _unpack(data: bytes) -> tuple[dict, bytes]:
-    _, _, flags, head_len = _PREFIX.unpack_from(data)
-    head = read_header(data[_PREFIX.size:_PREFIX.size + head_len], flags)
-    return _parse_header(head, flags), data[_PREFIX.size + head_len:-32]
+    at = parse_layout(data)
+    head = read_header(data[at.start:at.payload_start], at.flags)
+    return _parse_header(head, at.flags), data[at.payload_start:-at.digest]
 
 
 def _seal(header: dict, payload: bytes, flags: int = 0) -> bytes:
@@ -265,10 +265,11 @@ def test_corrupted_and_truncated_streams_are_artifact_errors(coded) -> None:
 
 
 def test_header_is_deflated_and_bombs_are_refused(coded) -> None:
-    _, _, flags, _ = _PREFIX.unpack_from(coded[1])
-    assert flags == 7  # binary stream table, deflated against the dictionary (entropy policy)
+    flags = parse_layout(coded[1]).flags
+    # binary stream table, deflated against one of the dictionaries (entropy policy)
+    assert flags & 5 == 5 and bin(flags & 10).count("1") == 1
     plain = encode_artifact({"x": 1}, coded[0])  # raw codec: plain deflate at most
-    assert _PREFIX.unpack_from(plain)[2] in (0, 1)
+    assert parse_layout(plain).flags in (0, 1)
     header, payload = _unpack(coded[1])
     head = json.dumps(header).encode() + b" " * (65 << 20)  # inflates past MAX_HEADER
     packer = zlib.compressobj(1, zlib.DEFLATED, -15)

@@ -7,10 +7,16 @@
   values (the bound an i.i.d. coder of those integers / bit patterns cannot beat), and
   zstd-19 of the same values stored plainly;
 - per kind, over the file: ``weights`` (the values of tensors with two or more dimensions:
-  conv / linear weights, quantized or not, SuRP signs included), ``positions``,
-  ``scales`` (every byte of 0-d / 1-d tensors except their tables: biases, scales, zero
-  points, BN statistics), ``tables`` (model tables), ``side`` (stream framing) and
-  ``header`` (prefix, JSON header, checksum). The kinds add up to the file size exactly.
+  conv / linear weights, quantized or not, SuRP signs included), ``positions`` (where
+  their nonzeros are), ``params`` (the other model parameters: biases, BatchNorm
+  statistics and affine terms, any other 0-d / 1-d tensor), ``scales`` (quantizer state:
+  every tensor whose name ends in ``scale`` or ``zero_point``, e.g. ``w_scale``,
+  ``act_zero_point``), ``tables`` (the streams' model tables), ``side`` (stream framing:
+  frame, counts, coder flush) and ``header`` (prefix, header, checksum). The kinds add up
+  to the file size exactly.
+
+Side information is everything that is not a model parameter: ``header + tables + scales
++ side``. Weights, positions and params are the model; the rest only says how to read it.
 
 Coded parts share one ANS word stream per tensor; its bytes are split between parts in
 proportion to each part's information under its stored model (``frame.Parts``).
@@ -24,14 +30,15 @@ from typing import Any
 import numpy as np
 import zstandard
 
-from occ.artifact.container import DTYPES, decode_artifact, to_numpy
+from occ.artifact.container import DTYPES, decode_artifact, parse_layout, to_numpy
 from occ.coding.categorical import entropy_bits
 from occ.coding.frame import Parts, frame_parts
 
-KINDS = ("weights", "positions", "scales", "tables", "side", "header")
+KINDS = ("weights", "positions", "params", "scales", "tables", "side", "header")
+SIDE_KINDS = ("header", "tables", "scales", "side")  # side information: not the model
+SCALE_SUFFIXES = ("scale", "zero_point")  # quantizer state (w_scale, act_zero_point ...)
 ZSTD_LEVEL = 19
 ZSTD_MAX_BYTES = 64 << 20  # zstd-19 runs at a few MB/s: beyond this, no comparison
-DIGEST = 32  # the artifact's trailing SHA-256 (counted in header_bytes)
 
 
 def _order0_bits(array: np.ndarray) -> float:
@@ -54,11 +61,19 @@ def _stream_parts(stream: dict[str, Any], data: bytes, count: int) -> dict[str, 
     return parts.split(len(data), frame_parts(data)[2])
 
 
-def _kind(part: str, is_weight: bool) -> str:
+def role(name: str, shape: list[int]) -> str:
+    """What a tensor is: ``scales`` (quantizer state, by name), ``weights`` (two or more
+    dimensions) or ``params`` (biases, BatchNorm statistics, other 0-d / 1-d tensors)."""
+    if name.rpartition(".")[2].endswith(SCALE_SUFFIXES):
+        return "scales"
+    return "weights" if len(shape) >= 2 else "params"
+
+
+def _kind(part: str, tensor_role: str) -> str:
     if part in ("values", "signs"):
-        return "weights" if is_weight else "scales"
+        return tensor_role
     if part == "positions":
-        return "positions" if is_weight else "scales"
+        return "positions" if tensor_role == "weights" else tensor_role
     return part if part in KINDS else "side"
 
 
@@ -73,9 +88,9 @@ def size_breakdown(source: str | os.PathLike[str] | bytes, *,
 
     Returns:
         ``{"total_bytes", "header_bytes", "kinds": {kind: bytes}, "side_information":
-        {"bytes", "share"} (header + tables + scales), "weights", "nonzero_weights",
+        {"bytes", "share", "kinds"} (header + tables + scales + side), "weights", "nonzero_weights",
         "bits_per_weight", "bits_per_nonzero", "entropy_bytes", "zstd_bytes", "raw_bytes",
-        "streams": [{"name", "shape", "dtype", "codec", "bytes", "parts", "numel",
+        "streams": [{"name", "role", "shape", "dtype", "codec", "bytes", "parts", "numel",
         "nonzero", "entropy_bytes", "zstd_bytes", "raw_bytes"}]}``. ``kinds`` adds up to
         ``total_bytes``; ``entropy_bytes`` and ``zstd_bytes`` (the sum of the streams'
         own) cover the streams only.
@@ -89,7 +104,8 @@ def size_breakdown(source: str | os.PathLike[str] | bytes, *,
         with open(source, "rb") as fh:
             data = fh.read()
     art = decode_artifact(data)
-    payload = memoryview(data)[art.header_bytes - DIGEST:len(data) - DIGEST]
+    at = parse_layout(data)  # the digest is counted in header_bytes
+    payload = memoryview(data)[at.payload_start:len(data) - at.digest]
     kinds = dict.fromkeys(KINDS, 0)
     kinds["header"] = art.header_bytes
     rows = []
@@ -100,27 +116,30 @@ def size_breakdown(source: str | os.PathLike[str] | bytes, *,
     for s in art.streams:
         chunk = bytes(payload[s["offset"]:s["offset"] + s["length"]])
         flat = to_numpy(art.tensors[s["name"]])[1]
-        is_weight = len(s["shape"]) >= 2
+        tensor_role = role(s["name"], s["shape"])
+        is_weight = tensor_role == "weights"
         parts = _stream_parts(s, chunk, flat.size)
         for part, nbytes in parts.items():
-            kinds[_kind(part, is_weight)] += nbytes
+            kinds[_kind(part, tensor_role)] += nbytes
         nz = int(np.count_nonzero(flat.view(f"u{flat.dtype.itemsize}") if flat.size else flat))
         if is_weight:
             weights += flat.size
             nonzero += nz
         raw = flat.tobytes()
-        rows.append({"name": s["name"], "shape": s["shape"], "dtype": s["dtype"],
+        rows.append({"name": s["name"], "role": tensor_role, "shape": s["shape"],
+                     "dtype": s["dtype"],
                      "codec": s["codec"], "bytes": s["length"], "parts": parts,
                      "numel": int(flat.size), "nonzero": nz,
                      "entropy_bytes": round(_order0_bits(flat) / 8, 1),
                      "zstd_bytes": len(packer.compress(raw)) if packer else None,
                      "raw_bytes": len(raw)})
     total = len(data)
-    side = kinds["header"] + kinds["tables"] + kinds["scales"]
+    side = sum(kinds[k] for k in SIDE_KINDS)
     return {
         "total_bytes": total, "header_bytes": art.header_bytes,
         "kinds": dict(kinds),
-        "side_information": {"bytes": side, "share": side / total if total else 0.0},
+        "side_information": {"bytes": side, "share": side / total if total else 0.0,
+                             "kinds": list(SIDE_KINDS)},
         "weights": weights, "nonzero_weights": nonzero,
         "bits_per_weight": 8 * total / weights if weights else 0.0,
         "bits_per_nonzero": 8 * total / nonzero if nonzero else 0.0,

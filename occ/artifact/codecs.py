@@ -7,6 +7,10 @@ Importing this module registers, with ``occ.artifact.container.register_codec``:
 - ``ctx``  integer weight matrices under row / column contexts (``occ.coding.adaptive``);
 - ``rice`` small integer tensors (biases) as Golomb-Rice codes, no table (``occ.coding.rice``);
 - ``zero`` a tensor whose bit patterns are all zero (zero points): no bytes at all;
+- ``trunc`` each value's bit pattern without the low bytes that are zero in every value
+  (a float32 scale rounded to 8 significant bits, ``quantize: {scale_bits: 8}``, is
+  exactly its top two bytes): lossless, no meta, the dropped byte count implied by the
+  length;
 - ``surp`` float weights pruned by SuRP, replayed from their index stream
   (``occ.coding.surp``). Its encoder needs the original weights, so its streams are
   prepared by the prune stage and handed to ``Policy`` rather than encoded here.
@@ -111,6 +115,28 @@ def _zero_decode(data: bytes, meta: dict[str, Any], dtype: np.dtype, count: int)
 register_codec(Codec("zero", lambda a: (b"", {}), _zero_decode))
 
 
+def _trunc_encode(array: np.ndarray) -> tuple[bytes, dict[str, Any]]:
+    """The top bytes of each value, past the low bytes that are zero in all of them."""
+    size = array.dtype.itemsize
+    planes = np.ascontiguousarray(array).view(np.uint8).reshape(-1, size)  # little-endian
+    zero = ~planes.any(axis=0)
+    low = int(np.argmin(zero)) if not zero.all() else size - 1  # keep at least one byte
+    return planes[:, low:].tobytes(), {}
+
+
+def _trunc_decode(data: bytes, meta: dict[str, Any], dtype: np.dtype, count: int) -> np.ndarray:
+    size = dtype.itemsize
+    kept = len(data) // count if count else 0
+    if (count and not 1 <= kept <= size) or len(data) != count * kept:
+        raise ArtifactError(f"trunc stream holds {len(data)} bytes for {count} values")
+    planes = np.zeros((count, size), dtype=np.uint8)
+    planes[:, size - kept:] = np.frombuffer(data, dtype=np.uint8).reshape(count, kept)
+    return planes.view(dtype).reshape(-1)
+
+
+register_codec(Codec("trunc", _trunc_encode, _trunc_decode))
+
+
 def _all_zero(array: np.ndarray) -> bool:
     """Whether every element's bit pattern is zero (-0.0 is not)."""
     size = array.dtype.itemsize
@@ -134,7 +160,8 @@ def _fits(array: np.ndarray, data: bytes) -> bool:
 
 class Policy:
     """Per tensor, the smallest of: raw, a prepared stream, and if ``entropy`` ``zero`` (all
-    zero), ``cat`` / ``ctx`` / ``rice`` / ``fbp`` (integers wider than a byte try both).
+    zero), ``cat`` / ``ctx`` / ``rice`` / ``fbp`` (integers wider than a byte try both),
+    ``trunc`` (values wider than a byte).
 
     Args:
         prepared: ``{digest of a flat array: {"codec", "data": base64}}`` made by stages
@@ -177,6 +204,8 @@ class Policy:
                 out.append(Encoded("rice", rice.encode(array)[0]))
             if planes:
                 out.append(Encoded("fbp", floats.encode(array, cols)[0]))
+            if array.dtype.itemsize > 1:  # scales rounded to a few significant bits
+                out.append(Encoded("trunc", _trunc_encode(array)[0]))
         return [e for e in out if e.codec == "raw" or _fits(array, e.data)]
 
     def __call__(self, name: str, array: np.ndarray,

@@ -1,17 +1,25 @@
 """The ``.occ`` container: one versioned, checksummed file of named tensor streams.
 
-Layout (little-endian)::
+Layout (little-endian), format version 2 (what occ writes)::
 
     magic      8 bytes   b"\\x89OCC\\r\\n\\x1a\\n"
-    version    u16       FORMAT_VERSION
-    flags      u16       bit 0 (FLAG_DEFLATE): the header is raw-deflate compressed;
+    version    u16       2
+    flags      varint    bit 0 (FLAG_DEFLATE): the header is raw-deflate compressed;
                          bit 1 (FLAG_DICT): ... with occ's frozen preset dictionary
-                         bit 2 (FLAG_BINARY): binary stream table (header_v2)
+                         bit 2 (FLAG_BINARY): binary stream table (header_v3; header_v2 reads)
                          bit 3 (FLAG_DICT2): deflated with the version-2 dictionary
-    header_len u64       length of the header as stored
+                         bit 4 (FLAG_DICT3): ... with the version-3 one
+    header_len varint    length of the header as stored
     header     JSON      {"streams": [...], ...caller's fields (model, edits, recipe, metrics)}
     payload    bytes     every stream's encoded bytes, back to back
-    sha256     32 bytes  of everything above
+    digest     16 bytes  SHA-256 of everything above, its first 128 bits
+
+Format version 1 (what occ wrote before issue 20, still read) has the same magic and
+version field, then ``flags u16, header_len u64`` and the full 32-byte SHA-256: 35 bytes
+more per file. Version 2's digest is SHA-256 truncated to 128 bits (NIST SP 800-107): a
+corrupted file still passes with probability 2^-128; collision resistance drops from 128
+to 64 bits, which matters to no one here since the digest proves only that the file is
+intact (anyone can re-seal a file they edited; nothing signs it).
 
 Nothing is unpickled: tensors are decoded by registered codecs from bytes into numpy
 arrays of allow-listed dtypes. Every declared size is checked against the file before
@@ -26,9 +34,11 @@ and on a 200x-compressed LeNet it would otherwise be a fifth of the file); a str
 ``meta`` is left out when empty. A codec policy with ``header_dict = True`` (the one
 ``entropy_code`` installs) also lets the writer deflate against a preset dictionary of
 typical header text (``occ.artifact.header_dict``), which halves a LeNet header again;
-the writer keeps whichever of the frozen dictionaries (V1, V2: ``FLAG_DICT2``) is smaller. With
+the writer keeps whichever of the frozen dictionaries (V1, V2: ``FLAG_DICT2``, V3:
+``FLAG_DICT3``, ``occ.artifact.header_dict_v3``) is smaller. With
 ``compact_header = True`` (also the entropy policy's) the stream table is written in binary
-(``occ.artifact.header_v2``, flag ``FLAG_BINARY``); JSON headers still read as before.
+(flag ``FLAG_BINARY``: ``occ.artifact.header_v3``, columns predicted by leaf name; the
+version-2 table of ``occ.artifact.header_v2`` and JSON headers still read as before).
 
 A codec policy may return a ready ``Encoded`` stream instead of a codec name, so a coder
 that has to try several codecs encodes only once; a policy with ``wants_shape = True`` is
@@ -37,11 +47,9 @@ also given each tensor's shape (keyword ``shape``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
-import struct
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,25 +57,30 @@ from typing import Any
 import numpy as np
 import torch
 
+from occ.artifact import layout
 from occ.artifact.codecs import (
     CODECS,
     MAX_EXPANSION,
     CodecPolicy,
     Encoded,
 )
+from occ.artifact.layout import (  # noqa: F401  (re-exported: part of the container's API)
+    FORMAT_VERSION,
+    MAGIC,
+    MAX_HEADER,
+    parse_layout,
+    seal,
+)
 from occ.errors import ArtifactError
 from occ.io import atomic_write_bytes
 
-MAGIC = b"\x89OCC\r\n\x1a\n"
-FORMAT_VERSION = 1
-_PREFIX = struct.Struct("<8sHHQ")
-_DIGEST = 32
-MAX_HEADER = 64 << 20  # a header larger than this is not one occ wrote
 FLAG_DEFLATE = 1  # the header is raw-deflate (RFC 1951) compressed
 FLAG_DICT = 2  # ... against occ.artifact.header_dict.HEADER_DICT_V1 (needs FLAG_DEFLATE)
-FLAG_BINARY = 4  # the header is occ.artifact.header_v2's binary stream table + JSON
+FLAG_BINARY = 4  # the header is a binary stream table + JSON (header_v3; header_v2 reads)
 FLAG_DICT2 = 8  # deflated against HEADER_DICT_V2 instead (needs FLAG_DEFLATE, not FLAG_DICT)
-KNOWN_FLAGS = FLAG_DEFLATE | FLAG_DICT | FLAG_BINARY | FLAG_DICT2
+FLAG_DICT3 = 16  # ... against header_dict_v3.HEADER_DICT_V3 (at most one dictionary flag)
+DICT_FLAGS = (FLAG_DICT, FLAG_DICT2, FLAG_DICT3)
+KNOWN_FLAGS = FLAG_DEFLATE | FLAG_BINARY | FLAG_DICT | FLAG_DICT2 | FLAG_DICT3
 
 # Allowed tensor dtypes: name -> (torch dtype, numpy storage dtype).
 DTYPES: dict[str, tuple[torch.dtype, np.dtype]] = {
@@ -136,35 +149,56 @@ def encode_artifact(header: dict[str, Any], tensors: dict[str, torch.Tensor],
         streams.append(stream)
         chunks.append(data)
         offset += len(data)
-    compact = getattr(codec, "compact_header", False)
-    head = _header_v2().pack({**header, "streams": streams}) if compact else json.dumps(
-        {**header, "streams": streams}, separators=(",", ":"), sort_keys=True,
-        allow_nan=False).encode("utf-8")
+    head = _compact(header, streams) if getattr(codec, "compact_header", False) else None
+    compact = head is not None
+    if head is None:
+        head = json.dumps({**header, "streams": streams}, separators=(",", ":"),
+                          sort_keys=True, allow_nan=False).encode("utf-8")
     head, flags = _pack_header(head, getattr(codec, "header_dict", False))
     flags |= FLAG_BINARY if compact else 0
-    body = _PREFIX.pack(MAGIC, FORMAT_VERSION, flags, len(head)) + head + b"".join(chunks)
-    return body + hashlib.sha256(body).digest()
+    return seal(flags, head, b"".join(chunks))
 
 
 def _header_dict(flags: int) -> bytes | None:
     """The preset dictionary ``flags`` name (None: plain deflate)."""
     from occ.artifact.header_dict import HEADER_DICT_V1, HEADER_DICT_V2
 
+    if flags & FLAG_DICT3:
+        from occ.artifact.header_dict_v3 import HEADER_DICT_V3
+        return HEADER_DICT_V3
     if flags & FLAG_DICT2:
         return HEADER_DICT_V2
     return HEADER_DICT_V1 if flags & FLAG_DICT else None
 
 
-def _header_v2() -> Any:
-    from occ.artifact import header_v2
-    return header_v2
+def _compact(header: dict[str, Any], streams: list[dict[str, Any]]) -> bytes | None:
+    """The binary (version-3) header, or None where it cannot hold these names (NUL)."""
+    from occ.artifact import header_v3
+
+    try:
+        return header_v3.pack({**header, "streams": streams})
+    except ValueError:
+        return None
+
+
+def _unpack_binary(head: bytes) -> Any:
+    """A binary header: version 3 (what occ writes) or 2 (what it wrote before)."""
+    from occ.artifact import header_v2, header_v3
+
+    version = head[0] if head else None
+    if version == header_v2.HEADER_VERSION:
+        return header_v2.unpack(head)
+    if version == header_v3.HEADER_VERSION:
+        return header_v3.unpack(head)
+    raise ValueError(f"compact header version {version}; this occ reads "
+                     f"{header_v2.HEADER_VERSION} and {header_v3.HEADER_VERSION}")
 
 
 def _parse_header(head: bytes, flags: int) -> Any:
     """The header dict of stored header bytes (JSON, or binary with FLAG_BINARY)."""
     try:
         if flags & FLAG_BINARY:
-            return _header_v2().unpack(head)
+            return _unpack_binary(head)
         return json.loads(head.decode("utf-8"))
     except (ValueError, RecursionError) as err:  # JSON and UTF-8 errors are ValueErrors
         raise ArtifactError(f"unreadable header: {err}") from None
@@ -173,7 +207,7 @@ def _parse_header(head: bytes, flags: int) -> Any:
 def _pack_header(head: bytes, use_dict: bool) -> tuple[bytes, int]:
     """The smallest of the header as is, deflated, and (``use_dict``) dictionary-deflated."""
     options = [(head, 0)]
-    dicts = (FLAG_DEFLATE | FLAG_DICT, FLAG_DEFLATE | FLAG_DICT2) if use_dict else ()
+    dicts = tuple(FLAG_DEFLATE | f for f in DICT_FLAGS) if use_dict else ()
     for flags in (FLAG_DEFLATE, *dicts):
         zdict = _header_dict(flags)
         extra = {"zdict": zdict} if zdict is not None else {}
@@ -188,9 +222,8 @@ def read_header(stored: bytes, flags: int) -> bytes:
     Raises:
         ArtifactError: unknown flags, or a compressed header that is corrupt or too large.
     """
-    dicts = flags & (FLAG_DICT | FLAG_DICT2)
-    if flags & ~KNOWN_FLAGS or (dicts and not flags & FLAG_DEFLATE) \
-            or dicts == FLAG_DICT | FLAG_DICT2:
+    dicts = sum(bool(flags & f) for f in DICT_FLAGS)
+    if flags & ~KNOWN_FLAGS or (dicts and not flags & FLAG_DEFLATE) or dicts > 1:
         raise ArtifactError(f"artifact has unknown flags {flags:#x}; written by a newer occ?")
     if not flags & FLAG_DEFLATE:
         return stored
@@ -235,28 +268,19 @@ def _check_stream(i: int, s: Any, payload_len: int) -> tuple[str, np.dtype, list
 
 def decode_artifact(data: bytes) -> Artifact:
     """Verify and decode artifact bytes. Raises ``ArtifactError`` on anything off."""
-    if len(data) < _PREFIX.size + _DIGEST:
-        raise ArtifactError(f"not an occ artifact: only {len(data)} bytes")
-    magic, version, flags, head_len = _PREFIX.unpack_from(data)
-    if magic != MAGIC:
-        raise ArtifactError("not an occ artifact (bad magic bytes)")
-    if version != FORMAT_VERSION:
-        raise ArtifactError(f"artifact format version {version}; this occ reads {FORMAT_VERSION}")
-    if head_len > min(MAX_HEADER, len(data) - _PREFIX.size - _DIGEST):
-        raise ArtifactError("truncated or corrupt: header length exceeds the file")
-    body, digest = data[:-_DIGEST], data[-_DIGEST:]
-    if hashlib.sha256(body).digest() != digest:
+    at = parse_layout(data)
+    if not layout.intact(data, at):
         raise ArtifactError("checksum mismatch: the file is corrupted or truncated")
 
-    head = read_header(data[_PREFIX.size:_PREFIX.size + head_len], flags)
-    header = _parse_header(head, flags)
+    head = read_header(data[at.start:at.payload_start], at.flags)
+    header = _parse_header(head, at.flags)
     if not isinstance(header, dict) or not isinstance(header.get("streams"), list):
         raise ArtifactError("header has no stream table")
     from occ.limits import MAX_JSON_DEPTH, json_depth
 
     if json_depth(header, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise ArtifactError(f"header nested deeper than {MAX_JSON_DEPTH} levels")
-    payload = memoryview(body)[_PREFIX.size + head_len:]
+    payload = memoryview(data)[at.payload_start:len(data) - at.digest]
     tensors: dict[str, torch.Tensor] = {}
     streams = header.pop("streams")
     for i, s in enumerate(streams):
@@ -275,7 +299,7 @@ def decode_artifact(data: bytes) -> Artifact:
                                 f"expected {count}")
         tensors[name] = _to_tensor(array, s["dtype"], shape)
     return Artifact(header=header, tensors=tensors, streams=streams, size=len(data),
-                    header_bytes=_PREFIX.size + head_len + _DIGEST)
+                    header_bytes=at.payload_start + at.digest)
 
 
 def _to_tensor(array: np.ndarray, dtype: str, shape: list[int]) -> torch.Tensor:

@@ -34,7 +34,7 @@ HEADER_VERSION = 2
 # Append-only: never reorder or remove (stored artifacts hold these indices).
 DTYPE_CODES = ("float32", "float64", "float16", "bfloat16", "int8", "uint8", "int16",
                "int32", "int64", "bool")
-CODEC_CODES = ("raw", "cat", "fbp", "surp", "ctx", "zero", "rice")
+CODEC_CODES = ("raw", "cat", "fbp", "surp", "ctx", "zero", "rice", "trunc")
 NAMED = 255  # a codec outside CODEC_CODES, stored by name
 MAX_NDIM = 16
 MAX_NAME = 4096

@@ -14,21 +14,18 @@ exception, a hang, or an allocation far beyond the file's size is a failure.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import random
-import struct
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from occ.artifact.container import _PREFIX, MAGIC, _parse_header, decode_artifact, read_header
+from occ.artifact.container import _parse_header, decode_artifact, read_header
+from occ.artifact.layout import MAGIC, Layout, checksum, parse_layout, seal
 from occ.errors import ArtifactError
 from occ.trust import TrustError
-
-_DIGEST = 32
 
 
 @dataclass(frozen=True)
@@ -40,35 +37,38 @@ class Mutation:
     sealed: bool
 
 
-def _seal(body: bytes) -> bytes:
-    return body + hashlib.sha256(body).digest()
+def _seal(body: bytes, at: Layout) -> bytes:
+    """``body`` with the digest of ``at``'s format version after it."""
+    return body + checksum(body, at.version)
 
 
-def _header(data: bytes) -> tuple[dict, int, int]:
-    """(header, flags, stored header length) of a well-formed artifact."""
-    _, _, flags, head_len = _PREFIX.unpack_from(data)
-    raw = read_header(data[_PREFIX.size:_PREFIX.size + head_len], flags)
-    return _parse_header(raw, flags), flags, head_len
+def _header(data: bytes) -> tuple[dict, Layout]:
+    """(header, layout) of a well-formed artifact."""
+    at = parse_layout(data)
+    raw = read_header(data[at.start:at.payload_start], at.flags)
+    return _parse_header(raw, at.flags), at
+
+
+def _payload(data: bytes, at: Layout) -> bytes:
+    return data[at.payload_start:len(data) - at.digest]
 
 
 def _regions(data: bytes) -> list[tuple[str, int, int]]:
     """(name, start, end) of the prefix, header, each stream and the digest."""
-    header, _, head_len = _header(data)
-    start = _PREFIX.size + head_len
-    regions = [("prefix", 0, _PREFIX.size), ("header", _PREFIX.size, start)]
+    header, at = _header(data)
+    start = at.payload_start
+    regions = [("prefix", 0, at.start), ("header", at.start, start)]
     for s in header["streams"]:
         regions.append((f"stream:{s['name']}", start + s["offset"],
                         start + s["offset"] + s["length"]))
-    regions.append(("digest", len(data) - _DIGEST, len(data)))
+    regions.append(("digest", len(data) - at.digest, len(data)))
     return regions
 
 
 def _header_edits(data: bytes, rng: random.Random) -> bytes:
     """Edit one numeric field of the header (lengths, offsets, shapes, counts) and re-seal."""
-    _, version, _, _ = _PREFIX.unpack_from(data)
-    header, _, head_len = _header(data)
-    flags = 0  # the edited header is written back uncompressed
-    payload = data[_PREFIX.size + head_len:-_DIGEST]
+    header, at = _header(data)
+    payload = _payload(data, at)
     streams = header["streams"]
     s = rng.choice(streams) if streams else {}
     choice = rng.randrange(9)
@@ -95,12 +95,9 @@ def _header_edits(data: bytes, rng: random.Random) -> bytes:
     else:
         header["model"] = rng.choice([None, {"arch": "os:system"}, {"arch": "resnet9000"},
                                       {"arch": "lenet5", "kwargs": {"width": big}}])
-    head = json.dumps(header).encode()
-    if rng.random() < 0.2:  # also lie about the header length
-        prefix = struct.pack("<8sHHQ", MAGIC, version, flags, rng.choice([0, big % 2**64]))
-    else:
-        prefix = struct.pack("<8sHHQ", MAGIC, version, flags, len(head))
-    return _seal(prefix + head + payload)
+    head = json.dumps(header).encode()  # written back uncompressed (flags 0)
+    lie_len = rng.choice([0, big % 2**64]) if rng.random() < 0.2 else None  # header length
+    return seal(0, head, payload, version=at.version, head_len=lie_len)
 
 
 def reseal(data: bytes, edit: Callable[[dict[str, Any]], Any], *,
@@ -111,15 +108,12 @@ def reseal(data: bytes, edit: Callable[[dict[str, Any]], Any], *,
     length. This is what an attacker who knows the format does: the sha256 only proves the
     file is intact, not that what it says is true.
     """
-    _, version, _, _ = _PREFIX.unpack_from(data)
-    header, _, old_len = _header(data)
-    payload = data[_PREFIX.size + old_len:-_DIGEST]
+    header, at = _header(data)
+    payload = _payload(data, at)
     edited = edit(header)  # None (edited in place), a new header, or the header's JSON text
     text = edited if isinstance(edited, str) else json.dumps(
         header if edited is None else edited)
-    head = text.encode()
-    declared = len(head) if head_len is None else head_len
-    return _seal(struct.pack("<8sHHQ", MAGIC, version, 0, declared % 2**64) + head + payload)
+    return seal(0, text.encode(), payload, version=at.version, head_len=head_len)
 
 
 def _stream(header: dict[str, Any], rng: random.Random) -> dict[str, Any]:
@@ -145,7 +139,7 @@ LIES: dict[str, Callable[[dict[str, Any], random.Random], None]] = {
     "offset-overlap": lambda h, r: _stream(h, r).update(offset=_stream(h, r).get("offset", 0)),
     "duplicate-name": lambda h, r: _stream(h, r).update(name=h["streams"][0].get("name")),
     "drop-stream": lambda h, r: h["streams"].pop(r.randrange(len(h["streams"]))),
-    "codec-swap": lambda h, r: _stream(h, r).update(codec=r.choice(["raw", "cat", "fbp",
+    "codec-swap": lambda h, r: _stream(h, r).update(codec=r.choice(["raw", "cat", "fbp", "trunc",
                                                                     "surp"])),
     "meta-garbage": lambda h, r: _stream(h, r).update(meta=r.choice([
         {"counts": [2**40]}, {"kind": "x" * 1000}, {"levels": [-1]}, {"n": 10**30}])),
@@ -186,7 +180,7 @@ def lie(data: bytes, rng: random.Random, kind: str | None = None) -> Mutation:
             LIES[kind](header, rng)
 
     if rng.random() < 0.1:  # also lie about the header length (by a little)
-        _, _, head_len = _header(data)
+        head_len = parse_layout(data).head_len
         return Mutation(f"lie:{kind}+len", reseal(data, apply, head_len=head_len + 3), True)
     return Mutation(f"lie:{kind}", reseal(data, apply), True)
 
@@ -195,8 +189,10 @@ def mutations(data: bytes, count: int, *, seed: int = 0) -> Iterator[Mutation]:
     """``count`` corrupted variants of the artifact ``data``, deterministic for ``seed``."""
     rng = random.Random(seed)
     regions = _regions(data)
+    at = parse_layout(data)
     foreign = [b"", b"PK\x03\x04" + bytes(100), b"\x89PNG\r\n\x1a\n" + bytes(64),
-               MAGIC, MAGIC + bytes(100), b"{}", bytes(range(256)) * 4]
+               MAGIC, MAGIC + bytes(100), b"{}", bytes(range(256)) * 4,
+               MAGIC + b"\x02\x00" + b"\xff" * 12, MAGIC + b"\x02\x00\x00\x80\x00" + bytes(40)]
     for i in range(count):
         kind = i % 7
         if kind == 6:  # a re-sealed header that lies (valid checksum, false content)
@@ -212,15 +208,15 @@ def mutations(data: bytes, count: int, *, seed: int = 0) -> Iterator[Mutation]:
                 buf[rng.randrange(len(buf))] ^= 1 << rng.randrange(8)
             yield Mutation("bitflip", bytes(buf), False)
         elif kind == 2:  # bit flips, then re-sealed: the parser must cope
-            buf = bytearray(data[:-_DIGEST])
+            buf = bytearray(data[:-at.digest])
             name, start, end = regions[rng.randrange(len(regions) - 1)]
             buf[rng.randrange(start, max(start + 1, min(end, len(buf))))] ^= 1 << rng.randrange(8)
-            yield Mutation(f"bitflip-sealed:{name}", _seal(bytes(buf)), True)
+            yield Mutation(f"bitflip-sealed:{name}", _seal(bytes(buf), at), True)
         elif kind == 3:
             yield Mutation("header-edit", _header_edits(data, rng), True)
         elif kind == 4:  # truncated and re-sealed
-            cut = rng.randrange(_PREFIX.size, len(data) - _DIGEST)
-            yield Mutation("truncate-sealed", _seal(data[:cut]), True)
+            cut = rng.randrange(at.start, len(data) - at.digest)
+            yield Mutation("truncate-sealed", _seal(data[:cut], at), True)
         else:
             base = rng.choice(foreign)
             yield Mutation("foreign", base + bytes(rng.randrange(64)), False)
