@@ -169,9 +169,10 @@ def encode(array: np.ndarray, cols: int | None = None,
         widths = ctxnb.widths(shape, cols)
         if negative.any() and not negative.all() and \
                 signs.coherent(np.sign(array).astype(np.int8).reshape(rows, cols), widths):
-            apart = _value_plan(np.abs(values), row_of)
-            sign_plan = signs.plan(nz, negative, rows, cols, widths)
-            if apart[0] + sign_plan.bits < cost:
+            sign_plan = signs.plan(nz, negative, rows, cols, widths[:SIGN_WIDTHS])
+            # signed tables spend at most about a bit per sign: below that, try magnitudes
+            apart = _value_plan(np.abs(values), row_of) if sign_plan.bits < k else None
+            if apart is not None and apart[0] + sign_plan.bits < cost:
                 version = SIGNS_APART
                 signs.encode(sink, negative, sign_plan)
                 _, mode, groups = apart
@@ -183,7 +184,8 @@ TRY_OPTIONS = 4  # class configurations (cheapest first) neighbour passes may re
 # cheapest, and the one with the least side information among the rest (neighbours
 # often make finer classes redundant)
 WORTH_MORE = 0.98  # ... the second only when neighbours saved 2 % on the first
-MAX_LAYOUTS = 2  # grid widths the positions try (signs, cheaper to plan, try them all)
+MAX_LAYOUTS = 2  # grid widths the positions try
+SIGN_WIDTHS = 2  # ... and the signs
 
 
 def _encode_mask(sink: Sink, mask: np.ndarray, nz: np.ndarray,
