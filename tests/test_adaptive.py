@@ -229,3 +229,15 @@ def test_a_stream_listed_twice_is_refused() -> None:
     body = struct.pack("<8sHHQ", MAGIC, 1, 0, len(head)) + head + payload
     with pytest.raises(ArtifactError, match="duplicate tensor name"):
         decode_artifact(body + hashlib.sha256(body).digest())
+
+
+def test_ctx_refuses_64_bit_integers_and_wild_table_starts() -> None:
+    for array in (np.array([-2 ** 63, 0], np.int64), np.array([2 ** 63, 0], np.uint64)):
+        with pytest.raises(ValueError, match="32 bits"):
+            adaptive.encode(array, 2)
+    sink = Sink()
+    sink.side.varint(1)
+    sink.side.varint(2)  # both values nonzero: no mask, straight to the value table
+    sink.side.svarint(1 << 63)  # a table starting past int64
+    with pytest.raises(ValueError, match="64-bit"):
+        adaptive.decode(sink.finish(adaptive.VERSION), {}, np.dtype("i1"), 2)

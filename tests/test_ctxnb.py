@@ -125,3 +125,27 @@ def test_corrupted_neighbour_streams_raise_value_error_only() -> None:
         except ValueError:
             continue
         assert out.size == flat.size and out.dtype == flat.dtype
+
+
+def test_dead_cells_beside_set_ones_encode() -> None:
+    """A dead column between set cells can have more set neighbours than any live cell
+    (found by review: the state lookup overran the fitted adjustments)."""
+    rng = np.random.default_rng(0)
+    q = np.zeros((64, 64), np.int8)
+    for r in range(64):
+        a = int(rng.integers(0, 8))
+        q[r, 2 * a:2 * a + 2 * int(rng.integers(3, 8)):2] = 1  # odd columns dead
+        b = 16 + int(rng.integers(0, 15))
+        q[r, 2 * b:2 * b + 2] = -1
+    for shape in ((64, 64), (64, 64, 1, 1), (64, 16, 2, 2)):
+        roundtrip(q, shape)
+
+
+def test_grid_widths_never_exceed_the_row() -> None:
+    assert ctxnb.widths((50, 6, 2, 8), 6) == [0]  # a shape that does not match cols
+    q = np.zeros((400, 6), np.int8)
+    q[:, :3] = 1
+    q[::2, 3:] = -2
+    flat = q.reshape(-1)
+    data, meta = adaptive.encode(flat, 6, (50, 6, 2, 8))
+    assert np.array_equal(adaptive.decode(data, meta, flat.dtype, flat.size), flat)

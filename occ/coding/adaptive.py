@@ -1,30 +1,35 @@
-"""Codec ``ctx``: quantized weight matrices under row / column contexts (issue 20).
+"""Codec ``ctx``: quantized weight matrices under contexts (issue 20).
 
-Two contexts carry most of what an order-0 coder (``cat``) leaves on the table on a
-pruned, per-channel quantized weight:
+A pruned, per-channel quantized weight seen as rows (output channels) × columns is far
+from i.i.d.; an order-0 coder (``cat``) leaves on the table:
 
-- *positions*: rows and columns differ in density (``occ.coding.ctxmask``);
+- *positions*: rows and columns differ in density (``occ.coding.ctxmask``: density
+  classes), and set cells cluster (``occ.coding.ctxnb``: cells in passes under their
+  neighbours);
+- *signs*: neighbouring nonzeros mostly share a sign (``occ.coding.signs``);
 - *values*: with a global pruning threshold ``t`` and a per-channel scale ``s_r``, every
   surviving integer of row ``r`` has ``|q| >= round(t / s_r)``, and the magnitudes above
   that floor fall off at a rate set by the same ratio. So each row stores its smallest
-  magnitude ``m_r``; a value is coded as ``sign(q)·(|q| - m_r + 1)``, under one of a few
-  tables chosen by ``m_r`` (``bucket``). On occ's 92 %-pruned 4-bit LeNet-5 this codes
-  the values ~17 % below their order-0 entropy.
+  magnitude ``m_r``; a value is coded as ``sign(q)·(|q| - m_r + 1)`` (or, with the signs
+  apart, ``|q| - m_r + 1``), under one of a few tables chosen by ``m_r`` (``bucket``).
 
-Stream (the shared frame, ``occ.coding.frame``)::
+Every choice (classes, passes, signs apart, mode, each table's kind) is made per tensor
+by counted bits. Stream (the shared frame, ``occ.coding.frame``)::
 
-    tag     0x30 | value mode (PLAIN: one table of q; FLOOR: m_r + one table of shifted
-            values; BUCKETS: m_r + one table per bucket of m_r) | LOG (0x08: the
-            tables are ``logtable.LogTable``s, counts rounded to quarter-octaves) |
-            KINDS (0x04: each table is preceded by a u8 kind: 0 exact, 1 log, 2 binned
-            ``bintable.BinTable``, a few bytes for a wide alphabet)
+    tag     0x30 (signs inside the values) or 0x40 (SIGNS_APART) | value mode (PLAIN: one
+            table of q; FLOOR: m_r + one table of shifted values; BUCKETS: m_r + one table
+            per bucket of m_r) | LOG (0x08: every table a ``logtable.LogTable``) | KINDS
+            (0x04: each table preceded by a u8 kind: 0 exact ``categorical.Table``, 1 log,
+            2 binned ``bintable.BinTable``)
     side    varint rows R, varint k (nonzeros)
-            [mask: flags, slope, offset, class tables, [``ctxnb`` passes]]  (0 < k < n)
+            [mask: flags, slope, offset, class tables, [``ctxnb`` grid width and
+            adjustments]]  (0 < k < n)
+            [signs: varint grid width, 11 u8 probabilities]  (SIGNS_APART)
             PLAIN: value table | FLOOR/BUCKETS: m table, then one value table per bucket
-    words   classes, mask bits by context, m_r, values by bucket
+    words   classes, mask bits by pass and context, signs by context, m_r, values by bucket
 
-Everything the decoder needs to group symbols (the cell contexts, the buckets) is known
-before those symbols are decoded, so each group is one vectorised ANS call.
+Everything the decoder needs to group symbols (the cell contexts of a pass, the buckets)
+is known before those symbols are decoded, so each group is one vectorised ANS call.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ LOG = 8  # tag bit: the value tables are LogTables (rounded counts), not exact T
 KINDS = 4  # tag bit: each value table is preceded by its kind (EXACT, LOGT or BINNED)
 EXACT, LOGT, BINNED = 0, 1, 2  # categorical.Table, logtable.LogTable, bintable.BinTable
 WIDE = 24  # distinct values from which binned tables are worth trying
-MAX_FLOOR = 1 << 32  # no integer dtype ctx accepts has a larger magnitude
+MAX_FLOOR = 1 << 32  # ctx takes integers of up to 32 bits: no larger magnitude exists
 
 
 def bucket(floor: np.ndarray) -> np.ndarray:
@@ -64,10 +69,13 @@ def _cost(tables: list[Table | None]) -> float:
     return sum(t.bits() + 8 * ctxmask.table_bytes(t) for t in tables if t is not None)
 
 
-def _group_costs(table: Table, symbols: np.ndarray) -> dict[int, tuple[float, object]]:
+Model = Table | LogTable | bintable.BinTable
+
+
+def _group_costs(table: Table, symbols: np.ndarray) -> dict[int, tuple[float, Model]]:
     """Bits (table included) of one group under each kind of table: {kind: (bits, table)}."""
     lt = LogTable.of(table)
-    out: dict[int, tuple[float, object]] = {
+    out: dict[int, tuple[float, Model]] = {
         EXACT: (table.bits() + 8 * ctxmask.table_bytes(table), table),
         LOGT: (lt.bits(table.counts) + 8 * lt.nbytes(), lt)}
     if len(table.present) >= WIDE:
@@ -126,7 +134,7 @@ def _write_values(sink: Sink, groups: list[tuple[Table, np.ndarray]]) -> int:
     return KINDS
 
 
-def _write_group(sink: Sink, kind: int, model: object, table: Table,
+def _write_group(sink: Sink, kind: int, model: Model, table: Table,
                  symbols: np.ndarray) -> None:
     if kind == EXACT:
         table.write(sink.side)
@@ -147,8 +155,8 @@ def encode(array: np.ndarray, cols: int | None = None,
     ``shape`` (the tensor's own) only suggests neighbourhoods for the positions
     (``occ.coding.ctxnb``); the stream records what it used.
     """
-    if array.dtype.kind not in "iu":
-        raise ValueError(f"ctx codes integer tensors, not {array.dtype}")
+    if array.dtype.kind not in "iu" or array.dtype.itemsize > 4:
+        raise ValueError(f"ctx codes integer tensors of up to 32 bits, not {array.dtype}")
     n = len(array)
     cols = cols if cols and n % cols == 0 else max(n, 1)
     rows = n // cols if n else 0
@@ -272,31 +280,38 @@ def decode(data: bytes, meta: dict, dtype: np.dtype, count: int,
     return out
 
 
-def _read(source: Source, total: int, parts: Parts | None, kind: int) -> np.ndarray:
+def _read(source: Source, total: int, parts: Parts | None, kind: int | None) -> np.ndarray:
     """``total`` values under the next table, of ``kind`` (None: a kind byte first)."""
     if kind is None:
         kind = source.side.u8()
     if kind == LOGT:
         lt = LogTable.read(source.side, total)
-        if parts is not None:
-            parts.add_bits("values", float(total))
         symbols = source.decode(lt.model(), total) if len(lt.present) > 1 else \
             np.zeros(total, dtype=np.int32)
+        if parts is not None:
+            parts.add_bits("values", _information(lt.weights(), symbols))
         return lt.present[symbols] + lt.lo
     if kind == BINNED:
         bt = bintable.BinTable.read(source.side)
         alphabet = bt.alphabet
+        symbols = source.decode(bt.model(), total) if len(alphabet) > 1 else \
+            np.zeros(total, dtype=np.int32)
         if parts is not None:
-            parts.add_bits("values", float(total))
-        if len(alphabet) == 1:
-            return np.full(total, alphabet[0], dtype=np.int64)
-        return alphabet[source.decode(bt.model(), total)]
+            parts.add_bits("values", _information(bt.weights(), symbols))
+        return alphabet[symbols]
     if kind != EXACT:
         raise ValueError(f"ctx table kind {kind} unknown")
     table = Table.read(source.side, total)
     if parts is not None:
         parts.add_bits("values", table.bits())
     return table.values(decode_symbols(source, table, total))
+
+
+def _information(weights: np.ndarray, symbols: np.ndarray) -> float:
+    """Bits of ``symbols`` under a model with these (unnormalised) weights."""
+    if len(weights) < 2:
+        return 0.0
+    return float(-np.log2(weights / weights.sum())[symbols].sum())
 
 
 def _decode_values(source: Source, mode: int, row_of: np.ndarray, k: int,

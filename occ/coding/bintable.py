@@ -28,18 +28,28 @@ from functools import cached_property, lru_cache
 import constriction
 import numpy as np
 
-from occ.coding.bitio import ByteReader, ByteWriter, pack_fixed, packed_len, unpack_fixed
-from occ.coding.logtable import CODE_BITS, MAX_CODE
+from occ.coding.bitio import (
+    ByteReader,
+    ByteWriter,
+    pack_fixed,
+    packed_len,
+    unpack_fixed,
+    varint_len,
+)
+from occ.coding.logtable import CODE_BITS, MAX_CODE, ROOT
 
 MAX_MAGNITUDE = 1 << 15  # alphabets up to 2^16 values, like categorical.MAX_SPAN
 E0S, SUBS = range(5), range(4)
-_ROOT = np.array([1.0, 1.189207115002721, 1.4142135623730951, 1.681792830507429])  # 2^(j/4)
+CACHED_TOP = 1 << 10  # layouts of magnitudes up to this are cached (8-bit alphabets: tiny)
 
 
-@lru_cache(maxsize=256)
 def bins(top: int, e0: int, sub: int) -> tuple[np.ndarray, np.ndarray]:
-    """(bin of each magnitude 0..top, width of each bin) for a layout (read-only arrays,
-    cached: a model has one layout per table and few distinct tops)."""
+    """(bin of each magnitude 0..top, width of each bin) for a layout (read-only arrays;
+    cached for small ``top``, so a wide int16 alphabet pins no memory)."""
+    return _cached_bins(top, e0, sub) if top <= CACHED_TOP else _bins(top, e0, sub)
+
+
+def _bins(top: int, e0: int, sub: int) -> tuple[np.ndarray, np.ndarray]:
     exact = 1 << e0
     a = np.arange(top + 1)
     out = a.copy()
@@ -59,6 +69,9 @@ def bins(top: int, e0: int, sub: int) -> tuple[np.ndarray, np.ndarray]:
     out.setflags(write=False)
     widths_array.setflags(write=False)
     return out, widths_array
+
+
+_cached_bins = lru_cache(maxsize=128)(_bins)
 
 
 @dataclass(frozen=True)
@@ -93,8 +106,8 @@ class BinTable:
         """Weight of each value of ``values()``."""
         bin_of, widths = bins(self.top, self.e0, self.sub)
         per_bin = np.zeros(len(widths))
-        per_bin[self.present] = np.ldexp(_ROOT[self.codes % 4], self.codes // 4)
-        vals = self.values()
+        per_bin[self.present] = np.ldexp(ROOT[self.codes % 4], self.codes // 4)
+        vals = self.alphabet
         w = per_bin[bin_of[np.abs(vals)]] / widths[bin_of[np.abs(vals)]]
         return np.where(vals != 0, w / 2, w) if self.signed else w
 
@@ -122,14 +135,14 @@ class BinTable:
     def nbytes(self) -> int:
         """Bytes ``write`` appends."""
         n_bins = len(bins(self.top, self.e0, self.sub)[1])
-        return 1 + max(1, (self.top.bit_length() + 6) // 7) + (n_bins + 7) // 8 + \
+        return 1 + varint_len(self.top) + (n_bins + 7) // 8 + \
             packed_len(CODE_BITS, len(self.present))
 
     @classmethod
     def read(cls, r: ByteReader) -> BinTable:
         """Read a table written by ``write``; every field checked."""
         layout = r.u8()
-        signed, e0, sub = bool(layout >> 7), layout >> 3 & 15, layout & 7
+        signed, e0, sub = bool(layout >> 7), layout >> 3 & 7, layout & 7
         if layout & 0x40 or e0 not in E0S or sub not in SUBS:
             raise ValueError(f"bin table layout {layout:#x} unknown")
         top = r.varint(MAX_MAGNITUDE)
@@ -143,8 +156,12 @@ class BinTable:
         return cls(signed, e0, sub, top, present, codes)
 
 
-@lru_cache(maxsize=64)
 def _layouts(top: int) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarray]:
+    """``_all_layouts(top)``, cached for small ``top``."""
+    return _cached_layouts(top) if top <= CACHED_TOP else _all_layouts(top)
+
+
+def _all_layouts(top: int) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarray]:
     """Every distinct layout for magnitudes 0..top: (layouts, bin of each magnitude per
     layout (L, top+1), width of each bin per layout (L, B), zero-padded)."""
     layouts, bin_rows, width_rows = [], [], []
@@ -166,6 +183,9 @@ def _layouts(top: int) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarray]:
     return out
 
 
+_cached_layouts = lru_cache(maxsize=32)(_all_layouts)
+
+
 def fit(values: np.ndarray) -> tuple[BinTable, float] | None:
     """The cheapest layout for ``values`` (int64) and its total bits (table included), or
     None when the magnitudes exceed MAX_MAGNITUDE. Every layout is costed at once."""
@@ -183,13 +203,13 @@ def fit(values: np.ndarray) -> tuple[BinTable, float] | None:
     present = counts > 0
     codes = np.clip(np.rint(4 * np.log2(np.where(present, counts, 1.0))), 0, MAX_CODE)
     codes = codes.astype(np.int64)
-    w = np.where(present, np.ldexp(_ROOT[codes % 4], codes // 4), 0.0)
+    w = np.where(present, np.ldexp(ROOT[codes % 4], codes // 4), 0.0)
     total = w.sum(1, keepdims=True)
     per_value = np.where(present, w / np.maximum(width, 1), 1.0)
     bits = -(counts * np.log2(per_value / total)).sum(1)
     bits += float(np.count_nonzero(values)) if signed else 0.0
     n_real = (width > 0).sum(1)
-    table_bytes = 1 + max(1, (top.bit_length() + 6) // 7) + (n_real + 7) // 8 + \
+    table_bytes = 1 + varint_len(top) + (n_real + 7) // 8 + \
         (CODE_BITS * present.sum(1) + 7) // 8
     bits += 8 * table_bytes
     i = int(np.argmin(bits))

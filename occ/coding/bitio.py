@@ -15,6 +15,11 @@ import numpy as np
 MAX_VARINT_BYTES = 10  # a u64 in LEB128
 
 
+def varint_len(value: int) -> int:
+    """Bytes ``ByteWriter.varint`` takes for ``value`` (>= 0)."""
+    return max(1, (value.bit_length() + 6) // 7)
+
+
 class ByteWriter:
     """Appends varints, fixed-width numbers and byte strings."""
 

@@ -57,6 +57,8 @@ def write_support(w: ByteWriter, lo: int, span: int, present: np.ndarray) -> Non
 def read_support(r: ByteReader) -> tuple[int, int, np.ndarray]:
     """Inverse of ``write_support``: ``(lo, span, present offsets)``, every count checked."""
     lo = r.svarint()
+    if not -(1 << 63) <= lo < 1 << 63:
+        raise ValueError(f"model table starts at {lo}, outside 64-bit integers")
     span = r.varint(MAX_SPAN)
     if span < 1:
         raise ValueError("model table has an empty value range")

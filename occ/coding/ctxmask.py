@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import constriction
 import numpy as np
 
+from occ.coding.bitio import varint_len
 from occ.coding.categorical import Table, decode_symbols, encode_symbols
 from occ.coding.frame import Parts, Sink, Source
 
@@ -68,11 +69,9 @@ def table_bytes(table: Table) -> int:
     lo = 2 * table.lo if table.lo >= 0 else -2 * table.lo - 1
     bitmap = (table.span + 7) // 8 if len(table.present) < table.span else 0
     width = int(table.counts.max() - 1).bit_length()
-    return (_varint_len(lo) + _varint_len(table.span) + 2 + bitmap
+    return (varint_len(lo) + varint_len(table.span) + 2 + bitmap
             + (width * len(table.counts) + 7) // 8)
 
-def _varint_len(value: int) -> int:
-    return max(1, (value.bit_length() + 6) // 7)
 
 def _side_bits(classes: np.ndarray) -> float:
     table = Table.fit(classes)

@@ -13,10 +13,11 @@ each row are split instead into three interleaved passes, each decoded whole:
   its diagonal neighbours ``c ± b ± 1`` (1-D: ``c ± 2``) are set, all of them in pass 1;
   a pass-3 cell under how many of ``c ± 1``, ``c ± b`` are set, all in passes 1-2.
 
-``b = kw`` makes the grid a conv kernel's, ``b = 28`` a flattened 28 x 28 image's. A
-neighbour across a grid row's end, or in the same pass, is not counted (the decoder does
-not know it yet), so any ``b`` is safe. Every cell of a pass has its context before the
-pass is decoded, so it is decoded group by group in vectorised calls, like ``ctxmask``.
+``b = kw`` makes the grid a conv kernel's, ``b = 28`` a flattened 28 x 28 image's. Only
+neighbours in earlier passes are counted (the decoder knows those), so any ``b`` is safe;
+at a grid row's end ``c ± 1`` reaches into the next grid row, a (harmless) imprecision.
+Every cell of a pass has its context before the pass is decoded, so it is decoded group
+by group in vectorised calls, like ``ctxmask``.
 
 A cell's probability is the class model's, shifted per *state* (pass 1; pass 2 with n
 set neighbours; pass 3 with n): ``p = 2^-(slope·class + offset + adj[state]) / 4``,
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from occ.coding import ctxmask
+from occ.coding.bitio import varint_len
 from occ.coding.frame import Parts, Sink, Source
 
 NEIGHBOURS = 64  # mask flag bit: cells coded in passes (this module)
@@ -67,7 +69,7 @@ def widths(shape: tuple[int, ...] | None, cols: int) -> list[int]:
     feature maps a linear layer may read flattened (``cols = channels · side²``); else
     one line (0)."""
     if shape is not None and len(shape) == 4 and shape[3] > 1 and shape[2] > 1:
-        return [int(shape[3])]
+        return [int(shape[3])] if shape[3] < cols else [0]
     side = math.isqrt(cols)
     if shape is not None and len(shape) == 2 and side > 2 and side * side == cols:
         return [side]
@@ -172,15 +174,11 @@ def fit(nz: np.ndarray, classes: np.ndarray, option: ctxmask.ClassOption,
         n_states = int(used_states[-1]) + 1
         slope, offset, adj, bits = _descend(cells[:n_states, :size], ones[:n_states, :size],
                                             option.slope, option.offset)
-        bits += 8 * (1 + len(adj) + _varint_len(b))
+        bits += 8 * (1 + len(adj) + varint_len(b))
         if bits < best_bits:
             best_bits = bits
             best = NeighbourPlan(b, slope, offset, tuple(adj), bits)
     return best
-
-
-def _varint_len(value: int) -> int:
-    return max(1, (value.bit_length() + 6) // 7)
 
 
 def _descend(cells: np.ndarray, ones: np.ndarray, slope: int,
@@ -191,7 +189,7 @@ def _descend(cells: np.ndarray, ones: np.ndarray, slope: int,
     cls = np.arange(size)
     adj = np.zeros(n_states, dtype=np.int64)
     slopes = np.array(ctxmask.SLOPES)
-    offsets = np.arange(-8, 9)
+    offsets = ctxmask.OFFSETS
     for _ in range(2):
         # every state's adjustment at once (adj[0] = 0: pass A is the offset's reference)
         e = np.clip(slope * cls + offset + _ADJ[:, None, None], 0, ctxmask.E_MAX)  # (A, 1, C)
@@ -250,8 +248,10 @@ def encode(sink: Sink, mask: np.ndarray, classes: np.ndarray, plan: NeighbourPla
     """
     rows, cols = mask.shape
     state = states(mask, plan.b) if state is None else state
-    shift = np.clip(plan.offset + np.array(plan.adj, dtype=np.int64), -1024, 1024)
-    e = plan.slope * classes + shift.astype(np.int16)[state]
+    shift = (plan.offset + np.array(plan.adj, dtype=np.int64)).astype(np.int16)
+    # a dead cell (class -1) may have more set neighbours than any live one: its key is
+    # DEAD_KEY whatever its exponent, so any adjustment will do
+    e = plan.slope * classes + shift[np.minimum(state, len(shift) - 1)]
     np.clip(e, 0, ctxmask.E_MAX, out=e)
     key = (passes(cols, plan.b).astype(np.uint8) * np.uint8(_E_SPAN))[None, :] + \
         e.reshape(rows, cols).astype(np.uint8)
@@ -279,7 +279,10 @@ def read(source: Source, cols: int) -> tuple[int, np.ndarray]:
 def decode(source: Source, head: ctxmask.Head, rows: int, cols: int, k: int,
            parts: Parts | None = None) -> np.ndarray:
     """The ascending flat positions of the ``k`` nonzeros, coded by ``encode``."""
+    start = source.side.pos
     b, adj = read(source, cols)
+    if parts is not None:
+        parts.add_side("tables", source.side.pos - start)  # model parameters, like classes
     classes = head.classes
     by_pass = _live_by_pass(classes, cols, b)
     if sum(len(x) for x in by_pass) < k:

@@ -20,16 +20,19 @@ from dataclasses import dataclass
 import constriction
 import numpy as np
 
-from occ.coding.bitio import ByteReader, ByteWriter, pack_fixed, packed_len, unpack_fixed
+from occ.coding.bitio import (
+    ByteReader,
+    ByteWriter,
+    pack_fixed,
+    packed_len,
+    unpack_fixed,
+    varint_len,
+)
 from occ.coding.categorical import Table, read_support, write_support
 
 CODE_BITS = 7
 MAX_CODE = (1 << CODE_BITS) - 1  # 2^(127/4): counts beyond ~2^31 saturate (still decodable)
-_ROOT = np.array([1.0, 1.189207115002721, 1.4142135623730951, 1.681792830507429])  # 2^(j/4)
-
-
-def _varint_len(value: int) -> int:
-    return max(1, (value.bit_length() + 6) // 7)
+ROOT = np.array([1.0, 1.189207115002721, 1.4142135623730951, 1.681792830507429])  # 2^(j/4)
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,7 @@ class LogTable:
 
     def weights(self) -> np.ndarray:
         """``2^(code/4)`` per present value, as exact floats."""
-        return np.ldexp(_ROOT[self.codes % 4], self.codes // 4)
+        return np.ldexp(ROOT[self.codes % 4], self.codes // 4)
 
     def bits(self, counts: np.ndarray) -> float:
         """Bits of symbols occurring ``counts`` times under this table's model."""
@@ -60,7 +63,7 @@ class LogTable:
         """Bytes ``write`` appends (counted, not written)."""
         zigzag = 2 * self.lo if self.lo >= 0 else -2 * self.lo - 1
         bitmap = (self.span + 7) // 8 if len(self.present) < self.span else 0
-        return _varint_len(zigzag) + _varint_len(self.span) + 1 + bitmap + \
+        return varint_len(zigzag) + varint_len(self.span) + 1 + bitmap + \
             packed_len(CODE_BITS, len(self.present))
 
     def write(self, w: ByteWriter) -> None:

@@ -4,7 +4,7 @@ Within a pruned filter, neighbouring weights mostly share a sign: a receptive fi
 positive blob beside a negative one, a conv kernel a signed stroke. Once the positions
 are known, the nonzeros are split into the same three column passes as the mask
 (``occ.coding.ctxnb.passes``, grid width ``b``), and the sign of each nonzero in pass 2
-or 3 is coded under the sum of the known signs of its neighbours (``ctxnb._shifts``:
+or 3 is coded under the sum of the known signs of its neighbours (``ctxnb.shifts``:
 diagonal ones for pass 2, direct ones for pass 3), clipped to -2..2; pass 1 has one
 context. Each of the 11 contexts has its own probability of a minus sign, stored as a
 byte ``j`` (``p = j / 256``, exact), fitted by the encoder from counts. On a 95 %-pruned
@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import constriction
 import numpy as np
 
-from occ.coding import ctxnb
+from occ.coding import ctxmask, ctxnb
+from occ.coding.bitio import varint_len
 from occ.coding.frame import Parts, Sink, Source
 
 SPREAD = 2  # neighbour sign sums are clipped to -SPREAD..SPREAD
@@ -119,20 +120,21 @@ class SignPlan:
 def plan(nz: np.ndarray, negative: np.ndarray, rows: int, cols: int,
          widths: list[int]) -> SignPlan:
     """The cheapest grid width among ``widths`` for these signs."""
+    if not widths:
+        raise ValueError("no grid width to plan the signs on")
     best: SignPlan | None = None
     index = _index(nz, rows * cols)
     for b in widths:
         ctx = contexts(nz, negative, rows, cols, b, index)
         j, bits = _probabilities(ctx, negative)
-        bits += 8 * (N_CONTEXTS + max(1, (b.bit_length() + 6) // 7))
+        bits += 8 * (N_CONTEXTS + varint_len(b))
         if best is None or bits < best.bits:
             best = SignPlan(b, j, bits, ctx)
-    assert best is not None
-    return best
+    return best  # type: ignore[return-value]  # widths is not empty
 
 
 def _bernoulli(j: int) -> constriction.stream.model.Bernoulli:
-    return constriction.stream.model.Bernoulli(j / 256, perfect=False)
+    return ctxmask.bernoulli(j / 256)
 
 
 def encode(sink: Sink, negative: np.ndarray, chosen: SignPlan) -> None:
