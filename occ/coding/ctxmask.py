@@ -317,7 +317,8 @@ def decode_cells(source: Source, head: Head, k: int,
     if len(order) < k:
         raise ValueError(f"{k} nonzeros do not fit {len(order)} live cells")
     probs = probability(present, head.slope, head.offset)
-    found, done, ones = [], 0, 0
+    mask = np.zeros(len(head.classes), dtype=bool)
+    done, ones = 0, 0
     ones_per = np.zeros(len(cells), dtype=np.int64)
     for j, (p, count) in enumerate(zip(probs, cells, strict=True)):
         got = source.decode(bernoulli(float(p)), int(count))
@@ -326,11 +327,11 @@ def decode_cells(source: Source, head: Head, k: int,
         ones += len(hit)
         if ones > k:
             raise ValueError(f"position mask has more than {k} ones")
-        found.append(order[done + hit])
+        mask[order[done + hit]] = True
         done += int(count)
     if ones != k:
         raise ValueError(f"position mask has {ones} ones, expected {k}")
     if parts is not None:
         parts.add_bits("positions", float(-(ones_per * np.log2(probs)
                                             + (cells - ones_per) * np.log2(1.0 - probs)).sum()))
-    return np.sort(np.concatenate(found)).astype(np.int64)
+    return np.flatnonzero(mask)  # ascending, without a sort
