@@ -112,14 +112,8 @@ def occ_sizes(tensors: dict[str, np.ndarray], *, with_ctx: bool = True) -> dict[
     for name, q in tensors.items():
         flat, enc = q.reshape(-1), chosen[name]
         codec = codecs.CODECS[enc.codec]
-        cols = math.prod(q.shape[1:])
         t0 = time.process_time()
-        if enc.codec in ("cat", "ctx", "fbp"):
-            module = {"cat": codecs.ints, "ctx": codecs.adaptive, "fbp": codecs.floats}[enc.codec]
-            data = module.encode(flat, cols, q.shape)[0] if enc.codec == "ctx" else \
-                module.encode(flat, cols)[0]
-        else:
-            data = codec.encode(flat)[0]
+        data = policy.encode(enc.codec, flat, q.shape).data
         t1 = time.process_time()
         back = codec.decode(data, {}, flat.dtype, flat.size)
         t2 = time.process_time()

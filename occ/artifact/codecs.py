@@ -179,10 +179,31 @@ class Policy:
         self.header_dict = entropy  # entropy coding also deflates the header with a dictionary
         self.compact_header = entropy  # ... and writes the stream table in binary
 
+    @staticmethod
+    def encode(codec: str, array: np.ndarray,
+               shape: tuple[int, ...] | None = None) -> Encoded:
+        """The stream ``codec`` writes for ``array`` (a tensor of ``shape``), encoded the
+        way ``candidates`` tries it: ``cat`` / ``fbp`` see rows, ``ctx`` the shape too.
+
+        Raises:
+            ValueError: ``codec`` cannot code this array.
+        """
+        cols = math.prod(shape[1:]) if shape is not None and len(shape) >= 2 else None
+        if codec == "cat":
+            return Encoded(codec, ints.encode(array, cols)[0])
+        if codec == "ctx":
+            if cols is None:
+                raise ValueError("ctx codes tensors of two or more dimensions")
+            return Encoded(codec, adaptive.encode(array, cols, shape)[0])
+        if codec == "fbp":
+            return Encoded(codec, floats.encode(array, cols)[0])
+        data, meta = CODECS[codec].encode(array)
+        return Encoded(codec, data, meta)
+
     def candidates(self, name: str, array: np.ndarray,
                    shape: tuple[int, ...] | None = None) -> list[Encoded]:
         """Every stream this policy could write for ``array``, raw first."""
-        cols = math.prod(shape[1:]) if shape is not None and len(shape) >= 2 else None
+        matrix = shape is not None and len(shape) >= 2
         out = [Encoded("raw", array.tobytes())]
         if self.entropy and _all_zero(array):
             out.append(Encoded("zero", b""))
@@ -192,20 +213,20 @@ class Policy:
                 out.append(Encoded(entry["codec"], base64.b64decode(entry["data"])))
         if self.entropy:
             try:
-                out.append(Encoded("cat", ints.encode(array, cols)[0]))
-                if cols is not None:  # a weight matrix: rows and columns give contexts
-                    out.append(Encoded("ctx", adaptive.encode(array, cols, shape)[0]))
+                out.append(self.encode("cat", array, shape))
+                if matrix:  # a weight matrix: rows and columns give contexts
+                    out.append(self.encode("ctx", array, shape))
                 # Wider integers (int32 biases of 8-bit layers) may be mostly distinct
                 # values: then cat's table costs more than fbp's byte planes.
                 planes = array.dtype.itemsize > 1
             except ValueError:  # not integers, or too wide a range for a table
                 planes = True
             if array.size <= rice.MAX_COUNT and array.dtype.name in rice.DTYPES:
-                out.append(Encoded("rice", rice.encode(array)[0]))
+                out.append(self.encode("rice", array))
             if planes:
-                out.append(Encoded("fbp", floats.encode(array, cols)[0]))
+                out.append(self.encode("fbp", array, shape))
             if array.dtype.itemsize > 1:  # scales rounded to a few significant bits
-                out.append(Encoded("trunc", _trunc_encode(array)[0]))
+                out.append(self.encode("trunc", array))
         return [e for e in out if e.codec == "raw" or _fits(array, e.data)]
 
     def __call__(self, name: str, array: np.ndarray,

@@ -40,7 +40,8 @@ MAX_NDIM = 16
 MAX_NAME = 4096
 
 
-def _dumps(value: Any) -> bytes:
+def dumps(value: Any) -> bytes:
+    """Canonical JSON (sorted keys, no spaces, no NaN) as UTF-8: what header tables store."""
     return json.dumps(value, separators=(",", ":"), sort_keys=True,
                       allow_nan=False).encode("utf-8")
 
@@ -77,9 +78,9 @@ def pack(header: dict[str, Any]) -> bytes:
             w.u8(NAMED)
             w.blob(s["codec"].encode("utf-8"))
         w.varint(s["length"])
-        w.blob(_dumps(s["meta"]) if s.get("meta") else b"")
+        w.blob(dumps(s["meta"]) if s.get("meta") else b"")
         previous, offset = name, offset + s["length"]
-    w.raw(_dumps({k: v for k, v in header.items() if k != "streams"}))
+    w.raw(dumps({k: v for k, v in header.items() if k != "streams"}))
     return w.getvalue()
 
 

@@ -36,18 +36,13 @@ import json
 import math
 from typing import Any
 
-from occ.artifact.header_v2 import CODEC_CODES, DTYPE_CODES, MAX_NAME, MAX_NDIM, NAMED
+from occ.artifact.header_v2 import CODEC_CODES, DTYPE_CODES, MAX_NAME, MAX_NDIM, NAMED, dumps
 from occ.coding.bitio import ByteReader, ByteWriter
 
 HEADER_VERSION = 3
 ITEM_SIZES = (4, 8, 2, 2, 1, 1, 2, 4, 8, 1)  # bytes per element, in DTYPE_CODES order
 DTYPE, CODEC, SHAPE, LENGTH, META = 1, 2, 4, 8, 16
 _FLAGS = DTYPE | CODEC | SHAPE | LENGTH | META
-
-
-def _dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True,
-                      allow_nan=False).encode("utf-8")
 
 
 def _split(name: str) -> tuple[bytes, bytes]:
@@ -110,7 +105,7 @@ def pack(header: dict[str, Any]) -> bytes:
     for f in flags:
         w.u8(f)
     _columns(list(zip(streams, flags, strict=True)), w)
-    w.raw(_dumps({k: v for k, v in header.items() if k != "streams"}))
+    w.raw(dumps({k: v for k, v in header.items() if k != "streams"}))
     return w.getvalue()
 
 
@@ -135,7 +130,7 @@ def _columns(rows: list[tuple[dict[str, Any], int]], w: ByteWriter) -> None:
             w.varint(s["length"])
     for s, f in rows:
         if f & META:
-            w.blob(_dumps(s["meta"]))
+            w.blob(dumps(s["meta"]))
 
 
 def _read_table(r: ByteReader) -> list[bytes]:

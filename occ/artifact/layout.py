@@ -13,6 +13,7 @@ import hashlib
 import struct
 from dataclasses import dataclass
 
+from occ.coding.bitio import ByteReader, ByteWriter
 from occ.errors import ArtifactError
 
 MAGIC = b"\x89OCC\r\n\x1a\n"
@@ -40,21 +41,6 @@ class Layout:
         return self.start + self.head_len
 
 
-def _varint(data: bytes, pos: int, limit: int) -> tuple[int, int]:
-    """(value, next position) of the LEB128 at ``pos``; ArtifactError past ``limit``."""
-    value = shift = 0
-    while pos < len(data) and shift < 64:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            if value > limit or (shift > 7 and byte == 0):
-                break
-            return value, pos
-    raise ArtifactError("truncated or corrupt: bad prefix")
-
-
 def parse_layout(data: bytes) -> Layout:
     """The layout of artifact bytes, from their prefix (the digest is not checked here).
 
@@ -77,8 +63,12 @@ def parse_layout(data: bytes) -> Layout:
         _, _, flags, head_len = _PREFIX_V1.unpack_from(data)
         start = _PREFIX_V1.size
     else:
-        flags, pos = _varint(data, _START.size, _MAX_FLAGS)
-        head_len, start = _varint(data, pos, 2**64 - 1)  # too long: said below
+        r = ByteReader(memoryview(data)[_START.size:])
+        try:  # LEB128 varints, canonical and bounded (occ.coding.bitio)
+            flags, head_len = r.varint(_MAX_FLAGS), r.varint()  # too long: said below
+        except ValueError:
+            raise ArtifactError("truncated or corrupt: bad prefix") from None
+        start = _START.size + r.pos
     if head_len > min(MAX_HEADER, len(data) - start - digest):
         raise ArtifactError("truncated or corrupt: header length exceeds the file")
     return Layout(version, flags, start, head_len, digest)
@@ -95,14 +85,6 @@ def intact(data: bytes, at: Layout) -> bool:
     return checksum(body, at.version) == data[len(data) - at.digest:]
 
 
-def _varint_bytes(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    return bytes(out) + bytes((value,))
-
-
 def seal(flags: int, head: bytes, payload: bytes, *, version: int = FORMAT_VERSION,
          head_len: int | None = None) -> bytes:
     """Artifact bytes: ``version``'s prefix, the stored header, the payload, the digest.
@@ -113,6 +95,9 @@ def seal(flags: int, head: bytes, payload: bytes, *, version: int = FORMAT_VERSI
     if version == 1:
         prefix = _PREFIX_V1.pack(MAGIC, 1, flags, declared % 2**64)
     else:
-        prefix = _START.pack(MAGIC, version) + _varint_bytes(flags) + _varint_bytes(declared)
+        w = ByteWriter()
+        w.varint(flags)
+        w.varint(declared)
+        prefix = _START.pack(MAGIC, version) + w.getvalue()
     body = prefix + head + payload
     return body + checksum(body, version)

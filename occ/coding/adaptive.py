@@ -66,7 +66,7 @@ def _shifted(values: np.ndarray, floor: np.ndarray) -> np.ndarray:
 
 
 def _cost(tables: list[Table | None]) -> float:
-    return sum(t.bits() + 8 * ctxmask.table_bytes(t) for t in tables if t is not None)
+    return sum(t.bits() + 8 * t.nbytes() for t in tables if t is not None)
 
 
 Model = Table | LogTable | bintable.BinTable
@@ -76,7 +76,7 @@ def _group_costs(table: Table, symbols: np.ndarray) -> dict[int, tuple[float, Mo
     """Bits (table included) of one group under each kind of table: {kind: (bits, table)}."""
     lt = LogTable.of(table)
     out: dict[int, tuple[float, Model]] = {
-        EXACT: (table.bits() + 8 * ctxmask.table_bytes(table), table),
+        EXACT: (table.bits() + 8 * table.nbytes(), table),
         LOGT: (lt.bits(table.counts) + 8 * lt.nbytes(), lt)}
     if len(table.present) >= WIDE:
         fitted = bintable.fit(symbols)

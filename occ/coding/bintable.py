@@ -87,11 +87,7 @@ class BinTable:
 
     @cached_property
     def alphabet(self) -> np.ndarray:
-        """``values()``, computed once."""
-        return self.values()
-
-    def values(self) -> np.ndarray:
-        """The alphabet: every value the model gives a probability, ascending."""
+        """Every value the model gives a probability, ascending (computed once)."""
         bin_of, _ = bins(self.top, self.e0, self.sub)
         is_present = np.zeros(int(bin_of[-1]) + 1, dtype=bool)
         is_present[self.present[self.present <= bin_of[-1]]] = True

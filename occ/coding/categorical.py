@@ -25,7 +25,14 @@ from dataclasses import dataclass
 import constriction
 import numpy as np
 
-from occ.coding.bitio import ByteReader, ByteWriter, pack_fixed, packed_len, unpack_fixed
+from occ.coding.bitio import (
+    ByteReader,
+    ByteWriter,
+    pack_fixed,
+    packed_len,
+    unpack_fixed,
+    varint_len,
+)
 from occ.coding.frame import Sink, Source
 
 MAX_SPAN = 1 << 16  # widest value range a table may cover
@@ -52,6 +59,13 @@ def write_support(w: ByteWriter, lo: int, span: int, present: np.ndarray) -> Non
         mask = np.zeros(span, dtype=np.uint8)
         mask[present] = 1
         w.raw(np.packbits(mask).tobytes())
+
+
+def support_bytes(lo: int, span: int, present: np.ndarray) -> int:
+    """Bytes ``write_support`` appends, counted without writing them."""
+    zigzag = 2 * lo if lo >= 0 else -2 * lo - 1
+    bitmap = (span + 7) // 8 if len(present) < span else 0
+    return varint_len(zigzag) + varint_len(span) + 1 + bitmap
 
 
 def read_support(r: ByteReader) -> tuple[int, int, np.ndarray]:
@@ -130,10 +144,10 @@ class Table:
         w.raw(pack_fixed(self.counts - 1, width))
 
     def nbytes(self) -> int:
-        """Bytes ``write`` appends."""
-        w = ByteWriter()
-        self.write(w)
-        return len(w.getvalue())
+        """Bytes ``write`` appends (counted, not written)."""
+        width = int(self.counts.max() - 1).bit_length()
+        return support_bytes(self.lo, self.span, self.present) + 1 + \
+            packed_len(width, len(self.counts))
 
     @classmethod
     def read(cls, r: ByteReader, total: int) -> Table:

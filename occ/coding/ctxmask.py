@@ -28,7 +28,6 @@ from dataclasses import dataclass
 import constriction
 import numpy as np
 
-from occ.coding.bitio import varint_len
 from occ.coding.categorical import Table, decode_symbols, encode_symbols
 from occ.coding.frame import Parts, Sink, Source
 
@@ -53,6 +52,12 @@ E_MAX = 80  # 2^-(80/4) = P_MIN: larger exponents give the same clipped probabil
 P = _dyadic(np.arange(E_MAX + 1))  # p for e = 0 .. E_MAX (e <= 0 clips to P_MAX)
 BITS_ONE, BITS_ZERO = -np.log2(P), -np.log2(1.0 - P)
 
+def cell_bits(cells: np.ndarray, ones: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """Bits of ``cells`` cells (``ones`` of them set) under exponents ``e``, summed over
+    the last axis (the contexts)."""
+    return (ones * BITS_ONE[e] + (cells - ones) * BITS_ZERO[e]).sum(-1)
+
+
 def probability(classes: np.ndarray, slope: int, offset: int) -> np.ndarray:
     """Bernoulli parameters ``2^-(slope·class + offset)/4``, clipped to [P_MIN, P_MAX]."""
     return P[np.clip(slope * classes.astype(np.int64) + offset, 0, E_MAX)]
@@ -64,18 +69,9 @@ def density_classes(counts: np.ndarray, length: int, per_octave: int = 2) -> np.
     out[live] = 1 + np.rint(-per_octave * np.log2(counts[live] / length)).astype(np.int64)
     return np.minimum(out, MAX_CLASS)
 
-def table_bytes(table: Table) -> int:
-    """Bytes ``table.write`` appends, counted without writing it."""
-    lo = 2 * table.lo if table.lo >= 0 else -2 * table.lo - 1
-    bitmap = (table.span + 7) // 8 if len(table.present) < table.span else 0
-    width = int(table.counts.max() - 1).bit_length()
-    return (varint_len(lo) + varint_len(table.span) + 2 + bitmap
-            + (width * len(table.counts) + 7) // 8)
-
-
 def _side_bits(classes: np.ndarray) -> float:
     table = Table.fit(classes)
-    return 0.0 if table is None else table.bits() + 8 * table_bytes(table)
+    return 0.0 if table is None else table.bits() + 8 * table.nbytes()
 
 @dataclass(frozen=True)
 class ClassOption:
@@ -175,7 +171,7 @@ def _best_bits(present: np.ndarray, cells: np.ndarray, ones: np.ndarray, flags: 
         offsets = np.union1d(offsets, int(round(live)) + OFFSETS)
     slopes = np.array(SLOPES if len(present) > 1 else SLOPES[:1])  # (S,)
     e = np.clip(slopes[:, None, None] * present + offsets[:, None], 0, E_MAX)  # (S, O, P)
-    bits = (ones * BITS_ONE[e] + (cells - ones) * BITS_ZERO[e]).sum(-1)
+    bits = cell_bits(cells, ones, e)
     i, j = np.unravel_index(int(np.argmin(bits)), bits.shape)
     return float(bits[i, j]), int(slopes[i]), int(offsets[j])
 
@@ -302,12 +298,6 @@ def read_head(source: Source, rows: int, cols: int, extra_flags: int = 0,
     if parts is not None:
         parts.add_side("tables", r.pos - start)
     return Head(flags, slope, offset, cell_classes(flags, row_cls, col_cls))
-
-
-def decode(source: Source, rows: int, cols: int, k: int,
-           parts: Parts | None = None) -> np.ndarray:
-    """The ascending flat positions of the ``k`` nonzeros (0 < k < rows·cols)."""
-    return decode_cells(source, read_head(source, rows, cols, parts=parts), k, parts)
 
 
 def decode_cells(source: Source, head: Head, k: int,

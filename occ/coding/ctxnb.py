@@ -144,11 +144,6 @@ def _exponents(classes: np.ndarray, state: np.ndarray, slope: int, offset: int,
     return np.clip(slope * classes.astype(np.int64) + offset + adj[state], 0, ctxmask.E_MAX)
 
 
-def _cost(hist_cells: np.ndarray, hist_ones: np.ndarray, e: np.ndarray) -> np.ndarray:
-    return (hist_ones * ctxmask.BITS_ONE[e] + (hist_cells - hist_ones) * ctxmask.BITS_ZERO[e]
-            ).sum(-1)
-
-
 def layout(mask: np.ndarray, b: int) -> tuple[int, np.ndarray, np.ndarray]:
     """(b, cell states, state keys ``state << 8`` as int32) of ``mask`` for ``fit``."""
     state = states(mask, b)
@@ -193,16 +188,16 @@ def _descend(cells: np.ndarray, ones: np.ndarray, slope: int,
     for _ in range(2):
         # every state's adjustment at once (adj[0] = 0: pass A is the offset's reference)
         e = np.clip(slope * cls + offset + _ADJ[:, None, None], 0, ctxmask.E_MAX)  # (A, 1, C)
-        per = (ones * ctxmask.BITS_ONE[e] + (cells - ones) * ctxmask.BITS_ZERO[e]).sum(-1)
+        per = ctxmask.cell_bits(cells, ones, e)
         adj = _ADJ[np.argmin(per, axis=0)]
         adj[0] = 0
         e = np.clip(slopes[:, None, None, None] * cls + (offset + offsets)[:, None, None] +
                     adj[:, None], 0, ctxmask.E_MAX)  # (S, O, states, classes)
-        bits = (ones * ctxmask.BITS_ONE[e] + (cells - ones) * ctxmask.BITS_ZERO[e]).sum((-1, -2))
+        bits = ctxmask.cell_bits(cells, ones, e).sum(-1)
         i, j = np.unravel_index(int(np.argmin(bits)), bits.shape)
         slope, offset = int(slopes[i]), int(offset + offsets[j])
     e = np.clip(slope * cls + offset + adj[:, None], 0, ctxmask.E_MAX)
-    return slope, offset, [int(x) for x in adj], float(_cost(cells, ones, e).sum())
+    return slope, offset, [int(x) for x in adj], float(ctxmask.cell_bits(cells, ones, e).sum())
 
 
 def write(sink: Sink, plan: NeighbourPlan) -> None:

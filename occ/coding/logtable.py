@@ -26,9 +26,8 @@ from occ.coding.bitio import (
     pack_fixed,
     packed_len,
     unpack_fixed,
-    varint_len,
 )
-from occ.coding.categorical import Table, read_support, write_support
+from occ.coding.categorical import Table, read_support, support_bytes, write_support
 
 CODE_BITS = 7
 MAX_CODE = (1 << CODE_BITS) - 1  # 2^(127/4): counts beyond ~2^31 saturate (still decodable)
@@ -61,9 +60,7 @@ class LogTable:
 
     def nbytes(self) -> int:
         """Bytes ``write`` appends (counted, not written)."""
-        zigzag = 2 * self.lo if self.lo >= 0 else -2 * self.lo - 1
-        bitmap = (self.span + 7) // 8 if len(self.present) < self.span else 0
-        return varint_len(zigzag) + varint_len(self.span) + 1 + bitmap + \
+        return support_bytes(self.lo, self.span, self.present) + \
             packed_len(CODE_BITS, len(self.present))
 
     def write(self, w: ByteWriter) -> None:

@@ -122,15 +122,13 @@ def plan(nz: np.ndarray, negative: np.ndarray, rows: int, cols: int,
     """The cheapest grid width among ``widths`` for these signs."""
     if not widths:
         raise ValueError("no grid width to plan the signs on")
-    best: SignPlan | None = None
     index = _index(nz, rows * cols)
+    plans = []
     for b in widths:
         ctx = contexts(nz, negative, rows, cols, b, index)
         j, bits = _probabilities(ctx, negative)
-        bits += 8 * (N_CONTEXTS + varint_len(b))
-        if best is None or bits < best.bits:
-            best = SignPlan(b, j, bits, ctx)
-    return best  # type: ignore[return-value]  # widths is not empty
+        plans.append(SignPlan(b, j, bits + 8 * (N_CONTEXTS + varint_len(b)), ctx))
+    return min(plans, key=lambda p: p.bits)  # the first of equals, like a strict <
 
 
 def _bernoulli(j: int) -> constriction.stream.model.Bernoulli:
