@@ -19,7 +19,9 @@ Per case, over every weight tensor of the model:
   order-0 empirical entropy of each tensor's values (zeros included), rounded up;
 - ``encode_mps`` / ``decode_mps``: M values per CPU-second (``time.process_time``, one
   thread) of the codec the policy chose, encode and decode of the chosen streams;
-  ``policy_encode_mps``: of the whole policy (it encodes every candidate to pick one).
+  ``policy_encode_mps``: of the whole policy (it encodes every candidate to pick one);
+- ``bytes_without``: ``occ_bytes`` with one of ``ctx``'s contexts switched off in turn
+  (``neighbour_passes``, ``signs_apart``, ``binned_tables``): what each one is worth.
 
     .venv/bin/python scripts/bench_coder.py [--nncodec-python /path/to/python] [--quick]
 
@@ -29,6 +31,7 @@ Writes ``scripts/results/bench_coder.json`` and prints a table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -37,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +168,37 @@ def find_nncodec(given: str | None) -> str | None:
     return sys.executable
 
 
+@contextlib.contextmanager
+def _without(feature: str) -> Iterator[None]:
+    """``ctx`` with one of its issue-20 contexts switched off (for the ablation): the
+    neighbour passes, signs coded apart, or binned value tables."""
+    from occ.coding import adaptive
+
+    saved = adaptive.TRY_OPTIONS, adaptive.WIDE, adaptive.signs.coherent
+    if feature == "neighbour_passes":
+        adaptive.TRY_OPTIONS = 0
+    elif feature == "signs_apart":
+        adaptive.signs.coherent = lambda *_a, **_k: False
+    elif feature == "binned_tables":
+        adaptive.WIDE = 1 << 30
+    try:
+        yield
+    finally:
+        adaptive.TRY_OPTIONS, adaptive.WIDE, adaptive.signs.coherent = saved
+
+
+ABLATED = ("neighbour_passes", "signs_apart", "binned_tables")
+
+
+def ablation(tensors: dict[str, np.ndarray]) -> dict[str, int]:
+    """occ's bytes with each context switched off in turn (sizes only)."""
+    out = {}
+    for feature in ABLATED:
+        with _without(feature):
+            out[feature] = occ_sizes(tensors)["bytes"]
+    return out
+
+
 def run_case(arch: str, sparsity: float, bits: int, nncodec: str | None,
              repeats: int) -> dict[str, Any]:
     weights = random_weights(arch) if arch == "resnet20" else \
@@ -184,7 +219,8 @@ def run_case(arch: str, sparsity: float, bits: int, nncodec: str | None,
             "zstd_bytes": sum(len(packer.compress(q.tobytes())) for q in tensors.values()),
             "entropy_bytes": math.ceil(entropy / 8),
             "encode_mps": occ["encode_mps"], "decode_mps": occ["decode_mps"],
-            "policy_encode_mps": occ["policy_encode_mps"], "codecs": occ["codecs"]}
+            "policy_encode_mps": occ["policy_encode_mps"], "codecs": occ["codecs"],
+            "bytes_without": ablation(tensors)}
     if nnc:
         case["vs_nncodec_pct"] = round(100 * (occ["bytes"] / nnc["bytes"] - 1), 2)
         case["nncodec_encode_mps"], case["nncodec_decode_mps"] = nnc["encode_mps"], \
