@@ -77,7 +77,7 @@ def test_corrupted_binned_streams_raise_value_error_only(ctx_rejects_corruption)
     q = wide_weights(rng, 16, 72).reshape(-1)
     base, _ = adaptive.encode(q, 72)
     assert base[0] & adaptive.KINDS
-    ctx_rejects_corruption(base, q, rng)
+    ctx_rejects_corruption(base, q, rng, cuts=(1, 3, len(base) // 2, len(base) - 1))
 
 
 @pytest.mark.parametrize("seed", range(5))
