@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ from occ.engine.context import ArchRef, RunContext
 from occ.errors import RecipeError
 from occ.models import build_model
 from occ.models.edits import edit_record
-from occ.recipe import DataSpec
+from occ.recipe import DataSpec, parse_recipe
 from occ.techniques.early_exit.build import attach, auto_points
 from occ.techniques.early_exit.calibrate import ExitOutputs, calibrate, simulate
 from occ.techniques.early_exit.config import EarlyExitConfig
@@ -308,9 +309,33 @@ def test_heads_take_the_spec_of_the_backbones_classifier(data, trained, tmp_path
     assert head.spec == classifier.spec and head.occ_bits == (bits, bits)  # keep_8bit: A8 too
     assert not head.weight.requires_grad and head.weight_int.int().abs().max() <= 2 ** (bits - 1)
     assert result.details["heads"] == {"quantized": True, "like": "classifier.3",
-                                       "spec": classifier.spec.to_dict()}
+                                       "spec": classifier.spec.to_dict(),
+                                       "scale_bits": None, "bias_bits": None}
     assert [e["op"] for e in ctx.edits] == ["quantize", "early_exit", "quantize"]
     assert ctx.edits[-1]["args"] == {"layers": {"heads.0.2": classifier.spec.to_dict()}}
+
+
+def test_heads_round_scales_and_biases_like_the_recipes_quantize_stage(
+        data, trained, tmp_path: Path) -> None:
+    """``scale_bits`` / ``bias_bits`` of the recipe's quantize stage reach the heads too."""
+    rounding = {"scale_bits": 5, "bias_bits": 3}
+    ctx = quantized(trained, data, tmp_path, **rounding)
+    ctx.recipe = parse_recipe({"version": 1, "name": "t", "model": {"arch": "lenet5"},
+                               "stages": [{"type": "quantize", "weight_bits": 4, **rounding},
+                                          {"type": "early_exit", "exits": ["features.2"]}]})
+    cfg = EarlyExitConfig(exits=["features.2"], head_pool=4, epochs=1, threshold=0.9)
+    result = early_exit_(ctx, cfg)
+    assert result.details["heads"]["scale_bits"] == 5 and result.details["heads"]["bias_bits"] == 3
+    assert "5-bit scales and 3-bit biases" in " ".join(result.notes)
+    for layer in (ctx.model.backbone.classifier[3], ctx.model.heads[0][2]):
+        mantissa, _ = torch.frexp(layer.w_scale.double())
+        assert torch.equal(mantissa * 2 ** 5, torch.round(mantissa * 2 ** 5))  # 5 bits
+        q = layer.bias_int.long()  # multiples of 2^s, at most 2^(3-1) steps each (3 bits)
+        step = math.gcd(*q.tolist())
+        assert step > 1 and step & (step - 1) == 0 and int(q.abs().max()) // step <= 4
+    plain = quantized(trained, data, tmp_path)  # no recipe: the heads keep full int32 biases
+    unrounded = early_exit_(plain, cfg).details["heads"]
+    assert unrounded["scale_bits"] is None and unrounded["bias_bits"] is None
 
 
 def test_float_heads_when_asked_or_on_a_float_backbone(data, trained, tmp_path: Path) -> None:

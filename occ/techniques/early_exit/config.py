@@ -36,7 +36,8 @@ class EarlyExitConfig(StageConfig):
         max_mae_increase: regression budget, target units (unset: 5 % of the val MAE of
             the model before this stage, since target units differ from task to task).
         quantize_heads: ``auto``: quantize the heads like the backbone's last quantized
-            layer (its classifier) when the backbone is quantized, else keep them float;
+            layer (its classifier) when the backbone is quantized, with the quantize
+            stage's ``scale_bits`` and ``bias_bits``, else keep them float;
             ``true``: the same, but a float backbone is an error; ``false``: float32 heads.
     """
 

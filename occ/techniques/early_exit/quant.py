@@ -25,10 +25,15 @@ Steps, driven by ``occ.techniques.early_exit.run``:
    thresholds are calibrated after this, on the heads that will really run;
 4. ``head_edits``: the ``fold_bn`` and ``quantize`` edits (paths ``heads.<e>.<i>``), recorded
    after the ``early_exit`` edit, so ``occ.load`` builds float heads and then swaps them.
+
+The heads' scales and int32 biases are rounded at freezing like the backbone's: the recipe's
+``quantize`` stage's ``scale_bits`` and ``bias_bits`` (``freeze_settings``; the last one
+when a recipe has several).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -76,9 +81,21 @@ def prepare_(ee: EarlyExitNet, spec: QuantSpec, batches: list[torch.Tensor],
     return layers
 
 
-def freeze_heads_(ee: EarlyExitNet) -> None:
-    """Freeze the fake-quant head layers to integers + scales (the backbone is frozen)."""
-    freeze_(ee.heads)
+def freeze_heads_(ee: EarlyExitNet, scale_bits: int | None = None,
+                  bias_bits: int | None = None) -> None:
+    """Freeze the fake-quant head layers to integers + scales (the backbone is frozen),
+    rounding scales and int32 biases as the backbone's were (``freeze_settings``)."""
+    freeze_(ee.heads, scale_bits, bias_bits)
+
+
+def freeze_settings(stages: Sequence[Any]) -> tuple[int | None, int | None]:
+    """(scale_bits, bias_bits) of the last ``quantize`` stage among a recipe's ``stages``
+    (Recipe.stages, in run order): the heads' scales and biases are stored as compactly as
+    the backbone's. (None, None) when there is none (a library caller without a recipe)."""
+    quantize = [s.config for s in stages if s.type == "quantize"]
+    if not quantize:
+        return None, None
+    return quantize[-1].scale_bits, quantize[-1].bias_bits
 
 
 def head_edits(ee: EarlyExitNet) -> list[tuple[str, dict[str, Any]]]:
@@ -97,4 +114,5 @@ def head_edits(ee: EarlyExitNet) -> list[tuple[str, dict[str, Any]]]:
     return [*edits, ("quantize", {"layers": layers})]
 
 
-__all__ = ["CALIB_SAMPLES", "backbone_spec", "freeze_heads_", "head_edits", "prepare_"]
+__all__ = ["CALIB_SAMPLES", "backbone_spec", "freeze_heads_", "freeze_settings", "head_edits",
+           "prepare_"]

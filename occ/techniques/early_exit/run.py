@@ -59,7 +59,7 @@ def early_exit_(ctx: RunContext, config: EarlyExitConfig) -> StageResult:
     """Attach exit heads, train them and set (or calibrate) the exit thresholds."""
     from occ.errors import RecipeError
     from occ.techniques.early_exit.build import attach, auto_points
-    from occ.techniques.early_exit.quant import freeze_heads_, head_edits
+    from occ.techniques.early_exit.quant import freeze_heads_, freeze_settings, head_edits
     from occ.techniques.early_exit.training import default_weights, exit_loss, trainable
     from occ.training import fit
 
@@ -89,11 +89,12 @@ def early_exit_(ctx: RunContext, config: EarlyExitConfig) -> StageResult:
                                            temperature=config.temperature, alpha=config.alpha,
                                            base=ctx.loss_fn),
                          progress=ctx.progress, description="exit heads")
-    if like is not None:
-        freeze_heads_(ee)  # before calibration: thresholds are priced on the frozen heads
+    rounding = freeze_settings(ctx.recipe.stages if ctx.recipe is not None else ())
+    if like is not None:  # before calibration: thresholds are priced on the frozen heads
+        freeze_heads_(ee, *rounding)
     ctx.model = ee
     details = {"points": points, "train": config.train, "loss": losses,
-               "heads": _heads_details(ee, like)}
+               "heads": _heads_details(ee, like, rounding)}
     notes = [f"{len(points)} exit head(s) after {', '.join(points)} ({config.train} training)",
              _heads_note(details["heads"], config)]
     if calibrating and config.criterion == "agreement":
@@ -131,13 +132,16 @@ def _quantize_heads_(ctx: RunContext, ee, config: EarlyExitConfig, device) -> st
     return like
 
 
-def _heads_details(ee, like: str | None) -> dict:
-    """What the heads are: quantized like which backbone layer, with which spec."""
+def _heads_details(ee, like: str | None, rounding: tuple[int | None, int | None]) -> dict:
+    """What the heads are: quantized like which backbone layer, with which spec and
+    scale / bias rounding."""
     from occ.techniques.quantize.layers import quant_layers
 
     layers = quant_layers(ee.heads)
     spec = next(iter(layers.values())).spec.to_dict() if layers else None
-    return {"quantized": bool(layers), "like": like, "spec": spec}
+    scale_bits, bias_bits = rounding if layers else (None, None)
+    return {"quantized": bool(layers), "like": like, "spec": spec,
+            "scale_bits": scale_bits, "bias_bits": bias_bits}
 
 
 def _heads_note(heads: dict, config: EarlyExitConfig) -> str:
@@ -148,8 +152,15 @@ def _heads_note(heads: dict, config: EarlyExitConfig) -> str:
     s = heads["spec"]
     a = "float inputs" if s["a_bits"] == 32 else f"{s['a_bits']}-bit inputs"
     return (f"heads quantized like {heads['like']}: {s['w_bits']}-bit weights "
-            f"({s['granularity']}), {a}; trained quantization-aware, frozen before "
-            "calibration")
+            f"({s['granularity']}), {a}{_rounding_note(heads)}; trained quantization-aware, "
+            "frozen before calibration")
+
+
+def _rounding_note(heads: dict) -> str:
+    parts = [f"{heads[k]}-bit {what}" for k, what in (("scale_bits", "scales"),
+                                                       ("bias_bits", "biases"))
+             if heads.get(k) is not None]
+    return f", {' and '.join(parts)} (as the quantize stage's)" if parts else ""
 
 
 def _val_reference(ctx: RunContext, model, device, config: EarlyExitConfig):

@@ -41,11 +41,13 @@ class QuantizeConfig(StageConfig):
             an unclipped step can wreck a deep network (ResNet-20 with KD: 98 % -> 36 %).
         scale_bits: round the weight scales up to this many significant bits (4..23) when
             freezing, so the artifact codes each in ~``scale_bits`` bits instead of 32; the
-            model is evaluated with the rounded scales (unset: full float32 scales).
+            model is evaluated with the rounded scales (unset: full float32 scales). Later
+            quantized exit heads are rounded the same way.
         bias_bits: keep this many significant bits (2..16) of each layer's int32 bias:
             every bias is rounded to a multiple of ``2^s``, the smallest ``s`` that leaves
             the largest in ``bias_bits`` signed bits, so the ``rice`` codec stores
             ``bias_int >> s``; evaluated with the rounded biases (unset: exact int32).
+            Later quantized exit heads are rounded the same way.
     """
 
     weight_bits: int | Literal["auto"] = 8
