@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from occ import api
 from occ.cli import app
+from occ.errors import StageError
 from occ.techniques import registry
 from occ.techniques.registry import StageInfo
 from occ.techniques.spec import StageConfig, StageResult
@@ -109,6 +110,26 @@ def test_an_edited_recipe_in_the_same_directory_stops_with_one_error(
     assert "was made by a different recipe" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert sorted(p.read_bytes() for p in (out / "states").iterdir()) == states  # kept
+
+
+def _broken_run(ctx, config) -> StageResult:
+    raise StageError("diverged (test stage)")
+
+
+def test_every_order_failing_exits_1_naming_the_cause(fake_stages, recipe_factory,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      tmp_path: Path) -> None:
+    """Nothing ranked is a failure, not a ranking (the outputs still say what happened)."""
+    monkeypatch.setitem(registry._STAGES, "fake_w",
+                        StageInfo("fake_w", _fake("weight"), _broken_run, "test stage"))
+    out = tmp_path / "abl"
+    result = CliRunner().invoke(app, ["ablate", str(recipe_factory(STAGES[1:])), "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    message = " ".join(result.stderr.split())
+    assert "every one of the 2 orders failed" in message and "diverged (test stage)" in message
+    assert "Traceback" not in result.output
+    doc = json.loads((out / "ablation.json").read_text())
+    assert {r["status"] for r in doc["ranking"]} == {"failed"}
 
 
 def test_failed_orders_decide_no_pairwise_verdict() -> None:

@@ -32,7 +32,7 @@ from occ.engine import resume as resume_mod
 from occ.engine import runner
 from occ.engine.context import RunContext
 from occ.engine.plan import Plan
-from occ.errors import OccError, RecipeError
+from occ.errors import OccError, RecipeError, StageError
 from occ.io import atomic_write_text
 from occ.recipe import Recipe, Stage
 from occ.techniques.registry import labels
@@ -258,6 +258,11 @@ def ablate(recipe: Recipe, ctx: RunContext, *, out_dir: Path, max_orders: int | 
            "builtin_rank": next(i + 1 for i, r in enumerate(ranked) if r.builtin),
            "pairwise": pairwise(ranked, units), "seconds": time.perf_counter() - t0}
     write_outputs(doc, out_dir)
+    if not any(r.status == "ok" for r in ranked):
+        first = ranked[0]
+        raise StageError(f"every one of the {len(ranked)} orders failed, so nothing is "
+                         f"ranked (first, {' -> '.join(first.order)}: {first.error}); "
+                         f"see {out_dir / 'ablation.md'}")
     doc["_results"] = ranked  # with test correctness, for occ ablate --seeds (not written)
     doc["_base_correct"] = _correct(run.base_out, run.targets)
     return doc
