@@ -35,11 +35,12 @@ is known before those symbols are decoded, so each group is one vectorised ANS c
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
 import numpy as np
 
 from occ.coding import bintable, ctxmask, ctxnb, signs
-from occ.coding.categorical import Table, decode_symbols, encode_symbols
+from occ.coding.categorical import MAX_SPAN, Table, decode_symbols, encode_symbols
 from occ.coding.frame import Parts, Sink, Source
 from occ.coding.logtable import LogTable
 
@@ -60,6 +61,27 @@ def bucket(floor: np.ndarray) -> np.ndarray:
     return np.where(m <= 4, m - 1, np.minimum(octave + 1, 7))
 
 
+@dataclass(frozen=True)
+class Rows:
+    """The nonzeros' values row by row (what every value plan shares): each row with a
+    nonzero holds one run of ``lengths[i]`` values, whose smallest magnitude is ``m[i]``;
+    ``floor`` and ``ctx`` repeat ``m`` and its ``bucket`` per value."""
+
+    lengths: np.ndarray  # (A,) values per row that has any
+    m: np.ndarray  # (A,) int64 magnitude floor per such row
+    floor: np.ndarray  # (k,) int64
+    ctx: np.ndarray  # (k,) uint8 bucket of each value's row
+
+    @classmethod
+    def of(cls, magnitudes: np.ndarray, row_counts: np.ndarray) -> Rows:
+        """``magnitudes`` (|q| of the nonzeros, row-major) of rows holding ``row_counts``."""
+        lengths = row_counts[row_counts > 0]
+        starts = np.cumsum(lengths) - lengths
+        m = np.minimum.reduceat(magnitudes, starts) if len(starts) else magnitudes[:0]
+        return cls(lengths, m, np.repeat(m, lengths),
+                   np.repeat(bucket(m).astype(np.uint8), lengths))
+
+
 def _shifted(values: np.ndarray, floor: np.ndarray) -> np.ndarray:
     """sign(q)·(|q| - m + 1): nonzero, small where magnitudes sit just above the floor."""
     return np.sign(values) * (np.abs(values) - floor + 1)
@@ -72,54 +94,80 @@ def _cost(tables: list[Table | None]) -> float:
 Model = Table | LogTable | bintable.BinTable
 
 
-def _group_costs(table: Table, symbols: np.ndarray) -> dict[int, tuple[float, Model]]:
+def _group_costs(table: Table) -> dict[int, tuple[float, Model]]:
     """Bits (table included) of one group under each kind of table: {kind: (bits, table)}."""
     lt = LogTable.of(table)
     out: dict[int, tuple[float, Model]] = {
         EXACT: (table.bits() + 8 * table.nbytes(), table),
         LOGT: (lt.bits(table.counts) + 8 * lt.nbytes(), lt)}
     if len(table.present) >= WIDE:
-        fitted = bintable.fit(symbols)
+        fitted = bintable.fit_counts(table.present + table.lo, table.counts)
         if fitted is not None:
             out[BINNED] = (fitted[1], fitted[0])
     return out
 
 
-def _value_plan(values: np.ndarray, row_of: np.ndarray) -> tuple[float, int, list]:
-    """(bits, mode, [(table, symbols-array) ...] in decode order, m table first);
-    ``row_of`` (the row of each value) must be non-decreasing.
+def _value_plan(values: np.ndarray, rows: Rows) -> tuple[float, int, list]:
+    """(bits, mode, [(table, symbols-array) ...] in decode order, m table first) for the
+    nonzeros' ``values`` (row-major) seen as ``rows``.
 
-    Modes are compared with exact tables; the kind of each table is chosen when writing
-    (comparing modes under binned tables too changed no benchmark stream by more than a
-    few bytes, at twice the encoding time)."""
+    Modes are compared with exact tables, each counted from one histogram of (bucket,
+    shifted value); the kind of each table is chosen when writing (comparing modes under
+    binned tables too changed no benchmark stream by more than a few bytes, at twice the
+    encoding time)."""
     plain = Table.fit(values)
     if plain is None:
         raise ValueError("ctx: values span more than 2^16 integers")
-    best: tuple[float, int, list] = (_cost([plain]), PLAIN, [(plain, values)])
-    # nonzeros come in ascending order, so each row's values are one run
-    starts = np.flatnonzero(np.diff(row_of, prepend=-1))
-    m = np.minimum.reduceat(np.abs(values), starts)
-    floor = np.repeat(m, np.diff(starts, append=len(values)))
-    m_table = Table.fit(m - 1)
-    shifted = _shifted(values, floor)
-    one = Table.fit(shifted)
-    if m_table is not None and one is not None:
+    best: tuple[float, int, list] = (_cost([plain]), PLAIN, [plain])
+    m_table = Table.fit(rows.m - 1)
+    shifted = _shifted(values, rows.floor)
+    split = _bucket_tables(shifted, rows.ctx) if m_table is not None else None
+    if split is not None:
+        one, by_bucket = split
         cost = _cost([m_table, one])
         if cost < best[0]:
-            best = (cost, FLOOR, [(m_table, m - 1), (one, shifted)])
-        ctx = bucket(floor)
-        order = np.argsort(ctx, kind="stable")
-        by_bucket = np.split(shifted[order], np.cumsum(np.bincount(ctx))[:-1])
-        split = [(Table.fit(group), group) for group in by_bucket if len(group)]
-        cost = _cost([m_table] + [t for t, _ in split])
-        if cost < best[0]:
-            best = (cost, BUCKETS, [(m_table, m - 1)] + split)
-    return best
+            best = (cost, FLOOR, [m_table, one])
+        if len(by_bucket) > 1:  # one bucket: the same tables as FLOOR
+            cost = _cost([m_table] + by_bucket)
+            if cost < best[0]:
+                best = (cost, BUCKETS, [m_table] + by_bucket)
+    cost, mode, tables = best
+    return cost, mode, list(zip(tables, _groups(values, rows, shifted, mode), strict=True))
+
+
+def _bucket_tables(shifted: np.ndarray, ctx: np.ndarray) -> tuple[Table, list[Table]] | None:
+    """(the table of every shifted value, one table per bucket present, ascending), from
+    one joint histogram; None when the values span more than MAX_SPAN."""
+    lo, hi = int(shifted.min()), int(shifted.max())
+    span = hi - lo + 1
+    if span > MAX_SPAN:
+        return None
+    present = np.flatnonzero(np.bincount(ctx, minlength=8))
+    if len(present) == 1:
+        hist = np.bincount(shifted - lo, minlength=span)
+        return Table.from_histogram(lo, hist), [Table.from_histogram(lo, hist)]
+    key = (ctx.astype(np.int64) * span + (shifted - lo))
+    joint = np.bincount(key, minlength=8 * span).reshape(8, span)
+    return Table.from_histogram(lo, joint.sum(0)), \
+        [Table.from_histogram(lo, joint[b]) for b in present]
+
+
+def _groups(values: np.ndarray, rows: Rows, shifted: np.ndarray,
+            mode: int) -> list[np.ndarray]:
+    """The symbol arrays of ``mode``, in decode order (m first, then by bucket)."""
+    if mode == PLAIN:
+        return [values]
+    if mode == FLOOR:
+        return [rows.m - 1, shifted]
+    order = np.argsort(rows.ctx, kind="stable")  # bytes: one radix pass
+    per_bucket = np.bincount(rows.ctx, minlength=8)
+    by_bucket = np.split(shifted[order], np.cumsum(per_bucket)[:-1])
+    return [rows.m - 1] + [group for group in by_bucket if len(group)]
 
 
 def _write_values(sink: Sink, groups: list[tuple[Table, np.ndarray]]) -> int:
     """Append the value groups with the cheapest tables; returns the tag bits used."""
-    costs = [_group_costs(t, v) for t, v in groups]
+    costs = [_group_costs(t) for t, _ in groups]
     uniform = {kind: sum(c[kind][0] for c in costs) for kind in (EXACT, LOGT)}
     mixed = sum(min(b for b, _ in c.values()) + 8 for c in costs)
     if min(uniform.values()) <= mixed:
@@ -171,15 +219,16 @@ def encode(array: np.ndarray, cols: int | None = None,
     version = VERSION
     if k:
         values = array[nz].astype(np.int64)
-        row_of = nz // cols
-        cost, mode, groups = _value_plan(values, row_of)
+        magnitudes = np.abs(values)
+        rows_of = Rows.of(magnitudes, np.bincount(nz // cols, minlength=rows))
+        cost, mode, groups = _value_plan(values, rows_of)
         negative = values < 0
         widths = ctxnb.widths(shape, cols)
         if negative.any() and not negative.all() and \
                 signs.coherent(np.sign(array).astype(np.int8).reshape(rows, cols), widths):
             sign_plan = signs.plan(nz, negative, rows, cols, widths[:SIGN_WIDTHS])
             # signed tables spend at most about a bit per sign: below that, try magnitudes
-            apart = _value_plan(np.abs(values), row_of) if sign_plan.bits < k else None
+            apart = _value_plan(magnitudes, rows_of) if sign_plan.bits < k else None
             if apart is not None and apart[0] + sign_plan.bits < cost:
                 version = SIGNS_APART
                 signs.encode(sink, negative, sign_plan)
@@ -320,21 +369,21 @@ def _decode_values(source: Source, mode: int, row_of: np.ndarray, k: int,
     mode &= 0x03
     if mode == PLAIN:
         return _read(source, k, parts, log)
-    alive, inverse = np.unique(row_of, return_inverse=True)
-    m = _read(source, len(alive), parts, log) + 1
+    starts = np.flatnonzero(np.diff(row_of, prepend=-1))  # rows come ascending: one run each
+    lengths = np.diff(starts, append=k)
+    m = _read(source, len(starts), parts, log) + 1
     if int(m.min()) < 1 or int(m.max()) > MAX_FLOOR:
         raise ValueError("row magnitude floor outside [1, 2^32]")
-    floor = m[inverse]
+    floor = np.repeat(m, lengths)
     if mode == FLOOR:
         shifted = _read(source, k, parts, log)
     else:
-        ctx = bucket(floor)
-        order = np.argsort(ctx, kind="stable")
-        sorted_ctx = ctx[order]
+        ctx = np.repeat(bucket(m).astype(np.uint8), lengths)
+        order = np.argsort(ctx, kind="stable")  # bytes: one radix pass
+        per_bucket = np.bincount(ctx, minlength=8)
+        grouped = [_read(source, int(count), parts, log) for count in per_bucket if count]
         shifted = np.empty(k, dtype=np.int64)
-        for b in np.unique(sorted_ctx):
-            sel = order[sorted_ctx == b]
-            shifted[sel] = _read(source, len(sel), parts, log)
+        shifted[order] = np.concatenate(grouped)
     if not np.all(shifted):
         raise ValueError("shifted value of zero")
     return np.sign(shifted) * (np.abs(shifted) + floor - 1)

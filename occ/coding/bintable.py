@@ -185,12 +185,20 @@ _cached_layouts = lru_cache(maxsize=32)(_all_layouts)
 def fit(values: np.ndarray) -> tuple[BinTable, float] | None:
     """The cheapest layout for ``values`` (int64) and its total bits (table included), or
     None when the magnitudes exceed MAX_MAGNITUDE. Every layout is costed at once."""
-    mags = np.abs(values)
+    distinct, counts = np.unique(values, return_counts=True)
+    return fit_counts(distinct, counts)
+
+
+def fit_counts(distinct: np.ndarray, counts: np.ndarray) -> tuple[BinTable, float] | None:
+    """``fit`` of values given as their ``distinct`` values (int64, ascending) and how
+    often each occurs."""
+    mags = np.abs(distinct)
     top = int(mags.max())
     if top > MAX_MAGNITUDE:
         return None
-    hist = np.bincount(mags, minlength=top + 1).astype(np.float64)
-    signed = bool((values < 0).any())
+    hist = np.bincount(mags, weights=counts.astype(np.float64), minlength=top + 1)
+    signed = bool(distinct[0] < 0)
+    nonzero = int(counts.sum()) - int(counts[distinct == 0].sum())
     layouts, bin_of, width = _layouts(top)
     n_layouts, n_bins = width.shape
     keys = (np.arange(n_layouts)[:, None] * n_bins + bin_of).reshape(-1)
@@ -203,7 +211,7 @@ def fit(values: np.ndarray) -> tuple[BinTable, float] | None:
     total = w.sum(1, keepdims=True)
     per_value = np.where(present, w / np.maximum(width, 1), 1.0)
     bits = -(counts * np.log2(per_value / total)).sum(1)
-    bits += float(np.count_nonzero(values)) if signed else 0.0
+    bits += float(nonzero) if signed else 0.0
     n_real = (width > 0).sum(1)
     table_bytes = 1 + varint_len(top) + (n_real + 7) // 8 + \
         (CODE_BITS * present.sum(1) + 7) // 8

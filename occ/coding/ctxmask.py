@@ -253,6 +253,10 @@ def write_head(sink: Sink, plan: MaskPlan | ClassOption, extra_flags: int = 0) -
 def encode(sink: Sink, mask: np.ndarray, plan: MaskPlan | ClassOption) -> None:
     """Append ``mask`` (flat bool, row-major, some zeros and some ones) to ``sink``."""
     write_head(sink, plan)
+    if not plan.flags & (USE_ROWS | USE_COLS):  # one context, every cell live: no sort
+        sink.encode(mask.astype(np.int32), bernoulli(float(probability(
+            np.zeros(1, np.int64), plan.slope, plan.offset)[0])))
+        return
     ctx = cell_classes(plan.flags, plan.row_cls, plan.col_cls)
     order, present, cells = _groups(ctx)
     bits = mask[order].astype(np.int32)
@@ -303,6 +307,8 @@ def read_head(source: Source, rows: int, cols: int, extra_flags: int = 0,
 def decode_cells(source: Source, head: Head, k: int,
                  parts: Parts | None = None) -> np.ndarray:
     """The cells of a mask whose head has been read, grouped by class context."""
+    if not head.flags & (USE_ROWS | USE_COLS):
+        return _decode_one_context(source, head, k, parts)
     order, present, cells = _groups(head.classes)
     if len(order) < k:
         raise ValueError(f"{k} nonzeros do not fit {len(order)} live cells")
@@ -325,3 +331,17 @@ def decode_cells(source: Source, head: Head, k: int,
         parts.add_bits("positions", float(-(ones_per * np.log2(probs)
                                             + (cells - ones_per) * np.log2(1.0 - probs)).sum()))
     return np.flatnonzero(mask)  # ascending, without a sort
+
+
+def _decode_one_context(source: Source, head: Head, k: int, parts: Parts | None) -> np.ndarray:
+    """``decode_cells`` without classes: every cell live, under one probability."""
+    n = len(head.classes)
+    if n < k:
+        raise ValueError(f"{k} nonzeros do not fit {n} live cells")
+    p = float(probability(np.zeros(1, np.int64), head.slope, head.offset)[0])
+    where = np.flatnonzero(source.decode(bernoulli(p), n))
+    if len(where) != k:
+        raise ValueError(f"position mask has {len(where)} ones, expected {k}")
+    if parts is not None:
+        parts.add_bits("positions", float(-(k * np.log2(p) + (n - k) * np.log2(1.0 - p))))
+    return where
