@@ -21,6 +21,7 @@ probability mass.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import constriction
 import numpy as np
@@ -135,6 +136,11 @@ class Table:
     def bits(self) -> float:
         """Bits the coded symbols take (the order-0 entropy of the counts)."""
         return entropy_bits(self.counts)
+
+    @cached_property
+    def coded_bits(self) -> float:
+        """``bits() + 8 * nbytes()``: symbols and table together (computed once)."""
+        return self.bits() + 8 * self.nbytes()
 
     def write(self, w: ByteWriter) -> None:
         """Append the table to ``w``."""

@@ -96,10 +96,13 @@ class MaskPlan:
     refits the best few with neighbour contexts).
     """
 
-    def __init__(self, positions: np.ndarray, rows: int, cols: int) -> None:
-        r, c = positions // cols, positions % cols
+    def __init__(self, positions: np.ndarray, rows: int, cols: int,
+                 line_counts: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """``line_counts``: the nonzeros per row and per column, when the caller has them."""
         k, density = len(positions), len(positions) / (rows * cols)
-        row_counts, col_counts = np.bincount(r, minlength=rows), np.bincount(c, minlength=cols)
+        row_counts, col_counts = line_counts if line_counts is not None else (
+            np.bincount(positions // cols, minlength=rows),
+            np.bincount(positions % cols, minlength=cols))
         none = (np.zeros(1, np.int64), np.array([rows * cols]), np.array([k]))
         options = [ClassOption(*_best_bits(*none, 0, density), 0, np.ones(rows, np.int64),
                                np.ones(cols, np.int64), 0.0)]
@@ -108,6 +111,7 @@ class MaskPlan:
         self.flags, self.row_cls, self.col_cls = 0, options[0].row_cls, options[0].col_cls
         if not (_may_pay(row_counts, cols) or _may_pay(col_counts, rows)):
             return  # densities too even for any class to pay for its side information
+        r, c = np.divmod(positions, cols)
         row_opts = [(code, density_classes(row_counts, cols, per))
                     for code, per in enumerate(PER_OCTAVE)]
         col_opts = [(code, density_classes(col_counts, rows, per))
@@ -155,10 +159,9 @@ def _may_pay(counts: np.ndarray, length: int) -> bool:
 def _line_bits(counts: np.ndarray, length: int) -> float:
     """Bits of every line's cells under its own exact density."""
     c = counts.astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ones = np.where(c > 0, c * np.log2(length / np.where(c > 0, c, 1)), 0.0)
-        zeros = np.where(c < length, (length - c) * np.log2(length / np.where(
-            c < length, length - c, 1)), 0.0)
+    # an empty (full) line's ones (zeros) term is 0 · log2(length) = 0
+    ones = c * np.log2(length / np.maximum(c, 1))
+    zeros = (length - c) * np.log2(length / np.maximum(length - c, 1))
     return float((ones + zeros).sum())
 
 
@@ -318,7 +321,7 @@ def decode_cells(source: Source, head: Head, k: int,
     ones_per = np.zeros(len(cells), dtype=np.int64)
     for j, (p, count) in enumerate(zip(probs, cells, strict=True)):
         got = source.decode(bernoulli(float(p)), int(count))
-        hit = np.flatnonzero(got)
+        hit = np.flatnonzero(got.astype(bool))  # bools: branch-free
         ones_per[j] = len(hit)
         ones += len(hit)
         if ones > k:
@@ -339,7 +342,7 @@ def _decode_one_context(source: Source, head: Head, k: int, parts: Parts | None)
     if n < k:
         raise ValueError(f"{k} nonzeros do not fit {n} live cells")
     p = float(probability(np.zeros(1, np.int64), head.slope, head.offset)[0])
-    where = np.flatnonzero(source.decode(bernoulli(p), n))
+    where = np.flatnonzero(source.decode(bernoulli(p), n).astype(bool))  # bools: branch-free
     if len(where) != k:
         raise ValueError(f"position mask has {len(where)} ones, expected {k}")
     if parts is not None:

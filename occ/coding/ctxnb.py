@@ -78,12 +78,16 @@ def widths(shape: tuple[int, ...] | None, cols: int) -> list[int]:
     return [0]
 
 
-def clustered(mask: np.ndarray, b: int, threshold: float = 1.25) -> bool:
+def clustered(mask: np.ndarray, b: int, threshold: float = 1.25,
+              line_counts: tuple[np.ndarray, np.ndarray] | None = None) -> bool:
     """Whether set cells of ``mask`` (R, C bool) sit next to each other (at ``c ± 1`` or
     ``c ± b``) at least ``threshold`` times as often as row and column densities alone
-    predict (``p(r, c) = d_r·d_c / d``): a cheap test before fitting the passes."""
+    predict (``p(r, c) = d_r·d_c / d``): a cheap test before fitting the passes.
+    ``line_counts``: the set cells per row and per column, when the caller has them."""
     rows, cols = mask.shape
-    d_row, d_col = mask.mean(1), mask.mean(0)
+    if line_counts is None:
+        line_counts = np.count_nonzero(mask, axis=1), np.count_nonzero(mask, axis=0)
+    d_row, d_col = line_counts[0] / cols, line_counts[1] / rows  # = mask.mean(1), mean(0)
     d = float(d_row.mean())
     if d <= 0.0:
         return False
