@@ -179,6 +179,26 @@ def _all_layouts(top: int) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarra
     return out
 
 
+def _edges(top: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(first magnitude of each bin, one past its last (L, B), bins per layout (L,)) of
+    ``_layouts(top)``; padding bins are empty. Cached like ``_layouts``."""
+    return _cached_edges(top) if top <= CACHED_TOP else _all_edges(top)
+
+
+def _all_edges(top: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    width = _layouts(top)[2]
+    ends = np.cumsum(width, axis=1)  # bins are consecutive runs of magnitudes
+    out = (ends - width, ends, (width > 0).sum(1))
+    for a in out:
+        a.setflags(write=False)
+    return out
+
+
+_cached_edges = lru_cache(maxsize=32)(_all_edges)
+# 2^(c/4) for every count code c: ldexp of exact literals, as BinTable.weights computes it
+_CODE_WEIGHT = np.ldexp(ROOT[np.arange(MAX_CODE + 1) % 4], np.arange(MAX_CODE + 1) // 4)
+
+
 _cached_layouts = lru_cache(maxsize=32)(_all_layouts)
 
 
@@ -199,20 +219,18 @@ def fit_counts(distinct: np.ndarray, counts: np.ndarray) -> tuple[BinTable, floa
     hist = np.bincount(mags, weights=counts.astype(np.float64), minlength=top + 1)
     signed = bool(distinct[0] < 0)
     nonzero = int(counts.sum()) - int(counts[distinct == 0].sum())
-    layouts, bin_of, width = _layouts(top)
-    n_layouts, n_bins = width.shape
-    keys = (np.arange(n_layouts)[:, None] * n_bins + bin_of).reshape(-1)
-    counts = np.bincount(keys, weights=np.tile(hist, n_layouts),
-                         minlength=n_layouts * n_bins).reshape(n_layouts, n_bins)
+    layouts, _, width = _layouts(top)
+    first, end, n_real = _edges(top)
+    cumulative = np.concatenate(([0.0], np.cumsum(hist)))  # integers: exact in float64
+    counts = cumulative[end] - cumulative[first]  # (L, B) values per bin
     present = counts > 0
     codes = np.clip(np.rint(4 * np.log2(np.where(present, counts, 1.0))), 0, MAX_CODE)
     codes = codes.astype(np.int64)
-    w = np.where(present, np.ldexp(ROOT[codes % 4], codes // 4), 0.0)
+    w = np.where(present, _CODE_WEIGHT[codes], 0.0)
     total = w.sum(1, keepdims=True)
     per_value = np.where(present, w / np.maximum(width, 1), 1.0)
     bits = -(counts * np.log2(per_value / total)).sum(1)
     bits += float(nonzero) if signed else 0.0
-    n_real = (width > 0).sum(1)
     table_bytes = 1 + varint_len(top) + (n_real + 7) // 8 + \
         (CODE_BITS * present.sum(1) + 7) // 8
     bits += 8 * table_bytes
