@@ -139,8 +139,10 @@ def states(mask: np.ndarray, b: int) -> np.ndarray:
     first = mask & (column_pass == 0)
     second = _pass_states(first.view(np.int8), b, 1)
     third = _pass_states((mask & (column_pass < 2)).view(np.int8), b, 2)
-    out = np.where(column_pass == 2, third, np.where(column_pass == 1, second, np.int8(0)))
-    return out.astype(np.int8, copy=False).reshape(-1)
+    # each column is in one pass: select by multiplying with 0/1 columns (a broadcast
+    # np.where is many times slower)
+    out = second * (column_pass == 1).view(np.int8) + third * (column_pass == 2).view(np.int8)
+    return out.reshape(-1)
 
 
 def _exponents(classes: np.ndarray, state: np.ndarray, slope: int, offset: int,
@@ -250,7 +252,7 @@ def encode(sink: Sink, mask: np.ndarray, classes: np.ndarray, plan: NeighbourPla
     shift = (plan.offset + np.array(plan.adj, dtype=np.int64)).astype(np.int16)
     # a dead cell (class -1) may have more set neighbours than any live one: its key is
     # DEAD_KEY whatever its exponent, so any adjustment will do
-    e = plan.slope * classes + shift[np.minimum(state, len(shift) - 1)]
+    e = plan.slope * classes + np.take(shift, state, mode="clip")  # states >= 0
     np.clip(e, 0, ctxmask.E_MAX, out=e)
     key = (passes(cols, plan.b).astype(np.uint8) * np.uint8(_E_SPAN))[None, :] + \
         e.reshape(rows, cols).astype(np.uint8)
