@@ -64,13 +64,13 @@ def bucket(floor: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class Rows:
     """The nonzeros' values row by row (what every value plan shares): each row with a
-    nonzero holds one run of ``lengths[i]`` values, whose smallest magnitude is ``m[i]``;
-    ``floor`` and ``ctx`` repeat ``m`` and its ``bucket`` per value."""
+    nonzero holds one run of ``lengths[i]`` values, whose smallest magnitude is ``m[i]``
+    (``bucket`` ``row_ctx[i]``); ``floor`` repeats ``m`` per value."""
 
     lengths: np.ndarray  # (A,) values per row that has any
     m: np.ndarray  # (A,) int64 magnitude floor per such row
+    row_ctx: np.ndarray  # (A,) int64 bucket of m
     floor: np.ndarray  # (k,) int64
-    ctx: np.ndarray  # (k,) uint8 bucket of each value's row
 
     @classmethod
     def of(cls, magnitudes: np.ndarray, row_counts: np.ndarray) -> Rows:
@@ -78,13 +78,12 @@ class Rows:
         lengths = row_counts[row_counts > 0]
         starts = np.cumsum(lengths) - lengths
         m = np.minimum.reduceat(magnitudes, starts) if len(starts) else magnitudes[:0]
-        return cls(lengths, m, np.repeat(m, lengths),
-                   np.repeat(bucket(m).astype(np.uint8), lengths))
+        return cls(lengths, m, bucket(m), np.repeat(m, lengths))
 
 
-def _shifted(values: np.ndarray, floor: np.ndarray) -> np.ndarray:
+def _shifted(values: np.ndarray, magnitudes: np.ndarray, floor: np.ndarray) -> np.ndarray:
     """sign(q)·(|q| - m + 1): nonzero, small where magnitudes sit just above the floor."""
-    return np.sign(values) * (np.abs(values) - floor + 1)
+    return np.sign(values) * (magnitudes - floor + 1)
 
 
 def _cost(tables: list[Table | None]) -> float:
@@ -107,9 +106,10 @@ def _group_costs(table: Table) -> dict[int, tuple[float, Model]]:
     return out
 
 
-def _value_plan(values: np.ndarray, rows: Rows) -> tuple[float, int, list]:
+def _value_plan(values: np.ndarray, magnitudes: np.ndarray,
+                rows: Rows) -> tuple[float, int, list]:
     """(bits, mode, [(table, symbols-array) ...] in decode order, m table first) for the
-    nonzeros' ``values`` (row-major) seen as ``rows``.
+    nonzeros' ``values`` (row-major, and their ``magnitudes``) seen as ``rows``.
 
     Modes are compared with exact tables, each counted from one histogram of (bucket,
     shifted value); the kind of each table is chosen when writing (comparing modes under
@@ -120,8 +120,8 @@ def _value_plan(values: np.ndarray, rows: Rows) -> tuple[float, int, list]:
         raise ValueError("ctx: values span more than 2^16 integers")
     best: tuple[float, int, list] = (_cost([plain]), PLAIN, [plain])
     m_table = Table.fit(rows.m - 1)
-    shifted = _shifted(values, rows.floor)
-    split = _bucket_tables(shifted, rows.ctx) if m_table is not None else None
+    shifted = _shifted(values, magnitudes, rows.floor)
+    split = _bucket_tables(shifted, rows) if m_table is not None else None
     if split is not None:
         one, by_bucket = split
         cost = _cost([m_table, one])
@@ -135,18 +135,18 @@ def _value_plan(values: np.ndarray, rows: Rows) -> tuple[float, int, list]:
     return cost, mode, list(zip(tables, _groups(values, rows, shifted, mode), strict=True))
 
 
-def _bucket_tables(shifted: np.ndarray, ctx: np.ndarray) -> tuple[Table, list[Table]] | None:
+def _bucket_tables(shifted: np.ndarray, rows: Rows) -> tuple[Table, list[Table]] | None:
     """(the table of every shifted value, one table per bucket present, ascending), from
     one joint histogram; None when the values span more than MAX_SPAN."""
     lo, hi = int(shifted.min()), int(shifted.max())
     span = hi - lo + 1
     if span > MAX_SPAN:
         return None
-    present = np.flatnonzero(np.bincount(ctx, minlength=8))
+    present = np.flatnonzero(np.bincount(rows.row_ctx, minlength=8))
     if len(present) == 1:
         hist = np.bincount(shifted - lo, minlength=span)
         return Table.from_histogram(lo, hist), [Table.from_histogram(lo, hist)]
-    key = (ctx.astype(np.int64) * span + (shifted - lo))
+    key = np.repeat(rows.row_ctx * span - lo, rows.lengths) + shifted  # (bucket, value)
     joint = np.bincount(key, minlength=8 * span).reshape(8, span)
     return Table.from_histogram(lo, joint.sum(0)), \
         [Table.from_histogram(lo, joint[b]) for b in present]
@@ -159,8 +159,9 @@ def _groups(values: np.ndarray, rows: Rows, shifted: np.ndarray,
         return [values]
     if mode == FLOOR:
         return [rows.m - 1, shifted]
-    order = np.argsort(rows.ctx, kind="stable")  # bytes: one radix pass
-    per_bucket = np.bincount(rows.ctx, minlength=8)
+    ctx = np.repeat(rows.row_ctx.astype(np.uint8), rows.lengths)
+    order = np.argsort(ctx, kind="stable")  # bytes: one radix pass
+    per_bucket = np.bincount(ctx, minlength=8)
     by_bucket = np.split(shifted[order], np.cumsum(per_bucket)[:-1])
     return [rows.m - 1] + [group for group in by_bucket if len(group)]
 
@@ -224,14 +225,14 @@ def encode(array: np.ndarray, cols: int | None = None,
         values = array[nz].astype(np.int64)
         magnitudes = np.abs(values)
         rows_of = Rows.of(magnitudes, row_counts)
-        cost, mode, groups = _value_plan(values, rows_of)
+        cost, mode, groups = _value_plan(values, magnitudes, rows_of)
         negative = values < 0
         widths = ctxnb.widths(shape, cols)
-        if negative.any() and not negative.all() and \
-                signs.coherent(np.sign(array).astype(np.int8).reshape(rows, cols), widths):
+        if 0 < np.count_nonzero(negative) < k and signs.coherent(
+                np.sign(array).astype(np.int8, copy=False).reshape(rows, cols), widths):
             sign_plan = signs.plan(nz, negative, rows, cols, widths[:SIGN_WIDTHS])
             # signed tables spend at most about a bit per sign: below that, try magnitudes
-            apart = _value_plan(magnitudes, rows_of) if sign_plan.bits < k else None
+            apart = _value_plan(magnitudes, magnitudes, rows_of) if sign_plan.bits < k else None
             if apart is not None and apart[0] + sign_plan.bits < cost:
                 version = SIGNS_APART
                 signs.encode(sink, negative, sign_plan)

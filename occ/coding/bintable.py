@@ -36,7 +36,7 @@ from occ.coding.bitio import (
     unpack_fixed,
     varint_len,
 )
-from occ.coding.logtable import CODE_BITS, MAX_CODE, ROOT
+from occ.coding.logtable import CODE_BITS, MAX_CODE, WEIGHTS
 
 MAX_MAGNITUDE = 1 << 15  # alphabets up to 2^16 values, like categorical.MAX_SPAN
 E0S, SUBS = range(5), range(4)
@@ -102,7 +102,7 @@ class BinTable:
         """Weight of each value of ``values()``."""
         bin_of, widths = bins(self.top, self.e0, self.sub)
         per_bin = np.zeros(len(widths))
-        per_bin[self.present] = np.ldexp(ROOT[self.codes % 4], self.codes // 4)
+        per_bin[self.present] = WEIGHTS[self.codes]
         vals = self.alphabet
         w = per_bin[bin_of[np.abs(vals)]] / widths[bin_of[np.abs(vals)]]
         return np.where(vals != 0, w / 2, w) if self.signed else w
@@ -195,8 +195,6 @@ def _all_edges(top: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 _cached_edges = lru_cache(maxsize=32)(_all_edges)
-# 2^(c/4) for every count code c: ldexp of exact literals, as BinTable.weights computes it
-_CODE_WEIGHT = np.ldexp(ROOT[np.arange(MAX_CODE + 1) % 4], np.arange(MAX_CODE + 1) // 4)
 
 
 _cached_layouts = lru_cache(maxsize=32)(_all_layouts)
@@ -226,7 +224,7 @@ def fit_counts(distinct: np.ndarray, counts: np.ndarray) -> tuple[BinTable, floa
     present = counts > 0
     codes = np.clip(np.rint(4 * np.log2(np.where(present, counts, 1.0))), 0, MAX_CODE)
     codes = codes.astype(np.int64)
-    w = np.where(present, _CODE_WEIGHT[codes], 0.0)
+    w = np.where(present, WEIGHTS[codes], 0.0)
     total = w.sum(1, keepdims=True)
     per_value = np.where(present, w / np.maximum(width, 1), 1.0)
     bits = -(counts * np.log2(per_value / total)).sum(1)

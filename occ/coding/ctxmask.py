@@ -23,6 +23,7 @@ any machine.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import constriction
@@ -169,6 +170,8 @@ def _best_bits(present: np.ndarray, cells: np.ndarray, ones: np.ndarray, flags: 
                density: float) -> tuple[float, int, int]:
     """(bits, slope, offset): the cheapest probability scale for these context counts."""
     offsets = _offsets(flags, density)  # (O,)
+    if not flags and len(present) == 1:
+        return _one_context_bits(int(present[0]), int(cells[0]), int(ones[0]), offsets)
     if flags:  # also around the live cells' own density (what alive-only classes need)
         live = -4 * np.log2(max(float(ones.sum()), 1.0) / max(float(cells.sum()), 1.0))
         offsets = np.union1d(offsets, int(round(live)) + OFFSETS)
@@ -177,6 +180,18 @@ def _best_bits(present: np.ndarray, cells: np.ndarray, ones: np.ndarray, flags: 
     bits = cell_bits(cells, ones, e)
     i, j = np.unravel_index(int(np.argmin(bits)), bits.shape)
     return float(bits[i, j]), int(slopes[i]), int(offsets[j])
+
+def _one_context_bits(context: int, cells: int, ones: int,
+                      offsets: np.ndarray) -> tuple[float, int, int]:
+    """``_best_bits`` of a single context with the first slope: the same floats, from
+    Python scalars instead of a dozen calls on one-element arrays."""
+    best = (math.inf, 0, 0)
+    for offset in offsets.tolist():
+        e = min(max(SLOPES[0] * context + offset, 0), E_MAX)
+        bits = ones * float(BITS_ONE[e]) + (cells - ones) * float(BITS_ZERO[e])
+        if bits < best[0]:
+            best = (bits, SLOPES[0], offset)
+    return best
 
 def _context_counts(row_cls: np.ndarray, col_cls: np.ndarray, r: np.ndarray, c: np.ndarray,
                     alone: bool) -> list[tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
@@ -257,8 +272,7 @@ def encode(sink: Sink, mask: np.ndarray, plan: MaskPlan | ClassOption) -> None:
     """Append ``mask`` (flat bool, row-major, some zeros and some ones) to ``sink``."""
     write_head(sink, plan)
     if not plan.flags & (USE_ROWS | USE_COLS):  # one context, every cell live: no sort
-        sink.encode(mask.astype(np.int32), bernoulli(float(probability(
-            np.zeros(1, np.int64), plan.slope, plan.offset)[0])))
+        sink.encode(mask.astype(np.int32), bernoulli(float(P[min(max(plan.offset, 0), E_MAX)])))
         return
     ctx = cell_classes(plan.flags, plan.row_cls, plan.col_cls)
     order, present, cells = _groups(ctx)
@@ -341,7 +355,7 @@ def _decode_one_context(source: Source, head: Head, k: int, parts: Parts | None)
     n = len(head.classes)
     if n < k:
         raise ValueError(f"{k} nonzeros do not fit {n} live cells")
-    p = float(probability(np.zeros(1, np.int64), head.slope, head.offset)[0])
+    p = float(P[min(max(head.offset, 0), E_MAX)])  # probability() of class 0
     where = np.flatnonzero(source.decode(bernoulli(p), n).astype(bool))  # bools: branch-free
     if len(where) != k:
         raise ValueError(f"position mask has {len(where)} ones, expected {k}")
