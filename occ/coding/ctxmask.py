@@ -174,12 +174,25 @@ def _best_bits(present: np.ndarray, cells: np.ndarray, ones: np.ndarray, flags: 
         return _one_context_bits(int(present[0]), int(cells[0]), int(ones[0]), offsets)
     if flags:  # also around the live cells' own density (what alive-only classes need)
         live = -4 * np.log2(max(float(ones.sum()), 1.0) / max(float(cells.sum()), 1.0))
-        offsets = np.union1d(offsets, int(round(live)) + OFFSETS)
-    slopes = np.array(SLOPES if len(present) > 1 else SLOPES[:1])  # (S,)
+        offsets = _union_ranges(int(offsets[0]), int(round(live)) + int(OFFSETS[0]))
+    slopes = _SLOPES if len(present) > 1 else _SLOPES[:1]  # (S,)
     e = np.clip(slopes[:, None, None] * present + offsets[:, None], 0, E_MAX)  # (S, O, P)
     bits = cell_bits(cells, ones, e)
-    i, j = np.unravel_index(int(np.argmin(bits)), bits.shape)
+    i, j = divmod(int(np.argmin(bits)), bits.shape[1])
     return float(bits[i, j]), int(slopes[i]), int(offsets[j])
+
+
+_SLOPES = np.array(SLOPES)
+
+
+def _union_ranges(a: int, b: int) -> np.ndarray:
+    """``np.union1d(a + OFFSETS - OFFSETS[0], b + ...)``: two runs of len(OFFSETS)
+    consecutive integers starting at ``a`` and ``b``, sorted, without a sort."""
+    n = len(OFFSETS)
+    lo, hi = min(a, b), max(a, b)
+    if hi - lo <= n:  # overlapping or adjacent: one run
+        return np.arange(lo, hi + n)
+    return np.concatenate([np.arange(lo, lo + n), np.arange(hi, hi + n)])
 
 def _one_context_bits(context: int, cells: int, ones: int,
                       offsets: np.ndarray) -> tuple[float, int, int]:

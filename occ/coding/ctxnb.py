@@ -161,10 +161,10 @@ def fit(nz: np.ndarray, classes: np.ndarray, option: ctxmask.ClassOption,
     """The cheapest plan in passes for a mask with ones at ``nz`` under ``option``'s cell
     ``classes`` (R*C int16, -1: a known zero), over ``layouts`` (from ``layout``); None
     when none beats the classes alone. ``bits`` excludes the classes' own side bits."""
-    class_key = classes.astype(np.int32) + 1  # 0: a known zero; classes are < 255
     best_bits, best = option.bits - option.side_bits, None
     for b, _, keys in layouts:
-        key = keys + class_key
+        key = keys + classes  # int32
+        key += 1  # class 0 at 1: a known zero (class -1) at 0; classes are < 255
         cells = np.bincount(key, minlength=MAX_STATES << 8).reshape(MAX_STATES, 256)[:, 1:]
         ones = np.bincount(key[nz], minlength=MAX_STATES << 8).reshape(MAX_STATES, 256)[:, 1:]
         used_states = np.flatnonzero(cells.sum(1))
