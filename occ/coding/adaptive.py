@@ -259,26 +259,27 @@ def _encode_mask(sink: Sink, mask: np.ndarray, nz: np.ndarray,
     flat = mask.reshape(-1)
     layouts = [ctxnb.layout(mask, b) for b in ctxnb.widths(shape, cols)[:MAX_LAYOUTS]
                if ctxnb.clustered(mask, b, line_counts=line_counts)]
-    best: tuple[float, ctxmask.ClassOption, ctxnb.NeighbourPlan | None, np.ndarray | None] = \
-        (plan.bits, plan.options[0], None, None)
+    best: tuple[float, ctxmask.ClassOption, ctxnb.NeighbourPlan | None] = \
+        (plan.bits, plan.options[0], None)
     tried = plan.options[:TRY_OPTIONS]
     candidates = tried[:1] + ([min(tried[1:], key=lambda o: o.side_bits)] if len(tried) > 1
                               else [])
+    lines = np.divmod(nz, cols) if layouts else None
     for i, option in enumerate(candidates if layouts else []):
         if i == 1 and best[0] > WORTH_MORE * plan.bits:
             break
-        classes = ctxmask.cell_classes(option.flags, option.row_cls, option.col_cls)
-        two_pass = ctxnb.fit(nz, classes, option, layouts)
+        two_pass = ctxnb.fit(lines, option, layouts)
         if two_pass is not None and option.side_bits + two_pass.bits < best[0]:
-            best = (option.side_bits + two_pass.bits, option, two_pass, classes)
-    _, option, two_pass, classes = best
+            best = (option.side_bits + two_pass.bits, option, two_pass)
+    _, option, two_pass = best
     if two_pass is None:
         ctxmask.encode(sink, flat, option)
         return
     ctxmask.write_head(sink, dataclasses.replace(option, slope=two_pass.slope,
                                                  offset=two_pass.offset), ctxnb.NEIGHBOURS)
     ctxnb.write(sink, two_pass)
-    state = next(st for b, st, _ in layouts if b == two_pass.b)
+    classes = ctxmask.cell_classes(option.flags, option.row_cls, option.col_cls)
+    state = next(lay.state for lay in layouts if lay.b == two_pass.b)
     ctxnb.encode(sink, mask, classes, two_pass, state)
 
 

@@ -150,23 +150,85 @@ def _exponents(classes: np.ndarray, state: np.ndarray, slope: int, offset: int,
     return np.clip(slope * classes.astype(np.int64) + offset + adj[state], 0, ctxmask.E_MAX)
 
 
-def layout(mask: np.ndarray, b: int) -> tuple[int, np.ndarray, np.ndarray]:
-    """(b, cell states, state keys ``state << 8`` as int32) of ``mask`` for ``fit``."""
+@dataclass(frozen=True)
+class Layout:
+    """A grid width's cell states, and the cells ``fit`` counts one by one: those with a
+    set neighbour (a state above their pass's first), few in a sparse mask. Every other
+    live cell's context follows from its row and column alone."""
+
+    b: int
+    state: np.ndarray  # (R*C,) int8
+    column_pass: np.ndarray  # (C,) int8
+    near_row: np.ndarray  # (N,) row of each cell with a set neighbour
+    near_col: np.ndarray  # (N,) its column
+    near_state: np.ndarray  # (N,) its state
+    near_base: np.ndarray  # (N,) its pass's first state
+
+
+def layout(mask: np.ndarray, b: int) -> Layout:
+    """The states of ``mask`` (R, C bool) on a grid of width ``b``, for ``fit``."""
+    rows, cols = mask.shape
     state = states(mask, b)
-    return b, state, state.astype(np.int32) << 8
+    column_pass = passes(cols, b)
+    base = np.array(STATE_BASE, dtype=np.int8)[column_pass]  # (C,)
+    near = np.flatnonzero(state.reshape(rows, cols) != base)
+    near_row, near_col = np.divmod(near, cols)
+    return Layout(b, state, column_pass, near_row, near_col, state[near].astype(np.int64),
+                  base[near_col].astype(np.int64))
 
 
-def fit(nz: np.ndarray, classes: np.ndarray, option: ctxmask.ClassOption,
-        layouts: list[tuple[int, np.ndarray, np.ndarray]]) -> NeighbourPlan | None:
-    """The cheapest plan in passes for a mask with ones at ``nz`` under ``option``'s cell
-    ``classes`` (R*C int16, -1: a known zero), over ``layouts`` (from ``layout``); None
-    when none beats the classes alone. ``bits`` excludes the classes' own side bits."""
+N_CLASSES = 255  # cell classes are 0 .. 2·(MAX_CLASS - 1) < 255
+
+
+def _state_counts(lay: Layout, option: ctxmask.ClassOption) -> np.ndarray:
+    """(MAX_STATES, N_CLASSES) int64: live cells per (state, class) under ``option``.
+
+    Cells without a set neighbour are counted per pass from the row and column class
+    histograms (a convolution: class = row part + column part); the cells with one are
+    then moved from their pass's first state to their own."""
+    part_r, live_r, part_c, live_c = _class_parts(option)
+    by_row = np.bincount(part_r[live_r], minlength=1)
+    out = np.zeros((MAX_STATES, N_CLASSES), dtype=np.int64)
+    for p, first in enumerate(STATE_BASE):
+        by_col = np.bincount(part_c[live_c & (lay.column_pass == p)], minlength=1)
+        plain = np.convolve(by_row, by_col)
+        out[first, :len(plain)] += plain
+    live = live_r[lay.near_row] & live_c[lay.near_col]
+    cls = part_r[lay.near_row[live]] + part_c[lay.near_col[live]]
+    size = MAX_STATES * N_CLASSES
+    moved = np.bincount(lay.near_state[live] * N_CLASSES + cls, minlength=size) - \
+        np.bincount(lay.near_base[live] * N_CLASSES + cls, minlength=size)
+    return out + moved.reshape(MAX_STATES, N_CLASSES)
+
+
+def _class_parts(option: ctxmask.ClassOption) -> tuple[np.ndarray, ...]:
+    """(row part, live rows, column part, live columns) of ``ctxmask.cell_classes``: a
+    live cell's class is the sum of its row's and its column's parts."""
+    rows, cols = len(option.row_cls), len(option.col_cls)
+    if option.flags & ctxmask.USE_ROWS:
+        part_r, live_r = option.row_cls - 1, option.row_cls > 0
+    else:
+        part_r, live_r = np.zeros(rows, np.int64), np.ones(rows, bool)
+    if option.flags & ctxmask.USE_COLS:
+        part_c, live_c = option.col_cls - 1, option.col_cls > 0
+    else:
+        part_c, live_c = np.zeros(cols, np.int64), np.ones(cols, bool)
+    return part_r, live_r, part_c, live_c
+
+
+def fit(lines: tuple[np.ndarray, np.ndarray], option: ctxmask.ClassOption,
+        layouts: list[Layout]) -> NeighbourPlan | None:
+    """The cheapest plan in passes for a mask with ones at rows / columns ``lines`` under
+    ``option``'s classes, over ``layouts`` (from ``layout``); None when none beats the
+    classes alone. ``bits`` excludes the classes' own side bits."""
+    part_r, _, part_c, _ = _class_parts(option)
+    set_cls = part_r[lines[0]] + part_c[lines[1]]  # set cells are never in a dead line
+    flat = lines[0] * len(part_c) + lines[1]
     best_bits, best = option.bits - option.side_bits, None
-    for b, _, keys in layouts:
-        key = keys + classes  # int32
-        key += 1  # class 0 at 1: a known zero (class -1) at 0; classes are < 255
-        cells = np.bincount(key, minlength=MAX_STATES << 8).reshape(MAX_STATES, 256)[:, 1:]
-        ones = np.bincount(key[nz], minlength=MAX_STATES << 8).reshape(MAX_STATES, 256)[:, 1:]
+    for lay in layouts:
+        cells = _state_counts(lay, option)
+        ones = np.bincount(lay.state[flat].astype(np.int64) * N_CLASSES + set_cls,
+                           minlength=MAX_STATES * N_CLASSES).reshape(MAX_STATES, N_CLASSES)
         used_states = np.flatnonzero(cells.sum(1))
         used_classes = np.flatnonzero(cells.sum(0))
         if not len(used_states):
@@ -175,10 +237,10 @@ def fit(nz: np.ndarray, classes: np.ndarray, option: ctxmask.ClassOption,
         n_states = int(used_states[-1]) + 1
         slope, offset, adj, bits = _descend(cells[:n_states, :size], ones[:n_states, :size],
                                             option.slope, option.offset)
-        bits += 8 * (1 + len(adj) + varint_len(b))
+        bits += 8 * (1 + len(adj) + varint_len(lay.b))
         if bits < best_bits:
             best_bits = bits
-            best = NeighbourPlan(b, slope, offset, tuple(adj), bits)
+            best = NeighbourPlan(lay.b, slope, offset, tuple(adj), bits)
     return best
 
 
