@@ -309,23 +309,31 @@ def encode(sink: Sink, mask: np.ndarray, classes: np.ndarray, plan: NeighbourPla
     One radix sort of (pass, exponent) keys over all cells gives every group in the
     order the decoder reads them: pass by pass, exponent ascending, cells ascending.
     """
-    rows, cols = mask.shape
     state = states(mask, plan.b) if state is None else state
-    shift = (plan.offset + np.array(plan.adj, dtype=np.int64)).astype(np.int16)
-    # a dead cell (class -1) may have more set neighbours than any live one: its key is
-    # DEAD_KEY whatever its exponent, so any adjustment will do
-    e = plan.slope * classes + np.take(shift, state, mode="clip")  # states >= 0
-    np.clip(e, 0, ctxmask.E_MAX, out=e)
-    key = (passes(cols, plan.b).astype(np.uint8) * np.uint8(_E_SPAN))[None, :] + \
-        e.reshape(rows, cols).astype(np.uint8)
-    key = key.reshape(-1)
-    key[classes < 0] = DEAD_KEY
+    index = state.astype(np.int16) << 8  # (state, class + 1): < MAX_STATES·256 < 2^15
+    index += classes
+    index += 1
+    key = np.take(_key_table(plan).reshape(-1), index)
     order = np.argsort(key, kind="stable")  # bytes: one radix pass
     bounds = np.searchsorted(key[order], np.arange(DEAD_KEY + 1))
     bits = mask.reshape(-1)[order].view(np.int8)
     for k in np.flatnonzero(np.diff(bounds)):
         sink.encode(bits[bounds[k]:bounds[k + 1]].astype(np.int32),
                     ctxmask.bernoulli(ctxmask.P[k % _E_SPAN]))
+
+
+def _key_table(plan: NeighbourPlan) -> np.ndarray:
+    """(MAX_STATES, 256) uint8 sort key of a cell by (state, class + 1): its pass (which
+    its state tells) times _E_SPAN plus its exponent; DEAD_KEY for a known zero (class
+    -1), whatever its state (a dead cell may have more set neighbours than any live one,
+    so its state may have no adjustment)."""
+    shift = plan.offset + np.array(plan.adj, dtype=np.int64)
+    state = np.arange(MAX_STATES)
+    pass_of = np.searchsorted(np.array(STATE_BASE), state, side="right") - 1
+    e = plan.slope * np.arange(-1, 255) + shift[np.minimum(state, len(shift) - 1)][:, None]
+    out = pass_of[:, None] * _E_SPAN + np.clip(e, 0, ctxmask.E_MAX)
+    out[:, 0] = DEAD_KEY
+    return out.astype(np.uint8)
 
 
 def read(source: Source, cols: int) -> tuple[int, np.ndarray]:
