@@ -76,9 +76,9 @@ class Rows:
     def of(cls, magnitudes: np.ndarray, row_counts: np.ndarray) -> Rows:
         """``magnitudes`` (|q| of the nonzeros, row-major) of rows holding ``row_counts``."""
         lengths = row_counts[row_counts > 0]
-        starts = np.cumsum(lengths) - lengths
+        starts = lengths.cumsum() - lengths
         m = np.minimum.reduceat(magnitudes, starts) if len(starts) else magnitudes[:0]
-        return cls(lengths, m, bucket(m), np.repeat(m, lengths))
+        return cls(lengths, m, bucket(m), m.repeat(lengths))
 
 
 def _shifted(values: np.ndarray, magnitudes: np.ndarray, floor: np.ndarray) -> np.ndarray:
@@ -142,11 +142,11 @@ def _bucket_tables(shifted: np.ndarray, rows: Rows) -> tuple[Table, list[Table]]
     span = hi - lo + 1
     if span > MAX_SPAN:
         return None
-    present = np.flatnonzero(np.bincount(rows.row_ctx, minlength=8))
+    present = np.bincount(rows.row_ctx, minlength=8).nonzero()[0]
     if len(present) == 1:
         hist = np.bincount(shifted - lo, minlength=span)
         return Table.from_histogram(lo, hist), [Table.from_histogram(lo, hist)]
-    key = np.repeat(rows.row_ctx * span - lo, rows.lengths) + shifted  # (bucket, value)
+    key = (rows.row_ctx * span - lo).repeat(rows.lengths) + shifted  # (bucket, value)
     joint = np.bincount(key, minlength=8 * span).reshape(8, span)
     return Table.from_histogram(lo, joint.sum(0)), \
         [Table.from_histogram(lo, joint[b]) for b in present]
@@ -375,7 +375,7 @@ def _decode_values(source: Source, mode: int, row_of: np.ndarray, k: int,
     mode &= 0x03
     if mode == PLAIN:
         return _read(source, k, parts, log)
-    starts = np.flatnonzero(np.diff(row_of, prepend=-1))  # rows come ascending: one run each
+    starts = np.concatenate(([0], (row_of[1:] != row_of[:-1]).nonzero()[0] + 1))  # runs
     lengths = np.diff(starts, append=k)
     m = _read(source, len(starts), parts, log) + 1
     if int(m.min()) < 1 or int(m.max()) > MAX_FLOOR:

@@ -31,6 +31,7 @@ import numpy as np
 from occ.coding.bitio import (
     ByteReader,
     ByteWriter,
+    clamp,
     pack_fixed,
     packed_len,
     unpack_fixed,
@@ -219,10 +220,10 @@ def fit_counts(distinct: np.ndarray, counts: np.ndarray) -> tuple[BinTable, floa
     nonzero = int(counts.sum()) - int(counts[distinct == 0].sum())
     layouts, _, width = _layouts(top)
     first, end, n_real = _edges(top)
-    cumulative = np.concatenate(([0.0], np.cumsum(hist)))  # integers: exact in float64
+    cumulative = np.concatenate(([0.0], hist.cumsum()))  # integers: exact in float64
     counts = cumulative[end] - cumulative[first]  # (L, B) values per bin
     present = counts > 0
-    codes = np.clip(np.rint(4 * np.log2(np.where(present, counts, 1.0))), 0, MAX_CODE)
+    codes = clamp(np.rint(4 * np.log2(np.where(present, counts, 1.0))), 0, MAX_CODE)
     codes = codes.astype(np.int64)
     w = np.where(present, WEIGHTS[codes], 0.0)
     total = w.sum(1, keepdims=True)
@@ -232,7 +233,7 @@ def fit_counts(distinct: np.ndarray, counts: np.ndarray) -> tuple[BinTable, floa
     table_bytes = 1 + varint_len(top) + (n_real + 7) // 8 + \
         (CODE_BITS * present.sum(1) + 7) // 8
     bits += 8 * table_bytes
-    i = int(np.argmin(bits))
+    i = int(bits.argmin())
     e0, sub = layouts[i]
-    chosen = np.flatnonzero(present[i])
+    chosen = present[i].nonzero()[0]
     return BinTable(signed, e0, sub, top, chosen, codes[i, chosen]), float(bits[i])

@@ -112,7 +112,7 @@ class Table:
     @classmethod
     def from_histogram(cls, lo: int, hist: np.ndarray) -> Table | None:
         """The table of ``hist[i]`` occurrences of value ``lo + i`` (None if all are zero)."""
-        present = np.flatnonzero(hist)
+        present = hist.nonzero()[0]  # the method: no Python wrapper
         if not len(present):
             return None
         first, last = int(present[0]), int(present[-1])

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import constriction
 import numpy as np
 
+from occ.coding.bitio import clamp
 from occ.coding.categorical import Table, decode_symbols, encode_symbols
 from occ.coding.frame import Parts, Sink, Source
 
@@ -61,7 +62,7 @@ def cell_bits(cells: np.ndarray, ones: np.ndarray, e: np.ndarray) -> np.ndarray:
 
 def probability(classes: np.ndarray, slope: int, offset: int) -> np.ndarray:
     """Bernoulli parameters ``2^-(slope·class + offset)/4``, clipped to [P_MIN, P_MAX]."""
-    return P[np.clip(slope * classes.astype(np.int64) + offset, 0, E_MAX)]
+    return P[clamp(slope * classes.astype(np.int64) + offset, 0, E_MAX)]
 
 def density_classes(counts: np.ndarray, length: int, per_octave: int = 2) -> np.ndarray:
     """0 for an empty line, else 1 + round(-per_octave·log2(count / length)), <= MAX_CLASS."""
@@ -176,9 +177,9 @@ def _best_bits(present: np.ndarray, cells: np.ndarray, ones: np.ndarray, flags: 
         live = -4 * np.log2(max(float(ones.sum()), 1.0) / max(float(cells.sum()), 1.0))
         offsets = _union_ranges(int(offsets[0]), int(round(live)) + int(OFFSETS[0]))
     slopes = _SLOPES if len(present) > 1 else _SLOPES[:1]  # (S,)
-    e = np.clip(slopes[:, None, None] * present + offsets[:, None], 0, E_MAX)  # (S, O, P)
+    e = clamp(slopes[:, None, None] * present + offsets[:, None], 0, E_MAX)  # (S, O, P)
     bits = cell_bits(cells, ones, e)
-    i, j = divmod(int(np.argmin(bits)), bits.shape[1])
+    i, j = divmod(int(bits.argmin()), bits.shape[1])
     return float(bits[i, j]), int(slopes[i]), int(offsets[j])
 
 
@@ -227,7 +228,7 @@ def _context_counts(row_cls: np.ndarray, col_cls: np.ndarray, r: np.ndarray, c: 
                       np.bincount(diag, weights=joint[1:, 1:].ravel()))))
     result = []
     for flags, (cells, ones) in out:
-        present = np.flatnonzero(cells)
+        present = cells.nonzero()[0]
         result.append((flags, (present, cells[present], ones[present])))
     return result
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from occ.coding import ctxmask
-from occ.coding.bitio import varint_len
+from occ.coding.bitio import clamp, varint_len
 from occ.coding.frame import Parts, Sink, Source
 
 NEIGHBOURS = 64  # mask flag bit: cells coded in passes (this module)
@@ -147,7 +147,7 @@ def states(mask: np.ndarray, b: int) -> np.ndarray:
 
 def _exponents(classes: np.ndarray, state: np.ndarray, slope: int, offset: int,
                adj: np.ndarray) -> np.ndarray:
-    return np.clip(slope * classes.astype(np.int64) + offset + adj[state], 0, ctxmask.E_MAX)
+    return clamp(slope * classes.astype(np.int64) + offset + adj[state], 0, ctxmask.E_MAX)
 
 
 @dataclass(frozen=True)
@@ -229,8 +229,8 @@ def fit(lines: tuple[np.ndarray, np.ndarray], option: ctxmask.ClassOption,
         cells = _state_counts(lay, option)
         ones = np.bincount(lay.state[flat].astype(np.int64) * N_CLASSES + set_cls,
                            minlength=MAX_STATES * N_CLASSES).reshape(MAX_STATES, N_CLASSES)
-        used_states = np.flatnonzero(cells.sum(1))
-        used_classes = np.flatnonzero(cells.sum(0))
+        used_states = cells.sum(1).nonzero()[0]
+        used_classes = cells.sum(0).nonzero()[0]
         if not len(used_states):
             continue
         size = int(used_classes[-1]) + 1
@@ -255,16 +255,16 @@ def _descend(cells: np.ndarray, ones: np.ndarray, slope: int,
     offsets = ctxmask.OFFSETS
     for _ in range(2):
         # every state's adjustment at once (adj[0] = 0: pass A is the offset's reference)
-        e = np.clip(slope * cls + offset + _ADJ[:, None, None], 0, ctxmask.E_MAX)  # (A, 1, C)
+        e = clamp(slope * cls + offset + _ADJ[:, None, None], 0, ctxmask.E_MAX)  # (A, 1, C)
         per = ctxmask.cell_bits(cells, ones, e)
-        adj = _ADJ[np.argmin(per, axis=0)]
+        adj = _ADJ[per.argmin(axis=0)]
         adj[0] = 0
-        e = np.clip(slopes[:, None, None, None] * cls + (offset + offsets)[:, None, None] +
-                    adj[:, None], 0, ctxmask.E_MAX)  # (S, O, states, classes)
+        e = clamp(slopes[:, None, None, None] * cls + (offset + offsets)[:, None, None] +
+                  adj[:, None], 0, ctxmask.E_MAX)  # (S, O, states, classes)
         bits = ctxmask.cell_bits(cells, ones, e).sum(-1)
-        i, j = np.unravel_index(int(np.argmin(bits)), bits.shape)
+        i, j = divmod(int(bits.argmin()), bits.shape[1])
         slope, offset = int(slopes[i]), int(offset + offsets[j])
-    e = np.clip(slope * cls + offset + adj[:, None], 0, ctxmask.E_MAX)
+    e = clamp(slope * cls + offset + adj[:, None], 0, ctxmask.E_MAX)
     return slope, offset, [int(x) for x in adj], float(ctxmask.cell_bits(cells, ones, e).sum())
 
 
@@ -331,7 +331,7 @@ def _key_table(plan: NeighbourPlan) -> np.ndarray:
     state = np.arange(MAX_STATES)
     pass_of = np.searchsorted(np.array(STATE_BASE), state, side="right") - 1
     e = plan.slope * np.arange(-1, 255) + shift[np.minimum(state, len(shift) - 1)][:, None]
-    out = pass_of[:, None] * _E_SPAN + np.clip(e, 0, ctxmask.E_MAX)
+    out = pass_of[:, None] * _E_SPAN + clamp(e, 0, ctxmask.E_MAX)
     out[:, 0] = DEAD_KEY
     return out.astype(np.uint8)
 

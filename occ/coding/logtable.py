@@ -23,6 +23,7 @@ import numpy as np
 from occ.coding.bitio import (
     ByteReader,
     ByteWriter,
+    clamp,
     pack_fixed,
     packed_len,
     unpack_fixed,
@@ -50,7 +51,7 @@ class LogTable:
     @classmethod
     def of(cls, table: Table) -> LogTable:
         """The rounded version of an exact table."""
-        codes = np.clip(np.rint(4 * np.log2(table.counts)), 0, MAX_CODE).astype(np.int64)
+        codes = clamp(np.rint(4 * np.log2(table.counts)), 0, MAX_CODE).astype(np.int64)
         return cls(table.lo, table.span, table.present, codes)
 
     def weights(self) -> np.ndarray:

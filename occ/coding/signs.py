@@ -25,7 +25,7 @@ import constriction
 import numpy as np
 
 from occ.coding import ctxmask, ctxnb
-from occ.coding.bitio import varint_len
+from occ.coding.bitio import clamp, varint_len
 from occ.coding.frame import Parts, Sink, Source
 
 SPREAD = 2  # neighbour sign sums are clipped to -SPREAD..SPREAD
@@ -79,7 +79,7 @@ def contexts(nz: np.ndarray, negative: np.ndarray, rows: int, cols: int,
     for pass_ in (1, 2):
         known = grid * (column_pass < pass_).view(np.int8)  # signs of earlier passes
         total = ctxnb.neighbour_count(known, ctxnb.shifts(b, pass_)).reshape(-1)[nz]
-        ctx = (1 + (pass_ - 1) * PER_PASS + SPREAD) + np.clip(total, -SPREAD, SPREAD)
+        ctx = (1 + (pass_ - 1) * PER_PASS + SPREAD) + clamp(total, -SPREAD, SPREAD)
         out = np.where(pass_of == pass_, ctx, out)
     return out
 
