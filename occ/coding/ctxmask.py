@@ -187,8 +187,8 @@ _SLOPES = np.array(SLOPES)
 
 
 def _union_ranges(a: int, b: int) -> np.ndarray:
-    """``np.union1d(a + OFFSETS - OFFSETS[0], b + ...)``: two runs of len(OFFSETS)
-    consecutive integers starting at ``a`` and ``b``, sorted, without a sort."""
+    """The union of two runs of len(OFFSETS) consecutive integers, starting at ``a`` and
+    at ``b``, ascending (what np.union1d gives, without its sort)."""
     n = len(OFFSETS)
     lo, hi = min(a, b), max(a, b)
     if hi - lo <= n:  # overlapping or adjacent: one run
