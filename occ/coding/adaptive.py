@@ -56,7 +56,7 @@ MAX_FLOOR = 1 << 32  # ctx takes integers of up to 32 bits: no larger magnitude 
 
 def bucket(floor: np.ndarray) -> np.ndarray:
     """Context of a row's magnitude floor m >= 1: 0..3 for m = 1..4, then one per octave."""
-    m = floor.astype(np.int64)
+    m = floor.astype(np.int64, copy=False)
     octave = np.frexp((m - 1).astype(np.float64))[1]  # bit length of m - 1
     return np.where(m <= 4, m - 1, np.minimum(octave + 1, 7))
 

@@ -105,7 +105,8 @@ class BinTable:
         per_bin = np.zeros(len(widths))
         per_bin[self.present] = WEIGHTS[self.codes]
         vals = self.alphabet
-        w = per_bin[bin_of[np.abs(vals)]] / widths[bin_of[np.abs(vals)]]
+        of = bin_of[np.abs(vals)]
+        w = per_bin[of] / widths[of]
         return np.where(vals != 0, w / 2, w) if self.signed else w
 
     def model(self) -> constriction.stream.model.Categorical:

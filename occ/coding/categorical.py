@@ -117,7 +117,7 @@ class Table:
             return None
         first, last = int(present[0]), int(present[-1])
         return cls(lo=lo + first, span=last - first + 1, present=present - first,
-                   counts=hist[present].astype(np.int64))
+                   counts=hist[present].astype(np.int64, copy=False))  # a copy already
 
     def symbols(self, values: np.ndarray) -> np.ndarray:
         """The symbol (rank among present values) of each value, as int32."""
