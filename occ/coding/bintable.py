@@ -181,16 +181,18 @@ def _all_layouts(top: int) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarra
     return out
 
 
-def _edges(top: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(first magnitude of each bin, one past its last (L, B), bins per layout (L,)) of
-    ``_layouts(top)``; padding bins are empty. Cached like ``_layouts``."""
+def _edges(top: int) -> tuple[np.ndarray, ...]:
+    """Per layout of ``_layouts(top)``: first magnitude of each bin and one past its last
+    (L, B; padding bins empty), bin widths of at least 1 (L, B), and the table bytes
+    before the codes (L,). Cached like ``_layouts``."""
     return _cached_edges(top) if top <= CACHED_TOP else _all_edges(top)
 
 
-def _all_edges(top: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _all_edges(top: int) -> tuple[np.ndarray, ...]:
     width = _layouts(top)[2]
     ends = np.cumsum(width, axis=1)  # bins are consecutive runs of magnitudes
-    out = (ends - width, ends, (width > 0).sum(1))
+    head_bytes = 1 + varint_len(top) + ((width > 0).sum(1) + 7) // 8  # layout, M, bitmap
+    out = (ends - width, ends, np.maximum(width, 1), head_bytes)
     for a in out:
         a.setflags(write=False)
     return out
@@ -218,9 +220,9 @@ def fit_counts(distinct: np.ndarray, counts: np.ndarray) -> tuple[BinTable, floa
         return None
     hist = np.bincount(mags, weights=counts.astype(np.float64), minlength=top + 1)
     signed = bool(distinct[0] < 0)
-    nonzero = int(counts.sum()) - int(counts[distinct == 0].sum())
-    layouts, _, width = _layouts(top)
-    first, end, n_real = _edges(top)
+    nonzero = int(counts.sum()) - int(hist[0])  # magnitude 0 is the value 0
+    layouts = _layouts(top)[0]
+    first, end, safe_width, head_bytes = _edges(top)
     cumulative = np.concatenate(([0.0], hist.cumsum()))  # integers: exact in float64
     counts = cumulative[end] - cumulative[first]  # (L, B) values per bin
     present = counts > 0
@@ -228,12 +230,10 @@ def fit_counts(distinct: np.ndarray, counts: np.ndarray) -> tuple[BinTable, floa
     codes = codes.astype(np.int64)
     w = np.where(present, WEIGHTS[codes], 0.0)
     total = w.sum(1, keepdims=True)
-    per_value = np.where(present, w / np.maximum(width, 1), 1.0)
+    per_value = np.where(present, w / safe_width, 1.0)
     bits = -(counts * np.log2(per_value / total)).sum(1)
     bits += float(nonzero) if signed else 0.0
-    table_bytes = 1 + varint_len(top) + (n_real + 7) // 8 + \
-        (CODE_BITS * present.sum(1) + 7) // 8
-    bits += 8 * table_bytes
+    bits += 8 * (head_bytes + (CODE_BITS * present.sum(1) + 7) // 8)
     i = int(bits.argmin())
     e0, sub = layouts[i]
     chosen = present[i].nonzero()[0]
