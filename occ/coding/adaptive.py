@@ -144,8 +144,8 @@ def _bucket_tables(shifted: np.ndarray, rows: Rows) -> tuple[Table, list[Table]]
         return None
     present = np.bincount(rows.row_ctx, minlength=8).nonzero()[0]
     if len(present) == 1:
-        hist = np.bincount(shifted - lo, minlength=span)
-        return Table.from_histogram(lo, hist), [Table.from_histogram(lo, hist)]
+        one = Table.from_histogram(lo, np.bincount(shifted - lo, minlength=span))
+        return one, [one]
     key = (rows.row_ctx * span - lo).repeat(rows.lengths) + shifted  # (bucket, value)
     joint = np.bincount(key, minlength=8 * span).reshape(8, span)
     return Table.from_histogram(lo, joint.sum(0)), \

@@ -105,9 +105,8 @@ class MaskPlan:
         row_counts, col_counts = line_counts if line_counts is not None else (
             np.bincount(positions // cols, minlength=rows),
             np.bincount(positions % cols, minlength=cols))
-        none = (np.zeros(1, np.int64), np.array([rows * cols]), np.array([k]))
-        options = [ClassOption(*_best_bits(*none, 0, density), 0, np.ones(rows, np.int64),
-                               np.ones(cols, np.int64), 0.0)]
+        none = _one_context_bits(0, rows * cols, k, _offsets(0, density))  # = _best_bits
+        options = [ClassOption(*none, 0, np.ones(rows, np.int64), np.ones(cols, np.int64), 0.0)]
         self.options = options
         self.bits, self.slope, self.offset = options[0].bits, options[0].slope, options[0].offset
         self.flags, self.row_cls, self.col_cls = 0, options[0].row_cls, options[0].col_cls
