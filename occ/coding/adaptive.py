@@ -35,11 +35,12 @@ is known before those symbols are decoded, so each group is one vectorised ANS c
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
 import numpy as np
 
 from occ.coding import bintable, ctxmask, ctxnb, signs
-from occ.coding.categorical import Table, decode_symbols, encode_symbols
+from occ.coding.categorical import MAX_SPAN, Table, decode_symbols, encode_symbols
 from occ.coding.frame import Parts, Sink, Source
 from occ.coding.logtable import LogTable
 
@@ -55,71 +56,119 @@ MAX_FLOOR = 1 << 32  # ctx takes integers of up to 32 bits: no larger magnitude 
 
 def bucket(floor: np.ndarray) -> np.ndarray:
     """Context of a row's magnitude floor m >= 1: 0..3 for m = 1..4, then one per octave."""
-    m = floor.astype(np.int64)
+    m = floor.astype(np.int64, copy=False)
     octave = np.frexp((m - 1).astype(np.float64))[1]  # bit length of m - 1
     return np.where(m <= 4, m - 1, np.minimum(octave + 1, 7))
 
 
-def _shifted(values: np.ndarray, floor: np.ndarray) -> np.ndarray:
+@dataclass(frozen=True)
+class Rows:
+    """The nonzeros' values row by row (what every value plan shares): each row with a
+    nonzero holds one run of ``lengths[i]`` values, whose smallest magnitude is ``m[i]``
+    (``bucket`` ``row_ctx[i]``); ``floor`` repeats ``m`` per value."""
+
+    lengths: np.ndarray  # (A,) values per row that has any
+    m: np.ndarray  # (A,) int64 magnitude floor per such row
+    row_ctx: np.ndarray  # (A,) int64 bucket of m
+    floor: np.ndarray  # (k,) int64
+
+    @classmethod
+    def of(cls, magnitudes: np.ndarray, row_counts: np.ndarray) -> Rows:
+        """``magnitudes`` (|q| of the nonzeros, row-major) of rows holding ``row_counts``."""
+        lengths = row_counts[row_counts > 0]
+        starts = lengths.cumsum() - lengths
+        m = np.minimum.reduceat(magnitudes, starts) if len(starts) else magnitudes[:0]
+        return cls(lengths, m, bucket(m), m.repeat(lengths))
+
+
+def _shifted(values: np.ndarray, magnitudes: np.ndarray, floor: np.ndarray) -> np.ndarray:
     """sign(q)·(|q| - m + 1): nonzero, small where magnitudes sit just above the floor."""
-    return np.sign(values) * (np.abs(values) - floor + 1)
+    return np.sign(values) * (magnitudes - floor + 1)
 
 
 def _cost(tables: list[Table | None]) -> float:
-    return sum(t.bits() + 8 * t.nbytes() for t in tables if t is not None)
+    return sum(t.coded_bits for t in tables if t is not None)
 
 
 Model = Table | LogTable | bintable.BinTable
 
 
-def _group_costs(table: Table, symbols: np.ndarray) -> dict[int, tuple[float, Model]]:
+def _group_costs(table: Table) -> dict[int, tuple[float, Model]]:
     """Bits (table included) of one group under each kind of table: {kind: (bits, table)}."""
     lt = LogTable.of(table)
     out: dict[int, tuple[float, Model]] = {
-        EXACT: (table.bits() + 8 * table.nbytes(), table),
+        EXACT: (table.coded_bits, table),
         LOGT: (lt.bits(table.counts) + 8 * lt.nbytes(), lt)}
     if len(table.present) >= WIDE:
-        fitted = bintable.fit(symbols)
+        fitted = bintable.fit_counts(table.present + table.lo, table.counts)
         if fitted is not None:
             out[BINNED] = (fitted[1], fitted[0])
     return out
 
 
-def _value_plan(values: np.ndarray, row_of: np.ndarray) -> tuple[float, int, list]:
-    """(bits, mode, [(table, symbols-array) ...] in decode order, m table first);
-    ``row_of`` (the row of each value) must be non-decreasing.
+def _value_plan(values: np.ndarray, magnitudes: np.ndarray,
+                rows: Rows) -> tuple[float, int, list]:
+    """(bits, mode, [(table, symbols-array) ...] in decode order, m table first) for the
+    nonzeros' ``values`` (row-major, and their ``magnitudes``) seen as ``rows``.
 
-    Modes are compared with exact tables; the kind of each table is chosen when writing
-    (comparing modes under binned tables too changed no benchmark stream by more than a
-    few bytes, at twice the encoding time)."""
+    Modes are compared with exact tables, each counted from one histogram of (bucket,
+    shifted value); the kind of each table is chosen when writing (comparing modes under
+    binned tables too changed no benchmark stream by more than a few bytes, at twice the
+    encoding time)."""
     plain = Table.fit(values)
     if plain is None:
         raise ValueError("ctx: values span more than 2^16 integers")
-    best: tuple[float, int, list] = (_cost([plain]), PLAIN, [(plain, values)])
-    # nonzeros come in ascending order, so each row's values are one run
-    starts = np.flatnonzero(np.diff(row_of, prepend=-1))
-    m = np.minimum.reduceat(np.abs(values), starts)
-    floor = np.repeat(m, np.diff(starts, append=len(values)))
-    m_table = Table.fit(m - 1)
-    shifted = _shifted(values, floor)
-    one = Table.fit(shifted)
-    if m_table is not None and one is not None:
+    best: tuple[float, int, list] = (_cost([plain]), PLAIN, [plain])
+    m_table = Table.fit(rows.m - 1)
+    shifted = _shifted(values, magnitudes, rows.floor)
+    split = _bucket_tables(shifted, rows) if m_table is not None else None
+    if split is not None:
+        one, by_bucket = split
         cost = _cost([m_table, one])
         if cost < best[0]:
-            best = (cost, FLOOR, [(m_table, m - 1), (one, shifted)])
-        ctx = bucket(floor)
-        order = np.argsort(ctx, kind="stable")
-        by_bucket = np.split(shifted[order], np.cumsum(np.bincount(ctx))[:-1])
-        split = [(Table.fit(group), group) for group in by_bucket if len(group)]
-        cost = _cost([m_table] + [t for t, _ in split])
-        if cost < best[0]:
-            best = (cost, BUCKETS, [(m_table, m - 1)] + split)
-    return best
+            best = (cost, FLOOR, [m_table, one])
+        if len(by_bucket) > 1:  # one bucket: the same tables as FLOOR
+            cost = _cost([m_table] + by_bucket)
+            if cost < best[0]:
+                best = (cost, BUCKETS, [m_table] + by_bucket)
+    cost, mode, tables = best
+    return cost, mode, list(zip(tables, _groups(values, rows, shifted, mode), strict=True))
+
+
+def _bucket_tables(shifted: np.ndarray, rows: Rows) -> tuple[Table, list[Table]] | None:
+    """(the table of every shifted value, one table per bucket present, ascending), from
+    one joint histogram; None when the values span more than MAX_SPAN."""
+    lo, hi = int(shifted.min()), int(shifted.max())
+    span = hi - lo + 1
+    if span > MAX_SPAN:
+        return None
+    present = np.bincount(rows.row_ctx, minlength=8).nonzero()[0]
+    if len(present) == 1:
+        one = Table.from_histogram(lo, np.bincount(shifted - lo, minlength=span))
+        return one, [one]
+    key = (rows.row_ctx * span - lo).repeat(rows.lengths) + shifted  # (bucket, value)
+    joint = np.bincount(key, minlength=8 * span).reshape(8, span)
+    return Table.from_histogram(lo, joint.sum(0)), \
+        [Table.from_histogram(lo, joint[b]) for b in present]
+
+
+def _groups(values: np.ndarray, rows: Rows, shifted: np.ndarray,
+            mode: int) -> list[np.ndarray]:
+    """The symbol arrays of ``mode``, in decode order (m first, then by bucket)."""
+    if mode == PLAIN:
+        return [values]
+    if mode == FLOOR:
+        return [rows.m - 1, shifted]
+    ctx = np.repeat(rows.row_ctx.astype(np.uint8), rows.lengths)
+    order = np.argsort(ctx, kind="stable")  # bytes: one radix pass
+    per_bucket = np.bincount(ctx, minlength=8)
+    by_bucket = np.split(shifted[order], np.cumsum(per_bucket)[:-1])
+    return [rows.m - 1] + [group for group in by_bucket if len(group)]
 
 
 def _write_values(sink: Sink, groups: list[tuple[Table, np.ndarray]]) -> int:
     """Append the value groups with the cheapest tables; returns the tag bits used."""
-    costs = [_group_costs(t, v) for t, v in groups]
+    costs = [_group_costs(t) for t, _ in groups]
     uniform = {kind: sum(c[kind][0] for c in costs) for kind in (EXACT, LOGT)}
     mixed = sum(min(b for b, _ in c.values()) + 8 for c in costs)
     if min(uniform.values()) <= mixed:
@@ -160,26 +209,30 @@ def encode(array: np.ndarray, cols: int | None = None,
     n = len(array)
     cols = cols if cols and n % cols == 0 else max(n, 1)
     rows = n // cols if n else 0
-    nz = np.flatnonzero(array)
+    live = array != 0
+    nz = np.flatnonzero(live)  # of bools: branch-free, several times faster on a dense mask
     k = len(nz)
     sink = Sink()
     sink.side.varint(rows)
     sink.side.varint(k)
     mode = PLAIN
+    mask = live.reshape(rows, cols)
+    row_counts = np.count_nonzero(mask, axis=1)  # dense: faster than a bincount of rows
     if 0 < k < n:
-        _encode_mask(sink, (array != 0).reshape(rows, cols), nz, shape)
+        _encode_mask(sink, mask, nz, shape, (row_counts, np.count_nonzero(mask, axis=0)))
     version = VERSION
     if k:
         values = array[nz].astype(np.int64)
-        row_of = nz // cols
-        cost, mode, groups = _value_plan(values, row_of)
+        magnitudes = np.abs(values)
+        rows_of = Rows.of(magnitudes, row_counts)
+        cost, mode, groups = _value_plan(values, magnitudes, rows_of)
         negative = values < 0
         widths = ctxnb.widths(shape, cols)
-        if negative.any() and not negative.all() and \
-                signs.coherent(np.sign(array).astype(np.int8).reshape(rows, cols), widths):
+        if 0 < np.count_nonzero(negative) < k and signs.coherent(
+                np.sign(array).astype(np.int8, copy=False).reshape(rows, cols), widths):
             sign_plan = signs.plan(nz, negative, rows, cols, widths[:SIGN_WIDTHS])
             # signed tables spend at most about a bit per sign: below that, try magnitudes
-            apart = _value_plan(np.abs(values), row_of) if sign_plan.bits < k else None
+            apart = _value_plan(magnitudes, magnitudes, rows_of) if sign_plan.bits < k else None
             if apart is not None and apart[0] + sign_plan.bits < cost:
                 version = SIGNS_APART
                 signs.encode(sink, negative, sign_plan)
@@ -197,34 +250,36 @@ SIGN_WIDTHS = 2  # ... and the signs
 
 
 def _encode_mask(sink: Sink, mask: np.ndarray, nz: np.ndarray,
-                 shape: tuple[int, ...] | None) -> None:
+                 shape: tuple[int, ...] | None,
+                 line_counts: tuple[np.ndarray, np.ndarray]) -> None:
     """The positions: density classes alone (``ctxmask``) or with neighbours (``ctxnb``),
-    whichever the counts say is smaller."""
+    whichever the counts say is smaller. ``line_counts``: nonzeros per row and column."""
     rows, cols = mask.shape
-    plan = ctxmask.MaskPlan(nz, rows, cols)
+    plan = ctxmask.MaskPlan(nz, rows, cols, line_counts)
     flat = mask.reshape(-1)
     layouts = [ctxnb.layout(mask, b) for b in ctxnb.widths(shape, cols)[:MAX_LAYOUTS]
-               if ctxnb.clustered(mask, b)]
-    best: tuple[float, ctxmask.ClassOption, ctxnb.NeighbourPlan | None, np.ndarray | None] = \
-        (plan.bits, plan.options[0], None, None)
+               if ctxnb.clustered(mask, b, line_counts=line_counts)]
+    best: tuple[float, ctxmask.ClassOption, ctxnb.NeighbourPlan | None] = \
+        (plan.bits, plan.options[0], None)
     tried = plan.options[:TRY_OPTIONS]
     candidates = tried[:1] + ([min(tried[1:], key=lambda o: o.side_bits)] if len(tried) > 1
                               else [])
+    lines = np.divmod(nz, cols) if layouts else None
     for i, option in enumerate(candidates if layouts else []):
         if i == 1 and best[0] > WORTH_MORE * plan.bits:
             break
-        classes = ctxmask.cell_classes(option.flags, option.row_cls, option.col_cls)
-        two_pass = ctxnb.fit(nz, classes, option, layouts)
+        two_pass = ctxnb.fit(lines, option, layouts)
         if two_pass is not None and option.side_bits + two_pass.bits < best[0]:
-            best = (option.side_bits + two_pass.bits, option, two_pass, classes)
-    _, option, two_pass, classes = best
+            best = (option.side_bits + two_pass.bits, option, two_pass)
+    _, option, two_pass = best
     if two_pass is None:
         ctxmask.encode(sink, flat, option)
         return
     ctxmask.write_head(sink, dataclasses.replace(option, slope=two_pass.slope,
                                                  offset=two_pass.offset), ctxnb.NEIGHBOURS)
     ctxnb.write(sink, two_pass)
-    state = next(st for b, st, _ in layouts if b == two_pass.b)
+    classes = ctxmask.cell_classes(option.flags, option.row_cls, option.col_cls)
+    state = next(lay.state for lay in layouts if lay.b == two_pass.b)
     ctxnb.encode(sink, mask, classes, two_pass, state)
 
 
@@ -320,21 +375,21 @@ def _decode_values(source: Source, mode: int, row_of: np.ndarray, k: int,
     mode &= 0x03
     if mode == PLAIN:
         return _read(source, k, parts, log)
-    alive, inverse = np.unique(row_of, return_inverse=True)
-    m = _read(source, len(alive), parts, log) + 1
+    starts = np.concatenate(([0], (row_of[1:] != row_of[:-1]).nonzero()[0] + 1))  # runs
+    lengths = np.diff(starts, append=k)
+    m = _read(source, len(starts), parts, log) + 1
     if int(m.min()) < 1 or int(m.max()) > MAX_FLOOR:
         raise ValueError("row magnitude floor outside [1, 2^32]")
-    floor = m[inverse]
+    floor = np.repeat(m, lengths)
     if mode == FLOOR:
         shifted = _read(source, k, parts, log)
     else:
-        ctx = bucket(floor)
-        order = np.argsort(ctx, kind="stable")
-        sorted_ctx = ctx[order]
+        ctx = np.repeat(bucket(m).astype(np.uint8), lengths)
+        order = np.argsort(ctx, kind="stable")  # bytes: one radix pass
+        per_bucket = np.bincount(ctx, minlength=8)
+        grouped = [_read(source, int(count), parts, log) for count in per_bucket if count]
         shifted = np.empty(k, dtype=np.int64)
-        for b in np.unique(sorted_ctx):
-            sel = order[sorted_ctx == b]
-            shifted[sel] = _read(source, len(sel), parts, log)
+        shifted[order] = np.concatenate(grouped)
     if not np.all(shifted):
         raise ValueError("shifted value of zero")
     return np.sign(shifted) * (np.abs(shifted) + floor - 1)

@@ -31,12 +31,13 @@ import numpy as np
 from occ.coding.bitio import (
     ByteReader,
     ByteWriter,
+    clamp,
     pack_fixed,
     packed_len,
     unpack_fixed,
     varint_len,
 )
-from occ.coding.logtable import CODE_BITS, MAX_CODE, ROOT
+from occ.coding.logtable import CODE_BITS, MAX_CODE, WEIGHTS
 
 MAX_MAGNITUDE = 1 << 15  # alphabets up to 2^16 values, like categorical.MAX_SPAN
 E0S, SUBS = range(5), range(4)
@@ -102,9 +103,10 @@ class BinTable:
         """Weight of each value of ``values()``."""
         bin_of, widths = bins(self.top, self.e0, self.sub)
         per_bin = np.zeros(len(widths))
-        per_bin[self.present] = np.ldexp(ROOT[self.codes % 4], self.codes // 4)
+        per_bin[self.present] = WEIGHTS[self.codes]
         vals = self.alphabet
-        w = per_bin[bin_of[np.abs(vals)]] / widths[bin_of[np.abs(vals)]]
+        of = bin_of[np.abs(vals)]
+        w = per_bin[of] / widths[of]
         return np.where(vals != 0, w / 2, w) if self.signed else w
 
     def model(self) -> constriction.stream.model.Categorical:
@@ -179,36 +181,60 @@ def _all_layouts(top: int) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarra
     return out
 
 
+def _edges(top: int) -> tuple[np.ndarray, ...]:
+    """Per layout of ``_layouts(top)``: first magnitude of each bin and one past its last
+    (L, B; padding bins empty), bin widths of at least 1 (L, B), and the table bytes
+    before the codes (L,). Cached like ``_layouts``."""
+    return _cached_edges(top) if top <= CACHED_TOP else _all_edges(top)
+
+
+def _all_edges(top: int) -> tuple[np.ndarray, ...]:
+    width = _layouts(top)[2]
+    ends = np.cumsum(width, axis=1)  # bins are consecutive runs of magnitudes
+    head_bytes = 1 + varint_len(top) + ((width > 0).sum(1) + 7) // 8  # layout, M, bitmap
+    out = (ends - width, ends, np.maximum(width, 1), head_bytes)
+    for a in out:
+        a.setflags(write=False)
+    return out
+
+
+_cached_edges = lru_cache(maxsize=32)(_all_edges)
+
+
 _cached_layouts = lru_cache(maxsize=32)(_all_layouts)
 
 
 def fit(values: np.ndarray) -> tuple[BinTable, float] | None:
     """The cheapest layout for ``values`` (int64) and its total bits (table included), or
     None when the magnitudes exceed MAX_MAGNITUDE. Every layout is costed at once."""
-    mags = np.abs(values)
+    distinct, counts = np.unique(values, return_counts=True)
+    return fit_counts(distinct, counts)
+
+
+def fit_counts(distinct: np.ndarray, counts: np.ndarray) -> tuple[BinTable, float] | None:
+    """``fit`` of values given as their ``distinct`` values (int64, ascending) and how
+    often each occurs."""
+    mags = np.abs(distinct)
     top = int(mags.max())
     if top > MAX_MAGNITUDE:
         return None
-    hist = np.bincount(mags, minlength=top + 1).astype(np.float64)
-    signed = bool((values < 0).any())
-    layouts, bin_of, width = _layouts(top)
-    n_layouts, n_bins = width.shape
-    keys = (np.arange(n_layouts)[:, None] * n_bins + bin_of).reshape(-1)
-    counts = np.bincount(keys, weights=np.tile(hist, n_layouts),
-                         minlength=n_layouts * n_bins).reshape(n_layouts, n_bins)
+    hist = np.bincount(mags, weights=counts.astype(np.float64), minlength=top + 1)
+    signed = bool(distinct[0] < 0)
+    nonzero = int(counts.sum()) - int(hist[0])  # magnitude 0 is the value 0
+    layouts = _layouts(top)[0]
+    first, end, safe_width, head_bytes = _edges(top)
+    cumulative = np.concatenate(([0.0], hist.cumsum()))  # integers: exact in float64
+    counts = cumulative[end] - cumulative[first]  # (L, B) values per bin
     present = counts > 0
-    codes = np.clip(np.rint(4 * np.log2(np.where(present, counts, 1.0))), 0, MAX_CODE)
+    codes = clamp(np.rint(4 * np.log2(np.where(present, counts, 1.0))), 0, MAX_CODE)
     codes = codes.astype(np.int64)
-    w = np.where(present, np.ldexp(ROOT[codes % 4], codes // 4), 0.0)
+    w = np.where(present, WEIGHTS[codes], 0.0)
     total = w.sum(1, keepdims=True)
-    per_value = np.where(present, w / np.maximum(width, 1), 1.0)
+    per_value = np.where(present, w / safe_width, 1.0)
     bits = -(counts * np.log2(per_value / total)).sum(1)
-    bits += float(np.count_nonzero(values)) if signed else 0.0
-    n_real = (width > 0).sum(1)
-    table_bytes = 1 + varint_len(top) + (n_real + 7) // 8 + \
-        (CODE_BITS * present.sum(1) + 7) // 8
-    bits += 8 * table_bytes
-    i = int(np.argmin(bits))
+    bits += float(nonzero) if signed else 0.0
+    bits += 8 * (head_bytes + (CODE_BITS * present.sum(1) + 7) // 8)
+    i = int(bits.argmin())
     e0, sub = layouts[i]
-    chosen = np.flatnonzero(present[i])
+    chosen = present[i].nonzero()[0]
     return BinTable(signed, e0, sub, top, chosen, codes[i, chosen]), float(bits[i])

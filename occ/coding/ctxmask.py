@@ -23,11 +23,13 @@ any machine.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import constriction
 import numpy as np
 
+from occ.coding.bitio import clamp
 from occ.coding.categorical import Table, decode_symbols, encode_symbols
 from occ.coding.frame import Parts, Sink, Source
 
@@ -60,7 +62,7 @@ def cell_bits(cells: np.ndarray, ones: np.ndarray, e: np.ndarray) -> np.ndarray:
 
 def probability(classes: np.ndarray, slope: int, offset: int) -> np.ndarray:
     """Bernoulli parameters ``2^-(slope·class + offset)/4``, clipped to [P_MIN, P_MAX]."""
-    return P[np.clip(slope * classes.astype(np.int64) + offset, 0, E_MAX)]
+    return P[clamp(slope * classes.astype(np.int64) + offset, 0, E_MAX)]
 
 def density_classes(counts: np.ndarray, length: int, per_octave: int = 2) -> np.ndarray:
     """0 for an empty line, else 1 + round(-per_octave·log2(count / length)), <= MAX_CLASS."""
@@ -96,18 +98,21 @@ class MaskPlan:
     refits the best few with neighbour contexts).
     """
 
-    def __init__(self, positions: np.ndarray, rows: int, cols: int) -> None:
-        r, c = positions // cols, positions % cols
+    def __init__(self, positions: np.ndarray, rows: int, cols: int,
+                 line_counts: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """``line_counts``: the nonzeros per row and per column, when the caller has them."""
         k, density = len(positions), len(positions) / (rows * cols)
-        row_counts, col_counts = np.bincount(r, minlength=rows), np.bincount(c, minlength=cols)
-        none = (np.zeros(1, np.int64), np.array([rows * cols]), np.array([k]))
-        options = [ClassOption(*_best_bits(*none, 0, density), 0, np.ones(rows, np.int64),
-                               np.ones(cols, np.int64), 0.0)]
+        row_counts, col_counts = line_counts if line_counts is not None else (
+            np.bincount(positions // cols, minlength=rows),
+            np.bincount(positions % cols, minlength=cols))
+        none = _one_context_bits(0, rows * cols, k, _offsets(0, density))  # = _best_bits
+        options = [ClassOption(*none, 0, np.ones(rows, np.int64), np.ones(cols, np.int64), 0.0)]
         self.options = options
         self.bits, self.slope, self.offset = options[0].bits, options[0].slope, options[0].offset
         self.flags, self.row_cls, self.col_cls = 0, options[0].row_cls, options[0].col_cls
         if not (_may_pay(row_counts, cols) or _may_pay(col_counts, rows)):
             return  # densities too even for any class to pay for its side information
+        r, c = np.divmod(positions, cols)
         row_opts = [(code, density_classes(row_counts, cols, per))
                     for code, per in enumerate(PER_OCTAVE)]
         col_opts = [(code, density_classes(col_counts, rows, per))
@@ -155,10 +160,9 @@ def _may_pay(counts: np.ndarray, length: int) -> bool:
 def _line_bits(counts: np.ndarray, length: int) -> float:
     """Bits of every line's cells under its own exact density."""
     c = counts.astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ones = np.where(c > 0, c * np.log2(length / np.where(c > 0, c, 1)), 0.0)
-        zeros = np.where(c < length, (length - c) * np.log2(length / np.where(
-            c < length, length - c, 1)), 0.0)
+    # an empty (full) line's ones (zeros) term is 0 · log2(length) = 0
+    ones = c * np.log2(length / np.maximum(c, 1))
+    zeros = (length - c) * np.log2(length / np.maximum(length - c, 1))
     return float((ones + zeros).sum())
 
 
@@ -166,14 +170,41 @@ def _best_bits(present: np.ndarray, cells: np.ndarray, ones: np.ndarray, flags: 
                density: float) -> tuple[float, int, int]:
     """(bits, slope, offset): the cheapest probability scale for these context counts."""
     offsets = _offsets(flags, density)  # (O,)
+    if not flags and len(present) == 1:
+        return _one_context_bits(int(present[0]), int(cells[0]), int(ones[0]), offsets)
     if flags:  # also around the live cells' own density (what alive-only classes need)
         live = -4 * np.log2(max(float(ones.sum()), 1.0) / max(float(cells.sum()), 1.0))
-        offsets = np.union1d(offsets, int(round(live)) + OFFSETS)
-    slopes = np.array(SLOPES if len(present) > 1 else SLOPES[:1])  # (S,)
-    e = np.clip(slopes[:, None, None] * present + offsets[:, None], 0, E_MAX)  # (S, O, P)
+        offsets = _union_ranges(int(offsets[0]), int(round(live)) + int(OFFSETS[0]))
+    slopes = _SLOPES if len(present) > 1 else _SLOPES[:1]  # (S,)
+    e = clamp(slopes[:, None, None] * present + offsets[:, None], 0, E_MAX)  # (S, O, P)
     bits = cell_bits(cells, ones, e)
-    i, j = np.unravel_index(int(np.argmin(bits)), bits.shape)
+    i, j = divmod(int(bits.argmin()), bits.shape[1])
     return float(bits[i, j]), int(slopes[i]), int(offsets[j])
+
+
+_SLOPES = np.array(SLOPES)
+
+
+def _union_ranges(a: int, b: int) -> np.ndarray:
+    """The union of two runs of len(OFFSETS) consecutive integers, starting at ``a`` and
+    at ``b``, ascending (what np.union1d gives, without its sort)."""
+    n = len(OFFSETS)
+    lo, hi = min(a, b), max(a, b)
+    if hi - lo <= n:  # overlapping or adjacent: one run
+        return np.arange(lo, hi + n)
+    return np.concatenate([np.arange(lo, lo + n), np.arange(hi, hi + n)])
+
+def _one_context_bits(context: int, cells: int, ones: int,
+                      offsets: np.ndarray) -> tuple[float, int, int]:
+    """``_best_bits`` of a single context with the first slope: the same floats, from
+    Python scalars instead of a dozen calls on one-element arrays."""
+    best = (math.inf, 0, 0)
+    for offset in offsets.tolist():
+        e = min(max(SLOPES[0] * context + offset, 0), E_MAX)
+        bits = ones * float(BITS_ONE[e]) + (cells - ones) * float(BITS_ZERO[e])
+        if bits < best[0]:
+            best = (bits, SLOPES[0], offset)
+    return best
 
 def _context_counts(row_cls: np.ndarray, col_cls: np.ndarray, r: np.ndarray, c: np.ndarray,
                     alone: bool) -> list[tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
@@ -196,7 +227,7 @@ def _context_counts(row_cls: np.ndarray, col_cls: np.ndarray, r: np.ndarray, c: 
                       np.bincount(diag, weights=joint[1:, 1:].ravel()))))
     result = []
     for flags, (cells, ones) in out:
-        present = np.flatnonzero(cells)
+        present = cells.nonzero()[0]
         result.append((flags, (present, cells[present], ones[present])))
     return result
 
@@ -253,6 +284,9 @@ def write_head(sink: Sink, plan: MaskPlan | ClassOption, extra_flags: int = 0) -
 def encode(sink: Sink, mask: np.ndarray, plan: MaskPlan | ClassOption) -> None:
     """Append ``mask`` (flat bool, row-major, some zeros and some ones) to ``sink``."""
     write_head(sink, plan)
+    if not plan.flags & (USE_ROWS | USE_COLS):  # one context, every cell live: no sort
+        sink.encode(mask.astype(np.int32), bernoulli(float(P[min(max(plan.offset, 0), E_MAX)])))
+        return
     ctx = cell_classes(plan.flags, plan.row_cls, plan.col_cls)
     order, present, cells = _groups(ctx)
     bits = mask[order].astype(np.int32)
@@ -303,6 +337,8 @@ def read_head(source: Source, rows: int, cols: int, extra_flags: int = 0,
 def decode_cells(source: Source, head: Head, k: int,
                  parts: Parts | None = None) -> np.ndarray:
     """The cells of a mask whose head has been read, grouped by class context."""
+    if not head.flags & (USE_ROWS | USE_COLS):
+        return _decode_one_context(source, head, k, parts)
     order, present, cells = _groups(head.classes)
     if len(order) < k:
         raise ValueError(f"{k} nonzeros do not fit {len(order)} live cells")
@@ -312,7 +348,7 @@ def decode_cells(source: Source, head: Head, k: int,
     ones_per = np.zeros(len(cells), dtype=np.int64)
     for j, (p, count) in enumerate(zip(probs, cells, strict=True)):
         got = source.decode(bernoulli(float(p)), int(count))
-        hit = np.flatnonzero(got)
+        hit = np.flatnonzero(got.astype(bool))  # bools: branch-free
         ones_per[j] = len(hit)
         ones += len(hit)
         if ones > k:
@@ -325,3 +361,17 @@ def decode_cells(source: Source, head: Head, k: int,
         parts.add_bits("positions", float(-(ones_per * np.log2(probs)
                                             + (cells - ones_per) * np.log2(1.0 - probs)).sum()))
     return np.flatnonzero(mask)  # ascending, without a sort
+
+
+def _decode_one_context(source: Source, head: Head, k: int, parts: Parts | None) -> np.ndarray:
+    """``decode_cells`` without classes: every cell live, under one probability."""
+    n = len(head.classes)
+    if n < k:
+        raise ValueError(f"{k} nonzeros do not fit {n} live cells")
+    p = float(P[min(max(head.offset, 0), E_MAX)])  # probability() of class 0
+    where = np.flatnonzero(source.decode(bernoulli(p), n).astype(bool))  # bools: branch-free
+    if len(where) != k:
+        raise ValueError(f"position mask has {len(where)} ones, expected {k}")
+    if parts is not None:
+        parts.add_bits("positions", float(-(k * np.log2(p) + (n - k) * np.log2(1.0 - p))))
+    return where

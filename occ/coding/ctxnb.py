@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from occ.coding import ctxmask
-from occ.coding.bitio import varint_len
+from occ.coding.bitio import clamp, varint_len
 from occ.coding.frame import Parts, Sink, Source
 
 NEIGHBOURS = 64  # mask flag bit: cells coded in passes (this module)
@@ -78,12 +78,16 @@ def widths(shape: tuple[int, ...] | None, cols: int) -> list[int]:
     return [0]
 
 
-def clustered(mask: np.ndarray, b: int, threshold: float = 1.25) -> bool:
+def clustered(mask: np.ndarray, b: int, threshold: float = 1.25,
+              line_counts: tuple[np.ndarray, np.ndarray] | None = None) -> bool:
     """Whether set cells of ``mask`` (R, C bool) sit next to each other (at ``c ± 1`` or
     ``c ± b``) at least ``threshold`` times as often as row and column densities alone
-    predict (``p(r, c) = d_r·d_c / d``): a cheap test before fitting the passes."""
+    predict (``p(r, c) = d_r·d_c / d``): a cheap test before fitting the passes.
+    ``line_counts``: the set cells per row and per column, when the caller has them."""
     rows, cols = mask.shape
-    d_row, d_col = mask.mean(1), mask.mean(0)
+    if line_counts is None:
+        line_counts = np.count_nonzero(mask, axis=1), np.count_nonzero(mask, axis=0)
+    d_row, d_col = line_counts[0] / cols, line_counts[1] / rows  # = mask.mean(1), mean(0)
     d = float(d_row.mean())
     if d <= 0.0:
         return False
@@ -135,44 +139,108 @@ def states(mask: np.ndarray, b: int) -> np.ndarray:
     first = mask & (column_pass == 0)
     second = _pass_states(first.view(np.int8), b, 1)
     third = _pass_states((mask & (column_pass < 2)).view(np.int8), b, 2)
-    out = np.where(column_pass == 2, third, np.where(column_pass == 1, second, np.int8(0)))
-    return out.astype(np.int8, copy=False).reshape(-1)
+    # each column is in one pass: select by multiplying with 0/1 columns (a broadcast
+    # np.where is many times slower)
+    out = second * (column_pass == 1).view(np.int8) + third * (column_pass == 2).view(np.int8)
+    return out.reshape(-1)
 
 
 def _exponents(classes: np.ndarray, state: np.ndarray, slope: int, offset: int,
                adj: np.ndarray) -> np.ndarray:
-    return np.clip(slope * classes.astype(np.int64) + offset + adj[state], 0, ctxmask.E_MAX)
+    return clamp(slope * classes.astype(np.int64) + offset + adj[state], 0, ctxmask.E_MAX)
 
 
-def layout(mask: np.ndarray, b: int) -> tuple[int, np.ndarray, np.ndarray]:
-    """(b, cell states, state keys ``state << 8`` as int32) of ``mask`` for ``fit``."""
+@dataclass(frozen=True)
+class Layout:
+    """A grid width's cell states, and the cells ``fit`` counts one by one: those with a
+    set neighbour (a state above their pass's first), few in a sparse mask. Every other
+    live cell's context follows from its row and column alone."""
+
+    b: int
+    state: np.ndarray  # (R*C,) int8
+    column_pass: np.ndarray  # (C,) int8
+    near_row: np.ndarray  # (N,) row of each cell with a set neighbour
+    near_col: np.ndarray  # (N,) its column
+    near_state: np.ndarray  # (N,) its state
+    near_base: np.ndarray  # (N,) its pass's first state
+
+
+def layout(mask: np.ndarray, b: int) -> Layout:
+    """The states of ``mask`` (R, C bool) on a grid of width ``b``, for ``fit``."""
+    rows, cols = mask.shape
     state = states(mask, b)
-    return b, state, state.astype(np.int32) << 8
+    column_pass = passes(cols, b)
+    base = np.array(STATE_BASE, dtype=np.int8)[column_pass]  # (C,)
+    near = np.flatnonzero(state.reshape(rows, cols) != base)
+    near_row, near_col = np.divmod(near, cols)
+    return Layout(b, state, column_pass, near_row, near_col, state[near].astype(np.int64),
+                  base[near_col].astype(np.int64))
 
 
-def fit(nz: np.ndarray, classes: np.ndarray, option: ctxmask.ClassOption,
-        layouts: list[tuple[int, np.ndarray, np.ndarray]]) -> NeighbourPlan | None:
-    """The cheapest plan in passes for a mask with ones at ``nz`` under ``option``'s cell
-    ``classes`` (R*C int16, -1: a known zero), over ``layouts`` (from ``layout``); None
-    when none beats the classes alone. ``bits`` excludes the classes' own side bits."""
-    class_key = classes.astype(np.int32) + 1  # 0: a known zero; classes are < 255
+N_CLASSES = 255  # cell classes are 0 .. 2·(MAX_CLASS - 1) < 255
+
+
+def _state_counts(lay: Layout, option: ctxmask.ClassOption) -> np.ndarray:
+    """(MAX_STATES, N_CLASSES) int64: live cells per (state, class) under ``option``.
+
+    Cells without a set neighbour are counted per pass from the row and column class
+    histograms (a convolution: class = row part + column part); the cells with one are
+    then moved from their pass's first state to their own."""
+    part_r, live_r, part_c, live_c = _class_parts(option)
+    by_row = np.bincount(part_r[live_r], minlength=1)
+    out = np.zeros((MAX_STATES, N_CLASSES), dtype=np.int64)
+    for p, first in enumerate(STATE_BASE):
+        by_col = np.bincount(part_c[live_c & (lay.column_pass == p)], minlength=1)
+        plain = np.convolve(by_row, by_col)
+        out[first, :len(plain)] += plain
+    live = live_r[lay.near_row] & live_c[lay.near_col]
+    cls = part_r[lay.near_row[live]] + part_c[lay.near_col[live]]
+    size = MAX_STATES * N_CLASSES
+    moved = np.bincount(lay.near_state[live] * N_CLASSES + cls, minlength=size) - \
+        np.bincount(lay.near_base[live] * N_CLASSES + cls, minlength=size)
+    return out + moved.reshape(MAX_STATES, N_CLASSES)
+
+
+def _class_parts(option: ctxmask.ClassOption) -> tuple[np.ndarray, ...]:
+    """(row part, live rows, column part, live columns) of ``ctxmask.cell_classes``: a
+    live cell's class is the sum of its row's and its column's parts."""
+    rows, cols = len(option.row_cls), len(option.col_cls)
+    if option.flags & ctxmask.USE_ROWS:
+        part_r, live_r = option.row_cls - 1, option.row_cls > 0
+    else:
+        part_r, live_r = np.zeros(rows, np.int64), np.ones(rows, bool)
+    if option.flags & ctxmask.USE_COLS:
+        part_c, live_c = option.col_cls - 1, option.col_cls > 0
+    else:
+        part_c, live_c = np.zeros(cols, np.int64), np.ones(cols, bool)
+    return part_r, live_r, part_c, live_c
+
+
+def fit(lines: tuple[np.ndarray, np.ndarray], option: ctxmask.ClassOption,
+        layouts: list[Layout]) -> NeighbourPlan | None:
+    """The cheapest plan in passes for a mask with ones at rows / columns ``lines`` under
+    ``option``'s classes, over ``layouts`` (from ``layout``); None when none beats the
+    classes alone. ``bits`` excludes the classes' own side bits."""
+    part_r, _, part_c, _ = _class_parts(option)
+    set_cls = part_r[lines[0]] + part_c[lines[1]]  # set cells are never in a dead line
+    flat = lines[0] * len(part_c) + lines[1]
     best_bits, best = option.bits - option.side_bits, None
-    for b, _, keys in layouts:
-        key = keys + class_key
-        cells = np.bincount(key, minlength=MAX_STATES << 8).reshape(MAX_STATES, 256)[:, 1:]
-        ones = np.bincount(key[nz], minlength=MAX_STATES << 8).reshape(MAX_STATES, 256)[:, 1:]
-        used_states = np.flatnonzero(cells.sum(1))
-        used_classes = np.flatnonzero(cells.sum(0))
+    for lay in layouts:
+        cells = _state_counts(lay, option)
+        ones = np.bincount(lay.state[flat].astype(np.int64) * N_CLASSES + set_cls,
+                           minlength=MAX_STATES * N_CLASSES).reshape(MAX_STATES, N_CLASSES)
+        used_states = cells.sum(1).nonzero()[0]
+        used_classes = cells.sum(0).nonzero()[0]
         if not len(used_states):
             continue
         size = int(used_classes[-1]) + 1
         n_states = int(used_states[-1]) + 1
         slope, offset, adj, bits = _descend(cells[:n_states, :size], ones[:n_states, :size],
                                             option.slope, option.offset)
-        bits += 8 * (1 + len(adj) + varint_len(b))
+        bits += 8 * (1 + len(adj) + varint_len(lay.b))
         if bits < best_bits:
             best_bits = bits
-            best = NeighbourPlan(b, slope, offset, tuple(adj), bits)
+            best = NeighbourPlan(lay.b, slope, offset, tuple(adj), bits)
     return best
 
 
@@ -187,16 +255,16 @@ def _descend(cells: np.ndarray, ones: np.ndarray, slope: int,
     offsets = ctxmask.OFFSETS
     for _ in range(2):
         # every state's adjustment at once (adj[0] = 0: pass A is the offset's reference)
-        e = np.clip(slope * cls + offset + _ADJ[:, None, None], 0, ctxmask.E_MAX)  # (A, 1, C)
+        e = clamp(slope * cls + offset + _ADJ[:, None, None], 0, ctxmask.E_MAX)  # (A, 1, C)
         per = ctxmask.cell_bits(cells, ones, e)
-        adj = _ADJ[np.argmin(per, axis=0)]
+        adj = _ADJ[per.argmin(axis=0)]
         adj[0] = 0
-        e = np.clip(slopes[:, None, None, None] * cls + (offset + offsets)[:, None, None] +
-                    adj[:, None], 0, ctxmask.E_MAX)  # (S, O, states, classes)
+        e = clamp(slopes[:, None, None, None] * cls + (offset + offsets)[:, None, None] +
+                  adj[:, None], 0, ctxmask.E_MAX)  # (S, O, states, classes)
         bits = ctxmask.cell_bits(cells, ones, e).sum(-1)
-        i, j = np.unravel_index(int(np.argmin(bits)), bits.shape)
+        i, j = divmod(int(bits.argmin()), bits.shape[1])
         slope, offset = int(slopes[i]), int(offset + offsets[j])
-    e = np.clip(slope * cls + offset + adj[:, None], 0, ctxmask.E_MAX)
+    e = clamp(slope * cls + offset + adj[:, None], 0, ctxmask.E_MAX)
     return slope, offset, [int(x) for x in adj], float(ctxmask.cell_bits(cells, ones, e).sum())
 
 
@@ -241,23 +309,31 @@ def encode(sink: Sink, mask: np.ndarray, classes: np.ndarray, plan: NeighbourPla
     One radix sort of (pass, exponent) keys over all cells gives every group in the
     order the decoder reads them: pass by pass, exponent ascending, cells ascending.
     """
-    rows, cols = mask.shape
     state = states(mask, plan.b) if state is None else state
-    shift = (plan.offset + np.array(plan.adj, dtype=np.int64)).astype(np.int16)
-    # a dead cell (class -1) may have more set neighbours than any live one: its key is
-    # DEAD_KEY whatever its exponent, so any adjustment will do
-    e = plan.slope * classes + shift[np.minimum(state, len(shift) - 1)]
-    np.clip(e, 0, ctxmask.E_MAX, out=e)
-    key = (passes(cols, plan.b).astype(np.uint8) * np.uint8(_E_SPAN))[None, :] + \
-        e.reshape(rows, cols).astype(np.uint8)
-    key = key.reshape(-1)
-    key[classes < 0] = DEAD_KEY
+    index = state.astype(np.int16) << 8  # (state, class + 1): < MAX_STATES·256 < 2^15
+    index += classes
+    index += 1
+    key = np.take(_key_table(plan).reshape(-1), index)
     order = np.argsort(key, kind="stable")  # bytes: one radix pass
     bounds = np.searchsorted(key[order], np.arange(DEAD_KEY + 1))
     bits = mask.reshape(-1)[order].view(np.int8)
     for k in np.flatnonzero(np.diff(bounds)):
         sink.encode(bits[bounds[k]:bounds[k + 1]].astype(np.int32),
                     ctxmask.bernoulli(ctxmask.P[k % _E_SPAN]))
+
+
+def _key_table(plan: NeighbourPlan) -> np.ndarray:
+    """(MAX_STATES, 256) uint8 sort key of a cell by (state, class + 1): its pass (which
+    its state tells) times _E_SPAN plus its exponent; DEAD_KEY for a known zero (class
+    -1), whatever its state (a dead cell may have more set neighbours than any live one,
+    so its state may have no adjustment)."""
+    shift = plan.offset + np.array(plan.adj, dtype=np.int64)
+    state = np.arange(MAX_STATES)
+    pass_of = np.searchsorted(np.array(STATE_BASE), state, side="right") - 1
+    e = plan.slope * np.arange(-1, 255) + shift[np.minimum(state, len(shift) - 1)][:, None]
+    out = pass_of[:, None] * _E_SPAN + clamp(e, 0, ctxmask.E_MAX)
+    out[:, 0] = DEAD_KEY
+    return out.astype(np.uint8)
 
 
 def read(source: Source, cols: int) -> tuple[int, np.ndarray]:

@@ -50,7 +50,7 @@ class Sink:
         head = ByteWriter()
         head.u8(tag)
         head.varint(len(side))
-        words = coder.get_compressed().astype("<u4").tobytes()
+        words = coder.get_compressed().astype("<u4", copy=False).tobytes()
         return head.getvalue() + side + words
 
 

@@ -23,6 +23,7 @@ import numpy as np
 from occ.coding.bitio import (
     ByteReader,
     ByteWriter,
+    clamp,
     pack_fixed,
     packed_len,
     unpack_fixed,
@@ -32,6 +33,10 @@ from occ.coding.categorical import Table, read_support, support_bytes, write_sup
 CODE_BITS = 7
 MAX_CODE = (1 << CODE_BITS) - 1  # 2^(127/4): counts beyond ~2^31 saturate (still decodable)
 ROOT = np.array([1.0, 1.189207115002721, 1.4142135623730951, 1.681792830507429])  # 2^(j/4)
+# 2^(c/4) for every code c (ldexp of the literals above: exact), looked up instead of
+# recomputed per table
+WEIGHTS = np.ldexp(ROOT[np.arange(MAX_CODE + 1) % 4], np.arange(MAX_CODE + 1) // 4)
+WEIGHTS.setflags(write=False)
 
 
 @dataclass(frozen=True)
@@ -46,12 +51,12 @@ class LogTable:
     @classmethod
     def of(cls, table: Table) -> LogTable:
         """The rounded version of an exact table."""
-        codes = np.clip(np.rint(4 * np.log2(table.counts)), 0, MAX_CODE).astype(np.int64)
+        codes = clamp(np.rint(4 * np.log2(table.counts)), 0, MAX_CODE).astype(np.int64)
         return cls(table.lo, table.span, table.present, codes)
 
     def weights(self) -> np.ndarray:
         """``2^(code/4)`` per present value, as exact floats."""
-        return np.ldexp(ROOT[self.codes % 4], self.codes // 4)
+        return WEIGHTS[self.codes]
 
     def bits(self, counts: np.ndarray) -> float:
         """Bits of symbols occurring ``counts`` times under this table's model."""

@@ -25,7 +25,7 @@ import constriction
 import numpy as np
 
 from occ.coding import ctxmask, ctxnb
-from occ.coding.bitio import varint_len
+from occ.coding.bitio import clamp, varint_len
 from occ.coding.frame import Parts, Sink, Source
 
 SPREAD = 2  # neighbour sign sums are clipped to -SPREAD..SPREAD
@@ -65,19 +65,30 @@ def _pass_contexts(sign: np.ndarray, column_pass: np.ndarray, near: np.ndarray,
 
 
 def contexts(nz: np.ndarray, negative: np.ndarray, rows: int, cols: int,
-             b: int, index: np.ndarray | None = None) -> np.ndarray:
+             b: int, grid: np.ndarray | None = None) -> np.ndarray:
     """The context (0 .. N_CONTEXTS-1) of each nonzero at ``nz`` (flat, ascending), given
     all the signs (``negative``): what the decoder will know when it reaches it.
-    ``index``: ``_index(nz, rows * cols)`` when the caller has it."""
-    column_pass = ctxnb.passes(cols, b)[nz % cols]
-    sign = np.where(negative, -1, 1)
+    ``grid``: ``sign_grid(nz, negative, rows, cols)`` when the caller has it.
+
+    Counted on the whole grid at once (the decoder, which learns the signs pass by pass,
+    looks up each nonzero's neighbours instead): the same sums."""
+    grid = sign_grid(nz, negative, rows, cols) if grid is None else grid
+    column_pass = ctxnb.passes(cols, b)
+    pass_of = column_pass[nz % cols] if cols else np.zeros(0, np.int8)
     out = np.zeros(len(nz), dtype=np.int64)
-    index = _index(nz, rows * cols) if index is None else index
     for pass_ in (1, 2):
-        chosen = np.flatnonzero(column_pass == pass_)
-        near = _neighbours(index, nz[chosen], cols, ctxnb.shifts(b, pass_))
-        out[chosen] = _pass_contexts(sign, column_pass, near, pass_)
+        known = grid * (column_pass < pass_).view(np.int8)  # signs of earlier passes
+        total = ctxnb.neighbour_count(known, ctxnb.shifts(b, pass_)).reshape(-1)[nz]
+        ctx = (1 + (pass_ - 1) * PER_PASS + SPREAD) + clamp(total, -SPREAD, SPREAD)
+        out = np.where(pass_of == pass_, ctx, out)
     return out
+
+
+def sign_grid(nz: np.ndarray, negative: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """(R, C) int8: -1 / +1 at the nonzeros at ``nz``, 0 elsewhere."""
+    grid = np.zeros(rows * cols, dtype=np.int8)
+    grid[nz] = np.where(negative, np.int8(-1), np.int8(1))
+    return grid.reshape(rows, cols)
 
 
 def coherent(sign: np.ndarray, widths: list[int], margin: float = 0.1) -> bool:
@@ -122,10 +133,10 @@ def plan(nz: np.ndarray, negative: np.ndarray, rows: int, cols: int,
     """The cheapest grid width among ``widths`` for these signs."""
     if not widths:
         raise ValueError("no grid width to plan the signs on")
-    index = _index(nz, rows * cols)
+    grid = sign_grid(nz, negative, rows, cols)
     plans = []
     for b in widths:
-        ctx = contexts(nz, negative, rows, cols, b, index)
+        ctx = contexts(nz, negative, rows, cols, b, grid)
         j, bits = _probabilities(ctx, negative)
         plans.append(SignPlan(b, j, bits + 8 * (N_CONTEXTS + varint_len(b)), ctx))
     return min(plans, key=lambda p: p.bits)  # the first of equals, like a strict <
