@@ -11,7 +11,8 @@ heads' biases (DPQE recipes; heads round like the quantize stage since issue 20)
 value: bytes of the biases (``occ inspect`` kind ``params``) and of the whole artifact,
 the mean ± std over seeds of the val and test accuracy change against the baseline, the
 paired bootstrap interval of the test change, and the change against ``none`` on both
-splits.
+splits. A value whose run a quality gate stops (exit 1 in ``occ compress``) is recorded as
+``failed`` with the gate's message.
 
 ``suggested`` is chosen on the val split only: the fewest bits whose mean val change is
 within ``VAL_SLACK`` pt of ``none``'s; the test figures are read once per run and only
@@ -33,6 +34,7 @@ from bench_targets import TARGETS
 from benchlib import ROOT, SEEDS, run_seeds
 
 from occ.artifact.accounting import size_breakdown
+from occ.errors import OccError
 from occ.report.data import json_safe
 
 RECIPES = {name: ROOT / "recipes" / f"{name}.yaml" for name in TARGETS}
@@ -71,8 +73,14 @@ def run_target(name: str, bits_list: list[int | None], seeds: list[int]) -> dict
         label = "none" if bits is None else str(bits)
         print(f"{name}, bias_bits {label}:", file=sys.stderr)
         out_root = ROOT / "runs" / "params" / f"{name}_bias{label}"
-        doc = run_seeds(variant(name, bits), t["arch"], out_root, seeds=seeds,
-                        metric=t["metric"])
+        try:
+            doc = run_seeds(variant(name, bits), t["arch"], out_root, seeds=seeds,
+                            metric=t["metric"])
+        except OccError as err:  # a gate stopped a seed: that is this setting's result
+            print(f"  failed: {err}", file=sys.stderr)
+            rows.append({"bias_bits": bits, "recipe": str(variant(name, bits).relative_to(ROOT)),
+                         "failed": str(err)})
+            continue
         s = doc["summary"]
         params = params_bytes(out_root, seeds)
         rows.append({"bias_bits": bits, "recipe": doc["recipe"],
@@ -82,11 +90,14 @@ def run_target(name: str, bits_list: list[int | None], seeds: list[int]) -> dict
                      "val": [r["val_change"] for r in doc["runs"]],
                      "test": [r["test_change"] for r in doc["runs"]]})
     ref = rows[0]
-    for row in rows:  # against the unrounded recipe, seed by seed
+    if "failed" in ref:
+        raise SystemExit(f"{name}: the shipped recipe itself failed: {ref['failed']}")
+    for row in (r for r in rows if "failed" not in r):  # against the unrounded recipe
         row["val_vs_none"] = round(row["val_change"]["mean"] - ref["val_change"]["mean"], 3)
         row["test_vs_none"] = round(row["test_change"]["mean"] - ref["test_change"]["mean"], 3)
         row["params_vs_none"] = sum(row["params_bytes"]) / max(1, sum(ref["params_bytes"]))
-    ok = [r for r in rows if r["bias_bits"] is not None and r["val_vs_none"] >= -VAL_SLACK]
+    ok = [r for r in rows if r["bias_bits"] is not None and "failed" not in r
+          and r["val_vs_none"] >= -VAL_SLACK]
     suggested = min(ok, key=lambda r: r["bias_bits"])["bias_bits"] if ok else None
     return {"target": name, "metric": t["metric"], "seeds": seeds,
             "baseline": doc["baseline"], "rows": rows, "suggested_on_val": suggested}
@@ -99,6 +110,9 @@ def table(doc: dict[str, Any]) -> str:
              "test change pt | test vs none pt |",
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in doc["rows"]:
+        if "failed" in r:
+            lines.append(f"| {r['bias_bits']} | failed: {r['failed'][:120]} | | | | |")
+            continue
         mean = sum(r["params_bytes"]) / len(r["params_bytes"])
         size = sum(r["bytes"]) / len(r["bytes"])
         lines.append(f"| {r['bias_bits'] or 'none'} | {mean:,.0f} | {size:,.0f} | "

@@ -86,6 +86,21 @@ def test_likely_cause_reads_a_flat_loss_as_a_step_size_problem() -> None:
                                   _classes(10.0))
 
 
+def test_a_quantize_collapse_names_the_rounding_options_it_was_given() -> None:
+    """bias_bits / scale_bits are lossy choices the user made: named first when set."""
+    plain = likely_cause("quantize", {"weight_bits": 4, "act_bits": 4, "mode": "qat"}, {},
+                         _classes(92.6))
+    assert "bias_bits" not in plain and "more bits or more epochs" in plain
+    assert "mode qat or more bits" in likely_cause("quantize", {"mode": "ptq"}, {},
+                                                   _classes(92.6))
+    cause = likely_cause("quantize", {"weight_bits": 4, "act_bits": 4, "mode": "qat",
+                                      "bias_bits": 4}, {}, _classes(92.6))
+    assert cause.startswith("bias_bits 4 (int32 biases, BatchNorm shifts folded in")
+    assert "scale_bits" not in cause and "weights 4, activations 4" in cause
+    both = likely_cause("quantize", {"bias_bits": 3, "scale_bits": 6}, {}, _classes(92.6))
+    assert "bias_bits 3" in both and "scale_bits 6" in both
+
+
 def test_quality_of_outputs() -> None:
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 0.0], [0.0, 2.0]])
     q = quality(logits, torch.tensor([0, 1, 1, 1]), classes=2)
@@ -176,12 +191,15 @@ def test_recipe_guard_off_and_tight_drop(make) -> None:
 
 
 def test_ablate_records_a_gated_order_as_failed(make, tmp_path: Path) -> None:
+    """Every order gated: each recorded as failed, and the run exits 1 (nothing ranked)."""
     path = make([COLLAPSE, {"type": "quantize", "weight_bits": 8, "act_bits": 8,
                                       "mode": "ptq"}])
     result = CliRunner().invoke(app, ["ablate", str(path), "--out", str(tmp_path / "abl"),
                                       "--json"])
-    assert result.exit_code == 0, result.output
-    doc = json.loads(result.stdout)
+    assert result.exit_code == 1, result.output
+    error = json.loads(result.stdout)["error"]
+    assert error["type"] == "StageError" and "every one of the 2 orders failed" in error["message"]
+    doc = json.loads((tmp_path / "abl" / "ablation.json").read_text())
     assert {r["status"] for r in doc["ranking"]} == {"failed"}
     assert all("val accuracy" in r["error"] for r in doc["ranking"])
 

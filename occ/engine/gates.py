@@ -143,13 +143,28 @@ def likely_cause(label: str, config: dict[str, Any], details: dict[str, Any],
         return (f"sparsity {config.get('sparsity')} is too much for this model, or too few "
                 f"fine-tuning epochs ({config.get('epochs')})?")
     if kind == "quantize":
-        return (f"too few bits (weights {config.get('weight_bits')}, activations "
-                f"{config.get('act_bits')}) for mode {config.get('mode')}? try qat or more bits")
+        return _quantize_cause(config)
     if kind == "distill":
         return "the student is too small, or its training diverged (dead ReLUs)?"
     if kind == "early_exit":
         return "the exits leave too early: a looser max_accuracy_drop or threshold?"
     return "the stage's settings are too aggressive for this model?"
+
+
+def _quantize_cause(config: dict[str, Any]) -> str:
+    """The quantize stage's guess: the lossy rounding options it was given name first."""
+    remedy = ("more bits or more epochs" if config.get("mode") == "qat"
+              else "mode qat or more bits")
+    bits = (f"too few bits (weights {config.get('weight_bits')}, activations "
+            f"{config.get('act_bits')}) for mode {config.get('mode')}? try {remedy}")
+    rounded = [f"{key} {config[key]} ({what})" for key, what in (
+        ("bias_bits", "int32 biases, BatchNorm shifts folded in, to that many significant "
+                      "bits"),
+        ("scale_bits", "weight scales to that many significant bits"))
+        if config.get(key) is not None]
+    if not rounded:
+        return bits
+    return (f"{' and '.join(rounded)} may round too coarsely: try more or unset it; or {bits}")
 
 
 __all__ = ["CHANCE_BAND", "Quality", "check_stage", "likely_cause", "quality", "uninformative"]
