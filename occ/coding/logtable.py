@@ -16,6 +16,7 @@ the coded bits, are the same on every machine.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import constriction
 import numpy as np
@@ -37,6 +38,38 @@ ROOT = np.array([1.0, 1.189207115002721, 1.4142135623730951, 1.681792830507429])
 # recomputed per table
 WEIGHTS = np.ldexp(ROOT[np.arange(MAX_CODE + 1) % 4], np.arange(MAX_CODE + 1) // 4)
 WEIGHTS.setflags(write=False)
+LUT_BITS = 16  # counts below 2^16 take their code from a table (``count_codes``)
+
+
+def _codes_of(counts: np.ndarray) -> np.ndarray:
+    """``round(4·log2(count))`` clipped to 0..MAX_CODE (int64), for counts >= 1."""
+    return clamp(np.rint(4 * np.log2(counts)), 0, MAX_CODE).astype(np.int64)
+
+
+@lru_cache(maxsize=LUT_BITS + 1)
+def code_table(bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """(code, weight ``2^(code/4)``) of every count below ``2^bits``, by count: the same
+    ``_codes_of`` values, looked up. Count 0 (an empty bin) has code 0 and weight 0."""
+    codes = np.zeros(1 << bits, dtype=np.int64)
+    codes[1:] = _codes_of(np.arange(1, 1 << bits, dtype=np.float64))
+    weights = WEIGHTS[codes]
+    weights[0] = 0.0
+    for a in (codes, weights):
+        a.setflags(write=False)
+    return codes, weights
+
+
+def lookup_bits(largest: int) -> int | None:
+    """The ``code_table`` that covers counts up to ``largest`` (its ``bits``), or None
+    when ``largest`` is 2^LUT_BITS or more (compute the codes then)."""
+    bits = max(int(largest).bit_length(), 8)  # tables of 256 entries at least
+    return bits if bits <= LUT_BITS else None
+
+
+def count_codes(counts: np.ndarray, largest: int) -> np.ndarray:
+    """``_codes_of(counts)`` (int64 counts >= 1, at most ``largest``)."""
+    bits = lookup_bits(largest)
+    return _codes_of(counts) if bits is None else code_table(bits)[0][counts]
 
 
 @dataclass(frozen=True)
@@ -51,8 +84,8 @@ class LogTable:
     @classmethod
     def of(cls, table: Table) -> LogTable:
         """The rounded version of an exact table."""
-        codes = clamp(np.rint(4 * np.log2(table.counts)), 0, MAX_CODE).astype(np.int64)
-        return cls(table.lo, table.span, table.present, codes)
+        return cls(table.lo, table.span, table.present,
+                   count_codes(table.counts, table.total))
 
     def weights(self) -> np.ndarray:
         """``2^(code/4)`` per present value, as exact floats."""
