@@ -57,8 +57,18 @@ MAX_FLOOR = 1 << 32  # ctx takes integers of up to 32 bits: no larger magnitude 
 def bucket(floor: np.ndarray) -> np.ndarray:
     """Context of a row's magnitude floor m >= 1: 0..3 for m = 1..4, then one per octave."""
     m = floor.astype(np.int64, copy=False)
+    if len(m) and int(m.max()) < len(_BUCKET_OF):
+        return _BUCKET_OF[m]  # the same values, looked up
+    return _bucket(m)
+
+
+def _bucket(m: np.ndarray) -> np.ndarray:
     octave = np.frexp((m - 1).astype(np.float64))[1]  # bit length of m - 1
     return np.where(m <= 4, m - 1, np.minimum(octave + 1, 7))
+
+
+_BUCKET_OF = _bucket(np.arange(1 << 10))  # bucket of every floor below 2^10
+_BUCKET_OF.setflags(write=False)
 
 
 @dataclass(frozen=True)
@@ -217,9 +227,9 @@ def encode(array: np.ndarray, cols: int | None = None,
     sink.side.varint(k)
     mode = PLAIN
     mask = live.reshape(rows, cols)
-    row_counts = np.count_nonzero(mask, axis=1)  # dense: faster than a bincount of rows
+    row_counts = mask.sum(1, dtype=np.intp)  # = count_nonzero(mask, axis=1), no wrapper
     if 0 < k < n:
-        _encode_mask(sink, mask, nz, shape, (row_counts, np.count_nonzero(mask, axis=0)))
+        _encode_mask(sink, mask, nz, shape, (row_counts, mask.sum(0, dtype=np.intp)))
     version = VERSION
     if k:
         values = array[nz].astype(np.int64)

@@ -154,7 +154,7 @@ class Table:
 
     def nbytes(self) -> int:
         """Bytes ``write`` appends (counted, not written)."""
-        width = int(self.counts.max() - 1).bit_length()
+        width = (int(self.counts.max()) - 1).bit_length()
         return support_bytes(self.lo, self.span, self.present) + 1 + \
             packed_len(width, len(self.counts))
 
