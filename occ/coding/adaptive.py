@@ -39,8 +39,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from occ.coding import bintable, ctxmask, ctxnb, signs
-from occ.coding.categorical import MAX_SPAN, Table, decode_symbols, encode_symbols
+from occ.coding import bintable, ctxmask, ctxnb, logtable, signs
+from occ.coding.categorical import (
+    MAX_SPAN,
+    Table,
+    coded_bits_of,
+    decode_symbols,
+    encode_symbols,
+)
 from occ.coding.frame import Parts, Sink, Source
 from occ.coding.logtable import LogTable
 
@@ -96,19 +102,15 @@ def _shifted(values: np.ndarray, magnitudes: np.ndarray, floor: np.ndarray) -> n
     return np.sign(values) * (magnitudes - floor + 1)
 
 
-def _cost(tables: list[Table | None]) -> float:
-    return sum(t.coded_bits for t in tables if t is not None)
-
-
 Model = Table | LogTable | bintable.BinTable
+Group = tuple[Table, np.ndarray, float]  # exact table, its symbols (values), its coded bits
 
 
-def _group_costs(table: Table) -> dict[int, tuple[float, Model]]:
-    """Bits (table included) of one group under each kind of table: {kind: (bits, table)}."""
-    lt = LogTable.of(table)
-    out: dict[int, tuple[float, Model]] = {
-        EXACT: (table.coded_bits, table),
-        LOGT: (lt.bits(table.counts) + 8 * lt.nbytes(), lt)}
+def _group_costs(table: Table, exact: float,
+                 log: tuple[float, LogTable]) -> dict[int, tuple[float, Model]]:
+    """Bits (table included) of one group under each kind of table: {kind: (bits, table)},
+    given its ``exact`` table's and its ``log`` table's (``logtable.costs_of``)."""
+    out: dict[int, tuple[float, Model]] = {EXACT: (exact, table), LOGT: log}
     if len(table.present) >= WIDE:
         fitted = bintable.fit_counts(table.present + table.lo, table.counts)
         if fitted is not None:
@@ -117,9 +119,9 @@ def _group_costs(table: Table) -> dict[int, tuple[float, Model]]:
 
 
 def _value_plan(values: np.ndarray, magnitudes: np.ndarray,
-                rows: Rows) -> tuple[float, int, list]:
-    """(bits, mode, [(table, symbols-array) ...] in decode order, m table first) for the
-    nonzeros' ``values`` (row-major, and their ``magnitudes``) seen as ``rows``.
+                rows: Rows) -> tuple[float, int, list[Group]]:
+    """(bits, mode, [(table, symbols-array, its bits) ...] in decode order, m table first)
+    for the nonzeros' ``values`` (row-major, and their ``magnitudes``) seen as ``rows``.
 
     Modes are compared with exact tables, each counted from one histogram of (bucket,
     shifted value); the kind of each table is chosen when writing (comparing modes under
@@ -128,21 +130,28 @@ def _value_plan(values: np.ndarray, magnitudes: np.ndarray,
     plain = Table.fit(values)
     if plain is None:
         raise ValueError("ctx: values span more than 2^16 integers")
-    best: tuple[float, int, list] = (_cost([plain]), PLAIN, [plain])
     m_table = Table.fit(rows.m - 1)
     shifted = _shifted(values, magnitudes, rows.floor)
     split = _bucket_tables(shifted, rows) if m_table is not None else None
+    if split is None:
+        tables = [plain]
+    else:  # one bucket: the same tables as FLOOR
+        tables = [plain, m_table, split[0]] + (split[1] if len(split[1]) > 1 else [])
+    bits = coded_bits_of(tables)
+    best: tuple[float, int, list[float]] = (0 + bits[0], PLAIN, bits[:1])
     if split is not None:
-        one, by_bucket = split
-        cost = _cost([m_table, one])
+        cost = 0 + bits[1] + bits[2]  # summed as before: from 0, in decode order
         if cost < best[0]:
-            best = (cost, FLOOR, [m_table, one])
-        if len(by_bucket) > 1:  # one bucket: the same tables as FLOOR
-            cost = _cost([m_table] + by_bucket)
+            best = (cost, FLOOR, bits[1:3])
+        if len(split[1]) > 1:
+            cost = sum([bits[1]] + bits[3:])
             if cost < best[0]:
-                best = (cost, BUCKETS, [m_table] + by_bucket)
-    cost, mode, tables = best
-    return cost, mode, list(zip(tables, _groups(values, rows, shifted, mode), strict=True))
+                best = (cost, BUCKETS, [bits[1]] + bits[3:])
+    cost, mode, chosen = best
+    tables = tables[:1] if mode == PLAIN else tables[1:3] if mode == FLOOR else \
+        tables[1:2] + tables[3:]
+    return cost, mode, list(zip(tables, _groups(values, rows, shifted, mode), chosen,
+                                strict=True))
 
 
 def _bucket_tables(shifted: np.ndarray, rows: Rows) -> tuple[Table, list[Table]] | None:
@@ -176,17 +185,19 @@ def _groups(values: np.ndarray, rows: Rows, shifted: np.ndarray,
     return [rows.m - 1] + [group for group in by_bucket if len(group)]
 
 
-def _write_values(sink: Sink, groups: list[tuple[Table, np.ndarray]]) -> int:
+def _write_values(sink: Sink, groups: list[Group]) -> int:
     """Append the value groups with the cheapest tables; returns the tag bits used."""
-    costs = [_group_costs(t) for t, _ in groups]
+    logs = logtable.costs_of([t for t, _, _ in groups])
+    costs = [_group_costs(t, exact, log)
+             for (t, _, exact), log in zip(groups, logs, strict=True)]
     uniform = {kind: sum(c[kind][0] for c in costs) for kind in (EXACT, LOGT)}
     mixed = sum(min(b for b, _ in c.values()) + 8 for c in costs)
     if min(uniform.values()) <= mixed:
         kind = min(uniform, key=uniform.get)
-        for c, (table, symbols) in zip(costs, groups, strict=True):
+        for c, (table, symbols, _) in zip(costs, groups, strict=True):
             _write_group(sink, kind, c[kind][1], table, symbols)
         return LOG if kind == LOGT else 0
-    for c, (table, symbols) in zip(costs, groups, strict=True):
+    for c, (table, symbols, _) in zip(costs, groups, strict=True):
         kind = min(c, key=lambda k: c[k][0])
         sink.side.u8(kind)
         _write_group(sink, kind, c[kind][1], table, symbols)

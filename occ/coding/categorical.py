@@ -175,6 +175,32 @@ class Table:
         return cls(lo=lo, span=span, present=present, counts=counts)
 
 
+def spans(tables: list[Table]) -> tuple[np.ndarray, list[int], list[int]]:
+    """(every table's counts, one after another; where each table's start; how many each
+    has): what the batched costings below share."""
+    lengths = [len(t.counts) for t in tables]
+    starts = [0]
+    for n in lengths[:-1]:
+        starts.append(starts[-1] + n)
+    return np.concatenate([t.counts for t in tables]), starts, lengths
+
+
+def coded_bits_of(tables: list[Table]) -> list[float]:
+    """``[t.coded_bits for t in tables]`` in a few calls over all their counts at once:
+    the same floats (each table's terms are the same, and summed on their own)."""
+    counts, starts, lengths = spans(tables)
+    totals = np.add.reduceat(counts, starts)  # integers: exact, like each table's c.sum()
+    c = counts.astype(np.float64)
+    terms = c * np.log2(totals.repeat(lengths) / c)
+    widths = (np.maximum.reduceat(counts, starts) - 1).tolist()
+    out = []
+    for t, start, n, width in zip(tables, starts, lengths, widths, strict=True):
+        bits = float(terms[start:start + n].sum()) if n > 1 else 0.0
+        nbytes = support_bytes(t.lo, t.span, t.present) + 1 + packed_len(width.bit_length(), n)
+        out.append(bits + 8 * nbytes)
+    return out
+
+
 def categorical_model(table: Table) -> constriction.stream.model.Categorical:
     """The coding model of ``table``: its exact counts (constriction normalises them)."""
     return constriction.stream.model.Categorical(table.counts.astype(np.float64), perfect=False)
