@@ -231,7 +231,7 @@ def encode(array: np.ndarray, cols: int | None = None,
     cols = cols if cols and n % cols == 0 else max(n, 1)
     rows = n // cols if n else 0
     live = array != 0
-    nz = np.flatnonzero(live)  # of bools: branch-free, several times faster on a dense mask
+    nz = live.nonzero()[0]  # of bools: branch-free, several times faster on a dense mask
     k = len(nz)
     sink = Sink()
     sink.side.varint(rows)

@@ -181,20 +181,26 @@ def _all_layouts(top: int) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarra
 
 
 def _edges(top: int) -> tuple[np.ndarray, ...]:
-    """Per layout of ``_layouts(top)``: first magnitude of each bin and one past its last
-    (L, B; padding bins empty), bin widths of at least 1 (L, B), and the table bytes
+    """Per layout of ``_layouts(top)``: 0, then one past the last magnitude of each bin
+    (L, B + 1; padding bins empty), bin widths of at least 1 (L, B), and the table bits
     before the codes (L,). Cached like ``_layouts``."""
     return _cached_edges(top) if top <= CACHED_TOP else _all_edges(top)
 
 
 def _all_edges(top: int) -> tuple[np.ndarray, ...]:
     width = _layouts(top)[2]
-    ends = np.cumsum(width, axis=1)  # bins are consecutive runs of magnitudes
+    ends = np.zeros((len(width), width.shape[1] + 1), dtype=np.int64)
+    ends[:, 1:] = np.cumsum(width, axis=1)  # bins are consecutive runs of magnitudes
     head_bytes = 1 + varint_len(top) + ((width > 0).sum(1) + 7) // 8  # layout, M, bitmap
-    out = (ends - width, ends, np.maximum(width, 1), head_bytes)
+    out = (ends, np.maximum(width, 1), 8 * head_bytes)
     for a in out:
         a.setflags(write=False)
     return out
+
+
+def _code_bits(bins: int) -> np.ndarray:
+    """Bits that ``p`` present bins' codes take, padded to bytes, for p = 0 .. bins."""
+    return 8 * ((CODE_BITS * np.arange(bins + 1) + 7) // 8)
 
 
 _cached_edges = lru_cache(maxsize=32)(_all_edges)
@@ -224,30 +230,33 @@ def fit_counts(distinct: np.ndarray, counts: np.ndarray) -> tuple[BinTable, floa
     signed = bool(distinct[0] < 0)
     nonzero = total_count - int(cumulative[1])  # magnitude 0 is the value 0
     layouts = _layouts(top)[0]
-    first, end, safe_width, head_bytes = _edges(top)
-    per_bin = cumulative[end] - cumulative[first]  # (L, B) values per bin
-    codes, w = _bin_codes(per_bin, total_count)
+    ends, safe_width, head_bits = _edges(top)
+    running = cumulative[ends]
+    per_bin = running[:, 1:] - running[:, :-1]  # (L, B) values per bin
+    w = _bin_weights(per_bin, total_count)
     present = w > 0  # every present bin weighs at least 1
     total = w.sum(1, keepdims=True)
     per_value = np.where(present, w / safe_width, 1.0)
     bits = -(per_bin * np.log2(per_value / total)).sum(1)
     bits += float(nonzero) if signed else 0.0
-    bits += 8 * (head_bytes + (CODE_BITS * present.sum(1) + 7) // 8)
+    bits += head_bits + _CODE_BITS[present.sum(1)]  # the table's bytes, as bits
     i = int(bits.argmin())
     e0, sub = layouts[i]
     chosen = present[i].nonzero()[0]
-    return BinTable(signed, e0, sub, top, chosen, codes[i, chosen]), float(bits[i])
+    codes = logtable.count_codes(per_bin[i, chosen].astype(np.int64), total_count)
+    return BinTable(signed, e0, sub, top, chosen, codes), float(bits[i])
 
 
-def _bin_codes(per_bin: np.ndarray, largest: int) -> tuple[np.ndarray, np.ndarray]:
-    """(count code, weight) of bins holding ``per_bin`` values (at most ``largest``):
-    code and weight 0 for an empty bin."""
+def _bin_weights(per_bin: np.ndarray, largest: int) -> np.ndarray:
+    """Weight ``2^(code/4)`` of bins holding ``per_bin`` values (at most ``largest``); 0
+    for an empty bin."""
     bits = logtable.lookup_bits(largest)
     if bits is not None:
-        code_of, weight_of = logtable.code_table(bits)
-        n = per_bin.astype(np.intp)
-        return code_of[n], weight_of[n]
+        return logtable.code_table(bits)[1][per_bin.astype(np.intp)]
     present = per_bin > 0
     codes = clamp(np.rint(4 * np.log2(np.where(present, per_bin, 1.0))), 0, MAX_CODE)
-    codes = codes.astype(np.int64)
-    return codes, np.where(present, WEIGHTS[codes], 0.0)
+    return np.where(present, WEIGHTS[codes.astype(np.int64)], 0.0)
+
+
+_CODE_BITS = _code_bits(len(_bins(MAX_MAGNITUDE, 0, 3)[1]))  # the most bins a layout has
+_CODE_BITS.setflags(write=False)

@@ -128,7 +128,7 @@ def costs_of(tables: list[Table]) -> list[tuple[float, LogTable]]:
     floats as ``LogTable.of(t).bits(t.counts) + 8 * .nbytes()`` (each table's terms are the
     same, and summed on their own)."""
     counts, starts, lengths = categorical.spans(tables)
-    codes = count_codes(counts, max(t.total for t in tables))
+    codes = count_codes(counts, int(counts.max()))
     w = WEIGHTS[codes]
     sums = [w[start:start + n].sum() for start, n in zip(starts, lengths, strict=True)]
     terms = counts * np.log2(w / np.repeat(sums, lengths))
