@@ -161,12 +161,18 @@ def _layouts(top: int) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarray]:
 def _all_layouts(top: int) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarray]:
     """Every distinct layout for magnitudes 0..top: (layouts, bin of each magnitude per
     layout (L, top+1), width of each bin per layout (L, B), zero-padded)."""
-    layouts, bin_rows, width_rows = [], [], []
+    layouts, bin_rows, width_rows, seen = [], [], [], set()
     for e0 in E0S:
         for sub in SUBS:
             if e0 and (1 << e0) > top + 1 and sub:
                 continue  # every magnitude has its own bin already: one layout is enough
             bin_of, widths = bins(top, e0, sub)
+            if (key := bin_of.tobytes()) in seen:
+                # the same bins as an earlier layout (e.g. sub 3 whatever e0: the first
+                # octaves are one bin per value either way), so the same bits: fit keeps
+                # the first of equals anyway
+                continue
+            seen.add(key)
             layouts.append((e0, sub))
             bin_rows.append(bin_of)
             width_rows.append(widths)
