@@ -103,19 +103,48 @@ def _shifted(values: np.ndarray, magnitudes: np.ndarray, floor: np.ndarray) -> n
 
 
 Model = Table | LogTable | bintable.BinTable
-Group = tuple[Table, np.ndarray, float]  # exact table, its symbols (values), its coded bits
+# A group of values: its exact table, its symbols (the values), the table's coded bits
+# (``categorical.coded_bits_of``) and the entropy part of those bits.
+Group = tuple[Table, np.ndarray, float, float]
+Costs = dict[int, tuple[float, Model]]  # {kind: (bits, table)}, in kind order
+SLACK = 1e-9  # relative: far above the rounding of any computed bit count
 
 
-def _group_costs(table: Table, exact: float,
-                 log: tuple[float, LogTable]) -> dict[int, tuple[float, Model]]:
-    """Bits (table included) of one group under each kind of table: {kind: (bits, table)},
-    given its ``exact`` table's and its ``log`` table's (``logtable.costs_of``)."""
-    out: dict[int, tuple[float, Model]] = {EXACT: (exact, table), LOGT: log}
+def _kind_costs(groups: list[Group]) -> list[Costs]:
+    """Bits (table included) of each group under each kind of table, in kind order. The
+    log tables are left out when their lower bounds (entropy + table bytes: a rounded
+    model cannot code below the entropy) show that ``_write_values`` would choose none."""
+    binned = [_binned(t) for t, _, _, _ in groups]
+    floors = [entropy * (1 - SLACK) + 8 * LogTable.nbytes_of(t) for t, _, _, entropy in groups]
+    if not _logs_may_win(groups, binned, floors):
+        return [{EXACT: (exact, t), **b} for (t, _, exact, _), b in zip(groups, binned,
+                                                                         strict=True)]
+    logs = logtable.costs_of([t for t, _, _, _ in groups])
+    return [{EXACT: (exact, t), LOGT: log, **b}
+            for (t, _, exact, _), log, b in zip(groups, logs, binned, strict=True)]
+
+
+def _binned(table: Table) -> Costs:
+    """{BINNED: (bits, BinTable)} for a wide enough table, else {}."""
     if len(table.present) >= WIDE:
         fitted = bintable.fit_counts(table.present + table.lo, table.counts)
         if fitted is not None:
-            out[BINNED] = (fitted[1], fitted[0])
-    return out
+            return {BINNED: (fitted[1], fitted[0])}
+    return {}
+
+
+def _logs_may_win(groups: list[Group], binned: list[Costs], floors: list[float]) -> bool:
+    """Whether log tables could change what ``_write_values`` writes, given lower bounds
+    (``floors``) of their bits: unless each is above its group's cheapest other kind (so
+    no group picks it), and their sum above what would be chosen without them (so
+    neither ``uniform`` picks it; sums of bounds bound sums: rounding is monotone)."""
+    cheapest = [min([exact] + [bits for bits, _ in b.values()])
+                for (_, _, exact, _), b in zip(groups, binned, strict=True)]
+    if any(f <= c for f, c in zip(floors, cheapest, strict=True)):
+        return True
+    exact = sum(e for _, _, e, _ in groups)
+    mixed = sum(c + 8 for c in cheapest)
+    return sum(floors) <= min(exact, mixed)
 
 
 def _value_plan(values: np.ndarray, magnitudes: np.ndarray,
@@ -137,21 +166,20 @@ def _value_plan(values: np.ndarray, magnitudes: np.ndarray,
         tables = [plain]
     else:  # one bucket: the same tables as FLOOR
         tables = [plain, m_table, split[0]] + (split[1] if len(split[1]) > 1 else [])
-    bits = coded_bits_of(tables)
-    best: tuple[float, int, list[float]] = (0 + bits[0], PLAIN, bits[:1])
+    costed = coded_bits_of(tables)  # (coded bits, entropy bits) per table
+    bits = [coded for coded, _ in costed]
+    best: tuple[float, int, list[int]] = (0 + bits[0], PLAIN, [0])
     if split is not None:
         cost = 0 + bits[1] + bits[2]  # summed as before: from 0, in decode order
         if cost < best[0]:
-            best = (cost, FLOOR, bits[1:3])
+            best = (cost, FLOOR, [1, 2])
         if len(split[1]) > 1:
             cost = sum([bits[1]] + bits[3:])
             if cost < best[0]:
-                best = (cost, BUCKETS, [bits[1]] + bits[3:])
+                best = (cost, BUCKETS, [1] + list(range(3, len(tables))))
     cost, mode, chosen = best
-    tables = tables[:1] if mode == PLAIN else tables[1:3] if mode == FLOOR else \
-        tables[1:2] + tables[3:]
-    return cost, mode, list(zip(tables, _groups(values, rows, shifted, mode), chosen,
-                                strict=True))
+    return cost, mode, [(tables[i], symbols) + costed[i] for i, symbols in
+                        zip(chosen, _groups(values, rows, shifted, mode), strict=True)]
 
 
 def _bucket_tables(shifted: np.ndarray, rows: Rows) -> tuple[Table, list[Table]] | None:
@@ -187,17 +215,16 @@ def _groups(values: np.ndarray, rows: Rows, shifted: np.ndarray,
 
 def _write_values(sink: Sink, groups: list[Group]) -> int:
     """Append the value groups with the cheapest tables; returns the tag bits used."""
-    logs = logtable.costs_of([t for t, _, _ in groups])
-    costs = [_group_costs(t, exact, log)
-             for (t, _, exact), log in zip(groups, logs, strict=True)]
-    uniform = {kind: sum(c[kind][0] for c in costs) for kind in (EXACT, LOGT)}
+    costs = _kind_costs(groups)
+    uniform = {kind: sum(c[kind][0] for c in costs) for kind in (EXACT, LOGT)
+               if kind in costs[0]}
     mixed = sum(min(b for b, _ in c.values()) + 8 for c in costs)
     if min(uniform.values()) <= mixed:
         kind = min(uniform, key=uniform.get)
-        for c, (table, symbols, _) in zip(costs, groups, strict=True):
+        for c, (table, symbols, _, _) in zip(costs, groups, strict=True):
             _write_group(sink, kind, c[kind][1], table, symbols)
         return LOG if kind == LOGT else 0
-    for c, (table, symbols, _) in zip(costs, groups, strict=True):
+    for c, (table, symbols, _, _) in zip(costs, groups, strict=True):
         kind = min(c, key=lambda k: c[k][0])
         sink.side.u8(kind)
         _write_group(sink, kind, c[kind][1], table, symbols)

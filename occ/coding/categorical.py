@@ -185,9 +185,9 @@ def spans(tables: list[Table]) -> tuple[np.ndarray, list[int], list[int]]:
     return np.concatenate([t.counts for t in tables]), starts, lengths
 
 
-def coded_bits_of(tables: list[Table]) -> list[float]:
-    """``[t.coded_bits for t in tables]`` in a few calls over all their counts at once:
-    the same floats (each table's terms are the same, and summed on their own)."""
+def coded_bits_of(tables: list[Table]) -> list[tuple[float, float]]:
+    """``[(t.coded_bits, t.bits()) for t in tables]`` in a few calls over all their counts
+    at once: the same floats (each table's terms are the same, and summed on their own)."""
     counts, starts, lengths = spans(tables)
     totals = np.add.reduceat(counts, starts)  # integers: exact, like each table's c.sum()
     c = counts.astype(np.float64)
@@ -197,7 +197,7 @@ def coded_bits_of(tables: list[Table]) -> list[float]:
     for t, start, n, width in zip(tables, starts, lengths, widths, strict=True):
         bits = float(terms[start:start + n].sum()) if n > 1 else 0.0
         nbytes = support_bytes(t.lo, t.span, t.present) + 1 + packed_len(width.bit_length(), n)
-        out.append(bits + 8 * nbytes)
+        out.append((bits + 8 * nbytes, bits))
     return out
 
 

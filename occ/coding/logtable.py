@@ -99,8 +99,13 @@ class LogTable:
 
     def nbytes(self) -> int:
         """Bytes ``write`` appends (counted, not written)."""
-        return support_bytes(self.lo, self.span, self.present) + \
-            packed_len(CODE_BITS, len(self.present))
+        return self.nbytes_of(self)
+
+    @staticmethod
+    def nbytes_of(table: Table | LogTable) -> int:
+        """Bytes the LogTable of ``table`` (the same values present) takes."""
+        return support_bytes(table.lo, table.span, table.present) + \
+            packed_len(CODE_BITS, len(table.present))
 
     def write(self, w: ByteWriter) -> None:
         """Append the table to ``w``."""
