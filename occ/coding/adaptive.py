@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from occ.coding import bintable, ctxmask, ctxnb, logtable, signs
+from occ.coding import bintable, ctxmask, ctxnb, signs, tablekinds
 from occ.coding.categorical import (
     MAX_SPAN,
     Table,
@@ -49,13 +49,13 @@ from occ.coding.categorical import (
 )
 from occ.coding.frame import Parts, Sink, Source
 from occ.coding.logtable import LogTable
+from occ.coding.tablekinds import BINNED, EXACT, LOGT, Group, Model
 
 VERSION = 0x30
 SIGNS_APART = 0x40  # tag: as VERSION, but values are magnitudes; signs come first (``signs``)
 PLAIN, FLOOR, BUCKETS = 0, 1, 2
 LOG = 8  # tag bit: the value tables are LogTables (rounded counts), not exact Tables
 KINDS = 4  # tag bit: each value table is preceded by its kind (EXACT, LOGT or BINNED)
-EXACT, LOGT, BINNED = 0, 1, 2  # categorical.Table, logtable.LogTable, bintable.BinTable
 WIDE = 24  # distinct values from which binned tables are worth trying
 MAX_FLOOR = 1 << 32  # ctx takes integers of up to 32 bits: no larger magnitude exists
 
@@ -100,51 +100,6 @@ class Rows:
 def _shifted(values: np.ndarray, magnitudes: np.ndarray, floor: np.ndarray) -> np.ndarray:
     """sign(q)·(|q| - m + 1): nonzero, small where magnitudes sit just above the floor."""
     return np.sign(values) * (magnitudes - floor + 1)
-
-
-Model = Table | LogTable | bintable.BinTable
-# A group of values: its exact table, its symbols (the values), the table's coded bits
-# (``categorical.coded_bits_of``) and the entropy part of those bits.
-Group = tuple[Table, np.ndarray, float, float]
-Costs = dict[int, tuple[float, Model]]  # {kind: (bits, table)}, in kind order
-SLACK = 1e-9  # relative: far above the rounding of any computed bit count
-
-
-def _kind_costs(groups: list[Group]) -> list[Costs]:
-    """Bits (table included) of each group under each kind of table, in kind order. The
-    log tables are left out when their lower bounds (entropy + table bytes: a rounded
-    model cannot code below the entropy) show that ``_write_values`` would choose none."""
-    binned = [_binned(t) for t, _, _, _ in groups]
-    floors = [entropy * (1 - SLACK) + 8 * LogTable.nbytes_of(t) for t, _, _, entropy in groups]
-    if not _logs_may_win(groups, binned, floors):
-        return [{EXACT: (exact, t), **b} for (t, _, exact, _), b in zip(groups, binned,
-                                                                         strict=True)]
-    logs = logtable.costs_of([t for t, _, _, _ in groups])
-    return [{EXACT: (exact, t), LOGT: log, **b}
-            for (t, _, exact, _), log, b in zip(groups, logs, binned, strict=True)]
-
-
-def _binned(table: Table) -> Costs:
-    """{BINNED: (bits, BinTable)} for a wide enough table, else {}."""
-    if len(table.present) >= WIDE:
-        fitted = bintable.fit_counts(table.present + table.lo, table.counts)
-        if fitted is not None:
-            return {BINNED: (fitted[1], fitted[0])}
-    return {}
-
-
-def _logs_may_win(groups: list[Group], binned: list[Costs], floors: list[float]) -> bool:
-    """Whether log tables could change what ``_write_values`` writes, given lower bounds
-    (``floors``) of their bits: unless each is above its group's cheapest other kind (so
-    no group picks it), and their sum above what would be chosen without them (so
-    neither ``uniform`` picks it; sums of bounds bound sums: rounding is monotone)."""
-    cheapest = [min([exact] + [bits for bits, _ in b.values()])
-                for (_, _, exact, _), b in zip(groups, binned, strict=True)]
-    if any(f <= c for f, c in zip(floors, cheapest, strict=True)):
-        return True
-    exact = sum(e for _, _, e, _ in groups)
-    mixed = sum(c + 8 for c in cheapest)
-    return sum(floors) <= min(exact, mixed)
 
 
 def _value_plan(values: np.ndarray, magnitudes: np.ndarray,
@@ -215,7 +170,7 @@ def _groups(values: np.ndarray, rows: Rows, shifted: np.ndarray,
 
 def _write_values(sink: Sink, groups: list[Group]) -> int:
     """Append the value groups with the cheapest tables; returns the tag bits used."""
-    costs = _kind_costs(groups)
+    costs = tablekinds.kind_costs(groups, WIDE)
     uniform = {kind: sum(c[kind][0] for c in costs) for kind in (EXACT, LOGT)
                if kind in costs[0]}
     mixed = sum(min(b for b, _ in c.values()) + 8 for c in costs)
