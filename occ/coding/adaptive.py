@@ -99,7 +99,10 @@ class Rows:
 
 def _shifted(values: np.ndarray, magnitudes: np.ndarray, floor: np.ndarray) -> np.ndarray:
     """sign(q)·(|q| - m + 1): nonzero, small where magnitudes sit just above the floor."""
-    return np.sign(values) * (magnitudes - floor + 1)
+    out = magnitudes - floor  # in place from here: one temporary (big ones cost page faults)
+    out += 1
+    out *= np.sign(values)
+    return out
 
 
 def _value_plan(values: np.ndarray, magnitudes: np.ndarray,
@@ -148,7 +151,8 @@ def _bucket_tables(shifted: np.ndarray, rows: Rows) -> tuple[Table, list[Table]]
     if len(present) == 1:
         one = Table.from_histogram(lo, np.bincount(shifted - lo, minlength=span))
         return one, [one]
-    key = (rows.row_ctx * span - lo).repeat(rows.lengths) + shifted  # (bucket, value)
+    key = (rows.row_ctx * span - lo).repeat(rows.lengths)  # (bucket, value)
+    key += shifted
     joint = np.bincount(key, minlength=8 * span).reshape(8, span)
     return Table.from_histogram(lo, joint.sum(0)), \
         [Table.from_histogram(lo, joint[b]) for b in present]

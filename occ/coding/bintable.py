@@ -117,7 +117,10 @@ class BinTable:
     def symbols(self, v: np.ndarray) -> np.ndarray:
         """Symbol index (int32) of each value (every value must be in the alphabet)."""
         rank = np.cumsum(self._spread[1], dtype=np.int32) - 1
-        return rank[v + self.top if self.signed else v]
+        if not self.signed:
+            return rank[v]
+        # by value: 0 .. top first, then -top .. -1, which negative indices reach
+        return np.concatenate((rank[self.top:], rank[:self.top]))[v]
 
     def write(self, w: ByteWriter) -> None:
         """Append the table."""

@@ -121,7 +121,10 @@ class Table:
 
     def symbols(self, values: np.ndarray) -> np.ndarray:
         """The symbol (rank among present values) of each value, as int32."""
-        return self.lookup()[(values - self.lo).astype(np.intp, copy=False)]
+        lut = self.lookup()
+        if self.lo <= 0 < self.lo + self.span:  # index by value: 0.., then -1, -2.. wrap
+            return np.concatenate((lut[-self.lo:], lut[:-self.lo]))[values]
+        return lut[(values - self.lo).astype(np.intp, copy=False)]
 
     def lookup(self) -> np.ndarray:
         """(span,) int32: the symbol of value ``lo + i``."""
