@@ -39,14 +39,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from occ.coding import bintable, ctxmask, ctxnb, signs, tablekinds
-from occ.coding.categorical import (
-    MAX_SPAN,
-    Table,
-    coded_bits_of,
-    decode_symbols,
-    encode_symbols,
-)
+from occ.coding import bintable, categorical, ctxmask, ctxnb, signs, tablekinds
+from occ.coding.categorical import MAX_SPAN, Table, decode_symbols, encode_symbols
 from occ.coding.frame import Parts, Sink, Source
 from occ.coding.logtable import LogTable
 from occ.coding.tablekinds import BINNED, EXACT, LOGT, Group, Model
@@ -107,8 +101,9 @@ def _shifted(values: np.ndarray, magnitudes: np.ndarray, floor: np.ndarray) -> n
 
 def _value_plan(values: np.ndarray, magnitudes: np.ndarray,
                 rows: Rows) -> tuple[float, int, list[Group]]:
-    """(bits, mode, [(table, symbols-array, its bits) ...] in decode order, m table first)
-    for the nonzeros' ``values`` (row-major, and their ``magnitudes``) seen as ``rows``.
+    """(bits, mode, [(table, symbols-array, its coded bits, their entropy part) ...] in
+    decode order, m table first) for the nonzeros' ``values`` (row-major, and their
+    ``magnitudes``) seen as ``rows``.
 
     Modes are compared with exact tables, each counted from one histogram of (bucket,
     shifted value); the kind of each table is chosen when writing (comparing modes under
@@ -124,7 +119,7 @@ def _value_plan(values: np.ndarray, magnitudes: np.ndarray,
         tables = [plain]
     else:  # one bucket: the same tables as FLOOR
         tables = [plain, m_table, split[0]] + (split[1] if len(split[1]) > 1 else [])
-    costed = coded_bits_of(tables)  # (coded bits, entropy bits) per table
+    costed = categorical.coded_bits_of(tables)  # (coded bits, entropy bits) per table
     bits = [coded for coded, _ in costed]
     best: tuple[float, int, list[int]] = (0 + bits[0], PLAIN, [0])
     if split is not None:
