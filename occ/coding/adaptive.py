@@ -39,17 +39,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from occ.coding import bintable, ctxmask, ctxnb, signs
+from occ.coding import bintable, categorical, ctxmask, ctxnb, signs, tablekinds
 from occ.coding.categorical import MAX_SPAN, Table, decode_symbols, encode_symbols
 from occ.coding.frame import Parts, Sink, Source
 from occ.coding.logtable import LogTable
+from occ.coding.tablekinds import BINNED, EXACT, LOGT, Group, Model
 
 VERSION = 0x30
 SIGNS_APART = 0x40  # tag: as VERSION, but values are magnitudes; signs come first (``signs``)
 PLAIN, FLOOR, BUCKETS = 0, 1, 2
 LOG = 8  # tag bit: the value tables are LogTables (rounded counts), not exact Tables
 KINDS = 4  # tag bit: each value table is preceded by its kind (EXACT, LOGT or BINNED)
-EXACT, LOGT, BINNED = 0, 1, 2  # categorical.Table, logtable.LogTable, bintable.BinTable
 WIDE = 24  # distinct values from which binned tables are worth trying
 MAX_FLOOR = 1 << 32  # ctx takes integers of up to 32 bits: no larger magnitude exists
 
@@ -57,8 +57,18 @@ MAX_FLOOR = 1 << 32  # ctx takes integers of up to 32 bits: no larger magnitude 
 def bucket(floor: np.ndarray) -> np.ndarray:
     """Context of a row's magnitude floor m >= 1: 0..3 for m = 1..4, then one per octave."""
     m = floor.astype(np.int64, copy=False)
+    if len(m) and int(m.max()) < len(_BUCKET_OF):
+        return _BUCKET_OF[m]  # the same values, looked up
+    return _bucket(m)
+
+
+def _bucket(m: np.ndarray) -> np.ndarray:
     octave = np.frexp((m - 1).astype(np.float64))[1]  # bit length of m - 1
     return np.where(m <= 4, m - 1, np.minimum(octave + 1, 7))
+
+
+_BUCKET_OF = _bucket(np.arange(1 << 10))  # bucket of every floor below 2^10
+_BUCKET_OF.setflags(write=False)
 
 
 @dataclass(frozen=True)
@@ -83,33 +93,17 @@ class Rows:
 
 def _shifted(values: np.ndarray, magnitudes: np.ndarray, floor: np.ndarray) -> np.ndarray:
     """sign(q)·(|q| - m + 1): nonzero, small where magnitudes sit just above the floor."""
-    return np.sign(values) * (magnitudes - floor + 1)
-
-
-def _cost(tables: list[Table | None]) -> float:
-    return sum(t.coded_bits for t in tables if t is not None)
-
-
-Model = Table | LogTable | bintable.BinTable
-
-
-def _group_costs(table: Table) -> dict[int, tuple[float, Model]]:
-    """Bits (table included) of one group under each kind of table: {kind: (bits, table)}."""
-    lt = LogTable.of(table)
-    out: dict[int, tuple[float, Model]] = {
-        EXACT: (table.coded_bits, table),
-        LOGT: (lt.bits(table.counts) + 8 * lt.nbytes(), lt)}
-    if len(table.present) >= WIDE:
-        fitted = bintable.fit_counts(table.present + table.lo, table.counts)
-        if fitted is not None:
-            out[BINNED] = (fitted[1], fitted[0])
+    out = magnitudes - floor  # in place from here: one temporary (big ones cost page faults)
+    out += 1
+    out *= np.sign(values)
     return out
 
 
 def _value_plan(values: np.ndarray, magnitudes: np.ndarray,
-                rows: Rows) -> tuple[float, int, list]:
-    """(bits, mode, [(table, symbols-array) ...] in decode order, m table first) for the
-    nonzeros' ``values`` (row-major, and their ``magnitudes``) seen as ``rows``.
+                rows: Rows) -> tuple[float, int, list[Group]]:
+    """(bits, mode, [(table, symbols-array, its coded bits, their entropy part) ...] in
+    decode order, m table first) for the nonzeros' ``values`` (row-major, and their
+    ``magnitudes``) seen as ``rows``.
 
     Modes are compared with exact tables, each counted from one histogram of (bucket,
     shifted value); the kind of each table is chosen when writing (comparing modes under
@@ -118,21 +112,27 @@ def _value_plan(values: np.ndarray, magnitudes: np.ndarray,
     plain = Table.fit(values)
     if plain is None:
         raise ValueError("ctx: values span more than 2^16 integers")
-    best: tuple[float, int, list] = (_cost([plain]), PLAIN, [plain])
     m_table = Table.fit(rows.m - 1)
     shifted = _shifted(values, magnitudes, rows.floor)
     split = _bucket_tables(shifted, rows) if m_table is not None else None
+    if split is None:
+        tables = [plain]
+    else:  # one bucket: the same tables as FLOOR
+        tables = [plain, m_table, split[0]] + (split[1] if len(split[1]) > 1 else [])
+    costed = categorical.coded_bits_of(tables)  # (coded bits, entropy bits) per table
+    bits = [coded for coded, _ in costed]
+    best: tuple[float, int, list[int]] = (0 + bits[0], PLAIN, [0])
     if split is not None:
-        one, by_bucket = split
-        cost = _cost([m_table, one])
+        cost = 0 + bits[1] + bits[2]  # summed as before: from 0, in decode order
         if cost < best[0]:
-            best = (cost, FLOOR, [m_table, one])
-        if len(by_bucket) > 1:  # one bucket: the same tables as FLOOR
-            cost = _cost([m_table] + by_bucket)
+            best = (cost, FLOOR, [1, 2])
+        if len(split[1]) > 1:
+            cost = sum([bits[1]] + bits[3:])
             if cost < best[0]:
-                best = (cost, BUCKETS, [m_table] + by_bucket)
-    cost, mode, tables = best
-    return cost, mode, list(zip(tables, _groups(values, rows, shifted, mode), strict=True))
+                best = (cost, BUCKETS, [1] + list(range(3, len(tables))))
+    cost, mode, chosen = best
+    return cost, mode, [(tables[i], symbols) + costed[i] for i, symbols in
+                        zip(chosen, _groups(values, rows, shifted, mode), strict=True)]
 
 
 def _bucket_tables(shifted: np.ndarray, rows: Rows) -> tuple[Table, list[Table]] | None:
@@ -146,7 +146,8 @@ def _bucket_tables(shifted: np.ndarray, rows: Rows) -> tuple[Table, list[Table]]
     if len(present) == 1:
         one = Table.from_histogram(lo, np.bincount(shifted - lo, minlength=span))
         return one, [one]
-    key = (rows.row_ctx * span - lo).repeat(rows.lengths) + shifted  # (bucket, value)
+    key = (rows.row_ctx * span - lo).repeat(rows.lengths)  # (bucket, value)
+    key += shifted
     joint = np.bincount(key, minlength=8 * span).reshape(8, span)
     return Table.from_histogram(lo, joint.sum(0)), \
         [Table.from_histogram(lo, joint[b]) for b in present]
@@ -166,17 +167,18 @@ def _groups(values: np.ndarray, rows: Rows, shifted: np.ndarray,
     return [rows.m - 1] + [group for group in by_bucket if len(group)]
 
 
-def _write_values(sink: Sink, groups: list[tuple[Table, np.ndarray]]) -> int:
+def _write_values(sink: Sink, groups: list[Group]) -> int:
     """Append the value groups with the cheapest tables; returns the tag bits used."""
-    costs = [_group_costs(t) for t, _ in groups]
-    uniform = {kind: sum(c[kind][0] for c in costs) for kind in (EXACT, LOGT)}
+    costs = tablekinds.kind_costs(groups, WIDE)
+    uniform = {kind: sum(c[kind][0] for c in costs) for kind in (EXACT, LOGT)
+               if kind in costs[0]}
     mixed = sum(min(b for b, _ in c.values()) + 8 for c in costs)
     if min(uniform.values()) <= mixed:
         kind = min(uniform, key=uniform.get)
-        for c, (table, symbols) in zip(costs, groups, strict=True):
+        for c, (table, symbols, _, _) in zip(costs, groups, strict=True):
             _write_group(sink, kind, c[kind][1], table, symbols)
         return LOG if kind == LOGT else 0
-    for c, (table, symbols) in zip(costs, groups, strict=True):
+    for c, (table, symbols, _, _) in zip(costs, groups, strict=True):
         kind = min(c, key=lambda k: c[k][0])
         sink.side.u8(kind)
         _write_group(sink, kind, c[kind][1], table, symbols)
@@ -210,16 +212,16 @@ def encode(array: np.ndarray, cols: int | None = None,
     cols = cols if cols and n % cols == 0 else max(n, 1)
     rows = n // cols if n else 0
     live = array != 0
-    nz = np.flatnonzero(live)  # of bools: branch-free, several times faster on a dense mask
+    nz = live.nonzero()[0]  # of bools: branch-free, several times faster on a dense mask
     k = len(nz)
     sink = Sink()
     sink.side.varint(rows)
     sink.side.varint(k)
     mode = PLAIN
     mask = live.reshape(rows, cols)
-    row_counts = np.count_nonzero(mask, axis=1)  # dense: faster than a bincount of rows
+    row_counts = mask.sum(1, dtype=np.intp)  # = count_nonzero(mask, axis=1), no wrapper
     if 0 < k < n:
-        _encode_mask(sink, mask, nz, shape, (row_counts, np.count_nonzero(mask, axis=0)))
+        _encode_mask(sink, mask, nz, shape, (row_counts, mask.sum(0, dtype=np.intp)))
     version = VERSION
     if k:
         values = array[nz].astype(np.int64)

@@ -28,6 +28,7 @@ from functools import cached_property, lru_cache
 import constriction
 import numpy as np
 
+from occ.coding import logtable
 from occ.coding.bitio import (
     ByteReader,
     ByteWriter,
@@ -87,38 +88,39 @@ class BinTable:
     codes: np.ndarray  # (P,) quarter-octave count codes
 
     @cached_property
-    def alphabet(self) -> np.ndarray:
-        """Every value the model gives a probability, ascending (computed once)."""
-        bin_of, _ = bins(self.top, self.e0, self.sub)
-        is_present = np.zeros(int(bin_of[-1]) + 1, dtype=bool)
-        is_present[self.present[self.present <= bin_of[-1]]] = True
-        mags = np.flatnonzero(is_present[bin_of])
-        if not self.signed:
-            return mags
-        pos = mags[mags > 0]
-        return np.concatenate([-pos[::-1], mags[:1] if mags[:1].size and mags[0] == 0
-                               else np.zeros(0, np.int64), pos])
-
-    def weights(self) -> np.ndarray:
-        """Weight of each value of ``values()``."""
+    def _spread(self) -> tuple[np.ndarray, np.ndarray]:
+        """(weight of every value from ``-top`` (signed; else 0) to ``top``, 0.0 for a
+        value the model leaves out; which values it keeps), computed once."""
         bin_of, widths = bins(self.top, self.e0, self.sub)
         per_bin = np.zeros(len(widths))
         per_bin[self.present] = WEIGHTS[self.codes]
-        vals = self.alphabet
-        of = bin_of[np.abs(vals)]
-        w = per_bin[of] / widths[of]
-        return np.where(vals != 0, w / 2, w) if self.signed else w
+        by_magnitude = (per_bin / widths)[bin_of]  # each present bin weighs at least 1
+        if self.signed:  # a magnitude's weight split evenly between -a and +a
+            half = by_magnitude[1:] / 2
+            by_magnitude = np.concatenate((half[::-1], by_magnitude[:1], half))
+        return by_magnitude, by_magnitude > 0
+
+    @property
+    def alphabet(self) -> np.ndarray:
+        """Every value the model gives a probability, ascending."""
+        return self._spread[1].nonzero()[0] - (self.top if self.signed else 0)
+
+    def weights(self) -> np.ndarray:
+        """Weight of each value of ``alphabet``."""
+        spread, kept = self._spread
+        return spread[kept]
 
     def model(self) -> constriction.stream.model.Categorical:
-        """The coding model over ``values()``."""
+        """The coding model over ``alphabet``."""
         return constriction.stream.model.Categorical(self.weights(), perfect=False)
 
     def symbols(self, v: np.ndarray) -> np.ndarray:
         """Symbol index (int32) of each value (every value must be in the alphabet)."""
-        alphabet = self.alphabet
-        lut = np.zeros(2 * self.top + 1, dtype=np.int32)
-        lut[alphabet + self.top] = np.arange(len(alphabet), dtype=np.int32)
-        return lut[v + self.top]
+        rank = np.cumsum(self._spread[1], dtype=np.int32) - 1
+        if not self.signed:
+            return rank[v]
+        # by value: 0 .. top first, then -top .. -1, which negative indices reach
+        return np.concatenate((rank[self.top:], rank[:self.top]))[v]
 
     def write(self, w: ByteWriter) -> None:
         """Append the table."""
@@ -162,12 +164,18 @@ def _layouts(top: int) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarray]:
 def _all_layouts(top: int) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarray]:
     """Every distinct layout for magnitudes 0..top: (layouts, bin of each magnitude per
     layout (L, top+1), width of each bin per layout (L, B), zero-padded)."""
-    layouts, bin_rows, width_rows = [], [], []
+    layouts, bin_rows, width_rows, seen = [], [], [], set()
     for e0 in E0S:
         for sub in SUBS:
             if e0 and (1 << e0) > top + 1 and sub:
                 continue  # every magnitude has its own bin already: one layout is enough
             bin_of, widths = bins(top, e0, sub)
+            if (key := bin_of.tobytes()) in seen:
+                # the same bins as an earlier layout (e.g. sub 3 whatever e0: the first
+                # octaves are one bin per value either way), so the same bits: fit keeps
+                # the first of equals anyway
+                continue
+            seen.add(key)
             layouts.append((e0, sub))
             bin_rows.append(bin_of)
             width_rows.append(widths)
@@ -182,20 +190,26 @@ def _all_layouts(top: int) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarra
 
 
 def _edges(top: int) -> tuple[np.ndarray, ...]:
-    """Per layout of ``_layouts(top)``: first magnitude of each bin and one past its last
-    (L, B; padding bins empty), bin widths of at least 1 (L, B), and the table bytes
+    """Per layout of ``_layouts(top)``: 0, then one past the last magnitude of each bin
+    (L, B + 1; padding bins empty), bin widths of at least 1 (L, B), and the table bits
     before the codes (L,). Cached like ``_layouts``."""
     return _cached_edges(top) if top <= CACHED_TOP else _all_edges(top)
 
 
 def _all_edges(top: int) -> tuple[np.ndarray, ...]:
     width = _layouts(top)[2]
-    ends = np.cumsum(width, axis=1)  # bins are consecutive runs of magnitudes
+    ends = np.zeros((len(width), width.shape[1] + 1), dtype=np.int64)
+    ends[:, 1:] = np.cumsum(width, axis=1)  # bins are consecutive runs of magnitudes
     head_bytes = 1 + varint_len(top) + ((width > 0).sum(1) + 7) // 8  # layout, M, bitmap
-    out = (ends - width, ends, np.maximum(width, 1), head_bytes)
+    out = (ends, np.maximum(width, 1), 8 * head_bytes)
     for a in out:
         a.setflags(write=False)
     return out
+
+
+def _code_bits(bins: int) -> np.ndarray:
+    """Bits that ``p`` present bins' codes take, padded to bytes, for p = 0 .. bins."""
+    return 8 * ((CODE_BITS * np.arange(bins + 1) + 7) // 8)
 
 
 _cached_edges = lru_cache(maxsize=32)(_all_edges)
@@ -218,23 +232,40 @@ def fit_counts(distinct: np.ndarray, counts: np.ndarray) -> tuple[BinTable, floa
     top = int(mags.max())
     if top > MAX_MAGNITUDE:
         return None
-    hist = np.bincount(mags, weights=counts.astype(np.float64), minlength=top + 1)
+    total_count = int(counts.sum())
+    # shifted by one, so that the running sum starts at 0 (integers: exact in float64)
+    cumulative = np.bincount(mags + 1, weights=counts.astype(np.float64),
+                             minlength=top + 2).cumsum()
     signed = bool(distinct[0] < 0)
-    nonzero = int(counts.sum()) - int(hist[0])  # magnitude 0 is the value 0
+    nonzero = total_count - int(cumulative[1])  # magnitude 0 is the value 0
     layouts = _layouts(top)[0]
-    first, end, safe_width, head_bytes = _edges(top)
-    cumulative = np.concatenate(([0.0], hist.cumsum()))  # integers: exact in float64
-    counts = cumulative[end] - cumulative[first]  # (L, B) values per bin
-    present = counts > 0
-    codes = clamp(np.rint(4 * np.log2(np.where(present, counts, 1.0))), 0, MAX_CODE)
-    codes = codes.astype(np.int64)
-    w = np.where(present, WEIGHTS[codes], 0.0)
+    ends, safe_width, head_bits = _edges(top)
+    running = cumulative[ends]
+    per_bin = running[:, 1:] - running[:, :-1]  # (L, B) values per bin
+    w = _bin_weights(per_bin, total_count)
+    present = w > 0  # every present bin weighs at least 1
     total = w.sum(1, keepdims=True)
     per_value = np.where(present, w / safe_width, 1.0)
-    bits = -(counts * np.log2(per_value / total)).sum(1)
+    bits = -(per_bin * np.log2(per_value / total)).sum(1)
     bits += float(nonzero) if signed else 0.0
-    bits += 8 * (head_bytes + (CODE_BITS * present.sum(1) + 7) // 8)
+    bits += head_bits + _CODE_BITS[present.sum(1)]  # the table's bytes, as bits
     i = int(bits.argmin())
     e0, sub = layouts[i]
     chosen = present[i].nonzero()[0]
-    return BinTable(signed, e0, sub, top, chosen, codes[i, chosen]), float(bits[i])
+    codes = logtable.count_codes(per_bin[i, chosen].astype(np.int64), total_count)
+    return BinTable(signed, e0, sub, top, chosen, codes), float(bits[i])
+
+
+def _bin_weights(per_bin: np.ndarray, largest: int) -> np.ndarray:
+    """Weight ``2^(code/4)`` of bins holding ``per_bin`` values (at most ``largest``); 0
+    for an empty bin."""
+    bits = logtable.lookup_bits(largest)
+    if bits is not None:
+        return logtable.code_table(bits)[1][per_bin.astype(np.intp)]
+    present = per_bin > 0
+    codes = clamp(np.rint(4 * np.log2(np.where(present, per_bin, 1.0))), 0, MAX_CODE)
+    return np.where(present, WEIGHTS[codes.astype(np.int64)], 0.0)
+
+
+_CODE_BITS = _code_bits(len(_bins(MAX_MAGNITUDE, 0, 3)[1]))  # the most bins a layout has
+_CODE_BITS.setflags(write=False)

@@ -180,9 +180,10 @@ def pack_fixed(values: np.ndarray, width: int) -> bytes:
     """``values`` (non-negative, < 2^width) as ``width``-bit fields, MSB first."""
     if width == 0 or len(values) == 0:
         return b""
-    shifts = np.arange(width - 1, -1, -1, dtype=np.uint64)
-    bits = (values.astype(np.uint64)[:, None] >> shifts) & 1
-    return np.packbits(bits.astype(np.uint8).reshape(-1)).tobytes()
+    size = next(s for s in (1, 2, 4, 8) if 8 * s >= width)  # bytes of the narrowest word
+    octets = values.astype(f">u{size}").view(np.uint8).reshape(-1, size)  # MSB first
+    bits = np.unpackbits(octets, axis=1)[:, 8 * size - width:]
+    return np.packbits(bits).tobytes()
 
 
 def unpack_fixed(data: bytes, width: int, count: int) -> np.ndarray:

@@ -121,7 +121,10 @@ class Table:
 
     def symbols(self, values: np.ndarray) -> np.ndarray:
         """The symbol (rank among present values) of each value, as int32."""
-        return self.lookup()[(values - self.lo).astype(np.intp, copy=False)]
+        lut = self.lookup()
+        if self.lo <= 0 < self.lo + self.span:  # index by value: 0.., then -1, -2.. wrap
+            return np.concatenate((lut[-self.lo:], lut[:-self.lo]))[values]
+        return lut[(values - self.lo).astype(np.intp, copy=False)]
 
     def lookup(self) -> np.ndarray:
         """(span,) int32: the symbol of value ``lo + i``."""
@@ -154,7 +157,7 @@ class Table:
 
     def nbytes(self) -> int:
         """Bytes ``write`` appends (counted, not written)."""
-        width = int(self.counts.max() - 1).bit_length()
+        width = (int(self.counts.max()) - 1).bit_length()
         return support_bytes(self.lo, self.span, self.present) + 1 + \
             packed_len(width, len(self.counts))
 
@@ -173,6 +176,32 @@ class Table:
             raise ValueError(f"model table does not sum: counts add to {int(counts.sum())}, "
                              f"the stream codes {total} values")
         return cls(lo=lo, span=span, present=present, counts=counts)
+
+
+def spans(tables: list[Table]) -> tuple[np.ndarray, list[int], list[int]]:
+    """(every table's counts, one after another; where each table's start; how many each
+    has): what the batched costings below share."""
+    lengths = [len(t.counts) for t in tables]
+    starts = [0]
+    for n in lengths[:-1]:
+        starts.append(starts[-1] + n)
+    return np.concatenate([t.counts for t in tables]), starts, lengths
+
+
+def coded_bits_of(tables: list[Table]) -> list[tuple[float, float]]:
+    """``[(t.coded_bits, t.bits()) for t in tables]`` in a few calls over all their counts
+    at once: the same floats (each table's terms are the same, and summed on their own)."""
+    counts, starts, lengths = spans(tables)
+    totals = np.add.reduceat(counts, starts)  # integers: exact, like each table's c.sum()
+    c = counts.astype(np.float64)
+    terms = c * np.log2(totals.repeat(lengths) / c)
+    widths = (np.maximum.reduceat(counts, starts) - 1).tolist()
+    out = []
+    for t, start, n, width in zip(tables, starts, lengths, widths, strict=True):
+        bits = float(terms[start:start + n].sum()) if n > 1 else 0.0
+        nbytes = support_bytes(t.lo, t.span, t.present) + 1 + packed_len(width.bit_length(), n)
+        out.append((bits + 8 * nbytes, bits))
+    return out
 
 
 def categorical_model(table: Table) -> constriction.stream.model.Categorical:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import constriction
 import numpy as np
@@ -53,6 +54,7 @@ def _dyadic(e: np.ndarray) -> np.ndarray:
 E_MAX = 80  # 2^-(80/4) = P_MIN: larger exponents give the same clipped probability
 P = _dyadic(np.arange(E_MAX + 1))  # p for e = 0 .. E_MAX (e <= 0 clips to P_MAX)
 BITS_ONE, BITS_ZERO = -np.log2(P), -np.log2(1.0 - P)
+_BITS_ONE, _BITS_ZERO = BITS_ONE.tolist(), BITS_ZERO.tolist()  # the same, as Python floats
 
 def cell_bits(cells: np.ndarray, ones: np.ndarray, e: np.ndarray) -> np.ndarray:
     """Bits of ``cells`` cells (``ones`` of them set) under exponents ``e``, summed over
@@ -159,11 +161,28 @@ def _may_pay(counts: np.ndarray, length: int) -> bool:
 
 def _line_bits(counts: np.ndarray, length: int) -> float:
     """Bits of every line's cells under its own exact density."""
-    c = counts.astype(np.float64)
+    if length <= MAX_TABULATED:
+        return float(_tabulated_line_bits(length)[counts].sum())  # the same terms
+    return float(_each_line_bits(counts.astype(np.float64), length).sum())
+
+
+def _each_line_bits(c: np.ndarray, length: int) -> np.ndarray:
+    """Bits of a line of ``length`` cells holding ``c`` (float) ones, for each ``c``."""
     # an empty (full) line's ones (zeros) term is 0 · log2(length) = 0
     ones = c * np.log2(length / np.maximum(c, 1))
     zeros = (length - c) * np.log2(length / np.maximum(length - c, 1))
-    return float((ones + zeros).sum())
+    return ones + zeros
+
+
+MAX_TABULATED = 1 << 12  # lines up to this long take their bits from a table
+
+
+@lru_cache(maxsize=64)
+def _tabulated_line_bits(length: int) -> np.ndarray:
+    """``_each_line_bits`` of every count 0 .. ``length``, looked up by count."""
+    out = _each_line_bits(np.arange(length + 1, dtype=np.float64), length)
+    out.setflags(write=False)
+    return out
 
 
 def _best_bits(present: np.ndarray, cells: np.ndarray, ones: np.ndarray, flags: int,
@@ -201,7 +220,7 @@ def _one_context_bits(context: int, cells: int, ones: int,
     best = (math.inf, 0, 0)
     for offset in offsets.tolist():
         e = min(max(SLOPES[0] * context + offset, 0), E_MAX)
-        bits = ones * float(BITS_ONE[e]) + (cells - ones) * float(BITS_ZERO[e])
+        bits = ones * _BITS_ONE[e] + (cells - ones) * _BITS_ZERO[e]
         if bits < best[0]:
             best = (bits, SLOPES[0], offset)
     return best

@@ -88,7 +88,7 @@ def clustered(mask: np.ndarray, b: int, threshold: float = 1.25,
     if line_counts is None:
         line_counts = np.count_nonzero(mask, axis=1), np.count_nonzero(mask, axis=0)
     d_row, d_col = line_counts[0] / cols, line_counts[1] / rows  # = mask.mean(1), mean(0)
-    d = float(d_row.mean())
+    d = float(d_row.sum()) / len(d_row)  # = d_row.mean(), without its wrapper
     if d <= 0.0:
         return False
     scale = float((d_row ** 2).sum()) / d ** 2

@@ -100,7 +100,8 @@ def coherent(sign: np.ndarray, widths: list[int], margin: float = 0.1) -> bool:
         if s >= cols:
             continue
         both = sign[:, s:] * sign[:, :-s]  # +1: same sign, -1: opposite, 0: a zero
-        same, opposite = np.count_nonzero(both > 0), np.count_nonzero(both < 0)
+        same = np.count_nonzero(both > 0)
+        opposite = np.count_nonzero(both) - same
         if same + opposite >= 16 and abs(same / (same + opposite) - 0.5) >= margin:
             return True
     return False
