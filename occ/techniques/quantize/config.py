@@ -47,7 +47,10 @@ class QuantizeConfig(StageConfig):
             every bias is rounded to a multiple of ``2^s``, the smallest ``s`` that leaves
             the largest in ``bias_bits`` signed bits, so the ``rice`` codec stores
             ``bias_int >> s``; evaluated with the rounded biases (unset: exact int32).
-            Later quantized exit heads are rounded the same way.
+            Later quantized exit heads are rounded the same way. Folded BatchNorm shifts
+            live in these biases: 3 bits cost the LeNets nothing measurable, but 4 bits
+            broke ResNet-20 (``scripts/bench_params.py``: -3.4 pt on one seed, a quality
+            gate stopped another); keep 6 or more where BatchNorm was folded.
     """
 
     weight_bits: int | Literal["auto"] = 8
