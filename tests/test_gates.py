@@ -95,7 +95,7 @@ def test_a_quantize_collapse_names_the_rounding_options_it_was_given() -> None:
                                                    _classes(92.6))
     cause = likely_cause("quantize", {"weight_bits": 4, "act_bits": 4, "mode": "qat",
                                       "bias_bits": 4}, {}, _classes(92.6))
-    assert cause.startswith("bias_bits 4 (int32 biases, BatchNorm shifts folded in")
+    assert cause.startswith("bias_bits 4 (int32 biases, where folded BatchNorm shifts live")
     assert "scale_bits" not in cause and "weights 4, activations 4" in cause
     both = likely_cause("quantize", {"bias_bits": 3, "scale_bits": 6}, {}, _classes(92.6))
     assert "bias_bits 3" in both and "scale_bits 6" in both

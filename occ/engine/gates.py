@@ -158,8 +158,8 @@ def _quantize_cause(config: dict[str, Any]) -> str:
     bits = (f"too few bits (weights {config.get('weight_bits')}, activations "
             f"{config.get('act_bits')}) for mode {config.get('mode')}? try {remedy}")
     rounded = [f"{key} {config[key]} ({what})" for key, what in (
-        ("bias_bits", "int32 biases, BatchNorm shifts folded in, to that many significant "
-                      "bits"),
+        ("bias_bits", "int32 biases, where folded BatchNorm shifts live, to that many "
+                      "significant bits"),
         ("scale_bits", "weight scales to that many significant bits"))
         if config.get(key) is not None]
     if not rounded:
