@@ -21,7 +21,7 @@ from occ.artifact.container import (
     encode_artifact,
     parse_layout,
 )
-from occ.coding import adaptive, ctxmask, ints
+from occ.coding import adaptive, ctxmask, dyadic, ints
 from occ.coding.categorical import Table
 from occ.coding.frame import Sink
 from occ.coding.logtable import LogTable
@@ -99,11 +99,11 @@ def test_mask_model_skips_dead_rows_and_columns() -> None:
 
 
 def test_probabilities_are_exact_dyadic_floats() -> None:
-    e = np.arange(0, ctxmask.E_MAX + 1)
+    e = np.arange(0, dyadic.E_MAX + 1)
     p = ctxmask.probability(e, 1, 0)
-    expected = np.clip([2.0 ** (-v / 4) for v in e], ctxmask.P_MIN, ctxmask.P_MAX)
+    expected = np.clip([2.0 ** (-v / 4) for v in e], dyadic.P_MIN, dyadic.P_MAX)
     assert np.allclose(p, expected, rtol=1e-15, atol=0)
-    assert p[0] == ctxmask.P_MAX and p[-1] == ctxmask.P_MIN
+    assert p[0] == dyadic.P_MAX and p[-1] == dyadic.P_MIN
 
 
 def test_corrupted_ctx_streams_raise_value_error_only(ctx_rejects_corruption) -> None:

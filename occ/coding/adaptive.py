@@ -7,11 +7,10 @@ from i.i.d.; an order-0 coder (``cat``) leaves on the table:
   classes), and set cells cluster (``occ.coding.ctxnb``: cells in passes under their
   neighbours);
 - *signs*: neighbouring nonzeros mostly share a sign (``occ.coding.signs``);
-- *values*: with a global pruning threshold ``t`` and a per-channel scale ``s_r``, every
-  surviving integer of row ``r`` has ``|q| >= round(t / s_r)``, and the magnitudes above
-  that floor fall off at a rate set by the same ratio. So each row stores its smallest
-  magnitude ``m_r``; a value is coded as ``sign(q)·(|q| - m_r + 1)`` (or, with the signs
-  apart, ``|q| - m_r + 1``), under one of a few tables chosen by ``m_r`` (``bucket``).
+- *values*: every surviving integer of a row sits above the row's magnitude floor ``m_r``
+  (``occ.coding.floors``); a value is coded as ``sign(q)·(|q| - m_r + 1)`` (or, with the
+  signs apart, ``|q| - m_r + 1``), under one of a few tables chosen by ``m_r``
+  (``floors.bucket``).
 
 Every choice (classes, passes, signs apart, mode, each table's kind) is made per tensor
 by counted bits. Stream (the shared frame, ``occ.coding.frame``)::
@@ -35,11 +34,10 @@ is known before those symbols are decoded, so each group is one vectorised ANS c
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
 import numpy as np
 
-from occ.coding import bintable, categorical, ctxmask, ctxnb, signs, tablekinds
+from occ.coding import bintable, categorical, ctxmask, ctxnb, floors, signs, tablekinds
 from occ.coding.categorical import MAX_SPAN, Table, decode_symbols, encode_symbols
 from occ.coding.frame import Parts, Sink, Source
 from occ.coding.logtable import LogTable
@@ -54,54 +52,9 @@ WIDE = 24  # distinct values from which binned tables are worth trying
 MAX_FLOOR = 1 << 32  # ctx takes integers of up to 32 bits: no larger magnitude exists
 
 
-def bucket(floor: np.ndarray) -> np.ndarray:
-    """Context of a row's magnitude floor m >= 1: 0..3 for m = 1..4, then one per octave."""
-    m = floor.astype(np.int64, copy=False)
-    if len(m) and int(m.max()) < len(_BUCKET_OF):
-        return _BUCKET_OF[m]  # the same values, looked up
-    return _bucket(m)
-
-
-def _bucket(m: np.ndarray) -> np.ndarray:
-    octave = np.frexp((m - 1).astype(np.float64))[1]  # bit length of m - 1
-    return np.where(m <= 4, m - 1, np.minimum(octave + 1, 7))
-
-
-_BUCKET_OF = _bucket(np.arange(1 << 10))  # bucket of every floor below 2^10
-_BUCKET_OF.setflags(write=False)
-
-
-@dataclass(frozen=True)
-class Rows:
-    """The nonzeros' values row by row (what every value plan shares): each row with a
-    nonzero holds one run of ``lengths[i]`` values, whose smallest magnitude is ``m[i]``
-    (``bucket`` ``row_ctx[i]``); ``floor`` repeats ``m`` per value."""
-
-    lengths: np.ndarray  # (A,) values per row that has any
-    m: np.ndarray  # (A,) int64 magnitude floor per such row
-    row_ctx: np.ndarray  # (A,) int64 bucket of m
-    floor: np.ndarray  # (k,) int64
-
-    @classmethod
-    def of(cls, magnitudes: np.ndarray, row_counts: np.ndarray) -> Rows:
-        """``magnitudes`` (|q| of the nonzeros, row-major) of rows holding ``row_counts``."""
-        lengths = row_counts[row_counts > 0]
-        starts = lengths.cumsum() - lengths
-        m = np.minimum.reduceat(magnitudes, starts) if len(starts) else magnitudes[:0]
-        return cls(lengths, m, bucket(m), m.repeat(lengths))
-
-
-def _shifted(values: np.ndarray, magnitudes: np.ndarray, floor: np.ndarray) -> np.ndarray:
-    """sign(q)·(|q| - m + 1): nonzero, small where magnitudes sit just above the floor."""
-    out = magnitudes - floor  # in place from here: one temporary (big ones cost page faults)
-    out += 1
-    out *= np.sign(values)
-    return out
-
-
 def _value_plan(values: np.ndarray, magnitudes: np.ndarray,
-                rows: Rows) -> tuple[float, int, list[Group]]:
-    """(bits, mode, [(table, symbols-array, its coded bits, their entropy part) ...] in
+                rows: floors.Rows) -> tuple[float, int, list[Group]]:
+    """(bits, mode, [(table, symbols-array, its coded bits) ...] in
     decode order, m table first) for the nonzeros' ``values`` (row-major, and their
     ``magnitudes``) seen as ``rows``.
 
@@ -113,17 +66,16 @@ def _value_plan(values: np.ndarray, magnitudes: np.ndarray,
     if plain is None:
         raise ValueError("ctx: values span more than 2^16 integers")
     m_table = Table.fit(rows.m - 1)
-    shifted = _shifted(values, magnitudes, rows.floor)
+    shifted = floors.shifted(values, magnitudes, rows.floor)
     split = _bucket_tables(shifted, rows) if m_table is not None else None
     if split is None:
         tables = [plain]
     else:  # one bucket: the same tables as FLOOR
         tables = [plain, m_table, split[0]] + (split[1] if len(split[1]) > 1 else [])
-    costed = categorical.coded_bits_of(tables)  # (coded bits, entropy bits) per table
-    bits = [coded for coded, _ in costed]
-    best: tuple[float, int, list[int]] = (0 + bits[0], PLAIN, [0])
+    bits = categorical.coded_bits_of(tables)
+    best: tuple[float, int, list[int]] = (bits[0], PLAIN, [0])
     if split is not None:
-        cost = 0 + bits[1] + bits[2]  # summed as before: from 0, in decode order
+        cost = bits[1] + bits[2]
         if cost < best[0]:
             best = (cost, FLOOR, [1, 2])
         if len(split[1]) > 1:
@@ -131,38 +83,36 @@ def _value_plan(values: np.ndarray, magnitudes: np.ndarray,
             if cost < best[0]:
                 best = (cost, BUCKETS, [1] + list(range(3, len(tables))))
     cost, mode, chosen = best
-    return cost, mode, [(tables[i], symbols) + costed[i] for i, symbols in
+    return cost, mode, [(tables[i], symbols, bits[i]) for i, symbols in
                         zip(chosen, _groups(values, rows, shifted, mode), strict=True)]
 
 
-def _bucket_tables(shifted: np.ndarray, rows: Rows) -> tuple[Table, list[Table]] | None:
+def _bucket_tables(shifted: np.ndarray, rows: floors.Rows) -> tuple[Table, list[Table]] | None:
     """(the table of every shifted value, one table per bucket present, ascending), from
     one joint histogram; None when the values span more than MAX_SPAN."""
     lo, hi = int(shifted.min()), int(shifted.max())
     span = hi - lo + 1
     if span > MAX_SPAN:
         return None
-    present = np.bincount(rows.row_ctx, minlength=8).nonzero()[0]
+    present = np.bincount(rows.row_ctx, minlength=floors.N_BUCKETS).nonzero()[0]
     if len(present) == 1:
         one = Table.from_histogram(lo, np.bincount(shifted - lo, minlength=span))
         return one, [one]
     key = (rows.row_ctx * span - lo).repeat(rows.lengths)  # (bucket, value)
     key += shifted
-    joint = np.bincount(key, minlength=8 * span).reshape(8, span)
+    joint = np.bincount(key, minlength=floors.N_BUCKETS * span).reshape(floors.N_BUCKETS, span)
     return Table.from_histogram(lo, joint.sum(0)), \
         [Table.from_histogram(lo, joint[b]) for b in present]
 
 
-def _groups(values: np.ndarray, rows: Rows, shifted: np.ndarray,
+def _groups(values: np.ndarray, rows: floors.Rows, shifted: np.ndarray,
             mode: int) -> list[np.ndarray]:
     """The symbol arrays of ``mode``, in decode order (m first, then by bucket)."""
     if mode == PLAIN:
         return [values]
     if mode == FLOOR:
         return [rows.m - 1, shifted]
-    ctx = np.repeat(rows.row_ctx.astype(np.uint8), rows.lengths)
-    order = np.argsort(ctx, kind="stable")  # bytes: one radix pass
-    per_bucket = np.bincount(ctx, minlength=8)
+    order, per_bucket = floors.by_bucket(rows.row_ctx, rows.lengths)
     by_bucket = np.split(shifted[order], np.cumsum(per_bucket)[:-1])
     return [rows.m - 1] + [group for group in by_bucket if len(group)]
 
@@ -170,15 +120,14 @@ def _groups(values: np.ndarray, rows: Rows, shifted: np.ndarray,
 def _write_values(sink: Sink, groups: list[Group]) -> int:
     """Append the value groups with the cheapest tables; returns the tag bits used."""
     costs = tablekinds.kind_costs(groups, WIDE)
-    uniform = {kind: sum(c[kind][0] for c in costs) for kind in (EXACT, LOGT)
-               if kind in costs[0]}
+    uniform = {kind: sum(c[kind][0] for c in costs) for kind in (EXACT, LOGT)}
     mixed = sum(min(b for b, _ in c.values()) + 8 for c in costs)
     if min(uniform.values()) <= mixed:
         kind = min(uniform, key=uniform.get)
-        for c, (table, symbols, _, _) in zip(costs, groups, strict=True):
+        for c, (table, symbols, _) in zip(costs, groups, strict=True):
             _write_group(sink, kind, c[kind][1], table, symbols)
         return LOG if kind == LOGT else 0
-    for c, (table, symbols, _, _) in zip(costs, groups, strict=True):
+    for c, (table, symbols, _) in zip(costs, groups, strict=True):
         kind = min(c, key=lambda k: c[k][0])
         sink.side.u8(kind)
         _write_group(sink, kind, c[kind][1], table, symbols)
@@ -226,21 +175,33 @@ def encode(array: np.ndarray, cols: int | None = None,
     if k:
         values = array[nz].astype(np.int64)
         magnitudes = np.abs(values)
-        rows_of = Rows.of(magnitudes, row_counts)
+        rows_of = floors.Rows.of(magnitudes, row_counts)
         cost, mode, groups = _value_plan(values, magnitudes, rows_of)
         negative = values < 0
-        widths = ctxnb.widths(shape, cols)
-        if 0 < np.count_nonzero(negative) < k and signs.coherent(
-                np.sign(array).astype(np.int8, copy=False).reshape(rows, cols), widths):
-            sign_plan = signs.plan(nz, negative, rows, cols, widths[:SIGN_WIDTHS])
-            # signed tables spend at most about a bit per sign: below that, try magnitudes
-            apart = _value_plan(magnitudes, magnitudes, rows_of) if sign_plan.bits < k else None
-            if apart is not None and apart[0] + sign_plan.bits < cost:
+        if 0 < np.count_nonzero(negative) < k:
+            apart = _signs_apart(array, nz, negative, magnitudes, rows_of, cost, shape, cols)
+            if apart is not None:
                 version = SIGNS_APART
-                signs.encode(sink, negative, sign_plan)
-                _, mode, groups = apart
+                signs.encode(sink, negative, apart[0])
+                _, mode, groups = apart[1]
         mode |= _write_values(sink, groups)
     return sink.finish(version | mode), {}
+
+
+def _signs_apart(array: np.ndarray, nz: np.ndarray, negative: np.ndarray,
+                 magnitudes: np.ndarray, rows_of: floors.Rows, cost: float,
+                 shape: tuple[int, ...] | None, cols: int) -> tuple[signs.SignPlan, tuple] | None:
+    """(the signs' plan, the magnitudes' value plan) when coding the signs apart costs
+    less than ``cost`` (the signed values' bits); None when it does not."""
+    grid = np.sign(array).astype(np.int8, copy=False).reshape(-1, cols)  # = signs.sign_grid
+    widths = ctxnb.widths(shape, cols)
+    if not signs.coherent(grid, widths):
+        return None
+    sign_plan = signs.plan(nz, negative, grid.shape[0], cols, widths[:SIGN_WIDTHS], grid)
+    if sign_plan.bits >= len(nz):  # signed tables spend at most about a bit per sign
+        return None
+    apart = _value_plan(magnitudes, magnitudes, rows_of)
+    return (sign_plan, apart) if apart[0] + sign_plan.bits < cost else None
 
 
 TRY_OPTIONS = 4  # class configurations (cheapest first) neighbour passes may refit: the
@@ -266,11 +227,11 @@ def _encode_mask(sink: Sink, mask: np.ndarray, nz: np.ndarray,
     tried = plan.options[:TRY_OPTIONS]
     candidates = tried[:1] + ([min(tried[1:], key=lambda o: o.side_bits)] if len(tried) > 1
                               else [])
-    lines = np.divmod(nz, cols) if layouts else None
+    lines = (np.divmod(nz, cols) if plan.lines is None else plan.lines) if layouts else None
     for i, option in enumerate(candidates if layouts else []):
         if i == 1 and best[0] > WORTH_MORE * plan.bits:
             break
-        two_pass = ctxnb.fit(lines, option, layouts)
+        two_pass = ctxnb.fit(nz, lines, option, layouts)
         if two_pass is not None and option.side_bits + two_pass.bits < best[0]:
             best = (option.side_bits + two_pass.bits, option, two_pass)
     _, option, two_pass = best
@@ -386,9 +347,7 @@ def _decode_values(source: Source, mode: int, row_of: np.ndarray, k: int,
     if mode == FLOOR:
         shifted = _read(source, k, parts, log)
     else:
-        ctx = np.repeat(bucket(m).astype(np.uint8), lengths)
-        order = np.argsort(ctx, kind="stable")  # bytes: one radix pass
-        per_bucket = np.bincount(ctx, minlength=8)
+        order, per_bucket = floors.by_bucket(floors.bucket(m), lengths)
         grouped = [_read(source, int(count), parts, log) for count in per_bucket if count]
         shifted = np.empty(k, dtype=np.int64)
         shifted[order] = np.concatenate(grouped)

@@ -32,13 +32,12 @@ from occ.coding import logtable
 from occ.coding.bitio import (
     ByteReader,
     ByteWriter,
-    clamp,
     pack_fixed,
     packed_len,
     unpack_fixed,
     varint_len,
 )
-from occ.coding.logtable import CODE_BITS, MAX_CODE, WEIGHTS
+from occ.coding.logtable import CODE_BITS, WEIGHTS
 
 MAX_MAGNITUDE = 1 << 15  # alphabets up to 2^16 values, like categorical.MAX_SPAN
 E0S, SUBS = range(5), range(4)
@@ -207,11 +206,6 @@ def _all_edges(top: int) -> tuple[np.ndarray, ...]:
     return out
 
 
-def _code_bits(bins: int) -> np.ndarray:
-    """Bits that ``p`` present bins' codes take, padded to bytes, for p = 0 .. bins."""
-    return 8 * ((CODE_BITS * np.arange(bins + 1) + 7) // 8)
-
-
 _cached_edges = lru_cache(maxsize=32)(_all_edges)
 
 
@@ -248,7 +242,7 @@ def fit_counts(distinct: np.ndarray, counts: np.ndarray) -> tuple[BinTable, floa
     per_value = np.where(present, w / safe_width, 1.0)
     bits = -(per_bin * np.log2(per_value / total)).sum(1)
     bits += float(nonzero) if signed else 0.0
-    bits += head_bits + _CODE_BITS[present.sum(1)]  # the table's bytes, as bits
+    bits += head_bits + 8 * packed_len(CODE_BITS, present.sum(1))  # the table's bytes
     i = int(bits.argmin())
     e0, sub = layouts[i]
     chosen = present[i].nonzero()[0]
@@ -263,9 +257,6 @@ def _bin_weights(per_bin: np.ndarray, largest: int) -> np.ndarray:
     if bits is not None:
         return logtable.code_table(bits)[1][per_bin.astype(np.intp)]
     present = per_bin > 0
-    codes = clamp(np.rint(4 * np.log2(np.where(present, per_bin, 1.0))), 0, MAX_CODE)
-    return np.where(present, WEIGHTS[codes.astype(np.int64)], 0.0)
+    codes = logtable.count_codes(np.where(present, per_bin, 1).astype(np.int64), largest)
+    return np.where(present, WEIGHTS[codes], 0.0)
 
-
-_CODE_BITS = _code_bits(len(_bins(MAX_MAGNITUDE, 0, 3)[1]))  # the most bins a layout has
-_CODE_BITS.setflags(write=False)

@@ -21,7 +21,6 @@ probability mass.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 
 import constriction
 import numpy as np
@@ -138,15 +137,7 @@ class Table:
 
     def bits(self) -> float:
         """Bits the coded symbols take (the order-0 entropy of the counts)."""
-        if len(self.counts) <= 1:
-            return 0.0
-        c = self.counts.astype(np.float64)  # entropy_bits without its filter: counts >= 1
-        return float((c * np.log2(c.sum() / c)).sum())
-
-    @cached_property
-    def coded_bits(self) -> float:
-        """``bits() + 8 * nbytes()``: symbols and table together (computed once)."""
-        return self.bits() + 8 * self.nbytes()
+        return entropy_bits(self.counts)
 
     def write(self, w: ByteWriter) -> None:
         """Append the table to ``w``."""
@@ -157,9 +148,7 @@ class Table:
 
     def nbytes(self) -> int:
         """Bytes ``write`` appends (counted, not written)."""
-        width = (int(self.counts.max()) - 1).bit_length()
-        return support_bytes(self.lo, self.span, self.present) + 1 + \
-            packed_len(width, len(self.counts))
+        return _table_bytes(self, int(self.counts.max()))
 
     @classmethod
     def read(cls, r: ByteReader, total: int) -> Table:
@@ -188,20 +177,26 @@ def spans(tables: list[Table]) -> tuple[np.ndarray, list[int], list[int]]:
     return np.concatenate([t.counts for t in tables]), starts, lengths
 
 
-def coded_bits_of(tables: list[Table]) -> list[tuple[float, float]]:
-    """``[(t.coded_bits, t.bits()) for t in tables]`` in a few calls over all their counts
+def coded_bits_of(tables: list[Table]) -> list[float]:
+    """``[t.bits() + 8 * t.nbytes() for t in tables]`` in a few calls over all their counts
     at once: the same floats (each table's terms are the same, and summed on their own)."""
     counts, starts, lengths = spans(tables)
     totals = np.add.reduceat(counts, starts)  # integers: exact, like each table's c.sum()
     c = counts.astype(np.float64)
     terms = c * np.log2(totals.repeat(lengths) / c)
-    widths = (np.maximum.reduceat(counts, starts) - 1).tolist()
+    maxima = np.maximum.reduceat(counts, starts).tolist()
     out = []
-    for t, start, n, width in zip(tables, starts, lengths, widths, strict=True):
+    for t, start, n, largest in zip(tables, starts, lengths, maxima, strict=True):
         bits = float(terms[start:start + n].sum()) if n > 1 else 0.0
-        nbytes = support_bytes(t.lo, t.span, t.present) + 1 + packed_len(width.bit_length(), n)
-        out.append((bits + 8 * nbytes, bits))
+        out.append(bits + 8 * _table_bytes(t, largest))
     return out
+
+
+def _table_bytes(table: Table, largest: int) -> int:
+    """Bytes ``Table.write`` appends for ``table``, whose largest count is ``largest``."""
+    width = (largest - 1).bit_length()
+    return support_bytes(table.lo, table.span, table.present) + 1 + \
+        packed_len(width, len(table.present))
 
 
 def categorical_model(table: Table) -> constriction.stream.model.Categorical:

@@ -16,9 +16,8 @@ adaptive: every cell's context is known before any bit is decoded, so the decode
 cells by context with one stable sort and decodes each group in one vectorised call (no
 per-symbol Python loop).
 
-Probabilities are exact dyadic floats: ``p = 2^-(slope·class + offset)/4`` built with
-``ldexp`` from four literal constants, so encoder and decoder compute identical bits on
-any machine.
+Probabilities are exact dyadic floats (``occ.coding.dyadic``): ``p = 2^-(slope·class +
+offset)/4``, so encoder and decoder compute identical bits on any machine.
 """
 
 from __future__ import annotations
@@ -27,11 +26,11 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
-import constriction
 import numpy as np
 
 from occ.coding.bitio import clamp
 from occ.coding.categorical import Table, decode_symbols, encode_symbols
+from occ.coding.dyadic import BITS_ONE, BITS_ZERO, E_MAX, P, bernoulli, cell_bits, p_at
 from occ.coding.frame import Parts, Sink, Source
 
 USE_ROWS, USE_COLS = 1, 2
@@ -39,28 +38,17 @@ USE_ROWS, USE_COLS = 1, 2
 # "dead or alive" (the ALIVE mode of occ.coding.positions), cheapest to store.
 PER_OCTAVE = (2, 1, 0)
 MAX_CLASS = 127  # row / column classes are 0 (dead) or 1 .. MAX_CLASS
-# 2^(-j/4), j = 0..3, as exact literals (no pow, so every machine gets the same floats).
-_QUARTER = np.array([1.0, 0.8408964152537145, 0.7071067811865476, 0.5946035575013605])
-P_MIN, P_MAX = 2.0 ** -20, 1.0 - 2.0 ** -12
+# A cell's class (``cell_classes``) is -1 (a known zero) or 0 .. 2·(MAX_CLASS - 1) = 252:
+# shifted by one, a byte, so that one stable sort of bytes (a radix sort) groups cells.
+CLASS_KEYS = 256
+N_CLASSES = CLASS_KEYS - 1  # classes of a live cell (some unused): 0 .. N_CLASSES - 1
 SLOPES = (1, 2, 3, 4, 5, 6)  # quarter-octaves of probability per class step (the model's
 # own: 2 for half-octave classes, 4 for octave-wide ones)
 OFFSETS = np.arange(-8, 9)
 _NEAR = np.arange(-1, 2)  # searched around the model's natural offset
 MIN_GAIN = 1.5  # bits per line that density classes must be able to save to be tried
 
-def _dyadic(e: np.ndarray) -> np.ndarray:
-    return np.clip(np.ldexp(_QUARTER[e % 4], -(e // 4)), P_MIN, P_MAX)
-
-E_MAX = 80  # 2^-(80/4) = P_MIN: larger exponents give the same clipped probability
-P = _dyadic(np.arange(E_MAX + 1))  # p for e = 0 .. E_MAX (e <= 0 clips to P_MAX)
-BITS_ONE, BITS_ZERO = -np.log2(P), -np.log2(1.0 - P)
 _BITS_ONE, _BITS_ZERO = BITS_ONE.tolist(), BITS_ZERO.tolist()  # the same, as Python floats
-
-def cell_bits(cells: np.ndarray, ones: np.ndarray, e: np.ndarray) -> np.ndarray:
-    """Bits of ``cells`` cells (``ones`` of them set) under exponents ``e``, summed over
-    the last axis (the contexts)."""
-    return (ones * BITS_ONE[e] + (cells - ones) * BITS_ZERO[e]).sum(-1)
-
 
 def probability(classes: np.ndarray, slope: int, offset: int) -> np.ndarray:
     """Bernoulli parameters ``2^-(slope·class + offset)/4``, clipped to [P_MIN, P_MAX]."""
@@ -97,7 +85,8 @@ class MaskPlan:
     Counts per context come from the (row class, column class) histogram of the nonzeros
     and the class histograms alone (O(k + R + C), never a pass over all cells).
     ``options`` keeps every configuration tried, cheapest first (``occ.coding.ctxnb``
-    refits the best few with neighbour contexts).
+    refits the best few with neighbour contexts); ``lines``, the row and column of each
+    nonzero when the classes were tried (else None).
     """
 
     def __init__(self, positions: np.ndarray, rows: int, cols: int,
@@ -107,14 +96,15 @@ class MaskPlan:
         row_counts, col_counts = line_counts if line_counts is not None else (
             np.bincount(positions // cols, minlength=rows),
             np.bincount(positions % cols, minlength=cols))
-        none = _one_context_bits(0, rows * cols, k, _offsets(0, density))  # = _best_bits
+        none = _one_context_bits(0, rows * cols, k, _offsets(0, density))
         options = [ClassOption(*none, 0, np.ones(rows, np.int64), np.ones(cols, np.int64), 0.0)]
         self.options = options
         self.bits, self.slope, self.offset = options[0].bits, options[0].slope, options[0].offset
         self.flags, self.row_cls, self.col_cls = 0, options[0].row_cls, options[0].col_cls
+        self.lines: tuple[np.ndarray, np.ndarray] | None = None  # (row, column) per nonzero
         if not (_may_pay(row_counts, cols) or _may_pay(col_counts, rows)):
             return  # densities too even for any class to pay for its side information
-        r, c = np.divmod(positions, cols)
+        r, c = self.lines = np.divmod(positions, cols)
         row_opts = [(code, density_classes(row_counts, cols, per))
                     for code, per in enumerate(PER_OCTAVE)]
         col_opts = [(code, density_classes(col_counts, rows, per))
@@ -187,13 +177,12 @@ def _tabulated_line_bits(length: int) -> np.ndarray:
 
 def _best_bits(present: np.ndarray, cells: np.ndarray, ones: np.ndarray, flags: int,
                density: float) -> tuple[float, int, int]:
-    """(bits, slope, offset): the cheapest probability scale for these context counts."""
-    offsets = _offsets(flags, density)  # (O,)
-    if not flags and len(present) == 1:
-        return _one_context_bits(int(present[0]), int(cells[0]), int(ones[0]), offsets)
-    if flags:  # also around the live cells' own density (what alive-only classes need)
-        live = -4 * np.log2(max(float(ones.sum()), 1.0) / max(float(cells.sum()), 1.0))
-        offsets = _union_ranges(int(offsets[0]), int(round(live)) + int(OFFSETS[0]))
+    """(bits, slope, offset): the cheapest probability scale for these context counts,
+    under class ``flags`` (not 0: one context is ``_one_context_bits``)."""
+    # around the model's natural offset, and the live cells' own density (what alive-only
+    # classes need)
+    live = -4 * np.log2(max(float(ones.sum()), 1.0) / max(float(cells.sum()), 1.0))
+    offsets = _union_ranges(int(_offsets(flags, density)[0]), int(round(live)) + int(OFFSETS[0]))
     slopes = _SLOPES if len(present) > 1 else _SLOPES[:1]  # (S,)
     e = clamp(slopes[:, None, None] * present + offsets[:, None], 0, E_MAX)  # (S, O, P)
     bits = cell_bits(cells, ones, e)
@@ -262,25 +251,39 @@ def _offsets(flags: int, density: float) -> np.ndarray:
     spread = OFFSETS if flags else _NEAR
     return int(round(natural)) + spread
 
+def class_parts(flags: int, row_cls: np.ndarray,
+                col_cls: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(row part, live rows, column part, live columns) of the classes ``flags`` use: a
+    cell in a live row and a live column has class row part + column part; any other
+    cell is a known zero (a line without classes is all live, part 0)."""
+    if flags & USE_ROWS:
+        part_r, live_r = row_cls - 1, row_cls > 0
+    else:
+        part_r, live_r = np.zeros(len(row_cls), np.int64), np.ones(len(row_cls), bool)
+    if flags & USE_COLS:
+        part_c, live_c = col_cls - 1, col_cls > 0
+    else:
+        part_c, live_c = np.zeros(len(col_cls), np.int64), np.ones(len(col_cls), bool)
+    return part_r, live_r, part_c, live_c
+
+
 def cell_classes(flags: int, row_cls: np.ndarray, col_cls: np.ndarray) -> np.ndarray:
     """(R·C,) int16 context of every cell, row-major; -1 for a cell in a dead row/column.
 
     int16 so that the stable sort grouping cells by context is a radix sort.
     """
-    r = (row_cls - 1 if flags & USE_ROWS else np.zeros(len(row_cls))).astype(np.int16)
-    c = (col_cls - 1 if flags & USE_COLS else np.zeros(len(col_cls))).astype(np.int16)
-    ctx = (r[:, None] + c[None, :]).reshape(-1)  # (R*C,)
-    if flags & USE_ROWS or flags & USE_COLS:
-        dead = ((row_cls == 0)[:, None] if flags & USE_ROWS else False) | \
-               ((col_cls == 0)[None, :] if flags & USE_COLS else False)
-        ctx[np.broadcast_to(dead, (len(row_cls), len(col_cls))).reshape(-1)] = -1
+    part_r, live_r, part_c, live_c = class_parts(flags, row_cls, col_cls)
+    ctx = (part_r.astype(np.int16)[:, None] + part_c.astype(np.int16)[None, :]).reshape(-1)
+    if not (live_r.all() and live_c.all()):
+        ctx[(~live_r[:, None] | ~live_c[None, :]).reshape(-1)] = -1
     return ctx
+
 
 def _groups(ctx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(order of live cells grouped by context, contexts present, cells per context)."""
-    key = (ctx + 1).astype(np.uint8)  # contexts are -1 (dead) .. 2 * (MAX_CLASS - 1)
+    key = (ctx + 1).astype(np.uint8)  # < CLASS_KEYS
     order = np.argsort(key, kind="stable")  # bytes: one radix pass, dead cells first
-    counts = np.diff(np.searchsorted(key[order], np.arange(257)))
+    counts = np.diff(np.searchsorted(key[order], np.arange(CLASS_KEYS + 1)))
     order = order[int(counts[0]):]
     present = np.flatnonzero(counts[1:])
     return order, present, counts[1:][present]
@@ -304,7 +307,7 @@ def encode(sink: Sink, mask: np.ndarray, plan: MaskPlan | ClassOption) -> None:
     """Append ``mask`` (flat bool, row-major, some zeros and some ones) to ``sink``."""
     write_head(sink, plan)
     if not plan.flags & (USE_ROWS | USE_COLS):  # one context, every cell live: no sort
-        sink.encode(mask.astype(np.int32), bernoulli(float(P[min(max(plan.offset, 0), E_MAX)])))
+        sink.encode(mask.astype(np.int32), bernoulli(p_at(plan.offset)))
         return
     ctx = cell_classes(plan.flags, plan.row_cls, plan.col_cls)
     order, present, cells = _groups(ctx)
@@ -315,9 +318,6 @@ def encode(sink: Sink, mask: np.ndarray, plan: MaskPlan | ClassOption) -> None:
         sink.encode(bits[start:start + count], bernoulli(p))
         start += int(count)
 
-
-def bernoulli(p: float) -> constriction.stream.model.Bernoulli:
-    return constriction.stream.model.Bernoulli(p, perfect=False)
 
 def _read_classes(source: Source, length: int) -> np.ndarray:
     table = Table.read(source.side, length)
@@ -387,7 +387,7 @@ def _decode_one_context(source: Source, head: Head, k: int, parts: Parts | None)
     n = len(head.classes)
     if n < k:
         raise ValueError(f"{k} nonzeros do not fit {n} live cells")
-    p = float(P[min(max(head.offset, 0), E_MAX)])  # probability() of class 0
+    p = p_at(head.offset)  # probability() of class 0
     where = np.flatnonzero(source.decode(bernoulli(p), n).astype(bool))  # bools: branch-free
     if len(where) != k:
         raise ValueError(f"position mask has {len(where)} ones, expected {k}")

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from occ.coding import ctxmask
+from occ.coding import ctxmask, dyadic
 from occ.coding.bitio import clamp, varint_len
 from occ.coding.frame import Parts, Sink, Source
 
@@ -45,8 +45,8 @@ STATE_BASE = (0, 1, 1 + MAX_NEIGHBOURS + 1)  # first state of passes 1, 2, 3
 MAX_STATES = STATE_BASE[2] + MAX_NEIGHBOURS + 1  # 11
 MAX_ADJ = 48  # quarter-octaves: adjustments beyond 12 octaves clip anyway
 _ADJ = np.arange(-MAX_ADJ, MAX_ADJ + 1)
-_E_SPAN = ctxmask.E_MAX + 1
-DEAD_KEY = 3 * _E_SPAN  # sort key of a known-zero cell: after every pass's groups (< 256)
+_E_SPAN = dyadic.E_MAX + 1
+DEAD_KEY = 3 * _E_SPAN  # sort key of a known-zero cell: after every pass's groups (a byte)
 
 
 @dataclass(frozen=True)
@@ -78,15 +78,13 @@ def widths(shape: tuple[int, ...] | None, cols: int) -> list[int]:
     return [0]
 
 
-def clustered(mask: np.ndarray, b: int, threshold: float = 1.25,
-              line_counts: tuple[np.ndarray, np.ndarray] | None = None) -> bool:
+def clustered(mask: np.ndarray, b: int, line_counts: tuple[np.ndarray, np.ndarray],
+              threshold: float = 1.25) -> bool:
     """Whether set cells of ``mask`` (R, C bool) sit next to each other (at ``c ± 1`` or
     ``c ± b``) at least ``threshold`` times as often as row and column densities alone
     predict (``p(r, c) = d_r·d_c / d``): a cheap test before fitting the passes.
-    ``line_counts``: the set cells per row and per column, when the caller has them."""
+    ``line_counts``: the set cells per row and per column."""
     rows, cols = mask.shape
-    if line_counts is None:
-        line_counts = np.count_nonzero(mask, axis=1), np.count_nonzero(mask, axis=0)
     d_row, d_col = line_counts[0] / cols, line_counts[1] / rows  # = mask.mean(1), mean(0)
     d = float(d_row.sum()) / len(d_row)  # = d_row.mean(), without its wrapper
     if d <= 0.0:
@@ -147,7 +145,7 @@ def states(mask: np.ndarray, b: int) -> np.ndarray:
 
 def _exponents(classes: np.ndarray, state: np.ndarray, slope: int, offset: int,
                adj: np.ndarray) -> np.ndarray:
-    return clamp(slope * classes.astype(np.int64) + offset + adj[state], 0, ctxmask.E_MAX)
+    return clamp(slope * classes.astype(np.int64) + offset + adj[state], 0, dyadic.E_MAX)
 
 
 @dataclass(frozen=True)
@@ -177,7 +175,11 @@ def layout(mask: np.ndarray, b: int) -> Layout:
                   base[near_col].astype(np.int64))
 
 
-N_CLASSES = 255  # cell classes are 0 .. 2·(MAX_CLASS - 1) < 255
+N_CLASSES = ctxmask.N_CLASSES
+
+
+def _parts(option: ctxmask.ClassOption) -> tuple[np.ndarray, ...]:
+    return ctxmask.class_parts(option.flags, option.row_cls, option.col_cls)
 
 
 def _state_counts(lay: Layout, option: ctxmask.ClassOption) -> np.ndarray:
@@ -186,7 +188,7 @@ def _state_counts(lay: Layout, option: ctxmask.ClassOption) -> np.ndarray:
     Cells without a set neighbour are counted per pass from the row and column class
     histograms (a convolution: class = row part + column part); the cells with one are
     then moved from their pass's first state to their own."""
-    part_r, live_r, part_c, live_c = _class_parts(option)
+    part_r, live_r, part_c, live_c = _parts(option)
     by_row = np.bincount(part_r[live_r], minlength=1)
     out = np.zeros((MAX_STATES, N_CLASSES), dtype=np.int64)
     for p, first in enumerate(STATE_BASE):
@@ -201,29 +203,13 @@ def _state_counts(lay: Layout, option: ctxmask.ClassOption) -> np.ndarray:
     return out + moved.reshape(MAX_STATES, N_CLASSES)
 
 
-def _class_parts(option: ctxmask.ClassOption) -> tuple[np.ndarray, ...]:
-    """(row part, live rows, column part, live columns) of ``ctxmask.cell_classes``: a
-    live cell's class is the sum of its row's and its column's parts."""
-    rows, cols = len(option.row_cls), len(option.col_cls)
-    if option.flags & ctxmask.USE_ROWS:
-        part_r, live_r = option.row_cls - 1, option.row_cls > 0
-    else:
-        part_r, live_r = np.zeros(rows, np.int64), np.ones(rows, bool)
-    if option.flags & ctxmask.USE_COLS:
-        part_c, live_c = option.col_cls - 1, option.col_cls > 0
-    else:
-        part_c, live_c = np.zeros(cols, np.int64), np.ones(cols, bool)
-    return part_r, live_r, part_c, live_c
-
-
-def fit(lines: tuple[np.ndarray, np.ndarray], option: ctxmask.ClassOption,
+def fit(flat: np.ndarray, lines: tuple[np.ndarray, np.ndarray], option: ctxmask.ClassOption,
         layouts: list[Layout]) -> NeighbourPlan | None:
-    """The cheapest plan in passes for a mask with ones at rows / columns ``lines`` under
-    ``option``'s classes, over ``layouts`` (from ``layout``); None when none beats the
-    classes alone. ``bits`` excludes the classes' own side bits."""
-    part_r, _, part_c, _ = _class_parts(option)
+    """The cheapest plan in passes for a mask with ones at ``flat`` (row-major; rows and
+    columns ``lines``) under ``option``'s classes, over ``layouts`` (from ``layout``); None
+    when none beats the classes alone. ``bits`` excludes the classes' own side bits."""
+    part_r, _, part_c, _ = _parts(option)
     set_cls = part_r[lines[0]] + part_c[lines[1]]  # set cells are never in a dead line
-    flat = lines[0] * len(part_c) + lines[1]
     best_bits, best = option.bits - option.side_bits, None
     for lay in layouts:
         cells = _state_counts(lay, option)
@@ -255,17 +241,17 @@ def _descend(cells: np.ndarray, ones: np.ndarray, slope: int,
     offsets = ctxmask.OFFSETS
     for _ in range(2):
         # every state's adjustment at once (adj[0] = 0: pass A is the offset's reference)
-        e = clamp(slope * cls + offset + _ADJ[:, None, None], 0, ctxmask.E_MAX)  # (A, 1, C)
-        per = ctxmask.cell_bits(cells, ones, e)
+        e = clamp(slope * cls + offset + _ADJ[:, None, None], 0, dyadic.E_MAX)  # (A, 1, C)
+        per = dyadic.cell_bits(cells, ones, e)
         adj = _ADJ[per.argmin(axis=0)]
         adj[0] = 0
         e = clamp(slopes[:, None, None, None] * cls + (offset + offsets)[:, None, None] +
-                  adj[:, None], 0, ctxmask.E_MAX)  # (S, O, states, classes)
-        bits = ctxmask.cell_bits(cells, ones, e).sum(-1)
+                  adj[:, None], 0, dyadic.E_MAX)  # (S, O, states, classes)
+        bits = dyadic.cell_bits(cells, ones, e).sum(-1)
         i, j = divmod(int(bits.argmin()), bits.shape[1])
         slope, offset = int(slopes[i]), int(offset + offsets[j])
-    e = clamp(slope * cls + offset + adj[:, None], 0, ctxmask.E_MAX)
-    return slope, offset, [int(x) for x in adj], float(ctxmask.cell_bits(cells, ones, e).sum())
+    e = clamp(slope * cls + offset + adj[:, None], 0, dyadic.E_MAX)
+    return slope, offset, [int(x) for x in adj], float(dyadic.cell_bits(cells, ones, e).sum())
 
 
 def write(sink: Sink, plan: NeighbourPlan) -> None:
@@ -310,7 +296,7 @@ def encode(sink: Sink, mask: np.ndarray, classes: np.ndarray, plan: NeighbourPla
     order the decoder reads them: pass by pass, exponent ascending, cells ascending.
     """
     state = states(mask, plan.b) if state is None else state
-    index = state.astype(np.int16) << 8  # (state, class + 1): < MAX_STATES·256 < 2^15
+    index = state.astype(np.int16) * ctxmask.CLASS_KEYS  # (state, class + 1) < 2^15
     index += classes
     index += 1
     key = np.take(_key_table(plan).reshape(-1), index)
@@ -319,19 +305,19 @@ def encode(sink: Sink, mask: np.ndarray, classes: np.ndarray, plan: NeighbourPla
     bits = mask.reshape(-1)[order].view(np.int8)
     for k in np.flatnonzero(np.diff(bounds)):
         sink.encode(bits[bounds[k]:bounds[k + 1]].astype(np.int32),
-                    ctxmask.bernoulli(ctxmask.P[k % _E_SPAN]))
+                    dyadic.bernoulli(dyadic.P[k % _E_SPAN]))
 
 
 def _key_table(plan: NeighbourPlan) -> np.ndarray:
-    """(MAX_STATES, 256) uint8 sort key of a cell by (state, class + 1): its pass (which
+    """(MAX_STATES, CLASS_KEYS) uint8 sort key of a cell by (state, class + 1): its pass (which
     its state tells) times _E_SPAN plus its exponent; DEAD_KEY for a known zero (class
     -1), whatever its state (a dead cell may have more set neighbours than any live one,
     so its state may have no adjustment)."""
     shift = plan.offset + np.array(plan.adj, dtype=np.int64)
     state = np.arange(MAX_STATES)
     pass_of = np.searchsorted(np.array(STATE_BASE), state, side="right") - 1
-    e = plan.slope * np.arange(-1, 255) + shift[np.minimum(state, len(shift) - 1)][:, None]
-    out = pass_of[:, None] * _E_SPAN + clamp(e, 0, ctxmask.E_MAX)
+    e = plan.slope * np.arange(-1, N_CLASSES) + shift[np.minimum(state, len(shift) - 1)][:, None]
+    out = pass_of[:, None] * _E_SPAN + clamp(e, 0, dyadic.E_MAX)
     out[:, 0] = DEAD_KEY
     return out.astype(np.uint8)
 
@@ -370,8 +356,8 @@ def decode(source: Source, head: ctxmask.Head, rows: int, cols: int, k: int,
             state = np.zeros(len(chosen), np.int8)
         e = _exponents(classes[chosen], state, head.slope, head.offset, adj)
         for exponent, cells in _groups(e, chosen):
-            p = ctxmask.P[exponent]
-            got = source.decode(ctxmask.bernoulli(p), len(cells))
+            p = dyadic.P[exponent]
+            got = source.decode(dyadic.bernoulli(p), len(cells))
             hit = cells[got.astype(bool)]
             ones += len(hit)
             if ones > k:

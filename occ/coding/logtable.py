@@ -86,7 +86,7 @@ class LogTable:
     def of(cls, table: Table) -> LogTable:
         """The rounded version of an exact table."""
         return cls(table.lo, table.span, table.present,
-                   count_codes(table.counts, table.total))
+                   count_codes(table.counts, int(table.counts.max())))
 
     def weights(self) -> np.ndarray:
         """``2^(code/4)`` per present value, as exact floats."""

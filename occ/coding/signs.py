@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import constriction
 import numpy as np
 
-from occ.coding import ctxmask, ctxnb
+from occ.coding import ctxnb, dyadic
 from occ.coding.bitio import clamp, varint_len
 from occ.coding.frame import Parts, Sink, Source
 
@@ -33,54 +33,28 @@ PER_PASS = 2 * SPREAD + 1
 N_CONTEXTS = 1 + 2 * PER_PASS  # pass 1: one context; passes 2 and 3: one per clipped sum
 
 
-def _index(nz: np.ndarray, size: int) -> np.ndarray:
-    """(size,) int32: the rank of each cell among the nonzeros at ``nz``, -1 for a zero."""
-    index = np.full(size, -1, dtype=np.int32)
-    index[nz] = np.arange(len(nz), dtype=np.int32)
-    return index
-
-
-def _neighbours(index: np.ndarray, nz: np.ndarray, cols: int,
-                shifts: tuple[int, ...]) -> np.ndarray:
-    """(2·len(shifts), len(nz)) rank (``index``) of each nonzero's neighbour at ``c - s``
-    and ``c + s`` in the same row, or -1 where that cell is zero or off the row."""
-    col = nz % cols
-    last = len(index) - 1
-    out = np.full((2 * len(shifts), len(nz)), -1, dtype=np.int32)
-    for i, s in enumerate(shifts):
-        out[2 * i] = np.where(col >= s, index[np.maximum(nz - s, 0)], -1)
-        out[2 * i + 1] = np.where(col + s < cols, index[np.minimum(nz + s, last)], -1)
-    return out
-
-
-def _pass_contexts(sign: np.ndarray, column_pass: np.ndarray, near: np.ndarray,
-                   pass_: int) -> np.ndarray:
-    """Contexts of nonzeros in ``pass_`` (1 or 2) whose neighbours are ``near``
-    (directions, n) from the signs (``sign``: -1/+1 per nonzero) of those in earlier
-    passes."""
-    at = np.maximum(near, 0)
-    known = (near >= 0) & (column_pass[at] < pass_)
-    total = (sign[at] * known).sum(0)
-    return (1 + (pass_ - 1) * PER_PASS + SPREAD) + np.clip(total, -SPREAD, SPREAD)
+def _pass_contexts(grid: np.ndarray, column_pass: np.ndarray, b: int, pass_: int,
+                   at: np.ndarray) -> np.ndarray:
+    """Contexts of the nonzeros at ``at`` (flat), all in ``pass_`` (1 or 2), from the signs
+    in ``grid`` (R, C int8: -1 / +1, 0 for a zero) of the nonzeros in earlier passes
+    (``column_pass``: each column's pass; later passes' signs are ignored)."""
+    known = grid * (column_pass < pass_).view(np.int8)
+    total = ctxnb.neighbour_count(known, ctxnb.shifts(b, pass_)).reshape(-1)[at]
+    return (1 + (pass_ - 1) * PER_PASS + SPREAD) + clamp(total, -SPREAD, SPREAD)
 
 
 def contexts(nz: np.ndarray, negative: np.ndarray, rows: int, cols: int,
              b: int, grid: np.ndarray | None = None) -> np.ndarray:
     """The context (0 .. N_CONTEXTS-1) of each nonzero at ``nz`` (flat, ascending), given
     all the signs (``negative``): what the decoder will know when it reaches it.
-    ``grid``: ``sign_grid(nz, negative, rows, cols)`` when the caller has it.
-
-    Counted on the whole grid at once (the decoder, which learns the signs pass by pass,
-    looks up each nonzero's neighbours instead): the same sums."""
+    ``grid``: ``sign_grid(nz, negative, rows, cols)`` when the caller has it."""
     grid = sign_grid(nz, negative, rows, cols) if grid is None else grid
     column_pass = ctxnb.passes(cols, b)
     pass_of = column_pass[nz % cols] if cols else np.zeros(0, np.int8)
-    out = np.zeros(len(nz), dtype=np.int64)
+    out = np.zeros(len(nz), dtype=np.int64)  # pass 0: context 0
     for pass_ in (1, 2):
-        known = grid * (column_pass < pass_).view(np.int8)  # signs of earlier passes
-        total = ctxnb.neighbour_count(known, ctxnb.shifts(b, pass_)).reshape(-1)[nz]
-        ctx = (1 + (pass_ - 1) * PER_PASS + SPREAD) + clamp(total, -SPREAD, SPREAD)
-        out = np.where(pass_of == pass_, ctx, out)
+        here = pass_of == pass_
+        out[here] = _pass_contexts(grid, column_pass, b, pass_, nz[here])
     return out
 
 
@@ -130,11 +104,12 @@ class SignPlan:
 
 
 def plan(nz: np.ndarray, negative: np.ndarray, rows: int, cols: int,
-         widths: list[int]) -> SignPlan:
-    """The cheapest grid width among ``widths`` for these signs."""
+         widths: list[int], grid: np.ndarray | None = None) -> SignPlan:
+    """The cheapest grid width among ``widths`` for these signs (``grid``: ``sign_grid(nz,
+    negative, rows, cols)`` when the caller has it)."""
     if not widths:
         raise ValueError("no grid width to plan the signs on")
-    grid = sign_grid(nz, negative, rows, cols)
+    grid = sign_grid(nz, negative, rows, cols) if grid is None else grid
     plans = []
     for b in widths:
         ctx = contexts(nz, negative, rows, cols, b, grid)
@@ -144,7 +119,7 @@ def plan(nz: np.ndarray, negative: np.ndarray, rows: int, cols: int,
 
 
 def _bernoulli(j: int) -> constriction.stream.model.Bernoulli:
-    return ctxmask.bernoulli(j / 256)
+    return dyadic.bernoulli(j / 256)
 
 
 def encode(sink: Sink, negative: np.ndarray, chosen: SignPlan) -> None:
@@ -169,27 +144,25 @@ def decode(source: Source, nz: np.ndarray, rows: int, cols: int,
     j = np.frombuffer(source.side.raw(N_CONTEXTS), dtype=np.uint8).astype(np.int64)
     if (j == 0).any():
         raise ValueError("sign probability of zero")
-    column_pass = ctxnb.passes(cols, b)[nz % cols] if cols else np.zeros(0, np.int8)
-    sign = np.zeros(len(nz), dtype=np.int64)  # 0 until decoded
-    index = _index(nz, rows * cols)
+    column_pass = ctxnb.passes(cols, b)
+    pass_of = column_pass[nz % cols] if cols else np.zeros(0, np.int8)
+    grid = np.zeros((rows, cols), dtype=np.int8)  # the signs decoded so far
+    flat = grid.reshape(-1)
     bits = 0.0
     for pass_ in range(3):
-        here = np.flatnonzero(column_pass == pass_)
-        if pass_:
-            near = _neighbours(index, nz[here], cols, ctxnb.shifts(b, pass_))
-            ctx = _pass_contexts(sign, column_pass, near, pass_)
-        else:
-            ctx = np.zeros(len(here), dtype=np.int64)
+        here = np.flatnonzero(pass_of == pass_)
+        ctx = _pass_contexts(grid, column_pass, b, pass_, nz[here]) if pass_ else \
+            np.zeros(len(here), dtype=np.int64)
         order = np.argsort(ctx, kind="stable")
         sorted_ctx = ctx[order]
         for c in np.unique(sorted_ctx):
-            chosen = here[order[sorted_ctx == c]]
+            chosen = nz[here[order[sorted_ctx == c]]]
             got = source.decode(_bernoulli(int(j[c])), len(chosen)).astype(bool)
-            sign[chosen] = np.where(got, -1, 1)
+            flat[chosen] = np.where(got, np.int8(-1), np.int8(1))
             if parts is not None:
                 p = j[c] / 256
                 minus = int(got.sum())
                 bits -= minus * math.log2(p) + (len(chosen) - minus) * math.log2(1 - p)
     if parts is not None:
         parts.add_bits("signs", bits)
-    return sign < 0
+    return flat[nz] < 0
