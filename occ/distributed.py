@@ -11,6 +11,7 @@ the CPU.
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import sys
@@ -55,8 +56,14 @@ def setup() -> torch.device | None:
 
 
 def teardown() -> None:
-    """Leave the process group if this process joined one."""
+    """Leave the process group if this process joined one.
+
+    Collects garbage first: a ``DistributedDataParallel`` wrapper that ended up in a
+    reference cycle would otherwise be freed at interpreter exit, after its process group,
+    and its reducer's destructor aborts the process (``terminate called without an active
+    exception``) after all the work is done."""
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 
