@@ -146,6 +146,10 @@ def ablate(recipe_path: str | os.PathLike[str], *, checkpoint: str | None = None
     """
     from occ.engine import ablate as ablate_mod
     from occ.engine import resume, runner
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every rank would run every order
+        raise RecipeError(f"runs in one process, not under torchrun ({os.environ['WORLD_SIZE']} "
+                          "processes here); data-parallel training is `occ compress --nproc N`",
+                          where="occ ablate")
     if max_orders is not None and max_orders < 1:
         raise RecipeError(f"must be >= 1, got {max_orders}", where="--max-orders")
     if tolerance is not None and not (math.isfinite(tolerance) and tolerance >= 0):

@@ -180,3 +180,15 @@ def test_bad_seeds_exit_2(fake_stages, recipe_factory) -> None:
                                           "--seeds", value])
         assert result.exit_code == 2
         assert expected in result.stderr
+
+
+def test_under_torchrun_exits_2_pointing_at_compress(fake_stages, recipe_factory, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")  # what torchrun sets in each process it starts
+    out = tmp_path / "abl"
+    result = CliRunner().invoke(app, ["ablate", str(recipe_factory(STAGES)), "--out", str(out)])
+    assert result.exit_code == 2
+    assert "occ ablate: runs in one process, not under torchrun" in result.stderr
+    assert "occ compress --nproc N" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()  # refused before any output or lock
