@@ -22,6 +22,13 @@ Per case, over every weight tensor of the model:
   ``policy_encode_mps``: of the whole policy (it encodes every candidate to pick one);
 - ``bytes_without``: ``occ_bytes`` with one of ``ctx``'s contexts switched off in turn
   (``neighbour_passes``, ``signs_apart``, ``binned_tables``): what each one is worth.
+- ``occ_parts``: ``occ_bytes`` split by what the bytes carry (``positions``, ``values``,
+  ``signs``, ``tables``, ``side``: tags, counts and the coder's flush), as ``occ inspect``
+  splits an artifact;
+- ``oracle`` (randomly initialised ResNet-20 only): the ideal code length of its integers
+  under their true law (the zoo's init: Kaiming-normal fan-out convolutions, PyTorch's
+  default uniform ``fc``), told the pruning threshold and every row's scale for free.
+  What no coder of these integers can beat on average without knowing more than that.
 
     .venv/bin/python scripts/bench_coder.py [--nncodec-python /path/to/python] [--quick]
 
@@ -125,9 +132,68 @@ def occ_sizes(tensors: dict[str, np.ndarray], *, with_ctx: bool = True) -> dict[
             raise SystemExit(f"occ round trip failed on {name}")
         t_enc, t_dec = t_enc + t1 - t0, t_dec + t2 - t1
     return {"bytes": sum(len(e.data) for e in chosen.values()),
+            "parts": _parts({k: (e, tensors[k]) for k, e in chosen.items()}),
             "codecs": {k: e.codec for k, e in chosen.items()},
             "encode_mps": round(n / t_enc / 1e6, 1), "decode_mps": round(n / t_dec / 1e6, 1),
             "policy_encode_mps": round(n / t_policy / 1e6, 1)}
+
+
+def _parts(chosen: dict[str, tuple[Any, np.ndarray]]) -> dict[str, int]:
+    """Bytes of the chosen streams by part (they add up to their total)."""
+    from occ.artifact.codecs import PART_DECODERS
+    from occ.coding.frame import Parts, frame_parts
+
+    out: dict[str, int] = {}
+    for enc, q in chosen.values():
+        decoder = PART_DECODERS.get(enc.codec)
+        if decoder is None:
+            split = {"values": len(enc.data)}
+        else:
+            parts = Parts()
+            decoder(enc.data, {}, q.dtype, q.size, parts=parts)
+            split = parts.split(len(enc.data), frame_parts(enc.data)[2])
+        for kind, n in split.items():
+            out[kind] = out.get(kind, 0) + n
+    return dict(sorted(out.items()))
+
+
+def oracle(weights: dict[str, np.ndarray], sparsity: float, bits: int) -> dict[str, int]:
+    """Ideal code length (bytes) of ``quantize(weights, sparsity, bits)`` for randomly
+    initialised weights, under the law they were drawn from, given the global threshold
+    and each row's scale: positions i.i.d. Bernoulli(P(|w| > t)); a survivor's magnitude
+    ``j`` with the law's mass over ``[(j - 1/2)·s, (j + 1/2)·s]`` above ``t`` and below the
+    row's largest (``qmax·s``); its sign one bit."""
+    from scipy.special import ndtr
+
+    threshold = np.quantile(np.concatenate([np.abs(w).ravel() for w in weights.values()]),
+                            sparsity)
+    qmax = 2 ** (bits - 1) - 1
+    ints = quantize(weights, sparsity, bits)
+    position_bits = value_bits = 0.0
+    for name, w in weights.items():
+        rows = w.reshape(w.shape[0], -1)
+        q = ints[name].reshape(rows.shape)
+        if w.ndim == 4:  # occ.models.zoo: kaiming_normal_(mode="fan_out", relu)
+            sd = math.sqrt(2.0 / (w.shape[0] * w.shape[2] * w.shape[3]))
+            cdf = lambda x, sd=sd: ndtr(x / sd)  # noqa: E731
+        else:  # nn.Linear's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+            b = 1 / math.sqrt(w.shape[1])
+            cdf = lambda x, b=b: np.clip((x + b) / (2 * b), 0.0, 1.0)  # noqa: E731
+        p_live = float(2 * (1 - cdf(threshold)))
+        live = q != 0
+        k, n = int(live.sum()), q.size
+        if 0 < p_live < 1:
+            position_bits -= k * math.log2(p_live) + (n - k) * math.log2(1 - p_live)
+        j = np.arange(1, qmax + 1)
+        for r in np.flatnonzero(live.any(1)):
+            s = float(np.abs(rows[r]).max()) / qmax
+            lo = np.maximum((j - 0.5) * s, threshold)
+            hi = np.minimum((j + 0.5) * s, (qmax + 0.5) * s)
+            mass = np.where(hi > lo, cdf(hi) - cdf(lo), 0.0)
+            mags = np.abs(q[r][live[r]]).astype(np.int64)
+            value_bits += float(-np.log2(mass[mags - 1] / mass.sum()).sum()) + len(mags)
+    return {"bytes": math.ceil((position_bits + value_bits) / 8),
+            "positions_bytes": round(position_bits / 8), "values_bytes": round(value_bits / 8)}
 
 
 def best_of(fn, repeats: int) -> dict[str, Any]:
@@ -220,7 +286,9 @@ def run_case(arch: str, sparsity: float, bits: int, nncodec: str | None,
             "entropy_bytes": math.ceil(entropy / 8),
             "encode_mps": occ["encode_mps"], "decode_mps": occ["decode_mps"],
             "policy_encode_mps": occ["policy_encode_mps"], "codecs": occ["codecs"],
-            "bytes_without": ablation(tensors)}
+            "occ_parts": occ["parts"], "bytes_without": ablation(tensors)}
+    if arch == "resnet20":
+        case["oracle"] = oracle(weights, sparsity, bits)
     if nnc:
         case["vs_nncodec_pct"] = round(100 * (occ["bytes"] / nnc["bytes"] - 1), 2)
         case["nncodec_encode_mps"], case["nncodec_decode_mps"] = nnc["encode_mps"], \
