@@ -27,7 +27,8 @@ Per case, over every weight tensor of the model:
   splits an artifact;
 - ``oracle`` (randomly initialised ResNet-20 only): the ideal code length of its integers
   under their true law (the zoo's init: Kaiming-normal fan-out convolutions, PyTorch's
-  default uniform ``fc``), told the pruning threshold and every row's scale for free.
+  default uniform ``fc``), told the pruning threshold and every row's scale (so its
+  largest magnitude) for free.
   What no coder of these integers can beat on average without knowing more than that.
 
     .venv/bin/python scripts/bench_coder.py [--nncodec-python /path/to/python] [--quick]
@@ -159,39 +160,52 @@ def _parts(chosen: dict[str, tuple[Any, np.ndarray]]) -> dict[str, int]:
 
 def oracle(weights: dict[str, np.ndarray], sparsity: float, bits: int) -> dict[str, int]:
     """Ideal code length (bytes) of ``quantize(weights, sparsity, bits)`` for randomly
-    initialised weights, under the law they were drawn from, given the global threshold
-    and each row's scale: positions i.i.d. Bernoulli(P(|w| > t)); a survivor's magnitude
-    ``j`` with the law's mass over ``[(j - 1/2)·s, (j + 1/2)·s]`` above ``t`` and below the
-    row's largest (``qmax·s``); its sign one bit."""
+    initialised weights, under the law they were drawn from (``P(|w| <= x) = G(x)``), given
+    the global threshold ``t`` and each row's scale ``s``, i.e. its largest magnitude
+    ``M = qmax·s``. In a row with survivors: where its largest entry is (``log2 n`` bits,
+    less ``log2`` of the entries at ``qmax``, any of which could be it) and its sign; every
+    other entry, below ``M``, is zero with probability ``G(t) / G(M)``, else has magnitude
+    ``j`` with the law's mass over ``[(j - 1/2)·s, (j + 1/2)·s]`` between ``t`` and ``M``,
+    and a sign bit. A row without survivors: every entry zero, ``G(t)`` each. Positions
+    (which entries survive: ``log2(n / k)`` of the largest's place among them) and values
+    (the rest: magnitudes, signs, which survivor is the largest) are counted apart."""
     from scipy.special import ndtr
 
     threshold = np.quantile(np.concatenate([np.abs(w).ravel() for w in weights.values()]),
                             sparsity)
     qmax = 2 ** (bits - 1) - 1
     ints = quantize(weights, sparsity, bits)
+    j = np.arange(1, qmax + 1)
     position_bits = value_bits = 0.0
     for name, w in weights.items():
         rows = w.reshape(w.shape[0], -1)
-        q = ints[name].reshape(rows.shape)
+        q = np.abs(ints[name].reshape(rows.shape).astype(np.int64))
         if w.ndim == 4:  # occ.models.zoo: kaiming_normal_(mode="fan_out", relu)
             sd = math.sqrt(2.0 / (w.shape[0] * w.shape[2] * w.shape[3]))
-            cdf = lambda x, sd=sd: ndtr(x / sd)  # noqa: E731
+            within = lambda x, sd=sd: 2 * ndtr(x / sd) - 1  # noqa: E731
         else:  # nn.Linear's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
             b = 1 / math.sqrt(w.shape[1])
-            cdf = lambda x, b=b: np.clip((x + b) / (2 * b), 0.0, 1.0)  # noqa: E731
-        p_live = float(2 * (1 - cdf(threshold)))
-        live = q != 0
-        k, n = int(live.sum()), q.size
-        if 0 < p_live < 1:
-            position_bits -= k * math.log2(p_live) + (n - k) * math.log2(1 - p_live)
-        j = np.arange(1, qmax + 1)
-        for r in np.flatnonzero(live.any(1)):
-            s = float(np.abs(rows[r]).max()) / qmax
+            within = lambda x, b=b: np.clip(x / b, 0.0, 1.0)  # noqa: E731
+        n = rows.shape[1]
+        for r in range(rows.shape[0]):
+            k = int(np.count_nonzero(q[r]))
+            if not k:
+                position_bits -= n * math.log2(within(threshold))
+                continue
+            big = float(np.abs(rows[r]).max())
+            s = big / qmax
+            # the largest entry is one of the k survivors (positions), which one of those
+            # at qmax does not matter (values); then its sign
+            position_bits += math.log2(n / k)
+            value_bits += math.log2(k / int((q[r] == qmax).sum())) + 1.0
+            whole, zero = float(within(big)), float(within(threshold))
+            live = whole - zero
+            position_bits -= (n - k) * math.log2(zero / whole) + (k - 1) * math.log2(live / whole)
             lo = np.maximum((j - 0.5) * s, threshold)
-            hi = np.minimum((j + 0.5) * s, (qmax + 0.5) * s)
-            mass = np.where(hi > lo, cdf(hi) - cdf(lo), 0.0)
-            mags = np.abs(q[r][live[r]]).astype(np.int64)
-            value_bits += float(-np.log2(mass[mags - 1] / mass.sum()).sum()) + len(mags)
+            hi = np.minimum((j + 0.5) * s, big)
+            mass = np.where(hi > lo, within(hi) - within(lo), 0.0) / live
+            others = np.sort(q[r][q[r] > 0])[:-1]  # one entry at qmax is the largest
+            value_bits += float(-np.log2(mass[others - 1]).sum()) + len(others)
     return {"bytes": math.ceil((position_bits + value_bits) / 8),
             "positions_bytes": round(position_bits / 8), "values_bytes": round(value_bits / 8)}
 
@@ -327,7 +341,10 @@ def main() -> None:
                         "0); ResNet-20: random init (seed 0), and trained 3 epochs on mnist5k "
                         "(seed 0). Then global magnitude pruning to "
                         "the case's sparsity and symmetric per-output-channel quantization "
-                        "(scale = row max / (2^(b-1) - 1)), weight tensors only."),
+                        "(scale = row max / (2^(b-1) - 1)), weight tensors only. Training "
+                        "repeats on one machine and thread count, not across them: "
+                        "retrained elsewhere, the trained cases' integers (so their bytes) "
+                        "move a little."),
            "nncodec": ("DeepCABAC payload (nncodec 2.1.3 encodeLayer, profile 1, row skipping, "
                        "best unary length); NNR unit headers not counted") if nncodec else
                       "absent: nncodec is not installed (pass --nncodec-python)",
