@@ -144,11 +144,13 @@ def ablate(recipe_path: str | os.PathLike[str], *, checkpoint: str | None = None
     directory reuses every prefix already computed. ``tolerance``: accuracy points, or MAE
     (target units) on a regression task; None = 0.5 points / 5 % of the baseline's MAE.
     """
+    from occ import distributed
     from occ.engine import ablate as ablate_mod
     from occ.engine import resume, runner
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every rank would run every order
-        raise RecipeError(f"runs in one process, not under torchrun ({os.environ['WORLD_SIZE']} "
-                          "processes here); data-parallel training is `occ compress --nproc N`",
+
+    if (size := distributed.launched_size()) > 1:  # every rank would run every order
+        raise RecipeError(f"runs in one process, not under torchrun ({size} processes here); "
+                          "data-parallel training is `occ compress --nproc N`",
                           where="occ ablate")
     if max_orders is not None and max_orders < 1:
         raise RecipeError(f"must be >= 1, got {max_orders}", where="--max-orders")

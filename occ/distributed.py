@@ -38,12 +38,29 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def launched_size() -> int:
+    """The number of processes torchrun started (``WORLD_SIZE``; 1 when unset).
+
+    Raises:
+        RecipeError: ``WORLD_SIZE`` is not a positive integer.
+    """
+    value = os.environ.get("WORLD_SIZE", "1")
+    try:
+        size = int(value)
+    except ValueError:
+        size = 0
+    if size < 1:
+        raise RecipeError(f"must be a positive integer (torchrun sets it), got {value!r}",
+                          where="WORLD_SIZE")
+    return size
+
+
 def setup() -> torch.device | None:
     """Join the process group torchrun describes in the environment; return this rank's device.
 
     Returns None when not launched by torchrun (``WORLD_SIZE`` unset or 1).
     """
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if launched_size() == 1:
         return None
     if not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"

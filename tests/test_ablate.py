@@ -192,3 +192,14 @@ def test_under_torchrun_exits_2_pointing_at_compress(fake_stages, recipe_factory
     assert "occ compress --nproc N" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not out.exists()  # refused before any output or lock
+
+
+@pytest.mark.parametrize("value", ["two", "0", "-3"])
+def test_a_world_size_that_is_not_a_count_exits_2(fake_stages, recipe_factory, value: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", value)
+    result = CliRunner().invoke(app, ["ablate", str(recipe_factory(STAGES))])
+    assert result.exit_code == 2
+    assert f"WORLD_SIZE: must be a positive integer (torchrun sets it), got '{value}'" in \
+        result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
