@@ -1,8 +1,8 @@
 """The ctx encoder's shortcuts make the same choices as the computations they replace.
 
 Tables looked up instead of computed, costs batched over several tables, layouts that
-bin alike counted once: each must give the same floats or the same choice, so the same
-bytes (what bench_coder relies on).
+bin alike counted once, and log tables left uncosted when bounds rule them out: each must
+give the same floats or the same choice, so the same bytes (what bench_coder relies on).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from occ.coding import bintable, ctxmask, logtable
+from occ.coding import adaptive, bintable, ctxmask, logtable, tablekinds
 from occ.coding.categorical import Table, coded_bits_of
 
 
@@ -64,8 +64,23 @@ def tables(seed: int) -> list[Table]:
 @pytest.mark.parametrize("seed", range(20))
 def test_batched_costs_equal_per_table_costs(seed: int) -> None:
     group = tables(seed)
-    assert coded_bits_of(group) == [t.bits() + 8 * t.nbytes() for t in group]
+    assert coded_bits_of(group) == [(t.bits() + 8 * t.nbytes(), t.bits()) for t in group]
     for t, (bits, lt) in zip(group, logtable.costs_of(group), strict=True):
         alone = logtable.LogTable.of(t)
         assert np.array_equal(lt.codes, alone.codes)
         assert bits == alone.bits(t.counts) + 8 * alone.nbytes()
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_log_tables_left_out_only_where_they_cannot_be_written(
+        seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(seed)
+    rows, cols = int(rng.integers(2, 64)), int(rng.choice([9, 27, 64, 144]))
+    bits = int(rng.choice([2, 4, 8]))
+    q = np.round(rng.laplace(0, rng.choice([0.5, 2.0, 2.0 ** bits]), (rows, cols)))
+    q = q.clip(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    q[rng.random(q.shape) < rng.choice([0.0, 0.5, 0.9])] = 0
+    flat = q.astype(np.int8).reshape(-1)
+    fast, _ = adaptive.encode(flat, cols)
+    monkeypatch.setattr(tablekinds, "_logs_may_win", lambda *_: True)  # always cost them
+    assert adaptive.encode(flat, cols)[0] == fast

@@ -54,7 +54,7 @@ MAX_FLOOR = 1 << 32  # ctx takes integers of up to 32 bits: no larger magnitude 
 
 def _value_plan(values: np.ndarray, magnitudes: np.ndarray,
                 rows: floors.Rows) -> tuple[float, int, list[Group]]:
-    """(bits, mode, [(table, symbols-array, its coded bits) ...] in
+    """(bits, mode, [(table, symbols-array, its coded bits, their entropy part) ...] in
     decode order, m table first) for the nonzeros' ``values`` (row-major, and their
     ``magnitudes``) seen as ``rows``.
 
@@ -72,7 +72,8 @@ def _value_plan(values: np.ndarray, magnitudes: np.ndarray,
         tables = [plain]
     else:  # one bucket: the same tables as FLOOR
         tables = [plain, m_table, split[0]] + (split[1] if len(split[1]) > 1 else [])
-    bits = categorical.coded_bits_of(tables)
+    costed = categorical.coded_bits_of(tables)  # (coded bits, entropy bits) per table
+    bits = [coded for coded, _ in costed]
     best: tuple[float, int, list[int]] = (bits[0], PLAIN, [0])
     if split is not None:
         cost = bits[1] + bits[2]
@@ -83,7 +84,7 @@ def _value_plan(values: np.ndarray, magnitudes: np.ndarray,
             if cost < best[0]:
                 best = (cost, BUCKETS, [1] + list(range(3, len(tables))))
     cost, mode, chosen = best
-    return cost, mode, [(tables[i], symbols, bits[i]) for i, symbols in
+    return cost, mode, [(tables[i], symbols) + costed[i] for i, symbols in
                         zip(chosen, _groups(values, rows, shifted, mode), strict=True)]
 
 
@@ -120,14 +121,15 @@ def _groups(values: np.ndarray, rows: floors.Rows, shifted: np.ndarray,
 def _write_values(sink: Sink, groups: list[Group]) -> int:
     """Append the value groups with the cheapest tables; returns the tag bits used."""
     costs = tablekinds.kind_costs(groups, WIDE)
-    uniform = {kind: sum(c[kind][0] for c in costs) for kind in (EXACT, LOGT)}
+    uniform = {kind: sum(c[kind][0] for c in costs) for kind in (EXACT, LOGT)
+               if kind in costs[0]}
     mixed = sum(min(b for b, _ in c.values()) + 8 for c in costs)
     if min(uniform.values()) <= mixed:
         kind = min(uniform, key=uniform.get)
-        for c, (table, symbols, _) in zip(costs, groups, strict=True):
+        for c, (table, symbols, _, _) in zip(costs, groups, strict=True):
             _write_group(sink, kind, c[kind][1], table, symbols)
         return LOG if kind == LOGT else 0
-    for c, (table, symbols, _) in zip(costs, groups, strict=True):
+    for c, (table, symbols, _, _) in zip(costs, groups, strict=True):
         kind = min(c, key=lambda k: c[k][0])
         sink.side.u8(kind)
         _write_group(sink, kind, c[kind][1], table, symbols)

@@ -177,9 +177,10 @@ def spans(tables: list[Table]) -> tuple[np.ndarray, list[int], list[int]]:
     return np.concatenate([t.counts for t in tables]), starts, lengths
 
 
-def coded_bits_of(tables: list[Table]) -> list[float]:
-    """``[t.bits() + 8 * t.nbytes() for t in tables]`` in a few calls over all their counts
-    at once: the same floats (each table's terms are the same, and summed on their own)."""
+def coded_bits_of(tables: list[Table]) -> list[tuple[float, float]]:
+    """``[(t.bits() + 8 * t.nbytes(), t.bits()) for t in tables]`` in a few calls over all
+    their counts at once: the same floats (each table's terms are the same, and summed on
+    their own)."""
     counts, starts, lengths = spans(tables)
     totals = np.add.reduceat(counts, starts)  # integers: exact, like each table's c.sum()
     c = counts.astype(np.float64)
@@ -188,7 +189,7 @@ def coded_bits_of(tables: list[Table]) -> list[float]:
     out = []
     for t, start, n, largest in zip(tables, starts, lengths, maxima, strict=True):
         bits = float(terms[start:start + n].sum()) if n > 1 else 0.0
-        out.append(bits + 8 * _table_bytes(t, largest))
+        out.append((bits + 8 * _table_bytes(t, largest), bits))
     return out
 
 

@@ -272,11 +272,13 @@ def cell_classes(flags: int, row_cls: np.ndarray, col_cls: np.ndarray) -> np.nda
 
     int16 so that the stable sort grouping cells by context is a radix sort.
     """
+    if not flags & (USE_ROWS | USE_COLS):  # one context, every cell live
+        return np.zeros(len(row_cls) * len(col_cls), dtype=np.int16)
     part_r, live_r, part_c, live_c = class_parts(flags, row_cls, col_cls)
-    ctx = (part_r.astype(np.int16)[:, None] + part_c.astype(np.int16)[None, :]).reshape(-1)
-    if not (live_r.all() and live_c.all()):
-        ctx[(~live_r[:, None] | ~live_c[None, :]).reshape(-1)] = -1
-    return ctx
+    ctx = part_r.astype(np.int16)[:, None] + part_c.astype(np.int16)[None, :]  # (R, C)
+    ctx[~live_r] = -1  # whole rows, then whole columns: no (R, C) mask
+    ctx[:, ~live_c] = -1
+    return ctx.reshape(-1)
 
 
 def _groups(ctx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

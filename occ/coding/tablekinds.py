@@ -3,7 +3,7 @@
 ``occ.coding.adaptive`` writes each group of values (the whole tensor's, or one per
 magnitude-floor bucket) under an exact ``categorical.Table``, a rounded
 ``logtable.LogTable`` or a binned ``bintable.BinTable``, whichever its counted bits say.
-Here those bits are counted.
+Here those bits are counted; log tables only where they could be chosen at all.
 """
 
 from __future__ import annotations
@@ -17,18 +17,26 @@ from occ.coding.logtable import LogTable
 EXACT, LOGT, BINNED = 0, 1, 2  # categorical.Table, logtable.LogTable, bintable.BinTable
 
 Model = Table | LogTable | bintable.BinTable
-# A group of values: its exact table, its symbols (the values), and the table's coded bits
-# (``categorical.coded_bits_of``).
-Group = tuple[Table, np.ndarray, float]
+# A group of values: its exact table, its symbols (the values), the table's coded bits
+# (``categorical.coded_bits_of``) and the entropy part of those bits.
+Group = tuple[Table, np.ndarray, float, float]
 Costs = dict[int, tuple[float, Model]]  # {kind: (bits, table)}, in kind order
+SLACK = 1e-9  # relative: far above the rounding of any computed bit count
 
 
 def kind_costs(groups: list[Group], wide: int) -> list[Costs]:
     """Bits (table included) of each group under each kind of table, in kind order; binned
-    ones for groups of at least ``wide`` values."""
-    logs = logtable.costs_of([t for t, _, _ in groups])
-    return [{EXACT: (exact, t), LOGT: log, **_binned(t, wide)}
-            for (t, _, exact), log in zip(groups, logs, strict=True)]
+    ones for groups of at least ``wide`` values. The log tables are left out when their
+    lower bounds (entropy + table bytes: a rounded model cannot code below the entropy)
+    show that ``adaptive._write_values`` would choose none."""
+    binned = [_binned(t, wide) for t, _, _, _ in groups]
+    floors = [entropy * (1 - SLACK) + 8 * LogTable.nbytes_of(t) for t, _, _, entropy in groups]
+    if not _logs_may_win(groups, binned, floors):
+        return [{EXACT: (exact, t), **b} for (t, _, exact, _), b in zip(groups, binned,
+                                                                         strict=True)]
+    logs = logtable.costs_of([t for t, _, _, _ in groups])
+    return [{EXACT: (exact, t), LOGT: log, **b}
+            for (t, _, exact, _), log, b in zip(groups, logs, binned, strict=True)]
 
 
 def _binned(table: Table, wide: int) -> Costs:
@@ -38,3 +46,17 @@ def _binned(table: Table, wide: int) -> Costs:
         if fitted is not None:
             return {BINNED: (fitted[1], fitted[0])}
     return {}
+
+
+def _logs_may_win(groups: list[Group], binned: list[Costs], floors: list[float]) -> bool:
+    """Whether log tables could change what ``adaptive._write_values`` writes, given lower
+    bounds (``floors``) of their bits: not when each is above its group's cheapest other
+    kind (no group picks it) and their sum above what is chosen without them (no uniform
+    choice picks them either; sums of bounds bound sums, as rounding is monotone)."""
+    cheapest = [min([exact] + [bits for bits, _ in b.values()])
+                for (_, _, exact, _), b in zip(groups, binned, strict=True)]
+    if any(f <= c for f, c in zip(floors, cheapest, strict=True)):
+        return True
+    exact = sum(e for _, _, e, _ in groups)
+    mixed = sum(c + 8 for c in cheapest)
+    return sum(floors) <= min(exact, mixed)
