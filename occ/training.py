@@ -238,14 +238,20 @@ def _report_epoch(progress: Progress, model: nn.Module, description: str, epoch:
 
 
 def _parallel(model: nn.Module, loader: torch.utils.data.DataLoader, device: torch.device):
-    """Under torchrun: DDP-wrapped model and a loader over this rank's shard of the data."""
+    """Under torchrun: DDP-wrapped model and a loader over this rank's shard of the data.
+
+    Each of the N ranks takes ``batch_size / N`` samples a step (DDP averages their
+    gradients), so a step sees the recipe's batch size and an epoch has as many steps as
+    in one process: ``--nproc`` changes the speed, not the optimisation the recipe's
+    epochs and learning rate were chosen for."""
     if distributed.world_size() == 1:
         return model, loader, None
     from torch.nn.parallel import DistributedDataParallel
     from torch.utils.data import DataLoader, DistributedSampler
 
     sampler = DistributedSampler(loader.dataset, shuffle=True, seed=torch.initial_seed() % 2**31)
-    sharded = DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler,
+    per_rank = max(1, round((loader.batch_size or 1) / distributed.world_size()))
+    sharded = DataLoader(loader.dataset, batch_size=per_rank, sampler=sampler,
                          num_workers=loader.num_workers)
     ids = [device.index] if device.type == "cuda" else None
     net = DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)

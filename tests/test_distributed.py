@@ -35,8 +35,9 @@ def test_two_gloo_processes_match_one(recipe_factory, tmp_path: Path) -> None:
     one = json.loads(single.stdout)["rows"][-1]
     two = doc["rows"][-1]
     assert two["nonzero"] == one["nonzero"]  # same sparsity target reached exactly
-    # Each rank sees half the batches per epoch, so the weights differ; the tolerance is
-    # the accuracy spread of short fine-tunes on this tiny task.
+    # Each rank takes half of each batch, so the ranks' batch statistics and the order of
+    # sums differ from one process; the tolerance is the accuracy spread of short
+    # fine-tunes on this tiny task.
     assert abs(two["accuracy"] - one["accuracy"]) < 5.0
 
 
@@ -50,3 +51,24 @@ def test_nproc_beyond_the_machine_is_refused(recipe_factory) -> None:
 def test_nproc_below_one(recipe_factory, nproc: str) -> None:
     result = CliRunner().invoke(app, ["compress", str(recipe_factory(STAGES)), "--nproc", nproc])
     assert result.exit_code == 2
+
+
+def test_each_rank_takes_its_share_of_the_recipe_batch(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+    import torch.distributed as dist
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from occ import distributed, training
+
+    data = TensorDataset(torch.randn(200, 4), torch.zeros(200, dtype=torch.long))
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0,
+                            world_size=1)
+    try:
+        monkeypatch.setattr(distributed, "world_size", lambda: 4)  # as if torchrun started 4
+        net, loader, sampler = training._parallel(torch.nn.Linear(4, 2), DataLoader(
+            data, batch_size=64), torch.device("cpu"))
+        assert sampler is not None and loader.batch_size == 16  # 4 ranks x 16 = 64 a step
+        del net
+    finally:
+        dist.destroy_process_group()
