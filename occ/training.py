@@ -15,6 +15,7 @@ model is wrapped in ``DistributedDataParallel`` and each rank trains on its shar
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import random
@@ -242,20 +243,33 @@ def _parallel(model: nn.Module, loader: torch.utils.data.DataLoader, device: tor
 
     Each of the N ranks takes ``batch_size / N`` samples a step (DDP averages their
     gradients), so a step sees the recipe's batch size and an epoch has as many steps as
-    in one process: ``--nproc`` changes the speed, not the optimisation the recipe's
-    epochs and learning rate were chosen for."""
+    in one process, whatever N: the optimisation the recipe's epochs and learning rate
+    were chosen for (BatchNorm layers normalise over each rank's share). A batch that N
+    does not divide is rounded up to the next multiple of N, with a warning."""
     if distributed.world_size() == 1:
         return model, loader, None
     from torch.nn.parallel import DistributedDataParallel
     from torch.utils.data import DataLoader, DistributedSampler
 
     sampler = DistributedSampler(loader.dataset, shuffle=True, seed=torch.initial_seed() % 2**31)
-    per_rank = max(1, round((loader.batch_size or 1) / distributed.world_size()))
+    per_rank = _rank_batch(loader.batch_size or 1, distributed.world_size())
     sharded = DataLoader(loader.dataset, batch_size=per_rank, sampler=sampler,
                          num_workers=loader.num_workers)
     ids = [device.index] if device.type == "cuda" else None
     net = DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
     return net, sharded, sampler
+
+
+@functools.cache  # one warning per (batch, ranks), not one per stage
+def _rank_batch(batch: int, ranks: int) -> int:
+    """Samples each of ``ranks`` processes takes a step for a recipe batch of ``batch``."""
+    per_rank = -(-batch // ranks)
+    if per_rank * ranks != batch and distributed.is_main():
+        log.warning("batch size %d does not split evenly over %d processes: each takes %d, "
+                    "a step sees %d samples and an epoch has fewer steps than in one process "
+                    "(choose a batch size divisible by --nproc to train as in one process)",
+                    batch, ranks, per_rank, per_rank * ranks)
+    return per_rank
 
 
 @torch.no_grad()

@@ -72,3 +72,18 @@ def test_each_rank_takes_its_share_of_the_recipe_batch(tmp_path: Path,
         del net
     finally:
         dist.destroy_process_group()
+
+
+@pytest.mark.parametrize(("batch", "ranks", "each", "warned"),
+                         [(64, 2, 32, False), (64, 4, 16, False), (10, 4, 3, True),
+                          (5, 8, 1, True)])
+def test_a_batch_the_ranks_do_not_divide_rounds_up_and_says_so(
+        batch: int, ranks: int, each: int, warned: bool,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from occ import training
+
+    training._rank_batch.cache_clear()
+    with caplog.at_level("WARNING", logger="occ"):
+        assert training._rank_batch(batch, ranks) == each
+    assert (f"batch size {batch} does not split evenly over {ranks} processes: each takes "
+            f"{each}, a step sees {each * ranks} samples" in caplog.text) == warned
