@@ -87,3 +87,17 @@ def test_a_batch_the_ranks_do_not_divide_rounds_up_and_says_so(
         assert training._rank_batch(batch, ranks) == each
     assert (f"batch size {batch} does not split evenly over {ranks} processes: each takes "
             f"{each}, a step sees {each * ranks} samples" in caplog.text) == warned
+
+
+def test_a_world_size_without_torchrun_s_other_variables_exits_2(
+        recipe_factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for name in ("RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    out = tmp_path / "o"
+    result = CliRunner().invoke(app, ["compress", str(recipe_factory(STAGES)), "--out", str(out)])
+    assert result.exit_code == 2
+    assert ("WORLD_SIZE: is 2 but RANK, MASTER_ADDR, MASTER_PORT are not set: start occ with "
+            "torchrun" in result.stderr)
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (out / "model.occ").exists()
