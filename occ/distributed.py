@@ -62,12 +62,12 @@ def setup() -> torch.device | None:
     """
     if launched_size() == 1:
         return None
-    missing = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
-    if missing and not dist.is_initialized():
-        raise RecipeError(f"is {os.environ['WORLD_SIZE']} but {', '.join(missing)} "
-                          f"{'is' if len(missing) == 1 else 'are'} not set: start occ with "
-                          "torchrun, or `occ compress --nproc N`", where="WORLD_SIZE")
     if not dist.is_initialized():
+        missing = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+        if missing:
+            raise RecipeError(f"is {os.environ['WORLD_SIZE']} but {', '.join(missing)} "
+                              f"{'is' if len(missing) == 1 else 'are'} not set: start occ "
+                              "with torchrun, or `occ compress --nproc N`", where="WORLD_SIZE")
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend=backend)
     if torch.cuda.is_available():

@@ -169,35 +169,32 @@ def fit(
     sched = _scheduler(opt, schedule, epochs * len(loader))
     history: list[float] = []
     started = time.perf_counter()
-    try:
-        for epoch in range(epochs):
-            if sampler is not None:
-                sampler.set_epoch(epoch)
-            total, count = 0.0, 0
-            batches = progress.track(loader, total=len(loader),
-                                     description=f"{description} {epoch + 1}/{epochs}")
-            for step, (x, y) in enumerate(batches):
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                if augment is not None:
-                    x = augment(x)
-                loss = loss_fn(net(x), y, x)
-                if not math.isfinite(loss.item()):
-                    raise StageError(f"{description}: loss became {loss.item()} at epoch "
-                                     f"{epoch + 1}, step {step + 1} (lower lr?)")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if max_grad_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(trained, max_grad_norm)
-                opt.step()
-                sched.step()
-                if after_step is not None:
-                    after_step(model)
-                total += loss.item() * len(x)
-                count += len(x)
-            history.append(distributed.all_mean(total / max(count, 1), device))
-            _report_epoch(progress, model, description, epoch, epochs, history[-1], started)
-    finally:  # a DDP wrapper must not outlive its process group, even when a stage
-        del net  # fails: its frame lives on in the traceback (distributed.teardown)
+    for epoch in range(epochs):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        total, count = 0.0, 0
+        batches = progress.track(loader, total=len(loader),
+                                 description=f"{description} {epoch + 1}/{epochs}")
+        for step, (x, y) in enumerate(batches):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if augment is not None:
+                x = augment(x)
+            loss = loss_fn(net(x), y, x)
+            if not math.isfinite(loss.item()):
+                raise StageError(f"{description}: loss became {loss.item()} at epoch "
+                                 f"{epoch + 1}, step {step + 1} (lower lr?)")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(trained, max_grad_norm)
+            opt.step()
+            sched.step()
+            if after_step is not None:
+                after_step(model)
+            total += loss.item() * len(x)
+            count += len(x)
+        history.append(distributed.all_mean(total / max(count, 1), device))
+        _report_epoch(progress, model, description, epoch, epochs, history[-1], started)
     model.eval()
     return history
 

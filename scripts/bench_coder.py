@@ -140,19 +140,13 @@ def occ_sizes(tensors: dict[str, np.ndarray], *, with_ctx: bool = True) -> dict[
 
 
 def _parts(chosen: dict[str, tuple[Any, np.ndarray]]) -> dict[str, int]:
-    """Bytes of the chosen streams by part (they add up to their total)."""
-    from occ.artifact.codecs import PART_DECODERS
-    from occ.coding.frame import Parts, frame_parts
+    """Bytes of the chosen streams by part (they add up to their total), as ``occ inspect``
+    splits an artifact's."""
+    from occ.artifact.accounting import stream_parts
 
     out: dict[str, int] = {}
     for enc, q in chosen.values():
-        decoder = PART_DECODERS.get(enc.codec)
-        if decoder is None:
-            split = {"values": len(enc.data)}
-        else:
-            parts = Parts()
-            decoder(enc.data, {}, q.dtype, q.size, parts=parts)
-            split = parts.split(len(enc.data), frame_parts(enc.data)[2])
+        split = stream_parts({"codec": enc.codec, "dtype": q.dtype.name}, enc.data, q.size)
         for kind, n in split.items():
             out[kind] = out.get(kind, 0) + n
     return dict(sorted(out.items()))

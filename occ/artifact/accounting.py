@@ -50,7 +50,10 @@ def _order0_bits(array: np.ndarray) -> float:
     return entropy_bits(counts)
 
 
-def _stream_parts(stream: dict[str, Any], data: bytes, count: int) -> dict[str, int]:
+def stream_parts(stream: dict[str, Any], data: bytes, count: int) -> dict[str, int]:
+    """Bytes of one coded stream (``{"codec", "dtype", ["meta"]}``) by what they carry
+    (``positions``, ``values``, ``signs``, ``tables``, ``side``), adding up to ``len(data)``;
+    all ``values`` for a codec that cannot attribute its bytes."""
     from occ.artifact.codecs import PART_DECODERS
 
     decoder = PART_DECODERS.get(stream["codec"])
@@ -118,7 +121,7 @@ def size_breakdown(source: str | os.PathLike[str] | bytes, *,
         flat = to_numpy(art.tensors[s["name"]])[1]
         tensor_role = role(s["name"], s["shape"])
         is_weight = tensor_role == "weights"
-        parts = _stream_parts(s, chunk, flat.size)
+        parts = stream_parts(s, chunk, flat.size)
         for part, nbytes in parts.items():
             kinds[_kind(part, tensor_role)] += nbytes
         nz = int(np.count_nonzero(flat.view(f"u{flat.dtype.itemsize}") if flat.size else flat))
