@@ -21,7 +21,9 @@ Per case, over every weight tensor of the model:
   thread) of the codec the policy chose, encode and decode of the chosen streams;
   ``policy_encode_mps``: of the whole policy (it encodes every candidate to pick one);
 - ``bytes_without``: ``occ_bytes`` with one of ``ctx``'s contexts switched off in turn
-  (``neighbour_passes``, ``signs_apart``, ``binned_tables``): what each one is worth.
+  (``neighbour_passes``, ``signs_apart``, ``binned_tables``), or the models learned while
+  coding in place of small tables (``learned_models``, in ``ctx`` and ``cat``): what each
+  one is worth.
 - ``occ_parts``: ``occ_bytes`` split by what the bytes carry (``positions``, ``values``,
   ``signs``, ``tables``, ``side``: tags, counts and the coder's flush), as ``occ inspect``
   splits an artifact;
@@ -201,7 +203,27 @@ def oracle(weights: dict[str, np.ndarray], sparsity: float, bits: int) -> dict[s
             others = np.sort(q[r][q[r] > 0])[:-1]  # one entry at qmax is the largest
             value_bits += float(-np.log2(mass[others - 1]).sum()) + len(others)
     return {"bytes": math.ceil((position_bits + value_bits) / 8),
-            "positions_bytes": round(position_bits / 8), "values_bytes": round(value_bits / 8)}
+            "positions_bytes": round(position_bits / 8), "values_bytes": round(value_bits / 8),
+            **_without_scales(ints)}
+
+
+def _without_scales(ints: dict[str, np.ndarray]) -> dict[str, int]:
+    """What the magnitudes and the row floors cost when the rows' scales are withheld but
+    each tensor's law of ``|q| - m_r`` per floor ``m_r`` is given for free: the order-0
+    entropy of those per (tensor, floor), and of the floors per tensor; no tables."""
+    magnitude_bits = floor_bits = 0.0
+    for q in ints.values():
+        rows = np.abs(q.reshape(q.shape[0], -1).astype(np.int64))
+        live = rows > 0
+        alive = live.any(axis=1)
+        floors = np.where(live, rows, np.iinfo(np.int64).max).min(axis=1)[alive]
+        floor_bits += entropy_bits(np.unique(floors, return_counts=True)[1])
+        above = (rows[alive] - floors[:, None])[live[alive]]
+        of_floor = np.repeat(floors, live[alive].sum(axis=1))
+        for m in np.unique(floors):
+            magnitude_bits += entropy_bits(np.bincount(above[of_floor == m]))
+    return {"magnitudes_given_floor_laws_bytes": round(magnitude_bits / 8),
+            "floors_given_their_law_bytes": round(floor_bits / 8)}
 
 
 def best_of(fn, repeats: int) -> dict[str, Any]:
@@ -245,11 +267,15 @@ def find_nncodec(given: str | None) -> str | None:
 @contextlib.contextmanager
 def _without(feature: str) -> Iterator[None]:
     """``ctx`` with one of its issue-20 contexts switched off (for the ablation): the
-    neighbour passes, signs coded apart, or binned value tables."""
-    from occ.coding import adaptive
+    neighbour passes, signs coded apart, binned value tables, or learned models (``ctx``
+    and ``cat``)."""
+    from occ.coding import adaptive, ints
 
-    saved = adaptive.TRY_OPTIONS, adaptive.WIDE, adaptive.signs.coherent
-    if feature == "neighbour_passes":
+    saved = adaptive.TRY_OPTIONS, adaptive.WIDE, adaptive.signs.coherent, adaptive.LEARN, \
+        ints.LEARN
+    if feature == "learned_models":
+        adaptive.LEARN = ints.LEARN = False
+    elif feature == "neighbour_passes":
         adaptive.TRY_OPTIONS = 0
     elif feature == "signs_apart":
         adaptive.signs.coherent = lambda *_a, **_k: False
@@ -258,10 +284,11 @@ def _without(feature: str) -> Iterator[None]:
     try:
         yield
     finally:
-        adaptive.TRY_OPTIONS, adaptive.WIDE, adaptive.signs.coherent = saved
+        adaptive.TRY_OPTIONS, adaptive.WIDE, adaptive.signs.coherent, adaptive.LEARN, \
+            ints.LEARN = saved
 
 
-ABLATED = ("neighbour_passes", "signs_apart", "binned_tables")
+ABLATED = ("neighbour_passes", "signs_apart", "binned_tables", "learned_models")
 
 
 def ablation(tensors: dict[str, np.ndarray]) -> dict[str, int]:

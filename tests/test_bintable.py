@@ -57,7 +57,8 @@ def test_corrupt_tables_raise_value_error() -> None:
             bintable.BinTable.read(ByteReader(data))
 
 
-def test_ctx_takes_binned_tables_for_wide_alphabets_and_gets_smaller() -> None:
+def test_ctx_takes_binned_tables_for_wide_alphabets_and_gets_smaller(monkeypatch) -> None:
+    monkeypatch.setattr(adaptive, "LEARN", False)  # tables only: binned against the rest
     q = wide_weights(np.random.default_rng(1), 64, 144).reshape(-1)
     data, meta = adaptive.encode(q, 144)
     assert np.array_equal(adaptive.decode(data, meta, q.dtype, q.size), q)
@@ -72,7 +73,9 @@ def test_ctx_takes_binned_tables_for_wide_alphabets_and_gets_smaller() -> None:
     assert len(data) < 0.98 * len(plain), (len(data), len(plain))
 
 
-def test_corrupted_binned_streams_raise_value_error_only(ctx_rejects_corruption) -> None:
+def test_corrupted_binned_streams_raise_value_error_only(ctx_rejects_corruption,
+                                                         monkeypatch) -> None:
+    monkeypatch.setattr(adaptive, "LEARN", False)
     rng = np.random.default_rng(2)
     q = wide_weights(rng, 16, 72).reshape(-1)
     base, _ = adaptive.encode(q, 72)

@@ -19,7 +19,8 @@ by counted bits. Stream (the shared frame, ``occ.coding.frame``)::
             table of q; FLOOR: m_r + one table of shifted values; BUCKETS: m_r + one table
             per bucket of m_r) | LOG (0x08: every table a ``logtable.LogTable``) | KINDS
             (0x04: each table preceded by a u8 kind: 0 exact ``categorical.Table``, 1 log,
-            2 binned ``bintable.BinTable``)
+            2 binned ``bintable.BinTable``, 3 learned) | LOG | KINDS (0x0C: every group
+            learned: ``occ.coding.learned``, its alphabet in place of a table)
     side    varint rows R, varint k (nonzeros)
             [mask: flags, slope, offset, class tables, [``ctxnb`` grid width and
             adjustments]]  (0 < k < n)
@@ -37,18 +38,20 @@ import dataclasses
 
 import numpy as np
 
-from occ.coding import bintable, categorical, ctxmask, ctxnb, floors, signs, tablekinds
+from occ.coding import bintable, categorical, ctxmask, ctxnb, floors, learned, signs, tablekinds
 from occ.coding.categorical import MAX_SPAN, Table, decode_symbols, encode_symbols
 from occ.coding.frame import Parts, Sink, Source
 from occ.coding.logtable import LogTable
-from occ.coding.tablekinds import BINNED, EXACT, LOGT, Group, Model
+from occ.coding.tablekinds import BINNED, EXACT, LEARNED, LOGT, Group, Model
 
 VERSION = 0x30
 SIGNS_APART = 0x40  # tag: as VERSION, but values are magnitudes; signs come first (``signs``)
 PLAIN, FLOOR, BUCKETS = 0, 1, 2
 LOG = 8  # tag bit: the value tables are LogTables (rounded counts), not exact Tables
-KINDS = 4  # tag bit: each value table is preceded by its kind (EXACT, LOGT or BINNED)
+KINDS = 4  # tag bit: each value table is preceded by its kind (EXACT, LOGT, BINNED, LEARNED)
+UNIFORM_TAG = {EXACT: 0, LOGT: LOG, LEARNED: LOG | KINDS}  # tag bits: every group one kind
 WIDE = 24  # distinct values from which binned tables are worth trying
+LEARN = True  # whether value groups may be coded under learned models (off: an ablation)
 MAX_FLOOR = 1 << 32  # ctx takes integers of up to 32 bits: no larger magnitude exists
 
 
@@ -120,15 +123,15 @@ def _groups(values: np.ndarray, rows: floors.Rows, shifted: np.ndarray,
 
 def _write_values(sink: Sink, groups: list[Group]) -> int:
     """Append the value groups with the cheapest tables; returns the tag bits used."""
-    costs = tablekinds.kind_costs(groups, WIDE)
-    uniform = {kind: sum(c[kind][0] for c in costs) for kind in (EXACT, LOGT)
-               if kind in costs[0]}
+    costs = tablekinds.kind_costs(groups, WIDE, LEARN)
+    uniform = {kind: sum(c[kind][0] for c in costs) for kind in UNIFORM_TAG
+               if all(kind in c for c in costs)}
     mixed = sum(min(b for b, _ in c.values()) + 8 for c in costs)
     if min(uniform.values()) <= mixed:
         kind = min(uniform, key=uniform.get)
         for c, (table, symbols, _, _) in zip(costs, groups, strict=True):
             _write_group(sink, kind, c[kind][1], table, symbols)
-        return LOG if kind == LOGT else 0
+        return UNIFORM_TAG[kind]
     for c, (table, symbols, _, _) in zip(costs, groups, strict=True):
         kind = min(c, key=lambda k: c[k][0])
         sink.side.u8(kind)
@@ -145,6 +148,8 @@ def _write_group(sink: Sink, kind: int, model: Model, table: Table,
         model.write(sink.side)
         if len(model.present) > 1:
             sink.encode(table.symbols(symbols), model.model())
+    elif kind == LEARNED:
+        model.write(sink)
     else:
         model.write(sink.side)
         sink.encode(model.symbols(symbols), model.model())
@@ -267,8 +272,7 @@ def decode(data: bytes, meta: dict, dtype: np.dtype, count: int,
     if dtype.kind not in "iu":
         raise ValueError(f"ctx decodes integer tensors, not {dtype}")
     source = Source(data)
-    if source.tag & 0xF0 not in (VERSION, SIGNS_APART) or source.tag & 0x03 > BUCKETS or \
-            source.tag & (LOG | KINDS) == LOG | KINDS:
+    if source.tag & 0xF0 not in (VERSION, SIGNS_APART) or source.tag & 0x03 > BUCKETS:
         raise ValueError(f"ctx stream tag {source.tag:#x} unknown")
     mode = source.tag & 0x0F
     rows = source.side.varint(count)
@@ -311,6 +315,8 @@ def _read(source: Source, total: int, parts: Parts | None, kind: int | None) -> 
         if parts is not None:
             parts.add_bits("values", _information(lt.weights(), symbols))
         return lt.present[symbols] + lt.lo
+    if kind == LEARNED:
+        return learned.read(source, total, parts)
     if kind == BINNED:
         bt = bintable.BinTable.read(source.side)
         alphabet = bt.alphabet
@@ -336,21 +342,21 @@ def _information(weights: np.ndarray, symbols: np.ndarray) -> float:
 
 def _decode_values(source: Source, mode: int, row_of: np.ndarray, k: int,
                    parts: Parts | None) -> np.ndarray:
-    log = LOGT if mode & LOG else None if mode & KINDS else EXACT
+    kind = {0: EXACT, LOG: LOGT, KINDS: None, LOG | KINDS: LEARNED}[mode & (LOG | KINDS)]
     mode &= 0x03
     if mode == PLAIN:
-        return _read(source, k, parts, log)
+        return _read(source, k, parts, kind)
     starts = np.concatenate(([0], (row_of[1:] != row_of[:-1]).nonzero()[0] + 1))  # runs
     lengths = np.diff(starts, append=k)
-    m = _read(source, len(starts), parts, log) + 1
+    m = _read(source, len(starts), parts, kind) + 1
     if int(m.min()) < 1 or int(m.max()) > MAX_FLOOR:
         raise ValueError("row magnitude floor outside [1, 2^32]")
     floor = np.repeat(m, lengths)
     if mode == FLOOR:
-        shifted = _read(source, k, parts, log)
+        shifted = _read(source, k, parts, kind)
     else:
         order, per_bucket = floors.by_bucket(floors.bucket(m), lengths)
-        grouped = [_read(source, int(count), parts, log) for count in per_bucket if count]
+        grouped = [_read(source, int(count), parts, kind) for count in per_bucket if count]
         shifted = np.empty(k, dtype=np.int64)
         shifted[order] = np.concatenate(grouped)
     if not np.all(shifted):

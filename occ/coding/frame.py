@@ -5,7 +5,9 @@
     u8      tag           codec-specific (format version and mode)
     varint  side_len
     bytes   side          tables, counts, raw bit fields, in the order they are used
-    bytes   words         constriction's ANS coder output (little-endian u32 words), to the end
+    bytes   words         constriction's ANS coder output (little-endian u32 words), to the
+                          end, less the zero bytes that end its last word (the decoder pads
+                          them back: 1.5 bytes a stream on average)
 
 Symbols are coded with constriction's ``AnsCoder`` (asymmetric numeral systems): it costs
 the same bytes as range coding and decodes faster. ANS is a stack, so ``Sink`` keeps every
@@ -51,7 +53,15 @@ class Sink:
         head.u8(tag)
         head.varint(len(side))
         words = coder.get_compressed().astype("<u4", copy=False).tobytes()
-        return head.getvalue() + side + words
+        return head.getvalue() + side + _trimmed(words)
+
+
+def _trimmed(words: bytes) -> bytes:
+    """``words`` without the zero bytes that end its last word (at most 3)."""
+    end = len(words)
+    while end > len(words) - 3 and end > 0 and words[end - 1] == 0:
+        end -= 1
+    return words[:end]
 
 
 class Source:
@@ -62,14 +72,12 @@ class Source:
         self.tag = r.u8()
         self.side = ByteReader(r.blob(r.remaining()))
         words = r.rest()
-        if len(words) % 4:
-            raise ValueError(f"coded words take {len(words)} bytes, not a multiple of 4")
+        words += bytes(-len(words) % 4)  # the last word's zero bytes, trimmed by the encoder
         try:
             self._coder = constriction.stream.stack.AnsCoder(
                 np.frombuffer(words, dtype="<u4").astype(np.uint32))
         except Exception as err:  # constriction's own error types
             raise ValueError(f"entropy-coded words: {err}") from None
-        self.word_bytes = len(words)
 
     def decode(self, model: constriction.stream.model.Model, count: int) -> np.ndarray:
         """The next ``count`` symbols (int32) under ``model``."""

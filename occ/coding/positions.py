@@ -146,16 +146,17 @@ def encode(sink: Sink, mode: int, n: int, positions: np.ndarray, cols: int | Non
 
 
 def open_stream(data: bytes, version: int, codec: str, n: int,
-                parts: Parts | None = None) -> tuple[Source, np.ndarray, int]:
+                parts: Parts | None = None, flags: int = 0) -> tuple[Source, np.ndarray, int]:
     """Read the head every value codec shares: version/mode tag, nonzero count, positions.
 
-    Returns the source (positioned at the codec's own side data), the ascending positions
-    of the ``k`` stored values among ``n``, and ``k``.
+    ``flags``: tag bits the codec uses itself (not part of the position mode). Returns the
+    source (positioned at the codec's own side data), the ascending positions of the ``k``
+    stored values among ``n``, and ``k``.
     """
     source = Source(data)
     if source.tag & 0xF0 != version:
         raise ValueError(f"{codec} stream version {source.tag >> 4} unknown")
-    mode = source.tag & 0x0F
+    mode = source.tag & 0x0F & ~flags
     if mode not in MODE_NAMES:
         raise ValueError(f"unknown position mode {mode}")
     k = n if mode == DENSE else source.side.varint(n)

@@ -2,21 +2,23 @@
 
 ``occ.coding.adaptive`` writes each group of values (the whole tensor's, or one per
 magnitude-floor bucket) under an exact ``categorical.Table``, a rounded
-``logtable.LogTable`` or a binned ``bintable.BinTable``, whichever its counted bits say.
-Here those bits are counted; log tables only where they could be chosen at all.
+``logtable.LogTable``, a binned ``bintable.BinTable`` or no table at all (a model learned
+while coding, ``occ.coding.learned``), whichever its counted bits say. Here those bits are
+counted; log tables only where they could be chosen at all.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from occ.coding import bintable, logtable
+from occ.coding import bintable, learned, logtable
 from occ.coding.categorical import Table
 from occ.coding.logtable import LogTable
 
-EXACT, LOGT, BINNED = 0, 1, 2  # categorical.Table, logtable.LogTable, bintable.BinTable
+# categorical.Table, logtable.LogTable, bintable.BinTable, learned.Plan
+EXACT, LOGT, BINNED, LEARNED = 0, 1, 2, 3
 
-Model = Table | LogTable | bintable.BinTable
+Model = Table | LogTable | bintable.BinTable | learned.Plan
 # A group of values: its exact table, its symbols (the values), the table's coded bits
 # (``categorical.coded_bits_of``) and the entropy part of those bits.
 Group = tuple[Table, np.ndarray, float, float]
@@ -24,19 +26,26 @@ Costs = dict[int, tuple[float, Model]]  # {kind: (bits, table)}, in kind order
 SLACK = 1e-9  # relative: far above the rounding of any computed bit count
 
 
-def kind_costs(groups: list[Group], wide: int) -> list[Costs]:
+def kind_costs(groups: list[Group], wide: int, learn: bool = True) -> list[Costs]:
     """Bits (table included) of each group under each kind of table, in kind order; binned
-    ones for groups of at least ``wide`` values. The log tables are left out when their
-    lower bounds (entropy + table bytes: a rounded model cannot code below the entropy)
-    show that ``adaptive._write_values`` would choose none."""
-    binned = [_binned(t, wide) for t, _, _, _ in groups]
+    ones for groups of at least ``wide`` values, learned models with ``learn``. The log
+    tables are left out when their lower bounds (entropy + table bytes: a rounded model
+    cannot code below the entropy) show that ``adaptive._write_values`` would choose none."""
+    others = [{**_binned(t, wide), **({LEARNED: _learned(t, values)} if learn and
+                                      learned.worth_trying(t, entropy) else {})}
+              for t, values, _, entropy in groups]
     floors = [entropy * (1 - SLACK) + 8 * LogTable.nbytes_of(t) for t, _, _, entropy in groups]
-    if not _logs_may_win(groups, binned, floors):
-        return [{EXACT: (exact, t), **b} for (t, _, exact, _), b in zip(groups, binned,
-                                                                         strict=True)]
+    if not _logs_may_win(groups, others, floors):
+        return [{EXACT: (exact, t), **o} for (t, _, exact, _), o in zip(groups, others,
+                                                                        strict=True)]
     logs = logtable.costs_of([t for t, _, _, _ in groups])
-    return [{EXACT: (exact, t), LOGT: log, **b}
-            for (t, _, exact, _), log, b in zip(groups, logs, binned, strict=True)]
+    return [{EXACT: (exact, t), LOGT: log, **o}
+            for (t, _, exact, _), log, o in zip(groups, logs, others, strict=True)]
+
+
+def _learned(table: Table, values: np.ndarray) -> tuple[float, learned.Plan]:
+    plan = learned.Plan.of(table, values)
+    return plan.bits(), plan
 
 
 def _binned(table: Table, wide: int) -> Costs:
@@ -48,15 +57,17 @@ def _binned(table: Table, wide: int) -> Costs:
     return {}
 
 
-def _logs_may_win(groups: list[Group], binned: list[Costs], floors: list[float]) -> bool:
+def _logs_may_win(groups: list[Group], others: list[Costs], floors: list[float]) -> bool:
     """Whether log tables could change what ``adaptive._write_values`` writes, given lower
     bounds (``floors``) of their bits: not when each is above its group's cheapest other
     kind (no group picks it) and their sum above what is chosen without them (no uniform
     choice picks them either; sums of bounds bound sums, as rounding is monotone)."""
-    cheapest = [min([exact] + [bits for bits, _ in b.values()])
-                for (_, _, exact, _), b in zip(groups, binned, strict=True)]
+    cheapest = [min([exact] + [bits for bits, _ in o.values()])
+                for (_, _, exact, _), o in zip(groups, others, strict=True)]
     if any(f <= c for f, c in zip(floors, cheapest, strict=True)):
         return True
     exact = sum(e for _, _, e, _ in groups)
+    learnt = sum(o[LEARNED][0] if LEARNED in o else exact for o, (_, _, exact, _)
+                 in zip(others, groups, strict=True))
     mixed = sum(c + 8 for c in cheapest)
-    return sum(floors) <= min(exact, mixed)
+    return sum(floors) <= min(exact, learnt, mixed)
