@@ -7,7 +7,7 @@ import pytest
 
 from occ.artifact import codecs
 from occ.coding import adaptive, ints, learned
-from occ.coding.categorical import Table
+from occ.coding.categorical import Table, write_support
 from occ.coding.frame import CHUNK, Sink, Source
 
 
@@ -46,7 +46,7 @@ def test_learning_beats_a_stored_table_on_a_small_group_and_loses_little_on_a_bi
         values = rng.choice(6, size=n, p=[0.4, 0.25, 0.15, 0.1, 0.06, 0.04])
         table = Table.fit(values)
         exact = table.bits() + 8 * table.nbytes()
-        plan = learned.Plan.of(table, values)
+        plan = learned.Plan(table, table.symbols(values))
         assert plan.bits() < most * exact, (n, plan.bits(), exact)
 
 
@@ -98,9 +98,20 @@ def test_a_learned_alphabet_outside_the_dtype_or_longer_than_the_stream_is_refus
     with pytest.raises(ValueError, match="do not fit int8"):
         ints.decode(data, {}, np.dtype(np.int8), wide.size)
     sink = Sink()
-    learned.Plan.of(Table.fit(np.arange(10)), np.arange(10)).write(sink)
+    ten = Table.fit(np.arange(10))
+    learned.Plan(ten, ten.symbols(np.arange(10))).write(sink)
     with pytest.raises(ValueError, match="lists 10 values for 4 symbols"):
         learned.read(Source(sink.finish(0)), 4)
+
+
+def test_an_empty_learned_alphabet_is_refused() -> None:
+    sink = Sink()
+    write_support(sink.side, 0, 8, np.zeros(0, dtype=np.int64))  # a bitmap with nothing set
+    empty = sink.finish(ints.VERSION | ints.LEARNED)  # DENSE: every value under that model
+    with pytest.raises(ValueError, match="lists 0 values for 5 symbols"):
+        learned.read(Source(empty), 5)
+    with pytest.raises(ValueError, match="lists 0 values"):
+        ints.decode(empty, {}, np.dtype(np.int8), 5)
 
 
 def test_the_policy_reads_back_what_it_chose() -> None:

@@ -50,6 +50,8 @@ PLAIN, FLOOR, BUCKETS = 0, 1, 2
 LOG = 8  # tag bit: the value tables are LogTables (rounded counts), not exact Tables
 KINDS = 4  # tag bit: each value table is preceded by its kind (EXACT, LOGT, BINNED, LEARNED)
 UNIFORM_TAG = {EXACT: 0, LOGT: LOG, LEARNED: LOG | KINDS}  # tag bits: every group one kind
+# the value tables' kind a tag names (None: each table's kind precedes it)
+TAG_KIND = {**{bits: kind for kind, bits in UNIFORM_TAG.items()}, KINDS: None}
 WIDE = 24  # distinct values from which binned tables are worth trying
 LEARN = True  # whether value groups may be coded under learned models (off: an ablation)
 MAX_FLOOR = 1 << 32  # ctx takes integers of up to 32 bits: no larger magnitude exists
@@ -124,8 +126,7 @@ def _groups(values: np.ndarray, rows: floors.Rows, shifted: np.ndarray,
 def _write_values(sink: Sink, groups: list[Group]) -> int:
     """Append the value groups with the cheapest tables; returns the tag bits used."""
     costs = tablekinds.kind_costs(groups, WIDE, LEARN)
-    uniform = {kind: sum(c[kind][0] for c in costs) for kind in UNIFORM_TAG
-               if all(kind in c for c in costs)}
+    uniform = tablekinds.uniform_bits(costs)
     mixed = sum(min(b for b, _ in c.values()) + 8 for c in costs)
     if min(uniform.values()) <= mixed:
         kind = min(uniform, key=uniform.get)
@@ -342,7 +343,7 @@ def _information(weights: np.ndarray, symbols: np.ndarray) -> float:
 
 def _decode_values(source: Source, mode: int, row_of: np.ndarray, k: int,
                    parts: Parts | None) -> np.ndarray:
-    kind = {0: EXACT, LOG: LOGT, KINDS: None, LOG | KINDS: LEARNED}[mode & (LOG | KINDS)]
+    kind = TAG_KIND[mode & (LOG | KINDS)]
     mode &= 0x03
     if mode == PLAIN:
         return _read(source, k, parts, kind)

@@ -7,7 +7,7 @@
     bytes   side          tables, counts, raw bit fields, in the order they are used
     bytes   words         constriction's ANS coder output (little-endian u32 words), to the
                           end, less the zero bytes that end its last word (the decoder pads
-                          them back: 1.5 bytes a stream on average)
+                          them back: about 1.4 bytes a stream)
 
 Symbols are coded with constriction's ``AnsCoder`` (asymmetric numeral systems): it costs
 the same bytes as range coding and decodes faster. ANS is a stack, so ``Sink`` keeps every

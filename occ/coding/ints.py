@@ -65,9 +65,9 @@ def _cost(table: Table | None, coded: np.ndarray) -> tuple[float, learned.Plan |
     exact = entropy + 8 * table.nbytes()
     if not LEARN or not learned.worth_trying(table, entropy):
         return exact, None
-    plan = learned.Plan(table, _symbols(coded, table))
-    bits = plan.bits()
-    return (bits, plan) if bits < exact else (exact, None)
+    learnt = learned.Plan(table, _symbols(coded, table))
+    bits = learnt.bits()
+    return (bits, learnt) if bits < exact else (exact, None)
 
 
 def plan(array: np.ndarray, cols: int | None = None,
@@ -95,10 +95,10 @@ def plan(array: np.ndarray, cols: int | None = None,
         counts = counts.copy()
         counts[-lo] = 0  # zero is in range: the array has zeros
         table = Table.from_histogram(lo, counts)
-        bits, plan = _cost(table, array[nz]) if table is not None else (0.0, None)
+        bits, learnt = _cost(table, array[nz])
         bits += pos_bits + 8 * (1 + k.bit_length() // 7)
         if bits < best[3]:
-            best = (mode, nz, table, bits, plan)
+            best = (mode, nz, table, bits, learnt)
     return best
 
 

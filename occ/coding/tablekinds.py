@@ -22,7 +22,8 @@ Model = Table | LogTable | bintable.BinTable | learned.Plan
 # A group of values: its exact table, its symbols (the values), the table's coded bits
 # (``categorical.coded_bits_of``) and the entropy part of those bits.
 Group = tuple[Table, np.ndarray, float, float]
-Costs = dict[int, tuple[float, Model]]  # {kind: (bits, table)}, in kind order
+Costs = dict[int, tuple[float, Model]]  # {kind: (bits, table or learned plan)}, in kind order
+UNIFORM = (EXACT, LOGT, LEARNED)  # kinds a stream may give every group, without kind bytes
 SLACK = 1e-9  # relative: far above the rounding of any computed bit count
 
 
@@ -43,8 +44,15 @@ def kind_costs(groups: list[Group], wide: int, learn: bool = True) -> list[Costs
             for (t, _, exact, _), log, o in zip(groups, logs, others, strict=True)]
 
 
+def uniform_bits(costs: list[Costs]) -> dict[int, float]:
+    """Bits of giving every group the same kind, for each kind of ``UNIFORM`` that every
+    group has."""
+    return {kind: sum(c[kind][0] for c in costs) for kind in UNIFORM
+            if all(kind in c for c in costs)}
+
+
 def _learned(table: Table, values: np.ndarray) -> tuple[float, learned.Plan]:
-    plan = learned.Plan.of(table, values)
+    plan = learned.Plan(table, table.symbols(values))
     return plan.bits(), plan
 
 
@@ -62,12 +70,10 @@ def _logs_may_win(groups: list[Group], others: list[Costs], floors: list[float])
     bounds (``floors``) of their bits: not when each is above its group's cheapest other
     kind (no group picks it) and their sum above what is chosen without them (no uniform
     choice picks them either; sums of bounds bound sums, as rounding is monotone)."""
-    cheapest = [min([exact] + [bits for bits, _ in o.values()])
-                for (_, _, exact, _), o in zip(groups, others, strict=True)]
+    without = [{EXACT: (exact, t), **o} for (t, _, exact, _), o in zip(groups, others,
+                                                                       strict=True)]
+    cheapest = [min(bits for bits, _ in c.values()) for c in without]
     if any(f <= c for f, c in zip(floors, cheapest, strict=True)):
         return True
-    exact = sum(e for _, _, e, _ in groups)
-    learnt = sum(o[LEARNED][0] if LEARNED in o else exact for o, (_, _, exact, _)
-                 in zip(others, groups, strict=True))
     mixed = sum(c + 8 for c in cheapest)
-    return sum(floors) <= min(exact, learnt, mixed)
+    return sum(floors) <= min(mixed, *uniform_bits(without).values())
