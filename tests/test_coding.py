@@ -420,3 +420,25 @@ def test_stream_words_drop_the_zero_bytes_ending_their_last_word() -> None:
         assert np.array_equal(source.decode(model, n), symbols)
         source.finish()
     assert trimmed > 100  # most streams are shorter than whole words
+
+
+def test_a_table_of_every_value_but_zero_stores_a_flag_not_a_bitmap() -> None:
+    from occ.coding.bitio import ByteReader
+    from occ.coding.categorical import read_support, support_bytes
+
+    values = np.array([-7, -3, -1, 1, 1, 2, 5, 6, 4, -2, -4, -5, -6, 3, 7] * 3)
+    table = Table.fit(values)
+    w = ByteWriter()
+    table.write(w)
+    assert support_bytes(table.lo, table.span, table.present) == 3  # lo, span, flags: no bitmap
+    back = Table.read(ByteReader(w.getvalue()), table.total)
+    assert np.array_equal(back.present, table.present) and np.array_equal(back.counts,
+                                                                          table.counts)
+    assert np.array_equal(back.values(back.symbols(values)), values)
+    for lo in (1, -3):  # a span without zero, or zero at its end, cannot leave zero out
+        bad = ByteWriter()
+        bad.svarint(lo)
+        bad.varint(3)
+        bad.u8(2)
+        with pytest.raises(ValueError, match="leaves out a zero it lacks"):
+            read_support(ByteReader(bad.getvalue()))

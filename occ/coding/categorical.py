@@ -5,8 +5,9 @@ stream (so its bytes are counted) as::
 
     svarint lo            smallest value
     varint  span          hi - lo + 1 (at most MAX_SPAN)
-    u8      flags         bit 0: a presence bitmap over the span follows (else all present)
-    bytes   bitmap        ceil(span / 8) bytes, only with flag bit 0
+    u8      flags         0: every value of the span occurs; 1: a presence bitmap over the
+                          span follows; 2: every value but zero (which the span holds)
+    bytes   bitmap        ceil(span / 8) bytes, only with flags 1
     u8      width         bits per stored count
     bytes   counts        (count - 1) of each present value, ``width`` bits each, MSB first
 
@@ -48,14 +49,26 @@ def entropy_bits(counts: np.ndarray) -> float:
     return float((c * np.log2(total / c)).sum())
 
 
+ALL, BITMAP, ALL_BUT_ZERO = 0, 1, 2  # a support's flags: which values of its span occur
+
+
+def _support_kind(lo: int, span: int, present: np.ndarray) -> int:
+    if len(present) == span:
+        return ALL
+    if len(present) == span - 1 and lo < 0 < lo + span and -lo not in present:
+        return ALL_BUT_ZERO  # signed nonzero values, e.g. a sparse tensor's -7..-1, 1..7
+    return BITMAP
+
+
 def write_support(w: ByteWriter, lo: int, span: int, present: np.ndarray) -> None:
     """Append a table's value range (``lo``, ``span``) and which values occur in it: a flag
-    byte, then a bitmap unless every value in the range occurs (shared by the model tables)."""
+    byte, then a bitmap unless every value in the range occurs, or every one but zero
+    (shared by the model tables)."""
     w.svarint(lo)
     w.varint(span)
-    dense = len(present) == span
-    w.u8(0 if dense else 1)
-    if not dense:
+    kind = _support_kind(lo, span, present)
+    w.u8(kind)
+    if kind == BITMAP:
         mask = np.zeros(span, dtype=np.uint8)
         mask[present] = 1
         w.raw(np.packbits(mask).tobytes())
@@ -64,7 +77,7 @@ def write_support(w: ByteWriter, lo: int, span: int, present: np.ndarray) -> Non
 def support_bytes(lo: int, span: int, present: np.ndarray) -> int:
     """Bytes ``write_support`` appends, counted without writing them."""
     zigzag = 2 * lo if lo >= 0 else -2 * lo - 1
-    bitmap = (span + 7) // 8 if len(present) < span else 0
+    bitmap = (span + 7) // 8 if _support_kind(lo, span, present) == BITMAP else 0
     return varint_len(zigzag) + varint_len(span) + 1 + bitmap
 
 
@@ -77,12 +90,17 @@ def read_support(r: ByteReader) -> tuple[int, int, np.ndarray]:
     if span < 1:
         raise ValueError("model table has an empty value range")
     flags = r.u8()
-    if flags not in (0, 1):
+    if flags not in (ALL, BITMAP, ALL_BUT_ZERO):
         raise ValueError(f"model table has unknown flags {flags}")
-    if flags:
+    if flags == BITMAP:
         bitmap = np.frombuffer(r.raw(packed_len(1, span)), dtype=np.uint8)
         return lo, span, np.flatnonzero(np.unpackbits(bitmap, count=span)).astype(np.int64)
-    return lo, span, np.arange(span, dtype=np.int64)
+    present = np.arange(span, dtype=np.int64)
+    if flags == ALL_BUT_ZERO:
+        if not lo < 0 < lo + span:
+            raise ValueError(f"model table [{lo}, {lo + span - 1}] leaves out a zero it lacks")
+        present = np.delete(present, -lo)
+    return lo, span, present
 
 
 @dataclass(frozen=True)
