@@ -120,3 +120,19 @@ def test_the_policy_reads_back_what_it_chose() -> None:
     for enc in policy.candidates("w", q, (16, 8, 3, 3)):
         back = codecs.CODECS[enc.codec].decode(enc.data, {}, q.dtype, q.size)
         assert np.array_equal(back, q), enc.codec
+
+
+def test_wide_alphabets_are_costed_block_by_block_in_little_memory(monkeypatch) -> None:
+    import tracemalloc
+
+    rng = np.random.default_rng(6)
+    nsym = 1 << 16  # the widest a stored alphabet may be (a hostile stream's choice)
+    symbols = rng.integers(0, nsym, 70_000).astype(np.int32)
+    tracemalloc.start()
+    wide = learned.bits(symbols, nsym)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 8 << 20, peak  # all blocks' weights at once: tens of MB
+    monkeypatch.setattr(learned, "WIDE_TABLE", 1 << 40)  # the all-at-once path
+    assert learned.bits(symbols, nsym) == pytest.approx(wide, rel=1e-12)
+    _round_trip(symbols[:5000], nsym)

@@ -18,6 +18,7 @@ identical models on any machine.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -58,6 +59,10 @@ def block_sizes(n: int) -> np.ndarray:
     return out
 
 
+WIDE_TABLE = 1 << 16  # blocks × alphabet beyond which the blocks' weights are not all
+# held at once (a wide alphabet read from a hostile stream would make them large)
+
+
 def _weights_before(symbols: np.ndarray, nsym: int) -> tuple[np.ndarray, np.ndarray]:
     """((B, nsym) symbols of each block, (B, nsym) weights each block is coded under)."""
     sizes = block_sizes(len(symbols))
@@ -71,14 +76,34 @@ def _weights_before(symbols: np.ndarray, nsym: int) -> tuple[np.ndarray, np.ndar
     return hist, weights
 
 
+def _each_block(symbols: np.ndarray, nsym: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(the block's symbols, the weights they are coded under), block by block: all at
+    once where that is small, else one block's weights at a time."""
+    sizes = block_sizes(len(symbols))
+    starts = (np.cumsum(sizes) - sizes).tolist()
+    if len(sizes) * nsym <= WIDE_TABLE:
+        _, weights = _weights_before(symbols, nsym)
+        for start, size, w in zip(starts, sizes.tolist(), weights, strict=True):
+            yield symbols[start:start + size], w
+        return
+    counts = np.zeros(nsym, dtype=np.int64)
+    for start, size in zip(starts, sizes.tolist(), strict=True):
+        block = symbols[start:start + size]
+        yield block, 2 * counts + 1
+        counts += np.bincount(block, minlength=nsym)
+
+
 def bits(symbols: np.ndarray, nsym: int) -> float:
     """Information (bits) of ``symbols`` (ranks below ``nsym``) under the learned model."""
     if nsym < 2 or not len(symbols):
         return 0.0
-    hist, weights = _weights_before(symbols, nsym)
     sizes = block_sizes(len(symbols))
     totals = 2 * (np.cumsum(sizes) - sizes) + nsym  # the weights' sum in each block
-    return float(sizes @ np.log2(totals) - (hist * np.log2(weights)).sum())
+    if len(sizes) * nsym <= WIDE_TABLE:
+        hist, weights = _weights_before(symbols, nsym)
+        return float(sizes @ np.log2(totals) - (hist * np.log2(weights)).sum())
+    return float(sizes @ np.log2(totals)) - sum(
+        float(np.log2(w)[block].sum()) for block, w in _each_block(symbols, nsym))
 
 
 def _model(weights: np.ndarray) -> constriction.stream.model.Categorical:
@@ -89,11 +114,8 @@ def encode(sink: Sink, symbols: np.ndarray, nsym: int) -> None:
     """Code ``symbols`` (ranks below ``nsym``) block by block; nothing when ``nsym`` is 1."""
     if nsym < 2 or not len(symbols):
         return
-    _, weights = _weights_before(symbols, nsym)
-    start = 0
-    for size, w in zip(block_sizes(len(symbols)).tolist(), weights, strict=True):
-        sink.encode(symbols[start:start + size], _model(w))
-        start += size
+    for block, weights in _each_block(symbols, nsym):
+        sink.encode(block, _model(weights))
 
 
 def decode(source: Source, nsym: int, count: int) -> np.ndarray:
