@@ -76,24 +76,25 @@ def recipe_factory(tmp_path: Path, tiny_checkpoint: Path):
 
 @pytest.fixture
 def ctx_rejects_corruption():
-    """``check(base, flat, rng, cuts=...)``: truncations of the ``ctx`` stream ``base`` (of
-    the flat array ``flat``) raise ValueError, and 400 copies with 1-3 bytes overwritten
-    either raise ValueError or decode to ``flat``'s size and dtype (never anything else)."""
+    """``check(base, flat, rng, cuts=..., decode=...)``: truncations of the ``ctx`` stream
+    ``base`` (of the flat array ``flat``; another codec's with its ``decode``) raise
+    ValueError, and 400 copies with 1-3 bytes overwritten either raise ValueError or decode
+    to ``flat``'s size and dtype (never anything else)."""
     import numpy as np
 
     from occ.coding import adaptive
 
     def check(base: bytes, flat: np.ndarray, rng: np.random.Generator,
-              cuts: tuple[int, ...] = ()) -> None:
+              cuts: tuple[int, ...] = (), decode=adaptive.decode) -> None:
         for cut in cuts:
             with pytest.raises(ValueError):
-                adaptive.decode(base[:cut], {}, flat.dtype, flat.size)
+                decode(base[:cut], {}, flat.dtype, flat.size)
         for _ in range(400):
             bad = bytearray(base)
             for _ in range(rng.integers(1, 4)):
                 bad[rng.integers(len(bad))] = rng.integers(256)
             try:
-                out = adaptive.decode(bytes(bad), {}, flat.dtype, flat.size)
+                out = decode(bytes(bad), {}, flat.dtype, flat.size)
             except ValueError:
                 continue
             assert out.size == flat.size and out.dtype == flat.dtype
