@@ -209,6 +209,9 @@ def train(arch: str, *, data: str = "mnist5k", epochs: int | None = None, out: s
           progress: Progress | None = None, trust_code: bool = False) -> dict[str, Any]:
     """Train a baseline so a fresh machine can go end to end; writes an occ checkpoint.
 
+    Under torchrun (``occ train --nproc N``) the ranks train one model with
+    DistributedDataParallel, as ``compress`` does; rank 0 writes it.
+
     ``loss``: ``auto`` (cross-entropy, or MSE on a regression dataset), ``mse`` or ``l1``.
     ``trust_code``: allow ``arch`` to be a ``pkg.module:callable`` (``occ.trust``).
 
@@ -252,10 +255,18 @@ def train(arch: str, *, data: str = "mnist5k", epochs: int | None = None, out: s
               "image_size": image_size}
     spec = from_dict(DataSpec, {k: v for k, v in fields.items() if v is not None}, where="data")
     loss = resolve_loss(loss, task_of(spec.dataset), where="--loss")
-    return baseline.train_baseline(arch, kwargs or {}, spec, epochs=epochs, lr=lr, out=out,
-                                 seed=seed, device=device, loss=loss,
-                                 progress=progress or NullProgress(), trust_code=trust_code,
-                                 weight_decay=weight_decay, shift=shift)
+    from occ import distributed
+
+    try:  # under torchrun (``occ train --nproc N``): data-parallel, only rank 0 writes
+        ranked = distributed.setup()
+        return baseline.train_baseline(arch, kwargs or {}, spec, epochs=epochs, lr=lr,
+                                       out=out, seed=seed, device=str(ranked) if ranked else device,
+                                       loss=loss,
+                                       progress=progress or NullProgress(),
+                                       trust_code=trust_code, weight_decay=weight_decay,
+                                       shift=shift)
+    finally:
+        distributed.teardown()
 
 
 def evaluate(path: str | os.PathLike[str], *, data: str | None = None, root: str | None = None,

@@ -101,3 +101,42 @@ def test_a_world_size_without_torchrun_s_other_variables_exits_2(
             "torchrun" in result.stderr)
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (out / "model.occ").exists()
+
+
+TRAIN = ["train", "lenet5", "--width", "0.25", "--epochs", "1", "--batch-size", "128"]
+
+
+@pytest.mark.slow
+def test_train_under_two_gloo_processes_trains_one_model_that_rank_0_writes(
+        tmp_path: Path) -> None:
+    single = CliRunner().invoke(app, [*TRAIN, "--out", str(tmp_path / "one.pt"), "--json"])
+    assert single.exit_code == 0, single.stderr
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "two.pt"
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "occ", *TRAIN, "--out", str(out), "--json"],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, f"{proc.stderr[:4000]}\n...\n{proc.stderr[-1500:]}"
+    doc = json.loads(proc.stdout)  # only rank 0 printed: one JSON document
+    from occ.artifact.checkpoint import load_checkpoint
+
+    assert load_checkpoint(str(out), trust=False).meta["metrics"]["accuracy"] == doc["accuracy"]
+    # Each rank took half of each batch of 128 (the same steps as one process): one short
+    # epoch lands within the spread of such runs of the single process's accuracy.
+    assert abs(doc["accuracy"] - json.loads(single.stdout)["accuracy"]) < 5.0
+
+
+def test_train_one_epoch_prints_its_val_accuracy_without_a_slope(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, [*TRAIN, "--out", str(tmp_path / "x.pt")])
+    assert result.exit_code == 0, result.stderr
+    said = result.stdout + result.stderr  # the console writes to stderr when not a terminal
+    assert "val accuracy, last 1 epoch: " in said
+    assert "slope" not in said
+
+
+def test_train_nproc_beyond_the_machine_is_refused(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, [*TRAIN, "--out", str(tmp_path / "x.pt"), "--nproc", "999"])
+    assert result.exit_code == 2
+    assert "--nproc: must be in [1," in result.stderr
+    assert not (tmp_path / "x.pt").exists()

@@ -64,7 +64,8 @@ def compress(
 
 
 def _relaunch(nproc: int) -> None:
-    """Rerun this ``occ compress`` under torchrun with ``nproc`` processes, then exit."""
+    """Rerun this command (``occ compress`` / ``occ train``) under torchrun with ``nproc``
+    processes, then exit."""
     import subprocess
 
     from occ.distributed import launch_command
@@ -167,10 +168,16 @@ def train(
     image_size: Annotated[int | None, typer.Option(
         "--image-size", help="Resize images to this square side (imagefolder, torchvision "
                              "sets).")] = None,
+    nproc: Annotated[int | None, typer.Option(
+        "--nproc", help="Train with N data-parallel processes (launches torchrun).")] = None,
     trust_code: TrustCodeOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Train a baseline checkpoint (so a fresh machine can go end to end)."""
+    import os
+
+    if nproc is not None:
+        _relaunch(nproc)
     from occ import api
 
     kwargs = {"width": width} if width is not None else {}
@@ -180,6 +187,8 @@ def train(
                                     pad_to=pad_to, loss=loss, val_size=val_size,
                                     image_size=image_size, trust_code=trust_code,
                                     progress=_progress()), as_json)
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun only rank 0 prints
     if as_json:
         _emit_json(result)
     else:
@@ -189,6 +198,8 @@ def train(
                    else f"{result['accuracy']:.2f}% test accuracy")
         _console().print(f"{model} on {data}: {quality}, {result['params']:,} params -> {out}")
         if result.get("val_last"):
-            _console().print(f"val accuracy, last {len(result['val_last'])} epochs: "
+            slope = result.get("val_slope_pt_per_epoch")  # None after a single epoch
+            last = len(result["val_last"])
+            _console().print(f"val accuracy, last {last} epoch{'s' if last > 1 else ''}: "
                              + " ".join(f"{v:.1f}" for v in result["val_last"])
-                             + f" (slope {result['val_slope_pt_per_epoch']:+.3f} pt/epoch)")
+                             + (f" (slope {slope:+.3f} pt/epoch)" if slope is not None else ""))

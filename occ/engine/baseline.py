@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from occ import distributed
 from occ import metrics as metrics_mod
 from occ.artifact.checkpoint import save_checkpoint
 from occ.config import to_dict
@@ -117,7 +118,8 @@ def train_baseline(arch: str, kwargs: dict[str, Any], spec: DataSpec, *, epochs:
     for key in ("mean", "std"):  # the resolved values: eval reuses what training saw
         if recorded.get(key) is None and data.preprocess:
             recorded[key] = list(data.preprocess[key])
-    save_checkpoint(out, model, arch=arch, kwargs=kwargs, metrics=result, data=recorded)
+    if distributed.is_main():  # under torchrun the ranks hold one model: rank 0 writes it
+        save_checkpoint(out, model, arch=arch, kwargs=kwargs, metrics=result, data=recorded)
     return result
 
 
