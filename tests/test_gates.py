@@ -57,6 +57,24 @@ def test_a_drop_past_max_stage_drop_fails_and_a_smaller_one_passes() -> None:
         _check(_classes(97.0), _classes(96.0), spec=GuardSpec(max_stage_drop=0.5))
 
 
+def test_the_resume_hint_names_only_a_folder_that_holds_earlier_stages(tmp_path: Path) -> None:
+    saved = tmp_path / "stages"
+
+    def message(index: int) -> str:
+        with pytest.raises(StageError) as err:
+            check_stage(GuardSpec(), label="prune(magnitude)", index=index,
+                        before=_classes(97.2), after=_classes(11.0), baseline=_classes(97.2),
+                        config={"sparsity": 0.9, "epochs": 0}, details={},
+                        saved_dir=str(saved))
+        return str(err.value)
+
+    assert "--resume" not in message(1)  # no folder: nothing kept to resume from
+    saved.mkdir()
+    assert "--resume" not in message(0)  # the first stage: nothing earlier
+    assert f"earlier stages are kept in {saved} for --resume" in message(1)
+    assert "?." not in message(1) and "Nothing was written" in message(1)
+
+
 def test_disabled_guard_lets_anything_through() -> None:
     _check(_classes(97.0), _classes(10.0), spec=GuardSpec(enabled=False))
 

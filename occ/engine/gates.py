@@ -12,6 +12,7 @@ validation split only.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,11 +92,14 @@ def check_stage(spec: GuardSpec, *, label: str, index: int, before: Quality, aft
     broken = _broken(spec, before, after, baseline)
     if broken is None:
         return
-    cause = likely_cause(label, config, details, after)
+    cause = likely_cause(label, config, details, after).rstrip(".")
+    stop = "" if cause.endswith(("?", "!")) else "."
+    kept = (f"; earlier stages are kept in {saved_dir} for --resume"
+            if index > 0 and os.path.isdir(saved_dir) else "")
     raise StageError(
-        f"stages[{index}] {label}: {broken}; likely cause: {cause}. Nothing was written; "
-        f"earlier stages are kept in {saved_dir} for --resume (gate: guard in the recipe, "
-        f"'guard: {{enabled: false}}' or --no-guard turns it off)")
+        f"stages[{index}] {label}: {broken}; likely cause: {cause}{stop} Nothing was "
+        f"written{kept} (gate: guard in the recipe, 'guard: {{enabled: false}}' or "
+        "--no-guard turns it off)")
 
 
 def uninformative(baseline: Quality) -> bool:
