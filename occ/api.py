@@ -143,6 +143,7 @@ def ablate(recipe_path: str | os.PathLike[str], *, checkpoint: str | None = None
     (default: the recipe's output directory + ``-ablation``); rerunning into the same
     directory reuses every prefix already computed. ``tolerance``: accuracy points, or MAE
     (target units) on a regression task; None = 0.5 points / 5 % of the baseline's MAE.
+    The returned document also names that directory (``output``).
     """
     from occ import distributed
     from occ.engine import ablate as ablate_mod
@@ -187,12 +188,12 @@ def ablate(recipe_path: str | os.PathLike[str], *, checkpoint: str | None = None
                                           max_orders=max_orders, seed=sample_seed,
                                           tolerance=tolerance, checkpoint_sha=sha))
         if seeds is None:
-            return _public(docs[0])
+            return {**_public(docs[0]), "output": str(out_dir)}
         from occ.engine import ablate_seeds
 
         combined = ablate_seeds.combine(docs, list(seeds))
         ablate_seeds.write_outputs(combined, out_dir)
-        return combined
+        return {**combined, "output": str(out_dir)}
 
 
 def _public(doc: dict[str, Any]) -> dict[str, Any]:

@@ -97,6 +97,16 @@ def test_cli_json(fake_stages, recipe_factory, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["orders_run"] == 2 and doc["builtin_rank"] in (1, 2)
+    assert doc["output"] == str(tmp_path / "j")
+
+
+def test_cli_says_where_it_wrote(fake_stages, recipe_factory, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["ablate", str(recipe_factory(STAGES[:2])),
+                                      "--out", str(tmp_path / "t")])
+    assert result.exit_code == 0, result.stderr
+    said = " ".join((result.stdout + result.stderr).split())  # rich may wrap a long path
+    assert f"wrote ablation.json, ablation.md and ablation.png to {tmp_path / 't'}" in said
+    assert (tmp_path / "t" / "ablation.md").is_file()
 
 
 def test_an_edited_recipe_in_the_same_directory_stops_with_one_error(

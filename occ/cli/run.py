@@ -136,6 +136,7 @@ def ablate(
             console.print(f"[yellow]{p['pair'][0]}/{p['pair'][1]}: measured "
                           f"{p['measured_first']} first is better, the built-in order puts "
                           f"{p['builtin_first']} first[/yellow]")
+    console.print(f"wrote ablation.json, ablation.md and ablation.png to {doc['output']}")
 
 
 @app.command()
