@@ -71,9 +71,12 @@ def starter_recipe(model: str = "lenet5", data: str = "mnist5k", *, name: str | 
                                std=", ".join(map(str, IMAGENET_STD)))
             if image else _EMBEDDED_DATA if data in ("mnist5k", "digits")
             else "  root: data  # the dataset's files (never downloaded)\n")
-    kwargs = ("  # kwargs: {width: 0.5}  # builder arguments; num_classes comes from the data\n"
-              if not model.startswith("torchvision.") else
-              "  # kwargs: {}  # builder arguments; num_classes comes from the data\n")
+    if ":" in model:  # a user callable gets its arguments as written, none from the data
+        kwargs = "  # kwargs: {num_classes: 10}  # your builder's arguments, passed as written\n"
+    elif model.startswith("torchvision."):
+        kwargs = "  # kwargs: {}  # builder arguments; num_classes comes from the data\n"
+    else:
+        kwargs = "  # kwargs: {width: 0.5}  # builder arguments; num_classes comes from the data\n"
     stem = name or model.replace("torchvision.", "").replace(":", "-").replace(".", "-")
     return _STARTER.format(name=f"{stem}-compressed", model=model, data=data, file=file,
                            kwargs=kwargs, data_body=body)

@@ -39,6 +39,13 @@ def test_init_writes_a_recipe_that_validates(tmp_path: Path, model: str, data: s
     assert "prune(magnitude) → quantize → entropy_code" in checked.stdout
 
 
+def test_init_for_a_callable_says_its_arguments_are_passed_as_written() -> None:
+    result = invoke("init", "--model", "mynet.model:build")
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.stdout.splitlines() if "kwargs:" in x)
+    assert "num_classes" in line and "comes from the data" not in line
+
+
 def test_init_rejects_unknown_names_with_a_suggestion() -> None:
     result = invoke("init", "--model", "torchvision.resnet19")
     assert result.exit_code == 2
