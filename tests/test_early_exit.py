@@ -449,3 +449,14 @@ def test_config_round_trips() -> None:
     with pytest.raises(RecipeError, match="quantize_heads"):
         from_dict(EarlyExitConfig, {"quantize_heads": "always"})
     assert EarlyExitConfig().category == "dynamic" and EarlyExitConfig().num_exits == 2
+
+
+def test_a_stage_that_drops_every_exit_says_so(data, trained, tmp_path: Path,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    ctx = context(copy.deepcopy(trained), data, tmp_path)
+    with caplog.at_level("WARNING", logger="occ"):  # untrained heads cannot pay for themselves
+        result = early_exit_(ctx, EarlyExitConfig(exits=["features.2"], epochs=0,
+                                                  max_accuracy_drop=0.0))
+    assert result.details["points_kept"] == []
+    assert "early_exit dropped every exit (features.2)" in caplog.text
+    assert "the model runs without early exit" in caplog.text

@@ -275,3 +275,32 @@ def test_compress_recipe_with_id_then_magnitude(tmp_path) -> None:
     assert report.stages[0].metrics.macs <= 0.5 * report.baseline.macs
     loaded = loader.load(tmp_path / "out" / "model.occ")
     assert loaded.fc1.out_features < 75
+
+
+def test_a_norm_occ_cannot_rebuild_names_the_layer_to_exclude() -> None:
+    from types import SimpleNamespace
+
+    from occ.techniques.prune.common import record_reshape_, snapshot
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.GroupNorm(4, 8),
+                                torch.nn.Conv2d(8, 4, 1))
+    before = snapshot(model)
+    model[0] = torch.nn.Conv2d(3, 4, 3)  # as a channel prune slims it (and what it feeds)
+    model[1].weight = torch.nn.Parameter(torch.ones(4))
+    model[1].bias = torch.nn.Parameter(torch.zeros(4))
+    ctx = SimpleNamespace(model=model, record_edit=lambda *a, **k: None)
+    with pytest.raises(StageError, match=r"layer '1' \(GroupNorm\) changed shape but occ "
+                                         r"cannot rebuild that module type; add the layer "
+                                         r"that feeds it \('0'\) to the stage's exclude"):
+        record_reshape_(ctx, before, "prune(channel)")
+
+
+def test_channel_prune_that_slims_nothing_says_so(mnist, caplog: pytest.LogCaptureFixture) -> None:
+    ctx = make_ctx("lenet300", LENET, mnist)
+    with caplog.at_level("WARNING", logger="occ"):
+        result = prune_(ctx, cfg(method="channel", channel_ratio=0.5, exclude=["fc1", "fc2"],
+                                 epochs=0))
+    assert ctx.model.fc1.out_features == 75 and ctx.model.fc2.out_features == 25
+    assert "prune(channel) slimmed no layer (0 fewer MACs)" in caplog.text
+    assert "exclude: ['fc1', 'fc2']" in caplog.text
+    assert result.notes[0].startswith("prune(channel) slimmed no layer")

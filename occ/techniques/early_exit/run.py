@@ -43,6 +43,7 @@ calibration prices the heads that will run. A conv head's BN is folded into its 
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from occ.techniques.spec import StageResult
@@ -53,6 +54,8 @@ if TYPE_CHECKING:
 
 
 from occ.techniques.early_exit.config import EarlyExitConfig
+
+log = logging.getLogger("occ")
 
 
 def early_exit_(ctx: RunContext, config: EarlyExitConfig) -> StageResult:
@@ -107,6 +110,9 @@ def early_exit_(ctx: RunContext, config: EarlyExitConfig) -> StageResult:
     for op, args in head_edits(ee):  # replayed after early_exit: fold_bn, then quantize
         ctx.record_edit(op, **args)
     details.update(points_kept=list(ee.points), thresholds=list(ee.thresholds))
+    if calibrating and not ee.points:  # a stage that changed nothing: say so, loudly
+        log.warning("early_exit dropped every exit (%s): %s; the model runs without early "
+                    "exit", ", ".join(points), notes[-1])
     return StageResult(details=details, notes=notes)
 
 

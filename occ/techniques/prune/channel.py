@@ -18,6 +18,7 @@ may thin a cheap layer to almost nothing). Importance: ``l1`` / ``l2`` weight no
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -33,6 +34,8 @@ from occ.training import LossFn
 if TYPE_CHECKING:
     from occ.engine.context import RunContext
     from occ.techniques.prune.config import PruneConfig
+
+log = logging.getLogger("occ")
 
 # flops_reduction: channels are pruned globally in this many steps up to _MAX_RATIO of
 # all channels, no layer losing more than _MAX_RATIO of its own (so none vanishes).
@@ -127,4 +130,11 @@ def channel_prune_(ctx: RunContext, config: PruneConfig) -> StageResult:
     note = (f"channel pruning ({config.importance}): {100 * details['macs_reduction']:.1f}% "
             f"fewer MACs, {len(details['channels'])} layers slimmed (the exported graph "
             "has the slim shapes: fewer real MACs wherever it runs)")
+    if not details["channels"]:  # asked to slim, slimmed nothing: say so, not just report it
+        note = ("prune(channel) slimmed no layer (0 fewer MACs): no channel group could be "
+                f"removed from the layers it may prune (all but the classifier {classifier!r} "
+                f"and exclude: {list(config.exclude)}; an excluded layer keeps every channel "
+                "it shares with others, e.g. through a residual add); exclude fewer layers "
+                "or use method: magnitude")
+        log.warning("%s", note)
     return StageResult(details=details, notes=[note])

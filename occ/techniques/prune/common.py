@@ -85,8 +85,13 @@ def record_reshape_(ctx: RunContext, before: dict[str, Any], label: str) -> dict
         if spec is not None and spec != old_spec:
             changes[name] = spec
         elif spec is None and old_shapes is not None and shapes != old_shapes:
+            feeders = [n for n, m in ctx.model.named_modules() if n in changes
+                       and isinstance(m, COMPUTE)][-2:]  # the last slimmed before it
+            hint = (f"add the layer that feeds it ({' or '.join(map(repr, feeders))}) to the "
+                    "stage's exclude" if feeders else
+                    "exclude the Conv2d / Linear layer that feeds it")
             raise StageError(f"{label}: layer {name!r} ({type(module).__name__}) changed shape "
-                             "but occ cannot rebuild that module type; exclude it")
+                             f"but occ cannot rebuild that module type; {hint}")
     if changes:
         ctx.record_edit("reshape", modules=changes)
     return changes
