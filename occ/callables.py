@@ -12,9 +12,10 @@ looks in the working directory and the recipe's folder too, and says where it lo
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,22 @@ def import_callable(ref: str, *, where: str, search: Iterable[str | Path] = (),
     if not callable(fn):
         raise error(f"{module_name!r} has no callable {attr!r}", where=where)
     return fn
+
+
+@contextlib.contextmanager
+def user_folders(search: Iterable[str | Path] = ()) -> Iterator[None]:
+    """The working directory and ``search`` on ``sys.path`` for the block: where a trusted
+    unpickle (``--trust-checkpoint``) finds the user's classes, as :func:`import_callable`
+    finds their builders (the console script does not put the working directory there)."""
+    folders = [str(Path(p).resolve()) for p in (Path.cwd(), *search)]
+    added = [f for f in dict.fromkeys(folders) if f not in sys.path]
+    sys.path[len(sys.path):] = added  # after what is installed: never shadow a package
+    try:
+        yield
+    finally:
+        for f in added:
+            if f in sys.path:
+                sys.path.remove(f)
 
 
 def _import(module_name: str, folders: list[str]) -> Any:

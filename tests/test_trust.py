@@ -190,3 +190,27 @@ def test_pickle_scan_names_imports_without_running(tmp_path: Path) -> None:
         assert code_imports(path) == [f"{os.system.__module__}.system"]
     (tmp_path / "junk").write_bytes(b"\x80\x05garbage")
     assert code_imports(tmp_path / "junk") == []
+
+
+def test_a_trusted_whole_model_pickle_finds_the_users_classes_beside_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+    import sys
+
+    from occ.artifact.checkpoint import load_checkpoint
+
+    package = tmp_path / "usernet_beside"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "model.py").write_text(
+        "import torch\n\nclass Net(torch.nn.Module):\n    def __init__(self):\n"
+        "        super().__init__()\n        self.fc = torch.nn.Linear(4, 2)\n")
+    subprocess.run([sys.executable, "-c", "import torch; from usernet_beside.model import Net;"
+                    " torch.save(Net(), 'whole.pt')"], cwd=tmp_path, check=True)
+    monkeypatch.chdir(tmp_path)  # as `occ eval whole.pt --trust-checkpoint` run beside it
+    path = sys.path.copy()
+    with pytest.raises(TrustError, match="usernet_beside"):
+        load_checkpoint(tmp_path / "whole.pt")
+    loaded = load_checkpoint(tmp_path / "whole.pt", trust=True)
+    assert sorted(loaded.state_dict) == ["fc.bias", "fc.weight"]
+    assert sys.path == path  # the folders were on it for the unpickling only

@@ -12,12 +12,14 @@ import os
 import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from occ.artifact.pickle_scan import check_archive, code_imports, describe, pickle_imports
+from occ.callables import user_folders
 from occ.errors import CheckpointError
 from occ.io import atomic_write_bytes
 from occ.limits import MAX_CHECKPOINT_BYTES, check_input_file
@@ -49,7 +51,11 @@ def load_checkpoint(path: str | os.PathLike[str], *, trust: bool = False) -> Che
                             what="checkpoint")
     check_archive(path, size)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=not trust)
+        if trust:  # the user's own classes, beside them as their builders are
+            with user_folders([Path(path).parent]):
+                obj = torch.load(path, map_location="cpu", weights_only=False)
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         code = _code_names(path)
         if code:  # decided from the pickle's opcodes, not torch's wording (it changes)
