@@ -30,8 +30,9 @@ Per case, over every weight tensor of the model:
 - ``oracle`` (randomly initialised ResNet-20 only): the ideal code length of its integers
   under their true law (the zoo's init: Kaiming-normal fan-out convolutions, PyTorch's
   default uniform ``fc``), told the pruning threshold and every row's scale (so its
-  largest magnitude) for free.
-  What no coder of these integers can beat on average without knowing more than that.
+  largest magnitude) for free; ``bytes_scales_withheld``: the same without the scales (each
+  row's largest magnitude integrated out under its law). What no coder of these integers
+  can beat on average without knowing more than the law and the threshold.
 
     .venv/bin/python scripts/bench_coder.py [--nncodec-python /path/to/python] [--quick]
 
@@ -164,15 +165,20 @@ def oracle(weights: dict[str, np.ndarray], sparsity: float, bits: int) -> dict[s
     ``j`` with the law's mass over ``[(j - 1/2)·s, (j + 1/2)·s]`` between ``t`` and ``M``,
     and a sign bit. A row without survivors: every entry zero, ``G(t)`` each. Positions
     (which entries survive: ``log2(n / k)`` of the largest's place among them) and values
-    (the rest: magnitudes, signs, which survivor is the largest) are counted apart."""
+    (the rest: magnitudes, signs, which survivor is the largest) are counted apart.
+
+    ``bytes_scales_withheld``: the same law and threshold, but no row's scale: each row's
+    code length under the mixture over its largest magnitude ``M`` (``G(M)^n``'s law,
+    ``n`` the row's length, on a grid of ``SCALE_GRID`` cells above ``t``), i.e.
+    ``-log2 Σ P(M) P(row | M)``: what the integers cost when all a coder is handed is the
+    law and ``t``."""
     from scipy.special import ndtr
 
     threshold = np.quantile(np.concatenate([np.abs(w).ravel() for w in weights.values()]),
                             sparsity)
     qmax = 2 ** (bits - 1) - 1
     ints = quantize(weights, sparsity, bits)
-    j = np.arange(1, qmax + 1)
-    position_bits = value_bits = 0.0
+    position_bits = value_bits = withheld_bits = 0.0
     for name, w in weights.items():
         rows = w.reshape(w.shape[0], -1)
         q = np.abs(ints[name].reshape(rows.shape).astype(np.int64))
@@ -183,47 +189,64 @@ def oracle(weights: dict[str, np.ndarray], sparsity: float, bits: int) -> dict[s
             b = 1 / math.sqrt(w.shape[1])
             within = lambda x, b=b: np.clip(x / b, 0.0, 1.0)  # noqa: E731
         n = rows.shape[1]
+        grid, prior = _largest_grid(within, threshold, n)
         for r in range(rows.shape[0]):
-            k = int(np.count_nonzero(q[r]))
-            if not k:
-                position_bits -= n * math.log2(within(threshold))
+            if not q[r].any():
+                empty = -n * math.log2(within(threshold))
+                position_bits += empty
+                withheld_bits += empty
                 continue
-            big = float(np.abs(rows[r]).max())
-            s = big / qmax
-            # the largest entry is one of the k survivors (positions), which one of those
-            # at qmax does not matter (values); then its sign
-            position_bits += math.log2(n / k)
-            value_bits += math.log2(k / int((q[r] == qmax).sum())) + 1.0
-            whole, zero = float(within(big)), float(within(threshold))
-            live = whole - zero
-            position_bits -= (n - k) * math.log2(zero / whole) + (k - 1) * math.log2(live / whole)
-            lo = np.maximum((j - 0.5) * s, threshold)
-            hi = np.minimum((j + 0.5) * s, big)
-            mass = np.where(hi > lo, within(hi) - within(lo), 0.0) / live
-            others = np.sort(q[r][q[r] > 0])[:-1]  # one entry at qmax is the largest
-            value_bits += float(-np.log2(mass[others - 1]).sum()) + len(others)
+            pos, val = _row_bits(q[r], np.array([float(np.abs(rows[r]).max())]), within,
+                                 threshold, qmax)
+            position_bits, value_bits = position_bits + pos[0], value_bits + val[0]
+            pos, val = _row_bits(q[r], grid, within, threshold, qmax)
+            withheld_bits -= _log2_sum_exp2(np.log2(prior) - pos - val)
     return {"bytes": math.ceil((position_bits + value_bits) / 8),
             "positions_bytes": round(position_bits / 8), "values_bytes": round(value_bits / 8),
-            **_without_scales(ints)}
+            "bytes_scales_withheld": math.ceil(withheld_bits / 8)}
 
 
-def _without_scales(ints: dict[str, np.ndarray]) -> dict[str, int]:
-    """What the magnitudes and the row floors cost when the rows' scales are withheld but
-    each tensor's law of ``|q| - m_r`` per floor ``m_r`` is given for free: the order-0
-    entropy of those per (tensor, floor), and of the floors per tensor; no tables."""
-    magnitude_bits = floor_bits = 0.0
-    for q in ints.values():
-        rows = np.abs(q.reshape(q.shape[0], -1).astype(np.int64))
-        live = rows > 0
-        alive = live.any(axis=1)
-        floors = np.where(live, rows, np.iinfo(np.int64).max).min(axis=1)[alive]
-        floor_bits += entropy_bits(np.unique(floors, return_counts=True)[1])
-        above = (rows[alive] - floors[:, None])[live[alive]]
-        of_floor = np.repeat(floors, live[alive].sum(axis=1))
-        for m in np.unique(floors):
-            magnitude_bits += entropy_bits(np.bincount(above[of_floor == m]))
-    return {"magnitudes_given_floor_laws_bytes": round(magnitude_bits / 8),
-            "floors_given_their_law_bytes": round(floor_bits / 8)}
+SCALE_GRID = 512  # cells of a row's largest magnitude in ``bytes_scales_withheld``
+
+
+def _largest_grid(within, threshold: float, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(cell midpoints, their probabilities) of the largest of ``n`` magnitudes drawn from
+    ``within`` (a CDF), above ``threshold``, out to where ``within^n`` is 1 - 1e-12."""
+    hi = threshold * 1.001
+    while within(hi) ** n < 1 - 1e-12:
+        hi *= 1.01
+    edges = np.linspace(threshold, hi, SCALE_GRID + 1)
+    prior = np.diff(within(edges) ** n)
+    keep = prior > 0
+    return ((edges[1:] + edges[:-1]) / 2)[keep], prior[keep]
+
+
+def _row_bits(q: np.ndarray, big: np.ndarray, within, threshold: float,
+              qmax: int) -> tuple[np.ndarray, np.ndarray]:
+    """(position bits, value bits) of one row of magnitudes ``q`` (with survivors) given
+    its largest magnitude, for each of ``big``'s values (see ``oracle``)."""
+    n, k = len(q), int(np.count_nonzero(q))
+    s = big / qmax
+    whole, zero = within(big), float(within(threshold))
+    live = whole - zero
+    with np.errstate(divide="ignore"):
+        pos = math.log2(n / k) - (n - k) * np.log2(zero / whole) \
+            - (k - 1) * np.log2(live / whole)
+        j = np.arange(1, qmax + 1)
+        lo = np.maximum((j - 0.5) * s[:, None], threshold)
+        hi = np.minimum((j + 0.5) * s[:, None], big[:, None])
+        mass = np.where(hi > lo, within(hi) - within(lo), 0.0) / live[:, None]
+        others = np.bincount(np.sort(q[q > 0])[:-1], minlength=qmax + 1)[1:]  # less the largest
+        logs = np.where(others > 0, np.log2(np.where(mass > 0, mass, 1.0)), 0.0)
+        logs = np.where((others > 0) & (mass <= 0), -np.inf, logs)
+        val = math.log2(k / int((q == qmax).sum())) + 1.0 - logs @ others + (k - 1)
+    return pos, val
+
+
+def _log2_sum_exp2(x: np.ndarray) -> float:
+    """log2(Σ 2^x), stable; -inf terms (impossible cells) add nothing."""
+    top = float(np.max(x))
+    return top + math.log2(float(np.exp2(x - top).sum()))
 
 
 def best_of(fn, repeats: int) -> dict[str, Any]:
