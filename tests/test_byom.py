@@ -170,7 +170,7 @@ def test_api_model_in_model_out_matches_the_users_pipeline(user_run: dict,
 
 
 @pytest.mark.slow
-def test_wrong_normalisation_is_warned_loudly(user_run: dict, tmp_path: Path,
+def test_wrong_normalisation_stops_the_run_or_is_warned_loudly(user_run: dict, tmp_path: Path,
                                               caplog: pytest.LogCaptureFixture) -> None:
     base = user_run["base"]
     # A checkpoint that records its own accuracy, as user scripts often do.
@@ -182,7 +182,12 @@ def test_wrong_normalisation_is_warned_loudly(user_run: dict, tmp_path: Path,
     doc["stages"] = [{"type": "prune", "method": "magnitude", "sparsity": 0.1}]
     doc["output"] = str(tmp_path / "out")
     recipe.write_text(yaml.safe_dump(doc))
-    result = CliRunner().invoke(app, ["compress", str(recipe), "--json"])
+    stopped = CliRunner().invoke(app, ["compress", str(recipe), "--json"])
+    assert stopped.exit_code == 1, stopped.output  # at chance under it: stopped before work
+    error = json.loads(stopped.stdout)["error"]["message"]
+    assert "near chance" in error and "data.mean / data.std" in error
+    assert not (tmp_path / "out" / "model.occ").exists()
+    result = CliRunner().invoke(app, ["compress", str(recipe), "--json", "--no-guard"])
     assert result.exit_code == 0, result.output
     warnings = json.loads(result.stdout)["plan"]["warnings"]
     assert any("under this recipe's preprocessing (mean (0.9, 0.9, 0.9)" in w

@@ -257,3 +257,32 @@ def test_name_defaults_to_the_recipe_files_stem(tmp_path: Path) -> None:
     recipe = load_recipe(path)
     assert recipe.name == "my-lenet"
     assert parse_recipe(recipe.to_dict(), source="x.yaml") == recipe  # round-trips
+
+
+def test_an_input_model_at_chance_stops_before_any_stage(make, tmp_path: Path) -> None:
+    from occ.artifact.checkpoint import save_checkpoint
+    from occ.models import build_model
+
+    torch.manual_seed(0)
+    kwargs = {"width": 0.25, "in_channels": 1, "num_classes": 10, "input_hw": 8}
+    untrained = tmp_path / "untrained.pt"
+    save_checkpoint(untrained, build_model("lenet300", kwargs), arch="lenet300", kwargs=kwargs,
+                    metrics={})
+    path = make([MILD])
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["compress", str(path), "--checkpoint", str(untrained)])
+    assert result.exit_code == 1, result.output
+    line = _one_error_line(result)
+    assert "the input model scores" in line and "near chance (10.0% for 10 classes)" in line
+    assert "before any stage" in line and "--no-guard" in line
+    assert not (out / "model.occ").exists() and not list(out.glob("stages/*.occst"))
+    anyway = CliRunner().invoke(app, ["compress", str(path), "--checkpoint", str(untrained),
+                                      "--no-guard"])
+    assert anyway.exit_code == 0, anyway.output
+    assert "near chance" in anyway.stderr  # compressed as asked, and loudly
+    orders = CliRunner().invoke(app, ["ablate", str(make([MILD, {"type": "quantize",
+                                                                 "weight_bits": 8}])),
+                                      "--checkpoint", str(untrained)])
+    assert orders.exit_code == 1, orders.output  # once, before any order, not once per order
+    assert "the input model scores" in _one_error_line(orders)
+    assert not list((tmp_path / "out-ablation").glob("states/*"))

@@ -226,6 +226,11 @@ def test_compress_model_with_typed_configs_loaders_and_a_custom_loss(tmp_path: P
     data = torch.utils.data.TensorDataset(x, y)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU(),
                                 torch.nn.Linear(16, 2))
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(100):  # a trained model, as users hand in (at chance the gates refuse it)
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
     calls = []
 
     def loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -237,6 +237,7 @@ def ablate(recipe: Recipe, ctx: RunContext, *, out_dir: Path, max_orders: int | 
     by_label = {u.label: u for u in units}
     orders = choose_orders(units, max_orders, seed)
     builtin = builtin_order(units)
+    runner.check_input_model(ctx)  # once, before any order runs
     run = _Runner(recipe, ctx, out_dir, checkpoint_sha)
     base_metrics, run.base_out = runner.measure_ctx(ctx, run._plan([]), None)
     run.targets = torch.cat([y for _, y in ctx.loader("test")])

@@ -104,11 +104,28 @@ def check_stage(spec: GuardSpec, *, label: str, index: int, before: Quality, aft
 
 def uninformative(baseline: Quality) -> bool:
     """True when the baseline itself is at chance (or no better than a constant): then
-    neither a collapse nor a drop can be told from noise, and the gates stand aside (the
-    runner warns about the baseline instead)."""
+    neither a collapse nor a drop can be told from noise (``check_baseline`` refuses to
+    start)."""
     if baseline.accuracy is not None:
         return baseline.accuracy <= baseline.near_chance
     return baseline.mae is not None and baseline.mae >= baseline.near_constant
+
+
+def check_baseline(baseline: Quality) -> None:
+    """Raise ``StageError`` when the input model is itself at chance on the val split:
+    compressing it would write a chance-level model that no gate could tell from a good
+    one (the gates on; ``--no-guard`` compresses it anyway, with a warning)."""
+    if not uninformative(baseline):
+        return
+    level = (f"{baseline.accuracy:.2f}% on the val split, near chance ({baseline.chance:.1f}% "
+             f"for {baseline.classes} classes)" if baseline.accuracy is not None else
+             f"val MAE {baseline.mae:.4g}, about as good as a constant "
+             f"({baseline.constant_mae:.4g})")
+    raise StageError(
+        f"the input model scores {level} before any stage: check the checkpoint and the data's "
+        "preprocessing (data.mean / data.std / data.image_size against the pipeline it was "
+        "trained with); nothing was written ('guard: {enabled: false}' or --no-guard "
+        "compresses it anyway)")
 
 
 def _broken(spec: GuardSpec, before: Quality, after: Quality, baseline: Quality) -> str | None:

@@ -142,6 +142,7 @@ def _run_locked(plan: Plan, ctx: RunContext, *, resume: bool) -> Report:
     report = Report(name=recipe.name, source=recipe.source, plan=plan.to_dict(),
                     baseline=base_metrics, device=str(ctx.device), out_dir=str(ctx.out_dir))
     _warn_baseline(ctx, report, base_metrics.accuracy)
+    check_input_model(ctx)
     main = distributed.is_main()
     sha = (resume_mod.file_sha256(str(recipe.model.checkpoint)) if recipe.model.checkpoint
            else IN_MEMORY)  # a model handed in from Python (occ.engine.model_api)
@@ -217,6 +218,12 @@ def run_stage(ctx: RunContext, plan: Plan, i: int,
                        notes=result.notes), outputs
 
 
+def check_input_model(ctx: RunContext) -> None:
+    """Stop before any stage (``StageError``, exit 1) when the gates are on and the input
+    model is itself at chance on the val split (``occ.engine.gates.check_baseline``)."""
+    _val_quality(ctx, baseline=True)
+
+
 def _val_quality(ctx: RunContext, *, baseline: bool = False,
                  fresh: bool = False) -> gates.Quality | None:
     """Val quality of ``ctx.model`` (or of the baseline), measured once per model state.
@@ -236,12 +243,8 @@ def _val_quality(ctx: RunContext, *, baseline: bool = False,
     outputs, targets = predict(model, ctx.loader("val"), ctx.device)
     q = gates.quality(outputs, targets, ctx.data.num_classes)
     ctx.gate_cache[key] = (weakref.ref(model), q)
-    if baseline and gates.uninformative(q):
-        level = (f"{q.accuracy:.2f}% on the val split, near chance ({q.chance:.1f}%)"
-                 if q.accuracy is not None else
-                 f"val MAE {q.mae:.4g}, about as good as a constant ({q.constant_mae:.4g})")
-        log.warning("the baseline scores %s: check the checkpoint and the data's "
-                    "preprocessing; the quality gates cannot judge stages against it", level)
+    if baseline:
+        gates.check_baseline(q)
     return q
 
 
