@@ -273,11 +273,15 @@ def train(arch: str, *, data: str = "mnist5k", epochs: int | None = None, out: s
 def evaluate(path: str | os.PathLike[str], *, data: str | None = None, root: str | None = None,
              trust_checkpoint: bool = False, trust_code: bool = False, latency: bool = False,
              latency_runs: int = 100, arch: str | None = None,
-             kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+             kwargs: dict[str, Any] | None = None, mean: list[float] | None = None,
+             std: list[float] | None = None) -> dict[str, Any]:
     """Accuracy, params, size, MACs, BitOps (and exits) of a checkpoint or an artifact.
 
     A plain state dict (no occ metadata) needs ``arch`` (zoo name, ``torchvision.<fn>`` or
     ``pkg.module:callable``) and, where the classifier does not imply them, ``kwargs``.
+    ``mean`` / ``std`` (per channel, or one value for all) replace the recorded or default
+    normalisation; the result's ``preprocess`` and ``preprocess_source`` (``options``,
+    ``recorded`` or ``default``) say what was used.
 
     With ``latency``, also the median / p90 batch-1 and batch-64 forward latency over
     ``latency_runs`` timed runs (``occ.latency``), under the key ``latency``. An ``.onnx``
@@ -290,12 +294,12 @@ def evaluate(path: str | os.PathLike[str], *, data: str | None = None, root: str
     if Path(path).suffix.lower() == ".onnx":  # onnxruntime, through occ.deploy.runtime
         from occ.deploy.onnx_eval import evaluate_onnx
 
-        return evaluate_onnx(path, data=data, root=root,
+        return evaluate_onnx(path, data=data, root=root, mean=mean, std=std,
                              latency_runs=latency_runs if latency else None)
     return evaluate.evaluate_path(Path(path), data=data, root=root,
                                 trust_checkpoint=trust_checkpoint, trust_code=trust_code,
                                 latency_runs=latency_runs if latency else None, arch=arch,
-                                kwargs=kwargs)
+                                kwargs=kwargs, mean=mean, std=std)
 
 
 def export(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *,

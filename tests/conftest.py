@@ -104,3 +104,56 @@ def ctx_rejects_corruption():
             assert out.size == flat.size and out.dtype == flat.dtype
 
     return check
+
+
+FOLDER_MEAN, FOLDER_STD = [0.3, 0.3, 0.3], [0.25, 0.25, 0.25]
+
+
+def write_shape_folder(root: Path, classes: list[str], per_class: int = 12, size: int = 8,
+                       splits: tuple[str, ...] = ("train", "test")) -> None:
+    """Tiny ImageFolder: noisy PNGs whose class sets which colour channel is bright."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in splits:
+        for k, cls in enumerate(classes):
+            (root / split / cls).mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                img = rng.integers(0, 90, size=(size, size, 3))
+                img[..., k % 3] += 120 + 40 * (k // 3)
+                Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(
+                    root / split / cls / f"{i}.png")
+
+
+@pytest.fixture(scope="session")
+def folder_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A 3-class ImageFolder, an occ checkpoint trained on it with mean 0.3 / std 0.25 (and
+    the same weights as a plain state dict), and its entropy-coded artifact; images are
+    resized to imagefolder's default 32 x 32."""
+    import torch
+
+    from occ import api
+    from occ.artifact.checkpoint import load_checkpoint
+    from occ.engine.baseline import train_baseline
+    from occ.progress import NullProgress
+    from occ.recipe import DataSpec
+
+    base = tmp_path_factory.mktemp("folder")
+    write_shape_folder(base / "data", ["circle", "square", "triangle"])
+    spec = DataSpec(dataset="imagefolder", root=str(base / "data"),
+                    mean=FOLDER_MEAN, std=FOLDER_STD, batch_size=16, val_size=6)
+    ckpt = base / "ckpt.pt"
+    train_baseline("lenet5", {"width": 0.25}, spec, epochs=3, lr=0.05, out=str(ckpt), seed=0,
+                   device="cpu", progress=NullProgress())
+    torch.save(load_checkpoint(ckpt).state_dict, base / "plain.pt")
+    doc = {"version": 1, "name": "folder", "seed": 0,
+           "model": {"arch": "lenet5", "kwargs": {"width": 0.25}, "checkpoint": str(ckpt)},
+           "data": {"dataset": "imagefolder", "root": str(base / "data"),
+                    "mean": FOLDER_MEAN, "std": FOLDER_STD, "batch_size": 16, "val_size": 6},
+           "stages": [{"type": "entropy_code"}], "output": str(base / "out")}
+    recipe = base / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(doc, sort_keys=False))
+    artifact = Path(api.compress(recipe).artifact)
+    return {"base": base, "data": base / "data", "checkpoint": ckpt,
+            "plain": base / "plain.pt", "artifact": artifact}

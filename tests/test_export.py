@@ -256,3 +256,33 @@ def test_missing_onnx_package_is_one_line(pruned: Path, tmp_path: Path,
     result = CliRunner().invoke(app, ["export", str(pruned), "--out", str(out)])
     _one_line(result, "needs the onnx package: pip install 'occ[export]'")
     assert not out.exists()
+
+
+def test_float_export_records_the_data_and_eval_measures_it_like_the_artifact(
+        folder_run: dict, tmp_path: Path) -> None:
+    """An ImageFolder model trained with mean 0.3 / std 0.25: ``occ eval model.onnx`` finds
+    the data, its normalisation and class names in the file, as ``occ eval model.occ``."""
+    out = tmp_path / "model.onnx"
+    api.export(folder_run["artifact"], out)
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert json.loads(meta["occ_data"])["mean"] == [0.3, 0.3, 0.3]
+    assert json.loads(meta["occ_classes"]) == ["circle", "square", "triangle"]
+    artifact = api.evaluate(folder_run["artifact"])
+    for extra in ([], ["--data", "imagefolder", "--root", str(folder_run["data"])]):
+        res = CliRunner().invoke(app, ["eval", str(out), *extra, "--json"])
+        assert res.exit_code == 0, res.output
+        doc = json.loads(res.stdout)
+        assert doc["preprocess"] == artifact["preprocess"]
+        # onnxruntime's float sums are not torch's: at most one near-tie flip of 36 images
+        assert doc["accuracy"] == pytest.approx(artifact["accuracy"], abs=100 / 36 + 1e-4)
+    # data the graph's input does not fit: one line, exit 2
+    res = CliRunner().invoke(app, ["eval", str(out), "--data", "mnist5k"])
+    assert res.exit_code == 2 and res.stderr.count("\n") == 1
+    assert "input is batchx3x32x32" in res.stderr and "1x28x28" in res.stderr
+    # a file from another exporter records no data: --data is needed, not a guess
+    proto = onnx.load(str(out))
+    del proto.metadata_props[:]
+    foreign = tmp_path / "foreign.onnx"
+    onnx.save(proto, str(foreign))
+    res = CliRunner().invoke(app, ["eval", str(foreign)])
+    assert res.exit_code == 2 and "records no data" in res.stderr and "--data" in res.stderr

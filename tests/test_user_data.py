@@ -260,3 +260,104 @@ def test_user_model_in_the_working_directory_imports_without_pythonpath(
     monkeypatch.chdir(tmp_path)  # the console script does not put the cwd on sys.path
     assert isinstance(build_model("occ_user_net_c.nets:build", allow_callables=True),
                       torch.nn.Linear)
+
+
+def _copy_folder(src: Path, dst: Path, rename: dict[str, str]) -> Path:
+    """A copy of ImageFolder ``src`` with class folders renamed (``old -> new``)."""
+    import shutil
+
+    for split in ("train", "test"):
+        for cls in (src / split).iterdir():
+            shutil.copytree(cls, dst / split / rename.get(cls.name, cls.name))
+    return dst
+
+
+def test_class_names_are_recorded_and_data_that_renumbers_them_is_refused(
+        folder_run: dict, tmp_path: Path) -> None:
+    from occ.artifact.checkpoint import load_checkpoint
+    from occ.artifact.container import read_artifact, write_artifact
+
+    names = ["circle", "square", "triangle"]
+    assert load_checkpoint(folder_run["checkpoint"]).meta["classes"] == names
+    inspected = CliRunner().invoke(app, ["inspect", str(folder_run["artifact"]), "--json"])
+    assert json.loads(inspected.stdout)["header"]["data"]["classes"] == names
+    # "circle" renamed "zircle": same count, but sorting makes it index 2, not 0
+    moved = _copy_folder(folder_run["data"], tmp_path / "moved", {"circle": "zircle"})
+    for path in (folder_run["artifact"], folder_run["checkpoint"]):
+        res = CliRunner().invoke(app, ["eval", str(path), "--root", str(moved)])
+        assert res.exit_code == 2, res.output
+        assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
+        assert "circle" in res.stderr and "zircle" in res.stderr
+    # An artifact from before names were recorded: unknown, so not checked.
+    artifact = read_artifact(folder_run["artifact"])
+    header = json.loads(json.dumps(artifact.header))
+    del header["data"]["classes"]
+    old = tmp_path / "old.occ"
+    write_artifact(old, header, artifact.tensors)
+    res = CliRunner().invoke(app, ["eval", str(old), "--root", str(moved), "--json"])
+    assert res.exit_code == 0, res.output
+
+
+def test_a_model_whose_outputs_are_not_the_data_classes_is_refused(
+        folder_run: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import FOLDER_MEAN, FOLDER_STD, write_shape_folder
+
+    four = tmp_path / "four"
+    write_shape_folder(four, ["a", "b", "c", "d"], per_class=4)
+    res = CliRunner().invoke(app, ["eval", str(folder_run["plain"]), "--arch", "lenet5",
+                                   "--kwargs", '{"width": 0.25, "in_channels": 3, '
+                                   '"input_hw": 32, "num_classes": 3}', "--data",
+                                   "imagefolder", "--root", str(four)])
+    assert res.exit_code == 2, res.output
+    assert "3 outputs" in res.stderr and "4 classes" in res.stderr
+    assert "num_classes" in res.stderr and res.stderr.count("\n") == 1
+    # compress: a user callable that ignores the data's class count, refused before work
+    (tmp_path / "threenet.py").write_text(
+        "import torch\n"
+        "def build():\n"
+        "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 3))\n")
+    import torch
+
+    torch.save(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 3))
+               .state_dict(), tmp_path / "three.pt")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "version": 1, "name": "three", "model": {"arch": "threenet:build",
+                                                 "checkpoint": "three.pt"},
+        "data": {"dataset": "imagefolder", "root": str(four), "mean": FOLDER_MEAN,
+                 "std": FOLDER_STD, "val_size": 4},
+        "stages": [{"type": "entropy_code"}], "output": str(tmp_path / "out")}))
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["compress", str(recipe), "--trust-code"])
+    assert res.exit_code == 2, res.output
+    assert "3 outputs" in res.stderr and "4 classes" in res.stderr
+    assert "model.kwargs.num_classes" in res.stderr and "near chance" not in res.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_eval_of_a_plain_state_dict_takes_mean_and_std(folder_run: dict) -> None:
+    args = ["eval", str(folder_run["plain"]), "--arch", "lenet5", "--kwargs",
+            '{"width": 0.25, "in_channels": 3, "input_hw": 32, "num_classes": 3}',
+            "--data", "imagefolder", "--root", str(folder_run["data"]), "--json"]
+    default = json.loads(CliRunner().invoke(app, args).stdout)
+    assert default["preprocess_source"] == "default"
+    assert default["preprocess"]["mean"] == pytest.approx([0.485, 0.456, 0.406])
+    given = CliRunner().invoke(app, [*args, "--mean", "0.3", "--std", "0.25,0.25,0.25"])
+    assert given.exit_code == 0, given.output
+    doc = json.loads(given.stdout)
+    assert doc["preprocess_source"] == "options"
+    assert doc["preprocess"]["mean"] == [0.3] * 3
+    assert doc["preprocess"]["std"] == [0.25] * 3
+    # the same figure as the occ checkpoint, which records that normalisation
+    recorded = json.loads(CliRunner().invoke(
+        app, ["eval", str(folder_run["checkpoint"]), "--json"]).stdout)
+    assert recorded["preprocess_source"] == "recorded"
+    assert doc["accuracy"] == pytest.approx(recorded["accuracy"], abs=1e-9)
+    table = CliRunner().invoke(app, args[:-1] + ["--mean", "0.3", "--std", "0.25"])
+    assert "from --mean / --std" in table.output
+    for flag, value, expected in (("--std", "0", "must be > 0"), ("--mean", "0.1,0.2",
+                                  "1 or 3 finite numbers"), ("--mean", "x", "numbers"),
+                                  ("--std", "nan", "finite")):
+        bad = CliRunner().invoke(app, [*args[:-1], flag, value])
+        assert bad.exit_code == 2 and f"{flag}: " in bad.stderr and expected in bad.stderr
+        assert bad.stderr.count("\n") == 1

@@ -1,7 +1,8 @@
 """Input and baseline checkpoints: safe loading with ``weights_only=True``.
 
 occ writes checkpoints as ``{"occ_checkpoint": 1, "arch": ..., "kwargs": ...,
-"state_dict": ..., "metrics": ...}`` (tensors and plain data only). It reads those, bare
+"state_dict": ..., "metrics": ..., "data": ..., "classes": ...}`` (tensors and plain data
+only; ``classes`` only where the data names them). It reads those, bare
 state dicts, and the common ``{"state_dict": ...}`` / ``{"model_state_dict": ...}``
 wrappers. A file that needs arbitrary unpickling is refused unless the caller trusts it.
 """
@@ -148,12 +149,19 @@ def load_into(model: nn.Module, checkpoint: Checkpoint, *, where: str, arch: str
 
 def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, *, arch: str,
                     kwargs: dict[str, Any], metrics: dict[str, Any],
-                    data: dict[str, Any] | None = None) -> None:
-    """Write an occ checkpoint atomically (loadable with ``weights_only=True``)."""
+                    data: dict[str, Any] | None = None,
+                    classes: list[str] | None = None) -> None:
+    """Write an occ checkpoint atomically (loadable with ``weights_only=True``).
+
+    ``classes``: the data's class names in index order (ImageFolder), recorded so that
+    ``occ eval`` / ``occ compress`` refuse data that numbers the classes differently.
+    """
     import io
 
     buf = io.BytesIO()
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    extra = {"classes": list(classes)} if classes is not None else {}
     torch.save({"occ_checkpoint": 1, "arch": arch, "kwargs": dict(kwargs),
-                "state_dict": state, "metrics": dict(metrics), "data": dict(data or {})}, buf)
+                "state_dict": state, "metrics": dict(metrics), "data": dict(data or {}),
+                **extra}, buf)
     atomic_write_bytes(path, buf.getvalue())

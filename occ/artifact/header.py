@@ -6,7 +6,7 @@
      "model": {"arch", "kwargs", "input_shape", "num_classes"},   # what rebuilds the model
      "edits": [{"op", "args"}, ...],                               # replayed in order
      "recipe": {...}, "plan": {...}, "metrics": {...},             # how it was made
-     "data": {"dataset", "task", "root", "preprocess"},            # what it was measured on
+     "data": {"dataset", "task", "root", "preprocess", "classes"}, # what it was measured on
      "encoding": {...}, "state": {...}}                            # stage states (--resume)
 
 The container (``occ.artifact.container``) adds ``streams``, the table of the tensors, and
@@ -102,6 +102,17 @@ def recorded_data(header: dict[str, Any]) -> dict[str, Any]:
     """``data``: what the artifact was measured on (dataset, task, root, preprocess)."""
     found = header.get("data")
     return found if isinstance(found, dict) else {}
+
+
+def recorded_classes(header: dict[str, Any]) -> list[str] | None:
+    """``data.classes``: the class names in index order (ImageFolder's ``class_to_idx``);
+    None when not recorded (an artifact from before they were, or data without names)."""
+    found = recorded_data(header).get("classes")
+    if found is None:
+        return None
+    if not (isinstance(found, list) and all(isinstance(c, str) for c in found)):
+        raise ArtifactError("header data.classes is not a list of names")
+    return found
 
 
 def encoding(header: dict[str, Any]) -> dict[str, Any]:

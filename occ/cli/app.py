@@ -131,6 +131,29 @@ def _seed_list(text: str | None) -> list[int] | None:
                           where="--seeds") from None
 
 
+def _channel_values(text: str | None, flag: str, *, positive: bool = False
+                    ) -> list[float] | None:
+    """``--mean 0.3,0.3,0.3`` as 1 or 3 finite floats (``positive``: each > 0, for
+    ``--std``); RecipeError naming the flag otherwise."""
+    import math
+
+    from occ.errors import RecipeError
+
+    if text is None:
+        return None
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise RecipeError(f"must be comma-separated numbers (1 or 3, per channel), got "
+                          f"{text!r}", where=flag) from None
+    if len(values) not in (1, 3) or not all(math.isfinite(v) for v in values):
+        raise RecipeError(f"must be 1 or 3 finite numbers (per channel), got {text!r}",
+                          where=flag)
+    if positive and not all(v > 0 for v in values):
+        raise RecipeError(f"must be > 0, got {text!r}", where=flag)
+    return values
+
+
 def _json_option(text: str | None, flag: str) -> dict[str, Any] | None:
     """Parse a JSON-object option (``--kwargs``); RecipeError naming the flag."""
     from occ.errors import RecipeError

@@ -11,6 +11,7 @@ from occ.cli.app import (
     JsonOpt,
     TrustCkptOpt,
     TrustCodeOpt,
+    _channel_values,
     _console,
     _emit_json,
     _json_option,
@@ -35,6 +36,11 @@ def eval_(
     kwargs: Annotated[str | None, typer.Option(
         "--kwargs", help="JSON keyword arguments for --arch, e.g. '{\"num_classes\": 3}'.")]
     = None,
+    mean: Annotated[str | None, typer.Option(
+        "--mean", help="Per-channel mean the model was trained with, e.g. 0.3,0.3,0.3 "
+                       "(default: the recorded one, else the dataset's).")] = None,
+    std: Annotated[str | None, typer.Option(
+        "--std", help="Per-channel std, e.g. 0.25,0.25,0.25 (default: as --mean).")] = None,
     latency: Annotated[bool, typer.Option(
         "--latency", help="Also time batch-1 and batch-64 forwards (median, p90).")] = False,
     latency_runs: Annotated[int, typer.Option(
@@ -45,10 +51,12 @@ def eval_(
     from occ import api
 
     parsed = _run(lambda: _json_option(kwargs, "--kwargs"), as_json)
+    means = _run(lambda: _channel_values(mean, "--mean"), as_json)
+    stds = _run(lambda: _channel_values(std, "--std", positive=True), as_json)
     result = _run(lambda: api.evaluate(path, data=data, root=root,
                                        trust_checkpoint=trust_checkpoint, trust_code=trust_code,
                                        latency=latency, latency_runs=latency_runs, arch=arch,
-                                       kwargs=parsed), as_json)
+                                       kwargs=parsed, mean=means, std=stds), as_json)
     if as_json:
         _emit_json(result)
         return
@@ -71,6 +79,8 @@ def eval_(
                       else f"{v:,}")
     if result.get("exits"):
         table.add_row("exits", json.dumps(result["exits"].get("shares")))
+    if result.get("preprocess"):
+        table.add_row("preprocess", _normalisation(result))
     lat = result.get("latency")
     for b in lat["batches"] if lat else []:
         table.add_row(f"latency batch {b['batch_size']} (median / p90)",
@@ -84,6 +94,19 @@ def eval_(
                       "timed runs")
         for note in lat["notes"]:
             console.print(f"  note: {note}")
+
+
+_SOURCES = {"options": "from --mean / --std", "recorded": "recorded with the model",
+            "default": "the dataset's default; --mean / --std if trained otherwise"}
+
+
+def _normalisation(result: dict) -> str:
+    """``mean (...), std (...) [where from]``: the normalisation ``occ eval`` used."""
+    pre = result["preprocess"]
+    values = ", ".join(f"{key} ({', '.join(f'{v:g}' for v in pre.get(key) or [])})"
+                       for key in ("mean", "std"))
+    source = _SOURCES.get(result.get("preprocess_source", ""), "")
+    return f"{values} ({source})" if source else values
 
 
 @app.command()

@@ -54,6 +54,8 @@ class DataBundle:
         input_shape: ``(C, H, W)`` of one sample after resizing and padding.
         task: ``"classification"`` (int64 class targets) or ``"regression"`` (float32
             targets of shape ``(num_classes,)``).
+        classes: The class names in index order where the data names them (ImageFolder's
+            ``class_to_idx``, sorted folder names); None otherwise.
     """
 
     name: str
@@ -65,6 +67,7 @@ class DataBundle:
     task: str = "classification"
     preprocess: dict[str, Any] | None = None
     calib: Dataset | None = None
+    classes: list[str] | None = None
 
     def split(self, split: str) -> Dataset:
         """Return the dataset of ``split`` (``"train"``, ``"val"``, ``"test"`` or ``"calib"``).

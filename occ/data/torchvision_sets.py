@@ -150,8 +150,10 @@ def load_imagefolder(spec: DataSpecLike, *, user_transform: Callable | None = No
     val = None if val_dir is None else _open_test_folder(val_dir, classes, transform)
     calib = (_open_test_folder(root / "calib", classes, transform)
              if (root / "calib").is_dir() else None)
-    return _assemble("imagefolder", train_aug, train_eval, test, len(classes), shape, spec, pre,
-                     val=val, calib=calib)
+    bundle = _assemble("imagefolder", train_aug, train_eval, test, len(classes), shape, spec,
+                       pre, val=val, calib=calib)
+    bundle.classes = list(train_eval.classes)  # index order: what a model's outputs mean
+    return bundle
 
 
 def _augments(pre: preprocess.Preprocess, user_transform: Callable | None) -> bool:

@@ -9,7 +9,7 @@ split of the artifact's recorded data, next to ``occ.load``'s model in torch:
 
 else ``StageError`` (exit 1) and nothing is written. The figures go in the result and in
 the file's ``metadata_props`` (``occ_check``), next to the data spec the runtime and
-``occ eval model.onnx`` read back (``occ_data``), and, for early-exit models, the exit
+``occ eval model.onnx`` read back (``occ.deploy.data_meta``), and, for early-exit models, the exit
 points, thresholds, criterion and the tensors where the graph is cut per segment
 (``occ_exit_cuts``, read by ``occ.deploy.runtime``).
 """
@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ import torch
 from torch import nn
 
 from occ.artifact import header as artifact_header
+from occ.deploy.data_meta import artifact_spec, data_metadata
 from occ.deploy.onnx import _check_out, _load, _need, is_early_exit
 from occ.deploy.runtime import ort_session
 from occ.errors import RecipeError, StageError
@@ -38,15 +38,6 @@ MIN_AGREEMENT = 99.0
 MAX_ACCURACY_DROP = 0.2
 CALIB_SAMPLES = 512
 EVAL_BATCH = 256
-
-
-def _data_spec(header: dict[str, Any]) -> Any:
-    """The artifact's recorded data spec, with the preprocessing it was measured with:
-    the same reading as ``occ eval`` (``occ.engine.evaluate.data_for``)."""
-    from occ.engine.evaluate import data_for
-
-    recorded = artifact_header.recorded_data(header)
-    return data_for(artifact_header.recipe_data(header), None, None, recorded.get("preprocess"))
 
 
 def check_int8(data: bytes, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *,
@@ -96,7 +87,7 @@ def _split(data: Any, split: str, limit: int | None = None) -> tuple[torch.Tenso
     return (x[:limit], y[:limit]) if limit is not None else (x, y)
 
 
-def _metadata(header: dict[str, Any], model: nn.Module, spec: Any, check: dict[str, Any],
+def _metadata(header: dict[str, Any], model: nn.Module, check: dict[str, Any],
               cuts: list[str] | None, layers: int) -> dict[str, str]:
     m = artifact_header.model_spec(header)
     meta = {"occ_version": __version__, "occ_format": "onnx-qdq", "arch": str(m.get("arch")),
@@ -104,7 +95,7 @@ def _metadata(header: dict[str, Any], model: nn.Module, spec: Any, check: dict[s
             "quantized_layers": str(layers),
             "quantization": "QDQ: occ's int8 weights (per-channel scales), int32 biases and "
                             "input scales; other tensors calibrated (MinMax, uint8)",
-            "occ_data": json.dumps(asdict(spec)), "occ_check": json.dumps(check)}
+            **data_metadata(header), "occ_check": json.dumps(check)}
     if cuts is not None:
         meta.update({"exit_points": ",".join(model.points),
                      "exit_thresholds": ",".join(repr(t) for t in model.thresholds),
@@ -145,7 +136,7 @@ def export_int8(path: str | os.PathLike[str], out: str | os.PathLike[str] | None
     _check_out(src, dst)
     header, model, shape = _load(src, trust_code=trust_code)
     model.eval()
-    spec = _data_spec(header)
+    spec = artifact_spec(header)
     data = load_data(spec, trust_code=trust_code)
     x_test, y_test = _split(data, "test")
     if y_test.is_floating_point():
@@ -163,7 +154,7 @@ def export_int8(path: str | os.PathLike[str], out: str | os.PathLike[str] | None
     padded = _padded_convs(proto)
     check = check_int8(proto.SerializeToString(), model, x_test, y_test,
                        min_agreement=min_agreement, max_accuracy_drop=max_accuracy_drop)
-    for key, value in _metadata(header, model, spec, check, cuts, layers).items():
+    for key, value in _metadata(header, model, check, cuts, layers).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     proto.doc_string = "exported by occ export --format onnx-qdq (see metadata_props)"

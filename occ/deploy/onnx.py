@@ -17,9 +17,9 @@ What the file holds:
   backbone's end), then every head's logits ``exit<i>_logits`` and the backbone's own
   ``final_logits``. ONNX has no per-row early stop, so the graph runs every head for every
   row and picks with ``Where``: same outputs as occ, full compute.
-- ``metadata_props``: occ version, input shape, classes, the preprocessing (``preprocess``,
-  JSON: mean, std, sizes, channel order), exit points and thresholds,
-  quantized layers.
+- ``metadata_props``: occ version, input shape, classes, the data spec, class names and
+  preprocessing ``occ eval model.onnx`` reads back (``occ.deploy.data_meta``), exit points
+  and thresholds, quantized layers.
 
 Exporter: torch's TorchScript-based exporter (``dynamo=False``) by default: it needs only
 the ``onnx`` package and exports a LeNet in about a second, on every torch occ supports.
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import copy
 import io
-import json
 import logging
 import math
 import os
@@ -48,6 +47,7 @@ from torch import nn
 
 from occ.artifact import header as artifact_header
 from occ.artifact.container import MAGIC, read_artifact
+from occ.deploy.data_meta import data_metadata
 from occ.engine import load as loader
 from occ.errors import ArtifactError, OccError, RecipeError, StageError
 from occ.io import atomic_write_bytes
@@ -256,10 +256,8 @@ def _metadata(header: dict[str, Any], model: nn.Module, quantized: int) -> dict[
             "input_shape": str(spec.get("input_shape")),
             "num_classes": str(spec.get("num_classes")),
             "quantized_layers": str(quantized)}
-    data = artifact_header.recorded_data(header)
-    if isinstance(data.get("preprocess"), dict):
-        # What the inputs must look like: the preprocessing the model was measured with.
-        meta["preprocess"] = json.dumps(data["preprocess"], sort_keys=True)
+    # What the inputs must look like and which data scores it (occ eval model.onnx).
+    meta.update(data_metadata(header))
     if quantized:
         meta["quantization"] = "dequantized float32 weights; input fake-quant as float ops"
     if is_early_exit(model):

@@ -1,7 +1,10 @@
 """``occ eval model.onnx [--latency]``: accuracy and onnxruntime latency of an ONNX file.
 
-The data is the spec occ recorded in the file (``occ_data`` in ``metadata_props``, written
-by ``occ export --format onnx-qdq``), else ``--data`` / ``--root``, else mnist5k. The file
+The data is the spec occ recorded in the file (``occ.deploy.data_meta``, written by ``occ
+export`` in both formats) with ``--data`` / ``--root`` / ``--mean`` / ``--std`` overriding;
+a file that records none (another exporter's) needs ``--data``. A graph whose input shape
+or number of scores does not fit the data, or data whose class names differ from the
+recorded ones, is refused (``DataError``, exit 2). The file
 runs through ``occ.deploy.runtime``: early-exit files segment by segment (the exits each test row
 takes are counted), others as one session. Latency: ``occ.deploy.onnx_eval.measure_onnx_latency``
 with as many intra-op threads as torch uses.
@@ -9,7 +12,6 @@ with as many intra-op threads as torch uses.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,29 +20,40 @@ from typing import Any
 import numpy as np
 import torch
 
-from occ.errors import CheckpointError, RecipeError
+from occ.deploy.data_meta import recorded_classes, recorded_spec
+from occ.errors import CheckpointError, DataError, RecipeError
 from occ.latency import EXIT_NOTE, batches_of, device_name, summary, time_calls
 
 
-def _spec(meta: dict[str, str], data: str | None, root: str | None) -> Any:
+def _spec(meta: dict[str, str], path: Path, data: str | None, root: str | None) -> Any:
     """The recorded ``occ_data`` spec with ``--data`` / ``--root`` overriding, read like an
-    artifact's (``occ.engine.evaluate.data_for``)."""
+    artifact's (``occ.engine.evaluate.data_for``); a file that records none needs
+    ``--data``."""
     from occ.engine.evaluate import data_for
 
-    recorded = meta.get("occ_data")
-    return data_for(json.loads(recorded) if recorded else None, data, root)
+    recorded = recorded_spec(meta, where=str(path))
+    if recorded is None and data is None:
+        raise DataError("this ONNX file records no data to evaluate on (occ export writes "
+                        "it; other exporters do not); pass --data (and --root)",
+                        where=str(path))
+    return data_for(recorded, data, root)
 
 
 def evaluate_onnx(path: str | os.PathLike[str], *, data: str | None = None,
-                  root: str | None = None, latency_runs: int | None = None) -> dict[str, Any]:
+                  root: str | None = None, latency_runs: int | None = None,
+                  mean: list[float] | None = None,
+                  std: list[float] | None = None) -> dict[str, Any]:
     """Accuracy (and exit shares, latency) of the ONNX file ``path`` on its test split.
 
     Raises:
         CheckpointError: the file is missing or not ONNX that onnxruntime can run.
+        DataError: no data recorded nor given, or the file's input or output does not fit
+            the data (its shape, its number or names of classes).
         RecipeError: a regression dataset (top-1 accuracy only here).
     """
-    from occ.data import load_data
     from occ.deploy.runtime import ExitSession, metadata, open_onnx
+    from occ.engine.classes import check_class_names
+    from occ.engine.evaluate import OPTIONS, load_normalised, with_normalisation
 
     path = Path(path)
     if not path.is_file():
@@ -52,11 +65,13 @@ def evaluate_onnx(path: str | os.PathLike[str], *, data: str | None = None,
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         raise CheckpointError(f"not an ONNX model onnxruntime can run: {first}",
                               where=str(path)) from None
-    spec = _spec(meta, data, root)
-    dataset = load_data(spec)
+    spec, source = with_normalisation(_spec(meta, path, data, root), mean, std)
+    dataset = load_normalised(spec, trust_code=False, overridden=source == OPTIONS)
+    check_class_names(recorded_classes(meta, where=str(path)), dataset, where=str(path))
+    _check_input(model, dataset, path)
     preds, targets, exits = [], [], []
     for x, y in dataset.loader("test", 256):
-        preds.append(model.run(x.numpy()).argmax(1))
+        preds.append(_scores(model, x.numpy(), dataset, path).argmax(1))
         targets.append(y.numpy())
         if isinstance(model, ExitSession):
             exits.append(model.last_exit)
@@ -66,6 +81,7 @@ def evaluate_onnx(path: str | os.PathLike[str], *, data: str | None = None,
                           where=str(path))
     result: dict[str, Any] = {
         "path": str(path), "kind": "onnx", "data": spec.dataset,
+        "preprocess": dataset.preprocess, "preprocess_source": source,
         "accuracy": 100.0 * float((np.concatenate(preds) == target).mean()),
         "bytes": path.stat().st_size, "format": meta.get("occ_format", "onnx")}
     if exits:
@@ -79,6 +95,38 @@ def evaluate_onnx(path: str | os.PathLike[str], *, data: str | None = None,
                                                  threads=torch.get_num_threads(),
                                                  runs=latency_runs, sample=sample)
     return result
+
+
+def _check_input(model: Any, dataset: Any, path: Path) -> None:
+    """Refuse a graph whose declared input shape does not fit the data's samples."""
+    declared = model.input_shape()  # e.g. ["batch", 3, 32, 32]; names for dynamic sizes
+    want = (len(dataset.input_shape) + 1, *dataset.input_shape)
+    fits = len(declared) == want[0] and all(
+        not isinstance(d, int) or d <= 0 or d == w for d, w in zip(declared[1:], want[1:],
+                                                                   strict=True))
+    if not fits:
+        shown = "x".join(str(d) for d in declared)
+        raise DataError(f"the graph's input is {shown} but the data ({dataset.name}) gives "
+                        f"batches of {'x'.join(str(d) for d in dataset.input_shape)} images; "
+                        "pass the --data / --root the model was made for", where=str(path))
+
+
+def _scores(model: Any, x: np.ndarray, dataset: Any, path: Path) -> np.ndarray:
+    """(B, K) scores of ``x``; the graph's refusal or a K that is not the data's number of
+    classes is a DataError (the file does not fit the data), never a wrong figure."""
+    try:
+        scores = model.run(x)
+    except Exception as err:  # noqa: BLE001  (onnxruntime's own exception types)
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise DataError(f"onnxruntime cannot run it on the data ({dataset.name}): {first}",
+                        where=str(path)) from None
+    if dataset.task == "classification" and (
+            scores.ndim != 2 or scores.shape[1] != dataset.num_classes):
+        width = scores.shape[1] if scores.ndim == 2 else tuple(scores.shape[1:])
+        raise DataError(f"the graph gives {width} scores per input but the data "
+                        f"({dataset.name}) has {dataset.num_classes} classes; pass the "
+                        "--data / --root the model was made for", where=str(path))
+    return scores
 
 
 def measure_onnx_latency(path: str, input_shape: Sequence[int],

@@ -72,11 +72,16 @@ class PlainSession:
 
     def __init__(self, path: str | os.PathLike[str], threads: int = 1) -> None:
         self.session = _session(str(path), threads)
+        self.input = self.session.get_inputs()[0].name  # "input" in occ's; others vary
         self.last_exit: np.ndarray | None = None
+
+    def input_shape(self) -> list[int | str]:
+        """The graph input's declared shape (names or None for dynamic sizes)."""
+        return list(self.session.get_inputs()[0].shape)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """(B, K) logits of ``x`` (B, C, H, W)."""
-        return self.session.run(None, {"input": x})[0]
+        return self.session.run(None, {self.input: x})[0]
 
 
 class ExitSession:
@@ -98,6 +103,10 @@ class ExitSession:
                          for e in range(len(cuts))]
         self.final = _session(extractor.extract_model([cuts[-1]], ["final_logits"]), threads)
         self.last_exit: np.ndarray | None = None
+
+    def input_shape(self) -> list[int | str]:
+        """The graph input's declared shape (names or None for dynamic sizes)."""
+        return list(self.segments[0].get_inputs()[0].shape)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """(B, K) logits, each row's from the exit it took (``last_exit`` says which)."""

@@ -119,7 +119,8 @@ def train_baseline(arch: str, kwargs: dict[str, Any], spec: DataSpec, *, epochs:
         if recorded.get(key) is None and data.preprocess:
             recorded[key] = list(data.preprocess[key])
     if distributed.is_main():  # under torchrun the ranks hold one model: rank 0 writes it
-        save_checkpoint(out, model, arch=arch, kwargs=kwargs, metrics=result, data=recorded)
+        save_checkpoint(out, model, arch=arch, kwargs=kwargs, metrics=result, data=recorded,
+                        classes=data.classes)
     return result
 
 

@@ -16,10 +16,11 @@ from occ import metrics as metrics_mod
 from occ.artifact import header as artifact_header
 from occ.artifact.checkpoint import load_checkpoint, load_into
 from occ.artifact.container import MAGIC, read_artifact
-from occ.data import load_data
+from occ.data import DataBundle, load_data
 from occ.engine import load as loader
+from occ.engine.classes import check_class_names, check_outputs, checkpoint_classes
 from occ.engine.runner import IN_MEMORY
-from occ.errors import ArtifactError
+from occ.errors import ArtifactError, OccError
 from occ.models import build_model
 from occ.recipe import DataSpec
 from occ.training import predict, resolve_device
@@ -45,6 +46,35 @@ def data_for(recipe_data: dict[str, Any] | None, data: str | None, root: str | N
             if getattr(spec, key) is None and isinstance(preprocess.get(key), list):
                 spec = replace(spec, **{key: list(preprocess[key])})
     return spec
+
+
+OPTIONS, RECORDED, DEFAULT = "options", "recorded", "default"
+"""Where the normalisation ``occ eval`` used comes from (``preprocess_source``): the
+``--mean`` / ``--std`` options, the file's record, or the dataset's default."""
+
+
+def with_normalisation(spec: DataSpec, mean: list[float] | None,
+                       std: list[float] | None) -> tuple[DataSpec, str]:
+    """``spec`` with ``mean`` / ``std`` (``--mean`` / ``--std``) applied, and where its
+    normalisation comes from (:data:`OPTIONS`, :data:`RECORDED` or :data:`DEFAULT`)."""
+    if mean is None and std is None:
+        return spec, RECORDED if spec.mean is not None or spec.std is not None else DEFAULT
+    changes = {k: list(v) for k, v in (("mean", mean), ("std", std)) if v is not None}
+    try:
+        return replace(spec, **changes), OPTIONS
+    except OccError as err:  # the spec names data.<field>; here it came from an option
+        raise type(err)(err.message, where=f"--{err.where}") from None
+
+
+def load_normalised(spec: DataSpec, *, trust_code: bool, overridden: bool) -> DataBundle:
+    """``load_data(spec)``; with ``overridden``, a mean / std that does not fit the images
+    is blamed on the ``--mean`` / ``--std`` option rather than the data spec."""
+    try:
+        return load_data(spec, trust_code=trust_code)
+    except OccError as err:
+        if overridden and err.where in ("data.mean", "data.std"):
+            raise type(err)(err.message, where=f"--{err.where[5:]}") from None
+        raise
 
 
 def _open_checkpoint(path: Path, *, arch: str | None, kwargs: dict[str, Any] | None,
@@ -81,41 +111,39 @@ def _classes_from_state(state: dict[str, torch.Tensor]) -> dict[str, Any]:
 
 def evaluate_path(path: Path, *, data: str | None, root: str | None, trust_checkpoint: bool,
                   trust_code: bool, latency_runs: int | None = None, arch: str | None = None,
-                  kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+                  kwargs: dict[str, Any] | None = None, mean: list[float] | None = None,
+                  std: list[float] | None = None) -> dict[str, Any]:
     """Evaluate an artifact (``.occ``) or a checkpoint on its data's test split.
 
-    An artifact is evaluated with the preprocessing it records; a plain state dict needs
-    ``arch`` (and ``kwargs`` unless ``num_classes`` follows from its classifier). With
-    ``latency_runs``, also time batch-1 and batch-64 forwards
+    An artifact is evaluated with the preprocessing it records, an occ checkpoint with the
+    data spec it records; ``mean`` / ``std`` (``--mean`` / ``--std``) override either,
+    and are how a plain state dict gets its training normalisation. A plain state dict
+    needs ``arch`` (and ``kwargs`` unless ``num_classes`` follows from its classifier).
+    Data whose classes the model was not made for is refused (``occ.engine.classes``).
+    With ``latency_runs``, also time batch-1 and batch-64 forwards
     (``occ.latency.measure_latency``), under ``latency``.
     """
-    from occ.errors import CheckpointError, DataError
+    from occ.errors import CheckpointError
     from occ.limits import check_input_file
 
     check_input_file(path, error=CheckpointError)  # by type: a FIFO would block the open
     with open(path, "rb") as fh:
         is_artifact = fh.read(len(MAGIC)) == MAGIC
     if is_artifact:
-        artifact = read_artifact(path)
-        recorded = artifact_header.recorded_data(artifact.header)
-        if recorded.get("dataset") == IN_MEMORY and data is None:
-            raise DataError("this artifact was measured on data handed in from Python; pass "
-                            "--data (and --root)", where=str(path))
-        spec = data_for(artifact_header.recipe_data(artifact.header), data, root,
-                        recorded.get("preprocess"))
-        try:
-            model = loader.rebuild(artifact, trust_code=trust_code, source=str(path))
-        except ArtifactError as err:  # name the file, like occ.load does
-            raise ArtifactError(err.message, where=str(path)) from None
+        model, spec, classes = _open_artifact(path, data, root, trust_code=trust_code)
         kind = "artifact"
     else:
         model, ckpt = _open_checkpoint(path, arch=arch, kwargs=kwargs,
                                        trust_checkpoint=trust_checkpoint, trust_code=trust_code)
         recorded = ckpt.meta.get("data")
         spec = data_for(recorded if isinstance(recorded, dict) else None, data, root)
-        kind = "checkpoint"
+        classes, kind = checkpoint_classes(ckpt.meta), "checkpoint"
+    spec, source = with_normalisation(spec, mean, std)
     size = os.path.getsize(path)
-    dataset = load_data(spec, trust_code=trust_code)
+    dataset = load_normalised(spec, trust_code=trust_code, overridden=source == OPTIONS)
+    check_class_names(classes, dataset, where=str(path))
+    check_outputs(model, dataset, where=str(path), fix="--kwargs '{\"num_classes\": "
+                  f"{dataset.num_classes}}}' for a zoo model or callable that takes it")
     device = resolve_device("auto")
     # the batch size the run measured with: float sums (and so near-ties, exit decisions on
     # a threshold) depend on the batch shape, so this repeats the report's figures exactly
@@ -123,7 +151,7 @@ def evaluate_path(path: Path, *, data: str | None, root: str | None, trust_check
     m = metrics_mod.measure(model, outputs, targets, input_shape=dataset.input_shape,
                             device=device, size=size)
     result = {"path": str(path), "kind": kind, "data": spec.dataset,
-              "preprocess": dataset.preprocess, **m.to_dict()}
+              "preprocess": dataset.preprocess, "preprocess_source": source, **m.to_dict()}
     if latency_runs is not None:  # after the metrics: timing forwards reset exit statistics
         from occ.latency import measure_latency
 
@@ -131,6 +159,26 @@ def evaluate_path(path: Path, *, data: str | None, root: str | None, trust_check
         result["latency"] = measure_latency(model, dataset.input_shape, device,
                                             runs=latency_runs, sample=sample)
     return result
+
+
+def _open_artifact(path: Path, data: str | None, root: str | None, *, trust_code: bool,
+                   ) -> tuple[nn.Module, DataSpec, list[str] | None]:
+    """An artifact's rebuilt model, the data spec it records and its class names."""
+    from occ.errors import DataError
+
+    artifact = read_artifact(path)
+    recorded = artifact_header.recorded_data(artifact.header)
+    if recorded.get("dataset") == IN_MEMORY and data is None:
+        raise DataError("this artifact was measured on data handed in from Python; pass "
+                        "--data (and --root)", where=str(path))
+    spec = data_for(artifact_header.recipe_data(artifact.header), data, root,
+                    recorded.get("preprocess"))
+    try:
+        model = loader.rebuild(artifact, trust_code=trust_code, source=str(path))
+        classes = artifact_header.recorded_classes(artifact.header)
+    except ArtifactError as err:  # name the file, like occ.load does
+        raise ArtifactError(err.message, where=str(path)) from None
+    return model, spec, classes
 
 
 def inspect_artifact(path: Path) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from occ.engine import gates
 from occ.engine import load as loader
 from occ.engine import resume as resume_mod
 from occ.engine.baseline_check import baseline_warning, recorded_accuracy
+from occ.engine.classes import check_class_names, check_outputs, checkpoint_classes
 from occ.engine.context import ArchRef, RunContext
 from occ.engine.plan import Plan
 from occ.errors import OccError, RecipeError, StageError
@@ -68,6 +69,9 @@ def prepare(recipe: Recipe, *, trust_checkpoint: bool, progress: Progress,
                         source=recipe.source)
     load_into(model, ckpt, where=ckpt_path, arch=recipe.model.arch)
     model.to(device).eval()
+    check_class_names(checkpoint_classes(ckpt.meta), data, where=ckpt_path)
+    check_outputs(model, data, where=f"{recipe.source}: model",
+                  fix="model.kwargs.num_classes, if its builder takes it")
     baseline = copy.deepcopy(model).eval()
     for p in baseline.parameters():
         p.requires_grad_(False)
@@ -100,6 +104,8 @@ def _warn_baseline(ctx: RunContext, report: Report, accuracy: float) -> None:
 def _header(ctx: RunContext, plan: Plan, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
     data = {"dataset": ctx.data.name, "task": ctx.data.task, "root": plan.recipe.data.root,
             "preprocess": ctx.data.preprocess}
+    if ctx.data.classes is not None:  # index order: eval refuses data that renumbers them
+        data["classes"] = list(ctx.data.classes)
     return artifact_header.run_header(arch=ctx.arch.to_dict(), edits=ctx.edits,
                                       input_shape=ctx.data.input_shape,
                                       num_classes=ctx.data.num_classes,

@@ -1,0 +1,88 @@
+"""The data an exported ONNX file records in ``metadata_props``: written and read here only.
+
+Both export formats (``onnx`` and ``onnx-qdq``) record what ``occ eval model.onnx`` needs
+to measure the file the way ``occ eval model.occ`` measures the artifact:
+
+- ``occ_data``: the artifact's data spec (``occ.recipe.DataSpec`` as JSON) with the
+  resolved mean / std the model was measured with (``occ.engine.evaluate.data_for``);
+  absent when the artifact was measured on data handed in from Python.
+- ``occ_classes``: the class names in index order (JSON list), where the data has names
+  (ImageFolder); absent: unknown, not checked.
+- ``preprocess``: the resolved preprocessing (mean, std, sizes, channel order) for other
+  runtimes to apply.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Any
+
+from occ.artifact import header as artifact_header
+from occ.errors import CheckpointError, DataError
+
+DATA_KEY = "occ_data"
+CLASSES_KEY = "occ_classes"
+PREPROCESS_KEY = "preprocess"
+
+
+def artifact_spec(header: dict[str, Any]) -> Any:
+    """The artifact's recorded data spec, with the preprocessing it was measured with:
+    the same reading as ``occ eval`` (``occ.engine.evaluate.data_for``).
+
+    Raises:
+        DataError: the artifact was measured on data handed in from Python (no spec).
+    """
+    from occ.engine.evaluate import data_for
+    from occ.engine.runner import IN_MEMORY
+
+    recorded = artifact_header.recorded_data(header)
+    if recorded.get("dataset") == IN_MEMORY:
+        raise DataError("this artifact was measured on data handed in from Python; occ "
+                        "cannot load that data again")
+    return data_for(artifact_header.recipe_data(header), None, None, recorded.get("preprocess"))
+
+
+def data_metadata(header: dict[str, Any]) -> dict[str, str]:
+    """The ``metadata_props`` entries of the module docstring for artifact ``header``."""
+    from occ.engine.runner import IN_MEMORY
+
+    recorded = artifact_header.recorded_data(header)
+    meta: dict[str, str] = {}
+    if recorded.get("dataset") != IN_MEMORY:
+        meta[DATA_KEY] = json.dumps(asdict(artifact_spec(header)))
+    classes = artifact_header.recorded_classes(header)
+    if classes is not None:
+        meta[CLASSES_KEY] = json.dumps(classes)
+    if isinstance(recorded.get("preprocess"), dict):
+        meta[PREPROCESS_KEY] = json.dumps(recorded["preprocess"], sort_keys=True)
+    return meta
+
+
+def recorded_spec(meta: dict[str, str], *, where: str) -> dict[str, Any] | None:
+    """The file's ``occ_data`` as a mapping (None when the file records none)."""
+    found = meta.get(DATA_KEY)
+    if found is None:
+        return None
+    try:
+        spec = json.loads(found)
+    except ValueError:
+        spec = None
+    if not isinstance(spec, dict):
+        raise CheckpointError(f"metadata {DATA_KEY} is not a JSON mapping", where=where)
+    return spec
+
+
+def recorded_classes(meta: dict[str, str], *, where: str) -> list[str] | None:
+    """The file's ``occ_classes`` (None when the file records none)."""
+    found = meta.get(CLASSES_KEY)
+    if found is None:
+        return None
+    try:
+        classes = json.loads(found)
+    except ValueError:
+        classes = None
+    if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
+        raise CheckpointError(f"metadata {CLASSES_KEY} is not a JSON list of names",
+                              where=where)
+    return classes
