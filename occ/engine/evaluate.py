@@ -18,6 +18,7 @@ from occ.artifact.checkpoint import load_checkpoint, load_into
 from occ.artifact.container import MAGIC, read_artifact
 from occ.data import load_data
 from occ.engine import load as loader
+from occ.engine.probe import probe_forward
 from occ.engine.runner import IN_MEMORY
 from occ.errors import ArtifactError
 from occ.models import build_model
@@ -117,6 +118,7 @@ def evaluate_path(path: Path, *, data: str | None, root: str | None, trust_check
     size = os.path.getsize(path)
     dataset = load_data(spec, trust_code=trust_code)
     device = resolve_device("auto")
+    probe_forward(model, dataset, device, where="--data" if data is not None else str(path))
     # the batch size the run measured with: float sums (and so near-ties, exit decisions on
     # a threshold) depend on the batch shape, so this repeats the report's figures exactly
     outputs, targets = predict(model, dataset.loader("test", spec.batch_size), device)
