@@ -123,6 +123,9 @@ def compress(recipe_path: Any, recipe: Any = None, *, checkpoint: str | None = N
 
     ctx = runner.prepare(resolved, trust_checkpoint=trust_checkpoint,
                          progress=progress or NullProgress(), trust_code=trust_code)
+    from occ.engine.preflight import check_references
+
+    check_references(plan, ctx.model)  # before the first stage trains
     try:
         return runner.run(plan, ctx, resume=resume)
     finally:

@@ -2,8 +2,10 @@
 
 A run that trains for an hour and then cannot write ``model.occ`` (because ``--out`` lies
 under a regular file, ``model.occ`` is a directory, or the directory is read-only) is a
-lost hour. :func:`check_output_dir` and :func:`check_output_file` find that out first,
-without creating anything.
+lost hour. :func:`check_output_dir` and :func:`check_output_file` find that out first:
+they create the missing directories and a probe file for real (``os.access`` says yes to
+root on ``/proc``, a read-only mount or a full quota), then remove again everything they
+created, so a run that fails before writing leaves nothing behind.
 
 No torch here.
 """
@@ -11,6 +13,7 @@ No torch here.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -58,6 +61,7 @@ def check_output_dir(path: str | os.PathLike[str], *, where: str = "--out",
         raise RecipeError(f"{base} is not a directory, so {out} cannot be created", where=where)
     if not os.access(base, os.W_OK | os.X_OK):
         raise RecipeError(f"{base} is not writable", where=where)
+    _probe_write(out, base, where)
     if base == out:
         for name in files:
             if (out / name).is_dir():
@@ -68,6 +72,24 @@ def check_output_dir(path: str | os.PathLike[str], *, where: str = "--out",
                 raise RecipeError(f"{out / name} is a file; occ keeps a folder there",
                                   where=where)
     return out
+
+
+def _probe_write(out: Path, base: Path, where: str) -> None:
+    """Create ``out`` (if missing) and a file in it, then remove what was created."""
+    created = [p for p in (out, *out.parents) if p != base and base in p.parents]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".occ-probe-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise RecipeError(f"cannot write in {out}: {err.strerror or err}", where=where) from None
+    finally:
+        for folder in sorted(created, key=lambda p: len(p.parts), reverse=True):
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
 
 def check_output_file(path: str | os.PathLike[str], *, where: str = "--out") -> Path:

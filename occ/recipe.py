@@ -50,6 +50,8 @@ class DataSpec:
     ``dataset`` is a built-in name or a ``pkg.module:callable`` returning the splits (needs
     ``--trust-code``). ``val_size`` ``None`` (auto) holds out ``min(500, train // 5)``.
     ``mean`` / ``std`` ``None``: the dataset's own (ImageNet statistics for imagefolder).
+    ``channels`` (imagefolder only): 3 (RGB, the default) or 1 (grayscale, for a
+    one-channel model); ``mean`` / ``std`` then list one value per channel (or one for all).
     """
 
     dataset: str = "mnist5k"
@@ -68,6 +70,7 @@ class DataSpec:
     augment: list[str] = field(default_factory=list)
     transform: str | None = None
     calib_size: int | None = None
+    channels: int | None = None
 
     def __post_init__(self) -> None:
         from occ.data.checks import check_spec

@@ -4,6 +4,7 @@ and nothing written at the output paths."""
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -275,3 +276,144 @@ def test_truncated_artifact(tmp_path: Path) -> None:
     for cmd in ("eval", "inspect"):
         assert_one_line(run_cli([cmd, str(path)]), "checksum mismatch")
     del torch
+
+
+# --- Inputs that only the model can judge: checked right after it is loaded -------------
+
+PLAIN_NET = '''
+import torch
+from torch import nn
+
+def plain(num_classes=2):
+    """Fixed 8x8 RGB input: flatten into a Linear, as many user models do."""
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(4 * 8 * 8, num_classes))
+'''
+
+
+@pytest.fixture
+def plain_net(tmp_path: Path) -> dict[str, Any]:
+    """A user model for 8x8 RGB images, its plain state dict, and 8x8 RGB ImageFolder data."""
+    import importlib
+    import sys
+
+    import torch
+
+    from tests.test_user_data import write_pngs
+
+    name = f"occ_plain_{abs(hash(str(tmp_path))) % 10**8}"
+    (tmp_path / f"{name}.py").write_text(PLAIN_NET)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        model = importlib.import_module(name).plain()
+    finally:
+        sys.path.remove(str(tmp_path))
+    ckpt = tmp_path / "plain.pt"
+    torch.save(model.state_dict(), ckpt)
+    write_pngs(tmp_path / "img" / "train", {"a": 6, "b": 6})
+    write_pngs(tmp_path / "img" / "test", {"a": 2, "b": 2})
+    doc = {"version": 1, "name": "plain", "seed": 0,
+           "model": {"arch": f"{name}:plain", "checkpoint": "plain.pt"},
+           "data": {"dataset": "imagefolder", "root": "img", "image_size": 8, "batch_size": 4},
+           "stages": [{"type": "prune", "sparsity": 0.5, "epochs": 1}],
+           "output": str(tmp_path / "out")}
+    return {"doc": doc, "ckpt": ckpt, "arch": f"{name}:plain", "dir": tmp_path}
+
+
+def _write_recipe(directory: Path, doc: dict[str, Any]) -> Path:
+    path = directory / "recipe.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+@pytest.mark.parametrize(("data", "shape"), [
+    ({"image_size": 6}, "3×6×6 (C×H×W)"),
+    ({"channels": 1, "mean": [0.5], "std": [0.25]}, "1×8×8 (C×H×W)"),
+])
+def test_model_and_data_shapes_that_do_not_fit_are_bad_input(
+        plain_net: dict[str, Any], data: dict[str, Any], shape: str) -> None:
+    doc = copy.deepcopy(plain_net["doc"])
+    doc["data"].update(data)
+    path = _write_recipe(plain_net["dir"], doc)
+    result = run_cli(["compress", str(path), "--trust-code"])
+    assert_one_line(result, f"{path}: data: the model cannot take the data's inputs of {shape}")
+    assert "data.image_size" in result.stderr and "data.channels" in result.stderr
+    assert not (plain_net["dir"] / "out").exists()
+    as_json = run_cli(["compress", str(path), "--trust-code", "--json"])
+    assert as_json.exit_code == 2
+    error = json.loads(as_json.stdout)["error"]
+    assert error["code"] == 2 and error["type"] == "DataError" and shape in error["message"]
+
+
+def test_eval_on_data_the_model_cannot_take_is_bad_input(plain_net: dict[str, Any]) -> None:
+    result = run_cli(["eval", str(plain_net["ckpt"]), "--arch", plain_net["arch"],
+                      "--trust-code", "--data", "digits"])
+    assert_one_line(result, "--data: the model cannot take the data's inputs of 1×8×8 (C×H×W)")
+
+
+def test_json_reports_unexpected_errors_too(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr("occ.api.compress", broken)
+    result = run_cli(["compress", str(tmp_path / "r.yaml"), "--json"])
+    assert result.exit_code == 1
+    error = json.loads(result.stdout)["error"]
+    assert error["code"] == 1 and error["type"] == "RuntimeError"
+    assert "unexpected RuntimeError: simulated bug (a bug in occ" in error["message"]
+
+
+@pytest.mark.parametrize(("stage", "expected"), [
+    ({"type": "early_exit", "exits": ["nonexistent"]},
+     "stages[1].exits[0]: 'nonexistent' is not a valid exit point (no such module); valid: "),
+    ({"type": "lowrank", "exclude": ["classifier.1", "fc9"]},
+     "stages[1].exclude[1]: no Conv2d / Linear layer 'fc9' in the model; layers: "),
+])
+def test_stage_references_are_checked_before_the_first_stage(
+        recipe_factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        stage: dict[str, Any], expected: str) -> None:
+    def never(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a stage ran before the references were checked")
+
+    monkeypatch.setattr("occ.engine.runner.run_stage", never)
+    path = recipe_factory([{"type": "prune", "sparsity": 0.5, "epochs": 1}, stage])
+    assert run_cli(["validate", str(path)]).exit_code == 0  # no model there: no names
+    assert_one_line(run_cli(["compress", str(path)]), f"{path}: {expected}")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_run_that_fails_before_writing_leaves_no_folder(
+        recipe_factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from occ.errors import StageError
+
+    def fail(*args: Any, **kwargs: Any) -> None:
+        raise StageError("simulated failure before the first output")
+
+    monkeypatch.setattr("occ.engine.runner.measure_ctx", fail)
+    path = recipe_factory([{"type": "prune", "sparsity": 0.5}],
+                          output=str(tmp_path / "deep" / "out"))
+    result = run_cli(["compress", str(path)])
+    assert result.exit_code == 1 and "simulated failure" in result.stderr
+    assert not (tmp_path / "deep").exists()
+
+
+def test_output_that_cannot_be_created_is_bad_input(recipe_factory, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    target = tmp_path / "ro"
+    target.mkdir()
+    monkeypatch.setattr(os, "access", lambda *a, **k: True)  # as root: access says yes
+    real_mkdir = Path.mkdir
+
+    def refuse(self: Path, *args: Any, **kwargs: Any) -> None:
+        if target in (self, *self.parents) and self != target:
+            raise PermissionError(13, "Permission denied")
+        real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    path = recipe_factory([{"type": "prune", "sparsity": 0.5}])
+    result = run_cli(["compress", str(path), "--out", str(target / "a" / "b")])
+    assert_one_line(result, f"--out: cannot write in {target / 'a' / 'b'}: Permission denied")
+    assert list(target.iterdir()) == []

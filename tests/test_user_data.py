@@ -46,7 +46,51 @@ def test_declared_mean_std_size_and_channel_order_are_applied(tmp_path: Path) ->
     assert torch.allclose(x[2], torch.tensor((40 / 255 - 0.3) / 0.5))
     assert bundle.preprocess == {"mean": [0.1, 0.2, 0.3], "std": [0.5] * 3, "resize": 16,
                                  "crop": None, "pad_to": None, "channel_order": "bgr",
-                                 "augment": [], "transform": None}
+                                 "augment": [], "transform": None, "channels": None}
+
+
+def test_imagefolder_channels_1_gives_grayscale_images(tmp_path: Path) -> None:
+    write_pngs(tmp_path / "train", {"a": 4, "b": 4})
+    write_pngs(tmp_path / "test", {"a": 1, "b": 1})
+    spec = DataSpec(dataset="imagefolder", root=str(tmp_path), val_size=2, channels=1,
+                    mean=[0.0], std=[1.0])
+    bundle = load_data(spec)
+    x = bundle.test[1][0]  # class b, image 0: red 40, green / blue 0 -> L = 0.299 * 40
+    assert x.shape == (1, 32, 32) and bundle.input_shape == (1, 32, 32)
+    assert torch.allclose(x, torch.full_like(x, round(0.299 * 40) / 255), atol=1 / 255)
+    assert bundle.preprocess["channels"] == 1 and bundle.preprocess["mean"] == [0.0]
+    default = load_data(DataSpec(dataset="imagefolder", root=str(tmp_path), channels=1))
+    assert default.preprocess["mean"] == [0.449] and default.preprocess["std"] == [0.226]
+
+
+@pytest.mark.parametrize(("data", "pattern"), [
+    ({"channels": 2}, r"data\.channels: must be 1 \(grayscale\) or 3 \(RGB\), got 2"),
+    ({"channels": 1, "mean": [0.1, 0.2, 0.3]},
+     r"data\.mean: must list 1 value for 1-channel images"),
+    ({"dataset": "mnist5k", "root": None, "channels": 1},
+     r"data\.channels: applies to imagefolder only"),
+])
+def test_channels_is_checked_at_validate(tmp_path: Path, data: dict, pattern: str) -> None:
+    from occ.config import from_dict
+
+    write_pngs(tmp_path / "train", {"a": 2})
+    write_pngs(tmp_path / "test", {"a": 1})
+    raw = {"dataset": "imagefolder", "root": str(tmp_path), **data}
+    with pytest.raises(RecipeError, match=pattern):
+        from_dict(DataSpec, {k: v for k, v in raw.items() if v is not None}, where="data")
+
+
+def test_imagefolder_layout_is_checked_at_validate_time(tmp_path: Path) -> None:
+    write_pngs(tmp_path / "data" / "train", {"a": 3, "b": 3})
+    doc = {"version": 1, "name": "r", "model": {"arch": "lenet5"},
+           "data": {"dataset": "imagefolder", "root": "data"}, "stages": [{"type": "prune"}]}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"error: {path}: data.root: {tmp_path / 'data'} has neither a test/ nor a val/ folder "
+        "(expected test/<class>/*.png or val/<class>/*.png beside train/)"]
 
 
 def test_resize_crop_and_augment_touch_training_only(tmp_path: Path) -> None:

@@ -91,7 +91,8 @@ def _run(fn: Callable[[], T], as_json: bool = False) -> T:
     """Call ``fn``; map occ errors to one line + exit code, unless ``--debug``.
 
     With ``--json`` the error is a JSON document on stdout instead,
-    ``{"error": {"message", "code", "type", "where"}}``, with the same exit code.
+    ``{"error": {"message", "code", "type", "where"}}``, with the same exit code; an
+    unexpected exception (a bug in occ, exit 1) too.
     """
     from occ.errors import OccError
 
@@ -107,14 +108,22 @@ def _run(fn: Callable[[], T], as_json: bool = False) -> T:
             sys.stderr.write(f"error: {err}\n")
         raise typer.Exit(err.exit_code) from None
     except KeyboardInterrupt:
+        if as_json:
+            _emit_json({"error": {"message": "interrupted", "code": 130,
+                                  "type": "KeyboardInterrupt", "where": None}})
         sys.stderr.write("error: interrupted\n")
         raise typer.Exit(130) from None
     except (Exception, RecursionError) as err:  # noqa: BLE001  (a bug: still one line)
         if _state["debug"]:
             raise
         first = (str(err).strip().splitlines() or [""])[0][:300]
-        sys.stderr.write(f"error: unexpected {type(err).__name__}: {first} "
-                         "(a bug in occ; rerun with --debug for the traceback)\n")
+        message = (f"unexpected {type(err).__name__}: {first} "
+                   "(a bug in occ; rerun with --debug for the traceback)")
+        if as_json:  # --json promises a document on stdout, a bug's included
+            _emit_json({"error": {"message": message, "code": 1, "type": type(err).__name__,
+                                  "where": None}})
+        else:
+            sys.stderr.write(f"error: {message}\n")
         raise typer.Exit(1) from None
 
 

@@ -53,23 +53,54 @@ def check_spec(spec: Any) -> None:
           "give image_size (square resize) or resize (+ crop), not both")
     check(spec.std is None or all(v > 0 for v in spec.std), "std",
           f"must be > 0, got {spec.std}")
-    for key in ("mean", "std"):
-        value = getattr(spec, key)
-        check(value is None or len(value) in (1, 3), key,
-              f"must list 1 or 3 values (per channel), got {value}")
+    _check_channels(spec)
     for name in spec.augment:
         check(name in AUGMENTATIONS, "augment",
               f"unknown augmentation {name!r}{_close(name, AUGMENTATIONS)}; "
               f"allowed: {', '.join(AUGMENTATIONS)}")
     check(spec.transform is None or is_callable_ref(spec.transform), "transform",
           f"must be a pkg.module:callable reference, got {spec.transform!r}")
-    from occ.data.names import EMBEDDED
+    from occ.data.names import EMBEDDED, IMAGEFOLDER, canonical_name
 
     if spec.dataset not in EMBEDDED and not is_callable_ref(spec.dataset):
         check(spec.root is not None, "root", f"is required for {spec.dataset} (never downloaded)")
         check(os.path.isdir(str(spec.root)), "root", f"directory not found: {spec.root}")
-        if spec.dataset in ("imagefolder", "torchvision.ImageFolder"):
+        if canonical_name(spec.dataset) == IMAGEFOLDER:
+            problem = imagefolder_layout_problem(Path(str(spec.root)))
+            check(problem is None, "root", problem or "")
             check_imagefolder_sizes(Path(str(spec.root)), spec.val_size)
+
+
+def imagefolder_layout_problem(root: Path) -> str | None:
+    """What an ImageFolder root lacks (``train/`` and ``test/`` or ``val/``), or None.
+
+    A directory listing only: ``occ validate`` and ``load_imagefolder`` share it.
+    """
+    if not (root / "train").is_dir():
+        return f"{root} has no train/ folder (expected train/<class>/*.png)"
+    if not any((root / d).is_dir() for d in ("test", "val")):
+        return (f"{root} has neither a test/ nor a val/ folder (expected test/<class>/*.png "
+                "or val/<class>/*.png beside train/)")
+    return None
+
+
+def _check_channels(spec: Any) -> None:
+    """``channels`` (imagefolder only) is 1 or 3; ``mean`` / ``std`` fit it."""
+    from occ.data.names import IMAGEFOLDER, canonical_name
+
+    channels = spec.channels
+    check(channels is None or channels in (1, 3), "channels",
+          f"must be 1 (grayscale) or 3 (RGB), got {channels}")
+    check(channels is None or canonical_name(spec.dataset) == IMAGEFOLDER, "channels",
+          f"applies to imagefolder only; {spec.dataset} gives its own channels")
+    allowed = (1, 3) if channels is None else tuple(sorted({1, channels}))
+    for key in ("mean", "std"):
+        value = getattr(spec, key)
+        if channels == 1:
+            check(value is None or len(value) == 1, key,
+                  f"must list 1 value for 1-channel images (data.channels: 1), got {value}")
+        check(value is None or len(value) in allowed, key,
+              f"must list 1 or 3 values (per channel), got {value}")
 
 
 def _unknown_dataset(name: Any) -> str:

@@ -27,6 +27,9 @@ from occ.errors import DataError
 IMAGENET_MEAN: tuple[float, ...] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, ...] = (0.229, 0.224, 0.225)
 """ImageFolder's default normalisation (torchvision's models and reference scripts)."""
+IMAGENET_GRAY_MEAN: tuple[float, ...] = (0.449,)
+IMAGENET_GRAY_STD: tuple[float, ...] = (0.226,)
+"""ImageFolder's default with ``channels: 1``: the means of the RGB values above."""
 
 AUGMENTATIONS: dict[str, str] = {
     "hflip": "random horizontal flip (p = 0.5)",
@@ -56,6 +59,8 @@ class Preprocess:
             ``mean`` / ``std`` are given in the model's channel order).
         augment: Train-time augmentations (names of :data:`AUGMENTATIONS`).
         transform: A ``pkg.module:callable`` train-time transform (needs ``--trust-code``).
+        channels: 1: images are converted to grayscale first (imagefolder's
+            ``data.channels: 1``); ``None``: the channels the dataset gives.
     """
 
     mean: tuple[float, ...]
@@ -66,6 +71,7 @@ class Preprocess:
     channel_order: str = "rgb"
     augment: tuple[str, ...] = field(default_factory=tuple)
     transform: str | None = None
+    channels: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data (lists for tuples) for the artifact header and ONNX metadata."""
@@ -122,7 +128,8 @@ def resolve(spec: Any, *, channels: int, mean: tuple[float, ...],
     size = getattr(spec, "image_size", None) or getattr(spec, "resize", None) or resize
     return Preprocess(mean=m, std=s, resize=size, crop=getattr(spec, "crop", None),
                       pad_to=getattr(spec, "pad_to", None), channel_order=order,
-                      augment=augment, transform=getattr(spec, "transform", None))
+                      augment=augment, transform=getattr(spec, "transform", None),
+                      channels=getattr(spec, "channels", None))
 
 
 def output_shape(pre: Preprocess, stored: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -148,6 +155,8 @@ def build_transform(pre: Preprocess, stored: tuple[int, int, int], *, train: boo
     steps: list[Callable] = []
     if train and user_transform is not None:
         steps.append(user_transform)
+    if pre.channels == 1:  # a one-channel model: L images, not RGB ones
+        steps.append(T.Grayscale(num_output_channels=1))
     _, height, width = stored
     if pre.resize is not None:
         # With a crop, Resize(int) keeps the aspect (shorter side), as torchvision's recipes.

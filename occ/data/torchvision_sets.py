@@ -18,6 +18,7 @@ from torchvision import datasets
 
 from occ.data import preprocess
 from occ.data.bundle import DataBundle, DataSpecLike, calib_subset, split_val
+from occ.data.checks import imagefolder_layout_problem
 from occ.errors import DataError
 
 DEFAULT_IMAGE_SIZE = 32  # imagefolder's side when data.image_size is unset
@@ -108,7 +109,8 @@ def load_imagefolder(spec: DataSpecLike, *, user_transform: Callable | None = No
     Layouts: ``train/`` + ``test/`` (the val slice is carved out of train), ``train/`` +
     ``val/`` + ``test/`` (``val/`` is the val split), or ``train/`` + ``val/`` (``val/`` is
     the test split, the val slice is carved out of train). An optional ``calib/`` folder is
-    the calibration set quantizers read. Images are converted to RGB, resized to
+    the calibration set quantizers read. Images are converted to RGB (grayscale with
+    ``channels: 1``), resized to
     ``image_size`` (default 32) square (or ``resize`` + ``crop``), padded to ``pad_to``
     and normalised with ``mean`` / ``std`` (default: ImageNet's, see
     ``occ.data.preprocess``). Class indices come from the train folder; the other folders
@@ -119,20 +121,23 @@ def load_imagefolder(spec: DataSpecLike, *, user_transform: Callable | None = No
             images, or another folder has classes the train folder lacks.
     """
     root = _root_dir(spec.root, "imagefolder")
+    problem = imagefolder_layout_problem(root)
+    if problem is not None:
+        raise DataError(problem, where="data.root")
     train_dir = root / "train"
-    if not train_dir.is_dir():
-        raise DataError(f"{root} has no train/ folder (expected train/<class>/*.png)",
-                        where="data.root")
-    test_dir = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
-    if test_dir is None:
-        raise DataError(f"{root} has neither a test/ nor a val/ folder", where="data.root")
+    test_dir = next(root / d for d in ("test", "val") if (root / d).is_dir())
     val_dir = root / "val" if test_dir.name == "test" and (root / "val").is_dir() else None
 
     _check_sizes(spec)
-    # ImageFolder's loader converts every image to RGB, whatever its mode on disk.
-    pre = preprocess.resolve(spec, channels=3, mean=preprocess.IMAGENET_MEAN,
-                             std=preprocess.IMAGENET_STD, resize=DEFAULT_IMAGE_SIZE)
-    stored = (3, pre.resize or DEFAULT_IMAGE_SIZE, pre.resize or DEFAULT_IMAGE_SIZE)
+    # ImageFolder's loader converts every image to RGB, whatever its mode on disk;
+    # data.channels: 1 converts that to grayscale (the first transform).
+    channels = getattr(spec, "channels", None) or 3
+    gray = channels == 1
+    pre = preprocess.resolve(
+        spec, channels=channels, resize=DEFAULT_IMAGE_SIZE,
+        mean=preprocess.IMAGENET_GRAY_MEAN if gray else preprocess.IMAGENET_MEAN,
+        std=preprocess.IMAGENET_GRAY_STD if gray else preprocess.IMAGENET_STD)
+    stored = (channels, pre.resize or DEFAULT_IMAGE_SIZE, pre.resize or DEFAULT_IMAGE_SIZE)
     shape = preprocess.output_shape(pre, stored)
     transform = preprocess.build_transform(pre, stored, train=False)
 

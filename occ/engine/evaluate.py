@@ -19,6 +19,7 @@ from occ.artifact.container import MAGIC, read_artifact
 from occ.data import DataBundle, load_data
 from occ.engine import load as loader
 from occ.engine.classes import check_class_names, check_outputs, checkpoint_classes
+from occ.engine.probe import probe_forward
 from occ.engine.runner import IN_MEMORY
 from occ.errors import ArtifactError, OccError
 from occ.models import build_model
@@ -141,10 +142,11 @@ def evaluate_path(path: Path, *, data: str | None, root: str | None, trust_check
     spec, source = with_normalisation(spec, mean, std)
     size = os.path.getsize(path)
     dataset = load_normalised(spec, trust_code=trust_code, overridden=source == OPTIONS)
+    device = resolve_device("auto")
+    probe_forward(model, dataset, device, where="--data" if data is not None else str(path))
     check_class_names(classes, dataset, where=str(path))
     check_outputs(model, dataset, where=str(path), fix="--kwargs '{\"num_classes\": "
                   f"{dataset.num_classes}}}' for a zoo model or callable that takes it")
-    device = resolve_device("auto")
     # the batch size the run measured with: float sums (and so near-ties, exit decisions on
     # a threshold) depend on the batch shape, so this repeats the report's figures exactly
     outputs, targets = predict(model, dataset.loader("test", spec.batch_size), device)

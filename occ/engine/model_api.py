@@ -116,6 +116,9 @@ def compress_model(model: nn.Module, recipe: Any, *, train_data: Any = None,
     ctx = _context(model, parsed, train_data, val_data, test_data, trust_code,
                    progress or NullProgress())
     ctx.custom_loss = loss
+    from occ.engine.preflight import check_references
+
+    check_references(plan, ctx.model)
     with tempfile.TemporaryDirectory(prefix="occ-") as tmp:
         ctx.out_dir = Path(out) if out else Path(tmp)
         plan = replace(plan, recipe=replace(parsed, output=str(ctx.out_dir)))

@@ -25,6 +25,12 @@ class Plan:
     moves: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     reasons: tuple[dict[str, str], ...] = field(default=())
+    positions: tuple[int, ...] = ()
+    """Each stage's index in the recipe as written, in execution order (``stages[i]``)."""
+
+    def written_index(self, pos: int) -> int:
+        """The recipe's ``stages[i]`` index of the stage that runs at ``pos``."""
+        return self.positions[pos] if pos < len(self.positions) else pos
 
     @property
     def labels(self) -> list[str]:
@@ -78,4 +84,4 @@ def make_plan(recipe: Recipe, *, keep_order: bool = False) -> Plan:
         for i, j, e in order_mod.edges_between(ordered_cats) if j == i + 1
     )
     return Plan(recipe=with_stages(recipe, ordered), written=written, reordered=bool(moves),
-                moves=moves, warnings=warnings, reasons=reasons)
+                moves=moves, warnings=warnings, reasons=reasons, positions=tuple(index))

@@ -109,13 +109,21 @@ def load_state(path: Path, fingerprint: str, *, where: str) -> SavedState | None
 
 
 class OutputLock:
-    """An exclusive lock on an output directory (``DIR/.occ.lock`` holding the pid)."""
+    """An exclusive lock on an output directory (``DIR/.occ.lock`` holding the pid).
+
+    The directory (and missing parents) is created on entry; on exit, the folders this
+    lock created are removed again if nothing else was written in them, so a run that
+    fails before its first output leaves no empty folder behind.
+    """
 
     def __init__(self, out_dir: Path) -> None:
         self.path = out_dir / LOCK_NAME
+        self.created: list[Path] = []
 
     def __enter__(self) -> OutputLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        folder = self.path.parent
+        self.created = [p for p in (folder, *folder.parents) if not p.exists()]
+        folder.mkdir(parents=True, exist_ok=True)
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -147,3 +155,8 @@ class OutputLock:
 
     def __exit__(self, *exc: object) -> None:
         self.path.unlink(missing_ok=True)
+        for folder in self.created:  # deepest first; stops at the first one in use
+            try:
+                folder.rmdir()
+            except OSError:
+                break

@@ -28,7 +28,8 @@ from occ.engine.baseline_check import baseline_warning, recorded_accuracy
 from occ.engine.classes import check_class_names, check_outputs, checkpoint_classes
 from occ.engine.context import ArchRef, RunContext
 from occ.engine.plan import Plan
-from occ.errors import OccError, RecipeError, StageError
+from occ.engine.probe import probe_forward
+from occ.errors import DataError, OccError, RecipeError, StageError
 from occ.io import atomic_write_text
 from occ.models import build_model, data_kwargs
 from occ.models.edits import tensor_equal
@@ -60,8 +61,11 @@ def prepare(recipe: Recipe, *, trust_checkpoint: bool, progress: Progress,
     """
     seed_everything(recipe.seed)
     device = distributed.setup() or resolve_device(recipe.device)
-    data = load_data(recipe.data, seed=recipe.seed, trust_code=trust_code,
-                     search=_recipe_folder(recipe))
+    try:
+        data = load_data(recipe.data, seed=recipe.seed, trust_code=trust_code,
+                         search=_recipe_folder(recipe))
+    except DataError as err:  # "data.root: ..." -> "recipe.yaml: data.root: ..."
+        raise err.located(f"{recipe.source}:") from None
     ckpt_path = str(recipe.model.checkpoint)
     ckpt = load_checkpoint(ckpt_path, trust=trust_checkpoint)
     kwargs = _arch_kwargs(recipe.model.kwargs, data, recipe.model.arch)
@@ -69,6 +73,7 @@ def prepare(recipe: Recipe, *, trust_checkpoint: bool, progress: Progress,
                         source=recipe.source)
     load_into(model, ckpt, where=ckpt_path, arch=recipe.model.arch)
     model.to(device).eval()
+    probe_forward(model, data, device, where=f"{recipe.source}: data")
     check_class_names(checkpoint_classes(ckpt.meta), data, where=ckpt_path)
     check_outputs(model, data, where=f"{recipe.source}: model",
                   fix="model.kwargs.num_classes, if its builder takes it")

@@ -21,6 +21,22 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class ModelRef:
+    """A name a stage config gives for a part of the model, checked before the first stage.
+
+    Attributes:
+        where: the config field, e.g. ``exclude[1]`` or ``exits[0]``.
+        name: the module path named there.
+        kind: ``layer`` (a Conv2d / Linear), ``exit`` (an early-exit point) or ``module``
+            (any submodule).
+    """
+
+    where: str
+    name: str
+    kind: str = "module"
+
+
+@dataclass(frozen=True)
 class StageConfig:
     """Fields every stage config has. Subclasses are frozen dataclasses too."""
 
@@ -32,6 +48,16 @@ class StageConfig:
         return type(self).default_category
 
     default_category = ""
+
+    renames_modules = False
+    """True where the model's module paths differ after this stage (a student, factorised
+    layers, a wrapped backbone): the references of later stages are then checked when they
+    run, not before the first stage."""
+
+    def references(self) -> tuple[ModelRef, ...]:
+        """Module paths this config names (``occ.engine.preflight`` checks them against the
+        model before the first stage runs). Default: none."""
+        return ()
 
     def for_task(self, task: str) -> StageConfig:
         """This config resolved for the recipe's ``task`` (``classification`` or

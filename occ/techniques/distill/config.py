@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from occ.config import check
 from occ.errors import ModelError, RecipeError
-from occ.techniques.spec import StageConfig
+from occ.techniques.spec import ModelRef, StageConfig
 
 if TYPE_CHECKING:
 
@@ -93,6 +93,12 @@ class DistillConfig(StageConfig):
     hint_weight: float = 1.0
 
     default_category = "architecture"
+    renames_modules = True  # the student replaces the teacher
+
+    def references(self) -> tuple[ModelRef, ...]:
+        """The teacher's side of ``hints`` (the student does not exist yet)."""
+        return tuple(ModelRef(f"hints[{i}]", pair[0]) for i, pair in enumerate(self.hints)
+                     if pair)
 
     def __post_init__(self) -> None:
         check(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")

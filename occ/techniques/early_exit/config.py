@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Literal
 
 from occ.config import check
 from occ.techniques.distill.config import KD_ALPHA, KD_TEMPERATURE
-from occ.techniques.spec import StageConfig
+from occ.techniques.spec import ModelRef, StageConfig
 from occ.tolerances import ACCURACY_POINTS
 
 if TYPE_CHECKING:
@@ -61,6 +61,11 @@ class EarlyExitConfig(StageConfig):
     quantize_heads: bool | Literal["auto"] = "auto"
 
     default_category = "dynamic"
+    renames_modules = True  # the backbone is wrapped: its paths gain a prefix
+
+    def references(self) -> tuple[ModelRef, ...]:
+        """The ``exits`` points (checked against the model before the first stage)."""
+        return tuple(ModelRef(f"exits[{i}]", name, "exit") for i, name in enumerate(self.exits))
 
     @property
     def num_exits(self) -> int:

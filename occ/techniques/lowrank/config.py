@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from occ.config import check
-from occ.techniques.spec import StageConfig
+from occ.techniques.spec import ModelRef, StageConfig
 
 Method = Literal["auto", "svd", "tucker2"]
 
@@ -48,6 +48,12 @@ class LowRankConfig(StageConfig):
     distill: bool = False
 
     default_category = "factor"
+    renames_modules = True  # a factorised layer becomes a Sequential of two
+
+    def references(self) -> tuple[ModelRef, ...]:
+        """The ``exclude`` layers (checked against the model before the first stage)."""
+        return tuple(ModelRef(f"exclude[{i}]", name, "layer")
+                     for i, name in enumerate(self.exclude))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "exclude", tuple(self.exclude))

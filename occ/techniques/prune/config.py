@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from occ.config import check
 from occ.techniques.prune.schedule import ONESHOT, parse_schedule
-from occ.techniques.spec import StageConfig
+from occ.techniques.spec import ModelRef, StageConfig
 
 if TYPE_CHECKING:
     pass
@@ -88,6 +88,11 @@ class PruneConfig(StageConfig):
             check(len(given) == 1, given[-1] if given else size,
                   f"method {self.method} needs exactly one of {size}, flops_reduction"
                   + ("; got both" if given else ""))
+
+    def references(self) -> tuple[ModelRef, ...]:
+        """The ``exclude`` layers (checked against the model before the first stage)."""
+        return tuple(ModelRef(f"exclude[{i}]", name, "layer")
+                     for i, name in enumerate(self.exclude))
 
     def _check_owners(self) -> None:
         defaults = {f.name: f.default for f in fields(self)}

@@ -1,0 +1,50 @@
+"""Stage references checked against the model before the first stage runs.
+
+A recipe names parts of the model (``exclude`` layers, ``exits``, distillation ``hints``).
+``occ validate`` cannot check them (it builds no model); without this check a wrong name
+surfaces only when its stage runs, after every earlier stage has trained. Here each name
+is looked up in the loaded model right after it is built, in execution order, up to the
+first stage that renames modules (``StageConfig.renames_modules``: a student, factorised
+layers, a wrapped backbone); later stages' names are checked when they run.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from occ.engine.plan import Plan
+from occ.errors import RecipeError
+
+SHOWN = 12
+"""Module names listed in the error at most."""
+
+
+def _listing(names: list[str]) -> str:
+    return ", ".join(names[:SHOWN]) + (", ..." if len(names) > SHOWN else "")
+
+
+def check_references(plan: Plan, model: nn.Module) -> None:
+    """Raise ``RecipeError`` at ``stages[i].<field>`` for the first name not in ``model``.
+
+    ``exclude`` entries must be Conv2d / Linear layers; exits and hints any submodule (a
+    missing exit lists the valid exit points, as the stage itself would).
+    """
+    modules = {n: m for n, m in model.named_modules() if n}
+    layers = [n for n, m in modules.items() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    for pos, stage in enumerate(plan.recipe.stages):
+        where = f"{plan.recipe.source}: stages[{plan.written_index(pos)}]"
+        for ref in stage.config.references():
+            if ref.kind == "layer" and ref.name not in layers:
+                raise RecipeError(f"no Conv2d / Linear layer {ref.name!r} in the model; "
+                                  f"layers: {_listing(layers)}", where=f"{where}.{ref.where}")
+            if ref.kind == "exit" and ref.name not in modules:
+                from occ.techniques.early_exit.split import exit_candidates
+
+                raise RecipeError(f"{ref.name!r} is not a valid exit point (no such module); "
+                                  f"valid: {', '.join(exit_candidates(model))}",
+                                  where=f"{where}.{ref.where}")
+            if ref.kind == "module" and ref.name not in modules:
+                raise RecipeError(f"no module {ref.name!r} in the model; modules: "
+                                  f"{_listing(list(modules))}", where=f"{where}.{ref.where}")
+        if stage.config.renames_modules:
+            return
