@@ -75,7 +75,12 @@ def check_output_dir(path: str | os.PathLike[str], *, where: str = "--out",
 
 
 def _probe_write(out: Path, base: Path, where: str) -> None:
-    """Create ``out`` (if missing) and a file in it, then remove what was created."""
+    """Create ``out`` (if missing) and a file in it, then remove what was created.
+
+    Under torchrun only rank 0 writes, so only rank 0 probes: ranks probing the same new
+    folder at once would remove it under each other."""
+    if os.environ.get("RANK", "0") != "0":
+        return
     created = [p for p in (out, *out.parents) if p != base and base in p.parents]
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -214,3 +214,12 @@ def test_a_trusted_whole_model_pickle_finds_the_users_classes_beside_it(
     loaded = load_checkpoint(tmp_path / "whole.pt", trust=True)
     assert sorted(loaded.state_dict) == ["fc.bias", "fc.weight"]
     assert sys.path == path  # the folders were on it for the unpickling only
+
+
+def test_only_rank_0_probes_the_output_folder(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RANK", "1")  # under torchrun: rank 0 probes (and writes), not the others
+    calls: list[str] = []
+    monkeypatch.setattr("tempfile.mkstemp", lambda *a, **k: calls.append("probe") or (0, ""))
+    assert check_output_dir(tmp_path / "new" / "out") == tmp_path / "new" / "out"
+    assert calls == [] and not (tmp_path / "new").exists()
