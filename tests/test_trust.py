@@ -143,6 +143,21 @@ def test_output_checks(tmp_path: Path) -> None:
     check_output_file(tmp_path / "x.pt")
 
 
+def test_outputs_never_replace_a_fifo_or_a_device(tmp_path: Path) -> None:
+    fifo = tmp_path / "f"
+    os.mkfifo(fifo)
+    (tmp_path / "run").mkdir()
+    os.mkfifo(tmp_path / "run" / "model.occ")
+    (tmp_path / "null").symlink_to("/dev/null")
+    with pytest.raises(RecipeError, match=r"f is a FIFO, not a file occ may replace"):
+        check_output_file(fifo)
+    with pytest.raises(RecipeError, match=r"null is a device, not a file occ may replace"):
+        check_output_file(tmp_path / "null")
+    with pytest.raises(RecipeError, match=r"model\.occ is a FIFO"):
+        check_output_dir(tmp_path / "run")
+    assert fifo.exists() and not fifo.is_file()  # left as it was
+
+
 def test_fingerprint_covers_every_result_field() -> None:
     from occ.engine.resume import fingerprints
 
