@@ -210,13 +210,15 @@ def train(arch: str, *, data: str = "mnist5k", epochs: int | None = None, out: s
           kwargs: dict[str, Any] | None = None, root: str | None = None,
           limit_train: int | None = None, pad_to: int | None = None, loss: str = "auto",
           val_size: int | None = None, image_size: int | None = None,
-          progress: Progress | None = None, trust_code: bool = False) -> dict[str, Any]:
+          channels: int | None = None, progress: Progress | None = None,
+          trust_code: bool = False) -> dict[str, Any]:
     """Train a baseline so a fresh machine can go end to end; writes an occ checkpoint.
 
     Under torchrun (``occ train --nproc N``) the ranks train one model with
     DistributedDataParallel, as ``compress`` does; rank 0 writes it.
 
     ``loss``: ``auto`` (cross-entropy, or MSE on a regression dataset), ``mse`` or ``l1``.
+    ``channels``: 1 reads an imagefolder as grayscale (``data.channels``).
     ``trust_code``: allow ``arch`` to be a ``pkg.module:callable`` (``occ.trust``).
 
     ``epochs``, ``lr``, ``batch_size``, ``weight_decay`` and ``shift`` (random shifts of
@@ -256,7 +258,7 @@ def train(arch: str, *, data: str = "mnist5k", epochs: int | None = None, out: s
         root = os.path.abspath(os.path.expanduser(root))
     fields = {"dataset": data, "batch_size": batch_size, "root": root,
               "limit_train": limit_train, "pad_to": pad_to, "val_size": val_size,
-              "image_size": image_size}
+              "image_size": image_size, "channels": channels}
     spec = from_dict(DataSpec, {k: v for k, v in fields.items() if v is not None}, where="data")
     loss = resolve_loss(loss, task_of(spec.dataset), where="--loss")
     from occ import distributed

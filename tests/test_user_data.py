@@ -405,3 +405,20 @@ def test_eval_of_a_plain_state_dict_takes_mean_and_std(folder_run: dict) -> None
         bad = CliRunner().invoke(app, [*args[:-1], flag, value])
         assert bad.exit_code == 2 and f"{flag}: " in bad.stderr and expected in bad.stderr
         assert bad.stderr.count("\n") == 1
+
+
+def test_train_channels_1_trains_a_grayscale_baseline_on_an_imagefolder(tmp_path: Path) -> None:
+    from occ.artifact.checkpoint import load_checkpoint
+
+    write_pngs(tmp_path / "data" / "train", {"a": 4, "b": 4})
+    write_pngs(tmp_path / "data" / "test", {"a": 2, "b": 2})
+    out = tmp_path / "gray.pt"
+    result = CliRunner().invoke(app, ["train", "lenet5", "--data", "imagefolder", "--root",
+                                      str(tmp_path / "data"), "--channels", "1", "--epochs",
+                                      "1", "--val-size", "2", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    meta = load_checkpoint(out).meta
+    assert meta["data"]["channels"] == 1 and meta["kwargs"]["in_channels"] == 1
+    bad = CliRunner().invoke(app, ["train", "lenet5", "--data", "mnist5k", "--channels", "1",
+                                   "--out", str(tmp_path / "x.pt")])
+    assert bad.exit_code == 2 and "channels: applies to imagefolder only" in bad.stderr

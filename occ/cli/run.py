@@ -169,6 +169,8 @@ def train(
     image_size: Annotated[int | None, typer.Option(
         "--image-size", help="Resize images to this square side (imagefolder, torchvision "
                              "sets).")] = None,
+    channels: Annotated[int | None, typer.Option(
+        "--channels", help="1: read an imagefolder as grayscale (default: RGB).")] = None,
     nproc: Annotated[int | None, typer.Option(
         "--nproc", help="Train with N data-parallel processes (launches torchrun).")] = None,
     trust_code: TrustCodeOpt = False,
@@ -186,7 +188,8 @@ def train(
                                     batch_size=batch_size, seed=seed, kwargs=kwargs,
                                     weight_decay=weight_decay, shift=shift,
                                     pad_to=pad_to, loss=loss, val_size=val_size,
-                                    image_size=image_size, trust_code=trust_code,
+                                    image_size=image_size, channels=channels,
+                                    trust_code=trust_code,
                                     progress=_progress()), as_json)
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun only rank 0 prints
