@@ -10,6 +10,9 @@ README lists them. Checks here run *before* a file is read or a tensor allocated
 * :func:`check_params`: a model's size (counted on the ``meta`` device) against
   ``OCC_MAX_PARAMS``.
 
+``OCC_MAX_FOLDER_ENTRIES`` and ``OCC_MAX_IMAGE_PIXELS`` bound an ImageFolder's listing and
+its images (``occ.data.folder`` applies them).
+
 No torch here: ``occ validate`` uses this module.
 """
 
@@ -54,6 +57,9 @@ MAX_YAML_DEPTH = Limit("OCC_MAX_YAML_DEPTH", 64, "levels of YAML nesting")
 MAX_PARAMS = Limit("OCC_MAX_PARAMS", 150_000_000, "parameters and buffers")
 MAX_CHECKPOINT_BYTES = Limit("OCC_MAX_CHECKPOINT_BYTES", 8 << 30, "bytes")
 MAX_ARTIFACT_BYTES = Limit("OCC_MAX_ARTIFACT_BYTES", 4 << 30, "bytes")
+MAX_FOLDER_ENTRIES = Limit("OCC_MAX_FOLDER_ENTRIES", 10_000_000,
+                           "files and folders listed under one ImageFolder split")
+MAX_IMAGE_PIXELS = Limit("OCC_MAX_IMAGE_PIXELS", 1 << 26, "pixels per image (8192 x 8192)")
 
 # Domains of numbers that have no user-tunable limit.
 MAX_SEED = 2**32 - 1  # numpy's and torch's seeds are 32 / 64 bit: the common range
@@ -78,13 +84,21 @@ def json_depth(obj: object, cap: int) -> int:
     return deepest
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What a non-regular ``st_mode`` is, for error messages (``"a FIFO (named pipe)"``)."""
     for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
                        (stat.S_ISSOCK, "a socket")):
         if test(mode):
             return name
     return "not a regular file"
+
+
+def printable_path(path: str | os.PathLike[str]) -> str:
+    """``path`` as text for a one-line message: itself, or escaped (``ascii``) when a
+    control character such as a newline would break the line."""
+    text = str(path)
+    return text if text.isprintable() else ascii(text)
 
 
 def check_input_file(path: str | os.PathLike[str], *, limit: Limit | None = None,
@@ -95,7 +109,7 @@ def check_input_file(path: str | os.PathLike[str], *, limit: Limit | None = None
         ``error`` (an OccError): a NUL byte in the path, a missing path, a directory, FIFO,
         device or socket (refused by type before any read), or a file over the limit.
     """
-    where = str(path)
+    where = printable_path(path)
     try:
         st = os.stat(path)
     except ValueError:  # "embedded null byte"
@@ -105,7 +119,7 @@ def check_input_file(path: str | os.PathLike[str], *, limit: Limit | None = None
     except OSError as err:
         raise error(f"cannot read {what}: {err.strerror or err}", where=where) from None
     if not stat.S_ISREG(st.st_mode):
-        raise error(f"is {_kind(st.st_mode)}, not a regular {what}; refused before reading",
+        raise error(f"is {file_kind(st.st_mode)}, not a regular {what}; refused before reading",
                     where=where)
     if limit is not None and st.st_size > limit.value():
         raise error(f"is {st.st_size:,} bytes, over the {limit.hint()}", where=where)
@@ -134,7 +148,8 @@ def check_params(count: int, *, where: str, name: str) -> None:
                        f"{MAX_PARAMS.hint()}; refused before allocating", where=where)
 
 
-__all__ = ["MAX_ARTIFACT_BYTES", "MAX_CHECKPOINT_BYTES", "MAX_IMAGE_SIDE", "MAX_INT",
-           "MAX_JSON_DEPTH", "MAX_PARAMS", "MAX_RECIPE_BYTES", "MAX_SEED", "MAX_WORKERS",
-           "MAX_YAML_DEPTH", "MAX_YAML_NODES", "Limit", "check_input_file", "check_params",
-           "json_depth", "read_bounded"]
+__all__ = ["MAX_ARTIFACT_BYTES", "MAX_CHECKPOINT_BYTES", "MAX_FOLDER_ENTRIES",
+           "MAX_IMAGE_PIXELS", "MAX_IMAGE_SIDE", "MAX_INT", "MAX_JSON_DEPTH", "MAX_PARAMS",
+           "MAX_RECIPE_BYTES", "MAX_SEED", "MAX_WORKERS", "MAX_YAML_DEPTH", "MAX_YAML_NODES",
+           "Limit", "check_input_file", "check_params", "file_kind", "json_depth",
+           "printable_path", "read_bounded"]

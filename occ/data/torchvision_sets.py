@@ -15,8 +15,9 @@ from pathlib import Path
 
 from torch.utils.data import Dataset, Subset
 from torchvision import datasets
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from occ.data import preprocess
+from occ.data import folder, preprocess
 from occ.data.bundle import DataBundle, DataSpecLike, calib_subset, split_val
 from occ.data.checks import imagefolder_layout_problem
 from occ.errors import DataError
@@ -118,7 +119,9 @@ def load_imagefolder(spec: DataSpecLike, *, user_transform: Callable | None = No
 
     Raises:
         DataError: If the root or its ``train`` / ``test`` folders are missing or hold no
-            images, or another folder has classes the train folder lacks.
+            images, a train class folder holds none, another folder has classes the train
+            folder lacks, or a listed file is refused (``occ.data.folder``: special files,
+            symlink loops, too many entries; unreadable images when a batch is read).
     """
     root = _root_dir(spec.root, "imagefolder")
     problem = imagefolder_layout_problem(root)
@@ -142,7 +145,7 @@ def load_imagefolder(spec: DataSpecLike, *, user_transform: Callable | None = No
     transform = preprocess.build_transform(pre, stored, train=False)
 
     def open_train(tf: Callable) -> Dataset:
-        return _open(lambda: datasets.ImageFolder(str(train_dir), transform=tf),
+        return _open(lambda: _CheckedFolder(str(train_dir), transform=tf),
                      f"{train_dir} holds no images in class folders (train/<class>/*.png)")
 
     train_eval = open_train(transform)
@@ -172,12 +175,34 @@ def _check_sizes(spec: DataSpecLike) -> None:
             raise DataError(f"must be >= 1, got {value}", where=f"data.{key}")
 
 
-class _FixedClassFolder(datasets.ImageFolder):
-    """An ImageFolder numbered by a given ``class_to_idx`` rather than the folders it finds.
+class _CheckedFolder(datasets.ImageFolder):
+    """An ImageFolder that lists and reads its files within bounds (``occ.data.folder``).
+
+    A special file, a directory symlink loop, an empty class folder or an unreadable image
+    is a :class:`~occ.data.folder.ImageFileError` naming the path (exit 2), not a hang or a
+    PIL exception. Module-level so worker processes can unpickle it.
+    """
+
+    def __init__(self, root: str, transform: Callable, *, allow_empty: bool = False) -> None:
+        super().__init__(root, transform=transform, loader=folder.load_image,
+                         allow_empty=allow_empty)
+
+    @staticmethod
+    def make_dataset(directory: str, class_to_idx: dict[str, int],
+                     extensions: tuple[str, ...] | None = None,
+                     is_valid_file: Callable[[str], bool] | None = None,
+                     allow_empty: bool = False) -> list[tuple[str, int]]:
+        """torchvision's listing, bounded: :func:`occ.data.folder.list_samples`."""
+        return folder.list_samples(directory, class_to_idx, extensions or IMG_EXTENSIONS,
+                                   allow_empty=allow_empty)
+
+
+class _FixedClassFolder(_CheckedFolder):
+    """A checked ImageFolder numbered by a given ``class_to_idx``, not the folders it finds.
 
     ImageFolder numbers the classes it finds; a test folder missing one class would shift
     every later label, so the test folder reuses the train folder's numbering. Classes
-    without images are allowed. Module-level so worker processes can unpickle it.
+    without images are allowed.
     """
 
     def __init__(self, root: str, class_to_idx: dict[str, int], transform: Callable) -> None:
@@ -190,7 +215,7 @@ class _FixedClassFolder(datasets.ImageFolder):
 
 def _open_test_folder(
     test_dir: Path, class_to_idx: dict[str, int], transform: Callable
-) -> datasets.ImageFolder:
+) -> _CheckedFolder:
     """Open the test folder with the train folder's class indices."""
     extra = sorted(p.name for p in test_dir.iterdir() if p.is_dir() and p.name not in class_to_idx)
     if extra:
