@@ -54,6 +54,10 @@ MAX_YAML_DEPTH = Limit("OCC_MAX_YAML_DEPTH", 64, "levels of YAML nesting")
 MAX_PARAMS = Limit("OCC_MAX_PARAMS", 150_000_000, "parameters and buffers")
 MAX_CHECKPOINT_BYTES = Limit("OCC_MAX_CHECKPOINT_BYTES", 8 << 30, "bytes")
 MAX_ARTIFACT_BYTES = Limit("OCC_MAX_ARTIFACT_BYTES", 4 << 30, "bytes")
+MAX_REPORT_BYTES = Limit("OCC_MAX_REPORT_BYTES", 64 << 20, "bytes")
+# JSON values and keys in one document (artifact header, report.json, --kwargs); a LeNet
+# artifact's header holds ~700, a 3,000-tensor model's ~50,000.
+MAX_JSON_VALUES = Limit("OCC_MAX_JSON_VALUES", 1_000_000, "JSON values and keys")
 
 # Domains of numbers that have no user-tunable limit.
 MAX_SEED = 2**32 - 1  # numpy's and torch's seeds are 32 / 64 bit: the common range
@@ -61,6 +65,7 @@ MAX_INT = 2**63 - 1  # any integer field: must fit in a C int64
 MAX_WORKERS = 64  # data.num_workers: more only floods the machine with processes
 MAX_IMAGE_SIDE = 8192  # data.image_size / data.pad_to, in pixels
 MAX_JSON_DEPTH = 64  # artifact headers: occ writes at most ~6 levels
+MAX_STREAMS = 65_536  # tensors in one artifact: the largest torchvision models have ~2,000
 
 
 def json_depth(obj: object, cap: int) -> int:
@@ -135,6 +140,7 @@ def check_params(count: int, *, where: str, name: str) -> None:
 
 
 __all__ = ["MAX_ARTIFACT_BYTES", "MAX_CHECKPOINT_BYTES", "MAX_IMAGE_SIDE", "MAX_INT",
-           "MAX_JSON_DEPTH", "MAX_PARAMS", "MAX_RECIPE_BYTES", "MAX_SEED", "MAX_WORKERS",
+           "MAX_JSON_DEPTH", "MAX_JSON_VALUES", "MAX_PARAMS", "MAX_RECIPE_BYTES",
+           "MAX_REPORT_BYTES", "MAX_SEED", "MAX_STREAMS", "MAX_WORKERS",
            "MAX_YAML_DEPTH", "MAX_YAML_NODES", "Limit", "check_input_file", "check_params",
            "json_depth", "read_bounded"]

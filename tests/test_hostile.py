@@ -571,6 +571,59 @@ CASES += [
         r"model\.occ: streams\[\d+\] .*raw stream holds")),
 ]
 
+
+
+def deflated(t: Path, w: World, header: bytes) -> Path:
+    """A re-sealed artifact whose header, deflated as occ writes it, is ``header``."""
+    import zlib
+
+    from occ.artifact.container import FLAG_DEFLATE
+    from occ.artifact.layout import seal
+
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    path = t / "model.occ"
+    path.write_bytes(seal(FLAG_DEFLATE, packer.compress(header) + packer.flush(), b""))
+    return path
+
+
+def _zero_streams(t: Path, w: World) -> Path:
+    """A 10 KB file listing 3,000 empty ``zero`` streams of 1 MiB each (it took 6.7 GB)."""
+    from occ.engine.fuzz import _header
+
+    header = _header(w.raw)[0]
+    header["streams"] = [{"name": f"t{i}", "dtype": "float32", "shape": [262144],
+                          "codec": "zero", "offset": 0, "length": 0} for i in range(3000)]
+    return deflated(t, w, json.dumps(header).encode())
+
+
+def _header_bomb(item: bytes) -> Callable[[Path, World], Path]:
+    """A 61 KB file whose header inflates to 60 MB of ``item`` (3.5 GB and 45 s before)."""
+    return lambda t, w: deflated(t, w, b'{"streams":[],"x":[' + item * ((60 << 20) // 3)
+                                 + b"[]]}")
+
+
+DECODE_BUDGET = r"model\.occ: tensors would decode to 3,145,728,000 bytes from a [\d,]+-byte file"
+HEADER_BOMB = r"model\.occ: header inflates past 16,777,216 bytes"
+CASES += [
+    ("budget-inspect-zero-streams", lambda t, w: Run(["inspect", str(_zero_streams(t, w))],
+                                                     DECODE_BUDGET)),
+    ("budget-eval-zero-streams", lambda t, w: Run(["eval", str(_zero_streams(t, w))],
+                                                  DECODE_BUDGET)),
+    ("budget-eval-header-lists", lambda t, w: Run(["eval", str(_header_bomb(b"[],")(t, w))],
+                                                  HEADER_BOMB)),
+    ("budget-inspect-header-lists", lambda t, w: Run(
+        ["inspect", str(_header_bomb(b"[],")(t, w))], HEADER_BOMB)),
+    ("budget-eval-header-dicts", lambda t, w: Run(["eval", str(_header_bomb(b"{},")(t, w))],
+                                                  HEADER_BOMB)),
+    ("budget-export-header-values", lambda t, w: Run(
+        ["export", str(deflated(t, w, b'{"streams":[],"x":[' + b"[1]," * (3 << 20) + b"1]}")),
+         "--out", str(t / "m.onnx")],
+        r"model\.occ: header holds about [\d,]+ values and keys, over the limit 1,000,000",
+        [t / "m.onnx"])),
+]
+
+
+
 # 7. Values outside their real domain.
 INVALID_VALUES: dict[str, tuple[str, Any, str]] = {
     "lr-inf": ("stages.0.lr", float("inf"), r"stages\[0\]\.lr: must be a finite number"),
