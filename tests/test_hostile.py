@@ -624,6 +624,38 @@ CASES += [
 
 
 
+def report_dir(t: Path, content: str | None = None, *, size: int = 0) -> Path:
+    """A folder whose ``report.json`` is ``content``, a FIFO (None), or ``size`` sparse bytes."""
+    folder = t / "run"
+    folder.mkdir()
+    path = folder / "report.json"
+    if size:
+        with open(path, "wb") as fh:
+            fh.truncate(size)
+    elif content is None:
+        os.mkfifo(path)
+    else:
+        path.write_text(content)
+    return folder
+
+
+CASES += [
+    ("report-fifo", lambda t, w: Run(["report", str(report_dir(t))],
+                                     r"report\.json: is a FIFO \(named pipe\)")),
+    ("report-deep", lambda t, w: Run(["report", str(report_dir(t, "[" * 100_000 + "]" * 100_000))],
+                                     r"report\.json: report is nested deeper than 64 levels")),
+    ("report-300mb", lambda t, w: Run(["report", str(report_dir(t, size=300 << 20))],
+                                      r"report\.json: is 314,572,800 bytes, over the limit "
+                                      r"67,108,864 bytes; raise it with OCC_MAX_REPORT_BYTES")),
+    ("report-values", lambda t, w: Run(["report", str(report_dir(t, "[" + "[]," * 2_000_000
+                                                                  + "[]]"))],
+                                       r"report\.json: report holds about [\d,]+ values")),
+    ("report-types", lambda t, w: Run(
+        ["report", str(report_dir(t, json.dumps({"name": "x", "recipe": "r", "plan": {
+            "order": []}, "baseline": {"accuracy": "high"}, "stages": []})))],
+        r"report\.json: baseline\.accuracy: must be a number or null, got str")),
+]
+
 # 7. Values outside their real domain.
 INVALID_VALUES: dict[str, tuple[str, Any, str]] = {
     "lr-inf": ("stages.0.lr", float("inf"), r"stages\[0\]\.lr: must be a finite number"),
