@@ -42,9 +42,11 @@ def _unescaped(data: bytes) -> bytes:
     return data.replace(b"\\\\", b"").replace(b'\\"', b"")
 
 
-def check_text(data: bytes, *, max_bytes: int, error: type[OccError] = OccError,
+def check_text(data: bytes, *, max_bytes: int | Limit, error: type[OccError] = OccError,
                where: str | None = None, what: str = "JSON", embedded: bool = False) -> None:
     """Refuse JSON ``data`` over ``max_bytes``, ``OCC_MAX_JSON_VALUES`` or ``MAX_JSON_DEPTH``.
+
+    ``max_bytes``: a fixed bound, or a ``Limit`` (then the message says how to raise it).
 
     ``embedded``: ``data`` is binary with JSON parts inside (a compact artifact header):
     count values everywhere, strings included (which can only over-count), and leave the
@@ -53,9 +55,10 @@ def check_text(data: bytes, *, max_bytes: int, error: type[OccError] = OccError,
     Raises:
         ``error``: the text is over one of the bounds (named, with how to raise it).
     """
-    if len(data) > max_bytes:
-        raise error(f"{what} is {len(data):,} bytes, over the limit {max_bytes:,} bytes",
-                    where=where)
+    cap = max_bytes.value() if isinstance(max_bytes, Limit) else max_bytes
+    if len(data) > cap:
+        hint = max_bytes.hint() if isinstance(max_bytes, Limit) else f"limit {cap:,} bytes"
+        raise error(f"{what} is {len(data):,} bytes, over the {hint}", where=where)
     structure = data if embedded else _STRING.sub(b"", _unescaped(data))
     values = 1 + sum(structure.count(c) for c in (b"[", b"{", b",", b":"))
     if values > MAX_JSON_VALUES.value():
@@ -70,7 +73,7 @@ def check_text(data: bytes, *, max_bytes: int, error: type[OccError] = OccError,
                     "parsing", where=where)
 
 
-def loads(text: str | bytes, *, max_bytes: int, error: type[OccError] = OccError,
+def loads(text: str | bytes, *, max_bytes: int | Limit, error: type[OccError] = OccError,
           where: str | None = None, what: str = "JSON") -> Any:
     """``json.loads(text)`` once :func:`check_text` passes; ``error`` for bad JSON.
 
@@ -98,7 +101,7 @@ def load_file(path: str, limit: Limit, *, error: type[OccError] = OccError,
         ``error``: a special file, a file over ``limit``, unreadable, or bad / oversized JSON.
     """
     data = read_bounded(path, limit, error=error, what=what)
-    return loads(data, max_bytes=limit.value(), error=error, where=path, what=what)
+    return loads(data, max_bytes=limit, error=error, where=path, what=what)
 
 
 __all__ = ["check_text", "load_file", "loads"]

@@ -752,6 +752,18 @@ for _fid, (_flags, _line) in {
         [t / "out-ablation" / "ablation.json"])))
 CASES.append(("flag-eval-latency-runs-zero", lambda t, w: Run(
     ["eval", str(artifact(t, w)), "--latency", "--latency-runs", "0"], r"--latency-runs: must be")))
+CASES += [  # JSON options: depth, values and size checked on the text (was a RecursionError)
+    ("flag-eval-kwargs-deep", lambda t, w: Run(
+        ["eval", str(w.checkpoint), "--arch", "lenet5", "--kwargs", "[" * 5000 + "]" * 5000],
+        r"--kwargs: value is nested deeper than 64 levels")),
+    ("flag-eval-kwargs-size", lambda t, w: Run(
+        ["eval", str(w.checkpoint), "--arch", "lenet5", "--kwargs", "[" + "0," * 600_000 + "0]"],
+        r"--kwargs: value is 1,200,003 bytes, over the limit 1,048,576 bytes; raise it with "
+        r"OCC_MAX_RECIPE_BYTES=N")),
+    ("flag-eval-kwargs-not-json", lambda t, w: Run(
+        ["eval", str(w.checkpoint), "--arch", "lenet5", "--kwargs", "{width: 1}"],
+        r"--kwargs: value is not valid JSON: Expecting property name")),
+]
 CASES.append(("flag-export-batch-negative", lambda t, w: Run(
     ["export", str(artifact(t, w)), "--batch-size", "-3", "--out", str(t / "m.onnx")],
     r"--batch-size: must be >= 1", [t / "m.onnx"])))
