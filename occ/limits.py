@@ -4,8 +4,8 @@ Every limit has a default and an environment variable that raises (or lowers) it
 README lists them. Checks here run *before* a file is read or a tensor allocated:
 
 * :func:`check_input_file`: a regular file, not a directory, FIFO, device or socket
-  (symlinks are followed, so a link to ``/dev/zero`` is refused too), and not larger
-  than the caller's limit;
+  (symlinks are followed, so a link to ``/dev/zero`` is refused too), nor a kernel
+  pseudo-file under ``/proc`` or ``/sys``, and not larger than the caller's limit;
 * :func:`read_bounded`: read such a file, never more than the limit;
 * :func:`check_params`: a model's size (counted on the ``meta`` device) against
   ``OCC_MAX_PARAMS``.
@@ -92,13 +92,32 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
+_PSEUDO_ROOTS = ("/proc", "/sys")  # "regular" files whose size and reads the kernel makes up
+
+
+def _pseudo(path: str | os.PathLike[str], st: os.stat_result) -> bool:
+    """Whether ``path`` lies on procfs or sysfs (``/proc/self/mem`` is a "regular" file of
+    size 0 whose reads fail with EIO; ``/proc/self/status`` changes as it is read)."""
+    real = os.path.realpath(path)
+    if any(real == root or real.startswith(root + "/") for root in _PSEUDO_ROOTS):
+        return True
+    for root in _PSEUDO_ROOTS:  # the same file system mounted elsewhere
+        try:
+            if os.stat(root).st_dev == st.st_dev:
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def check_input_file(path: str | os.PathLike[str], *, limit: Limit | None = None,
                      error: type[OccError] = OccError, what: str = "file") -> int:
     """Check that ``path`` is a regular file within ``limit``; return its size.
 
     Raises:
         ``error`` (an OccError): a NUL byte in the path, a missing path, a directory, FIFO,
-        device or socket (refused by type before any read), or a file over the limit.
+        device or socket (refused by type before any read), a file of procfs / sysfs,
+        or a file over the limit.
     """
     where = str(path)
     try:
@@ -112,6 +131,9 @@ def check_input_file(path: str | os.PathLike[str], *, limit: Limit | None = None
     if not stat.S_ISREG(st.st_mode):
         raise error(f"is {_kind(st.st_mode)}, not a regular {what}; refused before reading",
                     where=where)
+    if _pseudo(path, st):
+        raise error(f"is a kernel pseudo-file ({os.path.realpath(path)}), not a regular "
+                    f"{what}; refused before reading", where=where)
     if limit is not None and st.st_size > limit.value():
         raise error(f"is {st.st_size:,} bytes, over the {limit.hint()}", where=where)
     return st.st_size

@@ -624,6 +624,27 @@ CASES += [
 
 
 
+PSEUDO = r"is a kernel pseudo-file \(/proc/\d+/(mem|status)\), not a regular \w+; refused"
+ARTIFACT_AS_CHECKPOINT = (r"model\.occ: is an occ artifact \(already compressed\), not a "
+                          r"PyTorch checkpoint: `occ eval`")
+CASES += [  # /proc files are "regular" (size 0, reads fail with EIO or change as they go)
+    ("pseudo-eval-proc-mem", lambda t, w: Run(["eval", "/proc/self/mem"], PSEUDO)),
+    ("pseudo-export-proc-mem", lambda t, w: Run(
+        ["export", "/proc/self/mem", "--out", str(t / "m.onnx")], PSEUDO, [t / "m.onnx"])),
+    ("pseudo-eval-link-proc-status", lambda t, w: Run(
+        ["eval", str(link(t, "/proc/self/status", "s.pt"))], PSEUDO)),
+    ("pseudo-compress-checkpoint-proc-status", lambda t, w: Run(
+        ["compress", str(recipe(t, w)), "--checkpoint", str(link(t, "/proc/self/status",
+                                                                  "s.pt"))], PSEUDO)),
+    ("artifact-as-recipe-checkpoint", lambda t, w: Run(
+        ["compress", str(recipe(t, w, ("model.checkpoint", str(artifact(t, w)))))],
+        ARTIFACT_AS_CHECKPOINT)),
+    ("artifact-as-checkpoint-flag", lambda t, w: Run(
+        ["compress", str(recipe(t, w)), "--checkpoint", str(artifact(t, w))],
+        ARTIFACT_AS_CHECKPOINT)),
+]
+
+
 def report_dir(t: Path, content: str | None = None, *, size: int = 0) -> Path:
     """A folder whose ``report.json`` is ``content``, a FIFO (None), or ``size`` sparse bytes."""
     folder = t / "run"
