@@ -162,10 +162,12 @@ class _Payload:
 def pickle_checkpoint(t: Path, w: World, style: str) -> Path:
     path = t / "evil.pt"
     payload = {"state_dict": dict(w.state), "extra": _Payload(touch(t))}
-    if style == "zip":
+    if style in ("zip", "legacy"):  # legacy: five pickles back to back, the object 4th
         import torch
 
-        torch.save(payload, path)
+        torch.save(payload, path, _use_new_zipfile_serialization=style == "zip")
+    elif style == "p4":  # torch warns about protocol 4 (two lines) before its refusal
+        path.write_bytes(pickle.dumps(payload, protocol=4))
     else:  # a bare pickle (protocol 0: GLOBAL opcodes; protocol 2: the legacy layout)
         path.write_bytes(pickle.dumps(_Payload(touch(t)), protocol=0 if style == "p0" else 2))
     return path
@@ -314,7 +316,7 @@ for _ref in ("os:system", "subprocess:getoutput"):
 
 # 2. Pickles that run code, through every way a checkpoint comes in.
 REFUSED_PICKLE = r"evil\.pt: refused: would run code while unpickling \('(posix|os)\.system'\)"
-for _style in ("zip", "p0", "p2"):
+for _style in ("zip", "legacy", "p0", "p2", "p4"):
     CASES += [
         (f"pickle-eval-{_style}", lambda t, w, s=_style: Run(
             ["eval", str(pickle_checkpoint(t, w, s))], REFUSED_PICKLE)),
@@ -935,6 +937,10 @@ SUBPROCESS: list[Case] = [
         ["eval", str(occ_checkpoint(t, w, "os:system", {"command": touch(t)}))], REFUSED_CODE)),
     ("eval-pickle-payload", lambda t, w: Run(["eval", str(pickle_checkpoint(t, w, "zip"))],
                                              REFUSED_PICKLE)),
+    ("eval-pickle-legacy", lambda t, w: Run(["eval", str(pickle_checkpoint(t, w, "legacy"))],
+                                            REFUSED_PICKLE)),
+    ("eval-pickle-protocol-4", lambda t, w: Run(["eval", str(pickle_checkpoint(t, w, "p4"))],
+                                                REFUSED_PICKLE)),  # one line: no UserWarning
 ]
 
 

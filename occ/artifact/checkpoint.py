@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,7 +58,10 @@ def load_checkpoint(path: str | os.PathLike[str], *, trust: bool = False) -> Che
             with user_folders([Path(path).parent]):
                 obj = torch.load(path, map_location="cpu", weights_only=False)
         else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # "Detected pickle protocol 4 ...": the verdict
+                warnings.filterwarnings("ignore", message=r"Detected pickle protocol",
+                                        category=UserWarning)  # below says what matters
+                obj = torch.load(path, map_location="cpu", weights_only=True)
     except OSError as err:  # a read that fails (EIO): the file, not occ
         raise CheckpointError(f"cannot read checkpoint: {err.strerror or err}",
                               where=where) from None
