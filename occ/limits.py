@@ -4,8 +4,8 @@ Every limit has a default and an environment variable that raises (or lowers) it
 README lists them. Checks here run *before* a file is read or a tensor allocated:
 
 * :func:`check_input_file`: a regular file, not a directory, FIFO, device or socket
-  (symlinks are followed, so a link to ``/dev/zero`` is refused too), and not larger
-  than the caller's limit;
+  (symlinks are followed, so a link to ``/dev/zero`` is refused too), nor a kernel
+  pseudo-file under ``/proc`` or ``/sys``, and not larger than the caller's limit;
 * :func:`read_bounded`: read such a file, never more than the limit;
 * :func:`check_params`: a model's size (counted on the ``meta`` device) against
   ``OCC_MAX_PARAMS``.
@@ -60,6 +60,10 @@ MAX_ARTIFACT_BYTES = Limit("OCC_MAX_ARTIFACT_BYTES", 4 << 30, "bytes")
 MAX_FOLDER_ENTRIES = Limit("OCC_MAX_FOLDER_ENTRIES", 10_000_000,
                            "files and folders listed under one ImageFolder split")
 MAX_IMAGE_PIXELS = Limit("OCC_MAX_IMAGE_PIXELS", 1 << 26, "pixels per image (8192 x 8192)")
+MAX_REPORT_BYTES = Limit("OCC_MAX_REPORT_BYTES", 64 << 20, "bytes")
+# JSON values and keys in one document (artifact header, report.json, --kwargs); a LeNet
+# artifact's header holds ~700, a 3,000-tensor model's ~50,000.
+MAX_JSON_VALUES = Limit("OCC_MAX_JSON_VALUES", 1_000_000, "JSON values and keys")
 
 # Domains of numbers that have no user-tunable limit.
 MAX_SEED = 2**32 - 1  # numpy's and torch's seeds are 32 / 64 bit: the common range
@@ -67,6 +71,7 @@ MAX_INT = 2**63 - 1  # any integer field: must fit in a C int64
 MAX_WORKERS = 64  # data.num_workers: more only floods the machine with processes
 MAX_IMAGE_SIDE = 8192  # data.image_size / data.pad_to, in pixels
 MAX_JSON_DEPTH = 64  # artifact headers: occ writes at most ~6 levels
+MAX_STREAMS = 65_536  # tensors in one artifact: the largest torchvision models have ~2,000
 
 
 def json_depth(obj: object, cap: int) -> int:
@@ -101,13 +106,32 @@ def printable_path(path: str | os.PathLike[str]) -> str:
     return text if text.isprintable() else ascii(text)
 
 
+_PSEUDO_ROOTS = ("/proc", "/sys")  # "regular" files whose size and reads the kernel makes up
+
+
+def _pseudo(path: str | os.PathLike[str], st: os.stat_result) -> bool:
+    """Whether ``path`` lies on procfs or sysfs (``/proc/self/mem`` is a "regular" file of
+    size 0 whose reads fail with EIO; ``/proc/self/status`` changes as it is read)."""
+    real = os.path.realpath(path)
+    if any(real == root or real.startswith(root + "/") for root in _PSEUDO_ROOTS):
+        return True
+    for root in _PSEUDO_ROOTS:  # the same file system mounted elsewhere
+        try:
+            if os.stat(root).st_dev == st.st_dev:
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def check_input_file(path: str | os.PathLike[str], *, limit: Limit | None = None,
                      error: type[OccError] = OccError, what: str = "file") -> int:
     """Check that ``path`` is a regular file within ``limit``; return its size.
 
     Raises:
         ``error`` (an OccError): a NUL byte in the path, a missing path, a directory, FIFO,
-        device or socket (refused by type before any read), or a file over the limit.
+        device or socket (refused by type before any read), a file of procfs / sysfs,
+        or a file over the limit.
     """
     where = printable_path(path)
     try:
@@ -121,6 +145,9 @@ def check_input_file(path: str | os.PathLike[str], *, limit: Limit | None = None
     if not stat.S_ISREG(st.st_mode):
         raise error(f"is {file_kind(st.st_mode)}, not a regular {what}; refused before reading",
                     where=where)
+    if _pseudo(path, st):
+        raise error(f"is a kernel pseudo-file ({os.path.realpath(path)}), not a regular "
+                    f"{what}; refused before reading", where=where)
     if limit is not None and st.st_size > limit.value():
         raise error(f"is {st.st_size:,} bytes, over the {limit.hint()}", where=where)
     return st.st_size
@@ -153,3 +180,8 @@ __all__ = ["MAX_ARTIFACT_BYTES", "MAX_CHECKPOINT_BYTES", "MAX_FOLDER_ENTRIES",
            "MAX_RECIPE_BYTES", "MAX_SEED", "MAX_WORKERS", "MAX_YAML_DEPTH", "MAX_YAML_NODES",
            "Limit", "check_input_file", "check_params", "file_kind", "json_depth",
            "printable_path", "read_bounded"]
+__all__ = ["MAX_ARTIFACT_BYTES", "MAX_CHECKPOINT_BYTES", "MAX_IMAGE_SIDE", "MAX_INT",
+           "MAX_JSON_DEPTH", "MAX_JSON_VALUES", "MAX_PARAMS", "MAX_RECIPE_BYTES",
+           "MAX_REPORT_BYTES", "MAX_SEED", "MAX_STREAMS", "MAX_WORKERS",
+           "MAX_YAML_DEPTH", "MAX_YAML_NODES", "Limit", "check_input_file", "check_params",
+           "json_depth", "read_bounded"]

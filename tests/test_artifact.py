@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import struct
 from pathlib import Path
 
@@ -104,6 +105,92 @@ def _with_header(header: bytes) -> bytes:
 def test_hostile_headers_are_rejected_before_allocating(header: bytes, pattern: str) -> None:
     with pytest.raises(ArtifactError, match=pattern):
         decode_artifact(_with_header(header))
+
+
+def _deflated(header: bytes, payload: bytes = b"") -> bytes:
+    """A version-2 artifact whose (valid, re-sealed) header is ``header``, deflated."""
+    import zlib
+
+    from occ.artifact.container import FLAG_DEFLATE
+    from occ.artifact.layout import seal
+
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    return seal(FLAG_DEFLATE, packer.compress(header) + packer.flush(), payload)
+
+
+def _zero_streams(n: int, count: int) -> bytes:
+    streams = [{"name": f"t{i}", "dtype": "float32", "shape": [count], "codec": "zero",
+                "offset": 0, "length": 0} for i in range(n)]
+    return json.dumps({"streams": streams}).encode()
+
+
+def test_streams_decoding_past_the_file_budget_are_refused_before_decoding() -> None:
+    """3,000 empty ``zero`` streams of 1 MiB each (a 10 KB file) made eval take 6.7 GB."""
+    import time
+    import tracemalloc
+
+    data = _deflated(_zero_streams(3000, 262144))
+    assert len(data) < 20_000
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(ArtifactError, match=r"would decode to 3,145,728,000 bytes from a"):
+            decode_artifact(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20 and time.perf_counter() - start < 1
+
+
+def test_sparse_and_zero_tensors_within_the_budget_still_load() -> None:
+    """Any file may decode to 32 MiB: a model of all-zero tensors stays legal."""
+    zeros = {f"w{i}": torch.zeros(1 << 18) for i in range(30)}  # 30 MiB from <2 KB
+    data = encode_artifact({}, zeros, "zero")
+    assert len(data) < 2000
+    art = decode_artifact(data)
+    assert all(s["codec"] == "zero" for s in art.streams) and len(art.tensors) == 30
+    assert all(not t.any() for t in art.tensors.values())
+
+
+def test_values_past_max_params_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OCC_MAX_PARAMS", "1000")
+    data = encode_artifact({}, {"w": torch.ones(1001)})
+    with pytest.raises(ArtifactError, match=r"1,001 values, over the limit 1,000 .*OCC_MAX_PARAMS"):
+        decode_artifact(data)
+
+
+def test_too_many_streams_are_refused() -> None:
+    with pytest.raises(ArtifactError, match=r"lists 65,537 tensors, over the limit 65,536"):
+        decode_artifact(_deflated(_zero_streams(65537, 0)))
+
+
+@pytest.mark.parametrize(("item", "pattern"), [
+    (b"[],", r"header inflates past 16,777,216 bytes"),  # 60 MB: 3.5 GB and 45 s before
+    (b"{},", r"header inflates past 16,777,216 bytes"),
+    (b"[[1]],", r"header holds about [\d,]+ values and keys, over the limit 1,000,000"),
+])
+def test_header_bombs_are_refused_before_parsing(item: bytes, pattern: str) -> None:
+    """A 61 KB file whose header inflates to 60 MB of ``[],``; under 16 MiB, too many values."""
+    import time
+
+    n = (60 << 20) // 3 if item != b"[[1]]," else (10 << 20) // len(item)
+    data = _deflated(b'{"streams":[],"x":[' + item * n + b"[]]}")
+    start = time.perf_counter()
+    with pytest.raises(ArtifactError, match=pattern):
+        decode_artifact(data)
+    assert time.perf_counter() - start < 1
+
+
+def test_binary_header_stream_count_is_bounded() -> None:
+    """A compact header cannot declare more streams than MAX_STREAMS either."""
+    from occ.artifact import header_v3
+    from occ.coding.bitio import ByteWriter
+
+    w = ByteWriter()
+    w.u8(header_v3.HEADER_VERSION)
+    w.varint(70_000)
+    with pytest.raises(ArtifactError, match=r"70,000 tensors, over the limit 65,536"):
+        header_v3.unpack(w.getvalue() + bytes(80_000))
 
 
 def test_raw_length_mismatch() -> None:

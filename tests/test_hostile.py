@@ -162,10 +162,12 @@ class _Payload:
 def pickle_checkpoint(t: Path, w: World, style: str) -> Path:
     path = t / "evil.pt"
     payload = {"state_dict": dict(w.state), "extra": _Payload(touch(t))}
-    if style == "zip":
+    if style in ("zip", "legacy"):  # legacy: five pickles back to back, the object 4th
         import torch
 
-        torch.save(payload, path)
+        torch.save(payload, path, _use_new_zipfile_serialization=style == "zip")
+    elif style == "p4":  # torch warns about protocol 4 (two lines) before its refusal
+        path.write_bytes(pickle.dumps(payload, protocol=4))
     else:  # a bare pickle (protocol 0: GLOBAL opcodes; protocol 2: the legacy layout)
         path.write_bytes(pickle.dumps(_Payload(touch(t)), protocol=0 if style == "p0" else 2))
     return path
@@ -314,7 +316,7 @@ for _ref in ("os:system", "subprocess:getoutput"):
 
 # 2. Pickles that run code, through every way a checkpoint comes in.
 REFUSED_PICKLE = r"evil\.pt: refused: would run code while unpickling \('(posix|os)\.system'\)"
-for _style in ("zip", "p0", "p2"):
+for _style in ("zip", "legacy", "p0", "p2", "p4"):
     CASES += [
         (f"pickle-eval-{_style}", lambda t, w, s=_style: Run(
             ["eval", str(pickle_checkpoint(t, w, s))], REFUSED_PICKLE)),
@@ -571,6 +573,112 @@ CASES += [
         r"model\.occ: streams\[\d+\] .*raw stream holds")),
 ]
 
+
+
+def deflated(t: Path, w: World, header: bytes) -> Path:
+    """A re-sealed artifact whose header, deflated as occ writes it, is ``header``."""
+    import zlib
+
+    from occ.artifact.container import FLAG_DEFLATE
+    from occ.artifact.layout import seal
+
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    path = t / "model.occ"
+    path.write_bytes(seal(FLAG_DEFLATE, packer.compress(header) + packer.flush(), b""))
+    return path
+
+
+def _zero_streams(t: Path, w: World) -> Path:
+    """A 10 KB file listing 3,000 empty ``zero`` streams of 1 MiB each (it took 6.7 GB)."""
+    from occ.engine.fuzz import _header
+
+    header = _header(w.raw)[0]
+    header["streams"] = [{"name": f"t{i}", "dtype": "float32", "shape": [262144],
+                          "codec": "zero", "offset": 0, "length": 0} for i in range(3000)]
+    return deflated(t, w, json.dumps(header).encode())
+
+
+def _header_bomb(item: bytes) -> Callable[[Path, World], Path]:
+    """A 61 KB file whose header inflates to 60 MB of ``item`` (3.5 GB and 45 s before)."""
+    return lambda t, w: deflated(t, w, b'{"streams":[],"x":[' + item * ((60 << 20) // 3)
+                                 + b"[]]}")
+
+
+DECODE_BUDGET = r"model\.occ: tensors would decode to 3,145,728,000 bytes from a [\d,]+-byte file"
+HEADER_BOMB = r"model\.occ: header inflates past 16,777,216 bytes"
+CASES += [
+    ("budget-inspect-zero-streams", lambda t, w: Run(["inspect", str(_zero_streams(t, w))],
+                                                     DECODE_BUDGET)),
+    ("budget-eval-zero-streams", lambda t, w: Run(["eval", str(_zero_streams(t, w))],
+                                                  DECODE_BUDGET)),
+    ("budget-eval-header-lists", lambda t, w: Run(["eval", str(_header_bomb(b"[],")(t, w))],
+                                                  HEADER_BOMB)),
+    ("budget-inspect-header-lists", lambda t, w: Run(
+        ["inspect", str(_header_bomb(b"[],")(t, w))], HEADER_BOMB)),
+    ("budget-eval-header-dicts", lambda t, w: Run(["eval", str(_header_bomb(b"{},")(t, w))],
+                                                  HEADER_BOMB)),
+    ("budget-export-header-values", lambda t, w: Run(
+        ["export", str(deflated(t, w, b'{"streams":[],"x":[' + b"[1]," * (3 << 20) + b"1]}")),
+         "--out", str(t / "m.onnx")],
+        r"model\.occ: header holds about [\d,]+ values and keys, over the limit 1,000,000",
+        [t / "m.onnx"])),
+]
+
+
+
+PSEUDO = r"is a kernel pseudo-file \(/proc/\d+/(mem|status)\), not a regular \w+; refused"
+ARTIFACT_AS_CHECKPOINT = (r"model\.occ: is an occ artifact \(already compressed\), not a "
+                          r"PyTorch checkpoint: `occ eval`")
+CASES += [  # /proc files are "regular" (size 0, reads fail with EIO or change as they go)
+    ("pseudo-eval-proc-mem", lambda t, w: Run(["eval", "/proc/self/mem"], PSEUDO)),
+    ("pseudo-export-proc-mem", lambda t, w: Run(
+        ["export", "/proc/self/mem", "--out", str(t / "m.onnx")], PSEUDO, [t / "m.onnx"])),
+    ("pseudo-eval-link-proc-status", lambda t, w: Run(
+        ["eval", str(link(t, "/proc/self/status", "s.pt"))], PSEUDO)),
+    ("pseudo-compress-checkpoint-proc-status", lambda t, w: Run(
+        ["compress", str(recipe(t, w)), "--checkpoint", str(link(t, "/proc/self/status",
+                                                                  "s.pt"))], PSEUDO)),
+    ("artifact-as-recipe-checkpoint", lambda t, w: Run(
+        ["compress", str(recipe(t, w, ("model.checkpoint", str(artifact(t, w)))))],
+        ARTIFACT_AS_CHECKPOINT)),
+    ("artifact-as-checkpoint-flag", lambda t, w: Run(
+        ["compress", str(recipe(t, w)), "--checkpoint", str(artifact(t, w))],
+        ARTIFACT_AS_CHECKPOINT)),
+]
+
+
+def report_dir(t: Path, content: str | None = None, *, size: int = 0) -> Path:
+    """A folder whose ``report.json`` is ``content``, a FIFO (None), or ``size`` sparse bytes."""
+    folder = t / "run"
+    folder.mkdir()
+    path = folder / "report.json"
+    if size:
+        with open(path, "wb") as fh:
+            fh.truncate(size)
+    elif content is None:
+        os.mkfifo(path)
+    else:
+        path.write_text(content)
+    return folder
+
+
+CASES += [
+    ("report-fifo", lambda t, w: Run(["report", str(report_dir(t))],
+                                     r"report\.json: is a FIFO \(named pipe\)")),
+    ("report-deep", lambda t, w: Run(["report", str(report_dir(t, "[" * 100_000 + "]" * 100_000))],
+                                     r"report\.json: report is nested deeper than 64 levels")),
+    ("report-300mb", lambda t, w: Run(["report", str(report_dir(t, size=300 << 20))],
+                                      r"report\.json: is 314,572,800 bytes, over the limit "
+                                      r"67,108,864 bytes; raise it with OCC_MAX_REPORT_BYTES")),
+    ("report-values", lambda t, w: Run(["report", str(report_dir(t, "[" + "[]," * 2_000_000
+                                                                  + "[]]"))],
+                                       r"report\.json: report holds about [\d,]+ values")),
+    ("report-types", lambda t, w: Run(
+        ["report", str(report_dir(t, json.dumps({"name": "x", "recipe": "r", "plan": {
+            "order": []}, "baseline": {"accuracy": "high"}, "stages": []})))],
+        r"report\.json: baseline\.accuracy: must be a number or null, got str")),
+]
+
 # 7. Values outside their real domain.
 INVALID_VALUES: dict[str, tuple[str, Any, str]] = {
     "lr-inf": ("stages.0.lr", float("inf"), r"stages\[0\]\.lr: must be a finite number"),
@@ -667,6 +775,18 @@ for _fid, (_flags, _line) in {
         [t / "out-ablation" / "ablation.json"])))
 CASES.append(("flag-eval-latency-runs-zero", lambda t, w: Run(
     ["eval", str(artifact(t, w)), "--latency", "--latency-runs", "0"], r"--latency-runs: must be")))
+CASES += [  # JSON options: depth, values and size checked on the text (was a RecursionError)
+    ("flag-eval-kwargs-deep", lambda t, w: Run(
+        ["eval", str(w.checkpoint), "--arch", "lenet5", "--kwargs", "[" * 5000 + "]" * 5000],
+        r"--kwargs: value is nested deeper than 64 levels")),
+    ("flag-eval-kwargs-size", lambda t, w: Run(
+        ["eval", str(w.checkpoint), "--arch", "lenet5", "--kwargs", "[" + "0," * 600_000 + "0]"],
+        r"--kwargs: value is 1,200,003 bytes, over the limit 1,048,576 bytes; raise it with "
+        r"OCC_MAX_RECIPE_BYTES=N")),
+    ("flag-eval-kwargs-not-json", lambda t, w: Run(
+        ["eval", str(w.checkpoint), "--arch", "lenet5", "--kwargs", "{width: 1}"],
+        r"--kwargs: value is not valid JSON: Expecting property name")),
+]
 CASES.append(("flag-export-batch-negative", lambda t, w: Run(
     ["export", str(artifact(t, w)), "--batch-size", "-3", "--out", str(t / "m.onnx")],
     r"--batch-size: must be >= 1", [t / "m.onnx"])))
@@ -817,6 +937,10 @@ SUBPROCESS: list[Case] = [
         ["eval", str(occ_checkpoint(t, w, "os:system", {"command": touch(t)}))], REFUSED_CODE)),
     ("eval-pickle-payload", lambda t, w: Run(["eval", str(pickle_checkpoint(t, w, "zip"))],
                                              REFUSED_PICKLE)),
+    ("eval-pickle-legacy", lambda t, w: Run(["eval", str(pickle_checkpoint(t, w, "legacy"))],
+                                            REFUSED_PICKLE)),
+    ("eval-pickle-protocol-4", lambda t, w: Run(["eval", str(pickle_checkpoint(t, w, "p4"))],
+                                                REFUSED_PICKLE)),  # one line: no UserWarning
 ]
 
 

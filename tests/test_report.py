@@ -231,7 +231,8 @@ def test_write_reports_then_cli_rerenders(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("content, message", [
     (None, "report.json: file not found"),
-    ("{not json", "cannot read"),
+    ("{not json", "report is not valid JSON: Expecting property name"),
+    ("[" * 100_000 + "]" * 100_000, "nested deeper than 64 levels"),  # was a RecursionError
     ("[1, 2]", "not an occ report"),
     ('{"name": "x"}', "not an occ report"),
 ])
@@ -250,8 +251,47 @@ def test_report_with_wrong_types_exits_2(tmp_path: Path) -> None:
     doc["stages"][0]["metrics"]["accuracy"] = "high"
     (tmp_path / "report.json").write_text(json.dumps(doc))
     result = CliRunner().invoke(app, ["report", str(tmp_path)])
-    assert result.exit_code == 2 and "cannot render" in result.stderr, result.output
+    assert result.exit_code == 2, result.output
+    assert "stages[0].metrics.accuracy: must be a number or null, got str" in result.stderr
     assert not (tmp_path / "report.md").exists()
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d["stages"][0].update(seconds="abc"), r"stages\[0\]\.seconds: must be a number"),
+    (lambda d: d["plan"].update(reasons=[5]), r"plan\.reasons\[0\]: must be a mapping"),
+    (lambda d: d["baseline"].update(layers=[1]), r"baseline\.layers\[0\]: must be a mapping"),
+    (lambda d: d.update(stages={}), r"stages: must be a list"),
+    (lambda d: d["plan"]["reasons"][0].pop("reason"), r"not an occ report \(cannot render"),
+])
+def test_report_fields_of_wrong_types_are_named(tmp_path: Path, edit, message: str) -> None:
+    """Neither view is rewritten: both render before either is written."""
+    doc = json.loads(to_json(make_report()))
+    edit(doc)
+    (tmp_path / "report.json").write_text(json.dumps(doc))
+    result = CliRunner().invoke(app, ["report", str(tmp_path)])
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert re.search(message, lines[0]), lines[0]
+    assert not (tmp_path / "report.md").exists()
+
+
+def test_report_special_and_oversized_files_are_refused_before_reading(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    fifo = tmp_path / "fifo"
+    fifo.mkdir()
+    os.mkfifo(fifo / "report.json")  # hung before
+    big = tmp_path / "big"
+    big.mkdir()
+    (big / "report.json").write_text(to_json(make_report()))
+    monkeypatch.setenv("OCC_MAX_REPORT_BYTES", "1000")
+    for folder, message in ((fifo, "is a FIFO (named pipe), not a regular report"),
+                            (big, "over the limit 1,000 bytes; raise it with "
+                                  "OCC_MAX_REPORT_BYTES=N")):
+        result = CliRunner().invoke(app, ["report", str(folder)])
+        lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+        assert result.exit_code == 2 and len(lines) == 1 and message in lines[0], result.output
 
 
 def test_bad_metrics_name_the_stage(tmp_path: Path) -> None:

@@ -256,7 +256,7 @@ def test_eval_plain_state_dict_needs_arch(tmp_path: Path) -> None:
     assert ok.exit_code == 0, ok.output
     assert json.loads(ok.stdout)["params"] == sum(p.numel() for p in model.parameters())
     bad = CliRunner().invoke(app, ["eval", str(path), "--arch", "lenet5", "--kwargs", "[1"])
-    assert bad.exit_code == 2 and "--kwargs: not valid JSON" in bad.stderr
+    assert bad.exit_code == 2 and "--kwargs: value is not valid JSON" in bad.stderr
 
 
 def test_compress_model_with_typed_configs_loaders_and_a_custom_loss(tmp_path: Path) -> None:

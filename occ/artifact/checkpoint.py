@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,13 +51,20 @@ def load_checkpoint(path: str | os.PathLike[str], *, trust: bool = False) -> Che
     where = str(path)
     size = check_input_file(path, limit=MAX_CHECKPOINT_BYTES, error=CheckpointError,
                             what="checkpoint")
+    _refuse_artifact(path)
     check_archive(path, size)
     try:
         if trust:  # the user's own classes, beside them as their builders are
             with user_folders([Path(path).parent]):
                 obj = torch.load(path, map_location="cpu", weights_only=False)
         else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # "Detected pickle protocol 4 ...": the verdict
+                warnings.filterwarnings("ignore", message=r"Detected pickle protocol",
+                                        category=UserWarning)  # below says what matters
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as err:  # a read that fails (EIO): the file, not occ
+        raise CheckpointError(f"cannot read checkpoint: {err.strerror or err}",
+                              where=where) from None
     except pickle.UnpicklingError as err:
         code = _code_names(path)
         if code:  # decided from the pickle's opcodes, not torch's wording (it changes)
@@ -70,6 +78,23 @@ def load_checkpoint(path: str | os.PathLike[str], *, trust: bool = False) -> Che
     if isinstance(obj, nn.Module):
         obj = obj.state_dict()
     return _unwrap(obj, where)
+
+
+def _refuse_artifact(path: str | os.PathLike[str]) -> None:
+    """An occ artifact handed over as a checkpoint: say what it is and what takes it."""
+    from occ.artifact.layout import MAGIC
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(MAGIC))
+    except OSError as err:
+        raise CheckpointError(f"cannot read checkpoint: {err.strerror or err}",
+                              where=str(path)) from None
+    if head == MAGIC:
+        raise CheckpointError("is an occ artifact (already compressed), not a PyTorch "
+                              "checkpoint: `occ eval` / `occ inspect` / `occ export` take it, "
+                              "`occ.load()` gives its model; compress from the checkpoint it "
+                              "was made from", where=str(path))
 
 
 def _code_names(path: str | os.PathLike[str]) -> list[str]:

@@ -24,8 +24,11 @@ intact (anyone can re-seal a file they edited; nothing signs it).
 Nothing is unpickled: tensors are decoded by registered codecs from bytes into numpy
 arrays of allow-listed dtypes. Every declared size is checked against the file before
 anything is allocated, so a corrupt or hostile file raises ``ArtifactError``, never
-crashes or balloons memory. Each stream names its ``codec``; ``raw`` is built in and the
-entropy coders (``occ.coding``: ``cat``, ``fbp``, ``surp``) register more with
+crashes or balloons memory: the header inflates to at most ``MAX_HEADER`` bytes and is
+counted and depth-checked (``occ.safe_json``) before it is parsed, and the whole stream
+table is checked (``_check_streams``: per stream, in total against the file's size and
+``OCC_MAX_PARAMS``) before any tensor is decoded. Each stream names its ``codec``; ``raw``
+is built in and the entropy coders (``occ.coding``: ``cat``, ``fbp``, ``surp``) register more with
 ``register_codec``; the reader imports them before decoding, so any artifact occ wrote
 reads back without further imports.
 
@@ -91,6 +94,11 @@ DTYPES: dict[str, tuple[torch.dtype, np.dtype]] = {
     "int64": (torch.int64, np.dtype("<i8")), "bool": (torch.bool, np.dtype("?")),
 }
 _TORCH_NAMES = {t: name for name, (t, _) in DTYPES.items()}
+# Decoded bytes per byte of the whole file, at most: occ's artifacts decode to 1-25x their
+# size (a LeNet-5 pruned to 99.9 % would be ~1,200x); a small file may always decode to
+# MIN_DECODED (a few all-zero tensors in a tiny file are legal, 3,000 of 1 MiB are not).
+MAX_DECODED_RATIO = 4096
+MIN_DECODED = 32 << 20
 
 
 @dataclass
@@ -196,6 +204,11 @@ def _unpack_binary(head: bytes) -> Any:
 
 def _parse_header(head: bytes, flags: int) -> Any:
     """The header dict of stored header bytes (JSON, or binary with FLAG_BINARY)."""
+    from occ import safe_json
+
+    # Bounded before parsing; a binary table's JSON parts lie inside it: one count for all.
+    safe_json.check_text(head, max_bytes=MAX_HEADER, error=ArtifactError, what="header",
+                         embedded=bool(flags & FLAG_BINARY))
     try:
         if flags & FLAG_BINARY:
             return _unpack_binary(head)
@@ -230,11 +243,13 @@ def read_header(stored: bytes, flags: int) -> bytes:
     zdict = _header_dict(flags)
     inflater = zlib.decompressobj(-15, **({"zdict": zdict} if zdict is not None else {}))
     try:
-        head = inflater.decompress(stored, MAX_HEADER + 1)
+        head = inflater.decompress(stored, MAX_HEADER + 1)  # never inflates past the bound
     except zlib.error as err:
         raise ArtifactError(f"unreadable header: {err}") from None
-    if len(head) > MAX_HEADER or inflater.unconsumed_tail or not inflater.eof \
-            or inflater.unused_data:
+    if len(head) > MAX_HEADER:
+        raise ArtifactError(f"header inflates past {MAX_HEADER:,} bytes (occ writes a few "
+                            "KB); refused before parsing")
+    if inflater.unconsumed_tail or not inflater.eof or inflater.unused_data:
         raise ArtifactError("unreadable header: bad or oversized compressed header")
     return head
 
@@ -266,6 +281,41 @@ def _check_stream(i: int, s: Any, payload_len: int) -> tuple[str, np.dtype, list
     return name, np_dtype, shape, count
 
 
+def _check_streams(streams: list[Any], payload_len: int,
+                   file_len: int) -> list[tuple[str, np.dtype, list[int], int]]:
+    """Every stream's checked fields, once the whole table is within bounds.
+
+    Each stream may decode to at most ``MAX_EXPANSION`` bytes per coded byte (1 MiB
+    whatever its length), so that a stream of no bytes (``zero``) is cheap; the table as a
+    whole may decode to at most ``MAX_DECODED_RATIO`` bytes per byte of the file (at least
+    ``MIN_DECODED``), and to no more values than ``OCC_MAX_PARAMS`` allows a model. A
+    header listing thousands of empty streams is refused here, before any is decoded.
+    """
+    from occ.limits import MAX_PARAMS, MAX_STREAMS
+
+    if len(streams) > MAX_STREAMS:
+        raise ArtifactError(f"header lists {len(streams):,} tensors, over the limit "
+                            f"{MAX_STREAMS:,}")
+    checked, names, values, size = [], set(), 0, 0
+    for i, s in enumerate(streams):
+        name, np_dtype, shape, count = _check_stream(i, s, payload_len)
+        if name in names:
+            raise ArtifactError(f"streams[{i}]: duplicate tensor name {name!r}")
+        names.add(name)
+        values += count
+        size += count * np_dtype.itemsize
+        checked.append((name, np_dtype, shape, count))
+    budget = max(MIN_DECODED, MAX_DECODED_RATIO * file_len)
+    if size > budget:
+        raise ArtifactError(f"tensors would decode to {size:,} bytes from a {file_len:,}-byte "
+                            f"file (at most {budget:,}: {MAX_DECODED_RATIO:,} per byte, "
+                            f"{MIN_DECODED >> 20} MiB for any file); refused before decoding")
+    if values > MAX_PARAMS.value():
+        raise ArtifactError(f"tensors hold {values:,} values, over the {MAX_PARAMS.hint()}; "
+                            "refused before decoding")
+    return checked
+
+
 def decode_artifact(data: bytes) -> Artifact:
     """Verify and decode artifact bytes. Raises ``ArtifactError`` on anything off."""
     at = parse_layout(data)
@@ -283,10 +333,8 @@ def decode_artifact(data: bytes) -> Artifact:
     payload = memoryview(data)[at.payload_start:len(data) - at.digest]
     tensors: dict[str, torch.Tensor] = {}
     streams = header.pop("streams")
-    for i, s in enumerate(streams):
-        name, np_dtype, shape, count = _check_stream(i, s, len(payload))
-        if name in tensors:
-            raise ArtifactError(f"streams[{i}]: duplicate tensor name {name!r}")
+    checked = _check_streams(streams, len(payload), len(data))
+    for i, (s, (name, np_dtype, shape, count)) in enumerate(zip(streams, checked, strict=True)):
         chunk = bytes(payload[s["offset"]:s["offset"] + s["length"]])
         try:
             array = CODECS[s["codec"]].decode(chunk, s.get("meta", {}), np_dtype, count)
@@ -303,11 +351,13 @@ def decode_artifact(data: bytes) -> Artifact:
 
 
 def _to_tensor(array: np.ndarray, dtype: str, shape: list[int]) -> torch.Tensor:
+    # A codec's own fresh array becomes the tensor as is; a view (raw: the file's bytes) is
+    # copied, so the decoded size is held once, not twice.
+    if array.base is not None or not array.flags.writeable:
+        array = array.copy()
     if dtype == "bfloat16":
-        t = torch.from_numpy(array.view(np.int16).copy()).view(torch.bfloat16)
-    else:
-        t = torch.from_numpy(array.copy())
-    return t.reshape(shape)
+        return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16).reshape(shape)
+    return torch.from_numpy(array).reshape(shape)
 
 
 def write_artifact(path: str | os.PathLike[str], header: dict[str, Any],

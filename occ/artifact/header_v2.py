@@ -29,6 +29,8 @@ import json
 from typing import Any
 
 from occ.coding.bitio import ByteReader, ByteWriter
+from occ.errors import ArtifactError
+from occ.limits import MAX_STREAMS
 
 HEADER_VERSION = 2
 # Append-only: never reorder or remove (stored artifacts hold these indices).
@@ -103,7 +105,7 @@ def _stream(r: ByteReader, previous: bytes, offset: int) -> tuple[dict[str, Any]
                          "shape": shape, "codec": codec, "offset": offset, "length": length}
     meta = r.blob(r.remaining())
     if meta:
-        s["meta"] = json.loads(meta)
+        s["meta"] = loads_part(meta)
     return s, name
 
 
@@ -117,13 +119,35 @@ def unpack(data: bytes) -> dict[str, Any]:
     version = r.u8()
     if version != HEADER_VERSION:
         raise ValueError(f"compact header version {version}; this occ reads {HEADER_VERSION}")
-    count = r.varint(r.remaining())  # every stream takes at least one byte
+    count = stream_count(r)
     streams, previous, offset = [], b"", 0
     for _ in range(count):
         s, previous = _stream(r, previous, offset)
         streams.append(s)
         offset += s["length"]
-    rest = json.loads(r.rest())
+    rest = loads_part(r.rest())
     if not isinstance(rest, dict):
         raise ValueError("compact header: the JSON part is not a mapping")
     return {**rest, "streams": streams}
+
+
+def stream_count(r: ByteReader) -> int:
+    """The stream count at ``r``, refused past ``MAX_STREAMS`` before any stream is read."""
+    count = r.varint(r.remaining())  # every stream takes at least one byte
+    if count > MAX_STREAMS:
+        raise ArtifactError(f"header lists {count:,} tensors, over the limit {MAX_STREAMS:,}")
+    return count
+
+
+def loads_part(data: bytes) -> Any:
+    """A JSON part of a compact header (the rest, a stream's meta), its depth bounded.
+
+    Raises:
+        ArtifactError: nested too deep (the container has counted every part's values).
+        ValueError: not JSON.
+    """
+    from occ import safe_json
+
+    safe_json.check_text(data, max_bytes=len(data), error=ArtifactError,
+                         what="header JSON part")
+    return json.loads(data)

@@ -32,11 +32,19 @@ container turns it into ``ArtifactError``).
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
-from occ.artifact.header_v2 import CODEC_CODES, DTYPE_CODES, MAX_NAME, MAX_NDIM, NAMED, dumps
+from occ.artifact.header_v2 import (
+    CODEC_CODES,
+    DTYPE_CODES,
+    MAX_NAME,
+    MAX_NDIM,
+    NAMED,
+    dumps,
+    loads_part,
+    stream_count,
+)
 from occ.coding.bitio import ByteReader, ByteWriter
 
 HEADER_VERSION = 3
@@ -161,7 +169,7 @@ def unpack(data: bytes) -> dict[str, Any]:
     version = r.u8()
     if version != HEADER_VERSION:
         raise ValueError(f"compact header version {version}; this reads {HEADER_VERSION}")
-    count = r.varint(r.remaining())  # every stream takes at least one byte (its flags)
+    count = stream_count(r)  # every stream takes at least one byte (its flags)
     modules, leaves = _read_table(r), _read_table(r)
     module_ids = _read_ids(r, count, modules)
     leaf_ids = _read_ids(r, count, leaves)
@@ -171,7 +179,7 @@ def unpack(data: bytes) -> dict[str, Any]:
     streams = _read_columns(r, [modules[m] + leaves[leaf]
                                 for m, leaf in zip(module_ids, leaf_ids, strict=True)],
                             leaf_ids, flags)
-    rest = json.loads(r.rest())
+    rest = loads_part(r.rest())
     if not isinstance(rest, dict):
         raise ValueError("compact header: the JSON part is not a mapping")
     return {**rest, "streams": streams}
@@ -204,7 +212,7 @@ def _read_columns(r: ByteReader, names: list[bytes], leaf_ids: list[int],
             raise ValueError("compact header: a stream's length is missing")
         s["length"] = length
         if metas[i] is not None:
-            s["meta"] = json.loads(metas[i])
+            s["meta"] = loads_part(metas[i])
         streams.append(s)
         last[leaf] = s
         offset += length

@@ -19,7 +19,7 @@ from occ.errors import ArtifactError
 MAGIC = b"\x89OCC\r\n\x1a\n"
 FORMAT_VERSION = 2  # what this occ writes
 DIGEST_BYTES = {1: 32, 2: 16}  # the versions this occ reads, and their digests' sizes
-MAX_HEADER = 64 << 20  # a header larger than this is not one occ wrote
+MAX_HEADER = 16 << 20  # stored or inflated; occ writes a few KB (~300 bytes per tensor)
 _START = struct.Struct("<8sH")  # magic, version: the same in every version
 _PREFIX_V1 = struct.Struct("<8sHHQ")  # magic, version, flags, header_len
 _MAX_FLAGS = 0xFFFF

@@ -11,6 +11,7 @@ No torch here.
 
 from __future__ import annotations
 
+import io
 import os
 import pickletools
 import zipfile
@@ -20,6 +21,7 @@ from occ.errors import CheckpointError
 
 _MAX_PICKLE = 64 << 20  # bytes of pickle scanned at most
 _MAX_ENTRIES = 100_000
+_MAX_PICKLES = 5  # the legacy format's pickles before its raw storage bytes
 _SLACK = 1 << 20
 # What torch's own checkpoints import; anything else means code would run.
 _DATA_GLOBALS = ("torch.", "collections.OrderedDict", "builtins.set", "builtins.frozenset",
@@ -62,21 +64,30 @@ def _pickle_bytes(path: str | os.PathLike[str]) -> bytes:
 
 
 def pickle_imports(path: str | os.PathLike[str]) -> list[str]:
-    """``module.name`` of every global the checkpoint's (first) pickle would import."""
+    """``module.name`` of every global the checkpoint's pickles would import.
+
+    A zip checkpoint holds one pickle (``data.pkl``); the legacy format (``torch.save(...,
+    _use_new_zipfile_serialization=False)``) is five back to back (magic number, protocol,
+    system info, the object, its storage keys) before the raw storage bytes, so the object
+    is the fourth: every pickle up to ``_MAX_PICKLES`` is read, until one does not parse.
+    """
     found: list[str] = []
-    strings: list[str] = []
-    try:
-        for op, arg, _ in pickletools.genops(_pickle_bytes(path)):
-            if op.name in ("GLOBAL", "INST") and isinstance(arg, str):
-                found.append(arg.replace(" ", "."))
-            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
-                found.append(f"{strings[-2]}.{strings[-1]}")
-            elif isinstance(arg, str):
-                strings.append(arg)
-            if op.name == "STOP":
-                break
-    except Exception:  # noqa: BLE001  (garbage: keep what was found before it)
-        pass
+    stream = io.BytesIO(_pickle_bytes(path))
+    end = len(stream.getbuffer())
+    for _ in range(_MAX_PICKLES):
+        if stream.tell() >= end:
+            break
+        strings: list[str] = []
+        try:
+            for op, arg, _ in pickletools.genops(stream):  # stops after STOP, at the next
+                if op.name in ("GLOBAL", "INST") and isinstance(arg, str):
+                    found.append(arg.replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found.append(f"{strings[-2]}.{strings[-1]}")
+                elif isinstance(arg, str):
+                    strings.append(arg)
+        except Exception:  # noqa: BLE001  (garbage: keep what was found before it)
+            break
     return found
 
 

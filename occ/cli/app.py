@@ -164,15 +164,19 @@ def _channel_values(text: str | None, flag: str, *, positive: bool = False
 
 
 def _json_option(text: str | None, flag: str) -> dict[str, Any] | None:
-    """Parse a JSON-object option (``--kwargs``); RecipeError naming the flag."""
+    """Parse a JSON-object option (``--kwargs``); RecipeError naming the flag.
+
+    Bounded like a recipe: its size (``OCC_MAX_RECIPE_BYTES``), values and depth are
+    checked on the text before it is parsed (5,000 ``[`` were a RecursionError).
+    """
+    from occ import safe_json
     from occ.errors import RecipeError
+    from occ.limits import MAX_RECIPE_BYTES
 
     if text is None:
         return None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise RecipeError(f"not valid JSON: {err.msg}", where=flag) from None
+    value = safe_json.loads(text, max_bytes=MAX_RECIPE_BYTES, error=RecipeError,
+                            where=flag, what="value")
     if not isinstance(value, dict):
         raise RecipeError(f"must be a JSON object, got {text!r}", where=flag)
     return value

@@ -59,13 +59,22 @@ def data_metadata(header: dict[str, Any]) -> dict[str, str]:
     return meta
 
 
+def _loads(text: str, key: str, where: str) -> Any:
+    """Metadata ``key``'s JSON, its size, values and depth bounded before parsing."""
+    from occ import safe_json
+    from occ.limits import MAX_RECIPE_BYTES
+
+    return safe_json.loads(text, max_bytes=MAX_RECIPE_BYTES, error=CheckpointError,
+                           where=where, what=f"metadata {key}")
+
+
 def recorded_spec(meta: dict[str, str], *, where: str) -> dict[str, Any] | None:
     """The file's ``occ_data`` as a mapping (None when the file records none)."""
     found = meta.get(DATA_KEY)
     if found is None:
         return None
     try:
-        spec = json.loads(found)
+        spec = _loads(found, DATA_KEY, where)
     except ValueError:
         spec = None
     if not isinstance(spec, dict):
@@ -79,7 +88,7 @@ def recorded_classes(meta: dict[str, str], *, where: str) -> list[str] | None:
     if found is None:
         return None
     try:
-        classes = json.loads(found)
+        classes = _loads(found, CLASSES_KEY, where)
     except ValueError:
         classes = None
     if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):

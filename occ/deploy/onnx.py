@@ -333,11 +333,18 @@ def _check_out(src: Path, dst: Path) -> None:
 
 def _load(src: Path, *, trust_code: bool) -> tuple[dict[str, Any], nn.Module, list[int]]:
     """The artifact's header, its rebuilt model and the input shape (C, H, W)."""
-    if src.is_file():
+    from occ.limits import MAX_ARTIFACT_BYTES, check_input_file
+
+    check_input_file(src, limit=MAX_ARTIFACT_BYTES, error=ArtifactError, what="artifact")
+    try:
         with open(src, "rb") as fh:
-            if fh.read(len(MAGIC)) != MAGIC:
-                raise ArtifactError("not an occ artifact; occ export takes the model.occ "
-                                    "that occ compress writes", where=str(src))
+            head = fh.read(len(MAGIC))
+    except OSError as err:
+        raise ArtifactError(f"cannot read artifact: {err.strerror or err}",
+                            where=str(src)) from None
+    if head != MAGIC:
+        raise ArtifactError("not an occ artifact; occ export takes the model.occ "
+                            "that occ compress writes", where=str(src))
     artifact = read_artifact(src)
     try:
         model = loader.rebuild(artifact, trust_code=trust_code, source=str(src))

@@ -128,8 +128,11 @@ def evaluate_path(path: Path, *, data: str | None, root: str | None, trust_check
     from occ.limits import check_input_file
 
     check_input_file(path, error=CheckpointError)  # by type: a FIFO would block the open
-    with open(path, "rb") as fh:
-        is_artifact = fh.read(len(MAGIC)) == MAGIC
+    try:
+        with open(path, "rb") as fh:
+            is_artifact = fh.read(len(MAGIC)) == MAGIC
+    except OSError as err:
+        raise CheckpointError(f"cannot read: {err.strerror or err}", where=str(path)) from None
     if is_artifact:
         model, spec, classes = _open_artifact(path, data, root, trust_code=trust_code)
         kind = "artifact"

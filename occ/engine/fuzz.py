@@ -3,7 +3,8 @@
 Used by ``scripts/fuzz_artifact.py`` (10,000 files) and the test suite (a sample). Besides
 random damage, :func:`lie` writes re-sealed headers whose checksum is valid but whose
 content lies (shapes, dtypes, lengths, offsets, duplicate names, codecs, NaN metrics, deep
-JSON, huge kwargs, code references): see :data:`LIES`. A
+JSON, huge kwargs, code references, thousands of empty streams, header bombs): see
+:data:`LIES`. A
 mutation either breaks the checksum (then the file must be rejected) or re-seals it, so
 the reader's deeper checks (header, stream table, codecs, edits) are what stand between
 the file and the model (then the file must be rejected *or* load as a valid model —
@@ -18,11 +19,12 @@ import json
 import random
 import time
 import tracemalloc
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from occ.artifact.container import _parse_header, decode_artifact, read_header
+from occ.artifact.container import FLAG_DEFLATE, _parse_header, decode_artifact, read_header
 from occ.artifact.layout import MAGIC, Layout, checksum, parse_layout, seal
 from occ.errors import ArtifactError
 from occ.trust import TrustError
@@ -161,6 +163,10 @@ LIES: dict[str, Callable[[dict[str, Any], random.Random], None]] = {
     "recipe-lie": lambda h, r: h.update(recipe={"data": {"dataset": "../../etc",
                                                          "batch_size": -1}}),
     "header-list": lambda h, r: None,  # replaced by a list in ``lie``
+    "zero-streams": lambda h, r: h.update(streams=[  # nothing stored, 1 MiB or more each
+        {"name": f"z{i}", "dtype": "float32", "shape": [r.choice([262144, 2**20])],
+         "codec": "zero", "offset": 0, "length": 0} for i in range(r.choice([100, 3000]))]),
+    "header-bomb": lambda h, r: None,  # a deflated header of empty containers, in ``lie``
 }
 
 
@@ -174,6 +180,12 @@ def lie(data: bytes, rng: random.Random, kind: str | None = None) -> Mutation:
         deep = "[" * depth + "]" * depth
         return Mutation(f"lie:{kind}", reseal(data, lambda h: json.dumps(h)[:-1]
                                               + f',"deep":{deep}}}'), True)
+
+    if kind == "header-bomb":  # 60 KB that inflate to 60 MB (or 3 MB) of ``[],`` / ``{},``
+        n, item = rng.choice([(60 << 20) // 3, 1 << 20]), rng.choice([b"[],", b"{},"])
+        packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+        head = packer.compress(b'{"streams":[],"x":[' + item * n + b"[]]}") + packer.flush()
+        return Mutation(f"lie:{kind}", seal(FLAG_DEFLATE, head, b""), True)
 
     def apply(header: dict[str, Any]) -> None:
         if header.get("streams"):

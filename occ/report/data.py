@@ -24,12 +24,32 @@ if TYPE_CHECKING:
     from occ.metrics import Metrics
 
 
+_NUMBER = (int, float)
+
+
+def _typed(value: Any, kinds: tuple[type, ...], where: str, what: str) -> Any:
+    """``value`` if it is one of ``kinds`` (a bool is no number), else OccError at ``where``."""
+    if isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds):
+        return value
+    raise OccError(f"must be {what}, got {type(value).__name__}", where=where)
+
+
 def _metrics(d: dict[str, Any], where: str) -> Metrics:
     from occ.metrics import Metrics  # lazily: occ.metrics imports torch
 
+    _typed(d, (dict,), where, "a mapping")
     known = {f.name for f in fields(Metrics)}
+    kept = {k: v for k, v in d.items() if k in known}
+    for key, value in kept.items():  # numbers, or null (report.json writes inf as null)
+        if key == "exits":
+            _typed(value, (dict, type(None)), f"{where}.{key}", "a mapping or null")
+        elif key == "layers":
+            for i, layer in enumerate(_typed(value, (list,), f"{where}.{key}", "a list")):
+                _typed(layer, (dict,), f"{where}.{key}[{i}]", "a mapping")
+        else:
+            _typed(value, (*_NUMBER, type(None)), f"{where}.{key}", "a number or null")
     try:
-        return Metrics(**{k: v for k, v in d.items() if k in known})
+        return Metrics(**kept)
     except TypeError as err:
         raise OccError(f"not occ metrics ({err})", where=where) from None
 
@@ -55,11 +75,25 @@ class StageRecord:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "stage") -> StageRecord:
-        """The inverse of ``to_dict``."""
-        return cls(index=d["index"], type=d["type"], label=d["label"], config=d["config"],
+        """The inverse of ``to_dict``.
+
+        Raises:
+            OccError: a field of the wrong type (named), or KeyError: one is missing.
+        """
+        _typed(d, (dict,), where, "a mapping")
+        notes = _typed(d.get("notes") or [], (list,), f"{where}.notes", "a list")
+        for i, note in enumerate(notes):
+            _typed(note, (str,), f"{where}.notes[{i}]", "a string")
+        return cls(index=_typed(d["index"], (int,), f"{where}.index", "an integer"),
+                   type=_typed(d["type"], (str,), f"{where}.type", "a string"),
+                   label=_typed(d["label"], (str,), f"{where}.label", "a string"),
+                   config=_typed(d["config"], (dict,), f"{where}.config", "a mapping"),
                    metrics=_metrics(d["metrics"], f"{where}.metrics"),
-                   seconds=d.get("seconds") or 0.0, details=d.get("details") or {},
-                   notes=list(d.get("notes") or []))
+                   seconds=_typed(d.get("seconds") or 0.0, _NUMBER, f"{where}.seconds",
+                                  "a number"),
+                   details=_typed(d.get("details") or {}, (dict,), f"{where}.details",
+                                  "a mapping"),
+                   notes=list(notes))
 
 
 @dataclass
@@ -134,15 +168,24 @@ class Report:
             OccError: ``doc`` is not an occ report.
         """
         try:
-            if not isinstance(doc["plan"]["order"], list):
-                raise TypeError("plan.order is not a list")
+            plan = _typed(doc["plan"], (dict,), "plan", "a mapping")
+            _typed(plan["order"], (list,), "plan.order", "a list")
+            for key in ("reasons", "moves", "warnings"):
+                for i, item in enumerate(_typed(plan.get(key) or [], (list,), f"plan.{key}",
+                                                "a list")):
+                    _typed(item, (dict,) if key == "reasons" else (str,), f"plan.{key}[{i}]",
+                           "a mapping" if key == "reasons" else "a string")
             stages = [StageRecord.from_dict(s, f"stages[{i}]")
-                      for i, s in enumerate(doc["stages"])]
-            return cls(name=str(doc["name"]), source=str(doc["recipe"]), plan=doc["plan"],
+                      for i, s in enumerate(_typed(doc["stages"], (list,), "stages", "a list"))]
+            return cls(name=str(doc["name"]), source=str(doc["recipe"]), plan=plan,
                        baseline=_metrics(doc["baseline"], "baseline"),
                        device=str(doc.get("device", "cpu")), out_dir=out_dir, stages=stages,
-                       artifact=doc.get("artifact"), artifact_bytes=doc.get("artifact_bytes"),
-                       seconds=doc.get("seconds") or 0.0)
+                       artifact=_typed(doc.get("artifact"), (str, type(None)), "artifact",
+                                       "a string or null"),
+                       artifact_bytes=_typed(doc.get("artifact_bytes"), (int, type(None)),
+                                             "artifact_bytes", "an integer or null"),
+                       seconds=_typed(doc.get("seconds") or 0.0, _NUMBER, "seconds",
+                                      "a number"))
         except OccError as err:
             raise OccError(err.message, where=f"{where}: {err.where}") from None
         except (KeyError, TypeError, AttributeError) as err:
@@ -198,15 +241,16 @@ def load_report(out_dir: str | Path) -> Report:
     Raises:
         OccError: the file is missing, not JSON, or not an occ report.
     """
+    from occ import safe_json
+    from occ.limits import MAX_REPORT_BYTES
+
     path = Path(out_dir)
     if path.is_dir() or path.suffix != ".json":
         path = path / "report.json"
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise OccError("file not found (not an occ compress output?)", where=str(path)) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise OccError(f"cannot read: {err}", where=str(path)) from None
+    if not path.exists() and not path.is_symlink():
+        raise OccError("file not found (not an occ compress output?)", where=str(path))
+    # A regular file (not a FIFO or device), of bounded size, values and depth.
+    doc = safe_json.load_file(str(path), MAX_REPORT_BYTES, what="report")
     if not isinstance(doc, dict):
         raise OccError("not an occ report (not a JSON object)", where=str(path))
     return Report.from_dict(doc, out_dir=str(path.parent), where=str(path))

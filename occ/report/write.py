@@ -20,17 +20,21 @@ def write_reports(report: Report, out_dir: str | Path) -> None:
 
 
 def _write_views(report: Report, out: Path) -> list[str]:
-    paths = [atomic_write_text(out / "report.md", to_markdown(report)),
-             atomic_write_text(out / "report.html", to_html(report))]
-    return [str(p) for p in paths]
+    views = {"report.md": to_markdown(report), "report.html": to_html(report)}  # both, first
+    return [str(atomic_write_text(out / name, text)) for name, text in views.items()]
 
 
 def render(out_dir: str | Path) -> dict[str, Any]:
-    """Re-render ``report.md`` and ``report.html`` from ``out_dir/report.json``."""
+    """Re-render ``report.md`` and ``report.html`` from ``out_dir/report.json``.
+
+    Both are rendered before either is written: a report.json whose fields have the
+    wrong types changes neither.
+    """
     report = load_report(out_dir)
     try:
         files = _write_views(report, Path(report.out_dir))
-    except (KeyError, TypeError, ValueError, AttributeError) as err:  # fields of wrong types
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError,
+            OverflowError) as err:  # fields of wrong types or out of range
         where = str(Path(report.out_dir) / "report.json")
         raise OccError(f"not an occ report (cannot render it: {err!r})", where=where) from None
     return {"report": str(Path(report.out_dir) / "report.json"), "written": files,
