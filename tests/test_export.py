@@ -286,3 +286,28 @@ def test_float_export_records_the_data_and_eval_measures_it_like_the_artifact(
     onnx.save(proto, str(foreign))
     res = CliRunner().invoke(app, ["eval", str(foreign)])
     assert res.exit_code == 2 and "records no data" in res.stderr and "--data" in res.stderr
+
+
+@pytest.mark.parametrize(("cuts", "thresholds", "match"), [
+    ("[" * 5000 + "]" * 5000, "0.5", r"occ_exit_cuts: the ONNX metadata is nested deeper"),
+    ('{"a": 1}', "0.5", r"occ_exit_cuts: must list the tensor names"),
+    ('["x"]', "half", r"exit_thresholds: must be comma-separated numbers"),
+    ('["x", "y"]', "0.5", r"exit_thresholds: occ_exit_cuts and exit_thresholds differ"),
+])
+def test_exit_metadata_of_a_foreign_onnx_file_is_checked(cuts: str, thresholds: str,
+                                                         match: str) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    from occ.deploy.runtime import ExitSession
+    from occ.errors import CheckpointError
+
+    graph = helper.make_graph([helper.make_node("Identity", ["input"], ["final_logits"])], "g",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("final_logits", TensorProto.FLOAT,
+                                                             [1])])
+    proto = helper.make_model(graph)
+    onnx.helper.set_model_props(proto, {"occ_exit_cuts": cuts, "exit_thresholds": thresholds,
+                                        "exit_criterion": "confidence"})
+    with pytest.raises(CheckpointError, match=match):
+        ExitSession(proto)

@@ -24,12 +24,15 @@ fully-fused integer graph, and the decision is a few numpy operations on (B, K) 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from typing import Any
 
 import numpy as np
+
+from occ import safe_json
+from occ.errors import CheckpointError
+from occ.limits import MAX_RECIPE_BYTES
 
 
 def ort_session(data: bytes | str, threads: int = 1) -> Any:
@@ -91,11 +94,20 @@ class ExitSession:
         import onnx.utils
 
         meta = {p.key: p.value for p in proto.metadata_props}
-        cuts = json.loads(meta["occ_exit_cuts"])
-        self.thresholds = [float(t) for t in meta["exit_thresholds"].split(",")]
-        self.criterion = meta["exit_criterion"]
+        cuts = safe_json.loads(meta["occ_exit_cuts"], max_bytes=MAX_RECIPE_BYTES,
+                               error=CheckpointError, where="occ_exit_cuts",
+                               what="the ONNX metadata")
+        if not (isinstance(cuts, list) and cuts and all(isinstance(c, str) for c in cuts)):
+            raise CheckpointError("must list the tensor names to cut at", where="occ_exit_cuts")
+        try:
+            self.thresholds = [float(t) for t in meta.get("exit_thresholds", "").split(",")]
+        except ValueError:
+            raise CheckpointError("must be comma-separated numbers",
+                                  where="exit_thresholds") from None
+        self.criterion = meta.get("exit_criterion", "")
         if len(cuts) != len(self.thresholds):
-            raise ValueError("occ_exit_cuts and exit_thresholds differ in length")
+            raise CheckpointError("occ_exit_cuts and exit_thresholds differ in length",
+                                  where="exit_thresholds")
         extractor = onnx.utils.Extractor(proto)
         self.inputs = ["input", *cuts]
         self.segments = [_session(extractor.extract_model([self.inputs[e]],
