@@ -57,6 +57,10 @@ MAX_YAML_DEPTH = Limit("OCC_MAX_YAML_DEPTH", 64, "levels of YAML nesting")
 MAX_PARAMS = Limit("OCC_MAX_PARAMS", 150_000_000, "parameters and buffers")
 MAX_CHECKPOINT_BYTES = Limit("OCC_MAX_CHECKPOINT_BYTES", 8 << 30, "bytes")
 MAX_ARTIFACT_BYTES = Limit("OCC_MAX_ARTIFACT_BYTES", 4 << 30, "bytes")
+# Decoded bytes per byte of an artifact: occ's decode to 1-25x their size (a LeNet-5 pruned
+# to 99.9 % would be ~1,200x); a few empty 1 MiB streams per byte are a bomb.
+MAX_DECODED_RATIO = Limit("OCC_MAX_DECODED_RATIO", 4096,
+                          "decoded bytes per byte of an artifact")
 MAX_FOLDER_ENTRIES = Limit("OCC_MAX_FOLDER_ENTRIES", 10_000_000,
                            "files and folders listed under one ImageFolder split")
 MAX_IMAGE_PIXELS = Limit("OCC_MAX_IMAGE_PIXELS", 1 << 26, "pixels per image (8192 x 8192)")

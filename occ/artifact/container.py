@@ -94,10 +94,9 @@ DTYPES: dict[str, tuple[torch.dtype, np.dtype]] = {
     "int64": (torch.int64, np.dtype("<i8")), "bool": (torch.bool, np.dtype("?")),
 }
 _TORCH_NAMES = {t: name for name, (t, _) in DTYPES.items()}
-# Decoded bytes per byte of the whole file, at most: occ's artifacts decode to 1-25x their
-# size (a LeNet-5 pruned to 99.9 % would be ~1,200x); a small file may always decode to
-# MIN_DECODED (a few all-zero tensors in a tiny file are legal, 3,000 of 1 MiB are not).
-MAX_DECODED_RATIO = 4096
+# Decoded bytes per byte of the whole file, at most ``limits.MAX_DECODED_RATIO``; a small
+# file may always decode to MIN_DECODED (a few all-zero tensors in a tiny file are legal,
+# 3,000 of 1 MiB are not).
 MIN_DECODED = 32 << 20
 
 
@@ -291,7 +290,7 @@ def _check_streams(streams: list[Any], payload_len: int,
     ``MIN_DECODED``), and to no more values than ``OCC_MAX_PARAMS`` allows a model. A
     header listing thousands of empty streams is refused here, before any is decoded.
     """
-    from occ.limits import MAX_PARAMS, MAX_STREAMS
+    from occ.limits import MAX_DECODED_RATIO, MAX_PARAMS, MAX_STREAMS
 
     if len(streams) > MAX_STREAMS:
         raise ArtifactError(f"header lists {len(streams):,} tensors, over the limit "
@@ -305,11 +304,11 @@ def _check_streams(streams: list[Any], payload_len: int,
         values += count
         size += count * np_dtype.itemsize
         checked.append((name, np_dtype, shape, count))
-    budget = max(MIN_DECODED, MAX_DECODED_RATIO * file_len)
+    budget = max(MIN_DECODED, MAX_DECODED_RATIO.value() * file_len)
     if size > budget:
         raise ArtifactError(f"tensors would decode to {size:,} bytes from a {file_len:,}-byte "
-                            f"file (at most {budget:,}: {MAX_DECODED_RATIO:,} per byte, "
-                            f"{MIN_DECODED >> 20} MiB for any file); refused before decoding")
+                            f"file (at most {budget:,}: {MIN_DECODED >> 20} MiB for any file, "
+                            f"else the {MAX_DECODED_RATIO.hint()}); refused before decoding")
     if values > MAX_PARAMS.value():
         raise ArtifactError(f"tensors hold {values:,} values, over the {MAX_PARAMS.hint()}; "
                             "refused before decoding")
