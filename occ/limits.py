@@ -120,8 +120,8 @@ def _pseudo(path: str | os.PathLike[str], st: os.stat_result) -> bool:
     if any(real == root or real.startswith(root + "/") for root in _PSEUDO_ROOTS):
         return True
     for root in _PSEUDO_ROOTS:  # the same file system mounted elsewhere
-        try:
-            if os.stat(root).st_dev == st.st_dev:
+        try:  # only a mounted /proc or /sys: unmounted (chroots, sandboxes) it is a plain dir
+            if os.path.ismount(root) and os.stat(root).st_dev == st.st_dev:
                 return True
         except OSError:
             continue
@@ -179,13 +179,9 @@ def check_params(count: int, *, where: str, name: str) -> None:
                        f"{MAX_PARAMS.hint()}; refused before allocating", where=where)
 
 
-__all__ = ["MAX_ARTIFACT_BYTES", "MAX_CHECKPOINT_BYTES", "MAX_FOLDER_ENTRIES",
-           "MAX_IMAGE_PIXELS", "MAX_IMAGE_SIDE", "MAX_INT", "MAX_JSON_DEPTH", "MAX_PARAMS",
-           "MAX_RECIPE_BYTES", "MAX_SEED", "MAX_WORKERS", "MAX_YAML_DEPTH", "MAX_YAML_NODES",
-           "Limit", "check_input_file", "check_params", "file_kind", "json_depth",
-           "printable_path", "read_bounded"]
-__all__ = ["MAX_ARTIFACT_BYTES", "MAX_CHECKPOINT_BYTES", "MAX_IMAGE_SIDE", "MAX_INT",
+__all__ = ["MAX_ARTIFACT_BYTES", "MAX_CHECKPOINT_BYTES", "MAX_DECODED_RATIO",
+           "MAX_FOLDER_ENTRIES", "MAX_IMAGE_PIXELS", "MAX_IMAGE_SIDE", "MAX_INT",
            "MAX_JSON_DEPTH", "MAX_JSON_VALUES", "MAX_PARAMS", "MAX_RECIPE_BYTES",
-           "MAX_REPORT_BYTES", "MAX_SEED", "MAX_STREAMS", "MAX_WORKERS",
-           "MAX_YAML_DEPTH", "MAX_YAML_NODES", "Limit", "check_input_file", "check_params",
-           "json_depth", "read_bounded"]
+           "MAX_REPORT_BYTES", "MAX_SEED", "MAX_STREAMS", "MAX_WORKERS", "MAX_YAML_DEPTH",
+           "MAX_YAML_NODES", "Limit", "check_input_file", "check_params", "file_kind",
+           "json_depth", "printable_path", "read_bounded"]

@@ -76,12 +76,22 @@ def check_output_dir(path: str | os.PathLike[str], *, where: str = "--out",
     return out
 
 
+def other_rank() -> bool:
+    """Whether this process is a torchrun rank other than 0 (from the environment alone, no
+    torch): ``WORLD_SIZE`` above 1 and ``RANK`` not 0. A stray ``RANK`` without a world
+    (SLURM, MPI) is not a rank."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1 and os.environ.get("RANK", "0") != "0"
+    except ValueError:
+        return False
+
+
 def _probe_write(out: Path, base: Path, where: str) -> None:
     """Create ``out`` (if missing) and a file in it, then remove what was created.
 
     Under torchrun only rank 0 writes, so only rank 0 probes: ranks probing the same new
     folder at once would remove it under each other."""
-    if os.environ.get("RANK", "0") != "0":
+    if other_rank():
         return
     created = [p for p in (out, *out.parents) if p != base and base in p.parents]
     try:
@@ -127,4 +137,4 @@ def check_output_file(path: str | os.PathLike[str], *, where: str = "--out") -> 
     return out
 
 
-__all__ = ["RUN_DIRS", "RUN_FILES", "check_output_dir", "check_output_file"]
+__all__ = ["RUN_DIRS", "RUN_FILES", "check_output_dir", "check_output_file", "other_rank"]

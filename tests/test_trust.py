@@ -233,8 +233,30 @@ def test_a_trusted_whole_model_pickle_finds_the_users_classes_beside_it(
 
 def test_only_rank_0_probes_the_output_folder(tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RANK", "1")  # under torchrun: rank 0 probes (and writes), not the others
+    monkeypatch.setenv("WORLD_SIZE", "2")  # under torchrun: rank 0 probes (and writes), not
+    monkeypatch.setenv("RANK", "1")  # the others
     calls: list[str] = []
     monkeypatch.setattr("tempfile.mkstemp", lambda *a, **k: calls.append("probe") or (0, ""))
     assert check_output_dir(tmp_path / "new" / "out") == tmp_path / "new" / "out"
     assert calls == [] and not (tmp_path / "new").exists()
+
+
+def test_a_stray_rank_without_a_world_is_not_a_rank(monkeypatch: pytest.MonkeyPatch) -> None:
+    from occ.outputs import other_rank
+
+    monkeypatch.setenv("RANK", "3")  # set by SLURM or MPI, not by torchrun
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert not other_rank()
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert other_rank()
+
+
+def test_an_unmounted_proc_does_not_make_every_file_a_pseudo_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import occ.limits as limits
+
+    path = tmp_path / "x.pt"
+    path.write_bytes(b"12")
+    monkeypatch.setattr(limits.os.path, "ismount", lambda p: False)  # a chroot without /proc
+    monkeypatch.setattr(limits.os, "stat", lambda p, *a, **k: os.lstat(path))
+    assert not limits._pseudo(path, os.lstat(path))

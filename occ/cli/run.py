@@ -18,6 +18,7 @@ from occ.cli.app import (
     _seed_list,
     app,
 )
+from occ.outputs import other_rank
 from occ.tolerances import REGRESSION_WITHIN
 
 
@@ -44,7 +45,6 @@ def compress(
     as_json: JsonOpt = False,
 ) -> None:
     """Validate, order and run a recipe; write DIR/model.occ and DIR/report.{json,md,html}."""
-    import os
 
     if nproc is not None:
         _relaunch(nproc)
@@ -55,7 +55,7 @@ def compress(
                                        guard=not no_guard, trust_checkpoint=trust_checkpoint,
                                        trust_code=trust_code,
                                        progress=_progress()), as_json)
-    if os.environ.get("RANK", "0") != "0":
+    if other_rank():
         return  # under torchrun only rank 0 prints
     if as_json:
         _emit_json(report.to_dict())
@@ -177,7 +177,6 @@ def train(
     as_json: JsonOpt = False,
 ) -> None:
     """Train a baseline checkpoint (so a fresh machine can go end to end)."""
-    import os
 
     if nproc is not None:
         _relaunch(nproc)
@@ -191,7 +190,7 @@ def train(
                                     image_size=image_size, channels=channels,
                                     trust_code=trust_code,
                                     progress=_progress()), as_json)
-    if os.environ.get("RANK", "0") != "0":
+    if other_rank():
         return  # under torchrun only rank 0 prints
     if as_json:
         _emit_json(result)

@@ -146,6 +146,7 @@ def evaluate_path(path: Path, *, data: str | None, root: str | None, trust_check
     size = os.path.getsize(path)
     dataset = load_normalised(spec, trust_code=trust_code, overridden=source == OPTIONS)
     device = resolve_device("auto")
+    model.to(device).eval()  # the probe's batch goes to ``device``: so must the model
     probe_forward(model, dataset, device, where="--data" if data is not None else str(path))
     check_class_names(classes, dataset, where=str(path))
     check_outputs(model, dataset, where=str(path), fix="--kwargs '{\"num_classes\": "
