@@ -82,15 +82,9 @@ def load_checkpoint(path: str | os.PathLike[str], *, trust: bool = False) -> Che
 
 def _refuse_artifact(path: str | os.PathLike[str]) -> None:
     """An occ artifact handed over as a checkpoint: say what it is and what takes it."""
-    from occ.artifact.layout import MAGIC
+    from occ.artifact.layout import has_magic
 
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(len(MAGIC))
-    except OSError as err:
-        raise CheckpointError(f"cannot read checkpoint: {err.strerror or err}",
-                              where=str(path)) from None
-    if head == MAGIC:
+    if has_magic(path, error=CheckpointError, what="checkpoint"):
         raise CheckpointError("is an occ artifact (already compressed), not a PyTorch "
                               "checkpoint: `occ eval` / `occ inspect` / `occ export` take it, "
                               "`occ.load()` gives its model; compress from the checkpoint it "

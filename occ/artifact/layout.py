@@ -10,11 +10,12 @@ whole layout and why 128 bits is enough).
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 from dataclasses import dataclass
 
 from occ.coding.bitio import ByteReader, ByteWriter
-from occ.errors import ArtifactError
+from occ.errors import ArtifactError, OccError
 
 MAGIC = b"\x89OCC\r\n\x1a\n"
 FORMAT_VERSION = 2  # what this occ writes
@@ -101,3 +102,13 @@ def seal(flags: int, head: bytes, payload: bytes, *, version: int = FORMAT_VERSI
         prefix = _START.pack(MAGIC, version) + w.getvalue()
     body = prefix + head + payload
     return body + checksum(body, version)
+
+
+def has_magic(path: str | os.PathLike[str], *, error: type[OccError], what: str) -> bool:
+    """Whether file ``path`` starts with an occ artifact's ``MAGIC``; a read that fails is
+    ``error`` (``cannot read <what>: ...``), one line."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(len(MAGIC)) == MAGIC
+    except OSError as err:
+        raise error(f"cannot read {what}: {err.strerror or err}", where=str(path)) from None

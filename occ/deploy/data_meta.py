@@ -73,10 +73,7 @@ def recorded_spec(meta: dict[str, str], *, where: str) -> dict[str, Any] | None:
     found = meta.get(DATA_KEY)
     if found is None:
         return None
-    try:
-        spec = _loads(found, DATA_KEY, where)
-    except ValueError:
-        spec = None
+    spec = _loads(found, DATA_KEY, where)  # CheckpointError when not bounded, valid JSON
     if not isinstance(spec, dict):
         raise CheckpointError(f"metadata {DATA_KEY} is not a JSON mapping", where=where)
     return spec
@@ -87,10 +84,7 @@ def recorded_classes(meta: dict[str, str], *, where: str) -> list[str] | None:
     found = meta.get(CLASSES_KEY)
     if found is None:
         return None
-    try:
-        classes = _loads(found, CLASSES_KEY, where)
-    except ValueError:
-        classes = None
+    classes = _loads(found, CLASSES_KEY, where)
     if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
         raise CheckpointError(f"metadata {CLASSES_KEY} is not a JSON list of names",
                               where=where)

@@ -46,7 +46,8 @@ import torch
 from torch import nn
 
 from occ.artifact import header as artifact_header
-from occ.artifact.container import MAGIC, read_artifact
+from occ.artifact.container import read_artifact
+from occ.artifact.layout import has_magic
 from occ.deploy.data_meta import data_metadata
 from occ.engine import load as loader
 from occ.errors import ArtifactError, OccError, RecipeError, StageError
@@ -336,13 +337,7 @@ def _load(src: Path, *, trust_code: bool) -> tuple[dict[str, Any], nn.Module, li
     from occ.limits import MAX_ARTIFACT_BYTES, check_input_file
 
     check_input_file(src, limit=MAX_ARTIFACT_BYTES, error=ArtifactError, what="artifact")
-    try:
-        with open(src, "rb") as fh:
-            head = fh.read(len(MAGIC))
-    except OSError as err:
-        raise ArtifactError(f"cannot read artifact: {err.strerror or err}",
-                            where=str(src)) from None
-    if head != MAGIC:
+    if not has_magic(src, error=ArtifactError, what="artifact"):
         raise ArtifactError("not an occ artifact; occ export takes the model.occ "
                             "that occ compress writes", where=str(src))
     artifact = read_artifact(src)
