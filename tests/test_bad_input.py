@@ -189,7 +189,7 @@ def _wrong_arch_state() -> Any:
 
 CHECKPOINT_CASES = [
     ("text-file", lambda p: p.write_text("not a checkpoint"), "not a readable PyTorch checkpoint"),
-    ("empty-file", lambda p: p.write_bytes(b""), "not a readable PyTorch checkpoint"),
+    ("empty-file", lambda p: p.write_bytes(b""), "is empty (0 bytes), not a PyTorch checkpoint"),
     ("list", _torch_save(lambda: [1, 2, 3]), "not a state dict"),
     ("empty-dict", _torch_save(dict), "not a state dict"),
     ("wrong-arch", _torch_save(_wrong_arch_state), "does not fit model lenet5"),
@@ -259,6 +259,20 @@ def test_eval_and_inspect_of_foreign_files(tmp_path: Path) -> None:
     text.write_text("hello")
     assert_one_line(run_cli(["inspect", str(text)]), "not an occ artifact")
     assert_one_line(run_cli(["eval", str(text)]), "not a readable PyTorch checkpoint")
+
+
+def test_eval_of_files_shorter_than_the_artifact_magic(tmp_path: Path) -> None:
+    """``occ eval`` tells an artifact from a checkpoint by its first bytes: a file too short
+    to hold them is a checkpoint that cannot be read, said in one line, not a crash."""
+    from occ.artifact.container import MAGIC
+
+    empty, short = tmp_path / "empty.occ", tmp_path / "short.pt"
+    empty.write_bytes(b"")
+    short.write_bytes(MAGIC[:3])
+    assert_one_line(run_cli(["eval", str(empty)]),
+                    f"{empty}: is empty (0 bytes), not a PyTorch checkpoint")
+    assert_one_line(run_cli(["eval", str(short)]),
+                    f"{short}: not a readable PyTorch checkpoint")
 
 
 def test_truncated_artifact(tmp_path: Path) -> None:

@@ -51,6 +51,8 @@ def load_checkpoint(path: str | os.PathLike[str], *, trust: bool = False) -> Che
     where = str(path)
     size = check_input_file(path, limit=MAX_CHECKPOINT_BYTES, error=CheckpointError,
                             what="checkpoint")
+    if size == 0:  # torch would say only "EOFError" with no text
+        raise CheckpointError("is empty (0 bytes), not a PyTorch checkpoint", where=where)
     _refuse_artifact(path)
     check_archive(path, size)
     try:

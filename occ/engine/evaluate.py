@@ -15,7 +15,8 @@ from torch import nn
 from occ import metrics as metrics_mod
 from occ.artifact import header as artifact_header
 from occ.artifact.checkpoint import load_checkpoint, load_into
-from occ.artifact.container import MAGIC, read_artifact
+from occ.artifact.container import read_artifact
+from occ.artifact.layout import has_magic
 from occ.data import DataBundle, load_data
 from occ.engine import load as loader
 from occ.engine.classes import check_class_names, check_outputs, checkpoint_classes
@@ -128,12 +129,7 @@ def evaluate_path(path: Path, *, data: str | None, root: str | None, trust_check
     from occ.limits import check_input_file
 
     check_input_file(path, error=CheckpointError)  # by type: a FIFO would block the open
-    try:
-        with open(path, "rb") as fh:
-            is_artifact = fh.read(len(MAGIC)) == MAGIC
-    except OSError as err:
-        raise CheckpointError(f"cannot read: {err.strerror or err}", where=str(path)) from None
-    if is_artifact:
+    if has_magic(path, error=CheckpointError, what="file"):
         model, spec, classes = _open_artifact(path, data, root, trust_code=trust_code)
         kind = "artifact"
     else:
