@@ -208,6 +208,13 @@ def link(t: Path, target: str | Path, name: str = "link.yaml") -> Path:
     return path
 
 
+def sparse(path: Path, size: int) -> Path:
+    """A file of ``size`` bytes that takes no disk space (a hole)."""
+    with open(path, "wb") as fh:
+        fh.truncate(size)
+    return path
+
+
 def planted_state(t: Path, w: World, ref: str, *, forge_manifest: bool) -> Path:
     """A recipe whose output folder holds a stage state naming code (and a forged manifest)."""
     import torch
@@ -415,6 +422,26 @@ for _kind in ("dev-zero", "fifo", "directory"):
         (f"file-checkpoint-{_kind}", lambda t, w, m=_make, ln=_line: Run(
             ["compress", str(recipe(t, w)), "--checkpoint", str(m(t))], ln)),
     ]
+
+# ``occ eval`` of a ``.onnx`` name goes to onnxruntime: the same refusals, before onnx reads.
+ONNX_SPECIAL = {
+    "fifo": lambda t: (os.mkfifo(t / "model.onnx"), t / "model.onnx")[1],
+    "directory": lambda t: (t / "model.onnx").mkdir() or t / "model.onnx",
+    "link-to-dev-zero": lambda t: link(t, "/dev/zero", "model.onnx"),
+    "dangling-link": lambda t: link(t, t / "nowhere", "model.onnx"),
+}
+for _kind, _make in ONNX_SPECIAL.items():
+    CASES.append((f"file-eval-onnx-{_kind}", lambda t, w, m=_make, ln=KIND_LINE[_kind]: Run(
+        ["eval", str(m(t)), "--data", "digits"], r"model\.onnx: .*" + ln)))
+CASES += [
+    ("pseudo-eval-onnx-link-proc-status", lambda t, w: Run(
+        ["eval", str(link(t, "/proc/self/status", "model.onnx"))],
+        r"model\.onnx: is a kernel pseudo-file \(/proc/\d+/status\), not a regular ONNX file")),
+    ("oversize-eval-onnx", lambda t, w: Run(
+        ["eval", str(sparse(t / "model.onnx", (4 << 30) + 1))],
+        r"model\.onnx: is 4,294,967,297 bytes, over the limit 4,294,967,296 bytes; raise it "
+        r"with OCC_MAX_ARTIFACT_BYTES")),
+]
 
 
 def _socket_file(t: Path) -> Path:

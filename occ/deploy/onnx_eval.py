@@ -46,7 +46,8 @@ def evaluate_onnx(path: str | os.PathLike[str], *, data: str | None = None,
     """Accuracy (and exit shares, latency) of the ONNX file ``path`` on its test split.
 
     Raises:
-        CheckpointError: the file is missing or not ONNX that onnxruntime can run.
+        CheckpointError: the file is missing, not a regular file (a FIFO, device, /proc
+            file), over ``OCC_MAX_ARTIFACT_BYTES``, or not ONNX that onnxruntime can run.
         DataError: no data recorded nor given, or the file's input or output does not fit
             the data (its shape, its number or names of classes).
         RecipeError: a regression dataset (top-1 accuracy only here).
@@ -54,10 +55,12 @@ def evaluate_onnx(path: str | os.PathLike[str], *, data: str | None = None,
     from occ.deploy.runtime import ExitSession, metadata, open_onnx
     from occ.engine.classes import check_class_names
     from occ.engine.evaluate import OPTIONS, load_normalised, with_normalisation
+    from occ.limits import MAX_ARTIFACT_BYTES, check_input_file
 
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError("file not found", where=str(path))
+    # by type and size before onnx opens it: a FIFO would block the read, /dev/zero or a
+    # /proc file never ends; 4 GiB is past protobuf's 2 GiB cap for one ONNX file
+    check_input_file(path, limit=MAX_ARTIFACT_BYTES, error=CheckpointError, what="ONNX file")
     try:
         meta = metadata(path)
         model = open_onnx(path, threads=torch.get_num_threads())
