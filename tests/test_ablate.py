@@ -122,6 +122,37 @@ def test_an_edited_recipe_in_the_same_directory_stops_with_one_error(
     assert sorted(p.read_bytes() for p in (out / "states").iterdir()) == states  # kept
 
 
+PRUNE = {"type": "prune", "method": "magnitude", "sparsity": 0.5, "epochs": 1}
+QUANT = {"type": "quantize", "weight_bits": 8, "mode": "ptq"}
+
+
+@pytest.mark.parametrize(("stages", "expected"), [
+    ([QUANT, {**PRUNE, "exclude": ["nope"]}],
+     "recipe.yaml: stages[1].exclude[0]: no Conv2d / Linear layer 'nope' in the model"),
+    ([PRUNE, {"type": "early_exit", "exits": ["features.99"], "epochs": 1}, QUANT],
+     "recipe.yaml: stages[1].exits[0]: 'features.99' is not a valid exit point"),
+])
+def test_an_unknown_model_reference_exits_2_before_any_stage(
+        recipe_factory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        stages: list[dict], expected: str) -> None:
+    """The names a recipe gives (``exclude``, ``exits``, ``hints``) are checked against the
+    model before any order trains, as ``occ compress`` checks them: one line, exit 2, at
+    the stage's place in the recipe as written (not in the order that ran it)."""
+    from occ.engine import runner
+
+    def no_stage(*args, **kwargs):
+        raise AssertionError("a stage ran before the recipe's references were checked")
+
+    monkeypatch.setattr(runner, "run_stage", no_stage)
+    out = tmp_path / "abl"
+    result = CliRunner().invoke(app, ["ablate", str(recipe_factory(stages)), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], result.stderr
+    assert "Traceback" not in result.output
+    assert not list(out.glob("states/*")) and not (out / "ablation.json").exists()
+
+
 def _broken_run(ctx, config) -> StageResult:
     raise StageError("diverged (test stage)")
 

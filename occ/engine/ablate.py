@@ -32,7 +32,8 @@ from occ.engine import resume as resume_mod
 from occ.engine import runner
 from occ.engine.context import RunContext
 from occ.engine.plan import Plan
-from occ.errors import OccError, RecipeError, StageError
+from occ.engine.preflight import check_order_references
+from occ.errors import OccError, StageError
 from occ.io import atomic_write_text
 from occ.recipe import Recipe, Stage
 from occ.techniques.registry import labels
@@ -224,19 +225,15 @@ def ablate(recipe: Recipe, ctx: RunContext, *, out_dir: Path, max_orders: int | 
            seed: int, tolerance: float | None, checkpoint_sha: str) -> dict[str, Any]:
     """Run the orders, rank them, and write ``ablation.{json,md}`` plus a plot.
 
-    ``tolerance``: None = ``default_tolerance``.
+    ``tolerance``: None = ``default_tolerance``. ``occ.api.ablate`` has checked the input
+    (at least two techniques, ``max_orders`` >= 1, ``tolerance`` >= 0): one owner.
     """
     units, last = units_of(recipe)
-    if len(units) < 2:
-        raise RecipeError(f"needs at least two techniques to permute, got "
-                          f"{[u.label for u in units]}", where=f"{recipe.source}: stages")
-    if max_orders is not None and max_orders < 1:
-        raise RecipeError(f"must be >= 1, got {max_orders}", where="--max-orders")
-    if tolerance is not None and tolerance < 0:
-        raise RecipeError(f"must be >= 0, got {tolerance}", where="--tolerance")
     by_label = {u.label: u for u in units}
     orders = choose_orders(units, max_orders, seed)
     builtin = builtin_order(units)
+    first = sorted(orders, key=lambda o: o != builtin)  # compress's order first: its error
+    check_order_references(recipe, [_stages(o, by_label, last) for o in first], ctx.model)
     runner.check_input_model(ctx)  # once, before any order runs
     run = _Runner(recipe, ctx, out_dir, checkpoint_sha)
     base_metrics, run.base_out = runner.measure_ctx(ctx, run._plan([]), None)
@@ -281,6 +278,11 @@ def _val(ctx: RunContext) -> dict[str, float]:
     return {"val_mae": q.mae} if q.mae is not None else {"val_accuracy": q.accuracy}
 
 
+def _stages(order: tuple[str, ...], units: dict[str, Unit], last: list[Stage]) -> list[Stage]:
+    """The stages ``order`` runs, in run order: its units' stages, then the pinned last."""
+    return [s for label in order for s in units[label].stages] + list(last)
+
+
 def _correct(outputs: torch.Tensor | None, targets: torch.Tensor | None) -> Any:
     """Per-image test correctness (classification), or None."""
     if outputs is None or targets is None or targets.is_floating_point():
@@ -293,7 +295,7 @@ def _run_order(run: _Runner, order: tuple[str, ...], units: dict[str, Unit],
     result = OrderResult(order=list(order), builtin=order == builtin)
     try:
         run._load(run.state(order, units))
-        stages = [s for label in order for s in units[label].stages] + list(last)
+        stages = _stages(order, units, last)
         plan = run._plan(stages)
         m = outputs = None
         for i in range(len(stages) - len(last), len(stages)):

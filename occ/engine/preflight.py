@@ -5,15 +5,19 @@ A recipe names parts of the model (``exclude`` layers, ``exits``, distillation `
 surfaces only when its stage runs, after every earlier stage has trained. Here each name
 is looked up in the loaded model right after it is built, in execution order, up to the
 first stage that renames modules (``StageConfig.renames_modules``: a student, factorised
-layers, a wrapped backbone); later stages' names are checked when they run.
+layers, a wrapped backbone); later stages' names are checked when they run. ``occ compress``
+checks its one order, ``occ ablate`` every order it will run.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
 
 from torch import nn
 
 from occ.engine.plan import Plan
 from occ.errors import RecipeError
+from occ.recipe import Recipe, Stage
 
 SHOWN = 12
 """Module names listed in the error at most."""
@@ -29,10 +33,32 @@ def check_references(plan: Plan, model: nn.Module) -> None:
     ``exclude`` entries must be Conv2d / Linear layers; exits and hints any submodule (a
     missing exit lists the valid exit points, as the stage itself would).
     """
+    stages = plan.recipe.stages
+    _check_stages(plan.recipe.source, stages,
+                  [plan.written_index(pos) for pos in range(len(stages))], model)
+
+
+def check_order_references(recipe: Recipe, orders: Iterable[Sequence[Stage]],
+                           model: nn.Module) -> None:
+    """``occ ablate``: each order that will run (its stages in run order, objects of
+    ``recipe.stages``), checked as ``check_references`` checks compress's one order.
+
+    A stage is checked wherever some order runs it before any stage that renames modules;
+    the error names its ``stages[i]`` in the recipe as written, not its place in the order.
+    """
+    written = {id(stage): i for i, stage in enumerate(recipe.stages)}
+    for stages in orders:
+        _check_stages(recipe.source, stages, [written[id(s)] for s in stages], model)
+
+
+def _check_stages(source: str, stages: Sequence[Stage], written: Sequence[int],
+                  model: nn.Module) -> None:
+    """The names of ``stages`` (run order; ``written``: their recipe indices) up to the
+    first stage that renames modules."""
     modules = {n: m for n, m in model.named_modules() if n}
     layers = [n for n, m in modules.items() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    for pos, stage in enumerate(plan.recipe.stages):
-        where = f"{plan.recipe.source}: stages[{plan.written_index(pos)}]"
+    for stage, index in zip(stages, written, strict=True):
+        where = f"{source}: stages[{index}]"
         for ref in stage.config.references():
             if ref.kind == "layer" and ref.name not in layers:
                 raise RecipeError(f"no Conv2d / Linear layer {ref.name!r} in the model; "
