@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 
 from occ.cli import app
 from occ.data import load_data
-from occ.engine.baseline_check import baseline_warning, recorded_accuracy
-from occ.errors import DataError, RecipeError
+from occ.engine.baseline_check import check_baseline, recorded_accuracy, recorded_warning
+from occ.engine.gates import Quality
+from occ.errors import DataError, RecipeError, StageError
 from occ.recipe import DataSpec, load_recipe
 from occ.trust import TrustError
 
@@ -207,21 +208,65 @@ def test_embedded_data_takes_mean_std_but_not_resizing() -> None:
         load_data(DataSpec(augment=["hflip"]))
 
 
-@pytest.mark.parametrize(("acc", "classes", "recorded", "warns"), [
-    (33.3, 3, None, True),     # below 1.5x chance
-    (60.0, 3, None, False),
-    (90.0, 3, 100.0, True),    # more than 5 points below the recorded figure
-    (96.0, 3, 100.0, False),
+PRE = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "resize": 32}
+
+
+@pytest.mark.parametrize(("acc", "recorded", "warns"), [
+    (90.0, 100.0, True),    # more than 5 points below the recorded figure
+    (96.0, 100.0, False),
+    (40.0, None, False),    # nothing recorded: nothing to compare with
 ])
-def test_baseline_warning_rules(acc: float, classes: int, recorded: float | None,
-                                warns: bool) -> None:
-    pre = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "resize": 32}
-    message = baseline_warning(acc, num_classes=classes, recorded=recorded, preprocess=pre)
+def test_recorded_accuracy_warning(acc: float, recorded: float | None, warns: bool) -> None:
+    message = recorded_warning(acc, recorded=recorded, preprocess=PRE)
     assert (message is not None) == warns
     if warns:
-        assert f"baseline accuracy {acc:.1f}% under this recipe's preprocessing (mean (0.5, " \
-               "0.5, 0.5), std (0.5, 0.5, 0.5), size 32)" in message
-        assert "check data.mean / data.std" in message
+        assert f"baseline accuracy {acc:.2f}% on the test split under this recipe's " \
+               "preprocessing (mean (0.5, 0.5, 0.5), std (0.5, 0.5, 0.5), size 32)" in message
+        assert f"recorded {recorded:.2f}%" in message and "check data.mean / data.std" in message
+
+
+@pytest.mark.parametrize("classes", [2, 3, 10, 100, 1000])
+@pytest.mark.parametrize("above", [-0.01, 0.0, 0.01])
+def test_a_model_the_gates_refuse_is_warned_about_with_them_off(classes: int,
+                                                                above: float) -> None:
+    """One "near chance": whatever the number of classes, the accuracy the gates refuse
+    (exit 1) is exactly the one ``--no-guard`` warns about, in the same words."""
+    q = Quality(accuracy=Quality(classes=classes).near_chance + above, classes=classes)
+    warning = check_baseline(q, gates_on=False, where="base.pt", preprocess=PRE)
+    if above > 0:
+        assert warning is None
+        assert check_baseline(q, gates_on=True, where="base.pt", preprocess=PRE) is None
+        return
+    with pytest.raises(StageError) as refused:
+        check_baseline(q, gates_on=True, where="base.pt", preprocess=PRE)
+    error = str(refused.value)
+    assert warning is not None and "\n" not in error and "\n" not in warning
+    said = error.split("; nothing was written")[0]
+    assert said.startswith("base.pt: the input model scores ") and warning.startswith(said)
+    assert f"on the val split, near chance ({100 / classes:.1f}% for {classes} classes" in said
+    assert "check data.mean / data.std / data.image_size against the pipeline the model was " \
+           "trained with, and the checkpoint" in said
+    assert "--no-guard compresses it anyway" in error
+    assert warning.endswith("the gates are off: it is compressed anyway")
+
+
+def test_a_regressor_no_better_than_a_constant_is_refused_or_warned_alike() -> None:
+    q = Quality(mae=9.5, constant_mae=10.0)  # within 10 % of predicting the median
+    with pytest.raises(StageError, match=r"scores MAE 9\.5 on the val split, about as good "
+                                         r"as predicting a constant \(MAE 10\)"):
+        check_baseline(q, gates_on=True, where="reg.pt", preprocess=None)
+    warning = check_baseline(q, gates_on=False, where="reg.pt", preprocess=None)
+    assert warning is not None and warning.startswith("reg.pt: the input model scores MAE 9.5")
+    assert check_baseline(Quality(mae=8.9, constant_mae=10.0), gates_on=False, where=None,
+                          preprocess=None) is None
+
+
+def test_without_a_val_split_the_warning_reads_the_test_split_and_says_why() -> None:
+    q = Quality(accuracy=12.0, classes=10, split="test")
+    warning = check_baseline(q, gates_on=False, where=None, preprocess=None)
+    assert warning is not None and warning.startswith("the input model scores 12.00% on the "
+                                                      "test split, near chance")
+    assert "there is no val split, so the gates are off" in warning
 
 
 def test_recorded_accuracy_of_occ_and_user_checkpoints() -> None:

@@ -1,46 +1,72 @@
-"""The loud warning when a baseline measures far below what it should.
+"""What occ says about the input model before any stage: refused (or warned about) at
+chance, warned about when far below the accuracy it recorded.
 
 The commonest silent failure of a compression run is wrong preprocessing: a network
 trained with one normalisation and measured with another loses most of its accuracy, and
 every later stage (QAT, fine-tuning) then retrains it to occ's preprocessing, so the
-report looks fine while the model no longer works in the user's pipeline. Before any
-stage runs, the baseline's accuracy under the recipe's preprocessing is compared with
-chance and with the accuracy the checkpoint recorded (``occ train``'s, or an
-``accuracy`` / ``acc`` / ``best_acc`` entry beside a user's state dict).
+report looks fine while the model no longer works in the user's pipeline. Two checks, each
+on the split that fits it:
+
+* Near chance (``check_baseline``): the input model's quality on the val split, the split
+  every decision reads, against the gates' one definition (``occ.engine.gates.Quality.
+  collapsed``). With the gates on the run stops (``StageError``, exit 1); with them off
+  (``--no-guard``, ``guard: {enabled: false}``) the same sentence is the loud warning, so a
+  model the gates refuse is always warned about without them. With no val split the gates
+  cannot run and the test split is read for the warning.
+* Far below the recorded accuracy (``recorded_warning``): the baseline's test accuracy
+  against the checkpoint's own figure (``occ train`` records its test accuracy; a user's
+  ``accuracy`` / ``acc`` / ``best_acc`` entry beside a state dict counts too).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-CHANCE_FACTOR = 1.5
-"""Warn when the baseline is below this multiple of chance (100 / classes)."""
+from occ.engine.gates import Quality
+from occ.errors import StageError
+
 RECORDED_DROP = 5.0
 """Warn when the baseline is this many points below the checkpoint's recorded accuracy."""
 
+ADVICE = "data.mean / data.std / data.image_size against the pipeline the model was trained with"
+"""What to check, in both warnings and the refusal."""
 
-def baseline_warning(accuracy: float, *, num_classes: int, recorded: float | None,
-                     preprocess: dict[str, Any] | None) -> str | None:
-    """The warning to give for a baseline ``accuracy`` (percent), or ``None`` if it looks fine.
+
+def check_baseline(quality: Quality, *, gates_on: bool, where: str | None,
+                   preprocess: dict[str, Any] | None) -> str | None:
+    """None when the input model's ``quality`` is above chance; else raise ``StageError``
+    (``gates_on``) or return the warning to give (the gates off).
 
     Args:
-        accuracy: The baseline's test accuracy under the recipe's preprocessing.
-        num_classes: Classes of the data (chance is ``100 / num_classes``).
-        recorded: The checkpoint's own recorded accuracy (percent), if any.
+        quality: The input model's quality (``split`` ``val``; ``test`` without a val split).
+        gates_on: The recipe's gates are on and have a val split to read.
+        where: The input checkpoint's path, named first (None: a model handed in from
+            Python).
         preprocess: The resolved preprocessing (``DataBundle.preprocess``), named in the
             message.
     """
-    chance = 100.0 / max(num_classes, 1)
-    how = _describe(preprocess)
-    if recorded is not None and accuracy < recorded - RECORDED_DROP:
-        return (f"baseline accuracy {accuracy:.1f}% under this recipe's preprocessing ({how}) "
-                f"is far below the checkpoint's recorded {recorded:.1f}% — check data.mean / "
-                "data.std / data.image_size against the pipeline the model was trained with")
-    if num_classes > 1 and accuracy < CHANCE_FACTOR * chance:
-        return (f"baseline accuracy {accuracy:.1f}% under this recipe's preprocessing ({how}) "
-                f"is near chance ({chance:.1f}% for {num_classes} classes) — check data.mean / "
-                "data.std / data.image_size against the pipeline the model was trained with")
-    return None
+    if not quality.collapsed:
+        return None
+    said = (f"the input model scores {quality.describe()} on the {quality.split} split, "
+            f"{quality.collapse()}, under this recipe's preprocessing "
+            f"({_describe(preprocess)}) before any stage: check {ADVICE}, and the checkpoint")
+    if gates_on:
+        raise StageError(f"{said}; nothing was written ('guard: {{enabled: false}}' or "
+                         "--no-guard compresses it anyway)", where=where)
+    off = ("the gates are off" if quality.split == "val"
+           else "there is no val split, so the gates are off")
+    return f"{where + ': ' if where else ''}{said}; {off}: it is compressed anyway"
+
+
+def recorded_warning(accuracy: float, *, recorded: float | None,
+                     preprocess: dict[str, Any] | None) -> str | None:
+    """The warning for a baseline test ``accuracy`` (percent) more than ``RECORDED_DROP``
+    points below the checkpoint's ``recorded`` accuracy, or ``None``."""
+    if recorded is None or accuracy >= recorded - RECORDED_DROP:
+        return None
+    return (f"baseline accuracy {accuracy:.2f}% on the test split under this recipe's "
+            f"preprocessing ({_describe(preprocess)}) is far below the checkpoint's recorded "
+            f"{recorded:.2f}%: check {ADVICE}")
 
 
 def _describe(pre: dict[str, Any] | None) -> str:

@@ -36,8 +36,9 @@ class RunContext:
         encoding: how the artifact codes its streams (``entropy_code`` sets ``codec``).
         progress: where long loops report progress.
         recipe: the resolved recipe, for stages that need global settings.
-        gate_cache: the quality gates' val measurements (``occ.engine.runner``), kept so each
-            model is measured once.
+        gate_cache: quality measurements by (split, ``baseline`` / ``current``) for the
+            gates and the input-model check (``occ.engine.runner``), so each model state is
+            measured once.
         recorded_accuracy: the accuracy the input checkpoint recorded about itself, if any
             (compared with the measured baseline, ``occ.engine.baseline_check``).
         custom_loss: a user's ``loss(outputs, targets)`` (model-in API) replacing the
@@ -60,7 +61,7 @@ class RunContext:
     progress: Progress = field(default_factory=NullProgress)
     recipe: Recipe | None = None
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("occ"))
-    gate_cache: dict[str, Any] = field(default_factory=dict)
+    gate_cache: dict[tuple[str, str], Any] = field(default_factory=dict)
     recorded_accuracy: float | None = None
     custom_loss: Callable[..., torch.Tensor] | None = None
     template: nn.Module | None = None

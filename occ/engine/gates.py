@@ -23,12 +23,14 @@ from occ.recipe import GuardSpec
 
 CHANCE_BAND = 0.1
 """"Near chance": within this share of the way from chance to 100 % (10 classes: <= 19 %);
-for regression, within this share of the MAE of predicting a constant."""
+for regression, within this share of the MAE of predicting a constant. The one definition:
+the stage gates, the input-model refusal and its ``--no-guard`` warning
+(``occ.engine.baseline_check``) all read ``Quality.collapsed``."""
 
 
 @dataclass(frozen=True)
 class Quality:
-    """One model's quality on the validation split.
+    """One model's quality on a split (``val`` for every decision).
 
     ``accuracy`` (percent) for class targets; ``mae`` for float targets, with
     ``constant_mae`` the MAE of predicting the targets' median (the regression "chance").
@@ -38,6 +40,7 @@ class Quality:
     mae: float | None = None
     constant_mae: float | None = None
     classes: int = 0
+    split: str = "val"
 
     @property
     def chance(self) -> float:
@@ -55,6 +58,22 @@ class Quality:
         predicting a constant)."""
         return (1.0 - CHANCE_BAND) * (self.constant_mae or 0.0)
 
+    @property
+    def collapsed(self) -> bool:
+        """At or near chance (classification), or about as good as a constant (regression)."""
+        if self.accuracy is not None:
+            return self.accuracy <= self.near_chance
+        return self.mae is not None and self.mae >= self.near_constant
+
+    def collapse(self) -> str:
+        """What ``collapsed`` means, in the words every gate uses: ``near chance (10.0% for
+        10 classes; 19.0% or less counts as near)`` or ``about as good as predicting a
+        constant (MAE 9.3)``."""
+        if self.accuracy is not None:
+            return (f"near chance ({self.chance:.1f}% for {self.classes} classes; "
+                    f"{self.near_chance:.1f}% or less counts as near)")
+        return f"about as good as predicting a constant (MAE {self.constant_mae:.4g})"
+
     def describe(self) -> str:
         """``97.20%`` or ``MAE 9.18``."""
         return f"{self.accuracy:.2f}%" if self.accuracy is not None else f"MAE {self.mae:.4g}"
@@ -64,14 +83,16 @@ class Quality:
         return {k: v for k, v in (("accuracy", self.accuracy), ("mae", self.mae)) if v is not None}
 
 
-def quality(outputs: torch.Tensor, targets: torch.Tensor, classes: int) -> Quality:
-    """The ``Quality`` of ``outputs`` against ``targets`` (class indices or float targets)."""
+def quality(outputs: torch.Tensor, targets: torch.Tensor, classes: int,
+            split: str = "val") -> Quality:
+    """The ``Quality`` of ``outputs`` against ``targets`` (class indices or float targets)
+    of ``split``."""
     if targets.is_floating_point():
         err = (outputs.reshape(targets.shape) - targets).abs().mean()
         const = (targets - targets.median()).abs().mean()
-        return Quality(mae=float(err), constant_mae=float(const), classes=classes)
+        return Quality(mae=float(err), constant_mae=float(const), classes=classes, split=split)
     correct = (outputs.argmax(dim=1) == targets).float().mean()
-    return Quality(accuracy=100.0 * float(correct), classes=classes)
+    return Quality(accuracy=100.0 * float(correct), classes=classes, split=split)
 
 
 def check_stage(spec: GuardSpec, *, label: str, index: int, before: Quality, after: Quality,
@@ -104,28 +125,9 @@ def check_stage(spec: GuardSpec, *, label: str, index: int, before: Quality, aft
 
 def uninformative(baseline: Quality) -> bool:
     """True when the baseline itself is at chance (or no better than a constant): then
-    neither a collapse nor a drop can be told from noise (``check_baseline`` refuses to
-    start)."""
-    if baseline.accuracy is not None:
-        return baseline.accuracy <= baseline.near_chance
-    return baseline.mae is not None and baseline.mae >= baseline.near_constant
-
-
-def check_baseline(baseline: Quality) -> None:
-    """Raise ``StageError`` when the input model is itself at chance on the val split:
-    compressing it would write a chance-level model that no gate could tell from a good
-    one (the gates on; ``--no-guard`` compresses it anyway, with a warning)."""
-    if not uninformative(baseline):
-        return
-    level = (f"{baseline.accuracy:.2f}% on the val split, near chance ({baseline.chance:.1f}% "
-             f"for {baseline.classes} classes)" if baseline.accuracy is not None else
-             f"val MAE {baseline.mae:.4g}, about as good as a constant "
-             f"({baseline.constant_mae:.4g})")
-    raise StageError(
-        f"the input model scores {level} before any stage: check the checkpoint and the data's "
-        "preprocessing (data.mean / data.std / data.image_size against the pipeline it was "
-        "trained with); nothing was written ('guard: {enabled: false}' or --no-guard "
-        "compresses it anyway)")
+    neither a collapse nor a drop can be told from noise (and the input model is refused
+    before any stage, ``occ.engine.baseline_check.check_baseline``)."""
+    return baseline.collapsed
 
 
 def _broken(spec: GuardSpec, before: Quality, after: Quality, baseline: Quality) -> str | None:
@@ -134,16 +136,15 @@ def _broken(spec: GuardSpec, before: Quality, after: Quality, baseline: Quality)
         return None
     if after.accuracy is not None:
         shift = f"val accuracy {before.describe()} -> {after.describe()}"
-        if after.accuracy <= after.near_chance:
-            return f"{shift}, at chance level ({after.chance:.1f}% for {after.classes} classes)"
+        if after.collapsed:
+            return f"{shift}, {after.collapse()}"
         drop = before.accuracy - after.accuracy
         if spec.max_stage_drop is not None and drop > spec.max_stage_drop:
             return f"{shift} (-{drop:.2f} pt > guard.max_stage_drop {spec.max_stage_drop:g})"
         return None
     shift = f"val MAE {before.mae:.4g} -> {after.mae:.4g}"
-    if after.mae >= after.near_constant:
-        return (f"{shift}, about as good as predicting a constant (MAE "
-                f"{after.constant_mae:.4g})")
+    if after.collapsed:
+        return f"{shift}, {after.collapse()}"
     if (spec.max_mae_factor is not None and before.mae > 0
             and after.mae > spec.max_mae_factor * before.mae):
         return (f"{shift} ({after.mae / before.mae:.2f}x > guard.max_mae_factor "

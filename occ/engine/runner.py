@@ -24,7 +24,7 @@ from occ.data import DataBundle, load_data
 from occ.engine import gates
 from occ.engine import load as loader
 from occ.engine import resume as resume_mod
-from occ.engine.baseline_check import baseline_warning, recorded_accuracy
+from occ.engine.baseline_check import check_baseline, recorded_accuracy, recorded_warning
 from occ.engine.classes import check_class_names, check_outputs, checkpoint_classes
 from occ.engine.context import ArchRef, RunContext
 from occ.engine.plan import Plan
@@ -94,15 +94,10 @@ def _recipe_folder(recipe: Recipe) -> tuple[str, ...]:
     return (str(source.parent),) if source.is_file() else ()
 
 
-def _warn_baseline(ctx: RunContext, report: Report, accuracy: float) -> None:
-    """Log (and record in the report) the loud warning of ``occ.engine.baseline_check``."""
-    if ctx.task != "classification":
-        return
-    message = baseline_warning(accuracy, num_classes=ctx.data.num_classes,
-                               recorded=ctx.recorded_accuracy,
-                               preprocess=ctx.data.preprocess)
+def _warn_baseline(report: Report, message: str | None) -> None:
+    """Record in the report the loud warning of ``occ.engine.baseline_check`` (logged
+    already)."""
     if message is not None:
-        log.warning("%s", message)
         report.plan.setdefault("warnings", []).append(message)
 
 
@@ -148,12 +143,17 @@ def run(plan: Plan, ctx: RunContext, *, resume: bool = False) -> Report:
 def _run_locked(plan: Plan, ctx: RunContext, *, resume: bool) -> Report:
     recipe = plan.recipe
     started = time.perf_counter()
+    warning = check_input_model(ctx)  # before the test split is read: a refusal needs none
     base_metrics, base_out = measure_ctx(ctx, plan, None)
     base_metrics.agreement = 100.0
     report = Report(name=recipe.name, source=recipe.source, plan=plan.to_dict(),
                     baseline=base_metrics, device=str(ctx.device), out_dir=str(ctx.out_dir))
-    _warn_baseline(ctx, report, base_metrics.accuracy)
-    check_input_model(ctx)
+    if warning is None and ctx.task == "classification":  # at chance says it already
+        warning = recorded_warning(base_metrics.accuracy, recorded=ctx.recorded_accuracy,
+                                   preprocess=ctx.data.preprocess)
+        if warning is not None:
+            log.warning("%s", warning)
+    _warn_baseline(report, warning)
     main = distributed.is_main()
     sha = (resume_mod.file_sha256(str(recipe.model.checkpoint)) if recipe.model.checkpoint
            else IN_MEMORY)  # a model handed in from Python (occ.engine.model_api)
@@ -229,33 +229,52 @@ def run_stage(ctx: RunContext, plan: Plan, i: int,
                        notes=result.notes), outputs
 
 
-def check_input_model(ctx: RunContext) -> None:
-    """Stop before any stage (``StageError``, exit 1) when the gates are on and the input
-    model is itself at chance on the val split (``occ.engine.gates.check_baseline``)."""
-    _val_quality(ctx, baseline=True)
+def check_input_model(ctx: RunContext) -> str | None:
+    """Before any stage: the input model at chance (``occ.engine.baseline_check``) stops
+    the run with the gates on (``StageError``, exit 1); with them off the same sentence is
+    logged as a warning and returned (None: the model is above chance).
+
+    Read on the val split, as the gates read it; the test split only when there is no val
+    split (then the gates cannot run, and only the warning is given).
+    """
+    has_val = len(ctx.data.split("val")) > 0
+    q = _measured(ctx, "val" if has_val else "test", baseline=True)
+    checkpoint = ctx.recipe.model.checkpoint if ctx.recipe is not None else None
+    gates_on = has_val and ctx.recipe is not None and ctx.recipe.guard.enabled
+    message = check_baseline(q, gates_on=gates_on, preprocess=ctx.data.preprocess,
+                             where=str(checkpoint) if checkpoint else None)
+    if message is not None:
+        log.warning("%s", message)
+    return message
 
 
 def _val_quality(ctx: RunContext, *, baseline: bool = False,
                  fresh: bool = False) -> gates.Quality | None:
-    """Val quality of ``ctx.model`` (or of the baseline), measured once per model state.
-
-    None when the gates are off or there is no val split. The cache holds a weak
-    reference to the model it measured: ``run_stage`` measures ``fresh`` after every
-    stage (stages change the model in place), and a swapped-in model never matches.
-    """
+    """Val quality of ``ctx.model`` (or of the baseline) for the gates; None when the
+    gates are off or there is no val split."""
     recipe = ctx.recipe
     if recipe is None or not recipe.guard.enabled or len(ctx.data.split("val")) == 0:
         return None
+    return _measured(ctx, "val", baseline=baseline, fresh=fresh)
+
+
+def _measured(ctx: RunContext, split: str, *, baseline: bool = False,
+              fresh: bool = False) -> gates.Quality:
+    """Quality of ``ctx.model`` (or of the baseline) on ``split``, measured once per model
+    state.
+
+    The cache holds a weak reference to the model it measured: ``run_stage`` measures
+    ``fresh`` after every stage (stages change the model in place), and a swapped-in model
+    never matches.
+    """
     model = ctx.baseline if baseline else ctx.model
-    key = "baseline" if baseline else "current"
+    key = (split, "baseline" if baseline else "current")
     cached = ctx.gate_cache.get(key)
     if not fresh and cached is not None and cached[0]() is model:
         return cached[1]
-    outputs, targets = predict(model, ctx.loader("val"), ctx.device)
-    q = gates.quality(outputs, targets, ctx.data.num_classes)
+    outputs, targets = predict(model, ctx.loader(split), ctx.device)
+    q = gates.quality(outputs, targets, ctx.data.num_classes, split=split)
     ctx.gate_cache[key] = (weakref.ref(model), q)
-    if baseline:
-        gates.check_baseline(q)
     return q
 
 
