@@ -209,6 +209,24 @@ def test_recipe_guard_off_and_tight_drop(make) -> None:
         assert result.exit_code == 0, result.output
 
 
+def test_gates_on_without_a_val_split_say_they_cannot_run(make, tmp_path: Path) -> None:
+    """``data.val_size: 0`` leaves the gates nothing to read: a collapse would go through,
+    so the run says so on stderr and in the report, instead of gating nothing in silence."""
+    path = make([MILD], data={"dataset": "digits", "val_size": 0})
+    result = CliRunner().invoke(app, ["compress", str(path)])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.stderr.split())
+    assert "the quality gates are on but cannot run: the data has no val split" in said
+    assert "data.val_size" in said
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert any("cannot run" in w for w in report["plan"]["warnings"])
+    quiet = CliRunner().invoke(app, ["compress", str(make([MILD], data={
+        "dataset": "digits", "val_size": 0}, guard={"enabled": False}, output=str(
+            tmp_path / "off")))])
+    assert quiet.exit_code == 0, quiet.output
+    assert "cannot run" not in quiet.stderr  # the gates off by choice: nothing to warn about
+
+
 def test_ablate_records_a_gated_order_as_failed(make, tmp_path: Path) -> None:
     """Every order gated: each recorded as failed, and the run exits 1 (nothing ranked)."""
     path = make([COLLAPSE, {"type": "quantize", "weight_bits": 8, "act_bits": 8,

@@ -235,6 +235,7 @@ def ablate(recipe: Recipe, ctx: RunContext, *, out_dir: Path, max_orders: int | 
     first = sorted(orders, key=lambda o: o != builtin)  # compress's order first: its error
     check_order_references(recipe, [_stages(o, by_label, last) for o in first], ctx.model)
     runner.check_input_model(ctx)  # once, before any order runs
+    runner.gates_unread(ctx)
     run = _Runner(recipe, ctx, out_dir, checkpoint_sha)
     base_metrics, run.base_out = runner.measure_ctx(ctx, run._plan([]), None)
     run.targets = torch.cat([y for _, y in ctx.loader("test")])

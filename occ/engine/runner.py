@@ -154,6 +154,7 @@ def _run_locked(plan: Plan, ctx: RunContext, *, resume: bool) -> Report:
         if warning is not None:
             log.warning("%s", warning)
     _warn_baseline(report, warning)
+    _warn_baseline(report, gates_unread(ctx))
     main = distributed.is_main()
     sha = (resume_mod.file_sha256(str(recipe.model.checkpoint)) if recipe.model.checkpoint
            else IN_MEMORY)  # a model handed in from Python (occ.engine.model_api)
@@ -245,6 +246,21 @@ def check_input_model(ctx: RunContext) -> str | None:
                              where=str(checkpoint) if checkpoint else None)
     if message is not None:
         log.warning("%s", message)
+    return message
+
+
+def gates_unread(ctx: RunContext) -> str | None:
+    """The warning (logged, and returned for the report) when the recipe's gates are on
+    but the data has no val split, so no stage can be checked: a collapse would go through
+    (None: the gates can run, or the recipe turned them off)."""
+    recipe = ctx.recipe
+    if recipe is None or not recipe.guard.enabled or len(ctx.data.split("val")) > 0:
+        return None
+    message = ("the quality gates are on but cannot run: the data has no val split "
+               "(data.val_size: 0 or a dataset without one), so a stage that collapses the "
+               "model is not caught; set data.val_size (e.g. 500), or say "
+               "'guard: {enabled: false}' to run without gates")
+    log.warning("%s", message)
     return message
 
 
