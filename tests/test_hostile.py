@@ -444,6 +444,55 @@ CASES += [
 ]
 
 
+def external_onnx(t: Path, location: str, data: Path | str | None = None) -> Path:
+    """A one-MatMul ONNX file whose weight lives in external data at ``location``; the data
+    file itself replaced by a link to ``data`` (None: a FIFO)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((4, 3), np.float32), "W")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], [weight])
+    onnx.save_model(helper.make_model(graph), str(t / "model.onnx"), save_as_external_data=True,
+                    location="w.bin", size_threshold=0)
+    (t / "w.bin").unlink()
+    if data is None:
+        os.mkfifo(t / "w.bin")
+    else:
+        os.symlink(data, t / "w.bin")
+    proto = onnx.load(str(t / "model.onnx"), load_external_data=False)
+    for entry in proto.graph.initializer[0].external_data:
+        if entry.key == "location":
+            entry.value = location
+    onnx.save(proto, str(t / "model.onnx"))
+    return t / "model.onnx"
+
+
+# A downloaded ONNX file's external data (tensors kept beside it) is checked like the file.
+CASES += [
+    ("external-onnx-outside-folder", lambda t, w: Run(
+        ["eval", str(external_onnx(t, "../../etc/passwd", "/etc/passwd")), "--data", "digits"],
+        r"model\.onnx: external data location '\.\./\.\./etc/passwd' is not a file inside the "
+        r"model's folder; refused")),
+    ("external-onnx-absolute", lambda t, w: Run(
+        ["eval", str(external_onnx(t, "/etc/passwd", "/etc/passwd")), "--data", "digits"],
+        r"external data location '/etc/passwd' is not a file inside")),
+    ("external-onnx-fifo", lambda t, w: Run(
+        ["eval", str(external_onnx(t, "w.bin")), "--data", "digits"],
+        r"w\.bin: is a FIFO \(named pipe\), not a regular ONNX external data file")),
+    ("external-onnx-proc", lambda t, w: Run(
+        ["eval", str(external_onnx(t, "w.bin", "/proc/self/status")), "--data", "digits"],
+        r"w\.bin: is a kernel pseudo-file \(/proc/\d+/status\), not a regular ONNX external")),
+    ("external-onnx-oversize", lambda t, w: Run(
+        ["eval", str(external_onnx(t, "w.bin", sparse(t / "big.bin", (4 << 30) + 1))),
+         "--data", "digits"],
+        r"w\.bin: is 4,294,967,297 bytes, over the limit 4,294,967,296 bytes")),
+]
+
+
 def _socket_file(t: Path) -> Path:
     path = Path(f"/tmp/occ-hostile-{os.getpid()}-{t.name[-20:]}.sock")
     path.unlink(missing_ok=True)

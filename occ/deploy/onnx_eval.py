@@ -64,6 +64,8 @@ def evaluate_onnx(path: str | os.PathLike[str], *, data: str | None = None,
     try:
         meta = metadata(path)
         model = open_onnx(path, threads=torch.get_num_threads())
+    except CheckpointError:  # refused by occ's own checks (external data): already clear
+        raise
     except Exception as err:  # noqa: BLE001  (onnx / onnxruntime raise many types)
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         raise CheckpointError(f"not an ONNX model onnxruntime can run: {first}",

@@ -153,13 +153,54 @@ class ExitSession:
 
 
 def open_onnx(path: str | os.PathLike[str], threads: int = 1) -> PlainSession | ExitSession:
-    """The runtime for an ONNX file: exits per segment when its metadata has cuts."""
-    import onnx
+    """The runtime for an ONNX file: exits per segment when its metadata has cuts.
 
-    proto = onnx.load(str(path))
+    Raises:
+        CheckpointError: the file's external data (``check_external_data``) is refused.
+    """
+    import onnx
+    from onnx.external_data_helper import load_external_data_for_model
+
+    proto = onnx.load(str(path), load_external_data=False)
+    if check_external_data(proto, path):
+        load_external_data_for_model(proto, os.path.dirname(os.path.abspath(path)))
     if any(p.key == "occ_exit_cuts" for p in proto.metadata_props):
         return ExitSession(proto, threads)
     return PlainSession(path, threads)
+
+
+def check_external_data(proto: Any, path: str | os.PathLike[str]) -> int:
+    """Check the files an ONNX model keeps its tensors in (its *external data*, for models
+    past protobuf's 2 GiB) before onnx or onnxruntime reads them; return how many.
+
+    occ's own exports have none. A downloaded file names them, and onnx reads each one whole
+    when it gives no length: every location must be a plain relative path inside the
+    model's folder, and a regular file (no FIFO, device or kernel pseudo-file), together
+    within ``OCC_MAX_ARTIFACT_BYTES``.
+
+    Raises:
+        CheckpointError: a location outside the folder, or a file ``check_input_file``
+            refuses, or over the limit together.
+    """
+    from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, uses_external_data
+
+    from occ.limits import MAX_ARTIFACT_BYTES, check_input_file
+
+    folder = os.path.dirname(os.path.abspath(path))
+    locations = {ExternalDataInfo(t).location for t in _get_all_tensors(proto)
+                 if uses_external_data(t)}
+    total = 0
+    for location in sorted(locations):
+        parts = location.replace("\\", "/").split("/")
+        if not location or os.path.isabs(location) or ".." in parts or ":" in location:
+            raise CheckpointError(f"external data location {location!r} is not a file inside "
+                                  "the model's folder; refused", where=str(path))
+        total += check_input_file(os.path.join(folder, location), limit=MAX_ARTIFACT_BYTES,
+                                  error=CheckpointError, what="ONNX external data file")
+        if total > MAX_ARTIFACT_BYTES.value():
+            raise CheckpointError(f"external data files hold {total:,} bytes, over the "
+                                  f"{MAX_ARTIFACT_BYTES.hint()}", where=str(path))
+    return len(locations)
 
 
 def metadata(path: str | os.PathLike[str]) -> dict[str, str]:
