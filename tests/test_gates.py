@@ -225,6 +225,14 @@ def test_gates_on_without_a_val_split_say_they_cannot_run(make, tmp_path: Path) 
             tmp_path / "off")))])
     assert quiet.exit_code == 0, quiet.output
     assert "cannot run" not in quiet.stderr  # the gates off by choice: nothing to warn about
+    orders = CliRunner().invoke(app, ["ablate", str(make(
+        [MILD, {"type": "quantize", "weight_bits": 8, "act_bits": 8, "mode": "ptq"}],
+        data={"dataset": "digits", "val_size": 0})), "--out", str(tmp_path / "abl")])
+    assert orders.exit_code == 0, orders.output
+    doc = json.loads((tmp_path / "abl" / "ablation.json").read_text())
+    assert any("cannot run" in w for w in doc["warnings"])  # written down, not only logged
+    assert "**Warning:** the quality gates are on but cannot run" in (
+        tmp_path / "abl" / "ablation.md").read_text()
 
 
 def test_ablate_records_a_gated_order_as_failed(make, tmp_path: Path) -> None:

@@ -118,7 +118,7 @@ def ablate(
 
     table = Table(title=f"occ ablate: built-in order ranks {doc['builtin_rank']} of "
                         f"{len(doc['ranking'])}", title_justify="left")
-    from occ.engine.ablate import quality_label, quality_value
+    from occ.engine.ablate_views import quality_label, quality_value
 
     regression = doc.get("task") == "regression"
     for col in ("rank", "order", quality_label(doc)[1], "agree %", "BitOps", "bytes", "status"):
