@@ -13,12 +13,12 @@ No torch here.
 from __future__ import annotations
 
 import os
-import stat
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 from occ.errors import RecipeError
+from occ.io import refuse_special
 
 # What ``occ compress`` writes in its output directory (files) and the folder of states.
 RUN_FILES = ("model.occ", "report.json", "report.md", "report.html", "recipe.resolved.yaml")
@@ -68,7 +68,7 @@ def check_output_dir(path: str | os.PathLike[str], *, where: str = "--out",
             if (out / name).is_dir():
                 raise RecipeError(f"{out / name} is a directory; occ writes a file there",
                                   where=where)
-            _refuse_special(out / name, where)
+            refuse_special(out / name, where)
         for name in dirs:
             if (out / name).exists() and not (out / name).is_dir():
                 raise RecipeError(f"{out / name} is a file; occ keeps a folder there",
@@ -109,27 +109,12 @@ def _probe_write(out: Path, base: Path, where: str) -> None:
                 break
 
 
-def _refuse_special(path: Path, where: str) -> None:
-    """Refuse to write over a FIFO, socket or device node (the atomic rename would replace
-    it with a regular file: ``--out /dev/full`` once did)."""
-    try:
-        mode = path.stat().st_mode  # follows a link: a link to /dev/null is refused too
-    except (FileNotFoundError, NotADirectoryError):
-        return
-    except OSError as err:
-        raise RecipeError(f"unusable output {path}: {err.strerror or err}", where=where) from None
-    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-        kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
-                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file")
-        raise RecipeError(f"{path} is {kind}, not a file occ may replace", where=where)
-
-
 def check_output_file(path: str | os.PathLike[str], *, where: str = "--out") -> Path:
     """Check that file ``path`` can be written (its folder can be made; it is not a dir)."""
     out = _check_text(path, where)
     if out.is_dir():
         raise RecipeError(f"is a directory; give a file name ({out})", where=where)
-    _refuse_special(out, where)
+    refuse_special(out, where)
     check_output_dir(out.parent if str(out.parent) else Path("."), where=where, files=(),
                      dirs=())
     if out.exists() and not os.access(out, os.W_OK):
