@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from occ.errors import RecipeError
@@ -93,18 +94,35 @@ def _probe_write(out: Path, base: Path, where: str) -> None:
     folder at once would remove it under each other."""
     if other_rank():
         return
-    created = [p for p in (out, *out.parents) if p != base and base in p.parents]
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".occ-probe-", dir=out)
-        os.close(fd)
-        os.unlink(probe)
+        with made_folders(out):
+            fd, probe = tempfile.mkstemp(prefix=".occ-probe-", dir=out)
+            os.close(fd)
+            os.unlink(probe)
     except OSError as err:
         raise RecipeError(f"cannot write in {out}: {err.strerror or err}", where=where) from None
+
+
+@contextmanager
+def made_folders(folder: Path) -> Iterator[Path]:
+    """Within: ``folder`` exists (created with its missing parents); on exit the folders
+    created here are removed again, deepest first, while they are empty.
+
+    So a run that fails before its first output leaves no empty folder behind, and one
+    that wrote something keeps its folder. The one owner of that clean-up: the output
+    probe and ``occ.engine.resume.OutputLock`` both use it.
+
+    Raises:
+        OSError: ``folder`` cannot be created (what was created of it is removed).
+    """
+    created = [p for p in (folder, *folder.parents) if not (p.exists() or p.is_symlink())]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        yield folder
     finally:
-        for folder in sorted(created, key=lambda p: len(p.parts), reverse=True):
+        for made in created:  # deepest first; stops at the first one in use
             try:
-                folder.rmdir()
+                made.rmdir()
             except OSError:
                 break
 
@@ -122,4 +140,5 @@ def check_output_file(path: str | os.PathLike[str], *, where: str = "--out") -> 
     return out
 
 
-__all__ = ["RUN_DIRS", "RUN_FILES", "check_output_dir", "check_output_file", "other_rank"]
+__all__ = ["RUN_DIRS", "RUN_FILES", "check_output_dir", "check_output_file", "made_folders",
+           "other_rank"]
