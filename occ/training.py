@@ -20,7 +20,8 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Literal
 
 import numpy as np
@@ -56,6 +57,26 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
+
+
+@contextmanager
+def rng_preserved(device: torch.device | str | None = None) -> Iterator[None]:
+    """Within: draw from any generator; on exit Python's, NumPy's and torch's CPU generator
+    (and ``device``'s, on CUDA) are back where they were.
+
+    For checks that read data or run the model (an augmented split draws random numbers)
+    but must not change what a seeded run computes after them.
+    """
+    py_state, np_state = random.getstate(), np.random.get_state()
+    dev = torch.device(device) if device is not None else None
+    cuda = ([dev.index if dev.index is not None else torch.cuda.current_device()]
+            if dev is not None and dev.type == "cuda" else [])
+    try:
+        with torch.random.fork_rng(devices=cuda):
+            yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
 
 
 def _optimizer(params: Iterable[nn.Parameter], name: str, lr: float,
