@@ -111,6 +111,15 @@ def all_mean(value: float, device: torch.device) -> float:
     return float(t.item()) / world_size()
 
 
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """Whether ``flag`` is true on any rank (the same answer on every rank)."""
+    if world_size() == 1:
+        return flag
+    t = torch.tensor([int(flag)], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def launch_command(nproc: int, argv: list[str]) -> list[str]:
     """The torchrun command that reruns ``occ`` ``argv`` in ``nproc`` processes.
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from occ.cli import app
@@ -31,6 +32,7 @@ def test_two_gloo_processes_match_one(recipe_factory, tmp_path: Path) -> None:
     # On failure show where a rank died (the head of stderr) and torchrun's summary (tail).
     assert proc.returncode == 0, f"{proc.stderr[:4000]}\n...\n{proc.stderr[-1500:]}"
     doc = json.loads(proc.stdout)  # only rank 0 printed: one JSON document
+    assert "find_unused_parameters" not in proc.stderr  # every parameter is used: not asked
     assert sorted(p.name for p in out.glob("*.occ")) == ["model.occ"]
     one = json.loads(single.stdout)["rows"][-1]
     two = doc["rows"][-1]
@@ -55,7 +57,6 @@ def test_nproc_below_one(recipe_factory, nproc: str) -> None:
 
 def test_each_rank_takes_its_share_of_the_recipe_batch(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    import torch
     import torch.distributed as dist
     from torch.utils.data import DataLoader, TensorDataset
 
@@ -69,6 +70,55 @@ def test_each_rank_takes_its_share_of_the_recipe_batch(tmp_path: Path,
         net, loader, sampler = training._parallel(torch.nn.Linear(4, 2), DataLoader(
             data, batch_size=64), torch.device("cpu"))
         assert sampler is not None and loader.batch_size == 16  # 4 ranks x 16 = 64 a step
+        del net
+    finally:
+        dist.destroy_process_group()
+
+
+class _TwoHeads(torch.nn.Module):
+    """A body with BatchNorm and two heads; the loss reads ``used`` of them."""
+
+    def __init__(self, used: int) -> None:
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8))
+        self.heads = torch.nn.ModuleList([torch.nn.Linear(8, 2), torch.nn.Linear(8, 2)])
+        self.used = used
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        h = self.body(x)
+        return [head(h) for head in self.heads[:self.used]]
+
+
+@pytest.mark.parametrize(("used", "unused"), [(2, []), (1, ["heads.1.weight", "heads.1.bias"])])
+def test_ddp_looks_for_unused_parameters_only_when_a_step_leaves_some_out(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str],
+        used: int, unused: list[str]) -> None:
+    """torch warns on every rank and stage when it is told to look and finds none; told
+    not to look when a head is unused, its next step fails."""
+    import torch.distributed as dist
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from occ import distributed, training
+
+    data = TensorDataset(torch.randn(40, 4), torch.arange(40) % 2)
+    model = _TwoHeads(used)
+    loader = DataLoader(data, batch_size=8)
+    assert training.unused_parameters(model, loader, torch.device("cpu"),
+                                      training.default_loss) == unused
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0,
+                            world_size=1)
+    try:
+        monkeypatch.setattr(distributed, "world_size", lambda: 2)
+        stats, rng = model.body[1].running_mean.clone(), torch.get_rng_state()
+        net, _, _ = training._parallel(model, loader, torch.device("cpu"),
+                                       training.default_loss)
+        assert net.find_unused_parameters is bool(unused)
+        # the check ran on a copy with the generators restored: nothing the run sees moved
+        assert torch.equal(model.body[1].running_mean, stats)
+        assert torch.equal(torch.get_rng_state(), rng)
+        for x, y in list(loader)[:3]:  # steps after the first: DDP finished each reduction
+            net(x, y).backward()
+        assert "find_unused_parameters" not in capfd.readouterr().err
         del net
     finally:
         dist.destroy_process_group()
@@ -119,6 +169,7 @@ def test_train_under_two_gloo_processes_trains_one_model_that_rank_0_writes(
         capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, f"{proc.stderr[:4000]}\n...\n{proc.stderr[-1500:]}"
     doc = json.loads(proc.stdout)  # only rank 0 printed: one JSON document
+    assert "find_unused_parameters" not in proc.stderr
     from occ.artifact.checkpoint import load_checkpoint
 
     assert load_checkpoint(str(out), trust=False).meta["metrics"]["accuracy"] == doc["accuracy"]
