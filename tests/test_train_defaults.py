@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 
 from occ import api
-from occ.engine.baseline import curve_summary, train_defaults
+from occ.engine.baseline import curve_summary
+from occ.engine.train_settings import train_defaults
 from occ.training import random_shift, seed_everything
 
 ROOT = Path(__file__).resolve().parents[1]
