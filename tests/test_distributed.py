@@ -163,9 +163,8 @@ def test_train_under_two_gloo_processes_trains_one_model_that_rank_0_writes(
     assert single.exit_code == 0, single.stderr
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = tmp_path / "two.pt"
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "occ", *TRAIN, "--out", str(out), "--json"],
+    proc = subprocess.run(  # occ's own launcher (the compress test above runs torchrun)
+        [sys.executable, "-m", "occ", *TRAIN, "--out", str(out), "--json", "--nproc", "2"],
         capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, f"{proc.stderr[:4000]}\n...\n{proc.stderr[-1500:]}"
     doc = json.loads(proc.stdout)  # only rank 0 printed: one JSON document
@@ -191,3 +190,86 @@ def test_train_nproc_beyond_the_machine_is_refused(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "--nproc: must be in [1," in result.stderr
     assert not (tmp_path / "x.pt").exists()
+
+
+# --- --nproc N: bad input is one line and exit 2, before and after the relaunch ---------
+
+BAD_TRAIN = [
+    (["--data", "imagefolder", "--root", "/nonexistent/occ-data"],
+     "data.root: directory not found: /nonexistent/occ-data"),
+    (["--out", "/dev/null"], "--out: /dev/null is a device, not a file occ may replace"),
+    (["--epochs", "0"], "--epochs: must be >= 1, got 0"),
+]
+
+
+@pytest.mark.parametrize(("extra", "line"), BAD_TRAIN, ids=["data-root", "out", "epochs"])
+def test_train_nproc_checks_its_input_once_before_starting_processes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extra: list[str], line: str) -> None:
+    import occ.launch
+
+    def never(*_args: object) -> None:
+        raise AssertionError("processes were started for bad input")
+
+    monkeypatch.setattr(occ.launch, "run_ranks", never)
+    result = CliRunner().invoke(app, [*TRAIN, "--out", str(tmp_path / "x.pt"), *extra,
+                                      "--nproc", "2"])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [f"error: {line}"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_train_nproc_unknown_model_is_one_line(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["train", "lenet6", "--out", str(tmp_path / "x.pt"),
+                                      "--nproc", "2"])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: model.arch: unknown model 'lenet6' (did you mean 'lenet5'?); allowed: "
+        "lenet300, lenet5, resnet20, resnet32, resnet56, vgg_small, torchvision.<name>, "
+        "pkg.module:callable"]
+
+
+def test_compress_nproc_checks_its_input_once_before_starting_processes(
+        recipe_factory, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    result = CliRunner().invoke(app, ["compress", str(recipe_factory(STAGES)), "--out",
+                                      str(tmp_path / "file" / "run"), "--nproc", "2", "--json"])
+    assert result.exit_code == 2
+    error = json.loads(result.stdout)["error"]
+    assert (error["code"], error["where"]) == (2, "--out")
+    assert "is not a directory" in error["message"]
+
+
+def test_a_rank_hands_its_error_to_the_launching_process(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a process started by --nproc does with bad input: tell the launcher, say nothing."""
+    from occ import launch
+
+    monkeypatch.setenv(launch.RANK_ERRORS_ENV, str(tmp_path))
+    monkeypatch.setenv("RANK", "1")
+    result = CliRunner().invoke(app, ["train", "lenet6", "--out", str(tmp_path / "x.pt")])
+    assert result.exit_code == 2 and result.stderr == "" and result.stdout == ""
+    failure = launch._first_error(tmp_path)
+    assert failure is not None and failure["code"] == 2 and failure["type"] == "ModelError"
+    assert failure["message"].startswith("model.arch: unknown model 'lenet6'")
+
+
+@pytest.mark.slow
+def test_a_rank_failing_on_bad_input_after_the_relaunch_is_one_line_and_exit_2(
+        recipe_factory, tmp_path: Path) -> None:
+    """The checkpoint is read only in the processes: one line, their exit code, no
+    traceback from the launcher; with --json one document."""
+    bad = tmp_path / "bad.pt"
+    bad.write_text("not a checkpoint")
+    command = [sys.executable, "-m", "occ", "compress", str(recipe_factory(STAGES)),
+               "--checkpoint", str(bad), "--out", str(tmp_path / "run"), "--nproc", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {bad}: not a readable PyTorch "
+                                                   "checkpoint"), proc.stderr[-3000:]
+    proc = subprocess.run([*command, "--json"], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert json.loads(proc.stdout)["error"]["type"] == "CheckpointError"
+    assert not (tmp_path / "run").exists()
