@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import occ.techniques.order as order_mod
 from occ.engine.plan import Plan, make_plan
+from occ.engine.train_settings import check_train
 from occ.errors import CheckpointError, RecipeError
 from occ.progress import NullProgress, Progress
-from occ.recipe import DataSpec, Recipe, dump_recipe, load_recipe
+from occ.recipe import Recipe, dump_recipe, load_recipe
 
 if TYPE_CHECKING:
     from occ.engine.model_api import CompressionResult
@@ -87,6 +88,24 @@ def _checked(recipe: Recipe, *, trust_code: bool, out: str | None, out_dir: str,
     check_output_dir(out_dir, where=where, files=RUN_FILES if files is None else files)
 
 
+def check_compress(recipe_path: str | os.PathLike[str], *, checkpoint: str | None = None,
+                   out: str | None = None, keep_order: bool = False, seed: int | None = None,
+                   guard: bool = True, trust_code: bool = False) -> Plan:
+    """What ``compress`` checks before it loads anything: the recipe, its order and files,
+    the overrides, trust and the output directory. Returns the resolved plan.
+
+    ``occ compress --nproc N`` calls it once before starting N processes, so bad input is
+    one line rather than one per process.
+
+    Raises:
+        RecipeError, CheckpointError, DataError, ModelError: bad input.
+    """
+    plan = validate(recipe_path, keep_order=keep_order, check_files=checkpoint is None)
+    resolved = _override(plan.recipe, checkpoint, out, seed=seed, guard=guard)
+    _checked(resolved, trust_code=trust_code, out=out, out_dir=str(resolved.output))
+    return replace(plan, recipe=resolved)
+
+
 def compress(recipe_path: Any, recipe: Any = None, *, checkpoint: str | None = None,
              out: str | None = None, keep_order: bool = False, resume: bool = False,
              seed: int | None = None, guard: bool = True,
@@ -115,10 +134,9 @@ def compress(recipe_path: Any, recipe: Any = None, *, checkpoint: str | None = N
         raise RecipeError(f"{extra} applies only when a model is passed in (compress(model, "
                           "recipe, train_data=...))", where="compress")
     from occ.engine import runner
-    plan = validate(recipe_path, keep_order=keep_order, check_files=checkpoint is None)
-    resolved = _override(plan.recipe, checkpoint, out, seed=seed, guard=guard)
-    plan = replace(plan, recipe=resolved)
-    _checked(resolved, trust_code=trust_code, out=out, out_dir=str(resolved.output))
+    plan = check_compress(recipe_path, checkpoint=checkpoint, out=out, keep_order=keep_order,
+                          seed=seed, guard=guard, trust_code=trust_code)
+    resolved = plan.recipe
     from occ import distributed
 
     ctx = runner.prepare(resolved, trust_checkpoint=trust_checkpoint,
@@ -223,54 +241,24 @@ def train(arch: str, *, data: str = "mnist5k", epochs: int | None = None, out: s
 
     ``epochs``, ``lr``, ``batch_size``, ``weight_decay`` and ``shift`` (random shifts of
     the training digits, in pixels) left ``None`` take the model's converged defaults
-    (``occ.engine.baseline.train_defaults``: LeNet-5 30 epochs, batch 64, shifts of 2
+    (``occ.engine.train_settings.train_defaults``: LeNet-5 30 epochs, batch 64, shifts of 2
     pixels on mnist5k, ...).
     """
-    from occ.data.names import task_of
-    from occ.domains import check_device, check_positive_float, check_seed
-    from occ.engine import baseline
-    from occ.outputs import check_output_file
-    from occ.recipe import resolve_loss
-    from occ.trust import require_code
-
-    defaults = baseline.train_defaults(arch, data)
-    epochs = defaults["epochs"] if epochs is None else epochs
-    lr = defaults["lr"] if lr is None else lr
-    batch_size = defaults["batch_size"] if batch_size is None else batch_size
-    weight_decay = defaults["weight_decay"] if weight_decay is None else weight_decay
-    shift = defaults["shift"] if shift is None else shift
-    if shift < 0:
-        raise RecipeError(f"must be >= 0, got {shift}", where="--shift")
-    if weight_decay < 0:
-        raise RecipeError(f"must be >= 0, got {weight_decay}", where="--weight-decay")
-    if epochs < 1:
-        raise RecipeError(f"must be >= 1, got {epochs}", where="--epochs")
-    check_positive_float(lr, "--lr")
-    check_seed(seed, "--seed")
-    check_device(device, "--device")
-    if kwargs and "width" in kwargs:
-        check_positive_float(kwargs["width"], "--width")
-    require_code(arch, trusted=trust_code, where="MODEL")
-    check_output_file(out, where="--out")
-    from occ.config import from_dict
-
-    if root is not None:  # recorded in the checkpoint: absolute, so eval works from anywhere
-        root = os.path.abspath(os.path.expanduser(root))
-    fields = {"dataset": data, "batch_size": batch_size, "root": root,
-              "limit_train": limit_train, "pad_to": pad_to, "val_size": val_size,
-              "image_size": image_size, "channels": channels}
-    spec = from_dict(DataSpec, {k: v for k, v in fields.items() if v is not None}, where="data")
-    loss = resolve_loss(loss, task_of(spec.dataset), where="--loss")
+    settings = check_train(arch, data=data, epochs=epochs, out=out, lr=lr,
+                           batch_size=batch_size, seed=seed, device=device,
+                           weight_decay=weight_decay, shift=shift, kwargs=kwargs, root=root,
+                           limit_train=limit_train, pad_to=pad_to, loss=loss,
+                           val_size=val_size, image_size=image_size, channels=channels,
+                           trust_code=trust_code)
     from occ import distributed
+    from occ.engine import baseline
 
     try:  # under torchrun (``occ train --nproc N``): data-parallel, only rank 0 writes
         ranked = distributed.setup()
-        return baseline.train_baseline(arch, kwargs or {}, spec, epochs=epochs, lr=lr,
-                                       out=out, seed=seed, device=str(ranked) if ranked else device,
-                                       loss=loss,
+        return baseline.train_baseline(arch, kwargs or {}, settings.pop("spec"), out=out,
+                                       seed=seed, device=str(ranked) if ranked else device,
                                        progress=progress or NullProgress(),
-                                       trust_code=trust_code, weight_decay=weight_decay,
-                                       shift=shift)
+                                       trust_code=trust_code, **settings)
     finally:
         distributed.teardown()
 
@@ -356,5 +344,5 @@ def report(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return render(out_dir)
 
 
-__all__ = ["compress", "dump_recipe", "evaluate", "export", "inspect", "order", "report", "train",
-           "validate"]
+__all__ = ["check_compress", "check_train", "compress", "dump_recipe", "evaluate", "export",
+           "inspect", "order", "report", "train", "validate"]

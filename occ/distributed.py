@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import gc
 import os
-import shutil
-import sys
 
 import torch
 import torch.distributed as dist
@@ -111,18 +109,10 @@ def all_mean(value: float, device: torch.device) -> float:
     return float(t.item()) / world_size()
 
 
-def launch_command(nproc: int, argv: list[str]) -> list[str]:
-    """The torchrun command that reruns ``occ`` ``argv`` in ``nproc`` processes.
-
-    Raises:
-        RecipeError: ``nproc`` below 1 or above what the machine has (GPUs, or CPU cores
-            when there is no GPU).
-    """
-    limit = torch.cuda.device_count() or (os.cpu_count() or 1)
-    kind = "GPUs" if torch.cuda.is_available() else "CPU cores"
-    if nproc < 1 or nproc > limit:
-        raise RecipeError(f"must be in [1, {limit}] ({limit} {kind} here), got {nproc}",
-                          where="--nproc")
-    torchrun = shutil.which("torchrun")
-    head = [torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"]
-    return [*head, "--standalone", f"--nproc_per_node={nproc}", "-m", "occ", *argv]
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """Whether ``flag`` is true on any rank (the same answer on every rank)."""
+    if world_size() == 1:
+        return flag
+    t = torch.tensor([int(flag)], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())

@@ -1,19 +1,58 @@
 """Atomic file output: write to a temp file in the same directory, fsync, rename.
 
 A reader never sees a half-written artifact, report or checkpoint, and a crash leaves
-either the old file or the new one.
+either the old file or the new one. Every file occ writes goes through here, so this is
+also the one place that refuses to replace a FIFO, a socket or a device node: the rename
+would swap it for a regular file (``--out /dev/full`` once did).
+
+No torch here.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
+from occ.errors import RecipeError
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (same-directory temp file + ``os.replace``)."""
+
+def refuse_special(path: str | os.PathLike[str], where: str | None = None) -> None:
+    """Refuse ``path`` as an output if it is a FIFO, socket or device node.
+
+    A missing path, a regular file and a directory pass (a directory is the caller's
+    business). A link is followed: a link to ``/dev/null`` is refused too.
+
+    Raises:
+        RecipeError: ``path`` is a special file, or cannot be examined (``where`` locates it).
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except (OSError, ValueError) as err:
+        reason = getattr(err, "strerror", None) or err
+        raise RecipeError(f"unusable output {os.fspath(path)}: {reason}", where=where) from None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return
+    kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file")
+    raise RecipeError(f"{os.fspath(path)} is {kind}, not a file occ may replace", where=where)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *,
+                       where: str | None = None) -> Path:
+    """Write ``data`` to ``path`` atomically (same-directory temp file + ``os.replace``).
+
+    Raises:
+        RecipeError: ``path`` is a FIFO, socket or device (:func:`refuse_special`); it is
+            left untouched and no temp file is made.
+        OSError: the folder cannot be made or written.
+    """
     target = Path(path)
+    refuse_special(target, where)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
@@ -35,6 +74,23 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+def atomic_write_text(path: str | os.PathLike[str], text: str, *,
+                      where: str | None = None) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
+    return atomic_write_bytes(path, text.encode("utf-8"), where=where)
+
+
+def atomic_write_files(files: Mapping[Path, bytes | str], *,
+                       where: str | None = None) -> list[Path]:
+    """Write several files atomically, each like :func:`atomic_write_text` / ``_bytes``.
+
+    Every target is checked before the first is written, so a FIFO at the last one
+    leaves the others as they were (a report's views stay consistent).
+    """
+    for path in files:
+        refuse_special(path, where)
+    return [atomic_write_bytes(path, data.encode("utf-8") if isinstance(data, str) else data,
+                               where=where) for path, data in files.items()]
+
+
+__all__ = ["atomic_write_bytes", "atomic_write_files", "atomic_write_text", "refuse_special"]

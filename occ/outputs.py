@@ -13,12 +13,13 @@ No torch here.
 from __future__ import annotations
 
 import os
-import stat
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from occ.errors import RecipeError
+from occ.io import refuse_special
 
 # What ``occ compress`` writes in its output directory (files) and the folder of states.
 RUN_FILES = ("model.occ", "report.json", "report.md", "report.html", "recipe.resolved.yaml")
@@ -68,7 +69,7 @@ def check_output_dir(path: str | os.PathLike[str], *, where: str = "--out",
             if (out / name).is_dir():
                 raise RecipeError(f"{out / name} is a directory; occ writes a file there",
                                   where=where)
-            _refuse_special(out / name, where)
+            refuse_special(out / name, where)
         for name in dirs:
             if (out / name).exists() and not (out / name).is_dir():
                 raise RecipeError(f"{out / name} is a file; occ keeps a folder there",
@@ -93,35 +94,37 @@ def _probe_write(out: Path, base: Path, where: str) -> None:
     folder at once would remove it under each other."""
     if other_rank():
         return
-    created = [p for p in (out, *out.parents) if p != base and base in p.parents]
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".occ-probe-", dir=out)
-        os.close(fd)
-        os.unlink(probe)
+        with made_folders(out):
+            fd, probe = tempfile.mkstemp(prefix=".occ-probe-", dir=out)
+            os.close(fd)
+            os.unlink(probe)
     except OSError as err:
         raise RecipeError(f"cannot write in {out}: {err.strerror or err}", where=where) from None
+
+
+@contextmanager
+def made_folders(folder: Path) -> Iterator[Path]:
+    """Within: ``folder`` exists (created with its missing parents); on exit the folders
+    created here are removed again, deepest first, while they are empty.
+
+    So a run that fails before its first output leaves no empty folder behind, and one
+    that wrote something keeps its folder. The one owner of that clean-up: the output
+    probe and ``occ.engine.resume.OutputLock`` both use it.
+
+    Raises:
+        OSError: ``folder`` cannot be created (what was created of it is removed).
+    """
+    created = [p for p in (folder, *folder.parents) if not (p.exists() or p.is_symlink())]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        yield folder
     finally:
-        for folder in sorted(created, key=lambda p: len(p.parts), reverse=True):
+        for made in created:  # deepest first; stops at the first one in use
             try:
-                folder.rmdir()
+                made.rmdir()
             except OSError:
                 break
-
-
-def _refuse_special(path: Path, where: str) -> None:
-    """Refuse to write over a FIFO, socket or device node (the atomic rename would replace
-    it with a regular file: ``--out /dev/full`` once did)."""
-    try:
-        mode = path.stat().st_mode  # follows a link: a link to /dev/null is refused too
-    except (FileNotFoundError, NotADirectoryError):
-        return
-    except OSError as err:
-        raise RecipeError(f"unusable output {path}: {err.strerror or err}", where=where) from None
-    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-        kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
-                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file")
-        raise RecipeError(f"{path} is {kind}, not a file occ may replace", where=where)
 
 
 def check_output_file(path: str | os.PathLike[str], *, where: str = "--out") -> Path:
@@ -129,7 +132,7 @@ def check_output_file(path: str | os.PathLike[str], *, where: str = "--out") -> 
     out = _check_text(path, where)
     if out.is_dir():
         raise RecipeError(f"is a directory; give a file name ({out})", where=where)
-    _refuse_special(out, where)
+    refuse_special(out, where)
     check_output_dir(out.parent if str(out.parent) else Path("."), where=where, files=(),
                      dirs=())
     if out.exists() and not os.access(out, os.W_OK):
@@ -137,4 +140,5 @@ def check_output_file(path: str | os.PathLike[str], *, where: str = "--out") -> 
     return out
 
 
-__all__ = ["RUN_DIRS", "RUN_FILES", "check_output_dir", "check_output_file", "other_rank"]
+__all__ = ["RUN_DIRS", "RUN_FILES", "check_output_dir", "check_output_file", "made_folders",
+           "other_rank"]

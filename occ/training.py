@@ -20,7 +20,8 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Literal
 
 import numpy as np
@@ -56,6 +57,26 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
+
+
+@contextmanager
+def rng_preserved(device: torch.device | str | None = None) -> Iterator[None]:
+    """Within: draw from any generator; on exit Python's, NumPy's and torch's CPU generator
+    (and ``device``'s, on CUDA) are back where they were.
+
+    For checks that read data or run the model (an augmented split draws random numbers)
+    but must not change what a seeded run computes after them.
+    """
+    py_state, np_state = random.getstate(), np.random.get_state()
+    dev = torch.device(device) if device is not None else None
+    cuda = ([dev.index if dev.index is not None else torch.cuda.current_device()]
+            if dev is not None and dev.type == "cuda" else [])
+    try:
+        with torch.random.fork_rng(devices=cuda):
+            yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
 
 
 def _optimizer(params: Iterable[nn.Parameter], name: str, lr: float,
@@ -165,7 +186,7 @@ def fit(
         model.eval()
         return []
     opt = _optimizer(trained, optimizer, lr, weight_decay)
-    net, loader, sampler = _parallel(model, loader, device)
+    net, loader, sampler = _parallel(model, loader, device, loss_fn, augment)  # net(x, y): loss
     sched = _scheduler(opt, schedule, epochs * len(loader))
     history: list[float] = []
     started = time.perf_counter()
@@ -179,7 +200,7 @@ def fit(
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if augment is not None:
                 x = augment(x)
-            loss = loss_fn(net(x), y, x)
+            loss = net(x, y)
             if not math.isfinite(loss.item()):
                 raise StageError(f"{description}: loss became {loss.item()} at epoch "
                                  f"{epoch + 1}, step {step + 1} (lower lr?)")
@@ -235,16 +256,25 @@ def _report_epoch(progress: Progress, model: nn.Module, description: str, epoch:
     model.train()  # measuring val accuracy put it in eval mode
 
 
-def _parallel(model: nn.Module, loader: torch.utils.data.DataLoader, device: torch.device):
-    """Under torchrun: DDP-wrapped model and a loader over this rank's shard of the data.
+def _parallel(model: nn.Module, loader: torch.utils.data.DataLoader, device: torch.device,
+              loss_fn: LossFn | None = None,
+              augment: Callable[[torch.Tensor], torch.Tensor] | None = None):
+    """``(net, loader, sampler)``: ``net(x, y)`` is the loss of a batch (:class:`_Step`);
+    under torchrun DDP-wrapped, with a loader over this rank's shard of the data.
 
     Each of the N ranks takes ``batch_size / N`` samples a step (DDP averages their
     gradients), so a step sees the recipe's batch size and an epoch has as many steps as
     in one process, whatever N: the optimisation the recipe's epochs and learning rate
     were chosen for (BatchNorm layers normalise over each rank's share). A batch that N
-    does not divide is rounded up to the next multiple of N, with a warning."""
+    does not divide is rounded up to the next multiple of N, with a warning.
+
+    DDP is told to look for unused parameters (an extra pass over the autograd graph every
+    step, and a warning from torch when there are none) only when one training step
+    leaves some trainable parameter out of the loss (:func:`unused_parameters`): an exit
+    head whose loss weight is 0, a layer the forward skips."""
+    step = _Step(model, loss_fn or default_loss)
     if distributed.world_size() == 1:
-        return model, loader, None
+        return step, loader, None
     from torch.nn.parallel import DistributedDataParallel
     from torch.utils.data import DataLoader, DistributedSampler
 
@@ -252,9 +282,75 @@ def _parallel(model: nn.Module, loader: torch.utils.data.DataLoader, device: tor
     per_rank = _rank_batch(loader.batch_size or 1, distributed.world_size())
     sharded = DataLoader(loader.dataset, batch_size=per_rank, sampler=sampler,
                          num_workers=loader.num_workers)
+    unused = unused_parameters(model, sharded, device, loss_fn or default_loss, augment)
+    if unused:
+        log.debug("parameters no loss reaches (DDP will look for them every step): %s",
+                  ", ".join(unused[:8]) + (", ..." if len(unused) > 8 else ""))
     ids = [device.index] if device.type == "cuda" else None
-    net = DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+    net = DistributedDataParallel(step, device_ids=ids,  # the same on every rank
+                                  find_unused_parameters=distributed.any_rank(bool(unused),
+                                                                              device))
     return net, sharded, sampler
+
+
+class _Step(nn.Module):
+    """``model`` and its loss as one module: ``step(x, y)`` is the loss of a batch.
+
+    DDP looks for unused parameters from what the module returns: returning the loss
+    makes that what backward reaches, so an exit head whose loss weight is 0 (an output
+    the loss never reads) counts as unused there too, as :func:`unused_parameters` says.
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn) -> None:
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.loss_fn(self.model(x), y, x)
+
+
+def unused_parameters(model: nn.Module, loader: torch.utils.data.DataLoader,
+                      device: torch.device, loss_fn: LossFn,
+                      augment: Callable[[torch.Tensor], torch.Tensor] | None = None
+                      ) -> list[str]:
+    """Names of ``model``'s trainable parameters that one training step's loss does not
+    reach (its first batch of ``loader``, forward in train mode).
+
+    Runs on a copy of the model with the random generators restored, so the model (its
+    BatchNorm statistics), the data order and every later draw are as if it had not run.
+    A model whose forward takes different parameters on different batches can still have
+    some unused later: this looks at one step.
+    """
+    import copy
+
+    probe = copy.deepcopy(model).to(device).train()
+    with rng_preserved(device):
+        batch = next(iter(loader), None)
+        if batch is None:
+            return []
+        x, y = batch[0].to(device), batch[1].to(device)
+        if augment is not None:
+            x = augment(x)
+        reached = _leaves(loss_fn(probe(x), y, x))
+    return [name for name, p in probe.named_parameters()
+            if p.requires_grad and id(p) not in reached]
+
+
+def _leaves(loss: torch.Tensor) -> set[int]:
+    """``id`` of every leaf tensor (parameter) the autograd graph of ``loss`` reaches."""
+    leaves: set[int] = set()
+    seen: set[object] = set()
+    stack = [loss.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        variable = getattr(node, "variable", None)  # AccumulateGrad: the leaf it fills
+        if variable is not None:
+            leaves.add(id(variable))
+        stack.extend(parent for parent, _ in node.next_functions)
+    return leaves
 
 
 @functools.cache  # one warning per (batch, ranks), not one per stage

@@ -1,7 +1,7 @@
 """What the benchmarks share: the converged baselines and the three-seed recipe runner.
 
 Baselines: ``runs/bench/<arch>.pt`` is ``occ train ARCH --data mnist5k`` with ``occ
-train``'s own converged defaults (``occ.engine.baseline.TRAIN_DEFAULTS``; ResNet-20 on
+train``'s own converged defaults (``occ.engine.train_settings.TRAIN_DEFAULTS``; ResNet-20 on
 mnist5k padded to 32), seed 0, trained here when missing, so every script compares
 against the same model whichever runs first.
 

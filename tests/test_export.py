@@ -234,6 +234,20 @@ def test_bad_files(pruned: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
     assert pruned.read_bytes() == before
 
 
+def test_default_output_never_replaces_a_fifo(pruned: Path, tmp_path: Path) -> None:
+    """Without --out the file goes beside the artifact; a FIFO there is refused, untouched."""
+    import os
+    import stat
+
+    artifact = tmp_path / "m.occ"
+    artifact.write_bytes(pruned.read_bytes())
+    os.mkfifo(tmp_path / "m.onnx")
+    _one_line(CliRunner().invoke(app, ["export", str(artifact)]),
+              "--out: " + str(tmp_path / "m.onnx") + " is a FIFO, not a file occ may replace")
+    assert stat.S_ISFIFO(os.stat(tmp_path / "m.onnx").st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.occ", "m.onnx"]  # no temp left
+
+
 def test_unexportable_model_exits_2(pruned: Path, tmp_path: Path,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     import occ.deploy.onnx

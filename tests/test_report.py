@@ -294,6 +294,23 @@ def test_report_special_and_oversized_files_are_refused_before_reading(
         assert result.exit_code == 2 and len(lines) == 1 and message in lines[0], result.output
 
 
+def test_report_never_replaces_a_fifo_and_rewrites_neither_view(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    (tmp_path / "report.json").write_text(to_json(make_report()))
+    (tmp_path / "report.md").write_text("old")
+    os.mkfifo(tmp_path / "report.html")
+    result = CliRunner().invoke(app, ["report", str(tmp_path)])
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert f"{tmp_path / 'report.html'} is a FIFO, not a file occ may replace" in lines[0]
+    assert stat.S_ISFIFO(os.stat(tmp_path / "report.html").st_mode)
+    assert (tmp_path / "report.md").read_text() == "old"  # checked before either is written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "report.json",
+                                                          "report.md"]
+
+
 def test_bad_metrics_name_the_stage(tmp_path: Path) -> None:
     doc = json.loads(to_json(make_report()))
     del doc["stages"][1]["metrics"]["params"]

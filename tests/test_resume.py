@@ -87,6 +87,31 @@ def test_output_directory_in_use_is_refused(recipe_factory, tmp_path) -> None:
     assert not (out / ".occ.lock").exists()
 
 
+def test_output_lock_removes_only_the_empty_folders_it_made(tmp_path: Path) -> None:
+    from occ.engine.resume import OutputLock
+
+    with OutputLock(tmp_path / "a" / "b" / "run"):  # a run that failed before writing
+        assert (tmp_path / "a" / "b" / "run" / ".occ.lock").is_file()
+    assert list(tmp_path.iterdir()) == []
+    with OutputLock(tmp_path / "a" / "b" / "run"):  # one that wrote its artifact
+        (tmp_path / "a" / "b" / "run" / "model.occ").write_bytes(b"x")
+    assert [p.name for p in (tmp_path / "a" / "b" / "run").iterdir()] == ["model.occ"]
+    (tmp_path / "kept").mkdir()
+    with OutputLock(tmp_path / "kept"):
+        pass
+    assert (tmp_path / "kept").is_dir()  # there before: never removed
+
+
+def test_a_fifo_as_the_lock_file_is_refused_not_read(tmp_path: Path) -> None:
+    from occ.engine.resume import LOCK_NAME, OutputLock
+    from occ.errors import RecipeError
+
+    (tmp_path / "run").mkdir()
+    os.mkfifo(tmp_path / "run" / LOCK_NAME)  # reading it as a pid hung
+    with pytest.raises(RecipeError, match=r"\.occ\.lock is a FIFO, not a file occ may replace"):
+        OutputLock(tmp_path / "run").__enter__()
+
+
 def test_collapsed_accuracy_stops_with_exit_1(recipe_factory, tmp_path) -> None:
     recipe = recipe_factory([{"type": "prune", "sparsity": 0.99}], min_accuracy=90.0)
     result = CliRunner().invoke(app, ["compress", str(recipe)])

@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 
 from occ import api
-from occ.engine.baseline import curve_summary, train_defaults
+from occ.engine.baseline import curve_summary
+from occ.engine.train_settings import train_defaults
 from occ.training import random_shift, seed_everything
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,3 +63,82 @@ def test_readme_results_block_is_generated_from_the_jsons():
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "results_table.py"),
                            "--check"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+AUGMENTED = '''
+import random
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, TensorDataset
+
+
+class Augmented(Dataset):
+    """A train split whose augmentation draws from torch's, NumPy's and Python's RNGs."""
+
+    def __init__(self, base):
+        self.base = base
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        x, y = self.base[i]
+        noise = torch.rand_like(x) + float(np.random.rand()) + random.random()
+        return x + 0.1 * noise, y
+
+
+def make(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    return TensorDataset(torch.randn(n, 1, 8, 8, generator=g), torch.arange(n) % 3)
+
+
+def splits():
+    return {"train": Augmented(make(40, 1)), "val": make(10, 2), "test": make(10, 3)}
+'''
+
+
+def _augmented_data(tmp_path: Path, monkeypatch) -> str:
+    (tmp_path / "occ_aug_train.py").write_text(AUGMENTED)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "occ_aug_train:splits"
+
+
+def test_the_input_probe_leaves_the_random_generators_as_they_were(tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    import random
+
+    import numpy as np
+
+    from occ.data import load_data
+    from occ.engine.probe import probe_forward
+    from occ.recipe import DataSpec
+
+    data = load_data(DataSpec(dataset=_augmented_data(tmp_path, monkeypatch)),
+                     trust_code=True)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
+    seed_everything(3)
+    before = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
+    probe_forward(model, data, "cpu", where="--data", split="train")
+    assert torch.equal(torch.get_rng_state(), before[0])
+    assert (np.random.get_state()[1] == before[1]).all() and random.getstate() == before[2]
+
+
+def test_train_on_augmented_data_trains_as_if_there_were_no_probe(tmp_path: Path,
+                                                                  monkeypatch) -> None:
+    """Same seed, same weights: the probe before training draws nothing the run sees."""
+    import occ.engine.baseline as baseline
+    from occ.artifact.checkpoint import load_checkpoint
+
+    data = _augmented_data(tmp_path, monkeypatch)
+
+    def train(out: str) -> dict[str, torch.Tensor]:
+        api.train("lenet300", data=data, epochs=1, batch_size=8, out=out, device="cpu",
+                  trust_code=True)
+        return load_checkpoint(out, trust=False).state_dict
+
+    probed = train(str(tmp_path / "probed.pt"))
+    monkeypatch.setattr(baseline, "probe_forward", lambda *args, **kwargs: None)
+    unprobed = train(str(tmp_path / "unprobed.pt"))
+    assert probed.keys() == unprobed.keys()
+    assert all(torch.equal(probed[k], unprobed[k]) for k in probed)

@@ -141,6 +141,7 @@ def test_output_checks(tmp_path: Path) -> None:
     with pytest.raises(RecipeError, match="is a directory; give a file name"):
         check_output_file(tmp_path / "run")
     check_output_file(tmp_path / "x.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "run"]  # probes cleaned up
 
 
 def test_outputs_never_replace_a_fifo_or_a_device(tmp_path: Path) -> None:

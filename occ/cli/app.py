@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from typer.core import TyperGroup
@@ -22,6 +22,9 @@ try:  # typer >= 0.20 vendors click as typer._click; older releases depend on cl
 except ImportError:  # pragma: no cover
     from click import exceptions as click_exc
 
+
+if TYPE_CHECKING:
+    from occ.launch import Failure
 
 T = TypeVar("T")
 
@@ -101,30 +104,34 @@ def _run(fn: Callable[[], T], as_json: bool = False) -> T:
     except OccError as err:
         if _state["debug"]:
             raise
-        if as_json:
-            _emit_json({"error": {"message": str(err), "code": err.exit_code,
-                                  "type": type(err).__name__, "where": err.where}})
-        else:
-            sys.stderr.write(f"error: {err}\n")
-        raise typer.Exit(err.exit_code) from None
+        _fail({"message": str(err), "code": err.exit_code, "type": type(err).__name__,
+               "where": err.where}, as_json)
     except KeyboardInterrupt:
-        if as_json:
-            _emit_json({"error": {"message": "interrupted", "code": 130,
-                                  "type": "KeyboardInterrupt", "where": None}})
-        sys.stderr.write("error: interrupted\n")
-        raise typer.Exit(130) from None
+        _fail({"message": "interrupted", "code": 130, "type": "KeyboardInterrupt",
+               "where": None}, as_json, always_stderr=True)
     except (Exception, RecursionError) as err:  # noqa: BLE001  (a bug: still one line)
         if _state["debug"]:
             raise
         first = (str(err).strip().splitlines() or [""])[0][:300]
         message = (f"unexpected {type(err).__name__}: {first} "
                    "(a bug in occ; rerun with --debug for the traceback)")
-        if as_json:  # --json promises a document on stdout, a bug's included
-            _emit_json({"error": {"message": message, "code": 1, "type": type(err).__name__,
-                                  "where": None}})
-        else:
-            sys.stderr.write(f"error: {message}\n")
-        raise typer.Exit(1) from None
+        # --json promises a document on stdout, a bug's included
+        _fail({"message": message, "code": 1, "type": type(err).__name__, "where": None},
+              as_json)
+
+
+def _fail(error: Failure, as_json: bool, *, always_stderr: bool = False) -> NoReturn:
+    """Report ``error`` (one line on stderr, or with ``--json`` one document on stdout)
+    and exit with its code. In a process ``--nproc`` started, the launching process
+    reports it instead, once for all of them (``occ.launch``)."""
+    from occ.launch import hand_off
+
+    if not hand_off(error):
+        if as_json:
+            _emit_json({"error": error})
+        if always_stderr or not as_json:
+            sys.stderr.write(f"error: {error['message']}\n")
+    raise typer.Exit(error["code"])
 
 
 def _seed_list(text: str | None) -> list[int] | None:

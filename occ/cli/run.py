@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -13,6 +14,7 @@ from occ.cli.app import (
     TrustCodeOpt,
     _console,
     _emit_json,
+    _fail,
     _progress,
     _run,
     _seed_list,
@@ -46,15 +48,14 @@ def compress(
 ) -> None:
     """Validate, order and run a recipe; write DIR/model.occ and DIR/report.{json,md,html}."""
 
-    if nproc is not None:
-        _relaunch(nproc)
     from occ import api
 
-    report = _run(lambda: api.compress(recipe, checkpoint=checkpoint, out=out,
-                                       keep_order=keep_order, resume=resume, seed=seed,
-                                       guard=not no_guard, trust_checkpoint=trust_checkpoint,
-                                       trust_code=trust_code,
-                                       progress=_progress()), as_json)
+    checks = {"checkpoint": checkpoint, "out": out, "keep_order": keep_order, "seed": seed,
+              "guard": not no_guard, "trust_code": trust_code}
+    if nproc is not None:
+        _relaunch(nproc, lambda: api.check_compress(recipe, **checks), as_json)
+    report = _run(lambda: api.compress(recipe, resume=resume, trust_checkpoint=trust_checkpoint,
+                                       progress=_progress(), **checks), as_json)
     if other_rank():
         return  # under torchrun only rank 0 prints
     if as_json:
@@ -63,23 +64,32 @@ def compress(
         _console().print(report)
 
 
-def _relaunch(nproc: int) -> None:
-    """Rerun this command (``occ compress`` / ``occ train``) under torchrun with ``nproc``
-    processes, then exit."""
-    import subprocess
+def _relaunch(nproc: int, check: Callable[[], object], as_json: bool) -> NoReturn:
+    """Rerun this command (``occ compress`` / ``occ train``) in ``nproc`` processes, then
+    exit with their outcome.
 
-    from occ.distributed import launch_command
+    ``check`` (the command's ``api.check_*``) runs here first, so bad input is one line and
+    exit 2 before any process starts; a process that still fails is reported once, with
+    its exit code (``occ.launch``).
+    """
+    from occ.launch import check_nproc, run_ranks
 
-    argv = sys.argv[1:]
-    for i, arg in enumerate(argv):  # drop --nproc N / --nproc=N
+    _run(check, as_json)  # torch-free: bad input says so in a second
+    _run(lambda: check_nproc(nproc), as_json)
+    failure = _run(lambda: run_ranks(nproc, _without_nproc(sys.argv[1:])), as_json)
+    if failure is not None:
+        _fail(failure, as_json)
+    raise typer.Exit(0)
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """``argv`` less its ``--nproc N`` / ``--nproc=N``."""
+    for i, arg in enumerate(argv):
         if arg == "--nproc":
-            argv = argv[:i] + argv[i + 2:]
-            break
+            return argv[:i] + argv[i + 2:]
         if arg.startswith("--nproc="):
-            argv = argv[:i] + argv[i + 1:]
-            break
-    command = _run(lambda: launch_command(nproc, argv))
-    raise typer.Exit(subprocess.call(command))
+            return argv[:i] + argv[i + 1:]
+    return argv
 
 
 @app.command()
@@ -178,18 +188,17 @@ def train(
 ) -> None:
     """Train a baseline checkpoint (so a fresh machine can go end to end)."""
 
-    if nproc is not None:
-        _relaunch(nproc)
     from occ import api
 
-    kwargs = {"width": width} if width is not None else {}
-    result = _run(lambda: api.train(model, data=data, root=root, epochs=epochs, out=out, lr=lr,
-                                    batch_size=batch_size, seed=seed, kwargs=kwargs,
-                                    weight_decay=weight_decay, shift=shift,
-                                    pad_to=pad_to, loss=loss, val_size=val_size,
-                                    image_size=image_size, channels=channels,
-                                    trust_code=trust_code,
-                                    progress=_progress()), as_json)
+    options = {"data": data, "root": root, "epochs": epochs, "out": out, "lr": lr,
+               "batch_size": batch_size, "seed": seed,
+               "kwargs": {"width": width} if width is not None else {},
+               "weight_decay": weight_decay, "shift": shift, "pad_to": pad_to, "loss": loss,
+               "val_size": val_size, "image_size": image_size, "channels": channels,
+               "trust_code": trust_code}
+    if nproc is not None:
+        _relaunch(nproc, lambda: api.check_train(model, **options), as_json)
+    result = _run(lambda: api.train(model, progress=_progress(), **options), as_json)
     if other_rank():
         return  # under torchrun only rank 0 prints
     if as_json:

@@ -163,7 +163,7 @@ def export_int8(path: str | os.PathLike[str], out: str | os.PathLike[str] | None
     onnx.checker.check_model(proto)
     blob = proto.SerializeToString()
     try:
-        atomic_write_bytes(dst, blob)
+        atomic_write_bytes(dst, blob, where="--out")
     except OSError as err:
         raise RecipeError(f"cannot write: {err.strerror or err}", where="--out") from None
     return {"path": str(dst), "source": str(src), "format": "onnx-qdq", "bytes": len(blob),

@@ -51,7 +51,7 @@ from occ.artifact.layout import has_magic
 from occ.deploy.data_meta import data_metadata
 from occ.engine import load as loader
 from occ.errors import ArtifactError, OccError, RecipeError, StageError
-from occ.io import atomic_write_bytes
+from occ.io import atomic_write_bytes, refuse_special
 from occ.models.edits import set_submodule
 from occ.version import __version__
 
@@ -326,10 +326,12 @@ def verify(data: bytes, model: nn.Module, ready: nn.Module, example: torch.Tenso
 
 
 def _check_out(src: Path, dst: Path) -> None:
+    """Refuse an output (given or the default beside ``src``) before any export work."""
     if dst.is_dir():
         raise RecipeError("is a directory; give a file name such as model.onnx", where="--out")
     if dst.exists() and src.exists() and dst.resolve() == src.resolve():
         raise RecipeError("is the input artifact; choose another file", where="--out")
+    refuse_special(dst, where="--out")
 
 
 def _load(src: Path, *, trust_code: bool) -> tuple[dict[str, Any], nn.Module, list[int]]:
@@ -381,7 +383,7 @@ def export_float(path: str | os.PathLike[str], out: str | os.PathLike[str] | Non
         probe = torch.randn(batch_size or VERIFY_BATCH, *shape, generator=gen)
         checked = verify(data, model, ready, probe, quantized=quantized > 0)
     try:
-        atomic_write_bytes(dst, data)
+        atomic_write_bytes(dst, data, where="--out")
     except OSError as err:
         raise RecipeError(f"cannot write: {err.strerror or err}", where="--out") from None
     exits = ({"points": list(model.points), "thresholds": list(model.thresholds),

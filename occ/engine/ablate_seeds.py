@@ -20,7 +20,7 @@ import numpy as np
 
 from occ import stats
 from occ.engine.ablate import OrderResult, rank
-from occ.io import atomic_write_text
+from occ.io import atomic_write_files
 
 _MEANED = ("accuracy", "agreement", "mae", "rmse", "val_accuracy", "val_mae", "params",
            "nonzero_params", "macs", "bitops", "sparse_bitops", "bytes")
@@ -119,5 +119,5 @@ def to_markdown(doc: dict[str, Any]) -> str:
 
 def write_outputs(doc: dict[str, Any], out_dir: Path) -> None:
     """``ablation.json`` and ``ablation.md`` over all seeds in ``out_dir``."""
-    atomic_write_text(out_dir / "ablation.json", json.dumps(doc, indent=2, default=str) + "\n")
-    atomic_write_text(out_dir / "ablation.md", to_markdown(doc))
+    atomic_write_files({out_dir / "ablation.json": json.dumps(doc, indent=2, default=str) + "\n",
+                        out_dir / "ablation.md": to_markdown(doc)})

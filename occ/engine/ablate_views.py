@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from occ.io import atomic_write_text
+from occ.io import atomic_write_files
 
 
 def to_markdown(doc: dict[str, Any]) -> str:
@@ -56,7 +56,10 @@ def quality_value(m: dict[str, Any], regression: bool) -> str:
     return f"{m.get('accuracy', float('nan')):.2f}"
 
 
-def _plot(doc: dict[str, Any], path: Path) -> None:
+def _plot(doc: dict[str, Any]) -> bytes:
+    """The ablation's scatter plot as PNG bytes (one point per order)."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -80,14 +83,14 @@ def _plot(doc: dict[str, Any], path: Path) -> None:
     ax.set_title("occ ablate: one point per order (built-in in red)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120, format="png")
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=120, format="png")
     plt.close(fig)
+    return buf.getvalue()
 
 
 def write_outputs(doc: dict[str, Any], out_dir: Path) -> None:
     """``ablation.json``, ``ablation.md`` and ``ablation.png`` in ``out_dir``."""
-    atomic_write_text(out_dir / "ablation.json", json.dumps(doc, indent=2, default=str) + "\n")
-    atomic_write_text(out_dir / "ablation.md", to_markdown(doc))
-    tmp = out_dir / ".ablation.png.tmp"
-    _plot(doc, tmp)
-    tmp.replace(out_dir / "ablation.png")
+    atomic_write_files({out_dir / "ablation.json": json.dumps(doc, indent=2, default=str) + "\n",
+                        out_dir / "ablation.md": to_markdown(doc),
+                        out_dir / "ablation.png": _plot(doc)})

@@ -1,9 +1,9 @@
 """``occ train``: a baseline checkpoint trained with ``occ.training.fit``.
 
-Per-model defaults (:data:`TRAIN_DEFAULTS`) bring each zoo model to convergence on the
-embedded digits: SGD (momentum 0.9, Nesterov), weight decay 5e-4, cosine to zero, batch
-64, light random shifts of the digits (``occ.training.random_shift``), and enough epochs
-that the val curve has flattened. The checkpoint is the last epoch of that fixed
+Per-model defaults (``occ.engine.train_settings``) bring each zoo model to convergence
+on the embedded digits: SGD (momentum 0.9, Nesterov), weight decay 5e-4, cosine to zero,
+batch 64, light random shifts of the digits (``occ.training.random_shift``), and enough
+epochs that the val curve has flattened. The checkpoint is the last epoch of that fixed
 schedule: nothing is selected, and the test split is read once, for the reported figure.
 The val accuracy of every epoch is recorded (``val_curve``) with the slope of the last
 five epochs, so a report shows whether training had flattened.
@@ -28,31 +28,7 @@ from occ.progress import Progress
 from occ.recipe import DataSpec
 from occ.training import fit, predict, random_shift, resolve_device, seed_everything, task_loss
 
-GENERIC: dict[str, Any] = {"epochs": 15, "lr": 0.05, "batch_size": 128, "weight_decay": 5e-4}
-"""What ``occ train`` uses for a model with no entry in :data:`TRAIN_DEFAULTS`."""
-
-TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
-    # 98.5 % on mnist5k (issue 19: SGD, cosine, shifts, batch 64, 30 epochs); flat on val.
-    "lenet5": {"epochs": 30, "lr": 0.05, "batch_size": 64, "weight_decay": 5e-4},
-    # chosen on val by scripts/tune_train.py (tune_train_lenet300.json): 97.3 % test
-    "lenet300": {"epochs": 60, "lr": 0.1, "batch_size": 64, "weight_decay": 2e-3},
-    # mnist5k padded to 32: val 98.6-98.8 over the last 5 of 15 epochs, 98.4 % test
-    "resnet20": {"epochs": 15, "lr": 0.05, "batch_size": 64, "weight_decay": 5e-4},
-}
-"""Per zoo model: epochs, lr, batch size and weight decay of a converged baseline."""
-
-SHIFT_DATASETS: dict[str, int] = {"mnist5k": 2}
-"""Datasets whose training batches get random shifts by default, and by how many pixels
-(digits stay digits when moved two pixels; the 8x8 ``digits`` and the rotation task do
-not shift by default)."""
-
 CURVE_TAIL = 5  # epochs whose val-accuracy slope says whether training had flattened
-
-
-def train_defaults(arch: str, dataset: str) -> dict[str, Any]:
-    """The settings ``occ train`` uses for ``arch`` on ``dataset`` unless overridden."""
-    return {**GENERIC, **TRAIN_DEFAULTS.get(arch, {}),
-            "shift": SHIFT_DATASETS.get(dataset, 0)}
 
 
 class _CurveProgress:

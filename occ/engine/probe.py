@@ -14,6 +14,7 @@ from torch import nn
 
 from occ.data.bundle import DataBundle
 from occ.errors import DataError
+from occ.training import rng_preserved
 
 RECIPE_HINT = ("set data.image_size (size) or data.channels (imagefolder: 1 or 3) to what the "
                "model was trained on, or use a model whose input channels match the data")
@@ -31,7 +32,8 @@ def input_shape_text(shape: tuple[int, ...]) -> str:
 @torch.no_grad()
 def probe_forward(model: nn.Module, data: DataBundle, device: torch.device | str, *,
                   where: str, split: str = "test", hint: str = RECIPE_HINT) -> None:
-    """Run ``model`` once on the first ``PROBE_BATCH`` samples of ``split``.
+    """Run ``model`` once on the first ``PROBE_BATCH`` samples of ``split``, leaving the
+    random generators as they were (``occ.training.rng_preserved``).
 
     Args:
         model: the model to check; left in eval mode.
@@ -48,13 +50,16 @@ def probe_forward(model: nn.Module, data: DataBundle, device: torch.device | str
     dataset = data.split(split)
     if len(dataset) == 0:
         return
-    x = next(iter(data.loader(split, PROBE_BATCH)))[0]
     model.eval()
-    try:
-        model(x.to(device))
-    except (RuntimeError, ValueError, TypeError, IndexError) as err:
-        first = (str(err).strip().splitlines() or [""])[0][:240]
-        shape = tuple(x.shape[1:])
-        raise DataError(
-            f"the model cannot take the data's inputs of {input_shape_text(shape)}: "
-            f"{type(err).__name__}: {first}; {hint}", where=where) from err
+    # An augmented split draws random numbers: the probe must not shift what a seeded
+    # run trains on after it (the generators are restored on the way out, error or not).
+    with rng_preserved(device):
+        x = next(iter(data.loader(split, PROBE_BATCH)))[0]
+        try:
+            model(x.to(device))
+        except (RuntimeError, ValueError, TypeError, IndexError) as err:
+            first = (str(err).strip().splitlines() or [""])[0][:240]
+            shape = tuple(x.shape[1:])
+            raise DataError(
+                f"the model cannot take the data's inputs of {input_shape_text(shape)}: "
+                f"{type(err).__name__}: {first}; {hint}", where=where) from err

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from occ.artifact import header as artifact_header
 from occ.artifact import model_io
 from occ.artifact.container import Artifact, encode_artifact, read_artifact
 from occ.errors import ArtifactError, RecipeError
+from occ.io import refuse_special
+from occ.outputs import made_folders
 from occ.recipe import Recipe
 from occ.version import __version__
 
@@ -118,12 +121,18 @@ class OutputLock:
 
     def __init__(self, out_dir: Path) -> None:
         self.path = out_dir / LOCK_NAME
-        self.created: list[Path] = []
+        self._folders = ExitStack()
 
     def __enter__(self) -> OutputLock:
-        folder = self.path.parent
-        self.created = [p for p in (folder, *folder.parents) if not p.exists()]
-        folder.mkdir(parents=True, exist_ok=True)
+        self._folders.enter_context(made_folders(self.path.parent))
+        try:
+            return self._lock()
+        except BaseException:
+            self._folders.close()
+            raise
+
+    def _lock(self) -> OutputLock:
+        refuse_special(self.path)  # reading a FIFO left there as the lock would hang
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -155,8 +164,4 @@ class OutputLock:
 
     def __exit__(self, *exc: object) -> None:
         self.path.unlink(missing_ok=True)
-        for folder in self.created:  # deepest first; stops at the first one in use
-            try:
-                folder.rmdir()
-            except OSError:
-                break
+        self._folders.close()  # the folders this lock made, while still empty

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from occ.errors import OccError
-from occ.io import atomic_write_text
+from occ.io import atomic_write_files
 from occ.report.data import Report, json_safe, load_report, to_json
 from occ.report.html import to_html
 from occ.report.markdown import to_markdown
@@ -15,13 +15,16 @@ from occ.report.markdown import to_markdown
 def write_reports(report: Report, out_dir: str | Path) -> None:
     """Write ``report.json``, ``report.md`` and ``report.html`` into ``out_dir`` atomically."""
     out = Path(out_dir)
-    atomic_write_text(out / "report.json", to_json(report))
-    _write_views(report, out)
+    atomic_write_files({out / "report.json": to_json(report), **_views(report, out)})
+
+
+def _views(report: Report, out: Path) -> dict[Path, str]:
+    return {out / "report.md": to_markdown(report), out / "report.html": to_html(report)}
 
 
 def _write_views(report: Report, out: Path) -> list[str]:
-    views = {"report.md": to_markdown(report), "report.html": to_html(report)}  # both, first
-    return [str(atomic_write_text(out / name, text)) for name, text in views.items()]
+    views = _views(report, out)  # both rendered, and both targets checked, before writing
+    return [str(path) for path in atomic_write_files(views)]
 
 
 def render(out_dir: str | Path) -> dict[str, Any]:
@@ -37,5 +40,8 @@ def render(out_dir: str | Path) -> dict[str, Any]:
             OverflowError) as err:  # fields of wrong types or out of range
         where = str(Path(report.out_dir) / "report.json")
         raise OccError(f"not an occ report (cannot render it: {err!r})", where=where) from None
+    except OSError as err:  # a read-only folder: bad input, not a bug
+        raise OccError(f"cannot write: {err.strerror or err}",
+                       where=err.filename or str(report.out_dir)) from None
     return {"report": str(Path(report.out_dir) / "report.json"), "written": files,
             "summary": json_safe(report.summary())}
