@@ -18,8 +18,8 @@ from occ.artifact.checkpoint import load_checkpoint, load_into
 from occ.artifact.container import MAGIC, read_artifact
 from occ.data import DataBundle, load_data
 from occ.engine import load as loader
-from occ.engine.classes import check_class_names, check_outputs, checkpoint_classes
-from occ.engine.probe import probe_forward
+from occ.engine.classes import check_class_names, checkpoint_classes
+from occ.engine.probe import EVAL_TERMS, check_model_fit
 from occ.engine.runner import IN_MEMORY
 from occ.errors import ArtifactError, OccError
 from occ.models import build_model
@@ -147,10 +147,9 @@ def evaluate_path(path: Path, *, data: str | None, root: str | None, trust_check
     dataset = load_normalised(spec, trust_code=trust_code, overridden=source == OPTIONS)
     device = resolve_device("auto")
     model.to(device).eval()  # the probe's batch goes to ``device``: so must the model
-    probe_forward(model, dataset, device, where="--data" if data is not None else str(path))
     check_class_names(classes, dataset, where=str(path))
-    check_outputs(model, dataset, where=str(path), fix="--kwargs '{\"num_classes\": "
-                  f"{dataset.num_classes}}}' for a zoo model or callable that takes it")
+    check_model_fit(model, dataset, device, where="--data" if data is not None else str(path),
+                    terms=EVAL_TERMS, model_where=str(path))
     # the batch size the run measured with: float sums (and so near-ties, exit decisions on
     # a threshold) depend on the batch shape, so this repeats the report's figures exactly
     outputs, targets = predict(model, dataset.loader("test", spec.batch_size), device)

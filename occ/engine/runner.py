@@ -25,10 +25,10 @@ from occ.engine import gates
 from occ.engine import load as loader
 from occ.engine import resume as resume_mod
 from occ.engine.baseline_check import baseline_warning, recorded_accuracy
-from occ.engine.classes import check_class_names, check_outputs, checkpoint_classes
+from occ.engine.classes import check_class_names, checkpoint_classes
 from occ.engine.context import ArchRef, RunContext
 from occ.engine.plan import Plan
-from occ.engine.probe import probe_forward
+from occ.engine.probe import RECIPE_TERMS, check_model_fit
 from occ.errors import DataError, OccError, RecipeError, StageError
 from occ.io import atomic_write_text
 from occ.models import build_model, data_kwargs
@@ -73,10 +73,9 @@ def prepare(recipe: Recipe, *, trust_checkpoint: bool, progress: Progress,
                         source=recipe.source)
     load_into(model, ckpt, where=ckpt_path, arch=recipe.model.arch)
     model.to(device).eval()
-    probe_forward(model, data, device, where=f"{recipe.source}: data")
     check_class_names(checkpoint_classes(ckpt.meta), data, where=ckpt_path)
-    check_outputs(model, data, where=f"{recipe.source}: model",
-                  fix="model.kwargs.num_classes, if its builder takes it")
+    check_model_fit(model, data, device, where=f"{recipe.source}: data", terms=RECIPE_TERMS,
+                    model_where=f"{recipe.source}: model")
     baseline = copy.deepcopy(model).eval()
     for p in baseline.parameters():
         p.requires_grad_(False)
