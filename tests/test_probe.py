@@ -120,3 +120,20 @@ def test_a_bug_in_the_forward_is_not_bad_input() -> None:
 
     with pytest.raises(KeyError):
         check_fit(broken, _bundle(), where="w", terms=EVAL_TERMS)
+
+
+def test_load_into_names_the_input_channels_only_when_they_are_the_difference() -> None:
+    from occ.artifact.checkpoint import Checkpoint, load_into
+    from occ.errors import CheckpointError
+
+    gray = Checkpoint(state_dict=_net(channels=1).state_dict())
+    with pytest.raises(CheckpointError, match=r"\(2, 1, 3, 3\), model wants \(2, 3, 3, 3\); "
+                                              r"the checkpoint's first layer takes 1-channel "
+                                              r"images, the model was built for 3: fix 1$"):
+        load_into(_net(channels=3), gray, where="c.pt", arch="a",
+                  channels_hint=lambda n: f"fix {n}")
+    with pytest.raises(CheckpointError) as caught:  # a wider first conv: not about channels
+        load_into(nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Flatten(),
+                                nn.Linear(4 * 64, 3)), gray, where="c.pt", arch="a",
+                  channels_hint=lambda n: "never")
+    assert "channel" not in caught.value.message

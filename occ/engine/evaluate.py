@@ -100,7 +100,8 @@ def _open_checkpoint(path: Path, *, arch: str | None, kwargs: dict[str, Any] | N
     if kwargs is None and "num_classes" not in build_kwargs:
         build_kwargs.update(_classes_from_state(ckpt.state_dict))
     model = build_model(arch, build_kwargs, allow_callables=trust_code, source=str(path))
-    load_into(model, ckpt, where=str(path), arch=arch)
+    load_into(model, ckpt, where=str(path), arch=arch,
+              channels_hint=lambda n: EVAL_TERMS.checkpoint_hint(n, None))
     return model, ckpt
 
 

@@ -45,6 +45,9 @@ class InputTerms:
         subject: What the messages call the model (``the graph`` for an ONNX file).
         channels: The setting that reads an imagefolder with ``{n}`` channels
             (``data.channels: {n}``); None where the command has none.
+        in_channels: How to build the model for ``{n}``-channel images where the command
+            builds it from the user's arguments rather than from the data; None where the
+            data sets it (then a checkpoint for other channels needs other data).
         num_classes: How to build the model with ``{n}`` outputs; None where it cannot be
             rebuilt (an ONNX file).
     """
@@ -53,6 +56,7 @@ class InputTerms:
     data: str
     subject: str = "the model"
     channels: str | None = None
+    in_channels: str | None = None
     num_classes: str | None = None
 
     def channels_hint(self, want: int, data: DataBundle) -> str:
@@ -61,6 +65,14 @@ class InputTerms:
             setting = self.channels.format(n=want)
             return f"set {setting} to read the images as the model was trained on them"
         return f"use {want}-channel data, the kind the model was trained on ({self.data})"
+
+    def checkpoint_hint(self, want: int, data: DataBundle | None) -> str:
+        """How to load a checkpoint whose first layer takes ``want``-channel images into a
+        model built for other channels (``occ.artifact.checkpoint.load_into``)."""
+        if self.in_channels is not None or data is None:
+            built = self.in_channels or self.data
+            return f"build the model for {want}-channel images ({built.format(n=want)})"
+        return self.channels_hint(want, data)
 
 
 RECIPE_TERMS = InputTerms(
@@ -81,7 +93,7 @@ TRAIN_TERMS = InputTerms(
 EVAL_TERMS = InputTerms(
     shape="evaluate it on the data it was made for (--data / --root), or for a plain state "
           "dict pass the --arch and --kwargs it was built with",
-    data="--data / --root",
+    data="--data / --root", in_channels="--kwargs '{{\"in_channels\": {n}}}'",
     num_classes="--kwargs '{{\"num_classes\": {n}}}' for a zoo model or callable that takes it")
 """``occ eval`` of a checkpoint or artifact: the model comes from the file (or --arch /
 --kwargs), the data from the file's record (or --data / --root); no resizing options."""
