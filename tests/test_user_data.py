@@ -400,8 +400,8 @@ def test_eval_of_a_plain_state_dict_takes_mean_and_std(folder_run: dict) -> None
     table = CliRunner().invoke(app, args[:-1] + ["--mean", "0.3", "--std", "0.25"])
     assert "from --mean / --std" in table.output
     for flag, value, expected in (("--std", "0", "must be > 0"), ("--mean", "0.1,0.2",
-                                  "1 or 3 finite numbers"), ("--mean", "x", "numbers"),
-                                  ("--std", "nan", "finite")):
+                                  "must list 1 or 3 values (one per channel"),
+                                  ("--mean", "x", "numbers"), ("--std", "nan", "finite")):
         bad = CliRunner().invoke(app, [*args[:-1], flag, value])
         assert bad.exit_code == 2 and f"{flag}: " in bad.stderr and expected in bad.stderr
         assert bad.stderr.count("\n") == 1
@@ -460,3 +460,33 @@ def test_a_checkpoint_for_other_channels_than_the_data_says_how_to_read_it(
     assert "takes 1-channel images, the model was built for 3: build the model for 1-channel " \
            "images (--kwargs '{\"in_channels\": 1}')" in res.stderr, res.stderr
     assert "data.channels" not in res.stderr
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ([0.1, 0.2], "must list 1 or 3 values (one per channel, or one for all), got [0.1, 0.2]"),
+    ([0.1, 0.2, 0.3], "must list 1 value for 1-channel images, got [0.1, 0.2, 0.3]"),
+    ([0.1, 0.0], "must list 1 or 3 values"),  # the count is checked first
+    ([float("nan")], "must be finite numbers, got [nan]"),
+])
+def test_mean_and_std_get_the_same_check_from_a_recipe_and_from_eval_options(
+        tiny_checkpoint: Path, values: list[float], message: str) -> None:
+    """One owner (``occ.data.preprocess.normalisation_problem``): ``data.mean`` at validate
+    or at load (where mnist5k's one channel is known) and ``occ eval --mean`` say the same."""
+    from occ.config import from_dict
+
+    text = ",".join(str(v) for v in values)
+    result = CliRunner().invoke(app, ["eval", str(tiny_checkpoint), "--mean", text])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert f"--mean: {message}" in result.stderr, result.stderr
+    with pytest.raises((RecipeError, DataError)) as caught:
+        spec = from_dict(DataSpec, {"dataset": "mnist5k", "mean": values}, where="data")
+        load_data(spec)  # passes validate when 3 values could fit (channels unknown there)
+    if values[0] != values[0]:  # nan: the recipe's type check names the item first
+        assert str(caught.value) == "data.mean[0]: must be a finite number, got nan"
+    else:
+        assert str(caught.value).startswith(f"data.mean: {message.split(', got')[0]}")
+    if values == [0.1, 0.0]:
+        std = CliRunner().invoke(app, ["eval", str(tiny_checkpoint), "--std", "0.1,0"])
+        assert "--std: must list 1 or 3 values" in std.stderr
+        alone = CliRunner().invoke(app, ["eval", str(tiny_checkpoint), "--std", "0"])
+        assert "--std: must be > 0, got [0.0]" in alone.stderr
