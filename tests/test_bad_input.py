@@ -411,6 +411,26 @@ def test_stage_references_are_checked_before_the_first_stage(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("stage", [
+    {"type": "lowrank", "exclude": ["classifier.1", "fc9"]},
+    {"type": "prune", "method": "magnitude", "sparsity": 0.5, "exclude": ["classifier.1", "fc9"]},
+    {"type": "prune", "method": "channel", "channel_ratio": 0.5,
+     "exclude": ["classifier.1", "fc9"]},
+])
+def test_an_unknown_exclude_reads_the_same_before_the_run_and_in_its_stage(
+        recipe_factory, monkeypatch: pytest.MonkeyPatch, stage: dict[str, Any]) -> None:
+    """One owner (``occ.sparsity.check_layer``): the preflight and the stage itself (which
+    checks when an earlier stage renamed the modules) give the same line."""
+    path = recipe_factory([stage])
+    expected = f"{path}: stages[0].exclude[1]: no Conv2d / Linear layer 'fc9' in the model; "
+    early = run_cli(["compress", str(path)])
+    assert_one_line(early, expected)
+    monkeypatch.setattr("occ.engine.preflight.check_references", lambda plan, model: None)
+    late = run_cli(["compress", str(path)])
+    assert_one_line(late, expected)
+    assert late.stderr == early.stderr
+
+
 def test_a_run_that_fails_before_writing_leaves_no_folder(
         recipe_factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from occ.errors import StageError
