@@ -204,6 +204,12 @@ def _public(doc: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if not k.startswith("_")}
 
 
+_TRAIN_OPTIONS = {"dataset": "--data", "batch_size": "--batch-size", "root": "--root",
+                  "pad_to": "--pad-to", "val_size": "--val-size", "image_size": "--image-size",
+                  "channels": "--channels"}
+"""``occ train``'s option for each data field it sets (errors name the option)."""
+
+
 def train(arch: str, *, data: str = "mnist5k", epochs: int | None = None, out: str,
           lr: float | None = None, batch_size: int | None = None, seed: int = 0,
           device: str = "auto", weight_decay: float | None = None, shift: int | None = None,
@@ -259,7 +265,14 @@ def train(arch: str, *, data: str = "mnist5k", epochs: int | None = None, out: s
     fields = {"dataset": data, "batch_size": batch_size, "root": root,
               "limit_train": limit_train, "pad_to": pad_to, "val_size": val_size,
               "image_size": image_size, "channels": channels}
-    spec = from_dict(DataSpec, {k: v for k, v in fields.items() if v is not None}, where="data")
+    try:
+        spec = from_dict(DataSpec, {k: v for k, v in fields.items() if v is not None},
+                         where="data")
+    except RecipeError as err:  # "data.channels: ..." is a recipe's name: say --channels
+        option = _TRAIN_OPTIONS.get((err.where or "").removeprefix("data."))
+        if option is None:
+            raise
+        raise RecipeError(err.message, where=option) from None
     loss = resolve_loss(loss, task_of(spec.dataset), where="--loss")
     from occ import distributed
 

@@ -244,7 +244,13 @@ def test_dataset_root_without_the_dataset(tmp_path: Path, tiny_checkpoint: Path)
     (["train", "lenet6", "--out", "x.pt"], "unknown model 'lenet6'"),
     (["train", "lenet5", "--out", "x.pt", "--epochs", "0"], "--epochs: must be >= 1"),
     (["train", "lenet5", "--out", "x.pt", "--epochs", "two"], "Invalid value"),
-    (["train", "lenet5", "--out", "x.pt", "--data", "imagenet"], "unknown dataset"),
+    (["train", "lenet5", "--out", "x.pt", "--data", "imagenet"], "--data: unknown dataset"),
+    # the data fields occ train sets are named by its options, not a recipe's data.<field>
+    (["train", "lenet5", "--out", "x.pt", "--channels", "1"],
+     "--channels: applies to imagefolder only; mnist5k gives its own channels"),
+    (["train", "lenet5", "--out", "x.pt", "--data", "imagefolder"],
+     "--root: is required for imagefolder"),
+    (["train", "lenet5", "--out", "x.pt", "--image-size", "0"], "--image-size: must be in [1, "),
     (["train", "lenet5", "--out", "x.pt", "--lr", "-1"], "--lr: must be a finite number > 0"),
 ], ids=lambda a: " ".join(a) if isinstance(a, list) else None)
 def test_bad_flags(args: list[str], expected: str, tmp_path: Path,
