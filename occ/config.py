@@ -60,6 +60,9 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
                 return _convert(value, arm, where)
             except RecipeError as err:
                 errors.append(err)
+        for err in errors:  # [nan] is a list of floats: say which item is not finite
+            if err.message.startswith("must be a finite number"):
+                raise err
         raise RecipeError(f"must be {_type_name(tp)}, got {value!r}", where=where)
     if tp is type(None):
         if value is None:

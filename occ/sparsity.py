@@ -22,14 +22,26 @@ from occ.errors import RecipeError
 Scope = Literal["global", "layer"]
 
 
+LAYER_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear)
+"""The layers pruning acts on and ``exclude`` may name."""
+
+SHOWN = 12
+"""Layer names an unknown-``exclude`` error lists at most."""
+
+
+def layers_of(model: nn.Module) -> dict[str, nn.Module]:
+    """Every Conv2d and Linear layer of ``model``, by name, in module order."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, LAYER_TYPES)}
+
+
 def prunable(model: nn.Module, exclude: Iterable[str] = ()) -> dict[str, nn.Module]:
     """The layers whose weights pruning acts on: every Conv2d and Linear, by name.
 
     Raises:
         RecipeError: a name in ``exclude`` is not a Conv2d / Linear layer of ``model``
-            (located at ``exclude``, listing the layers there are).
+            (located at ``exclude[i]``, listing the layers there are).
     """
-    layers = {n: m for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    layers = layers_of(model)
     check_names(exclude, layers)
     skip = set(exclude)
     return {n: m for n, m in layers.items() if n not in skip}
@@ -37,11 +49,23 @@ def prunable(model: nn.Module, exclude: Iterable[str] = ()) -> dict[str, nn.Modu
 
 def check_names(names: Iterable[str], layers: dict[str, nn.Module],
                 where: str = "exclude") -> None:
-    """RecipeError naming the first of ``names`` that is not in ``layers``."""
-    for name in names:
-        if name not in layers:
-            raise RecipeError(f"no Conv2d / Linear layer {name!r} in the model; layers: "
-                              f"{', '.join(layers)}", where=where)
+    """RecipeError at ``where[i]`` naming the first of ``names`` not in ``layers``."""
+    for i, name in enumerate(names):
+        check_layer(name, layers, where=f"{where}[{i}]")
+
+
+def check_layer(name: str, layers: dict[str, nn.Module], *, where: str) -> None:
+    """The one check of an ``exclude`` entry: ``name`` is one of ``layers`` (the model's
+    Conv2d / Linear layers, :func:`layers_of`), else RecipeError at ``where`` listing them.
+
+    Stages call it through :func:`check_names` when they run; ``occ.engine.preflight``
+    calls it before the first stage.
+    """
+    if name not in layers:
+        names = list(layers)
+        listing = ", ".join(names[:SHOWN]) + (", ..." if len(names) > SHOWN else "")
+        raise RecipeError(f"no Conv2d / Linear layer {name!r} in the model; layers: "
+                          f"{listing}", where=where)
 
 
 def _prune_lowest(scores: torch.Tensor, n_prune: int) -> torch.Tensor:

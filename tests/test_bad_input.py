@@ -244,7 +244,13 @@ def test_dataset_root_without_the_dataset(tmp_path: Path, tiny_checkpoint: Path)
     (["train", "lenet6", "--out", "x.pt"], "unknown model 'lenet6'"),
     (["train", "lenet5", "--out", "x.pt", "--epochs", "0"], "--epochs: must be >= 1"),
     (["train", "lenet5", "--out", "x.pt", "--epochs", "two"], "Invalid value"),
-    (["train", "lenet5", "--out", "x.pt", "--data", "imagenet"], "unknown dataset"),
+    (["train", "lenet5", "--out", "x.pt", "--data", "imagenet"], "--data: unknown dataset"),
+    # the data fields occ train sets are named by its options, not a recipe's data.<field>
+    (["train", "lenet5", "--out", "x.pt", "--channels", "1"],
+     "--channels: applies to imagefolder only; mnist5k gives its own channels"),
+    (["train", "lenet5", "--out", "x.pt", "--data", "imagefolder"],
+     "--root: is required for imagefolder"),
+    (["train", "lenet5", "--out", "x.pt", "--image-size", "0"], "--image-size: must be in [1, "),
     (["train", "lenet5", "--out", "x.pt", "--lr", "-1"], "--lr: must be a finite number > 0"),
 ], ids=lambda a: " ".join(a) if isinstance(a, list) else None)
 def test_bad_flags(args: list[str], expected: str, tmp_path: Path,
@@ -340,18 +346,23 @@ def _write_recipe(directory: Path, doc: dict[str, Any]) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("data", "shape"), [
-    ({"image_size": 6}, "3×6×6 (C×H×W)"),
-    ({"channels": 1, "mean": [0.5], "std": [0.25]}, "1×8×8 (C×H×W)"),
+@pytest.mark.parametrize(("data", "shape", "hints"), [
+    ({"image_size": 6}, "3×6×6 (C×H×W)", ("set data.image_size or data.pad_to",
+                                          "data.channels (imagefolder: 1 or 3)")),
+    # the model's first conv takes 3 channels: the hint says so, and how to read RGB
+    ({"channels": 1, "mean": [0.5], "std": [0.25]}, "1×8×8 (C×H×W)",
+     ("the model takes 3-channel images: set data.channels: 3",)),
 ])
 def test_model_and_data_shapes_that_do_not_fit_are_bad_input(
-        plain_net: dict[str, Any], data: dict[str, Any], shape: str) -> None:
+        plain_net: dict[str, Any], data: dict[str, Any], shape: str,
+        hints: tuple[str, ...]) -> None:
     doc = copy.deepcopy(plain_net["doc"])
     doc["data"].update(data)
     path = _write_recipe(plain_net["dir"], doc)
     result = run_cli(["compress", str(path), "--trust-code"])
     assert_one_line(result, f"{path}: data: the model cannot take the data's inputs of {shape}")
-    assert "data.image_size" in result.stderr and "data.channels" in result.stderr
+    assert all(hint in result.stderr for hint in hints), result.stderr
+    assert "--" not in result.stderr.split(shape)[1]  # recipe fields, not CLI options
     assert not (plain_net["dir"] / "out").exists()
     as_json = run_cli(["compress", str(path), "--trust-code", "--json"])
     assert as_json.exit_code == 2
@@ -363,6 +374,29 @@ def test_eval_on_data_the_model_cannot_take_is_bad_input(plain_net: dict[str, An
     result = run_cli(["eval", str(plain_net["ckpt"]), "--arch", plain_net["arch"],
                       "--trust-code", "--data", "digits"])
     assert_one_line(result, "--data: the model cannot take the data's inputs of 1×8×8 (C×H×W)")
+    # eval's options, not a recipe's fields (eval has no --channels: other data is the fix)
+    assert "the model takes 3-channel images: use 3-channel data" in result.stderr
+    assert "(--data / --root)" in result.stderr and "data.channels" not in result.stderr
+    sized = run_cli(["eval", str(plain_net["ckpt"]), "--arch", plain_net["arch"],
+                     "--trust-code", "--data", "imagefolder", "--root",
+                     str(plain_net["dir"] / "img")])  # imagefolder's default 32×32
+    assert_one_line(sized, "--data: the model cannot take the data's inputs of 3×32×32")
+    assert "evaluate it on the data it was made for (--data / --root)" in sized.stderr
+    assert "data.image_size" not in sized.stderr
+
+
+def test_train_on_data_the_model_cannot_take_names_train_options(
+        plain_net: dict[str, Any], tmp_path: Path) -> None:
+    args = ["train", plain_net["arch"], "--trust-code", "--data", "imagefolder", "--root",
+            str(plain_net["dir"] / "img"), "--epochs", "1", "--val-size", "2"]
+    out = tmp_path / "t.pt"
+    result = run_cli([*args, "--image-size", "6", "--out", str(out)])
+    assert_one_line(result, "--data: the model cannot take the data's inputs of 3×6×6 (C×H×W)")
+    assert "set --image-size or --pad-to" in result.stderr and "--channels" in result.stderr
+    assert "data.image_size" not in result.stderr and "data.channels" not in result.stderr
+    gray = run_cli([*args, "--image-size", "8", "--channels", "1", "--out", str(out)])
+    assert_one_line(gray, "the model takes 3-channel images: set --channels 3 ")
+    assert not out.exists()
 
 
 def test_json_reports_unexpected_errors_too(tmp_path: Path,
@@ -395,6 +429,26 @@ def test_stage_references_are_checked_before_the_first_stage(
     assert run_cli(["validate", str(path)]).exit_code == 0  # no model there: no names
     assert_one_line(run_cli(["compress", str(path)]), f"{path}: {expected}")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("stage", [
+    {"type": "lowrank", "exclude": ["classifier.1", "fc9"]},
+    {"type": "prune", "method": "magnitude", "sparsity": 0.5, "exclude": ["classifier.1", "fc9"]},
+    {"type": "prune", "method": "channel", "channel_ratio": 0.5,
+     "exclude": ["classifier.1", "fc9"]},
+])
+def test_an_unknown_exclude_reads_the_same_before_the_run_and_in_its_stage(
+        recipe_factory, monkeypatch: pytest.MonkeyPatch, stage: dict[str, Any]) -> None:
+    """One owner (``occ.sparsity.check_layer``): the preflight and the stage itself (which
+    checks when an earlier stage renamed the modules) give the same line."""
+    path = recipe_factory([stage])
+    expected = f"{path}: stages[0].exclude[1]: no Conv2d / Linear layer 'fc9' in the model; "
+    early = run_cli(["compress", str(path)])
+    assert_one_line(early, expected)
+    monkeypatch.setattr("occ.engine.preflight.check_references", lambda plan, model: None)
+    late = run_cli(["compress", str(path)])
+    assert_one_line(late, expected)
+    assert late.stderr == early.stderr
 
 
 def test_a_run_that_fails_before_writing_leaves_no_folder(

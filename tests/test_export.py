@@ -302,6 +302,31 @@ def test_float_export_records_the_data_and_eval_measures_it_like_the_artifact(
     assert res.exit_code == 2 and "records no data" in res.stderr and "--data" in res.stderr
 
 
+def test_onnx_scores_that_are_not_the_data_classes_are_refused_before_scoring(
+        folder_run: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 3-class graph (another exporter's: no class names to compare) on 4-class data:
+    the probe batch refuses it, as it refuses a module (``occ.engine.probe``)."""
+    from tests.conftest import write_shape_folder
+
+    out = tmp_path / "model.onnx"
+    api.export(folder_run["artifact"], out)
+    proto = onnx.load(str(out))
+    del proto.metadata_props[:]
+    onnx.save(proto, str(out))
+    four = tmp_path / "four"
+    write_shape_folder(four, ["a", "b", "c", "d"], per_class=4)
+
+    def never(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the test split ran before the graph's outputs were checked")
+
+    monkeypatch.setattr("occ.deploy.onnx_eval._scores", never)
+    res = CliRunner().invoke(app, ["eval", str(out), "--data", "imagefolder", "--root",
+                                   str(four)])
+    assert res.exit_code == 2 and res.stderr.count("\n") == 1, res.output
+    assert (f"{out}: the graph gives 3 scores per input but the data (imagefolder: a, b, c, "
+            "d) has 4 classes; pass the --data / --root the model was made for") in res.stderr
+
+
 @pytest.mark.parametrize(("cuts", "thresholds", "match"), [
     ("[" * 5000 + "]" * 5000, "0.5", r"occ_exit_cuts: the ONNX metadata is nested deeper"),
     ('{"a": 1}', "0.5", r"occ_exit_cuts: must list the tensor names"),

@@ -832,8 +832,8 @@ FLAGS: dict[str, tuple[list[str], str]] = {
     "train-width-nan": (["--width", "nan"], r"--width: must be a finite number > 0"),
     "train-width-negative": (["--width", "-1"], r"--width: must be a finite number > 0"),
     "train-width-inf": (["--width", "inf"], r"--width: must be a finite number > 0"),
-    "train-batch-zero": (["--batch-size", "0"], r"data\.batch_size: must be >= 1"),
-    "train-pad-huge": (["--pad-to", "100000"], r"data\.pad_to: must be in \[1, 8192\]"),
+    "train-batch-zero": (["--batch-size", "0"], r"--batch-size: must be >= 1"),
+    "train-pad-huge": (["--pad-to", "100000"], r"--pad-to: must be in \[1, 8192\]"),
 }
 for _fid, (_flags, _line) in FLAGS.items():
     CASES.append((f"flag-{_fid}", lambda t, w, f=_flags, ln=_line: Run(

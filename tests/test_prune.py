@@ -155,7 +155,7 @@ def test_magnitude_exclude_keeps_layer_dense(make_ctx) -> None:
 
 
 def test_magnitude_unknown_exclude_names_layer(make_ctx) -> None:
-    with pytest.raises(RecipeError, match=r"exclude: no Conv2d / Linear layer 'fc9' in the "
+    with pytest.raises(RecipeError, match=r"exclude\[0\]: no Conv2d / Linear layer 'fc9' in the "
                                           r"model; layers: fc1, fc2, fc3"):
         prune_(make_ctx("lenet300"), cfg(exclude=["fc9"]))
 

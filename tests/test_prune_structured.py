@@ -193,7 +193,7 @@ def test_channel_ratio_and_exclude(mnist) -> None:
 
 @pytest.mark.parametrize("fields, error, match", [
     ({"channel_ratio": 0.5, "exclude": ["fc7"]}, RecipeError,
-     r"exclude: no Conv2d / Linear layer 'fc7' in the model; layers: fc1, fc2, fc3"),
+     r"exclude\[0\]: no Conv2d / Linear layer 'fc7' in the model; layers: fc1, fc2, fc3"),
     ({"channel_ratio": 0.5, "importance": "bn_scale"}, RecipeError,
      r"importance: bn_scale needs BatchNorm layers"),
     ({"flops_reduction": 0.99}, StageError,

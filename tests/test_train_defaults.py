@@ -111,7 +111,7 @@ def test_the_input_probe_leaves_the_random_generators_as_they_were(tmp_path: Pat
     import numpy as np
 
     from occ.data import load_data
-    from occ.engine.probe import probe_forward
+    from occ.engine.probe import TRAIN_TERMS, check_model_fit
     from occ.recipe import DataSpec
 
     data = load_data(DataSpec(dataset=_augmented_data(tmp_path, monkeypatch)),
@@ -119,7 +119,7 @@ def test_the_input_probe_leaves_the_random_generators_as_they_were(tmp_path: Pat
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
     seed_everything(3)
     before = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
-    probe_forward(model, data, "cpu", where="--data", split="train")
+    check_model_fit(model, data, "cpu", where="--data", terms=TRAIN_TERMS, split="train")
     assert torch.equal(torch.get_rng_state(), before[0])
     assert (np.random.get_state()[1] == before[1]).all() and random.getstate() == before[2]
 
@@ -138,7 +138,7 @@ def test_train_on_augmented_data_trains_as_if_there_were_no_probe(tmp_path: Path
         return load_checkpoint(out, trust=False).state_dict
 
     probed = train(str(tmp_path / "probed.pt"))
-    monkeypatch.setattr(baseline, "probe_forward", lambda *args, **kwargs: None)
+    monkeypatch.setattr(baseline, "check_model_fit", lambda *args, **kwargs: None)
     unprobed = train(str(tmp_path / "unprobed.pt"))
     assert probed.keys() == unprobed.keys()
     assert all(torch.equal(probed[k], unprobed[k]) for k in probed)

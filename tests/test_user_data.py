@@ -445,8 +445,8 @@ def test_eval_of_a_plain_state_dict_takes_mean_and_std(folder_run: dict) -> None
     table = CliRunner().invoke(app, args[:-1] + ["--mean", "0.3", "--std", "0.25"])
     assert "from --mean / --std" in table.output
     for flag, value, expected in (("--std", "0", "must be > 0"), ("--mean", "0.1,0.2",
-                                  "1 or 3 finite numbers"), ("--mean", "x", "numbers"),
-                                  ("--std", "nan", "finite")):
+                                  "must list 1 or 3 values (one per channel"),
+                                  ("--mean", "x", "numbers"), ("--std", "nan", "finite")):
         bad = CliRunner().invoke(app, [*args[:-1], flag, value])
         assert bad.exit_code == 2 and f"{flag}: " in bad.stderr and expected in bad.stderr
         assert bad.stderr.count("\n") == 1
@@ -467,3 +467,71 @@ def test_train_channels_1_trains_a_grayscale_baseline_on_an_imagefolder(tmp_path
     bad = CliRunner().invoke(app, ["train", "lenet5", "--data", "mnist5k", "--channels", "1",
                                    "--out", str(tmp_path / "x.pt")])
     assert bad.exit_code == 2 and "channels: applies to imagefolder only" in bad.stderr
+
+
+def test_a_checkpoint_for_other_channels_than_the_data_says_how_to_read_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``occ train lenet5 --channels 1`` then a recipe that reads the folder as RGB (and an
+    RGB checkpoint with ``data.channels: 1``): the state dict does not fit the first conv,
+    and the one line says that it is the input channels and which setting fixes it."""
+    write_pngs(tmp_path / "data" / "train", {"a": 4, "b": 4})
+    write_pngs(tmp_path / "data" / "test", {"a": 2, "b": 2})
+    monkeypatch.chdir(tmp_path)
+    for name, channels in (("gray", ["--channels", "1"]), ("rgb", [])):
+        trained = CliRunner().invoke(app, ["train", "lenet5", "--data", "imagefolder", "--root",
+                                           "data", *channels, "--epochs", "1", "--val-size",
+                                           "2", "--out", f"{name}.pt", "--json"])
+        assert trained.exit_code == 0, trained.output
+    for name, data, fix in (("gray", {}, "data.channels: 1"),
+                            ("rgb", {"channels": 1}, "data.channels: 3")):
+        recipe = tmp_path / f"{name}.yaml"
+        recipe.write_text(yaml.safe_dump({
+            "version": 1, "name": name, "model": {"arch": "lenet5", "checkpoint": f"{name}.pt"},
+            "data": {"dataset": "imagefolder", "root": "data", "val_size": 2, **data},
+            "stages": [{"type": "entropy_code"}], "output": f"out-{name}"}))
+        res = CliRunner().invoke(app, ["compress", str(recipe)])
+        assert res.exit_code == 2, res.output
+        assert res.stderr.count("\n") == 1 and "Traceback" not in res.output
+        ckpt_channels = 1 if name == "gray" else 3
+        assert (f"the checkpoint's first layer takes {ckpt_channels}-channel images, the model "
+                f"was built for {4 - ckpt_channels}: set {fix} ") in res.stderr, res.stderr
+        assert not (tmp_path / f"out-{name}").exists()
+    # eval builds a plain state dict from --kwargs: that is what to change there
+    torch.save(torch.load("gray.pt")["state_dict"], "gray_plain.pt")
+    res = CliRunner().invoke(app, ["eval", "gray_plain.pt", "--arch", "lenet5", "--kwargs",
+                                   '{"in_channels": 3, "num_classes": 2, "input_hw": 32}',
+                                   "--data", "imagefolder", "--root", "data"])
+    assert res.exit_code == 2 and res.stderr.count("\n") == 1, res.output
+    assert "takes 1-channel images, the model was built for 3: build the model for 1-channel " \
+           "images (--kwargs '{\"in_channels\": 1}')" in res.stderr, res.stderr
+    assert "data.channels" not in res.stderr
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ([0.1, 0.2], "must list 1 or 3 values (one per channel, or one for all), got [0.1, 0.2]"),
+    ([0.1, 0.2, 0.3], "must list 1 value for 1-channel images, got [0.1, 0.2, 0.3]"),
+    ([0.1, 0.0], "must list 1 or 3 values"),  # the count is checked first
+    ([float("nan")], "must be finite numbers, got [nan]"),
+])
+def test_mean_and_std_get_the_same_check_from_a_recipe_and_from_eval_options(
+        tiny_checkpoint: Path, values: list[float], message: str) -> None:
+    """One owner (``occ.data.preprocess.normalisation_problem``): ``data.mean`` at validate
+    or at load (where mnist5k's one channel is known) and ``occ eval --mean`` say the same."""
+    from occ.config import from_dict
+
+    text = ",".join(str(v) for v in values)
+    result = CliRunner().invoke(app, ["eval", str(tiny_checkpoint), "--mean", text])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert f"--mean: {message}" in result.stderr, result.stderr
+    with pytest.raises((RecipeError, DataError)) as caught:
+        spec = from_dict(DataSpec, {"dataset": "mnist5k", "mean": values}, where="data")
+        load_data(spec)  # passes validate when 3 values could fit (channels unknown there)
+    if values[0] != values[0]:  # nan: the recipe's type check names the item first
+        assert str(caught.value) == "data.mean[0]: must be a finite number, got nan"
+    else:
+        assert str(caught.value).startswith(f"data.mean: {message.split(', got')[0]}")
+    if values == [0.1, 0.0]:
+        std = CliRunner().invoke(app, ["eval", str(tiny_checkpoint), "--std", "0.1,0"])
+        assert "--std: must list 1 or 3 values" in std.stderr
+        alone = CliRunner().invoke(app, ["eval", str(tiny_checkpoint), "--std", "0"])
+        assert "--std: must be > 0, got [0.0]" in alone.stderr

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import pickle
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,8 +147,15 @@ def strip_prefix(state: dict[str, torch.Tensor],
     return state
 
 
-def load_into(model: nn.Module, checkpoint: Checkpoint, *, where: str, arch: str) -> None:
-    """Load ``checkpoint`` into ``model`` strictly; CheckpointError says what does not fit."""
+def load_into(model: nn.Module, checkpoint: Checkpoint, *, where: str, arch: str,
+              channels_hint: Callable[[int], str] | None = None) -> None:
+    """Load ``checkpoint`` into ``model`` strictly; CheckpointError says what does not fit.
+
+    Where the first ``Conv2d``'s weights differ only in their input channels (a grayscale
+    checkpoint, a model built for RGB data, or the reverse), the message says so and ends
+    with ``channels_hint(n)``: how the command's user gets a model for the checkpoint's
+    ``n`` channels (``occ.engine.probe.InputTerms.checkpoint_hint``).
+    """
     own = model.state_dict()
     missing = [k for k in own if k not in checkpoint.state_dict]
     extra = [k for k in checkpoint.state_dict if k not in own]
@@ -164,8 +171,32 @@ def load_into(model: nn.Module, checkpoint: Checkpoint, *, where: str, arch: str
             parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
         if extra:
             parts.append(f"{len(extra)} unexpected keys (e.g. {extra[0]})")
-        raise CheckpointError(f"does not fit model {arch}: {'; '.join(parts)}", where=where)
+        message = f"does not fit model {arch}: {'; '.join(parts)}"
+        channels = _input_channels(model, checkpoint.state_dict)
+        if channels is not None:
+            ckpt_channels, model_channels = channels
+            message += (f"; the checkpoint's first layer takes {ckpt_channels}-channel "
+                        f"images, the model was built for {model_channels}")
+            if channels_hint is not None:
+                message += f": {channels_hint(ckpt_channels)}"
+        raise CheckpointError(message, where=where)
     model.load_state_dict(checkpoint.state_dict)
+
+
+def _input_channels(model: nn.Module, state: Mapping[str, torch.Tensor]
+                    ) -> tuple[int, int] | None:
+    """``(checkpoint's, model's)`` input channels where the model's first ``Conv2d`` weight
+    differs from the checkpoint's in its input channels only (None otherwise)."""
+    name, conv = next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)),
+                      ("", None))
+    if conv is None:
+        return None
+    saved = state.get(f"{name}.weight" if name else "weight")
+    want = conv.weight.shape  # (out, in / groups, kh, kw)
+    if saved is None or saved.dim() != 4 or saved.shape[1] == want[1] \
+            or (saved.shape[0], *saved.shape[2:]) != (want[0], *want[2:]):
+        return None
+    return int(saved.shape[1]) * conv.groups, int(want[1]) * conv.groups
 
 
 def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, *, arch: str,

@@ -147,12 +147,11 @@ def _seed_list(text: str | None) -> list[int] | None:
                           where="--seeds") from None
 
 
-def _channel_values(text: str | None, flag: str, *, positive: bool = False
-                    ) -> list[float] | None:
-    """``--mean 0.3,0.3,0.3`` as 1 or 3 finite floats (``positive``: each > 0, for
-    ``--std``); RecipeError naming the flag otherwise."""
-    import math
-
+def _channel_values(text: str | None, flag: str) -> list[float] | None:
+    """``--mean 0.3,0.3,0.3`` / ``--std ...`` as floats, checked as a recipe's ``data.mean``
+    / ``data.std`` are (``occ.data.preprocess.normalisation_problem``); RecipeError naming
+    the flag otherwise."""
+    from occ.data.preprocess import normalisation_problem
     from occ.errors import RecipeError
 
     if text is None:
@@ -162,11 +161,9 @@ def _channel_values(text: str | None, flag: str, *, positive: bool = False
     except ValueError:
         raise RecipeError(f"must be comma-separated numbers (1 or 3, per channel), got "
                           f"{text!r}", where=flag) from None
-    if len(values) not in (1, 3) or not all(math.isfinite(v) for v in values):
-        raise RecipeError(f"must be 1 or 3 finite numbers (per channel), got {text!r}",
-                          where=flag)
-    if positive and not all(v > 0 for v in values):
-        raise RecipeError(f"must be > 0, got {text!r}", where=flag)
+    problem = normalisation_problem(flag.removeprefix("--"), values)
+    if problem is not None:
+        raise RecipeError(problem, where=flag)
     return values
 
 

@@ -52,7 +52,7 @@ def eval_(
 
     parsed = _run(lambda: _json_option(kwargs, "--kwargs"), as_json)
     means = _run(lambda: _channel_values(mean, "--mean"), as_json)
-    stds = _run(lambda: _channel_values(std, "--std", positive=True), as_json)
+    stds = _run(lambda: _channel_values(std, "--std"), as_json)
     result = _run(lambda: api.evaluate(path, data=data, root=root,
                                        trust_checkpoint=trust_checkpoint, trust_code=trust_code,
                                        latency=latency, latency_runs=latency_runs, arch=arch,

@@ -51,8 +51,6 @@ def check_spec(spec: Any) -> None:
               f"must be in [1, {MAX_IMAGE_SIDE}] pixels, got {side}")
     check(spec.image_size is None or spec.resize is None, "resize",
           "give image_size (square resize) or resize (+ crop), not both")
-    check(spec.std is None or all(v > 0 for v in spec.std), "std",
-          f"must be > 0, got {spec.std}")
     _check_channels(spec)
     for name in spec.augment:
         check(name in AUGMENTATIONS, "augment",
@@ -85,22 +83,19 @@ def imagefolder_layout_problem(root: Path) -> str | None:
 
 
 def _check_channels(spec: Any) -> None:
-    """``channels`` (imagefolder only) is 1 or 3; ``mean`` / ``std`` fit it."""
+    """``channels`` (imagefolder only) is 1 or 3; ``mean`` / ``std`` fit it
+    (``occ.data.preprocess.normalisation_problem``)."""
     from occ.data.names import IMAGEFOLDER, canonical_name
+    from occ.data.preprocess import normalisation_problem
 
     channels = spec.channels
     check(channels is None or channels in (1, 3), "channels",
           f"must be 1 (grayscale) or 3 (RGB), got {channels}")
     check(channels is None or canonical_name(spec.dataset) == IMAGEFOLDER, "channels",
           f"applies to imagefolder only; {spec.dataset} gives its own channels")
-    allowed = (1, 3) if channels is None else tuple(sorted({1, channels}))
     for key in ("mean", "std"):
-        value = getattr(spec, key)
-        if channels == 1:
-            check(value is None or len(value) == 1, key,
-                  f"must list 1 value for 1-channel images (data.channels: 1), got {value}")
-        check(value is None or len(value) in allowed, key,
-              f"must list 1 or 3 values (per channel), got {value}")
+        problem = normalisation_problem(key, getattr(spec, key), channels)
+        check(problem is None, key, problem or "")
 
 
 def _unknown_dataset(name: Any) -> str:

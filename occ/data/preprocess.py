@@ -18,7 +18,8 @@ transforms are built by :func:`build_transform`, which imports torchvision when 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -41,6 +42,34 @@ AUGMENTATIONS: dict[str, str] = {
 """Train-time augmentations ``data.augment`` may list; evaluation never augments."""
 
 CHANNEL_ORDERS: tuple[str, ...] = ("rgb", "bgr")
+
+IMAGE_CHANNELS: tuple[int, ...] = (1, 3)
+"""The channels an image can have before the data says which (grayscale, RGB)."""
+
+
+def normalisation_problem(key: str, values: Sequence[float] | None,
+                          channels: int | None = None) -> str | None:
+    """What is wrong with ``mean`` or ``std`` (``key``) ``values``, or None: the one check
+    every place that takes them calls (``data.mean`` / ``data.std`` at validate and at
+    load, ``occ eval --mean`` / ``--std``).
+
+    ``values`` lists one number per channel, or one for all; ``channels`` is the images'
+    count where known (else 1 or 3 are allowed). Every value is finite, and a std > 0.
+    """
+    if values is None:
+        return None
+    shown = [float(v) for v in values]
+    allowed = IMAGE_CHANNELS if channels is None else tuple(sorted({1, channels}))
+    if len(shown) not in allowed:
+        if allowed == (1,):
+            return f"must list 1 value for 1-channel images, got {shown}"
+        return (f"must list {' or '.join(map(str, allowed))} values (one per channel, or "
+                f"one for all), got {shown}")
+    if not all(math.isfinite(v) for v in shown):
+        return f"must be finite numbers, got {shown}"
+    if key == "std" and not all(v > 0 for v in shown):
+        return f"must be > 0, got {shown}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -99,23 +128,19 @@ def resolve(spec: Any, *, channels: int, mean: tuple[float, ...],
         resize: The dataset's default square size (``imagefolder``: 32), or ``None``.
 
     Raises:
-        DataError: a mean / std of the wrong length, a non-positive std, an unknown
+        DataError: a mean / std that :func:`normalisation_problem` refuses, an unknown
             augmentation or channel order (``where`` names the ``data.*`` field).
     """
 
     def per_channel(values: Any, default: tuple[float, ...], key: str) -> tuple[float, ...]:
         values = tuple(float(v) for v in (default if values is None else values))
-        if len(values) == 1:
-            values = values * channels
-        if len(values) != channels:
-            raise DataError(f"has {len(values)} values for {channels}-channel images",
-                            where=f"data.{key}")
-        return values
+        problem = normalisation_problem(key, values, channels)
+        if problem is not None:
+            raise DataError(problem, where=f"data.{key}")
+        return values * channels if len(values) == 1 else values
 
     m = per_channel(getattr(spec, "mean", None), mean, "mean")
     s = per_channel(getattr(spec, "std", None), std, "std")
-    if any(v <= 0 for v in s):
-        raise DataError(f"must be > 0, got {list(s)}", where="data.std")
     augment = tuple(getattr(spec, "augment", None) or ())
     for name in augment:
         if name not in AUGMENTATIONS:

@@ -4,7 +4,8 @@ The data is the spec occ recorded in the file (``occ.deploy.data_meta``, written
 export`` in both formats) with ``--data`` / ``--root`` / ``--mean`` / ``--std`` overriding;
 a file that records none (another exporter's) needs ``--data``. A graph whose input shape
 or number of scores does not fit the data, or data whose class names differ from the
-recorded ones, is refused (``DataError``, exit 2). The file
+recorded ones, is refused (``DataError``, exit 2) before the test split runs: the
+number of scores on one probe batch (``occ.engine.probe.check_fit``). The file
 runs through ``occ.deploy.runtime``: early-exit files segment by segment (the exits each test row
 takes are counted), others as one session. Latency: ``occ.deploy.onnx_eval.measure_onnx_latency``
 with as many intra-op threads as torch uses.
@@ -55,6 +56,7 @@ def evaluate_onnx(path: str | os.PathLike[str], *, data: str | None = None,
     from occ.deploy.runtime import ExitSession, metadata, open_onnx
     from occ.engine.classes import check_class_names
     from occ.engine.evaluate import OPTIONS, load_normalised, with_normalisation
+    from occ.engine.probe import ONNX_TERMS, check_fit
     from occ.limits import MAX_ARTIFACT_BYTES, check_input_file
 
     path = Path(path)
@@ -74,6 +76,8 @@ def evaluate_onnx(path: str | os.PathLike[str], *, data: str | None = None,
     dataset = load_normalised(spec, trust_code=False, overridden=source == OPTIONS)
     check_class_names(recorded_classes(meta, where=str(path)), dataset, where=str(path))
     _check_input(model, dataset, path)
+    check_fit(lambda x: model.run(x.numpy()), dataset, where=str(path), terms=ONNX_TERMS,
+              errors=(Exception,), scores_only=True)  # onnxruntime's errors are Exceptions
     preds, targets, exits = [], [], []
     for x, y in dataset.loader("test", 256):
         preds.append(_scores(model, x.numpy(), dataset, path).argmax(1))
@@ -117,21 +121,14 @@ def _check_input(model: Any, dataset: Any, path: Path) -> None:
 
 
 def _scores(model: Any, x: np.ndarray, dataset: Any, path: Path) -> np.ndarray:
-    """(B, K) scores of ``x``; the graph's refusal or a K that is not the data's number of
-    classes is a DataError (the file does not fit the data), never a wrong figure."""
+    """(B, K) scores of ``x`` (their shape was checked on the probe batch,
+    ``occ.engine.probe.check_fit``); the graph's refusal of a later batch is a DataError."""
     try:
-        scores = model.run(x)
+        return model.run(x)
     except Exception as err:  # noqa: BLE001  (onnxruntime's own exception types)
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         raise DataError(f"onnxruntime cannot run it on the data ({dataset.name}): {first}",
                         where=str(path)) from None
-    if dataset.task == "classification" and (
-            scores.ndim != 2 or scores.shape[1] != dataset.num_classes):
-        width = scores.shape[1] if scores.ndim == 2 else tuple(scores.shape[1:])
-        raise DataError(f"the graph gives {width} scores per input but the data "
-                        f"({dataset.name}) has {dataset.num_classes} classes; pass the "
-                        "--data / --root the model was made for", where=str(path))
-    return scores
 
 
 def measure_onnx_latency(path: str, input_shape: Sequence[int],

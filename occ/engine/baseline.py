@@ -21,7 +21,7 @@ from occ import metrics as metrics_mod
 from occ.artifact.checkpoint import save_checkpoint
 from occ.config import to_dict
 from occ.data import load_data
-from occ.engine.probe import probe_forward
+from occ.engine.probe import TRAIN_TERMS, check_model_fit
 from occ.engine.runner import _arch_kwargs, _begin_stage
 from occ.models import build_model
 from occ.progress import Progress
@@ -72,9 +72,8 @@ def train_baseline(arch: str, kwargs: dict[str, Any], spec: DataSpec, *, epochs:
     data = load_data(spec, seed=seed, trust_code=trust_code)
     kwargs = _arch_kwargs(kwargs, data, arch)
     model = build_model(arch, kwargs, allow_callables=trust_code)
-    probe_forward(model.to(dev), data, dev, where="--data", split="train",
-                  hint="set --image-size to what the model expects, or use a model whose "
-                       "input channels match the data")
+    check_model_fit(model.to(dev), data, dev, where="--data", terms=TRAIN_TERMS,
+                    model_where="MODEL", split="train")
     t0 = time.perf_counter()
     _begin_stage(progress, "train", data, dev)
     recorder = _CurveProgress(progress, _val_accuracy(data, dev, spec.batch_size))

@@ -1,75 +1,20 @@
-"""Class bookkeeping: a model is measured only on data whose classes it was made for.
+"""Class names: a model is measured only on data that numbers its classes as it was made.
 
-Two mismatches give a wrong accuracy with no error anywhere else:
-
-- the model's number of outputs differs from the data's number of classes (a 3-class
-  model on a 4-class folder scores 25 % on the fourth class's images and then crashes in
-  training on target 3);
-- the class names differ, or their order does: ImageFolder numbers classes by sorted
-  folder name, so renaming one folder can shift every label while the count stays.
-
-Both are refused with ``DataError`` (exit 2) before any work. Names are compared where
-both sides know them: occ records them (``DataBundle.classes``) in the checkpoints
-``occ train`` writes, in the artifact's header (``data.classes``) and in ONNX exports;
-files from before they were recorded, or data without names, skip that check.
+The class names can differ, or their order can: ImageFolder numbers classes by sorted
+folder name, so renaming one folder can shift every label while the count stays, and the
+accuracy is wrong with no error anywhere else. That is refused with ``DataError`` (exit 2)
+before any work. Names are compared where both sides know them: occ records them
+(``DataBundle.classes``) in the checkpoints ``occ train`` writes, in the artifact's header
+(``data.classes``) and in ONNX exports; files from before they were recorded, or data
+without names, skip that check. (The number of classes is checked against the model's
+outputs on the probe batch, ``occ.engine.probe``.)
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import torch
-from torch import nn
-
 from occ.errors import DataError
-
-
-def output_width(model: nn.Module, data: Any) -> int | None:
-    """The model's number of outputs on one test sample of ``data`` (None: no test sample,
-    not a (1, K) output, or the sample does not run through the model)."""
-    test = data.split("test")
-    if len(test) == 0:
-        return None
-    x = test[0][0].unsqueeze(0)  # (1, C, H, W)
-    param = next(model.parameters(), None)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = model(x.to(param.device) if param is not None else x)
-    except Exception:  # noqa: BLE001  (an input that does not fit is reported where the
-        return None    # data first runs through the model; this check is about classes)
-    finally:
-        model.train(was_training)  # also restarts an early-exit model's exit log
-    if isinstance(out, (tuple, list)) and out:
-        out = out[0]
-    if not isinstance(out, torch.Tensor) or out.dim() != 2:
-        return None
-    return int(out.shape[1])
-
-
-def check_outputs(model: nn.Module, data: Any, *, where: str, fix: str) -> None:
-    """Refuse a classifier whose number of outputs is not the data's number of classes.
-
-    Args:
-        model: The model about to be measured or compressed.
-        data: Its ``DataBundle``.
-        where: The file or field the error names.
-        fix: How the user sets ``num_classes`` here (``--kwargs '{...}'``, ``model.kwargs``).
-
-    Raises:
-        DataError: the counts differ.
-    """
-    if data.task != "classification":
-        return
-    width = output_width(model, data)
-    if width is None or width == data.num_classes:
-        return
-    raise DataError(
-        f"the model has {width} outputs but the data ({_describe(data)}) has "
-        f"{data.num_classes} classes; use the data it was trained on, or, if it "
-        f"is meant to have {data.num_classes} outputs, build it with num_classes "
-        f"{data.num_classes} ({fix})", where=where)
 
 
 def check_class_names(recorded: list[str] | None, data: Any, *, where: str) -> None:
@@ -108,11 +53,3 @@ def describe_difference(recorded: list[str], found: list[str]) -> str:
              if a != b]
     return f"same names in another order (index: recorded vs data) {', '.join(moved)}"
 
-
-def _describe(data: Any) -> str:
-    name = str(getattr(data, "name", "data"))
-    classes = getattr(data, "classes", None)
-    if classes:
-        shown = ", ".join(classes[:6]) + (", ..." if len(classes) > 6 else "")
-        return f"{name}: {shown}"
-    return name

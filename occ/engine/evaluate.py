@@ -19,8 +19,8 @@ from occ.artifact.container import read_artifact
 from occ.artifact.layout import has_magic
 from occ.data import DataBundle, load_data
 from occ.engine import load as loader
-from occ.engine.classes import check_class_names, check_outputs, checkpoint_classes
-from occ.engine.probe import probe_forward
+from occ.engine.classes import check_class_names, checkpoint_classes
+from occ.engine.probe import EVAL_TERMS, check_model_fit
 from occ.engine.runner import IN_MEMORY
 from occ.errors import ArtifactError, OccError
 from occ.models import build_model
@@ -101,7 +101,8 @@ def _open_checkpoint(path: Path, *, arch: str | None, kwargs: dict[str, Any] | N
     if kwargs is None and "num_classes" not in build_kwargs:
         build_kwargs.update(_classes_from_state(ckpt.state_dict))
     model = build_model(arch, build_kwargs, allow_callables=trust_code, source=str(path))
-    load_into(model, ckpt, where=str(path), arch=arch)
+    load_into(model, ckpt, where=str(path), arch=arch,
+              channels_hint=lambda n: EVAL_TERMS.checkpoint_hint(n, None))
     return model, ckpt
 
 
@@ -143,10 +144,9 @@ def evaluate_path(path: Path, *, data: str | None, root: str | None, trust_check
     dataset = load_normalised(spec, trust_code=trust_code, overridden=source == OPTIONS)
     device = resolve_device("auto")
     model.to(device).eval()  # the probe's batch goes to ``device``: so must the model
-    probe_forward(model, dataset, device, where="--data" if data is not None else str(path))
     check_class_names(classes, dataset, where=str(path))
-    check_outputs(model, dataset, where=str(path), fix="--kwargs '{\"num_classes\": "
-                  f"{dataset.num_classes}}}' for a zoo model or callable that takes it")
+    check_model_fit(model, dataset, device, where="--data" if data is not None else str(path),
+                    terms=EVAL_TERMS, model_where=str(path))
     # the batch size the run measured with: float sums (and so near-ties, exit decisions on
     # a threshold) depend on the batch shape, so this repeats the report's figures exactly
     outputs, targets = predict(model, dataset.loader("test", spec.batch_size), device)

@@ -18,6 +18,7 @@ from torch import nn
 from occ.engine.plan import Plan
 from occ.errors import RecipeError
 from occ.recipe import Recipe, Stage
+from occ.sparsity import check_layer, layers_of
 
 SHOWN = 12
 """Module names listed in the error at most."""
@@ -30,8 +31,9 @@ def _listing(names: list[str]) -> str:
 def check_references(plan: Plan, model: nn.Module) -> None:
     """Raise ``RecipeError`` at ``stages[i].<field>`` for the first name not in ``model``.
 
-    ``exclude`` entries must be Conv2d / Linear layers; exits and hints any submodule (a
-    missing exit lists the valid exit points, as the stage itself would).
+    ``exclude`` entries must be Conv2d / Linear layers (``occ.sparsity.check_layer``, the
+    check the stages run); exits and hints any submodule (a missing exit lists the valid
+    exit points, as the stage itself would).
     """
     stages = plan.recipe.stages
     _check_stages(plan.recipe.source, stages,
@@ -56,13 +58,12 @@ def _check_stages(source: str, stages: Sequence[Stage], written: Sequence[int],
     """The names of ``stages`` (run order; ``written``: their recipe indices) up to the
     first stage that renames modules."""
     modules = {n: m for n, m in model.named_modules() if n}
-    layers = [n for n, m in modules.items() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    layers = layers_of(model)
     for stage, index in zip(stages, written, strict=True):
         where = f"{source}: stages[{index}]"
         for ref in stage.config.references():
-            if ref.kind == "layer" and ref.name not in layers:
-                raise RecipeError(f"no Conv2d / Linear layer {ref.name!r} in the model; "
-                                  f"layers: {_listing(layers)}", where=f"{where}.{ref.where}")
+            if ref.kind == "layer":
+                check_layer(ref.name, layers, where=f"{where}.{ref.where}")
             if ref.kind == "exit" and ref.name not in modules:
                 from occ.techniques.early_exit.split import exit_candidates
 

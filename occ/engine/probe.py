@@ -1,27 +1,107 @@
-"""One forward pass on one real batch, right after the model and the data are loaded.
+"""One batch through the model right after it and the data are loaded: whether they fit.
 
-A model built for 32×32 RGB images and data resized to 28×28 (or read as RGB for a
-one-channel model) otherwise fails deep inside the first stage or the baseline
-measurement, as a ``RuntimeError`` about matrix shapes that reads like a bug in occ. The
-probe turns it into bad input (exit 2) naming the shape the data gives and the fields that
-set it, before any output is written or any training starts.
+Two mismatches otherwise fail late, or not at all:
+
+- shapes: a model built for 32×32 RGB images and data resized to 28×28 (or read as RGB
+  for a one-channel model) fails deep inside the first stage or the baseline measurement,
+  as a ``RuntimeError`` about matrix shapes that reads like a bug in occ;
+- outputs: a model whose number of outputs is not the data's number of classes gives a
+  wrong accuracy with no error anywhere else (a 3-class model on a 4-class folder scores
+  25 % on the fourth class's images, then crashes in training on target 3).
+
+:func:`check_fit` is the one place that runs that batch and judges what comes out, for
+any forward: an ``nn.Module`` (:func:`check_model_fit`: compress, ablate, train, eval) or
+an onnxruntime session (``occ.deploy.onnx_eval``). Either mismatch is bad input
+(``DataError``, exit 2) raised before any output is written or any training starts, with
+a hint in the words of the command it is raised from (:class:`InputTerms`): recipe fields
+on ``compress`` / ``ablate``, options on ``train`` / ``eval``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from occ.data.bundle import DataBundle
+from occ.data.names import IMAGEFOLDER
 from occ.errors import DataError
 from occ.training import rng_preserved
 
-RECIPE_HINT = ("set data.image_size (size) or data.channels (imagefolder: 1 or 3) to what the "
-               "model was trained on, or use a model whose input channels match the data")
-"""What to change, in a recipe's terms (``occ train`` passes its own flags)."""
-
 PROBE_BATCH = 2
 """Samples in the probe batch: two, so a model that squeezes the batch still sees one."""
+
+
+@dataclass(frozen=True)
+class InputTerms:
+    """What one command lets its user change when the model and the data do not fit.
+
+    Attributes:
+        shape: The hint for inputs of the wrong shape: what sets the data's image size and
+            channels in this command, or how to point it at other data.
+        data: How to point the command at other data (``--data / --root``).
+        subject: What the messages call the model (``the graph`` for an ONNX file).
+        channels: The setting that reads an imagefolder with ``{n}`` channels
+            (``data.channels: {n}``); None where the command has none.
+        in_channels: How to build the model for ``{n}``-channel images where the command
+            builds it from the user's arguments rather than from the data; None where the
+            data sets it (then a checkpoint for other channels needs other data).
+        num_classes: How to build the model with ``{n}`` outputs; None where it cannot be
+            rebuilt (an ONNX file).
+    """
+
+    shape: str
+    data: str
+    subject: str = "the model"
+    channels: str | None = None
+    in_channels: str | None = None
+    num_classes: str | None = None
+
+    def channels_hint(self, want: int, data: DataBundle) -> str:
+        """How to give a model that takes ``want``-channel images such images from ``data``."""
+        if self.channels is not None and data.name == IMAGEFOLDER and want in (1, 3):
+            setting = self.channels.format(n=want)
+            return f"set {setting} to read the images as the model was trained on them"
+        return f"use {want}-channel data, the kind the model was trained on ({self.data})"
+
+    def checkpoint_hint(self, want: int, data: DataBundle | None) -> str:
+        """How to load a checkpoint whose first layer takes ``want``-channel images into a
+        model built for other channels (``occ.artifact.checkpoint.load_into``)."""
+        if self.in_channels is not None or data is None:
+            built = self.in_channels or self.data
+            return f"build the model for {want}-channel images ({built.format(n=want)})"
+        return self.channels_hint(want, data)
+
+
+RECIPE_TERMS = InputTerms(
+    shape="set data.image_size or data.pad_to to the image size the model was trained on "
+          "and data.channels (imagefolder: 1 or 3) to its input channels, or use a model "
+          "made for this data",
+    data="the recipe's data", channels="data.channels: {n}",
+    num_classes="model.kwargs.num_classes, if its builder takes it")
+"""``occ compress`` / ``occ ablate``: the recipe's fields (the model is built for the data)."""
+
+TRAIN_TERMS = InputTerms(
+    shape="set --image-size or --pad-to to the image size the model expects and --channels "
+          "(imagefolder: 1 or 3) to its input channels, or use a model made for this data",
+    data="--data / --root", channels="--channels {n}",
+    num_classes="a builder that takes num_classes is given the data's")
+"""``occ train``: its options (a zoo model is built for the data's shape and classes)."""
+
+EVAL_TERMS = InputTerms(
+    shape="evaluate it on the data it was made for (--data / --root), or for a plain state "
+          "dict pass the --arch and --kwargs it was built with",
+    data="--data / --root", in_channels="--kwargs '{{\"in_channels\": {n}}}'",
+    num_classes="--kwargs '{{\"num_classes\": {n}}}' for a zoo model or callable that takes it")
+"""``occ eval`` of a checkpoint or artifact: the model comes from the file (or --arch /
+--kwargs), the data from the file's record (or --data / --root); no resizing options."""
+
+ONNX_TERMS = InputTerms(shape="pass the --data / --root the model was made for",
+                        data="--data / --root", subject="the graph")
+"""``occ eval`` of an ONNX file: only the data can change."""
 
 
 def input_shape_text(shape: tuple[int, ...]) -> str:
@@ -29,37 +109,117 @@ def input_shape_text(shape: tuple[int, ...]) -> str:
     return "×".join(str(v) for v in shape) + (" (C×H×W)" if len(shape) == 3 else "")
 
 
-@torch.no_grad()
-def probe_forward(model: nn.Module, data: DataBundle, device: torch.device | str, *,
-                  where: str, split: str = "test", hint: str = RECIPE_HINT) -> None:
-    """Run ``model`` once on the first ``PROBE_BATCH`` samples of ``split``, leaving the
-    random generators as they were (``occ.training.rng_preserved``).
+def first_conv_channels(model: nn.Module) -> int | None:
+    """Input channels of the model's first ``Conv2d`` (None: it has none)."""
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    return None if conv is None else int(conv.in_channels)
+
+
+def check_model_fit(model: nn.Module, data: DataBundle, device: torch.device | str, *,
+                    where: str, terms: InputTerms, model_where: str | None = None,
+                    split: str = "test") -> None:
+    """:func:`check_fit` for an ``nn.Module`` already on ``device``.
+
+    The forward runs in eval mode without gradients; the model's mode is restored after
+    (which also restarts an early-exit model's exit log, so the probe leaves no trace).
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            check_fit(lambda x: model(x.to(device)), data, where=where, terms=terms,
+                      model_where=model_where, split=split,
+                      model_channels=first_conv_channels(model))
+    finally:
+        model.train(was_training)
+
+
+TORCH_ERRORS: tuple[type[Exception], ...] = (RuntimeError, ValueError, TypeError, IndexError)
+"""What a module's forward raises on inputs of the wrong shape (anything else is a bug)."""
+
+
+def check_fit(forward: Callable[[torch.Tensor], Any], data: DataBundle, *, where: str,
+              terms: InputTerms, model_where: str | None = None, split: str = "test",
+              model_channels: int | None = None,
+              errors: tuple[type[Exception], ...] = TORCH_ERRORS,
+              scores_only: bool = False) -> None:
+    """Run ``forward`` once on the first :data:`PROBE_BATCH` samples of ``split`` and check
+    that the model takes the data's inputs and, for classification, gives one score per
+    class.
 
     Args:
-        model: the model to check; left in eval mode.
-        data: the data it will be trained and measured on.
-        device: where to run the batch.
-        where: the location prefix of the error (the recipe, or ``--data``).
-        split: which split to take the batch from.
-        hint: what the user can change, appended to the message.
+        forward: One batch ``(B, C, H, W)`` to the model's output: a tensor or array of
+            shape ``(B, K)``, or a tuple / list whose first item is one.
+        data: The data the model will be measured (and trained) on.
+        where: The location of a shape error (the recipe's ``data``, ``--data``, a file).
+        terms: How the command lets its user fix a mismatch (the hint of each error).
+        model_where: The location of an output-count error (default: ``where``).
+        split: Which split to take the batch from.
+        model_channels: The channels the model's first layer takes, when known: a shape
+            error where they differ from the data's says so, with its own hint.
+        errors: The exceptions of ``forward`` that mean "does not fit" (onnxruntime's are
+            not ``RuntimeError``).
+        scores_only: Refuse a classifier output that is not ``(B, K)`` too (a module may
+            return other shapes that the metrics read; an ONNX file is scored on
+            ``(B, K)`` only).
 
     Raises:
-        DataError: the forward fails on the data's inputs; the message names their shape
-            and the fields (``data.image_size``, ``data.channels``) that set it.
+        DataError: The forward fails on the data's inputs (the message names their shape
+            and what sets it), or a classifier's number of outputs is not the data's
+            number of classes.
     """
-    dataset = data.split(split)
-    if len(dataset) == 0:
+    if len(data.split(split)) == 0:
         return
-    model.eval()
-    # An augmented split draws random numbers: the probe must not shift what a seeded
-    # run trains on after it (the generators are restored on the way out, error or not).
-    with rng_preserved(device):
-        x = next(iter(data.loader(split, PROBE_BATCH)))[0]
+    # An augmented split draws random numbers: the probe must not shift what a seeded run
+    # trains on after it (the generators are restored on the way out, error or not).
+    with rng_preserved(None):
+        x = next(iter(data.loader(split, PROBE_BATCH)))[0]  # (B, C, H, W)
         try:
-            model(x.to(device))
-        except (RuntimeError, ValueError, TypeError, IndexError) as err:
-            first = (str(err).strip().splitlines() or [""])[0][:240]
-            shape = tuple(x.shape[1:])
-            raise DataError(
-                f"the model cannot take the data's inputs of {input_shape_text(shape)}: "
-                f"{type(err).__name__}: {first}; {hint}", where=where) from err
+            out = forward(x)
+        except errors as err:
+            raise DataError(_shape_message(err, tuple(x.shape[1:]), data, terms,
+                                           model_channels), where=where) from err
+    _check_outputs(out, data, where=model_where or where, terms=terms, scores_only=scores_only)
+
+
+def _shape_message(err: Exception, shape: tuple[int, ...], data: DataBundle,
+                   terms: InputTerms, model_channels: int | None) -> str:
+    """Why the model cannot take inputs of ``shape``, with the hint that fits."""
+    first = (str(err).strip().splitlines() or [""])[0][:240]
+    text = (f"{terms.subject} cannot take the data's inputs of {input_shape_text(shape)}: "
+            f"{type(err).__name__}: {first}")
+    if model_channels is not None and len(shape) == 3 and model_channels != shape[0]:
+        return (f"{text}; {terms.subject} takes {model_channels}-channel images: "
+                f"{terms.channels_hint(model_channels, data)}")
+    return f"{text}; {terms.shape}"
+
+
+def _check_outputs(out: Any, data: DataBundle, *, where: str, terms: InputTerms,
+                   scores_only: bool) -> None:
+    """Refuse a classifier whose number of outputs is not the data's number of classes."""
+    if isinstance(out, (tuple, list)) and out:
+        out = out[0]
+    shape = tuple(getattr(out, "shape", ()))
+    if data.task != "classification" or (len(shape) != 2 and not scores_only):
+        return
+    width: Any = shape[1] if len(shape) == 2 else shape[1:]
+    n = data.num_classes
+    if width == n:
+        return
+    if terms.num_classes is None:
+        raise DataError(f"{terms.subject} gives {width} scores per input but the data "
+                        f"({_describe(data)}) has {n} classes; {terms.shape}", where=where)
+    raise DataError(
+        f"the model has {width} outputs but the data ({_describe(data)}) has {n} classes; "
+        f"use the data it was trained on, or, if it is meant to have {n} outputs, build it "
+        f"with num_classes {n} ({terms.num_classes.format(n=n)})", where=where)
+
+
+def _describe(data: DataBundle) -> str:
+    """``name: class, class, ...`` (up to six names) or the data's name."""
+    name = str(getattr(data, "name", "data"))
+    classes = getattr(data, "classes", None)
+    if classes:
+        shown = ", ".join(classes[:6]) + (", ..." if len(classes) > 6 else "")
+        return f"{name}: {shown}"
+    return name

@@ -9,6 +9,7 @@ import copy
 import logging
 import time
 import weakref
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,10 @@ from occ.engine import gates
 from occ.engine import load as loader
 from occ.engine import resume as resume_mod
 from occ.engine.baseline_check import check_baseline, recorded_accuracy, recorded_warning
-from occ.engine.classes import check_class_names, check_outputs, checkpoint_classes
+from occ.engine.classes import check_class_names, checkpoint_classes
 from occ.engine.context import ArchRef, RunContext
 from occ.engine.plan import Plan
-from occ.engine.probe import probe_forward
+from occ.engine.probe import RECIPE_TERMS, InputTerms, check_model_fit
 from occ.errors import DataError, OccError, RecipeError, StageError
 from occ.io import atomic_write_text
 from occ.models import build_model, data_kwargs
@@ -71,12 +72,13 @@ def prepare(recipe: Recipe, *, trust_checkpoint: bool, progress: Progress,
     kwargs = _arch_kwargs(recipe.model.kwargs, data, recipe.model.arch)
     model = build_model(recipe.model.arch, kwargs, allow_callables=trust_code,
                         source=recipe.source)
-    load_into(model, ckpt, where=ckpt_path, arch=recipe.model.arch)
+    terms = _recipe_terms(recipe)
+    load_into(model, ckpt, where=ckpt_path, arch=recipe.model.arch,
+              channels_hint=lambda n: terms.checkpoint_hint(n, data))
     model.to(device).eval()
-    probe_forward(model, data, device, where=f"{recipe.source}: data")
     check_class_names(checkpoint_classes(ckpt.meta), data, where=ckpt_path)
-    check_outputs(model, data, where=f"{recipe.source}: model",
-                  fix="model.kwargs.num_classes, if its builder takes it")
+    check_model_fit(model, data, device, where=f"{recipe.source}: data", terms=terms,
+                    model_where=f"{recipe.source}: model")
     baseline = copy.deepcopy(model).eval()
     for p in baseline.parameters():
         p.requires_grad_(False)
@@ -86,6 +88,14 @@ def prepare(recipe: Recipe, *, trust_checkpoint: bool, progress: Progress,
                      trust_code=trust_code)
     ctx.recorded_accuracy = recorded_accuracy(ckpt.meta)
     return ctx
+
+
+def _recipe_terms(recipe: Recipe) -> InputTerms:
+    """The recipe's words for a model that does not fit its data: the model is built for
+    the data's channels unless ``model.kwargs`` names them."""
+    if "in_channels" in recipe.model.kwargs:
+        return replace(RECIPE_TERMS, in_channels="model.kwargs.in_channels: {n}")
+    return RECIPE_TERMS
 
 
 def _recipe_folder(recipe: Recipe) -> tuple[str, ...]:

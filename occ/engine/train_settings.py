@@ -37,6 +37,12 @@ def train_defaults(arch: str, dataset: str) -> dict[str, Any]:
             "shift": SHIFT_DATASETS.get(dataset, 0)}
 
 
+TRAIN_OPTIONS = {"dataset": "--data", "batch_size": "--batch-size", "root": "--root",
+                 "pad_to": "--pad-to", "val_size": "--val-size", "image_size": "--image-size",
+                 "channels": "--channels"}
+"""``occ train``'s option for each data field it sets (errors name the option)."""
+
+
 def check_train(arch: str, *, data: str = "mnist5k", epochs: int | None = None, out: str,
                 lr: float | None = None, batch_size: int | None = None, seed: int = 0,
                 device: str = "auto", weight_decay: float | None = None,
@@ -91,9 +97,17 @@ def check_train(arch: str, *, data: str = "mnist5k", epochs: int | None = None, 
     fields = {"dataset": data, "batch_size": batch_size, "root": root,
               "limit_train": limit_train, "pad_to": pad_to, "val_size": val_size,
               "image_size": image_size, "channels": channels}
-    spec = from_dict(DataSpec, {k: v for k, v in fields.items() if v is not None}, where="data")
+    try:
+        spec = from_dict(DataSpec, {k: v for k, v in fields.items() if v is not None},
+                         where="data")
+    except RecipeError as err:  # "data.channels: ..." is a recipe's name: say --channels
+        option = TRAIN_OPTIONS.get((err.where or "").removeprefix("data."))
+        if option is None:
+            raise
+        raise RecipeError(err.message, where=option) from None
     return {"spec": spec, "epochs": epochs, "lr": lr, "weight_decay": weight_decay,
             "shift": shift, "loss": resolve_loss(loss, task_of(spec.dataset), where="--loss")}
 
 
-__all__ = ["GENERIC", "SHIFT_DATASETS", "TRAIN_DEFAULTS", "check_train", "train_defaults"]
+__all__ = ["GENERIC", "SHIFT_DATASETS", "TRAIN_DEFAULTS", "TRAIN_OPTIONS", "check_train",
+           "train_defaults"]

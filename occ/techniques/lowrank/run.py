@@ -21,7 +21,7 @@ from torch import nn
 from occ import metrics
 from occ.errors import StageError
 from occ.models.edits import set_submodule
-from occ.sparsity import check_names
+from occ.sparsity import check_names, layers_of
 from occ.techniques.finetune import finetune_
 from occ.techniques.lowrank import edit as _edit  # noqa: F401  registers the lowrank op
 from occ.techniques.lowrank.factor import (
@@ -73,8 +73,7 @@ def lowrank_(ctx: RunContext, config: LowRankConfig) -> StageResult:
     model = ctx.model
     device = ctx.stage_device(config.device)
     layers = candidates(model)
-    check_names(config.exclude, {n: m for n, m in model.named_modules()
-                                 if isinstance(m, (nn.Conv2d, nn.Linear))})
+    check_names(config.exclude, layers_of(model))
     macs_before = _macs(ctx, model, device)
     params_before = sum(p.numel() for p in model.parameters())
     recorded: dict[str, dict[str, Any]] = {}

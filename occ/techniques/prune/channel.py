@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from occ.errors import RecipeError, StageError
-from occ.sparsity import check_names
+from occ.sparsity import check_names, layers_of
 from occ.techniques.finetune import finetune_
 from occ.techniques.prune import common
 from occ.techniques.spec import StageResult
@@ -91,7 +91,7 @@ def channel_prune_(ctx: RunContext, config: PruneConfig) -> StageResult:
     device = ctx.stage_device(config.device)
     model = ctx.model.to(device).eval()
     example = common.example_input(ctx, device)
-    compute = {n: m for n, m in model.named_modules() if isinstance(m, common.COMPUTE)}
+    compute = layers_of(model)
     check_names(config.exclude, compute)
     costs = common.layer_costs(model, ctx, device, "prune(channel)")
     classifier = costs[-1].name

@@ -30,7 +30,7 @@ from torch import nn
 
 from occ import metrics
 from occ.errors import StageError
-from occ.sparsity import check_names
+from occ.sparsity import check_names, layers_of
 from occ.techniques.finetune import finetune_
 from occ.techniques.prune import common, interp
 from occ.techniques.spec import StageResult
@@ -294,8 +294,7 @@ def id_prune_(ctx: RunContext, config: PruneConfig) -> StageResult:
     device = ctx.stage_device(config.device)
     model = ctx.model.to(device).eval()
     example = common.example_input(ctx, device)
-    check_names(config.exclude, {n: m for n, m in model.named_modules()
-                                 if isinstance(m, common.COMPUTE)})
+    check_names(config.exclude, layers_of(model))
     costs = common.layer_costs(model, ctx, device, "prune(id)")
     groups, dg, skipped = find_groups(model, example, set(config.exclude),
                                       common.forward_order(costs))
