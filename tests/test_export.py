@@ -164,6 +164,14 @@ def test_static_batch_and_cli_json(pruned: Path, tmp_path: Path) -> None:
     default = CliRunner().invoke(app, ["export", str(pruned)])
     assert default.exit_code == 0, default.output
     assert pruned.with_suffix(".onnx").is_file()
+    # occ eval scores a static-batch graph in pieces of its batch (10,000 = 2,500 x 4; 3
+    # does not divide it, so the last piece is padded): the dynamic graph's predictions
+    dynamic = api.evaluate(pruned.with_suffix(".onnx"))
+    assert api.evaluate(out)["accuracy"] == dynamic["accuracy"]
+    api.export(pruned, tmp_path / "b3.onnx", batch_size=3)
+    static = api.evaluate(tmp_path / "b3.onnx", latency=True, latency_runs=2)
+    assert static["accuracy"] == dynamic["accuracy"]
+    assert [b["batch_size"] for b in static["latency"]["batches"]] == [3]  # as it deploys
 
 
 @pytest.mark.slow

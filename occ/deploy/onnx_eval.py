@@ -137,7 +137,8 @@ def measure_onnx_latency(path: str, input_shape: Sequence[int],
                          sample: torch.Tensor | None = None) -> dict[str, Any]:
     """Median and p90 latency of an ONNX file in onnxruntime (CPU), ``measure_latency``'s
     result format. occ early-exit files run through ``occ.deploy.runtime`` (segments stop at the
-    first confident exit); each timed run takes the next rows of ``sample``."""
+    first confident exit); each timed run takes the next rows of ``sample``. A static-batch
+    graph (``occ export --batch-size N``) is timed at its own batch size only."""
     import onnxruntime as ort
 
     from occ.deploy.runtime import ExitSession, open_onnx
@@ -145,6 +146,9 @@ def measure_onnx_latency(path: str, input_shape: Sequence[int],
     if runs < 1 or warmup < 0:
         raise ValueError(f"need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
     model = open_onnx(path, threads=threads)
+    fixed = getattr(model, "batch", None)
+    if fixed is not None:  # a static-batch graph (occ export --batch-size N): timed as it is
+        batch_sizes = (fixed,)
     if sample is None or len(sample) == 0:
         sample = torch.randn(64, *input_shape, generator=torch.Generator().manual_seed(0))
     batches = []

@@ -82,9 +82,37 @@ class PlainSession:
         """The graph input's declared shape (names or None for dynamic sizes)."""
         return list(self.session.get_inputs()[0].shape)
 
+    @property
+    def batch(self) -> int | None:
+        """The graph's static batch size (``occ export --batch-size N``); None: dynamic."""
+        return static_batch(self.input_shape())
+
     def run(self, x: np.ndarray) -> np.ndarray:
-        """(B, K) logits of ``x`` (B, C, H, W)."""
-        return self.session.run(None, {self.input: x})[0]
+        """(B, K) logits of ``x`` (B, C, H, W), any B: a static-batch graph runs it in
+        pieces of its batch (``in_pieces``)."""
+        return in_pieces(lambda b: self.session.run(None, {self.input: b})[0], x, self.batch)
+
+
+def static_batch(shape: list[Any]) -> int | None:
+    """The batch size a declared input ``shape`` fixes (None: dynamic, a name or unset)."""
+    first = shape[0] if shape else None
+    return first if isinstance(first, int) and first > 0 else None
+
+
+def in_pieces(run: Any, x: np.ndarray, batch: int | None) -> np.ndarray:
+    """``run(x)`` for a graph that takes exactly ``batch`` rows (None: any): ``x`` in pieces of
+    ``batch`` rows, the last one padded by repeating its last row, and the padding's output
+    rows dropped. Rows are independent in inference, so the result is ``run`` row by row."""
+    if batch is None or len(x) == batch:
+        return run(x)
+    outs = []
+    for start in range(0, len(x), batch):
+        piece = x[start:start + batch]
+        short = batch - len(piece)
+        if short:
+            piece = np.concatenate([piece, np.repeat(piece[-1:], short, axis=0)])
+        outs.append(run(piece)[:batch - short])
+    return np.concatenate(outs)
 
 
 class ExitSession:
@@ -121,7 +149,11 @@ class ExitSession:
         return list(self.segments[0].get_inputs()[0].shape)
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        """(B, K) logits, each row's from the exit it took (``last_exit`` says which)."""
+        """(B, K) logits, each row's from the exit it took (``last_exit`` says which).
+
+        occ exports early-exit graphs with a dynamic batch only (rows that go on after an
+        exit are fewer); a static-batch one is refused by onnxruntime on the first
+        smaller batch."""
         batch, last = len(x), len(self.segments)
         rows = np.arange(batch)
         out: np.ndarray | None = None
