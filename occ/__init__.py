@@ -23,11 +23,16 @@ __all__ = ["CompressionResult", "__version__", "ablate", "compress", "evaluate",
            "inspect", "load", "order", "train", "validate"]
 
 
-def load(path: str, *, trust_code: bool = False) -> nn.Module:
-    """Load the model stored in a ``.occ`` artifact (see ``occ.engine.load.load``)."""
+def load(path: str, *, trust_code: bool = False, model: nn.Module | None = None) -> nn.Module:
+    """Load the model stored in a ``.occ`` artifact (see ``occ.engine.load.load``).
+
+    ``model``: a fresh model of the architecture the artifact was compressed from (e.g. the
+    ``nn.Sequential`` your script builds): occ's edits and tensors are applied to a copy of
+    it, so nothing is imported or called; without it the recorded reference is rebuilt.
+    """
     from occ.engine.load import load as _load
 
-    return _load(path, trust_code=trust_code)
+    return _load(path, trust_code=trust_code, template=None if model is None else (None, model))
 
 
 def compress(*args: Any, **kwargs: Any) -> Any:

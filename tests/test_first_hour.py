@@ -152,10 +152,13 @@ def readme_block(title: str) -> str:
 @pytest.mark.slow
 def test_readme_python_api_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     code = readme_block("### From Python: model in, model out")
-    assert len([ln for ln in code.splitlines() if ln.strip()]) <= 12  # "ten lines"
+    assert len([ln for ln in code.splitlines() if ln.strip()]) <= 14  # short enough to copy
     monkeypatch.chdir(tmp_path)
     scope: dict = {}
     exec(compile(code, "README.md", "exec"), scope)  # noqa: S102  (our own README)
     result = scope["result"]
     assert result.accuracy > 50 and (tmp_path / "digits-net.occ").is_file()
     assert result.report.final_metrics().bitops < result.report.baseline.bitops
+    torch = scope["torch"]
+    x = torch.stack([scope["test"][i][0] for i in range(len(scope["test"]))])
+    assert torch.equal(scope["same"](x), result.model.cpu()(x))  # the saved file, read back

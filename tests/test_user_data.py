@@ -338,6 +338,63 @@ def test_compress_model_with_typed_configs_loaders_and_a_custom_loss(tmp_path: P
         occ.compress("recipe.yaml", train_data=data)
 
 
+def test_an_artifact_its_reference_cannot_rebuild_is_said_before_the_run_and_loads_on_a_model(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        ) -> None:
+    """A model of the script's own making (an ``nn.Sequential``, a class whose kwargs occ
+    cannot see) is recorded as a reference that would not rebuild it: occ says so before
+    the work, in the report too, and ``occ.load(path, model=...)`` reads the artifact; with
+    ``arch=`` / ``kwargs=`` that build it, nothing is said and ``occ.load`` needs no model."""
+    import occ
+    from occ.engine.model_api import rebuild_problem
+
+    pkg = tmp_path / "occ_user_net_r"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(
+        "import torch\n"
+        "def build(hidden=16):\n"
+        "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, hidden),\n"
+        "                               torch.nn.ReLU(), torch.nn.Linear(hidden, 2))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from occ_user_net_r import build
+
+    torch.manual_seed(0)
+    x = torch.randn(120, 1, 8, 8)
+    y = (x.mean((1, 2, 3)) > 0).long()
+    data = torch.utils.data.TensorDataset(x, y)
+    model = build(hidden=8)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(100):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    said = rebuild_problem(model, "torch.nn.modules.container:Sequential", {})
+    assert said is not None and "has no tensor '1.bias'" in said and "model=" in said
+    wrong = rebuild_problem(model, "occ_user_net_r:build", {})  # hidden=16 by default
+    assert wrong is not None and "gives 1.bias the shape (16,), not (8,)" in wrong
+    assert rebuild_problem(model, "occ_user_net_r:build", {"hidden": 8}) is None
+    assert "running script" in rebuild_problem(model, "__main__:Net", {})
+
+    stages = [{"type": "quantize", "weight_bits": 8, "act_bits": 8, "mode": "ptq"}]
+    with caplog.at_level("WARNING", logger="occ"):
+        result = occ.compress(model, {"stages": stages}, train_data=data, test_data=data)
+    assert any("which builds another model" in r.getMessage() for r in caplog.records)
+    assert any("builds another model" in w for w in result.report.plan["warnings"])
+    path = result.save(tmp_path / "net.occ")
+    with pytest.raises(Exception, match="Sequential"):
+        occ.load(str(path), trust_code=True)  # the recorded reference: an empty Sequential
+    loaded = occ.load(str(path), model=build(hidden=8))
+    assert torch.equal(loaded(x), result.model.cpu()(x))  # the same model, no import
+
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="occ"):
+        named = occ.compress(model, {"stages": stages}, train_data=data, test_data=data,
+                             arch="occ_user_net_r:build", kwargs={"hidden": 8})
+    assert not any("builds another model" in r.getMessage() for r in caplog.records)
+    again = occ.load(str(named.save(tmp_path / "named.occ")), trust_code=True)
+    assert torch.equal(again(x), named.model.cpu()(x))
+
+
 def test_user_model_in_the_working_directory_imports_without_pythonpath(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from occ.models import build_model

@@ -67,6 +67,8 @@ class RunContext:
     template: nn.Module | None = None
     template_arch: str = ""
     trust_code: bool = False
+    warnings: list[str] = field(default_factory=list)
+    """Loud warnings given before the run (logged already), kept in the report's plan."""
 
     def record_edit(self, op: str, **args: Any) -> None:
         """Record a structural edit (already applied to ``model``) for the artifact.

@@ -24,8 +24,10 @@ from occ.models.edits import apply_edits
 from occ.techniques.registry import load_edit_ops
 from occ.trust import TrustError
 
-Template = tuple[str, nn.Module]
-"""``(arch reference, model)``: rebuild that reference by copying the model (model-in API)."""
+Template = tuple[str | None, nn.Module]
+"""``(arch reference, model)``: rebuild that reference by copying the model (model-in API);
+``(None, model)``: rebuild whatever the artifact names by copying the model
+(``occ.load(path, model=...)``)."""
 
 
 def _build(artifact: Artifact, spec: dict[str, Any], *, trust_code: bool,
@@ -33,7 +35,7 @@ def _build(artifact: Artifact, spec: dict[str, Any], *, trust_code: bool,
            source: str | None = None) -> nn.Module:
     kwargs = artifact_header.model_kwargs(artifact.header)
     try:
-        if template is not None and spec["arch"] == template[0]:
+        if template is not None and template[0] in (None, spec["arch"]):
             model = copy.deepcopy(template[1])  # the user's own object: no import, no call
         else:
             model = build_model(spec["arch"], kwargs, allow_callables=trust_code,
@@ -102,6 +104,8 @@ def load(path: str | os.PathLike[str], *, trust_code: bool = False,
         path: the artifact.
         trust_code: allow a ``pkg.module:callable`` architecture reference to be imported
             (that runs the module's code); zoo and torchvision models never need it.
+        template: rebuild on a copy of this model instead of from the recorded reference
+            (see ``Template``): no import, no call.
 
     Raises:
         ArtifactError: the file is truncated, corrupted, foreign, or does not rebuild.

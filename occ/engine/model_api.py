@@ -15,6 +15,7 @@ file alone needs ``trust_code`` and a class callable without arguments).
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -32,6 +33,7 @@ from occ.report.data import Report
 from occ.techniques.spec import StageConfig
 
 Metric = Callable[[torch.Tensor, torch.Tensor], float]
+log = logging.getLogger("occ")
 
 
 @dataclass
@@ -105,6 +107,9 @@ def compress_model(model: nn.Module, recipe: Any, *, train_data: Any = None,
         raise RecipeError(f"must be a torch.nn.Module, got {type(model).__name__}",
                           where="compress(model)")
     ref, ref_kwargs = (arch, dict(kwargs or {})) if arch else infer_arch(model)
+    unloadable = rebuild_problem(model, ref, ref_kwargs)
+    if unloadable is not None:  # said before the work, and kept in the report
+        log.warning("%s", unloadable)
     parsed = to_recipe(recipe, arch=ref, kwargs=ref_kwargs)
     if train_data is not None:
         parsed = replace(parsed, data=replace(parsed.data, batch_size=_batch_size(
@@ -116,6 +121,7 @@ def compress_model(model: nn.Module, recipe: Any, *, train_data: Any = None,
     ctx = _context(model, parsed, train_data, val_data, test_data, trust_code,
                    progress or NullProgress())
     ctx.custom_loss = loss
+    ctx.warnings += [unloadable] if unloadable is not None else []
     from occ.engine.preflight import check_references
 
     check_references(plan, ctx.model)
@@ -181,6 +187,45 @@ def infer_arch(model: nn.Module) -> tuple[str, dict[str, Any]]:
             return found
     name = cls.__qualname__ if cls.__qualname__.isidentifier() else "Module"
     return f"{cls.__module__}:{name}", {}
+
+
+def rebuild_problem(model: nn.Module, arch: str, kwargs: dict[str, Any]) -> str | None:
+    """Why ``occ.load(path)`` could not rebuild ``model`` from the reference the artifact
+    records (``arch``, ``kwargs``), or None when it can.
+
+    The reference is built the way ``occ.load`` builds it, on the ``meta`` device (no
+    memory, no weights), and its tensor names and shapes compared with ``model``'s. Its
+    module is the one ``model``'s class came from (already imported by the caller); a
+    class of the running script (``__main__``) cannot be imported by another process.
+    """
+    from occ.models import build_model
+
+    fix = ("occ.load(path, model=<a fresh model of this architecture>) reads it; to make "
+           "it load by itself, pass arch='pkg.module:builder' (importable, returning this "
+           "architecture) and kwargs={...}")
+    said = f"the artifact will record {arch}({_kwargs_text(kwargs)}), which"
+    if arch.startswith("__main__:"):
+        return f"{said} is defined in the running script, not an importable module: {fix}"
+    try:
+        with torch.device("meta"):
+            fresh = build_model(arch, dict(kwargs), allow_callables=True)
+    except Exception as err:  # noqa: BLE001  (any failure of the user's builder)
+        first = (str(getattr(err, "message", err)).strip().splitlines() or [""])[0][:160]
+        return f"{said} does not build ({type(err).__name__}: {first}): {fix}"
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    built = {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
+    if built == own:
+        return None
+    missing = sorted(own.keys() - built.keys())
+    differ = sorted(k for k in own.keys() & built.keys() if own[k] != built[k])
+    what = (f"has no tensor {missing[0]!r} ({len(missing)} missing)" if missing else
+            f"gives {differ[0]} the shape {built[differ[0]]}, not {own[differ[0]]}" if differ
+            else f"has {len(built.keys() - own.keys())} tensors this model has not")
+    return f"{said} builds another model: it {what}: {fix}"
+
+
+def _kwargs_text(kwargs: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
 
 
 def _torchvision_builder(model: nn.Module) -> tuple[str, dict[str, Any]] | None:

@@ -165,6 +165,8 @@ def _run_locked(plan: Plan, ctx: RunContext, *, resume: bool) -> Report:
             log.warning("%s", warning)
     _warn_baseline(report, warning)
     _warn_baseline(report, gates_unread(ctx))
+    for said in ctx.warnings:
+        _warn_baseline(report, said)
     main = distributed.is_main()
     sha = (resume_mod.file_sha256(str(recipe.model.checkpoint)) if recipe.model.checkpoint
            else IN_MEMORY)  # a model handed in from Python (occ.engine.model_api)
