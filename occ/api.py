@@ -298,8 +298,11 @@ def evaluate(path: str | os.PathLike[str], *, data: str | None = None, root: str
 def export(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *,
            fmt: str = "onnx", batch_size: int | None = None, opset: int | None = None,
            exporter: str = "torchscript", trust_code: bool = False, int8: bool = False,
-           int8_options: dict[str, Any] | None = None) -> dict[str, Any]:
+           int8_options: dict[str, Any] | None = None,
+           root: str | None = None) -> dict[str, Any]:
     """Export an artifact's model to ONNX (``out`` defaults to ``path`` with ``.onnx``).
+
+    ``root``: the data's folder when it moved since the artifact was made.
 
     ``fmt="onnx-qdq"`` or ``int8``: the integer QDQ graph instead, checked against occ on
     the test split before it is written (``occ.deploy.int8``).
@@ -321,7 +324,7 @@ def export(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = No
 
     return export_artifact(path, out, fmt=fmt, batch_size=batch_size, opset=opset,
                            exporter=exporter, trust_code=trust_code, int8=int8,
-                           int8_options=int8_options)
+                           int8_options=int8_options, root=root)
 
 
 def inspect(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -310,6 +310,44 @@ def test_float_export_records_the_data_and_eval_measures_it_like_the_artifact(
     assert res.exit_code == 2 and "records no data" in res.stderr and "--data" in res.stderr
 
 
+def test_root_finds_data_that_moved_since_the_artifact_was_made(folder_run: dict,
+                                                                tmp_path: Path) -> None:
+    """The artifact records its ImageFolder's absolute path; on another machine, or after
+    the project moved, ``--root`` points at the new place (before, the recorded path was
+    checked first and eval stopped on 'directory not found')."""
+    import shutil
+
+    import yaml
+
+    before = tmp_path / "before"
+    shutil.copytree(folder_run["data"], before / "data")
+    doc = yaml.safe_load((folder_run["base"] / "recipe.yaml").read_text())
+    doc["data"]["root"] = str(before / "data")
+    doc["output"] = str(before / "out")
+    (before / "recipe.yaml").write_text(yaml.safe_dump(doc))
+    made = api.evaluate(api.compress(before / "recipe.yaml").artifact)
+    after = tmp_path / "after"
+    before.rename(after)  # the project moved: the recorded root is gone
+    artifact = after / "out" / "model.occ"
+    for command in (["eval", str(artifact)], ["export", str(artifact)]):
+        res = CliRunner().invoke(app, command)
+        assert res.exit_code == 2 and "directory not found" in res.stderr  # said, not guessed
+        assert "if the data moved, pass --root" in res.stderr
+    for extra in (["--root", str(after / "data")],
+                  ["--data", "imagefolder", "--root", str(after / "data")]):
+        res = CliRunner().invoke(app, ["eval", str(artifact), *extra, "--json"])
+        assert res.exit_code == 0, res.output
+        assert json.loads(res.stdout)["accuracy"] == made["accuracy"]
+    # occ export --root records the new place, so the ONNX file is measured there
+    onnx_out = tmp_path / "moved.onnx"
+    res = CliRunner().invoke(app, ["export", str(artifact), "--root", str(after / "data"),
+                                   "--out", str(onnx_out)])
+    assert res.exit_code == 0, res.output
+    meta = {p.key: p.value for p in onnx.load(str(onnx_out)).metadata_props}
+    assert json.loads(meta["occ_data"])["root"] == str(after / "data")
+    assert api.evaluate(onnx_out)["accuracy"] == pytest.approx(made["accuracy"], abs=100 / 36)
+
+
 def test_onnx_scores_that_are_not_the_data_classes_are_refused_before_scoring(
         folder_run: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A 3-class graph (another exporter's: no class names to compare) on 4-class data:

@@ -174,6 +174,9 @@ def export(
     trust_code: Annotated[bool, typer.Option(
         "--trust-code", help="Allow a pkg.module:callable model reference to be imported.")]
     = False,
+    root: Annotated[str | None, typer.Option(
+        "--root", help="The data's folder, when it moved since the artifact was made "
+        "(recorded in the file; onnx-qdq checks on it).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Export an artifact's model to ONNX: the exact float graph (quantized layers as
@@ -186,7 +189,7 @@ def export(
                 "max_accuracy_drop": max_accuracy_drop} if int8 else None)
     result = _run(lambda: api.export(path, out, fmt=fmt, batch_size=batch_size, opset=opset,
                                      exporter=exporter, trust_code=trust_code, int8=int8,
-                                     int8_options=options), as_json)
+                                     int8_options=options, root=root), as_json)
     if as_json:
         _emit_json(result)
         return

@@ -26,9 +26,10 @@ CLASSES_KEY = "occ_classes"
 PREPROCESS_KEY = "preprocess"
 
 
-def artifact_spec(header: dict[str, Any]) -> Any:
+def artifact_spec(header: dict[str, Any], root: str | None = None) -> Any:
     """The artifact's recorded data spec, with the preprocessing it was measured with:
-    the same reading as ``occ eval`` (``occ.engine.evaluate.data_for``).
+    the same reading as ``occ eval`` (``occ.engine.evaluate.data_for``); ``root``
+    (``--root``) in place of the recorded folder (the data moved since).
 
     Raises:
         DataError: the artifact was measured on data handed in from Python (no spec).
@@ -40,17 +41,18 @@ def artifact_spec(header: dict[str, Any]) -> Any:
     if recorded.get("dataset") == IN_MEMORY:
         raise DataError("this artifact was measured on data handed in from Python; occ "
                         "cannot load that data again")
-    return data_for(artifact_header.recipe_data(header), None, None, recorded.get("preprocess"))
+    return data_for(artifact_header.recipe_data(header), None, root, recorded.get("preprocess"))
 
 
-def data_metadata(header: dict[str, Any]) -> dict[str, str]:
-    """The ``metadata_props`` entries of the module docstring for artifact ``header``."""
+def data_metadata(header: dict[str, Any], root: str | None = None) -> dict[str, str]:
+    """The ``metadata_props`` entries of the module docstring for artifact ``header``
+    (``root``: where its data is now, ``--root``)."""
     from occ.engine.runner import IN_MEMORY
 
     recorded = artifact_header.recorded_data(header)
     meta: dict[str, str] = {}
     if recorded.get("dataset") != IN_MEMORY:
-        meta[DATA_KEY] = json.dumps(asdict(artifact_spec(header)))
+        meta[DATA_KEY] = json.dumps(asdict(artifact_spec(header, root)))
     classes = artifact_header.recorded_classes(header)
     if classes is not None:
         meta[CLASSES_KEY] = json.dumps(classes)

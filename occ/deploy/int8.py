@@ -88,14 +88,14 @@ def _split(data: Any, split: str, limit: int | None = None) -> tuple[torch.Tenso
 
 
 def _metadata(header: dict[str, Any], model: nn.Module, check: dict[str, Any],
-              cuts: list[str] | None, layers: int) -> dict[str, str]:
+              cuts: list[str] | None, layers: int, root: str | None) -> dict[str, str]:
     m = artifact_header.model_spec(header)
     meta = {"occ_version": __version__, "occ_format": "onnx-qdq", "arch": str(m.get("arch")),
             "input_shape": str(m.get("input_shape")), "num_classes": str(m.get("num_classes")),
             "quantized_layers": str(layers),
             "quantization": "QDQ: occ's int8 weights (per-channel scales), int32 biases and "
                             "input scales; other tensors calibrated (MinMax, uint8)",
-            **data_metadata(header), "occ_check": json.dumps(check)}
+            **data_metadata(header, root), "occ_check": json.dumps(check)}
     if cuts is not None:
         meta.update({"exit_points": ",".join(model.points),
                      "exit_thresholds": ",".join(repr(t) for t in model.thresholds),
@@ -106,8 +106,11 @@ def _metadata(header: dict[str, Any], model: nn.Module, check: dict[str, Any],
 def export_int8(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *,
                 calib_samples: int = CALIB_SAMPLES, min_agreement: float = MIN_AGREEMENT,
                 max_accuracy_drop: float = MAX_ACCURACY_DROP,
-                trust_code: bool = False, align_channels: bool = True) -> dict[str, Any]:
+                trust_code: bool = False, align_channels: bool = True,
+                root: str | None = None) -> dict[str, Any]:
     """Write the checked integer ONNX of artifact ``path`` to ``out`` (default ``.int8.onnx``).
+
+    ``root``: the data's folder when it moved since the artifact was made (``--root``).
 
     ``align_channels``: pad conv channels with zeros so every conv runs on onnxruntime's
     fast integer kernel (``occ.deploy.qdq_align``; the same outputs, a few more weights).
@@ -136,7 +139,7 @@ def export_int8(path: str | os.PathLike[str], out: str | os.PathLike[str] | None
     _check_out(src, dst)
     header, model, shape = _load(src, trust_code=trust_code)
     model.eval()
-    spec = artifact_spec(header)
+    spec = artifact_spec(header, root)
     data = load_data(spec, trust_code=trust_code)
     x_test, y_test = _split(data, "test")
     if y_test.is_floating_point():
@@ -154,7 +157,7 @@ def export_int8(path: str | os.PathLike[str], out: str | os.PathLike[str] | None
     padded = _padded_convs(proto)
     check = check_int8(proto.SerializeToString(), model, x_test, y_test,
                        min_agreement=min_agreement, max_accuracy_drop=max_accuracy_drop)
-    for key, value in _metadata(header, model, check, cuts, layers).items():
+    for key, value in _metadata(header, model, check, cuts, layers, root).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     proto.doc_string = "exported by occ export --format onnx-qdq (see metadata_props)"

@@ -251,14 +251,15 @@ def unshare_initializers(proto: Any) -> int:
     return len(restored)
 
 
-def _metadata(header: dict[str, Any], model: nn.Module, quantized: int) -> dict[str, str]:
+def _metadata(header: dict[str, Any], model: nn.Module, quantized: int,
+              root: str | None) -> dict[str, str]:
     spec = artifact_header.model_spec(header)
     meta = {"occ_version": __version__, "arch": str(spec.get("arch")),
             "input_shape": str(spec.get("input_shape")),
             "num_classes": str(spec.get("num_classes")),
             "quantized_layers": str(quantized)}
     # What the inputs must look like and which data scores it (occ eval model.onnx).
-    meta.update(data_metadata(header))
+    meta.update(data_metadata(header, root))
     if quantized:
         meta["quantization"] = "dequantized float32 weights; input fake-quant as float ops"
     if is_early_exit(model):
@@ -358,7 +359,7 @@ def _load(src: Path, *, trust_code: bool) -> tuple[dict[str, Any], nn.Module, li
 def export_float(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *,
                  fmt: str = "onnx", batch_size: int | None = None, opset: int | None = None,
                  exporter: str = "torchscript", check: bool = True,
-                 trust_code: bool = False) -> dict[str, Any]:
+                 trust_code: bool = False, root: str | None = None) -> dict[str, Any]:
     """The float ONNX export of ``occ.deploy.export.export_artifact`` (same arguments)."""
     opset = check_options(fmt, exporter, opset, batch_size)
     _need("onnx")
@@ -372,7 +373,7 @@ def export_float(path: str | os.PathLike[str], out: str | os.PathLike[str] | Non
     try:
         data = to_onnx(ready, example, outputs, opset=opset, dynamic_batch=batch_size is None,
                        exporter=exporter)
-        data = _finish(data, _metadata(header, model, quantized))
+        data = _finish(data, _metadata(header, model, quantized, root))
     except OccError:
         raise
     except Exception as err:  # noqa: BLE001  (exporters raise many types; one line for all)

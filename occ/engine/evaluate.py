@@ -38,11 +38,20 @@ def data_for(recipe_data: dict[str, Any] | None, data: str | None, root: str | N
     """
     from occ.config import from_dict
 
-    spec = from_dict(DataSpec, recipe_data or {}, where="data") if recipe_data else DataSpec()
-    if data is not None and data != spec.dataset:
-        return DataSpec(dataset=data, root=root)
-    if root is not None:
-        spec = replace(spec, root=root)
+    recorded = dict(recipe_data or {})
+    if root is not None:  # absolute: an export records it, read later from anywhere
+        root = os.path.abspath(os.path.expanduser(root))
+    if data is not None and data != recorded.get("dataset", DataSpec().dataset):
+        return DataSpec(dataset=data, root=root)  # other data: nothing recorded applies
+    if root is not None:  # before the recorded spec is checked: its folder may have moved
+        recorded["root"] = root
+    try:
+        spec = from_dict(DataSpec, recorded, where="data") if recorded else DataSpec()
+    except OccError as err:
+        if err.where != "data.root" or root is not None:
+            raise
+        raise type(err)(f"{err.message} (recorded with the model); if the data moved, pass "
+                        "--root with where it is now", where=err.where) from None
     if isinstance(preprocess, dict):
         for key in ("mean", "std"):
             if getattr(spec, key) is None and isinstance(preprocess.get(key), list):
