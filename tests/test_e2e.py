@@ -31,6 +31,9 @@ def test_compress_then_eval_agree(recipe_factory, tmp_path: Path) -> None:
     doc = json.loads((out / "report.json").read_text())
     assert doc["rows"][0]["step"] == "baseline" and doc["rows"][1]["step"] == "prune(magnitude)"
     assert doc["summary"]["bytes"] == report.artifact_bytes
+    # the last stage's size is the file's too (its header also records the final metrics)
+    assert final.bytes == report.artifact_bytes == doc["stages"][-1]["metrics"]["bytes"]
+    assert final.bits_per_weight == pytest.approx(8 * final.bytes / final.params)
 
 
 def test_resolved_recipe_reloads_equal(recipe_factory) -> None:

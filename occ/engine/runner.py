@@ -206,9 +206,21 @@ def _run_locked(plan: Plan, ctx: RunContext, *, resume: bool) -> Report:
     _verify_round_trip(artifact, ctx, final_out)
     report.artifact = str(artifact)
     report.artifact_bytes = size
+    _final_bytes(report, size)
     report.seconds = time.perf_counter() - started
     write_reports(report, ctx.out_dir)
     return report
+
+
+def _final_bytes(report: Report, size: int) -> None:
+    """The last stage's size is the written artifact's: its header also records the final
+    metrics, which the stage's measurement (made before them) could not count."""
+    if not report.stages:
+        return
+    final = report.stages[-1].metrics
+    if final.bytes and final.bits_per_weight:
+        final.bits_per_weight *= size / final.bytes
+    final.bytes = size
 
 
 def run_stage(ctx: RunContext, plan: Plan, i: int,
