@@ -39,7 +39,7 @@ def headline(report: Report) -> str:
     return (f"{_qualityheadline(s)}, agreement {num(s['agreement'])}%, "
             f"BitOps {times(s['bitops_reduction'])} lower "
             f"(sparse {times(s['sparse_bitops_reduction'])}), size {times(s['size_reduction'])} "
-            f"smaller ({si(s['bytes'])}B)")
+            f"smaller ({si(s['bytes'])}B from {si(s['baseline_bytes'])}B as float32)")
 
 
 def is_regression(rows: list[dict[str, Any]]) -> bool:

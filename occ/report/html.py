@@ -72,7 +72,7 @@ def _cards(report: Report) -> str:
         _card("BitOps", times(s["bitops_reduction"]),
               f"lower; sparse {times(s['sparse_bitops_reduction'])}"),
         _card("size", times(s["size_reduction"]),
-              f"smaller: {si(s['bytes'])}B from {si(s['baseline_bytes'])}B"),
+              f"smaller: {si(s['bytes'])}B from {si(s['baseline_bytes'])}B as float32"),
         _card("nonzero params", times(reduction(base.nonzero_params, final.nonzero_params)),
               f"fewer: {si(final.nonzero_params)} of {si(base.params)}; "
               f"MACs {times(s['macs_reduction'])}"),
