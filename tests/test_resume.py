@@ -67,6 +67,25 @@ def test_resume_refuses_a_state_from_another_recipe(recipe_factory, tmp_path) ->
 
 
 @pytest.mark.slow
+def test_resume_after_editing_a_later_stage_reuses_the_earlier_ones(recipe_factory, tmp_path,
+                                                                    caplog) -> None:
+    """Only the last stage edited: ``--resume`` restores the first and runs the edited one
+    again (it refused the whole folder), giving what a clean run of the edited recipe
+    gives."""
+    out = tmp_path / "run"
+    api.compress(recipe_factory(STAGES), out=str(out))
+    first = sha(out / "stages" / "00-prune.occst")
+    edited = recipe_factory([STAGES[0], {**STAGES[1], "sparsity": 0.7}])
+    result = CliRunner().invoke(app, ["compress", str(edited), "--out", str(out), "--resume"])
+    assert result.exit_code == 0, result.stderr
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "stages[1] prune(magnitude) changed since" in said and "run again" in said
+    assert sha(out / "stages" / "00-prune.occst") == first  # restored, not redone
+    clean = api.compress(edited, out=str(tmp_path / "clean"))
+    assert sha(out / "model.occ") == sha(Path(clean.artifact))
+
+
+@pytest.mark.slow
 def test_output_directory_in_use_is_refused(recipe_factory, tmp_path) -> None:
     out = tmp_path / "busy"
     out.mkdir()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from occ.outputs import made_folders
 from occ.recipe import Recipe
 from occ.version import __version__
 
+log = logging.getLogger("occ")
 LOCK_NAME = ".occ.lock"
 
 
@@ -109,6 +111,25 @@ def load_state(path: Path, fingerprint: str, *, where: str) -> SavedState | None
             f"{path} was made by a different recipe, checkpoint, seed or version; "
             "remove it or use another --out", where=where)
     return SavedState(artifact=artifact, record=state.get("record", {}))
+
+
+def restorable(path: Path, fingerprint: str, i: int, label: str) -> SavedState | None:
+    """``--resume``: the saved state of stage ``i`` to restore, or None to run the stage.
+
+    A stage edited since its state was saved, after stages that were restored (the same
+    recipe up to there), runs again with the stages after it, and says so; a first stage
+    that differs means another run's folder, which stays an error (``ChangedStageError``).
+    """
+    from occ.engine.state_manifest import ChangedStageError
+
+    try:
+        return load_state(path, fingerprint, where="--resume")
+    except ChangedStageError:
+        if i == 0:
+            raise
+        log.warning("stages[%d] %s changed since %s was saved: it and the stages after it "
+                    "run again (the %d before it are restored)", i, label, path, i)
+        return None
 
 
 class OutputLock:

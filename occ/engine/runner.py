@@ -175,7 +175,7 @@ def _run_locked(plan: Plan, ctx: RunContext, *, resume: bool) -> Report:
     restoring = resume
     for i, stage in enumerate(recipe.stages):
         path = resume_mod.state_path(ctx.out_dir, i, stage.type)
-        saved = resume_mod.load_state(path, prints[i], where="--resume") if restoring else None
+        saved = resume_mod.restorable(path, prints[i], i, stage.label) if restoring else None
         if saved is not None:
             restore(ctx, saved)
             record, outputs = _record_from(saved.record, i, stage), None
@@ -204,23 +204,10 @@ def _run_locked(plan: Plan, ctx: RunContext, *, resume: bool) -> Report:
     atomic_write_text(ctx.out_dir / "recipe.resolved.yaml", dump_recipe(recipe))
     size = model_io.save(artifact, ctx.model, _header(ctx, plan, summary), ctx.encoding)
     _verify_round_trip(artifact, ctx, final_out)
-    report.artifact = str(artifact)
-    report.artifact_bytes = size
-    _final_bytes(report, size)
+    report.record_artifact(str(artifact), size)
     report.seconds = time.perf_counter() - started
     write_reports(report, ctx.out_dir)
     return report
-
-
-def _final_bytes(report: Report, size: int) -> None:
-    """The last stage's size is the written artifact's: its header also records the final
-    metrics, which the stage's measurement (made before them) could not count."""
-    if not report.stages:
-        return
-    final = report.stages[-1].metrics
-    if final.bytes and final.bits_per_weight:
-        final.bits_per_weight *= size / final.bytes
-    final.bytes = size
 
 
 def run_stage(ctx: RunContext, plan: Plan, i: int,

@@ -32,6 +32,12 @@ class UnverifiedStateError(StaleStateError):
     """A stage state on disk that this run did not write (or that changed since)."""
 
 
+class ChangedStageError(UnverifiedStateError):
+    """A stage state occ wrote (its digest is the manifest's) for another fingerprint: the
+    recipe, checkpoint, seed or version differs up to that stage. ``--resume`` runs a
+    changed stage again when the stages before it were restored (``occ.engine.runner``)."""
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -78,9 +84,10 @@ def verify_state(path: Path, fingerprint: str, *, where: str) -> None:
         raise UnverifiedStateError(f"{path} changed after occ wrote it (sha256 differs from "
                                    f"{path.parent / MANIFEST}); {hint}", where=where)
     if entry.get("fingerprint") != fingerprint:
-        raise UnverifiedStateError(f"{path} was made by a different recipe, checkpoint, seed "
-                                   f"or version; {hint}", where=where)
+        raise ChangedStageError(f"{path} was made by a different recipe, checkpoint, seed "
+                                f"or version; {hint}", where=where)
 
 
-__all__ = ["MANIFEST", "StaleStateError", "UnverifiedStateError", "record_state", "verify_state"]
+__all__ = ["MANIFEST", "ChangedStageError", "StaleStateError", "UnverifiedStateError",
+           "record_state", "verify_state"]
 

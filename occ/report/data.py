@@ -111,6 +111,17 @@ class Report:
     artifact_bytes: int | None = None
     seconds: float = 0.0
 
+    def record_artifact(self, path: str, size: int) -> None:
+        """The written artifact: its path and size, which is also the last stage's (its
+        header records the final metrics, which the stage's measurement, made before
+        them, could not count)."""
+        self.artifact, self.artifact_bytes = path, size
+        if self.stages:
+            final = self.stages[-1].metrics
+            if final.bytes and final.bits_per_weight:
+                final.bits_per_weight *= size / final.bytes
+            final.bytes = size
+
     def final_metrics(self) -> Metrics:
         """The metrics after the last stage (the baseline's when there is none)."""
         return self.stages[-1].metrics if self.stages else self.baseline
