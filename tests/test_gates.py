@@ -235,6 +235,26 @@ def test_gates_on_without_a_val_split_say_they_cannot_run(make, tmp_path: Path) 
         tmp_path / "abl" / "ablation.md").read_text()
 
 
+def test_a_compressed_model_far_above_its_baseline_is_warned_about(make, tmp_path: Path) -> None:
+    """The audit's case: a baseline measured under another normalisation than it was
+    trained with (mean 1, std 0.5 for digits it saw at the dataset's own) is far from
+    chance but below its real figure; a fine-tuning stage retrains it to this preprocessing,
+    and the report showed a gain with no word. Now the gain is the warning."""
+    from occ.engine.baseline_check import GAIN, gain_warning
+
+    path = make([{**MILD, "epochs": 3}], data={"dataset": "digits", "val_size": 300,
+                                              "mean": [1.0], "std": [0.5]})
+    result = CliRunner().invoke(app, ["compress", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    base, final = doc["baseline"]["accuracy"], doc["stages"][-1]["metrics"]["accuracy"]
+    assert final - base >= GAIN, (base, final)  # the scenario itself, measured
+    said = [w for w in doc["plan"]["warnings"] if "above the input model's" in w]
+    assert len(said) == 1 and "check data.mean / data.std" in said[0]
+    assert f"{final - base:+.2f} pt above the input model's {base:.2f}%" in said[0]
+    assert gain_warning(90.0, 92.9, preprocess=None) is None  # compression that keeps it
+
+
 def test_ablate_records_a_gated_order_as_failed(make, tmp_path: Path) -> None:
     """Every order gated: each recorded as failed, and the run exits 1 (nothing ranked)."""
     path = make([COLLAPSE, {"type": "quantize", "weight_bits": 8, "act_bits": 8,

@@ -28,6 +28,9 @@ from occ.errors import StageError
 RECORDED_DROP = 5.0
 """Warn when the baseline is this many points below the checkpoint's recorded accuracy."""
 
+GAIN = 3.0
+"""Warn when compression leaves the model this many points above its baseline."""
+
 ADVICE = "data.mean / data.std / data.image_size against the pipeline the model was trained with"
 """What to check, in both warnings and the refusal."""
 
@@ -67,6 +70,25 @@ def recorded_warning(accuracy: float, *, recorded: float | None,
     return (f"baseline accuracy {accuracy:.2f}% on the test split under this recipe's "
             f"preprocessing ({_describe(preprocess)}) is far below the checkpoint's recorded "
             f"{recorded:.2f}%: check {ADVICE}")
+
+
+def gain_warning(baseline: float | None, final: float | None, *,
+                 preprocess: dict[str, Any] | None) -> str | None:
+    """The warning for a compressed model ``GAIN`` points or more above its ``baseline``
+    (test accuracies, percent), or ``None``.
+
+    Compression loses accuracy or keeps it; a large gain is the mark of a baseline that was
+    not measured the way it was trained: its fine-tuning stages retrained it to this
+    preprocessing, so the figure is right for occ's pipeline and wrong for the user's.
+    (An under-trained baseline gains too: then the warning says what to look at.)
+    """
+    if baseline is None or final is None or final - baseline < GAIN:
+        return None
+    return (f"the compressed model scores {final:.2f}% on the test split, {final - baseline:+.2f} "
+            f"pt above the input model's {baseline:.2f}% under this recipe's preprocessing "
+            f"({_describe(preprocess)}): compression does not usually gain accuracy; check "
+            f"{ADVICE} (the stages may have retrained the model to this preprocessing), or "
+            "whether the input model was trained to convergence")
 
 
 def _describe(pre: dict[str, Any] | None) -> str:

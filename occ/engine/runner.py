@@ -25,7 +25,12 @@ from occ.data import DataBundle, load_data
 from occ.engine import gates
 from occ.engine import load as loader
 from occ.engine import resume as resume_mod
-from occ.engine.baseline_check import check_baseline, recorded_accuracy, recorded_warning
+from occ.engine.baseline_check import (
+    check_baseline,
+    gain_warning,
+    recorded_accuracy,
+    recorded_warning,
+)
 from occ.engine.classes import check_class_names, checkpoint_classes
 from occ.engine.context import ArchRef, RunContext
 from occ.engine.plan import Plan
@@ -192,6 +197,12 @@ def _run_locked(plan: Plan, ctx: RunContext, *, resume: bool) -> Report:
     if outputs is None:  # the last stage was restored, not run: its outputs are not in hand
         outputs = predict(ctx.model, ctx.loader("test"), ctx.device)[0]
     final_out = outputs
+    if ctx.task == "classification":
+        gained = gain_warning(report.baseline.accuracy, report.final_metrics().accuracy,
+                              preprocess=ctx.data.preprocess)
+        if gained is not None:
+            log.warning("%s", gained)
+            _warn_baseline(report, gained)
     artifact = ctx.out_dir / "model.occ"
     summary = report.final_metrics().to_dict(layers=False)
     summary.pop("bytes", None)
