@@ -363,7 +363,8 @@ def test_many_classes_the_model_the_gates_refuse_is_warned_about_with_them_off(
     assert said.startswith("the input model scores 5.00% on the val split, near chance "
                            "(1.0% for 100 classes; 10.9% or less counts as near)")
     result = occ.compress(model, {"stages": stages, "guard": {"enabled": False}}, **data)
-    warnings = result.report.plan.get("warnings", [])
-    assert len(warnings) == 1 and warnings[0].startswith(said), warnings
+    warnings = [w for w in result.report.plan.get("warnings", []) if "input model" in w]
+    assert len(warnings) == 1 and warnings[0].startswith(said), warnings  # (and: a
+    # Sequential made here does not rebuild from its recorded class, said apart)
     assert warnings[0].endswith("the gates are off: it is compressed anyway")
     assert said in caplog.text  # logged too: the CLI puts it on stderr
