@@ -169,7 +169,7 @@ def fit(
     (``random_shift``, say); the loss hooks see the augmented inputs.
 
     A model with no trainable parameter left (every layer quantized and frozen) is not
-    trained: a warning is logged and the history is empty.
+    trained: a warning saying why is logged and the history is empty.
 
     Raises:
         StageError: the loss became NaN or infinite (the model is left as it was at
@@ -181,8 +181,7 @@ def fit(
     trained = [p for p in (params if params is not None else model.parameters())
                if p.requires_grad]
     if not trained:  # e.g. pruning after quantization: frozen integer layers do not train
-        log.warning("%s: nothing left to train (every parameter is frozen); skipped",
-                    description)
+        log.warning("%s: nothing left to train: %s", description, _frozen_reason(model, epochs))
         model.eval()
         return []
     opt = _optimizer(trained, optimizer, lr, weight_decay)
@@ -218,6 +217,20 @@ def fit(
         _report_epoch(progress, model, description, epoch, epochs, history[-1], started)
     model.eval()
     return history
+
+
+def _frozen_reason(model: nn.Module, epochs: int) -> str:
+    """Why ``model`` has no trainable parameter, and what skipping costs, in a user's words."""
+    many = epochs != 1
+    skipped = (f"the {epochs} epoch{'s' if many else ''} of training asked for "
+               f"{'are' if many else 'is'} skipped")
+    if any(getattr(m, "weight_int", None) is not None for m in model.modules()):
+        # occ.techniques.quantize freezes each layer to integers at the end of its stage
+        return (f"a quantize stage earlier in the order froze every layer to integers, and "
+                f"frozen integer weights are not trained again, so {skipped} and the model "
+                "goes on as it is (not fine-tuned after this change); to fine-tune it, run "
+                "this stage before quantize, as order: auto does")
+    return f"every parameter of the model has requires_grad=False, so {skipped}"
 
 
 def random_shift(pixels: int) -> Callable[[torch.Tensor], torch.Tensor]:

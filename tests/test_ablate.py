@@ -106,7 +106,16 @@ def test_cli_says_where_it_wrote(fake_stages, recipe_factory, tmp_path: Path) ->
     assert result.exit_code == 0, result.stderr
     said = " ".join((result.stdout + result.stderr).split())  # rich may wrap a long path
     assert f"wrote ablation.json, ablation.md and ablation.png to {tmp_path / 't'}" in said
-    assert (tmp_path / "t" / "ablation.md").is_file()
+    # the figure the ranking reads (val) beside the reported one (test), labelled as such
+    doc = json.loads((tmp_path / "t" / "ablation.json").read_text())
+    top = doc["ranking"][0]["metrics"]
+    assert "val acc % (ranked)" in said and "test acc %" in said
+    assert f"{top['val_accuracy']:.2f} │ {top['accuracy']:.2f}" in said
+    assert "Ranked on the val accuracy" in said
+    md = (tmp_path / "t" / "ablation.md").read_text()
+    assert "| rank | order | val acc % (ranked) | test acc % | agree % |" in md
+    assert f"| {top['val_accuracy']:.2f} | {top['accuracy']:.2f} |" in md
+    assert "within 0.5 pt of the best val accuracy" in md
 
 
 def test_an_edited_recipe_in_the_same_directory_stops_with_one_error(

@@ -245,6 +245,44 @@ def test_student_that_does_not_fit_is_a_model_error(
     assert ctx.arch.kwargs == TEACHER_KWARGS
 
 
+USER_NETS = """
+from torch import nn
+
+
+def counted(num_classes=10, width=8):  # width: a channel count, not a multiplier
+    return nn.Sequential(nn.Conv2d(1, width, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(width, num_classes))
+
+
+def fixed(num_classes=10):  # no width at all
+    return counted(num_classes)
+"""
+
+
+@pytest.mark.parametrize(("builder", "error"), [
+    ("counted", r"distill\.student\.kwargs: '\w+:counted' rejected its kwargs: "),
+    ("fixed", r"distill\.student\.kwargs\.width: '\w+:fixed' does not accept 'width'"),
+])
+def test_default_student_of_a_user_builder_says_how_width_is_read(
+        data: DataBundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, builder: str,
+        error: str) -> None:
+    name = f"occ_user_nets_{builder}"
+    (tmp_path / f"{name}.py").write_text(USER_NETS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    arch = f"{name}:{builder}"
+    teacher = build_model(arch, {}, allow_callables=True).eval()
+    ctx = RunContext(model=teacher, baseline=teacher, data=data, device=torch.device("cpu"),
+                     seed=0, out_dir=tmp_path, arch=ArchRef(arch, {}), trust_code=True)
+    with pytest.raises(ModelError, match=error) as caught:
+        get_stage("distill").run(ctx, _config())  # the default student: {width: 0.5}
+    hint = str(caught.value)
+    assert f"{arch}(width=0.5)" in hint and "scaled by that factor" in hint
+    assert "channel multiplier" in hint
+    assert f'student: {{arch: "{arch}", kwargs: {{...}}}}' in hint
+    explicit = _config(student={"arch": arch, "kwargs": {"num_classes": 10}})
+    assert get_stage("distill").run(ctx, explicit).details["student"]["arch"] == arch
+
+
 def test_untrusted_callable_student_is_refused(data: DataBundle, tmp_path: Path) -> None:
     from occ.trust import TrustError
 

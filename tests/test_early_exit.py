@@ -24,6 +24,7 @@ from occ.engine.context import ArchRef, RunContext
 from occ.errors import RecipeError
 from occ.models import build_model
 from occ.models.edits import edit_record
+from occ.quality import Quality
 from occ.recipe import DataSpec, parse_recipe
 from occ.techniques.early_exit.build import attach, auto_points
 from occ.techniques.early_exit.calibrate import ExitOutputs, calibrate, simulate
@@ -460,3 +461,32 @@ def test_a_stage_that_drops_every_exit_says_so(data, trained, tmp_path: Path,
     assert result.details["points_kept"] == []
     assert "early_exit dropped every exit (features.2)" in caplog.text
     assert "the model runs without early exit" in caplog.text
+
+
+def test_a_head_at_chance_and_an_exit_no_one_takes_are_warned_about(
+        data, trained, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    ctx = context(copy.deepcopy(trained), data, tmp_path)
+    with caplog.at_level("WARNING", logger="occ"):  # an untrained head: chance, never sure
+        result = early_exit_(ctx, EarlyExitConfig(exits=["features.0"], epochs=0,
+                                                  threshold=0.99))
+    warned = [n for n in result.notes if n.startswith("early_exit:")]
+    assert len(warned) == 2 and all(w in caplog.text for w in warned)  # stderr and report
+    chance, unused = warned
+    head = result.details["val_heads"][0]
+    assert head["point"] == "features.0" and Quality(head["accuracy"], classes=10).collapsed
+    assert "the head after features.0 ends" in chance and "near chance" in chance
+    assert "head_pool: 4" in chance and "conv_head: true" in chance
+    assert "features.0 is a Conv2d" in chance and "exits: [features.2]" in chance
+    assert "epochs: 0" in chance
+    assert result.details["val_exited"] == {"rows": len(data.val), "left_early": 0}
+    assert f"no val input takes an exit (0 of {len(data.val)}" in unused
+    assert "lower threshold" in unused and "see the warning above" in unused
+
+
+def test_a_head_that_learns_is_not_warned_about(data, trained, tmp_path: Path) -> None:
+    ctx = context(copy.deepcopy(trained), data, tmp_path)
+    result = early_exit_(ctx, EarlyExitConfig(exits=["features.5"], head_pool=4, epochs=5,
+                                              lr=1e-2, threshold=0.9))
+    assert not Quality(result.details["val_heads"][0]["accuracy"], classes=10).collapsed
+    assert result.details["val_exited"]["left_early"] > 0
+    assert not [n for n in result.notes if n.startswith("early_exit:")]

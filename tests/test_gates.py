@@ -231,8 +231,9 @@ def test_gates_on_without_a_val_split_say_they_cannot_run(make, tmp_path: Path) 
     assert orders.exit_code == 0, orders.output
     doc = json.loads((tmp_path / "abl" / "ablation.json").read_text())
     assert any("cannot run" in w for w in doc["warnings"])  # written down, not only logged
-    assert "**Warning:** the quality gates are on but cannot run" in (
-        tmp_path / "abl" / "ablation.md").read_text()
+    md = (tmp_path / "abl" / "ablation.md").read_text()
+    assert "**Warning:** the quality gates are on but cannot run" in md
+    assert "| test acc % (ranked) |" in md and "Ranked on the test accuracy" in md  # no val
 
 
 def test_a_compressed_model_far_above_its_baseline_is_warned_about(make, tmp_path: Path) -> None:

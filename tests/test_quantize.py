@@ -635,7 +635,11 @@ def test_pruning_after_quantization_runs_without_training(recipe_factory, caplog
         report = api.compress(recipe)
     assert [s.type for s in report.stages] == ["quantize", "prune"]
     assert report.stages[1].details["sparsity"] >= 0.45
-    assert "nothing left to train" in caplog.text
+    said = " ".join(caplog.text.split())
+    assert "prune fine-tune: nothing left to train: a quantize stage earlier in the order " \
+           "froze every layer to integers" in said
+    assert "the 1 epoch of training asked for is skipped" in said
+    assert "run this stage before quantize, as order: auto does" in said
 
 
 def test_surp_after_quantization_is_refused(recipe_factory) -> None:

@@ -268,7 +268,9 @@ def test_ablate_ranks_regression_by_mae(tmp_path: Path, rot_checkpoint: Path) ->
     maes = [r["metrics"]["mae"] for r in doc["ranking"]]
     assert all(m is not None and m > 0 for m in maes)
     md = (tmp_path / "abl" / "ablation.md").read_text()
-    assert "| rank | order | MAE |" in md and "MAE of the best MAE" in md
+    assert doc["selection_split"] == "val"
+    assert "| rank | order | val MAE (ranked) | test MAE |" in md
+    assert "MAE of the best val MAE" in md
 
 
 def test_regression_report_leads_with_mae(tmp_path: Path, rot_checkpoint: Path) -> None:

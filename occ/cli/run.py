@@ -126,17 +126,18 @@ def ablate(
         return
     from rich.table import Table
 
-    table = Table(title=f"occ ablate: built-in order ranks {doc['builtin_rank']} of "
-                        f"{len(doc['ranking'])}", title_justify="left")
-    from occ.engine.ablate_views import quality_label, quality_value
+    from occ.engine.ablate_views import quality_cells, quality_columns, ranking_note
 
-    regression = doc.get("task") == "regression"
-    for col in ("rank", "order", quality_label(doc)[1], "agree %", "BitOps", "bytes", "status"):
+    table = Table(title=f"occ ablate: built-in order ranks {doc['builtin_rank']} of "
+                        f"{len(doc['ranking'])}", title_justify="left",
+                  caption=ranking_note(doc), caption_justify="left")
+    for col in ("rank", "order", *quality_columns(doc), "agree %", "BitOps", "bytes",
+                "status"):
         table.add_column(col, justify="left" if col in ("order", "status") else "right")
     for i, r in enumerate(doc["ranking"], 1):
         m = r["metrics"]
         name = " → ".join(r["order"]) + (" *" if r["builtin"] else "")
-        table.add_row(str(i), name, quality_value(m, regression),
+        table.add_row(str(i), name, *quality_cells(m, doc),
                       f"{m.get('agreement') or 0:.2f}", f"{m.get('bitops', 0):.3g}",
                       f"{m.get('bytes', 0):,}", r["status"])
     console = _console()

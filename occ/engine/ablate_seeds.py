@@ -93,14 +93,18 @@ def _statistics(docs: list[dict[str, Any]],
 def to_markdown(doc: dict[str, Any]) -> str:
     """``ablation.md`` over seeds: means, intervals and ties."""
     seeds = ", ".join(map(str, doc["seeds"]))
+    regression = doc.get("task") == "regression"
+    on_val = doc.get("selection_split") == "val"  # else the test figures rank (no val split)
+    val_key = "val_mae" if regression else "val_accuracy"
+    val_col = f"val {'MAE' if regression else 'acc %'} (mean, ranked) | " if on_val else ""
     lines = [f"# occ ablate: {doc['recipe']} (seeds {seeds})", "",
              f"{doc['orders_run']} orders of {', '.join(doc['techniques'])}; ranked by "
              f"{doc['ranked_by']} (tolerance {doc['tolerance']:.4g}, chosen on the "
              f"{doc['selection_split']} split). Built-in order {' → '.join(doc['builtin'])} "
              f"ranks **{doc['builtin_rank']}** of {len(doc['ranking'])}.", "",
-             "| rank | order | test acc % (mean ± std) | change vs baseline [95 % CI] | "
-             "tied with most accurate | BitOps (mean) | bytes (mean) | status |",
-             "|---:|---|---:|---|---|---:|---:|---|"]
+             f"| rank | order | {val_col}test acc % (mean ± std) | change vs baseline "
+             "[95 % CI] | tied with most accurate | BitOps (mean) | bytes (mean) | status |",
+             f"|---:|---|{'---:|' if on_val else ''}---:|---|---|---:|---:|---|"]
     for i, r in enumerate(doc["ranking"], 1):
         m = r["metrics"]
         acc = r.get("test_accuracy")
@@ -111,7 +115,11 @@ def to_markdown(doc: dict[str, Any]) -> str:
         tied = {True: "yes", False: "no"}.get(r.get("tied_with_most_accurate"), "-")
         mark = " (built-in)" if r["builtin"] else ""
         status = r["status"] if r["status"] == "ok" else f"failed: {r['error']}"
-        lines.append(f"| {i} | {' → '.join(r['order'])}{mark} | {acc_s} | {ch_s} | {tied} | "
+        val = m.get(val_key)
+        val_s = ("" if not on_val else "- | " if val is None
+                 else f"{val:.4f} | " if regression else f"{val:.2f} | ")
+        lines.append(f"| {i} | {' → '.join(r['order'])}{mark} | {val_s}{acc_s} | {ch_s} | "
+                     f"{tied} | "
                      f"{m.get('bitops', float('nan')):.3g} | {m.get('bytes', float('nan')):,.0f}"
                      f" | {status} |")
     return "\n".join(lines) + "\n"

@@ -12,21 +12,20 @@ from occ.io import atomic_write_files
 
 def to_markdown(doc: dict[str, Any]) -> str:
     """``ablation.md``: the ranking and the pairwise table, plainly."""
-    regression = doc.get("task") == "regression"
-    quality, col = quality_label(doc)
+    cols = quality_columns(doc)
     lines = [f"# occ ablate: {doc['recipe']}", "",
              f"{doc['orders_run']} orders of {', '.join(doc['techniques'])}; built-in order "
              f"{' → '.join(doc['builtin'])} ranks **{doc['builtin_rank']}** of "
              f"{len(doc['ranking'])} (BitOps among orders within {doc['tolerance']:.4g} "
-             f"{quality}).", ""]
+             f"{tolerance_words(doc)}).", "", ranking_note(doc), ""]
     lines += [f"**Warning:** {w}\n" for w in doc.get("warnings", [])]
-    lines += [f"| rank | order | {col} | agree % | BitOps | bytes | status |",
-              "|---:|---|---:|---:|---:|---:|---|"]
+    lines += [f"| rank | order | {' | '.join(cols)} | agree % | BitOps | bytes | status |",
+              f"|---:|---|{'---:|' * len(cols)}---:|---:|---:|---|"]
     for i, r in enumerate(doc["ranking"], 1):
         m = r["metrics"]
         mark = " (built-in)" if r["builtin"] else ""
         lines.append(f"| {i} | {' → '.join(r['order'])}{mark} | "
-                     f"{quality_value(m, regression)} | "
+                     f"{' | '.join(quality_cells(m, doc))} | "
                      f"{m.get('agreement') or float('nan'):.2f} | "
                      f"{m.get('bitops', float('nan')):.3g} | {m.get('bytes', '-')} | "
                      f"{r['status'] if r['status'] == 'ok' else 'failed: ' + str(r['error'])} |")
@@ -42,18 +41,57 @@ def to_markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def quality_label(doc: dict[str, Any]) -> tuple[str, str]:
-    """(what the tolerance is measured against, the table column) for ``doc``'s task."""
+def _ranked_on_val(doc: dict[str, Any]) -> bool:
+    """The ranking read the val split (``occ.engine.ablate._quality``); else, with no val
+    split, the test split."""
+    return doc.get("selection_split", "val") == "val"
+
+
+def _quality_name(doc: dict[str, Any]) -> str:
+    return "MAE" if doc.get("task") == "regression" else "acc %"
+
+
+def tolerance_words(doc: dict[str, Any]) -> str:
+    """What the tolerance is measured against: ``pt of the best val accuracy`` or ``MAE of
+    the best val MAE`` (``test`` with no val split)."""
+    split = "val" if _ranked_on_val(doc) else "test"
     if doc.get("task") == "regression":
-        return "MAE of the best MAE", "MAE"
-    return "pt of the best accuracy", "acc %"
+        return f"MAE of the best {split} MAE"
+    return f"pt of the best {split} accuracy"
 
 
-def quality_value(m: dict[str, Any], regression: bool) -> str:
-    """The ranking's quality cell: accuracy (2 decimals) or MAE (4)."""
-    if regression:
-        return f"{m['mae']:.4f}" if m.get("mae") is not None else "-"
-    return f"{m.get('accuracy', float('nan')):.2f}"
+def quality_columns(doc: dict[str, Any]) -> list[str]:
+    """The table's quality columns: the one the ranking reads, marked ``(ranked)``, then the
+    test figure beside it (only the test one, marked, with no val split)."""
+    name = _quality_name(doc)
+    if not _ranked_on_val(doc):
+        return [f"test {name} (ranked)"]
+    return [f"val {name} (ranked)", f"test {name}"]
+
+
+def quality_cells(m: dict[str, Any], doc: dict[str, Any]) -> list[str]:
+    """One order's cells under ``quality_columns``: accuracy (2 decimals) or MAE (4)."""
+    regression = doc.get("task") == "regression"
+    keys = ["mae"] if regression else ["accuracy"]
+    if _ranked_on_val(doc):
+        keys.insert(0, f"val_{keys[0]}")
+    return [_cell(m.get(k), regression) for k in keys]
+
+
+def ranking_note(doc: dict[str, Any]) -> str:
+    """One sentence under the title: which figure ranks, which is only reported."""
+    what = "MAE" if doc.get("task") == "regression" else "accuracy"
+    if not _ranked_on_val(doc):
+        return (f"Ranked on the test {what}: the data has no val split (give it one so the "
+                "choice is not made on the figure it reports).")
+    return (f"Ranked on the val {what} (the split decisions read); the test {what} is the "
+            "reported figure, read once, and does not change the ranking.")
+
+
+def _cell(value: float | None, regression: bool) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if regression else f"{value:.2f}"
 
 
 def _plot(doc: dict[str, Any]) -> bytes:

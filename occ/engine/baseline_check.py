@@ -8,7 +8,7 @@ report looks fine while the model no longer works in the user's pipeline. Two ch
 on the split that fits it:
 
 * Near chance (``check_baseline``): the input model's quality on the val split, the split
-  every decision reads, against the gates' one definition (``occ.engine.gates.Quality.
+  every decision reads, against the gates' one definition (``occ.quality.Quality.
   collapsed``). With the gates on the run stops (``StageError``, exit 1); with them off
   (``--no-guard``, ``guard: {enabled: false}``) the same sentence is the loud warning, so a
   model the gates refuse is always warned about without them. With no val split the gates

@@ -7,92 +7,18 @@ after, and the likely cause. The runner checks the gate before it saves the stag
 state, so the finished earlier stages stay resumable and nothing reaches the final path.
 
 The split is ``val``, never ``test``: gates are decisions, and decisions read the
-validation split only.
+validation split only. ``Quality`` and what counts as near chance live in ``occ.quality``
+(re-exported here), one level down, so the early-exit stage reads the same definition.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from occ.errors import StageError
+from occ.quality import CHANCE_BAND, Quality, quality
 from occ.recipe import GuardSpec
-
-CHANCE_BAND = 0.1
-""""Near chance": within this share of the way from chance to 100 % (10 classes: <= 19 %);
-for regression, within this share of the MAE of predicting a constant. The one definition:
-the stage gates, the input-model refusal and its ``--no-guard`` warning
-(``occ.engine.baseline_check``) all read ``Quality.collapsed``."""
-
-
-@dataclass(frozen=True)
-class Quality:
-    """One model's quality on a split (``val`` for every decision).
-
-    ``accuracy`` (percent) for class targets; ``mae`` for float targets, with
-    ``constant_mae`` the MAE of predicting the targets' median (the regression "chance").
-    """
-
-    accuracy: float | None = None
-    mae: float | None = None
-    constant_mae: float | None = None
-    classes: int = 0
-    split: str = "val"
-
-    @property
-    def chance(self) -> float:
-        """Chance accuracy in percent (uniform over the classes)."""
-        return 100.0 / max(self.classes, 1)
-
-    @property
-    def near_chance(self) -> float:
-        """The accuracy at or below which a classifier counts as collapsed."""
-        return self.chance + CHANCE_BAND * (100.0 - self.chance)
-
-    @property
-    def near_constant(self) -> float:
-        """The MAE at or above which a regressor counts as collapsed (within the band of
-        predicting a constant)."""
-        return (1.0 - CHANCE_BAND) * (self.constant_mae or 0.0)
-
-    @property
-    def collapsed(self) -> bool:
-        """At or near chance (classification), or about as good as a constant (regression)."""
-        if self.accuracy is not None:
-            return self.accuracy <= self.near_chance
-        return self.mae is not None and self.mae >= self.near_constant
-
-    def collapse(self) -> str:
-        """What ``collapsed`` means, in the words every gate uses: ``near chance (10.0% for
-        10 classes; 19.0% or less counts as near)`` or ``about as good as predicting a
-        constant (MAE 9.3)``."""
-        if self.accuracy is not None:
-            return (f"near chance ({self.chance:.1f}% for {self.classes} classes; "
-                    f"{self.near_chance:.1f}% or less counts as near)")
-        return f"about as good as predicting a constant (MAE {self.constant_mae:.4g})"
-
-    def describe(self) -> str:
-        """``97.20%`` or ``MAE 9.18``."""
-        return f"{self.accuracy:.2f}%" if self.accuracy is not None else f"MAE {self.mae:.4g}"
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON for the report."""
-        return {k: v for k, v in (("accuracy", self.accuracy), ("mae", self.mae)) if v is not None}
-
-
-def quality(outputs: torch.Tensor, targets: torch.Tensor, classes: int,
-            split: str = "val") -> Quality:
-    """The ``Quality`` of ``outputs`` against ``targets`` (class indices or float targets)
-    of ``split``."""
-    if targets.is_floating_point():
-        err = (outputs.reshape(targets.shape) - targets).abs().mean()
-        const = (targets - targets.median()).abs().mean()
-        return Quality(mae=float(err), constant_mae=float(const), classes=classes, split=split)
-    correct = (outputs.argmax(dim=1) == targets).float().mean()
-    return Quality(accuracy=100.0 * float(correct), classes=classes, split=split)
 
 
 def check_stage(spec: GuardSpec, *, label: str, index: int, before: Quality, after: Quality,

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import torch
 
     from occ.engine.context import RunContext
+    from occ.models.names import ArchRef
 
 
 from occ.techniques.distill.config import DistillConfig
@@ -64,8 +65,14 @@ def distill_(ctx: RunContext, config: DistillConfig) -> StageResult:
                               input_shape=ctx.data.input_shape,
                               num_classes=ctx.data.num_classes, where=where)
     sample = next(iter(ctx.loader("train", batch_size=2)))[0].to(device)  # (2, C, H, W)
-    student = distill.build_student(ref, teacher, sample, seed=ctx.seed, where=where,
-                                    trust_code=ctx.trust_code)
+    try:
+        student = distill.build_student(ref, teacher, sample, seed=ctx.seed, where=where,
+                                        trust_code=ctx.trust_code)
+    except ModelError as err:
+        if spec.arch is not None:  # the user named the student: the error says it all
+            raise
+        raise ModelError(f"{err.message}. {_width_hint(ctx.arch, ref, spec.width)}",
+                         where=err.where) from None
     inherited = config.init != "random" and distill.inherit_channels_(student, teacher, sample)
     if config.init == "teacher" and not inherited:
         raise ModelError(f"{ref.arch} cannot start from the teacher's channels (init: teacher "
@@ -98,6 +105,19 @@ def distill_(ctx: RunContext, config: DistillConfig) -> StageResult:
         details["agreement"] = agreement(s_out, t_out)
     ctx.replace_model(student, ref)
     return StageResult(details=details, notes=_notes(details))
+
+
+def _width_hint(teacher: ArchRef, ref: ArchRef, factor: float) -> str:
+    """Why a student given by ``width`` failed to build: that student is the teacher's own
+    builder with ``width`` scaled, which only makes sense for a channel multiplier (a user
+    builder's ``width`` may be a channel count, or absent)."""
+    base = teacher.kwargs.get("width")
+    how = f" (the teacher's width {base:g} x {factor:g})" if base is not None else ""
+    return (f"A student given by student.width ({factor:g}; 0.5 unless set) is the teacher's "
+            f"own builder with its width kwarg scaled by that factor, here "
+            f"{teacher.arch}(width={ref.kwargs['width']:g}){how}: that only works when the "
+            f"builder takes width as a channel multiplier. Set the student explicitly: "
+            f"student: {{arch: \"{teacher.arch}\", kwargs: {{...}}}}")
 
 
 def _notes(details: dict[str, Any]) -> list[str]:

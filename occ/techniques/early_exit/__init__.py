@@ -8,7 +8,8 @@
 - ``training``: the ``fit`` loss hook and heads-only / joint set-up;
 - ``calibrate``: thresholds that minimise expected BitOps within an accuracy budget
   (classification), or agreement epsilons within an MAE budget (regression);
-- ``quant``: heads quantized like a quantized backbone (``quantize_heads``).
+- ``quant``: heads quantized like a quantized backbone (``quantize_heads``);
+- ``checks``: the warnings for heads near chance and exits no val input takes.
 """
 
 from occ.techniques.early_exit.config import EarlyExitConfig

@@ -64,11 +64,16 @@ class ExitOutputs:
         return 100.0 * float(self.correct[e].mean()) if self.n else 0.0
 
 
+ValOutputs = tuple[list[torch.Tensor], torch.Tensor]
+"""(each exit's outputs on the CPU in float32, the backbone's end last; the targets)."""
+
+
 @torch.no_grad()
-def _every_exit(ee: EarlyExitNet, loader: torch.utils.data.DataLoader,
-                device: torch.device) -> tuple[list[torch.Tensor], torch.Tensor]:
+def every_exit(ee: EarlyExitNet, loader: torch.utils.data.DataLoader,
+               device: torch.device) -> ValOutputs:
     """(each exit's outputs on the CPU in float32, the targets) over ``loader``, every row
-    running every exit (the backbone's end last)."""
+    running every exit (the backbone's end last). Calibration and the stage's head check
+    (``occ.techniques.early_exit.checks``) share one such pass over the val split."""
     ee.to(device).eval()
     outs: list[list[torch.Tensor]] = [[] for _ in range(ee.num_exits)]
     targets = []
@@ -79,13 +84,12 @@ def _every_exit(ee: EarlyExitNet, loader: torch.utils.data.DataLoader,
     return [torch.cat(o) for o in outs], torch.cat(targets)
 
 
-def collect(ee: EarlyExitNet, loader: torch.utils.data.DataLoader, device: torch.device,
-            reference: torch.Tensor) -> ExitOutputs:
-    """Every exit's scores and correctness over ``loader`` (all rows run everything).
+def collect(ee: EarlyExitNet, outputs: ValOutputs, reference: torch.Tensor) -> ExitOutputs:
+    """Every exit's scores and correctness from ``outputs`` (``every_exit``).
 
-    ``reference``: (N,) bool, the rows of ``loader`` the model before early exit got right.
+    ``reference``: (N,) bool, the rows the model before early exit got right.
     """
-    outs, y = _every_exit(ee, loader, device)
+    outs, y = outputs
     sign = 1.0 if ee.criterion == "confidence" else -1.0  # entropy: lower is surer
     scores, correct = [], []
     for e, logits in enumerate(outs):
@@ -215,13 +219,12 @@ class RegressionOutputs:
         return self._diffs[before, e]
 
 
-def collect_regression(ee: EarlyExitNet, loader: torch.utils.data.DataLoader,
-                       device: torch.device, reference: torch.Tensor) -> RegressionOutputs:
-    """Every exit's outputs over ``loader`` (all rows run everything) and the targets.
+def collect_regression(outputs: ValOutputs, reference: torch.Tensor) -> RegressionOutputs:
+    """Every exit's outputs and the targets from ``outputs`` (``every_exit``).
 
-    ``reference``: (N, ...) the outputs of the model before early exit on ``loader``.
+    ``reference``: (N, ...) the outputs of the model before early exit on the same rows.
     """
-    outs, y = _every_exit(ee, loader, device)
+    outs, y = outputs
     return RegressionOutputs(outputs=[o.numpy() for o in outs],
                              reference=reference.float().cpu().numpy(),
                              targets=y.float().numpy())
@@ -390,5 +393,5 @@ def _descend(data: RegressionOutputs, subset: tuple[int, ...], backbone: Sequenc
 
 
 __all__ = ["AgreementFit", "ExitOutputs", "RegressionOutputs", "agreement_exits", "calibrate",
-           "calibrate_agreement", "collect", "collect_regression", "simulate",
+           "calibrate_agreement", "collect", "collect_regression", "every_exit", "simulate",
            "simulate_agreement"]

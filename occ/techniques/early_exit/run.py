@@ -30,6 +30,12 @@ Either way, an exit that does not pay for itself is dropped, and if even the tra
 backbone alone breaks the budget every exit is dropped. The model runs early exit for
 real (rows that leave stop computing); see ``occ.techniques.early_exit``.
 
+Every trained head is then measured on the val split (``details["val_heads"]``, and how
+many val rows take a kept exit, ``details["val_exited"]``). A head near chance (the gates'
+definition, ``occ.quality``) or kept exits that no val input takes are a stage that does
+nothing useful: a warning on stderr and in the stage's notes names the head and the
+options that give it more to see (``occ.techniques.early_exit.checks``).
+
 Heads are added after quantization (early exit comes after it in the built-in order).
 ``quantize_heads: auto`` (the default) quantizes them like the backbone when it has
 quantized layers: each head layer takes the bits, granularity and symmetry of the
@@ -62,6 +68,7 @@ def early_exit_(ctx: RunContext, config: EarlyExitConfig) -> StageResult:
     """Attach exit heads, train them and set (or calibrate) the exit thresholds."""
     from occ.errors import RecipeError
     from occ.techniques.early_exit.build import attach, auto_points
+    from occ.techniques.early_exit.calibrate import every_exit
     from occ.techniques.early_exit.quant import freeze_heads_, freeze_settings, head_edits
     from occ.techniques.early_exit.training import default_weights, exit_loss, trainable
     from occ.training import fit
@@ -82,6 +89,7 @@ def early_exit_(ctx: RunContext, config: EarlyExitConfig) -> StageResult:
                 conv_head=config.conv_head, head_pool=config.head_pool,
                 thresholds=config.given_thresholds(), criterion=config.criterion)
     like = _quantize_heads_(ctx, ee, config, device)
+    trained = list(zip(points, ee.head_specs, strict=True))  # calibration may drop some
     weights = config.loss_weights or default_weights(len(points), config.train)
     losses: list[float] = []
     if config.epochs:
@@ -100,11 +108,12 @@ def early_exit_(ctx: RunContext, config: EarlyExitConfig) -> StageResult:
                "heads": _heads_details(ee, like, rounding)}
     notes = [f"{len(points)} exit head(s) after {', '.join(points)} ({config.train} training)",
              _heads_note(details["heads"], config)]
+    val = every_exit(ee, ctx.loader("val"), device) if len(ctx.data.val) else None
     if calibrating and config.criterion == "agreement":
-        details["calibration"] = _calibrate_agreement(ctx, ee, config, device, reference)
+        details["calibration"] = _calibrate_agreement(ctx, ee, config, device, reference, val)
         notes.append(_agreement_note(details["calibration"]))
     elif calibrating:
-        details["calibration"] = _calibrate(ctx, ee, config, device, reference)
+        details["calibration"] = _calibrate(ctx, ee, config, device, reference, val)
         notes.append(_calibration_note(details["calibration"]))
     ctx.record_edit("early_exit", **ee.edit_args())
     for op, args in head_edits(ee):  # replayed after early_exit: fold_bn, then quantize
@@ -113,7 +122,29 @@ def early_exit_(ctx: RunContext, config: EarlyExitConfig) -> StageResult:
     if calibrating and not ee.points:  # a stage that changed nothing: say so, loudly
         log.warning("early_exit dropped every exit (%s): %s; the model runs without early "
                     "exit", ", ".join(points), notes[-1])
+    notes += _check_heads(ctx, ee, trained, val, config, details)
     return StageResult(details=details, notes=notes)
+
+
+def _check_heads(ctx: RunContext, ee, trained: list, val, config: EarlyExitConfig,
+                 details: dict) -> list[str]:
+    """Measure every ``trained`` head ((point, spec)) on the val split
+    (``details["val_heads"]``, and the val rows that take a kept exit); log and return the
+    warnings of a stage that does nothing useful (``occ.techniques.early_exit.checks``)."""
+    from occ.techniques.early_exit.checks import leaving, measure_heads, stage_warnings
+
+    if val is None:
+        return ["heads not checked: the data has no val split"]
+    outs, targets = val
+    heads = measure_heads(trained, outs, targets, ctx.data.num_classes)
+    points = [h.point for h in heads]
+    left = leaving(outs, [points.index(p) for p in ee.points], ee.thresholds, ee.criterion)
+    details["val_heads"] = [{"point": h.point, **h.quality.to_dict()} for h in heads]
+    details["val_exited"] = {"rows": len(targets), "left_early": left}
+    found = stage_warnings(ee, heads, left, len(targets), config)
+    for message in found:
+        log.warning("%s", message)
+    return found
 
 
 def _quantize_heads_(ctx: RunContext, ee, config: EarlyExitConfig, device) -> str | None:
@@ -190,11 +221,12 @@ def _cost_model(ctx: RunContext, ee, device) -> tuple[list[float], list[float]]:
     return backbone, [h["bitops"] for h in head[:-1]]
 
 
-def _calibrate(ctx: RunContext, ee, config: EarlyExitConfig, device, reference) -> dict:
-    """Calibrate ``ee``'s thresholds on the val split; drop the exits that do not pay."""
+def _calibrate(ctx: RunContext, ee, config: EarlyExitConfig, device, reference, val) -> dict:
+    """Calibrate ``ee``'s thresholds on the val split (``val``: every exit's outputs there);
+    drop the exits that do not pay."""
     from occ.techniques.early_exit.calibrate import calibrate, collect
 
-    data = collect(ee, ctx.loader("val"), device, reference)
+    data = collect(ee, val, reference)
     backbone, heads = _cost_model(ctx, ee, device)
     budget = config.accuracy_budget
     chosen, acc, lost, cost = calibrate(data, backbone, heads, budget)
@@ -210,13 +242,14 @@ def _calibrate(ctx: RunContext, ee, config: EarlyExitConfig, device, reference) 
             "dropped": [p for p, t in zip(points, chosen, strict=True) if t is None]}
 
 
-def _calibrate_agreement(ctx: RunContext, ee, config: EarlyExitConfig, device,
-                         reference) -> dict:
-    """Calibrate ``ee``'s epsilons on the val split within the MAE budget; drop the exits
-    that do not pay (``occ.techniques.early_exit.calibrate.calibrate_agreement``)."""
+def _calibrate_agreement(ctx: RunContext, ee, config: EarlyExitConfig, device, reference,
+                         val) -> dict:
+    """Calibrate ``ee``'s epsilons on the val split (``val``: every exit's outputs there)
+    within the MAE budget; drop the exits that do not pay
+    (``occ.techniques.early_exit.calibrate.calibrate_agreement``)."""
     from occ.techniques.early_exit.calibrate import calibrate_agreement, collect_regression
 
-    data = collect_regression(ee, ctx.loader("val"), device, reference)
+    data = collect_regression(val, reference)
     backbone, heads = _cost_model(ctx, ee, device)
     budget = (MAE_SHARE * data.reference_mae if config.max_mae_increase is None
               else config.max_mae_increase)
