@@ -15,8 +15,9 @@ import yaml
 from typer.testing import CliRunner
 
 from occ.cli import app
-from occ.engine.gates import Quality, check_stage, likely_cause, quality
+from occ.engine.gates import check_stage, likely_cause
 from occ.errors import RecipeError, StageError
+from occ.quality import Quality, quality
 from occ.recipe import GuardSpec, load_recipe, parse_recipe
 
 COLLAPSE = {"type": "prune", "method": "magnitude", "sparsity": 0.999, "scope": "global"}

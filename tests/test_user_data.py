@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 from occ.cli import app
 from occ.data import load_data
 from occ.engine.baseline_check import check_baseline, recorded_accuracy, recorded_warning
-from occ.engine.gates import Quality
 from occ.errors import DataError, RecipeError, StageError
+from occ.quality import Quality
 from occ.recipe import DataSpec, load_recipe
 from occ.trust import TrustError
 

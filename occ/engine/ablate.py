@@ -269,7 +269,7 @@ def ablate(recipe: Recipe, ctx: RunContext, *, out_dir: Path, max_orders: int | 
 
 def _val(ctx: RunContext) -> dict[str, float]:
     """``val_accuracy`` or ``val_mae`` of ``ctx.model`` (empty without a val split)."""
-    from occ.engine.gates import quality
+    from occ.quality import quality
     from occ.training import predict
 
     if len(ctx.data.split("val")) == 0:

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from occ.engine.gates import Quality
 from occ.errors import StageError
+from occ.quality import Quality
 
 RECORDED_DROP = 5.0
 """Warn when the baseline is this many points below the checkpoint's recorded accuracy."""

@@ -17,7 +17,7 @@ import os
 from typing import Any
 
 from occ.errors import StageError
-from occ.quality import CHANCE_BAND, Quality, quality
+from occ.quality import Quality
 from occ.recipe import GuardSpec
 
 
@@ -115,4 +115,4 @@ def _quantize_cause(config: dict[str, Any]) -> str:
     return (f"{' and '.join(rounded)} may round too coarsely: try more or unset it; or {bits}")
 
 
-__all__ = ["CHANCE_BAND", "Quality", "check_stage", "likely_cause", "quality", "uninformative"]
+__all__ = ["check_stage", "likely_cause", "uninformative"]

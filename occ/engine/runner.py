@@ -40,6 +40,7 @@ from occ.io import atomic_write_text
 from occ.models import build_model, data_kwargs
 from occ.models.edits import tensor_equal
 from occ.progress import Progress
+from occ.quality import Quality, quality
 from occ.recipe import Recipe, dump_recipe
 from occ.report.data import Report, StageRecord
 from occ.report.write import write_reports
@@ -287,7 +288,7 @@ def gates_unread(ctx: RunContext) -> str | None:
 
 
 def _val_quality(ctx: RunContext, *, baseline: bool = False,
-                 fresh: bool = False) -> gates.Quality | None:
+                 fresh: bool = False) -> Quality | None:
     """Val quality of ``ctx.model`` (or of the baseline) for the gates; None when the
     gates are off or there is no val split."""
     recipe = ctx.recipe
@@ -297,7 +298,7 @@ def _val_quality(ctx: RunContext, *, baseline: bool = False,
 
 
 def _measured(ctx: RunContext, split: str, *, baseline: bool = False,
-              fresh: bool = False) -> gates.Quality:
+              fresh: bool = False) -> Quality:
     """Quality of ``ctx.model`` (or of the baseline) on ``split``, measured once per model
     state.
 
@@ -311,7 +312,7 @@ def _measured(ctx: RunContext, split: str, *, baseline: bool = False,
     if not fresh and cached is not None and cached[0]() is model:
         return cached[1]
     outputs, targets = predict(model, ctx.loader(split), ctx.device)
-    q = gates.quality(outputs, targets, ctx.data.num_classes, split=split)
+    q = quality(outputs, targets, ctx.data.num_classes, split=split)
     ctx.gate_cache[key] = (weakref.ref(model), q)
     return q
 
@@ -331,7 +332,7 @@ def _begin_stage(progress: Progress, label: str, data: DataBundle,
         outputs, targets = predict(model, data.loader("val", 256), device)
         if outputs.dim() != 2:
             return None
-        return gates.quality(outputs, targets, data.num_classes).accuracy
+        return quality(outputs, targets, data.num_classes).accuracy
 
     begin(label, val_accuracy)
 
