@@ -251,6 +251,12 @@ def test_dataset_root_without_the_dataset(tmp_path: Path, tiny_checkpoint: Path)
     (["train", "lenet5", "--out", "x.pt", "--data", "imagefolder"],
      "--root: is required for imagefolder"),
     (["train", "lenet5", "--out", "x.pt", "--image-size", "0"], "--image-size: must be in [1, "),
+    # ... when loading the data, too
+    (["train", "lenet5", "--out", "x.pt", "--data", "digits", "--pad-to", "4"],
+     "--pad-to: 4 is smaller than the 8x8 images; padding cannot crop"),
+    (["train", "lenet5", "--out", "x.pt", "--data", "digits", "--image-size", "16"],
+     "--image-size: is not supported for digits (in-memory digits: only padding and mean / "
+     "std apply)"),
     (["train", "lenet5", "--out", "x.pt", "--lr", "-1"], "--lr: must be a finite number > 0"),
 ], ids=lambda a: " ".join(a) if isinstance(a, list) else None)
 def test_bad_flags(args: list[str], expected: str, tmp_path: Path,

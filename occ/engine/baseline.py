@@ -21,8 +21,10 @@ from occ import metrics as metrics_mod
 from occ.artifact.checkpoint import save_checkpoint
 from occ.config import to_dict
 from occ.data import load_data
+from occ.engine.data_options import named_by_options
 from occ.engine.probe import TRAIN_TERMS, check_model_fit
 from occ.engine.runner import _arch_kwargs, _begin_stage
+from occ.engine.train_settings import TRAIN_OPTIONS
 from occ.models import build_model
 from occ.progress import Progress
 from occ.recipe import DataSpec
@@ -69,7 +71,8 @@ def train_baseline(arch: str, kwargs: dict[str, Any], spec: DataSpec, *, epochs:
     """
     seed_everything(seed)
     dev = resolve_device(device)
-    data = load_data(spec, seed=seed, trust_code=trust_code)
+    with named_by_options(TRAIN_OPTIONS):  # "data.pad_to: ..." is a recipe's name
+        data = load_data(spec, seed=seed, trust_code=trust_code)
     kwargs = _arch_kwargs(kwargs, data, arch)
     model = build_model(arch, kwargs, allow_callables=trust_code)
     check_model_fit(model.to(dev), data, dev, where="--data", terms=TRAIN_TERMS,
