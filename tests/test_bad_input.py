@@ -251,7 +251,12 @@ def test_dataset_root_without_the_dataset(tmp_path: Path, tiny_checkpoint: Path)
     (["train", "lenet5", "--out", "x.pt", "--data", "imagefolder"],
      "--root: is required for imagefolder"),
     (["train", "lenet5", "--out", "x.pt", "--image-size", "0"], "--image-size: must be in [1, "),
-    # ... when loading the data, too
+    # ... when loading the data and building the model for it, too (8×8 digits)
+    (["train", "lenet5", "--out", "x.pt", "--data", "digits"],
+     "--data: lenet5 needs inputs of at least 16×16, got 8×8: pad or resize the images to a "
+     "size it takes (--pad-to or --image-size)"),
+    (["train", "lenet5", "--out", "x.pt", "--data", "digits", "--pad-to", "12"],
+     "--pad-to: lenet5 needs inputs of at least 16×16, got 12×12: pad or resize"),
     (["train", "lenet5", "--out", "x.pt", "--data", "digits", "--pad-to", "4"],
      "--pad-to: 4 is smaller than the 8x8 images; padding cannot crop"),
     (["train", "lenet5", "--out", "x.pt", "--data", "digits", "--image-size", "16"],
@@ -389,6 +394,21 @@ def test_eval_on_data_the_model_cannot_take_is_bad_input(plain_net: dict[str, An
     assert_one_line(sized, "--data: the model cannot take the data's inputs of 3×32×32")
     assert "evaluate it on the data it was made for (--data / --root)" in sized.stderr
     assert "data.image_size" not in sized.stderr
+
+
+def test_compress_on_data_too_small_for_the_zoo_model_names_the_data_fields(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """lenet5 on 8×8 digits: the model is built for the data, so its refusal of the size
+    is about the recipe's data, not a ``model.kwargs.input_hw`` the recipe never wrote."""
+    doc = {**GOOD, "data": {"dataset": "digits", "batch_size": 64},
+           "model": {**GOOD["model"], "checkpoint": str(tiny_checkpoint)},
+           "output": str(tmp_path / "out")}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    assert_one_line(run_cli(["compress", str(path)]),
+                    f"{path}: data: lenet5 needs inputs of at least 16×16, got 8×8: pad or "
+                    "resize the images to a size it takes (data.pad_to or data.image_size)")
+    assert not (tmp_path / "out").exists()
 
 
 def test_train_on_data_the_model_cannot_take_names_train_options(
