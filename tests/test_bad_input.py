@@ -385,15 +385,21 @@ def test_eval_on_data_the_model_cannot_take_is_bad_input(plain_net: dict[str, An
     result = run_cli(["eval", str(plain_net["ckpt"]), "--arch", plain_net["arch"],
                       "--trust-code", "--data", "digits"])
     assert_one_line(result, "--data: the model cannot take the data's inputs of 1×8×8 (C×H×W)")
-    # eval's options, not a recipe's fields (eval has no --channels: other data is the fix)
+    # eval's options, not a recipe's fields (--channels reads an imagefolder only: for
+    # digits other data is the fix)
     assert "the model takes 3-channel images: use 3-channel data" in result.stderr
     assert "(--data / --root)" in result.stderr and "data.channels" not in result.stderr
-    sized = run_cli(["eval", str(plain_net["ckpt"]), "--arch", plain_net["arch"],
-                     "--trust-code", "--data", "imagefolder", "--root",
-                     str(plain_net["dir"] / "img")])  # imagefolder's default 32×32
+    folder = ["eval", str(plain_net["ckpt"]), "--arch", plain_net["arch"], "--trust-code",
+              "--data", "imagefolder", "--root", str(plain_net["dir"] / "img")]
+    sized = run_cli(folder)  # imagefolder's default 32×32
     assert_one_line(sized, "--data: the model cannot take the data's inputs of 3×32×32")
+    assert "read the images at the size and channels it was trained on (--image-size S, " \
+           "--channels N: imagefolder 1 or 3)" in sized.stderr
     assert "evaluate it on the data it was made for (--data / --root)" in sized.stderr
     assert "data.image_size" not in sized.stderr
+    gray = run_cli([*folder, "--image-size", "8", "--channels", "1"])
+    assert_one_line(gray, "the model takes 3-channel images: set --channels 3 ")
+    assert run_cli([*folder, "--image-size", "8"]).exit_code == 0
 
 
 def test_compress_on_data_too_small_for_the_zoo_model_names_the_data_fields(

@@ -76,8 +76,9 @@ def test_regression_and_non_score_outputs_are_not_counted() -> None:
 @pytest.mark.parametrize(("terms", "words", "not_words"), [
     (RECIPE_TERMS, ("data.image_size or data.pad_to", "data.channels"), ("--",)),
     (TRAIN_TERMS, ("--image-size or --pad-to", "--channels"), ("data.",)),
-    (EVAL_TERMS, ("--data / --root", "--kwargs"), ("data.", "--channels", "--image-size")),
-    (ONNX_TERMS, ("--data / --root",), ("data.", "--channels", "--kwargs")),
+    (EVAL_TERMS, ("--image-size S", "--channels N", "--data / --root", "--kwargs"),
+     ("data.",)),
+    (ONNX_TERMS, ("--image-size S", "--channels N", "--data / --root"), ("data.", "--kwargs")),
 ])
 def test_a_shape_error_names_what_the_command_lets_its_user_set(
         terms: Any, words: tuple[str, ...], not_words: tuple[str, ...]) -> None:
@@ -94,7 +95,8 @@ def test_a_shape_error_names_what_the_command_lets_its_user_set(
 @pytest.mark.parametrize(("terms", "data", "hint"), [
     (RECIPE_TERMS, "imagefolder", "the model takes 1-channel images: set data.channels: 1 "),
     (TRAIN_TERMS, "imagefolder", "the model takes 1-channel images: set --channels 1 "),
-    (EVAL_TERMS, "imagefolder", "the model takes 1-channel images: use 1-channel data"),
+    (EVAL_TERMS, "imagefolder", "the model takes 1-channel images: set --channels 1 "),
+    (EVAL_TERMS, "mnist5k", "the model takes 1-channel images: use 1-channel data"),
     # data.channels reads only an imagefolder: other data has its own channels
     (RECIPE_TERMS, "torchvision.CIFAR10", "the model takes 1-channel images: use 1-channel "
                                           "data, the kind the model was trained on"),

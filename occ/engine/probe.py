@@ -98,16 +98,24 @@ TRAIN_TERMS = InputTerms(
 """``occ train``: its options (a zoo model is built for the data's shape and classes)."""
 
 EVAL_TERMS = InputTerms(
-    shape="evaluate it on the data it was made for (--data / --root), or for a plain state "
-          "dict pass the --arch and --kwargs it was built with",
-    data="--data / --root", in_channels="--kwargs '{{\"in_channels\": {n}}}'",
-    num_classes="--kwargs '{{\"num_classes\": {n}}}' for a zoo model or callable that takes it")
+    shape="read the images at the size and channels it was trained on (--image-size S, "
+          "--channels N: imagefolder 1 or 3), evaluate it on the data it was made for "
+          "(--data / --root), or for a plain state dict pass the --arch and --kwargs it was "
+          "built with",
+    data="--data / --root", channels="--channels {n}",
+    in_channels="--kwargs '{{\"in_channels\": {n}}}'",
+    num_classes="--kwargs '{{\"num_classes\": {n}}}' for a zoo model or callable that takes it",
+    size="--image-size")
 """``occ eval`` of a checkpoint or artifact: the model comes from the file (or --arch /
---kwargs), the data from the file's record (or --data / --root); no resizing options."""
+--kwargs), the data from the file's record (or --data / --root), read with the file's
+preprocessing or --channels / --image-size / --mean / --std."""
 
-ONNX_TERMS = InputTerms(shape="pass the --data / --root the model was made for",
-                        data="--data / --root", subject="the graph")
-"""``occ eval`` of an ONNX file: only the data can change."""
+ONNX_TERMS = InputTerms(shape="read the images at the size and channels it takes "
+                              "(--image-size S, --channels N: imagefolder 1 or 3), or pass the "
+                              "--data / --root it was made for",
+                        data="--data / --root", subject="the graph", channels="--channels {n}",
+                        size="--image-size")
+"""``occ eval`` of an ONNX file: the data and how it is read can change, not the graph."""
 
 
 def input_shape_text(shape: tuple[int, ...]) -> str:
@@ -248,7 +256,8 @@ def _check_outputs(out: Any, data: DataBundle, *, where: str, terms: InputTerms,
         return
     if terms.num_classes is None:
         raise DataError(f"{terms.subject} gives {width} scores per input but the data "
-                        f"({_describe(data)}) has {n} classes; {terms.shape}", where=where)
+                        f"({_describe(data)}) has {n} classes; pass the {terms.data} the "
+                        "model was made for", where=where)
     raise DataError(
         f"the model has {width} outputs but the data ({_describe(data)}) has {n} classes; "
         f"use the data it was trained on, or, if it is meant to have {n} outputs, build it "
