@@ -115,7 +115,7 @@ def test_channels_over_a_recorded_normalisation_for_other_channels_needs_mean_an
 def test_image_size_overrides_an_artifacts_record(folder_run: dict) -> None:
     recorded = json_of(["eval", str(folder_run["artifact"])])
     same = json_of(["eval", str(folder_run["artifact"]), "--image-size", "32"])
-    assert (recorded["input_source"], same["input_source"]) == ("default", "options")
+    assert (recorded["input_source"], same["input_source"]) == ("recorded", "options")
     assert same["accuracy"] == recorded["accuracy"]
     assert same["preprocess_source"] == recorded["preprocess_source"] == "recorded"
     line = one_line(["eval", str(folder_run["artifact"]), "--image-size", "28"])
@@ -136,3 +136,25 @@ def test_root_stands_in_for_a_recorded_folder_that_moved(gray_run: dict[str, Pat
     assert doc["accuracy"] == json_of(["eval", str(gray_run["checkpoint"])])["accuracy"]
     line = one_line(["eval", str(moved), "--root", str(tmp_path / "nowhere")])
     assert "error: --root: directory not found" in line, line
+
+
+def test_eval_data_lays_the_options_over_the_record_and_says_where_each_part_is_from(
+        folder_run: dict) -> None:
+    from occ.engine.data_options import eval_data
+
+    plain = eval_data(None, {"mean": None})  # a plain state dict, no option given
+    assert (plain.spec.dataset, plain.normalisation, plain.input) == ("mnist5k", "default",
+                                                                      "default")
+    record = {"dataset": "mnist5k", "mean": [0.1], "std": [0.3], "pad_to": 32}
+    recorded = eval_data(record, {})
+    assert (recorded.spec.pad_to, recorded.normalisation, recorded.input) == (32, "recorded",
+                                                                             "recorded")
+    other = eval_data(record, {"dataset": "digits"})  # nothing recorded applies to it
+    assert (other.spec.pad_to, other.spec.mean, other.normalisation) == (None, None, "default")
+    folder = {"dataset": "imagefolder", "root": str(folder_run["data"]), "resize": 40,
+              "crop": 32}
+    resized = eval_data(folder, {"image_size": 24, "std": (0.2,)})
+    assert (resized.spec.image_size, resized.spec.resize, resized.spec.crop) == (24, None, None)
+    assert resized.spec.std == [0.2] and resized.sources() == {
+        "preprocess_source": "options", "input_source": "options",
+        "preprocess_options": ["--std", "--image-size"]}

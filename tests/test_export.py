@@ -318,7 +318,7 @@ def test_onnx_eval_takes_channels_and_image_size_and_names_the_graphs_own(
     api.export(folder_run["artifact"], out)
     recorded = api.evaluate(out)
     same = api.evaluate(out, image_size=32)
-    assert (recorded["input_source"], same["input_source"]) == ("default", "options")
+    assert (recorded["input_source"], same["input_source"]) == ("recorded", "options")
     assert same["accuracy"] == recorded["accuracy"] and same["input_shape"] == [3, 32, 32]
     res = CliRunner().invoke(app, ["eval", str(out), "--image-size", "28"])
     assert res.exit_code == 2 and res.stderr.count("\n") == 1, res.output

@@ -105,18 +105,21 @@ def eval_(
             console.print(f"  note: {note}")
 
 
-_SOURCES = {"recorded": "recorded with the model",
-            "default": "the dataset's default; {options} if trained otherwise"}
+_SOURCES = {"recorded": "recorded with the model", "default": "the dataset's default"}
 
 
-def _source(result: dict, key: str, options: tuple[str, ...]) -> str:
-    """Where one part of the preprocessing comes from, in words: ``from --channels``,
-    ``recorded with the model`` or the dataset's default (``result[key]``)."""
+def _source(result: dict, key: str, options: tuple[str, ...], hint: bool = False) -> str:
+    """Where one part of the preprocessing comes from, in words (``result[key]``): ``from
+    --channels``, ``recorded with the model`` or the dataset's default (with ``hint``: and
+    the options to use if the model was trained otherwise)."""
     source = result.get(key, "")
     if source == "options":
         given = [o for o in options if o in result.get("preprocess_options", options)]
         return f"from {' / '.join(given or options)}"
-    return _SOURCES.get(source, "").format(options=" / ".join(options))
+    text = _SOURCES.get(source, "")
+    if hint and source == "default":
+        text += f"; {' / '.join(options)} if trained otherwise"
+    return text
 
 
 def _preprocessing(result: dict) -> str:
@@ -125,7 +128,7 @@ def _preprocessing(result: dict) -> str:
     pre = result["preprocess"]
     text = ", ".join(f"{key} ({', '.join(f'{v:g}' for v in pre.get(key) or [])})"
                      for key in ("mean", "std"))
-    source = _source(result, "preprocess_source", ("--mean", "--std"))
+    source = _source(result, "preprocess_source", ("--mean", "--std"), hint=True)
     text = f"{text} ({source})" if source else text
     shape = result.get("input_shape")
     if shape:

@@ -66,7 +66,6 @@ for the channels and size)."""
 
 _NORMALISATION = ("mean", "std")
 _INPUT = ("channels", "image_size")
-_SIZES = ("channels", "image_size", "resize", "crop", "pad_to")  # what sets (C, H, W)
 
 
 @dataclass(frozen=True)
@@ -132,9 +131,13 @@ def eval_data(recorded: Mapping[str, Any] | None, options: Mapping[str, Any], *,
     _check_recorded_normalisation(base, given)
     with named_by_options(EVAL_OPTIONS, given):
         spec = from_dict(DataSpec, {**base, **given}, where="data")
+    # a record of the data sets its channels and size, even when it leaves them to the
+    # dataset: the model was measured at those
+    recorded_input = RECORDED if base else DEFAULT
     return EvalData(spec=spec, given=frozenset(given),
-                    normalisation=_source(base, given, _NORMALISATION, _NORMALISATION),
-                    input=_source(base, given, _INPUT, _SIZES))
+                    normalisation=_source(given, _NORMALISATION, RECORDED if any(
+                        base.get(k) is not None for k in _NORMALISATION) else DEFAULT),
+                    input=_source(given, _INPUT, recorded_input))
 
 
 def _check_recorded_normalisation(base: Mapping[str, Any], given: Mapping[str, Any]) -> None:
@@ -156,13 +159,9 @@ def _check_recorded_normalisation(base: Mapping[str, Any], given: Mapping[str, A
                               "for those too", where="--channels")
 
 
-def _source(base: Mapping[str, Any], given: Mapping[str, Any], options: tuple[str, ...],
-            recorded: tuple[str, ...]) -> str:
-    """:data:`OPTIONS` if any of ``options`` was given, :data:`RECORDED` if the record sets
-    any of ``recorded``, else :data:`DEFAULT`."""
-    if any(k in given for k in options):
-        return OPTIONS
-    return RECORDED if any(base.get(k) is not None for k in recorded) else DEFAULT
+def _source(given: Mapping[str, Any], options: tuple[str, ...], otherwise: str) -> str:
+    """:data:`OPTIONS` if any of ``options`` was given, else ``otherwise``."""
+    return OPTIONS if any(k in given for k in options) else otherwise
 
 
 __all__ = ["DEFAULT", "EVAL_OPTIONS", "OPTIONS", "RECORDED", "EvalData", "eval_data",
