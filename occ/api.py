@@ -267,32 +267,44 @@ def evaluate(path: str | os.PathLike[str], *, data: str | None = None, root: str
              trust_checkpoint: bool = False, trust_code: bool = False, latency: bool = False,
              latency_runs: int = 100, arch: str | None = None,
              kwargs: dict[str, Any] | None = None, mean: list[float] | None = None,
-             std: list[float] | None = None) -> dict[str, Any]:
+             std: list[float] | None = None, channels: int | None = None,
+             image_size: int | None = None) -> dict[str, Any]:
     """Accuracy, params, size, MACs, BitOps (and exits) of a checkpoint or an artifact.
 
     A plain state dict (no occ metadata) needs ``arch`` (zoo name, ``torchvision.<fn>`` or
     ``pkg.module:callable``) and, where the classifier does not imply them, ``kwargs``.
-    ``mean`` / ``std`` (per channel, or one value for all) replace the recorded or default
-    normalisation; the result's ``preprocess`` and ``preprocess_source`` (``options``,
-    ``recorded`` or ``default``) say what was used.
+    ``mean`` / ``std`` (per channel, or one value for all), ``channels`` (imagefolder: 1
+    reads the images as grayscale, 3 as RGB) and ``image_size`` (the square side images
+    are resized to) replace what the file records or the dataset's default. The result
+    says what was used: ``preprocess``, ``input_shape`` (C, H, W), and where they came
+    from, ``preprocess_source`` (the normalisation) and ``input_source`` (the channels and
+    size), each ``options``, ``recorded`` or ``default``, with ``preprocess_options`` the
+    options that set them.
 
     With ``latency``, also the median / p90 batch-1 and batch-64 forward latency over
     ``latency_runs`` timed runs (``occ.latency``), under the key ``latency``. An ``.onnx``
     file is run in onnxruntime (``occ.deploy.onnx_eval``; early exits through
     ``occ.deploy.runtime``).
+
+    Raises:
+        RecipeError: a bad option (the message names it: ``--channels``, ``--image-size``).
+        CheckpointError, ArtifactError: the file cannot be read or does not fit ``arch``.
+        DataError: the data cannot be loaded, or the model does not fit it (the message
+            says which option fixes that).
     """
     from occ.engine import evaluate
     if latency and latency_runs < 1:
         raise RecipeError(f"must be >= 1, got {latency_runs}", where="--latency-runs")
+    preprocess = {"mean": mean, "std": std, "channels": channels, "image_size": image_size}
     if Path(path).suffix.lower() == ".onnx":  # onnxruntime, through occ.deploy.runtime
         from occ.deploy.onnx_eval import evaluate_onnx
 
-        return evaluate_onnx(path, data=data, root=root, mean=mean, std=std,
+        return evaluate_onnx(path, data=data, root=root, preprocess=preprocess,
                              latency_runs=latency_runs if latency else None)
     return evaluate.evaluate_path(Path(path), data=data, root=root,
                                 trust_checkpoint=trust_checkpoint, trust_code=trust_code,
                                 latency_runs=latency_runs if latency else None, arch=arch,
-                                kwargs=kwargs, mean=mean, std=std)
+                                kwargs=kwargs, preprocess=preprocess)
 
 
 def export(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *,

@@ -37,9 +37,16 @@ def refuse_special(path: str | os.PathLike[str], where: str | None = None) -> No
         raise RecipeError(f"unusable output {os.fspath(path)}: {reason}", where=where) from None
     if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
         return
-    kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+    raise RecipeError(f"{os.fspath(path)} is {file_kind(mode)}, not a file occ may replace",
+                      where=where)
+
+
+def file_kind(mode: int) -> str:
+    """What a ``st_mode`` is, in words: ``a file``, ``a directory``, ``a FIFO``,
+    ``a socket``, ``a device`` or ``a special file``."""
+    return ("a file" if stat.S_ISREG(mode) else "a directory" if stat.S_ISDIR(mode)
+            else "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
             else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file")
-    raise RecipeError(f"{os.fspath(path)} is {kind}, not a file occ may replace", where=where)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *,

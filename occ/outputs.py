@@ -13,13 +13,14 @@ No torch here.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from occ.errors import RecipeError
-from occ.io import refuse_special
+from occ.io import file_kind, refuse_special
 
 # What ``occ compress`` writes in its output directory (files) and the folder of states.
 RUN_FILES = ("model.occ", "report.json", "report.md", "report.html", "recipe.resolved.yaml")
@@ -50,8 +51,12 @@ def _check_text(path: str | os.PathLike[str], where: str) -> Path:
 
 
 def check_output_dir(path: str | os.PathLike[str], *, where: str = "--out",
-                     files: Iterable[str] = RUN_FILES, dirs: Iterable[str] = RUN_DIRS) -> Path:
+                     files: Iterable[str] = RUN_FILES, dirs: Iterable[str] = RUN_DIRS,
+                     requested: Path | None = None) -> Path:
     """Check that ``path`` can be (or is) a writable directory for a run's outputs.
+
+    ``requested``: the path the user gave, when ``path`` is its folder (an output file's);
+    an error names it, so the user sees their own path.
 
     Raises:
         RecipeError: a part of the path is a file, the nearest existing directory is not
@@ -59,8 +64,7 @@ def check_output_dir(path: str | os.PathLike[str], *, where: str = "--out",
     """
     out = _check_text(path, where)
     base = _nearest_existing(out, where)
-    if base.exists() and not base.is_dir():
-        raise RecipeError(f"{base} is not a directory, so {out} cannot be created", where=where)
+    _refuse_file_on_the_way(requested or out, base, where)
     if not os.access(base, os.W_OK | os.X_OK):
         raise RecipeError(f"{base} is not writable", where=where)
     _probe_write(out, base, where)
@@ -75,6 +79,24 @@ def check_output_dir(path: str | os.PathLike[str], *, where: str = "--out",
                 raise RecipeError(f"{out / name} is a file; occ keeps a folder there",
                                   where=where)
     return out
+
+
+def _refuse_file_on_the_way(requested: Path, base: Path, where: str) -> None:
+    """``base``, the nearest existing part of ``requested``, must be a directory:
+    ``/etc/passwd/x: /etc/passwd is a file, not a directory, so x cannot be created
+    there``."""
+    try:
+        mode = base.stat().st_mode
+    except OSError:  # a dangling link: the probe write says what is wrong with it
+        return
+    if stat.S_ISDIR(mode):
+        return
+    kind = file_kind(mode)
+    if base == requested:
+        raise RecipeError(f"{base} is {kind}, not a directory", where=where)
+    rest = requested.relative_to(base)
+    raise RecipeError(f"{requested}: {base} is {kind}, not a directory, so {rest} cannot be "
+                      "created there", where=where)
 
 
 def other_rank() -> bool:
@@ -134,7 +156,7 @@ def check_output_file(path: str | os.PathLike[str], *, where: str = "--out") -> 
         raise RecipeError(f"is a directory; give a file name ({out})", where=where)
     refuse_special(out, where)
     check_output_dir(out.parent if str(out.parent) else Path("."), where=where, files=(),
-                     dirs=())
+                     dirs=(), requested=out)
     if out.exists() and not os.access(out, os.W_OK):
         raise RecipeError(f"{out} is not writable", where=where)
     return out

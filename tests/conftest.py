@@ -110,8 +110,11 @@ FOLDER_MEAN, FOLDER_STD = [0.3, 0.3, 0.3], [0.25, 0.25, 0.25]
 
 
 def write_shape_folder(root: Path, classes: list[str], per_class: int = 12, size: int = 8,
-                       splits: tuple[str, ...] = ("train", "test")) -> None:
-    """Tiny ImageFolder: noisy PNGs whose class sets which colour channel is bright."""
+                       splits: tuple[str, ...] = ("train", "test"), mode: str = "RGB") -> None:
+    """Tiny ImageFolder: noisy PNGs whose class sets which colour channel is bright.
+
+    ``mode="L"`` saves them as grayscale PNGs (one channel: the classes differ in
+    brightness, as the channels weigh differently in luminance)."""
     import numpy as np
     from PIL import Image
 
@@ -122,7 +125,7 @@ def write_shape_folder(root: Path, classes: list[str], per_class: int = 12, size
             for i in range(per_class):
                 img = rng.integers(0, 90, size=(size, size, 3))
                 img[..., k % 3] += 120 + 40 * (k // 3)
-                Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(
+                Image.fromarray(img.clip(0, 255).astype(np.uint8)).convert(mode).save(
                     root / split / cls / f"{i}.png")
 
 

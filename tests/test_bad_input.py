@@ -251,6 +251,17 @@ def test_dataset_root_without_the_dataset(tmp_path: Path, tiny_checkpoint: Path)
     (["train", "lenet5", "--out", "x.pt", "--data", "imagefolder"],
      "--root: is required for imagefolder"),
     (["train", "lenet5", "--out", "x.pt", "--image-size", "0"], "--image-size: must be in [1, "),
+    # ... when loading the data and building the model for it, too (8×8 digits)
+    (["train", "lenet5", "--out", "x.pt", "--data", "digits"],
+     "--data: lenet5 needs inputs of at least 16×16, got 8×8: pad or resize the images to a "
+     "size it takes (--pad-to or --image-size)"),
+    (["train", "lenet5", "--out", "x.pt", "--data", "digits", "--pad-to", "12"],
+     "--pad-to: lenet5 needs inputs of at least 16×16, got 12×12: pad or resize"),
+    (["train", "lenet5", "--out", "x.pt", "--data", "digits", "--pad-to", "4"],
+     "--pad-to: 4 is smaller than the 8x8 images; padding cannot crop"),
+    (["train", "lenet5", "--out", "x.pt", "--data", "digits", "--image-size", "16"],
+     "--image-size: is not supported for digits (in-memory digits: only padding and mean / "
+     "std apply)"),
     (["train", "lenet5", "--out", "x.pt", "--lr", "-1"], "--lr: must be a finite number > 0"),
 ], ids=lambda a: " ".join(a) if isinstance(a, list) else None)
 def test_bad_flags(args: list[str], expected: str, tmp_path: Path,
@@ -374,15 +385,36 @@ def test_eval_on_data_the_model_cannot_take_is_bad_input(plain_net: dict[str, An
     result = run_cli(["eval", str(plain_net["ckpt"]), "--arch", plain_net["arch"],
                       "--trust-code", "--data", "digits"])
     assert_one_line(result, "--data: the model cannot take the data's inputs of 1×8×8 (C×H×W)")
-    # eval's options, not a recipe's fields (eval has no --channels: other data is the fix)
+    # eval's options, not a recipe's fields (--channels reads an imagefolder only: for
+    # digits other data is the fix)
     assert "the model takes 3-channel images: use 3-channel data" in result.stderr
     assert "(--data / --root)" in result.stderr and "data.channels" not in result.stderr
-    sized = run_cli(["eval", str(plain_net["ckpt"]), "--arch", plain_net["arch"],
-                     "--trust-code", "--data", "imagefolder", "--root",
-                     str(plain_net["dir"] / "img")])  # imagefolder's default 32×32
+    folder = ["eval", str(plain_net["ckpt"]), "--arch", plain_net["arch"], "--trust-code",
+              "--data", "imagefolder", "--root", str(plain_net["dir"] / "img")]
+    sized = run_cli(folder)  # imagefolder's default 32×32
     assert_one_line(sized, "--data: the model cannot take the data's inputs of 3×32×32")
+    assert "read the images at the size and channels it was trained on (--image-size S, " \
+           "--channels N: imagefolder 1 or 3)" in sized.stderr
     assert "evaluate it on the data it was made for (--data / --root)" in sized.stderr
     assert "data.image_size" not in sized.stderr
+    gray = run_cli([*folder, "--image-size", "8", "--channels", "1"])
+    assert_one_line(gray, "the model takes 3-channel images: set --channels 3 ")
+    assert run_cli([*folder, "--image-size", "8"]).exit_code == 0
+
+
+def test_compress_on_data_too_small_for_the_zoo_model_names_the_data_fields(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """lenet5 on 8×8 digits: the model is built for the data, so its refusal of the size
+    is about the recipe's data, not a ``model.kwargs.input_hw`` the recipe never wrote."""
+    doc = {**GOOD, "data": {"dataset": "digits", "batch_size": 64},
+           "model": {**GOOD["model"], "checkpoint": str(tiny_checkpoint)},
+           "output": str(tmp_path / "out")}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    assert_one_line(run_cli(["compress", str(path)]),
+                    f"{path}: data: lenet5 needs inputs of at least 16×16, got 8×8: pad or "
+                    "resize the images to a size it takes (data.pad_to or data.image_size)")
+    assert not (tmp_path / "out").exists()
 
 
 def test_train_on_data_the_model_cannot_take_names_train_options(

@@ -236,7 +236,7 @@ def test_compress_nproc_checks_its_input_once_before_starting_processes(
     assert result.exit_code == 2
     error = json.loads(result.stdout)["error"]
     assert (error["code"], error["where"]) == (2, "--out")
-    assert "is not a directory" in error["message"]
+    assert "file is a file, not a directory, so run cannot be created" in error["message"]
 
 
 def test_a_rank_hands_its_error_to_the_launching_process(

@@ -348,6 +348,28 @@ def test_root_finds_data_that_moved_since_the_artifact_was_made(folder_run: dict
     assert api.evaluate(onnx_out)["accuracy"] == pytest.approx(made["accuracy"], abs=100 / 36)
 
 
+def test_onnx_eval_takes_channels_and_image_size_and_names_the_graphs_own(
+        folder_run: dict, tmp_path: Path) -> None:
+    """``--image-size`` / ``--channels`` read the data for an ONNX file as for an artifact;
+    a graph whose fixed input they do not fit is refused with the values it takes."""
+    out = tmp_path / "model.onnx"
+    api.export(folder_run["artifact"], out)
+    recorded = api.evaluate(out)
+    same = api.evaluate(out, image_size=32)
+    assert (recorded["input_source"], same["input_source"]) == ("recorded", "options")
+    assert same["accuracy"] == recorded["accuracy"] and same["input_shape"] == [3, 32, 32]
+    res = CliRunner().invoke(app, ["eval", str(out), "--image-size", "28"])
+    assert res.exit_code == 2 and res.stderr.count("\n") == 1, res.output
+    assert ("input is batchx3x32x32 but the data (imagefolder) gives batches of 3x28x28 "
+            "images; set --image-size 32 to read the images at the size it takes") in res.stderr
+    res = CliRunner().invoke(app, ["eval", str(out), "--channels", "1", "--mean", "0.3",
+                                   "--std", "0.25"])
+    assert res.exit_code == 2 and res.stderr.count("\n") == 1, res.output
+    assert "set --channels 3 to read the images as the model was trained" in res.stderr
+    res = CliRunner().invoke(app, ["eval", str(out), "--channels", "2"])
+    assert res.exit_code == 2 and "error: --channels: must be 1 (grayscale) or 3" in res.stderr
+
+
 def test_onnx_scores_that_are_not_the_data_classes_are_refused_before_scoring(
         folder_run: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A 3-class graph (another exporter's: no class names to compare) on 4-class data:

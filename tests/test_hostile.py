@@ -883,10 +883,10 @@ def _dir(path: Path) -> Path:
 CASES += [
     ("out-under-file-compress", lambda t, w: Run(
         ["compress", str(recipe(t, w)), "--out", str(_file(t / "f") / "run")],
-        r"--out: .*/f is not a directory, so .*/f/run cannot be created")),
+        r"--out: .*/f/run: .*/f is a file, not a directory, so run cannot be created there$")),
     ("out-under-file-recipe-output", lambda t, w: Run(
         ["compress", str(recipe(t, w, ("output", str(_file(t / "f") / "run"))))],
-        r"recipe\.yaml: output: .*/f is not a directory")),
+        r"recipe\.yaml: output: .*/f/run: .*/f is a file, not a directory, so run")),
     ("out-model-occ-is-dir", lambda t, w: Run(
         ["compress", str(recipe(t, w)), "--out", str(_dir(t / "o" / "model.occ").parent)],
         r"--out: .*model\.occ is a directory; occ writes a file there")),
@@ -902,7 +902,7 @@ CASES += [
         r"--out: .*stages is a file; occ keeps a folder there")),
     ("out-under-file-ablate", lambda t, w: Run(
         ["ablate", str(recipe(t, w, ("stages", _TWO))), "--out", str(_file(t / "f") / "a")],
-        r"--out: .*/f is not a directory")),
+        r"--out: .*/f is a file, not a directory, so")),
     ("out-ablation-json-is-dir", lambda t, w: Run(
         ["ablate", str(recipe(t, w, ("stages", _TWO))), "--out",
          str(_dir(t / "a" / "ablation.json").parent)], r"--out: .*ablation\.json is a directory")),
@@ -911,13 +911,14 @@ CASES += [
         r"--out: is a directory; give a file name \(.*x\.pt\)")),
     ("out-train-under-file", lambda t, w: Run(
         ["train", "lenet5", "--out", str(_file(t / "f") / "x.pt")],
-        r"--out: .*/f is not a directory", [t / "f" / "x.pt"])),
+        r"--out: .*/f/x\.pt: .*/f is a file, not a directory, so x\.pt cannot be created there",
+        [t / "f" / "x.pt"])),
     ("out-export-is-dir", lambda t, w: Run(
         ["export", str(artifact(t, w)), "--out", str(_dir(t / "m.onnx"))],
         r"--out: is a directory; give a file name \(.*m\.onnx\)")),
     ("out-export-under-file", lambda t, w: Run(
         ["export", str(artifact(t, w)), "--out", str(_file(t / "f") / "m.onnx")],
-        r"--out: .*/f is not a directory")),
+        r"--out: .*/f is a file, not a directory, so")),
 ]
 
 

@@ -16,6 +16,7 @@ from occ.engine.probe import (
     ONNX_TERMS,
     RECIPE_TERMS,
     TRAIN_TERMS,
+    build_for_data,
     check_fit,
     check_model_fit,
     first_conv_channels,
@@ -75,8 +76,9 @@ def test_regression_and_non_score_outputs_are_not_counted() -> None:
 @pytest.mark.parametrize(("terms", "words", "not_words"), [
     (RECIPE_TERMS, ("data.image_size or data.pad_to", "data.channels"), ("--",)),
     (TRAIN_TERMS, ("--image-size or --pad-to", "--channels"), ("data.",)),
-    (EVAL_TERMS, ("--data / --root", "--kwargs"), ("data.", "--channels", "--image-size")),
-    (ONNX_TERMS, ("--data / --root",), ("data.", "--channels", "--kwargs")),
+    (EVAL_TERMS, ("--image-size S", "--channels N", "--data / --root", "--kwargs"),
+     ("data.",)),
+    (ONNX_TERMS, ("--image-size S", "--channels N", "--data / --root"), ("data.", "--kwargs")),
 ])
 def test_a_shape_error_names_what_the_command_lets_its_user_set(
         terms: Any, words: tuple[str, ...], not_words: tuple[str, ...]) -> None:
@@ -93,7 +95,8 @@ def test_a_shape_error_names_what_the_command_lets_its_user_set(
 @pytest.mark.parametrize(("terms", "data", "hint"), [
     (RECIPE_TERMS, "imagefolder", "the model takes 1-channel images: set data.channels: 1 "),
     (TRAIN_TERMS, "imagefolder", "the model takes 1-channel images: set --channels 1 "),
-    (EVAL_TERMS, "imagefolder", "the model takes 1-channel images: use 1-channel data"),
+    (EVAL_TERMS, "imagefolder", "the model takes 1-channel images: set --channels 1 "),
+    (EVAL_TERMS, "mnist5k", "the model takes 1-channel images: use 1-channel data"),
     # data.channels reads only an imagefolder: other data has its own channels
     (RECIPE_TERMS, "torchvision.CIFAR10", "the model takes 1-channel images: use 1-channel "
                                           "data, the kind the model was trained on"),
@@ -137,3 +140,29 @@ def test_load_into_names_the_input_channels_only_when_they_are_the_difference() 
                                 nn.Linear(4 * 64, 3)), gray, where="c.pt", arch="a",
                   channels_hint=lambda n: "never")
     assert "channel" not in caught.value.message
+
+
+@pytest.mark.parametrize(("terms", "fix"), [
+    (TRAIN_TERMS, "(--pad-to or --image-size)"),
+    (RECIPE_TERMS, "(data.pad_to or data.image_size)"),
+])
+def test_a_size_the_data_gave_a_builder_is_blamed_on_what_sets_the_data_size(
+        terms: Any, fix: str) -> None:
+    """lenet5 on 8×8 digits: ``input_hw`` came from the data, not from ``model.kwargs``,
+    so the error names the setting that sizes the data (``where``) and its fix."""
+    from occ.errors import ModelError
+
+    with pytest.raises(ModelError) as caught:
+        build_for_data("lenet5", {"width": 0.25}, _bundle(side=8), where="--data",
+                       terms=terms)
+    assert str(caught.value) == ("--data: lenet5 needs inputs of at least 16×16, got 8×8: "
+                                 f"pad or resize the images to a size it takes {fix}")
+    # a value the user wrote keeps its own name
+    with pytest.raises(ModelError, match=r"^model\.kwargs\.input_hw: lenet5 needs inputs of "
+                                         r"at least 16×16, got 8×8$"):
+        build_for_data("lenet5", {"input_hw": 8}, _bundle(side=28), where="--data",
+                       terms=terms)
+    model, kwargs = build_for_data("lenet5", {"width": 0.25}, _bundle(side=16),
+                                   where="--data", terms=terms)
+    assert kwargs == {"width": 0.25, "in_channels": 1, "num_classes": 3, "input_hw": 16}
+    assert model(torch.zeros(1, 1, 16, 16)).shape == (1, 3)

@@ -134,8 +134,14 @@ def test_output_checks(tmp_path: Path) -> None:
     (tmp_path / "run" / "model.occ").mkdir(parents=True)
     check_output_dir(tmp_path / "new" / "deeper")  # creatable: fine, and nothing created
     assert not (tmp_path / "new").exists()
-    with pytest.raises(RecipeError, match="is not a directory"):
+    with pytest.raises(RecipeError, match=r"file/run: .*file is a file, not a directory, so "
+                                          r"run cannot be created there$"):
         check_output_dir(tmp_path / "file" / "run")
+    with pytest.raises(RecipeError, match=r"file/x\.pt: .*file is a file, not a directory, "
+                                          r"so x\.pt cannot be created there$"):
+        check_output_file(tmp_path / "file" / "x.pt")
+    with pytest.raises(RecipeError, match=r"file is a file, not a directory$"):
+        check_output_dir(tmp_path / "file")
     with pytest.raises(RecipeError, match=r"model\.occ is a directory"):
         check_output_dir(tmp_path / "run")
     with pytest.raises(RecipeError, match="is a directory; give a file name"):

@@ -41,6 +41,14 @@ def eval_(
                        "(default: the recorded one, else the dataset's).")] = None,
     std: Annotated[str | None, typer.Option(
         "--std", help="Per-channel std, e.g. 0.25,0.25,0.25 (default: as --mean).")] = None,
+    channels: Annotated[int | None, typer.Option(
+        "--channels", help="Read an imagefolder with 1 (grayscale) or 3 (RGB) channels, as "
+                           "the model was trained (default: the recorded ones, else RGB).")]
+    = None,
+    image_size: Annotated[int | None, typer.Option(
+        "--image-size", help="Resize images to this square side, as the model was trained "
+                             "(imagefolder, torchvision sets; default: the recorded size, "
+                             "else the dataset's).")] = None,
     latency: Annotated[bool, typer.Option(
         "--latency", help="Also time batch-1 and batch-64 forwards (median, p90).")] = False,
     latency_runs: Annotated[int, typer.Option(
@@ -56,7 +64,8 @@ def eval_(
     result = _run(lambda: api.evaluate(path, data=data, root=root,
                                        trust_checkpoint=trust_checkpoint, trust_code=trust_code,
                                        latency=latency, latency_runs=latency_runs, arch=arch,
-                                       kwargs=parsed, mean=means, std=stds), as_json)
+                                       kwargs=parsed, mean=means, std=stds,
+                                       channels=channels, image_size=image_size), as_json)
     if as_json:
         _emit_json(result)
         return
@@ -80,7 +89,7 @@ def eval_(
     if result.get("exits"):
         table.add_row("exits", json.dumps(result["exits"].get("shares")))
     if result.get("preprocess"):
-        table.add_row("preprocess", _normalisation(result))
+        table.add_row("preprocess", _preprocessing(result))
     lat = result.get("latency")
     for b in lat["batches"] if lat else []:
         table.add_row(f"latency batch {b['batch_size']} (median / p90)",
@@ -96,17 +105,36 @@ def eval_(
             console.print(f"  note: {note}")
 
 
-_SOURCES = {"options": "from --mean / --std", "recorded": "recorded with the model",
-            "default": "the dataset's default; --mean / --std if trained otherwise"}
+_SOURCES = {"recorded": "recorded with the model", "default": "the dataset's default"}
 
 
-def _normalisation(result: dict) -> str:
-    """``mean (...), std (...) [where from]``: the normalisation ``occ eval`` used."""
+def _source(result: dict, key: str, options: tuple[str, ...], hint: bool = False) -> str:
+    """Where one part of the preprocessing comes from, in words (``result[key]``): ``from
+    --channels``, ``recorded with the model`` or the dataset's default (with ``hint``: and
+    the options to use if the model was trained otherwise)."""
+    source = result.get(key, "")
+    if source == "options":
+        given = [o for o in options if o in result.get("preprocess_options", options)]
+        return f"from {' / '.join(given or options)}"
+    text = _SOURCES.get(source, "")
+    if hint and source == "default":
+        text += f"; {' / '.join(options)} if trained otherwise"
+    return text
+
+
+def _preprocessing(result: dict) -> str:
+    """``mean (...), std (...) (where from)`` and, on a second line, ``input C×H×W (where
+    from)``: the preprocessing ``occ eval`` used and where each part came from."""
     pre = result["preprocess"]
-    values = ", ".join(f"{key} ({', '.join(f'{v:g}' for v in pre.get(key) or [])})"
-                       for key in ("mean", "std"))
-    source = _SOURCES.get(result.get("preprocess_source", ""), "")
-    return f"{values} ({source})" if source else values
+    text = ", ".join(f"{key} ({', '.join(f'{v:g}' for v in pre.get(key) or [])})"
+                     for key in ("mean", "std"))
+    source = _source(result, "preprocess_source", ("--mean", "--std"), hint=True)
+    text = f"{text} ({source})" if source else text
+    shape = result.get("input_shape")
+    if shape:
+        source = _source(result, "input_source", ("--channels", "--image-size"))
+        text += f"\ninput {'×'.join(map(str, shape))} (C×H×W{', ' + source if source else ''})"
+    return text
 
 
 @app.command()

@@ -149,8 +149,8 @@ def _tensor_bundle(
     """
     for key in ("image_size", "resize", "crop", "augment", "transform"):
         if getattr(spec, key, None):
-            raise DataError(f"is not supported for {name} (in-memory digits); use pad_to, "
-                            "mean, std", where=f"data.{key}")
+            raise DataError(f"is not supported for {name} (in-memory digits: only padding "
+                            "and mean / std apply)", where=f"data.{key}")
     if getattr(spec, "channel_order", "rgb") != "rgb":
         raise DataError(f"is not supported for {name} (one channel)", where="data.channel_order")
     x, y = arrays

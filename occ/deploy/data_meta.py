@@ -4,7 +4,7 @@ Both export formats (``onnx`` and ``onnx-qdq``) record what ``occ eval model.onn
 to measure the file the way ``occ eval model.occ`` measures the artifact:
 
 - ``occ_data``: the artifact's data spec (``occ.recipe.DataSpec`` as JSON) with the
-  resolved mean / std the model was measured with (``occ.engine.evaluate.data_for``);
+  resolved mean / std the model was measured with (``occ.engine.data_options.eval_data``);
   absent when the artifact was measured on data handed in from Python.
 - ``occ_classes``: the class names in index order (JSON list), where the data has names
   (ImageFolder); absent: unknown, not checked.
@@ -28,20 +28,21 @@ PREPROCESS_KEY = "preprocess"
 
 def artifact_spec(header: dict[str, Any], root: str | None = None) -> Any:
     """The artifact's recorded data spec, with the preprocessing it was measured with:
-    the same reading as ``occ eval`` (``occ.engine.evaluate.data_for``); ``root``
+    the same reading as ``occ eval`` (``occ.engine.data_options.eval_data``); ``root``
     (``--root``) in place of the recorded folder (the data moved since).
 
     Raises:
         DataError: the artifact was measured on data handed in from Python (no spec).
     """
-    from occ.engine.evaluate import data_for
+    from occ.engine.data_options import eval_data
     from occ.engine.runner import IN_MEMORY
 
     recorded = artifact_header.recorded_data(header)
     if recorded.get("dataset") == IN_MEMORY:
         raise DataError("this artifact was measured on data handed in from Python; occ "
                         "cannot load that data again")
-    return data_for(artifact_header.recipe_data(header), None, root, recorded.get("preprocess"))
+    return eval_data(artifact_header.recipe_data(header), {"root": root},
+                     preprocess=recorded.get("preprocess")).spec
 
 
 def data_metadata(header: dict[str, Any], root: str | None = None) -> dict[str, str]:

@@ -1,7 +1,8 @@
 """``occ eval model.onnx [--latency]``: accuracy and onnxruntime latency of an ONNX file.
 
 The data is the spec occ recorded in the file (``occ.deploy.data_meta``, written by ``occ
-export`` in both formats) with ``--data`` / ``--root`` / ``--mean`` / ``--std`` overriding;
+export`` in both formats) with ``--data`` / ``--root`` / ``--mean`` / ``--std`` /
+``--channels`` / ``--image-size`` overriding;
 a file that records none (another exporter's) needs ``--data``. A graph whose input shape
 or number of scores does not fit the data, or data whose class names differ from the
 recorded ones, is refused (``DataError``, exit 2) before the test split runs: the
@@ -26,25 +27,26 @@ from occ.errors import CheckpointError, DataError, RecipeError
 from occ.latency import EXIT_NOTE, batches_of, device_name, summary, time_calls
 
 
-def _spec(meta: dict[str, str], path: Path, data: str | None, root: str | None) -> Any:
-    """The recorded ``occ_data`` spec with ``--data`` / ``--root`` overriding, read like an
-    artifact's (``occ.engine.evaluate.data_for``); a file that records none needs
-    ``--data``."""
-    from occ.engine.evaluate import data_for
+def _data(meta: dict[str, str], path: Path, options: dict[str, Any]) -> Any:
+    """The recorded ``occ_data`` spec with eval's options over it, read like an artifact's
+    (``occ.engine.data_options.eval_data``); a file that records none needs ``--data``."""
+    from occ.engine.data_options import eval_data
 
     recorded = recorded_spec(meta, where=str(path))
-    if recorded is None and data is None:
+    if recorded is None and options.get("dataset") is None:
         raise DataError("this ONNX file records no data to evaluate on (occ export writes "
                         "it; other exporters do not); pass --data (and --root)",
                         where=str(path))
-    return data_for(recorded, data, root)
+    return eval_data(recorded, options)
 
 
 def evaluate_onnx(path: str | os.PathLike[str], *, data: str | None = None,
                   root: str | None = None, latency_runs: int | None = None,
-                  mean: list[float] | None = None,
-                  std: list[float] | None = None) -> dict[str, Any]:
+                  preprocess: dict[str, Any] | None = None) -> dict[str, Any]:
     """Accuracy (and exit shares, latency) of the ONNX file ``path`` on its test split.
+
+    ``preprocess``: ``mean``, ``std``, ``channels``, ``image_size`` over the recorded
+    preprocessing (``occ eval --mean`` ...; None: as recorded).
 
     Raises:
         CheckpointError: the file is missing, not a regular file (a FIFO, device, /proc
@@ -55,7 +57,7 @@ def evaluate_onnx(path: str | os.PathLike[str], *, data: str | None = None,
     """
     from occ.deploy.runtime import ExitSession, metadata, open_onnx
     from occ.engine.classes import check_class_names
-    from occ.engine.evaluate import OPTIONS, load_normalised, with_normalisation
+    from occ.engine.evaluate import load_for_eval
     from occ.engine.probe import ONNX_TERMS, check_fit
     from occ.limits import MAX_ARTIFACT_BYTES, check_input_file
 
@@ -72,8 +74,9 @@ def evaluate_onnx(path: str | os.PathLike[str], *, data: str | None = None,
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         raise CheckpointError(f"not an ONNX model onnxruntime can run: {first}",
                               where=str(path)) from None
-    spec, source = with_normalisation(_spec(meta, path, data, root), mean, std)
-    dataset = load_normalised(spec, trust_code=False, overridden=source == OPTIONS)
+    chosen = _data(meta, path, {"dataset": data, "root": root, **(preprocess or {})})
+    spec = chosen.spec
+    dataset = load_for_eval(chosen, trust_code=False)
     check_class_names(recorded_classes(meta, where=str(path)), dataset, where=str(path))
     _check_input(model, dataset, path)
     check_fit(lambda x: model.run(x.numpy()), dataset, where=str(path), terms=ONNX_TERMS,
@@ -90,7 +93,8 @@ def evaluate_onnx(path: str | os.PathLike[str], *, data: str | None = None,
                           where=str(path))
     result: dict[str, Any] = {
         "path": str(path), "kind": "onnx", "data": spec.dataset,
-        "preprocess": dataset.preprocess, "preprocess_source": source,
+        "preprocess": dataset.preprocess, **chosen.sources(),
+        "input_shape": list(dataset.input_shape),
         "accuracy": 100.0 * float((np.concatenate(preds) == target).mean()),
         "bytes": path.stat().st_size, "format": meta.get("occ_format", "onnx")}
     if exits:
@@ -117,7 +121,26 @@ def _check_input(model: Any, dataset: Any, path: Path) -> None:
         shown = "x".join(str(d) for d in declared)
         raise DataError(f"the graph's input is {shown} but the data ({dataset.name}) gives "
                         f"batches of {'x'.join(str(d) for d in dataset.input_shape)} images; "
-                        "pass the --data / --root the model was made for", where=str(path))
+                        f"{_input_hint(declared, dataset)}", where=str(path))
+
+
+def _input_hint(declared: list[Any], dataset: Any) -> str:
+    """How to read the data the way a graph declaring input ``declared`` takes it: the
+    graph's own channels (``--channels``) and square side (``--image-size``) where it fixes
+    them and they differ from the data's, else the general hint."""
+    from occ.data.names import EMBEDDED
+    from occ.engine.probe import ONNX_TERMS
+
+    fixes = []
+    if len(declared) == 4:
+        channels, height, width = declared[1:]
+        if isinstance(channels, int) and channels > 0 and channels != dataset.input_shape[0]:
+            fixes.append(ONNX_TERMS.channels_hint(channels, dataset))
+        if (isinstance(height, int) and height > 0 and height == width
+                and [height, width] != list(dataset.input_shape[1:])
+                and dataset.name not in EMBEDDED):  # in-memory digits are never resized
+            fixes.append(f"set --image-size {height} to read the images at the size it takes")
+    return "; ".join(fixes) or ONNX_TERMS.shape
 
 
 def _scores(model: Any, x: np.ndarray, dataset: Any, path: Path) -> np.ndarray:

@@ -21,9 +21,10 @@ from occ import metrics as metrics_mod
 from occ.artifact.checkpoint import save_checkpoint
 from occ.config import to_dict
 from occ.data import load_data
-from occ.engine.probe import TRAIN_TERMS, check_model_fit
-from occ.engine.runner import _arch_kwargs, _begin_stage
-from occ.models import build_model
+from occ.engine.data_options import named_by_options
+from occ.engine.probe import TRAIN_TERMS, build_for_data, check_model_fit
+from occ.engine.runner import _begin_stage
+from occ.engine.train_settings import TRAIN_OPTIONS
 from occ.progress import Progress
 from occ.recipe import DataSpec
 from occ.training import fit, predict, random_shift, resolve_device, seed_everything, task_loss
@@ -69,9 +70,12 @@ def train_baseline(arch: str, kwargs: dict[str, Any], spec: DataSpec, *, epochs:
     """
     seed_everything(seed)
     dev = resolve_device(device)
-    data = load_data(spec, seed=seed, trust_code=trust_code)
-    kwargs = _arch_kwargs(kwargs, data, arch)
-    model = build_model(arch, kwargs, allow_callables=trust_code)
+    with named_by_options(TRAIN_OPTIONS):  # "data.pad_to: ..." is a recipe's name
+        data = load_data(spec, seed=seed, trust_code=trust_code)
+    sized_by = next((k for k in ("image_size", "pad_to") if getattr(spec, k) is not None),
+                    "dataset")  # the option a model's size refusal is about
+    model, kwargs = build_for_data(arch, kwargs, data, where=TRAIN_OPTIONS[sized_by],
+                                   terms=TRAIN_TERMS, allow_callables=trust_code)
     check_model_fit(model.to(dev), data, dev, where="--data", terms=TRAIN_TERMS,
                     model_where="MODEL", split="train")
     t0 = time.perf_counter()

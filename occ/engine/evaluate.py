@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,72 +19,19 @@ from occ.artifact.layout import has_magic
 from occ.data import DataBundle, load_data
 from occ.engine import load as loader
 from occ.engine.classes import check_class_names, checkpoint_classes
+from occ.engine.data_options import EVAL_OPTIONS, EvalData, eval_data, named_by_options
 from occ.engine.probe import EVAL_TERMS, check_model_fit
 from occ.engine.runner import IN_MEMORY
-from occ.errors import ArtifactError, OccError
+from occ.errors import ArtifactError
 from occ.models import build_model
-from occ.recipe import DataSpec
 from occ.training import predict, resolve_device
 
 
-def data_for(recipe_data: dict[str, Any] | None, data: str | None, root: str | None,
-              preprocess: dict[str, Any] | None = None) -> DataSpec:
-    """The data to evaluate on: the recorded spec, with ``--data`` / ``--root`` overriding.
-
-    The recorded ``preprocess`` (the resolved mean / std the model was measured with)
-    fills a spec that left them to the dataset's default, so a later change of default
-    never changes what an artifact is evaluated with.
-    """
-    from occ.config import from_dict
-
-    recorded = dict(recipe_data or {})
-    if root is not None:  # absolute: an export records it, read later from anywhere
-        root = os.path.abspath(os.path.expanduser(root))
-    if data is not None and data != recorded.get("dataset", DataSpec().dataset):
-        return DataSpec(dataset=data, root=root)  # other data: nothing recorded applies
-    if root is not None:  # before the recorded spec is checked: its folder may have moved
-        recorded["root"] = root
-    try:
-        spec = from_dict(DataSpec, recorded, where="data") if recorded else DataSpec()
-    except OccError as err:
-        if err.where != "data.root" or root is not None:
-            raise
-        raise type(err)(f"{err.message} (recorded with the model); if the data moved, pass "
-                        "--root with where it is now", where=err.where) from None
-    if isinstance(preprocess, dict):
-        for key in ("mean", "std"):
-            if getattr(spec, key) is None and isinstance(preprocess.get(key), list):
-                spec = replace(spec, **{key: list(preprocess[key])})
-    return spec
-
-
-OPTIONS, RECORDED, DEFAULT = "options", "recorded", "default"
-"""Where the normalisation ``occ eval`` used comes from (``preprocess_source``): the
-``--mean`` / ``--std`` options, the file's record, or the dataset's default."""
-
-
-def with_normalisation(spec: DataSpec, mean: list[float] | None,
-                       std: list[float] | None) -> tuple[DataSpec, str]:
-    """``spec`` with ``mean`` / ``std`` (``--mean`` / ``--std``) applied, and where its
-    normalisation comes from (:data:`OPTIONS`, :data:`RECORDED` or :data:`DEFAULT`)."""
-    if mean is None and std is None:
-        return spec, RECORDED if spec.mean is not None or spec.std is not None else DEFAULT
-    changes = {k: list(v) for k, v in (("mean", mean), ("std", std)) if v is not None}
-    try:
-        return replace(spec, **changes), OPTIONS
-    except OccError as err:  # the spec names data.<field>; here it came from an option
-        raise type(err)(err.message, where=f"--{err.where}") from None
-
-
-def load_normalised(spec: DataSpec, *, trust_code: bool, overridden: bool) -> DataBundle:
-    """``load_data(spec)``; with ``overridden``, a mean / std that does not fit the images
-    is blamed on the ``--mean`` / ``--std`` option rather than the data spec."""
-    try:
-        return load_data(spec, trust_code=trust_code)
-    except OccError as err:
-        if overridden and err.where in ("data.mean", "data.std"):
-            raise type(err)(err.message, where=f"--{err.where[5:]}") from None
-        raise
+def load_for_eval(chosen: EvalData, *, trust_code: bool) -> DataBundle:
+    """``load_data`` of ``chosen.spec``; an error about a field an option set (a mean that
+    does not fit the images, a size the data cannot take) names that option."""
+    with named_by_options(EVAL_OPTIONS, chosen.given):
+        return load_data(chosen.spec, trust_code=trust_code)
 
 
 def _open_checkpoint(path: Path, *, arch: str | None, kwargs: dict[str, Any] | None,
@@ -123,34 +69,36 @@ def _classes_from_state(state: dict[str, torch.Tensor]) -> dict[str, Any]:
 
 def evaluate_path(path: Path, *, data: str | None, root: str | None, trust_checkpoint: bool,
                   trust_code: bool, latency_runs: int | None = None, arch: str | None = None,
-                  kwargs: dict[str, Any] | None = None, mean: list[float] | None = None,
-                  std: list[float] | None = None) -> dict[str, Any]:
+                  kwargs: dict[str, Any] | None = None,
+                  preprocess: dict[str, Any] | None = None) -> dict[str, Any]:
     """Evaluate an artifact (``.occ``) or a checkpoint on its data's test split.
 
     An artifact is evaluated with the preprocessing it records, an occ checkpoint with the
-    data spec it records; ``mean`` / ``std`` (``--mean`` / ``--std``) override either,
-    and are how a plain state dict gets its training normalisation. A plain state dict
-    needs ``arch`` (and ``kwargs`` unless ``num_classes`` follows from its classifier).
-    Data whose classes the model was not made for is refused (``occ.engine.classes``).
-    With ``latency_runs``, also time batch-1 and batch-64 forwards
-    (``occ.latency.measure_latency``), under ``latency``.
+    data spec it records; ``preprocess`` (``--mean`` / ``--std`` / ``--channels`` /
+    ``--image-size`` as ``mean``, ``std``, ``channels``, ``image_size``) overrides either
+    (``occ.engine.data_options.eval_data``), and is how a plain state dict gets the
+    preprocessing it was trained with. A plain state dict needs ``arch`` (and ``kwargs``
+    unless ``num_classes`` follows from its classifier). Data whose classes the model was
+    not made for is refused (``occ.engine.classes``). With ``latency_runs``, also time
+    batch-1 and batch-64 forwards (``occ.latency.measure_latency``), under ``latency``.
     """
     from occ.errors import CheckpointError
     from occ.limits import check_input_file
 
     check_input_file(path, error=CheckpointError)  # by type: a FIFO would block the open
+    options = {"dataset": data, "root": root, **(preprocess or {})}
     if has_magic(path, error=CheckpointError, what="file"):
-        model, spec, classes = _open_artifact(path, data, root, trust_code=trust_code)
+        model, chosen, classes = _open_artifact(path, options, trust_code=trust_code)
         kind = "artifact"
     else:
         model, ckpt = _open_checkpoint(path, arch=arch, kwargs=kwargs,
                                        trust_checkpoint=trust_checkpoint, trust_code=trust_code)
         recorded = ckpt.meta.get("data")
-        spec = data_for(recorded if isinstance(recorded, dict) else None, data, root)
+        chosen = eval_data(recorded if isinstance(recorded, dict) else None, options)
         classes, kind = checkpoint_classes(ckpt.meta), "checkpoint"
-    spec, source = with_normalisation(spec, mean, std)
+    spec = chosen.spec
     size = os.path.getsize(path)
-    dataset = load_normalised(spec, trust_code=trust_code, overridden=source == OPTIONS)
+    dataset = load_for_eval(chosen, trust_code=trust_code)
     device = resolve_device("auto")
     model.to(device).eval()  # the probe's batch goes to ``device``: so must the model
     check_class_names(classes, dataset, where=str(path))
@@ -162,7 +110,8 @@ def evaluate_path(path: Path, *, data: str | None, root: str | None, trust_check
     m = metrics_mod.measure(model, outputs, targets, input_shape=dataset.input_shape,
                             device=device, size=size)
     result = {"path": str(path), "kind": kind, "data": spec.dataset,
-              "preprocess": dataset.preprocess, "preprocess_source": source, **m.to_dict()}
+              "preprocess": dataset.preprocess, **chosen.sources(),
+              "input_shape": list(dataset.input_shape), **m.to_dict()}
     if latency_runs is not None:  # after the metrics: timing forwards reset exit statistics
         from occ.latency import measure_latency
 
@@ -172,24 +121,25 @@ def evaluate_path(path: Path, *, data: str | None, root: str | None, trust_check
     return result
 
 
-def _open_artifact(path: Path, data: str | None, root: str | None, *, trust_code: bool,
-                   ) -> tuple[nn.Module, DataSpec, list[str] | None]:
-    """An artifact's rebuilt model, the data spec it records and its class names."""
+def _open_artifact(path: Path, options: dict[str, Any], *, trust_code: bool,
+                   ) -> tuple[nn.Module, EvalData, list[str] | None]:
+    """An artifact's rebuilt model, the data to evaluate it on (its record with
+    ``options`` over it) and its class names."""
     from occ.errors import DataError
 
     artifact = read_artifact(path)
     recorded = artifact_header.recorded_data(artifact.header)
-    if recorded.get("dataset") == IN_MEMORY and data is None:
+    if recorded.get("dataset") == IN_MEMORY and options.get("dataset") is None:
         raise DataError("this artifact was measured on data handed in from Python; pass "
                         "--data (and --root)", where=str(path))
-    spec = data_for(artifact_header.recipe_data(artifact.header), data, root,
-                    recorded.get("preprocess"))
+    chosen = eval_data(artifact_header.recipe_data(artifact.header), options,
+                       preprocess=recorded.get("preprocess"))
     try:
         model = loader.rebuild(artifact, trust_code=trust_code, source=str(path))
         classes = artifact_header.recorded_classes(artifact.header)
     except ArtifactError as err:  # name the file, like occ.load does
         raise ArtifactError(err.message, where=str(path)) from None
-    return model, spec, classes
+    return model, chosen, classes
 
 
 def inspect_artifact(path: Path) -> dict[str, Any]:

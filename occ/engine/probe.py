@@ -14,7 +14,9 @@ any forward: an ``nn.Module`` (:func:`check_model_fit`: compress, ablate, train,
 an onnxruntime session (``occ.deploy.onnx_eval``). Either mismatch is bad input
 (``DataError``, exit 2) raised before any output is written or any training starts, with
 a hint in the words of the command it is raised from (:class:`InputTerms`): recipe fields
-on ``compress`` / ``ablate``, options on ``train`` / ``eval``.
+on ``compress`` / ``ablate``, options on ``train`` / ``eval``. Where the model is built for
+the data (:func:`build_for_data`: compress, ablate, train), a zoo builder that refuses the
+data's size (LeNet-5 on the 8×8 digits) is the same kind of mismatch, told the same way.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class InputTerms:
             data sets it (then a checkpoint for other channels needs other data).
         num_classes: How to build the model with ``{n}`` outputs; None where it cannot be
             rebuilt (an ONNX file).
+        size: What pads or resizes the data's images to the size a model needs.
     """
 
     shape: str
@@ -59,6 +62,7 @@ class InputTerms:
     channels: str | None = None
     in_channels: str | None = None
     num_classes: str | None = None
+    size: str | None = None
 
     def channels_hint(self, want: int, data: DataBundle) -> str:
         """How to give a model that takes ``want``-channel images such images from ``data``."""
@@ -81,32 +85,76 @@ RECIPE_TERMS = InputTerms(
           "and data.channels (imagefolder: 1 or 3) to its input channels, or use a model "
           "made for this data",
     data="the recipe's data", channels="data.channels: {n}",
-    num_classes="model.kwargs.num_classes, if its builder takes it")
+    num_classes="model.kwargs.num_classes, if its builder takes it",
+    size="data.pad_to or data.image_size")
 """``occ compress`` / ``occ ablate``: the recipe's fields (the model is built for the data)."""
 
 TRAIN_TERMS = InputTerms(
     shape="set --image-size or --pad-to to the image size the model expects and --channels "
           "(imagefolder: 1 or 3) to its input channels, or use a model made for this data",
     data="--data / --root", channels="--channels {n}",
-    num_classes="a builder that takes num_classes is given the data's")
+    num_classes="a builder that takes num_classes is given the data's",
+    size="--pad-to or --image-size")
 """``occ train``: its options (a zoo model is built for the data's shape and classes)."""
 
 EVAL_TERMS = InputTerms(
-    shape="evaluate it on the data it was made for (--data / --root), or for a plain state "
-          "dict pass the --arch and --kwargs it was built with",
-    data="--data / --root", in_channels="--kwargs '{{\"in_channels\": {n}}}'",
-    num_classes="--kwargs '{{\"num_classes\": {n}}}' for a zoo model or callable that takes it")
+    shape="read the images at the size and channels it was trained on (--image-size S, "
+          "--channels N: imagefolder 1 or 3), evaluate it on the data it was made for "
+          "(--data / --root), or for a plain state dict pass the --arch and --kwargs it was "
+          "built with",
+    data="--data / --root", channels="--channels {n}",
+    in_channels="--kwargs '{{\"in_channels\": {n}}}'",
+    num_classes="--kwargs '{{\"num_classes\": {n}}}' for a zoo model or callable that takes it",
+    size="--image-size")
 """``occ eval`` of a checkpoint or artifact: the model comes from the file (or --arch /
---kwargs), the data from the file's record (or --data / --root); no resizing options."""
+--kwargs), the data from the file's record (or --data / --root), read with the file's
+preprocessing or --channels / --image-size / --mean / --std."""
 
-ONNX_TERMS = InputTerms(shape="pass the --data / --root the model was made for",
-                        data="--data / --root", subject="the graph")
-"""``occ eval`` of an ONNX file: only the data can change."""
+ONNX_TERMS = InputTerms(shape="read the images at the size and channels it takes "
+                              "(--image-size S, --channels N: imagefolder 1 or 3), or pass the "
+                              "--data / --root it was made for",
+                        data="--data / --root", subject="the graph", channels="--channels {n}",
+                        size="--image-size")
+"""``occ eval`` of an ONNX file: the data and how it is read can change, not the graph."""
 
 
 def input_shape_text(shape: tuple[int, ...]) -> str:
     """``3×28×28 (C×H×W)`` for an input shape ``(C, H, W)``."""
     return "×".join(str(v) for v in shape) + (" (C×H×W)" if len(shape) == 3 else "")
+
+
+DATA_KWARGS: dict[str, str] = {"input_hw": "pad or resize the images to a size it takes"}
+"""Builder arguments the data fills in (``occ.models.data_kwargs``) that a builder may
+refuse (lenet5 on 8×8 digits), and what fixes that, before the command's setting."""
+
+
+def build_for_data(arch: str, kwargs: dict[str, Any], data: DataBundle, *, where: str,
+                   terms: InputTerms, allow_callables: bool = False,
+                   source: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """``arch`` built for ``data``, and the keyword arguments it was built with: ``kwargs``
+    completed with what the data implies (``occ.models.data_kwargs``: channels, classes,
+    input size).
+
+    A builder that refuses a value the data filled in (``lenet5 needs inputs of at least
+    16×16, got 8×8`` as ``model.kwargs.input_hw``) was given no such argument by the user:
+    the error is about the data, so it is located at ``where`` (the setting that chose the
+    data's size) and says what fixes it in the command's words (``terms.size``).
+
+    Raises:
+        ModelError: the reference does not build, with those kwargs or for this data.
+    """
+    from occ.errors import ModelError
+    from occ.models import build_model, data_kwargs
+
+    full = data_kwargs(arch, kwargs, data.input_shape, data.num_classes)
+    try:
+        return build_model(arch, full, allow_callables=allow_callables, source=source), full
+    except ModelError as err:
+        key = (err.where or "").removeprefix("model.kwargs.")
+        if key not in DATA_KWARGS or key in kwargs or terms.size is None:
+            raise
+        raise ModelError(f"{err.message}: {DATA_KWARGS[key]} ({terms.size})",
+                         where=where) from None
 
 
 def first_conv_channels(model: nn.Module) -> int | None:
@@ -208,7 +256,8 @@ def _check_outputs(out: Any, data: DataBundle, *, where: str, terms: InputTerms,
         return
     if terms.num_classes is None:
         raise DataError(f"{terms.subject} gives {width} scores per input but the data "
-                        f"({_describe(data)}) has {n} classes; {terms.shape}", where=where)
+                        f"({_describe(data)}) has {n} classes; pass the {terms.data} the "
+                        "model was made for", where=where)
     raise DataError(
         f"the model has {width} outputs but the data ({_describe(data)}) has {n} classes; "
         f"use the data it was trained on, or, if it is meant to have {n} outputs, build it "

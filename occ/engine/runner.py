@@ -34,10 +34,9 @@ from occ.engine.baseline_check import (
 from occ.engine.classes import check_class_names, checkpoint_classes
 from occ.engine.context import ArchRef, RunContext
 from occ.engine.plan import Plan
-from occ.engine.probe import RECIPE_TERMS, InputTerms, check_model_fit
+from occ.engine.probe import RECIPE_TERMS, InputTerms, build_for_data, check_model_fit
 from occ.errors import DataError, OccError, RecipeError, StageError
 from occ.io import atomic_write_text
-from occ.models import build_model, data_kwargs
 from occ.models.edits import tensor_equal
 from occ.progress import Progress
 from occ.quality import Quality, quality
@@ -51,11 +50,6 @@ log = logging.getLogger("occ")
 
 IN_MEMORY = "in-memory"
 """The header's ``data.dataset`` when the data was handed in from Python (model-in API)."""
-
-
-def _arch_kwargs(kwargs: dict[str, Any], data: DataBundle, arch: str) -> dict[str, Any]:
-    """The model's kwargs completed with the data's shapes (``occ.models.data_kwargs``)."""
-    return data_kwargs(arch, kwargs, data.input_shape, data.num_classes)
 
 
 def prepare(recipe: Recipe, *, trust_checkpoint: bool, progress: Progress,
@@ -75,10 +69,10 @@ def prepare(recipe: Recipe, *, trust_checkpoint: bool, progress: Progress,
         raise err.located(f"{recipe.source}:") from None
     ckpt_path = str(recipe.model.checkpoint)
     ckpt = load_checkpoint(ckpt_path, trust=trust_checkpoint)
-    kwargs = _arch_kwargs(recipe.model.kwargs, data, recipe.model.arch)
-    model = build_model(recipe.model.arch, kwargs, allow_callables=trust_code,
-                        source=recipe.source)
     terms = _recipe_terms(recipe)
+    model, kwargs = build_for_data(recipe.model.arch, recipe.model.kwargs, data,
+                                   where=f"{recipe.source}: data", terms=terms,
+                                   allow_callables=trust_code, source=recipe.source)
     load_into(model, ckpt, where=ckpt_path, arch=recipe.model.arch,
               channels_hint=lambda n: terms.checkpoint_hint(n, data))
     model.to(device).eval()

@@ -67,6 +67,7 @@ def check_train(arch: str, *, data: str = "mnist5k", epochs: int | None = None, 
     from occ.config import from_dict
     from occ.data.names import task_of
     from occ.domains import check_device, check_positive_float, check_seed
+    from occ.engine.data_options import named_by_options
     from occ.models.names import check_arch_name
     from occ.outputs import check_output_file
     from occ.recipe import DataSpec, resolve_loss
@@ -97,14 +98,9 @@ def check_train(arch: str, *, data: str = "mnist5k", epochs: int | None = None, 
     fields = {"dataset": data, "batch_size": batch_size, "root": root,
               "limit_train": limit_train, "pad_to": pad_to, "val_size": val_size,
               "image_size": image_size, "channels": channels}
-    try:
+    with named_by_options(TRAIN_OPTIONS):  # "data.channels: ..." is a recipe's name
         spec = from_dict(DataSpec, {k: v for k, v in fields.items() if v is not None},
                          where="data")
-    except RecipeError as err:  # "data.channels: ..." is a recipe's name: say --channels
-        option = TRAIN_OPTIONS.get((err.where or "").removeprefix("data."))
-        if option is None:
-            raise
-        raise RecipeError(err.message, where=option) from None
     return {"spec": spec, "epochs": epochs, "lr": lr, "weight_decay": weight_decay,
             "shift": shift, "loss": resolve_loss(loss, task_of(spec.dataset), where="--loss")}
 

@@ -1,0 +1,184 @@
+"""Data-spec fields a command sets from its options rather than from a recipe.
+
+``occ train`` builds its whole ``DataSpec`` from options (``--data``, ``--channels``,
+``--image-size`` ...); ``occ eval`` lays ``--channels`` / ``--image-size`` / ``--mean`` /
+``--std`` over the spec a file records. Either way a bad value must be named by the
+option the user typed (``--channels: must be 1 (grayscale) or 3 (RGB), got 2``), not by
+the recipe field it became (``data.channels``), which the user never wrote. This module
+is the one place that applies such options and renames their errors; each command keeps
+its own map from field to option (``occ.engine.train_settings.TRAIN_OPTIONS``,
+:data:`EVAL_OPTIONS`).
+
+No torch here: ``occ train --nproc`` checks its options in the parent process.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from occ.errors import OccError
+from occ.recipe import DataSpec
+
+EVAL_OPTIONS: dict[str, str] = {"dataset": "--data", "root": "--root", "mean": "--mean",
+                                "std": "--std", "channels": "--channels",
+                                "image_size": "--image-size"}
+"""``occ eval``'s option for each data field it sets (errors name the option)."""
+
+
+def option_for(where: str | None, options: Mapping[str, str],
+               given: Collection[str] | None = None) -> str | None:
+    """The option that set the data field an error is located at, or None.
+
+    Args:
+        where: The error's location: ``data.<field>`` (a spec read with ``where="data"``,
+            ``load_data``) or ``<field>`` (``DataSpec`` itself).
+        options: Field name to option (``{"channels": "--channels"}``).
+        given: The fields the options set (None: every field of ``options``); an error
+            about any other field is the file's or the default's, and keeps its name.
+    """
+    field = (where or "").removeprefix("data.")
+    if given is not None and field not in given:
+        return None
+    return options.get(field)
+
+
+@contextmanager
+def named_by_options(options: Mapping[str, str],
+                     given: Collection[str] | None = None) -> Iterator[None]:
+    """Within: an ``OccError`` about a data field an option set is raised again located at
+    that option (:func:`option_for`); any other error passes unchanged."""
+    try:
+        yield
+    except OccError as err:
+        option = option_for(err.where, options, given)
+        if option is None:
+            raise
+        raise type(err)(err.message, where=option) from None
+
+
+OPTIONS, RECORDED, DEFAULT = "options", "recorded", "default"
+"""Where the preprocessing ``occ eval`` used comes from: its options, the file's record,
+or the dataset's default (``preprocess_source`` for the normalisation, ``input_source``
+for the channels and size)."""
+
+_NORMALISATION = ("mean", "std")
+_INPUT = ("channels", "image_size")
+
+
+@dataclass(frozen=True)
+class EvalData:
+    """The data ``occ eval`` measures on, and where its preprocessing comes from.
+
+    Attributes:
+        spec: The recorded spec with the options laid over it.
+        given: The fields the options set (``dataset``, ``root``, ``mean`` ...); errors
+            about them name the option (:func:`named_by_options` with
+            :data:`EVAL_OPTIONS`).
+        normalisation: :data:`OPTIONS`, :data:`RECORDED` or :data:`DEFAULT`.
+        input: The same for the channels and image size.
+    """
+
+    spec: DataSpec
+    given: frozenset[str]
+    normalisation: str
+    input: str
+
+    def sources(self) -> dict[str, Any]:
+        """The result keys that say where the preprocessing comes from:
+        ``preprocess_source``, ``input_source`` and ``preprocess_options`` (the options
+        that set it, e.g. ``["--channels", "--image-size"]``)."""
+        return {"preprocess_source": self.normalisation, "input_source": self.input,
+                "preprocess_options": [EVAL_OPTIONS[k] for k in (*_NORMALISATION, *_INPUT)
+                                       if k in self.given]}
+
+
+def eval_data(recorded: Mapping[str, Any] | None, options: Mapping[str, Any], *,
+              preprocess: Mapping[str, Any] | None = None) -> EvalData:
+    """The data to evaluate a file on: the spec it records with ``occ eval``'s options
+    (``options``: ``dataset``, ``root``, ``mean``, ``std``, ``channels``,
+    ``image_size``; None: as recorded) laid over it.
+
+    Another ``dataset`` than the recorded one starts from a blank spec (nothing recorded
+    applies to other data). ``preprocess`` (the resolved mean / std a file was measured
+    with) fills a recorded spec that left them to the dataset's default, so a later change
+    of default never changes what a file is evaluated with. ``image_size`` replaces a
+    recorded ``resize`` / ``crop``. The options are merged before the spec is checked, so
+    ``--root`` can stand in for a recorded folder that has moved.
+
+    Raises:
+        RecipeError: a bad option (named by the option: ``--channels: must be 1 ...``), or
+            ``channels`` that the recorded mean / std do not fit (then ``--mean`` /
+            ``--std`` are needed too).
+    """
+    from occ.config import from_dict
+
+    given = {k: list(v) if isinstance(v, (list, tuple)) else v
+             for k, v in options.items() if v is not None}
+    if isinstance(given.get("root"), str):  # absolute: an export records it, read anywhere
+        given["root"] = os.path.abspath(os.path.expanduser(given["root"]))
+    base = dict(recorded or {})
+    if given.get("dataset", base.get("dataset", DataSpec.dataset)) != base.get(
+            "dataset", DataSpec.dataset):
+        base = {}
+    elif isinstance(preprocess, Mapping):
+        for key in _NORMALISATION:
+            if base.get(key) is None and isinstance(preprocess.get(key), list):
+                base[key] = list(preprocess[key])
+    if "image_size" in given:  # the square side given replaces a recorded resize + crop
+        for key in ("resize", "crop"):
+            base.pop(key, None)
+    _check_recorded_normalisation(base, given)
+    with named_by_options(EVAL_OPTIONS, given), _moved_hint(given):
+        spec = from_dict(DataSpec, {**base, **given}, where="data")
+    # a record of the data sets its channels and size, even when it leaves them to the
+    # dataset: the model was measured at those
+    recorded_input = RECORDED if base else DEFAULT
+    return EvalData(spec=spec, given=frozenset(given),
+                    normalisation=_source(given, _NORMALISATION, RECORDED if any(
+                        base.get(k) is not None for k in _NORMALISATION) else DEFAULT),
+                    input=_source(given, _INPUT, recorded_input))
+
+
+@contextmanager
+def _moved_hint(given: Mapping[str, Any]) -> Iterator[None]:
+    """Within: a recorded folder that is gone (no ``--root`` given) says how to point at
+    where the data is now."""
+    try:
+        yield
+    except OccError as err:
+        if err.where != "data.root" or "root" in given or "not found" not in err.message:
+            raise
+        raise type(err)(f"{err.message} (recorded with the model); if the data moved, pass "
+                        "--root with where it is now", where=err.where) from None
+
+
+def _check_recorded_normalisation(base: Mapping[str, Any], given: Mapping[str, Any]) -> None:
+    """``--channels`` over a recorded mean / std for other channels needs ``--mean`` /
+    ``--std`` too (the record cannot say how the other channels were normalised)."""
+    from occ.data.preprocess import IMAGE_CHANNELS, normalisation_problem
+    from occ.errors import RecipeError
+
+    channels = given.get("channels")
+    if channels not in IMAGE_CHANNELS:  # None, or a bad value the spec check names
+        return
+    for key in _NORMALISATION:
+        values = base.get(key)
+        if key in given or not isinstance(values, list):
+            continue
+        if normalisation_problem(key, values, channels) is not None:
+            raise RecipeError(f"the recorded {key} {values} is for {len(values)}-channel "
+                              f"images, not {channels}-channel ones; pass --mean and --std "
+                              "for those too", where="--channels")
+
+
+def _source(given: Mapping[str, Any], options: tuple[str, ...], otherwise: str) -> str:
+    """:data:`OPTIONS` if any of ``options`` was given, else ``otherwise``."""
+    return OPTIONS if any(k in given for k in options) else otherwise
+
+
+__all__ = ["DEFAULT", "EVAL_OPTIONS", "OPTIONS", "RECORDED", "EvalData", "eval_data",
+           "named_by_options", "option_for"]
