@@ -21,6 +21,7 @@ from occ import metrics as metrics_mod
 from occ.artifact import header as artifact_header
 from occ.artifact import model_io
 from occ.artifact.checkpoint import load_checkpoint, load_into
+from occ.callables import source_folder
 from occ.data import DataBundle, load_data
 from occ.engine import gates
 from occ.engine import load as loader
@@ -62,16 +63,16 @@ def prepare(recipe: Recipe, *, trust_checkpoint: bool, progress: Progress,
     """
     seed_everything(recipe.seed)
     device = distributed.setup() or resolve_device(recipe.device)
+    search = source_folder(recipe.source)  # user callables beside the recipe import
     try:
-        data = load_data(recipe.data, seed=recipe.seed, trust_code=trust_code,
-                         search=_recipe_folder(recipe))
+        data = load_data(recipe.data, seed=recipe.seed, trust_code=trust_code, search=search)
     except DataError as err:  # "data.root: ..." -> "recipe.yaml: data.root: ..."
         raise err.located(f"{recipe.source}:") from None
     ckpt_path = str(recipe.model.checkpoint)
     ckpt = load_checkpoint(ckpt_path, trust=trust_checkpoint)
     kwargs = _arch_kwargs(recipe.model.kwargs, data, recipe.model.arch)
     model = build_model(recipe.model.arch, kwargs, allow_callables=trust_code,
-                        source=recipe.source)
+                        source=recipe.source, search=search)
     terms = _recipe_terms(recipe)
     load_into(model, ckpt, where=ckpt_path, arch=recipe.model.arch,
               channels_hint=lambda n: terms.checkpoint_hint(n, data))
@@ -85,7 +86,7 @@ def prepare(recipe: Recipe, *, trust_checkpoint: bool, progress: Progress,
     ctx = RunContext(model=model, baseline=baseline, data=data, device=device,
                      seed=recipe.seed, out_dir=Path(str(recipe.output)),
                      arch=ArchRef(recipe.model.arch, kwargs), progress=progress, recipe=recipe,
-                     trust_code=trust_code)
+                     trust_code=trust_code, code_search=search)
     ctx.recorded_accuracy = recorded_accuracy(ckpt.meta)
     return ctx
 
@@ -96,12 +97,6 @@ def _recipe_terms(recipe: Recipe) -> InputTerms:
     if "in_channels" in recipe.model.kwargs:
         return replace(RECIPE_TERMS, in_channels="model.kwargs.in_channels: {n}")
     return RECIPE_TERMS
-
-
-def _recipe_folder(recipe: Recipe) -> tuple[str, ...]:
-    """The recipe's folder, where user callables are also looked for (if it is a file)."""
-    source = Path(recipe.source)
-    return (str(source.parent),) if source.is_file() else ()
 
 
 def _warn_baseline(report: Report, message: str | None) -> None:

@@ -65,7 +65,7 @@ def distill_(ctx: RunContext, config: DistillConfig) -> StageResult:
                               num_classes=ctx.data.num_classes, where=where)
     sample = next(iter(ctx.loader("train", batch_size=2)))[0].to(device)  # (2, C, H, W)
     student = distill.build_student(ref, teacher, sample, seed=ctx.seed, where=where,
-                                    trust_code=ctx.trust_code)
+                                    trust_code=ctx.trust_code, search=ctx.code_search)
     inherited = config.init != "random" and distill.inherit_channels_(student, teacher, sample)
     if config.init == "teacher" and not inherited:
         raise ModelError(f"{ref.arch} cannot start from the teacher's channels (init: teacher "
