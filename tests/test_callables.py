@@ -157,3 +157,67 @@ def test_import_errors_say_where_occ_looked(project: dict) -> None:
     with pytest.raises(RecipeError, match=r"looked on sys\.path and in /nowhere, "):
         import_callable("occ_cf_absent:build", where="model.arch", search=["/nowhere"])
 
+
+
+def _eval(path: Path, *flags: str) -> object:
+    return CliRunner().invoke(app, ["eval", str(path), "--json", *flags])
+
+
+def test_an_artifact_remembers_where_its_code_was_and_evaluates_from_anywhere(
+        project: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    from occ.artifact import header as artifact_header
+    from occ.artifact.container import read_artifact, write_artifact
+
+    proj = project["proj"]
+    recipe = write_recipe(proj, project["nets"], project["data"])
+    made = CliRunner().invoke(app, ["compress", str(recipe), "--trust-code", "--json"])
+    assert made.exit_code == 0, made.output
+    accuracy = json.loads(made.stdout)["stages"][-1]["metrics"]["accuracy"]
+    artifact = proj / "out" / "model.occ"
+    header = read_artifact(artifact).header
+    assert artifact_header.code_folders(header) == (str(proj.resolve()),)
+    project["forget"]()  # a later session, in another folder, without PYTHONPATH
+    refused = _eval(artifact)
+    assert refused.exit_code == 2 and "--trust-code" in refused.stdout
+    assert project["nets"] not in sys.modules and str(proj.resolve()) not in sys.path
+    trusted = _eval(artifact, "--trust-code")
+    assert trusted.exit_code == 0, trusted.output
+    assert json.loads(trusted.stdout)["accuracy"] == pytest.approx(accuracy, abs=1e-9)
+    project["forget"]()
+    import occ
+
+    assert occ.load(artifact, trust_code=True) is not None  # the API, likewise
+    # An artifact from before the folders were recorded: it still reads, and finds its
+    # code where it always did (the working directory), not from elsewhere.
+    old = proj / "old.occ"
+    write_artifact(old, {k: v for k, v in header.items() if k != "code_folders"},
+                   read_artifact(artifact).tensors)
+    project["forget"]()
+    assert "cannot import" in json.loads(_eval(old, "--trust-code").stdout)["error"]["message"]
+    monkeypatch.chdir(proj)
+    assert _eval(old, "--trust-code").exit_code == 0
+
+
+def test_a_trained_checkpoint_remembers_where_its_code_was(
+        project: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    from occ.artifact.checkpoint import load_checkpoint
+
+    proj = project["proj"]
+    monkeypatch.chdir(proj)  # occ train finds the user's code in the working directory
+    out = proj / "base.pt"
+    api.train(f"{project['nets']}:build", data=f"{project['data']}:splits", epochs=1,
+              out=str(out), trust_code=True)
+    ckpt = load_checkpoint(out)
+    assert ckpt.code_folders(where=str(out)) == (str(proj.resolve()),)
+    project["forget"]()
+    monkeypatch.chdir(project["elsewhere"])
+    result = _eval(out, "--trust-code")
+    assert result.exit_code == 0, result.output
+
+
+def test_a_header_whose_code_folders_are_not_paths_is_refused() -> None:
+    from occ.artifact import header as artifact_header
+
+    assert artifact_header.code_folders({}) == ()
+    with pytest.raises(ArtifactError, match="header code_folders: must be a list"):
+        artifact_header.code_folders({"code_folders": "/tmp"})

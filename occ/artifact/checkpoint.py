@@ -1,8 +1,10 @@
 """Input and baseline checkpoints: safe loading with ``weights_only=True``.
 
 occ writes checkpoints as ``{"occ_checkpoint": 1, "arch": ..., "kwargs": ...,
-"state_dict": ..., "metrics": ..., "data": ..., "classes": ...}`` (tensors and plain data
-only; ``classes`` only where the data names them). It reads those, bare
+"state_dict": ..., "metrics": ..., "data": ..., "classes": ..., "code_folders": ...}``
+(tensors and plain data only; ``classes`` only where the data names them,
+``code_folders`` only where the model or data is a user's ``pkg.module:callable``: the
+folders it was imported from, ``occ.callables``). It reads those, bare
 state dicts, and the common ``{"state_dict": ...}`` / ``{"model_state_dict": ...}``
 wrappers. A file that needs arbitrary unpickling is refused unless the caller trusts it.
 """
@@ -21,7 +23,7 @@ import torch
 from torch import nn
 
 from occ.artifact.pickle_scan import check_archive, code_imports, describe, pickle_imports
-from occ.callables import user_folders
+from occ.callables import recorded_folders, user_folders
 from occ.errors import CheckpointError
 from occ.io import atomic_write_bytes
 from occ.limits import MAX_CHECKPOINT_BYTES, check_input_file
@@ -36,6 +38,18 @@ class Checkpoint:
 
     state_dict: dict[str, torch.Tensor]
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def code_folders(self, *, where: str) -> tuple[str, ...]:
+        """The folders an occ checkpoint records its user code was imported from (none for
+        other checkpoints). Only a place to look: read it under ``--trust-code`` only.
+
+        Raises:
+            CheckpointError: the field is not a short list of absolute paths.
+        """
+        if self.meta.get("occ_checkpoint") != 1:
+            return ()
+        return recorded_folders(self.meta.get("code_folders"), where=f"{where}: code_folders",
+                                error=CheckpointError)
 
 
 def load_checkpoint(path: str | os.PathLike[str], *, trust: bool = False) -> Checkpoint:
@@ -202,17 +216,22 @@ def _input_channels(model: nn.Module, state: Mapping[str, torch.Tensor]
 def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, *, arch: str,
                     kwargs: dict[str, Any], metrics: dict[str, Any],
                     data: dict[str, Any] | None = None,
-                    classes: list[str] | None = None) -> None:
+                    classes: list[str] | None = None,
+                    code_folders: list[str] | None = None) -> None:
     """Write an occ checkpoint atomically (loadable with ``weights_only=True``).
 
     ``classes``: the data's class names in index order (ImageFolder), recorded so that
     ``occ eval`` / ``occ compress`` refuse data that numbers the classes differently.
+    ``code_folders``: where the user's model / data code was imported from, so that
+    ``occ eval --trust-code`` finds it from any working directory.
     """
     import io
 
     buf = io.BytesIO()
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    extra = {"classes": list(classes)} if classes is not None else {}
+    extra: dict[str, Any] = {"classes": list(classes)} if classes is not None else {}
+    if code_folders:
+        extra["code_folders"] = list(code_folders)
     torch.save({"occ_checkpoint": 1, "arch": arch, "kwargs": dict(kwargs),
                 "state_dict": state, "metrics": dict(metrics), "data": dict(data or {}),
                 **extra}, buf)

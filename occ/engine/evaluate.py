@@ -68,11 +68,13 @@ def with_normalisation(spec: DataSpec, mean: list[float] | None,
         raise type(err)(err.message, where=f"--{err.where}") from None
 
 
-def load_normalised(spec: DataSpec, *, trust_code: bool, overridden: bool) -> DataBundle:
+def load_normalised(spec: DataSpec, *, trust_code: bool, overridden: bool,
+                    search: tuple[str, ...] = ()) -> DataBundle:
     """``load_data(spec)``; with ``overridden``, a mean / std that does not fit the images
-    is blamed on the ``--mean`` / ``--std`` option rather than the data spec."""
+    is blamed on the ``--mean`` / ``--std`` option rather than the data spec. ``search``:
+    the folders the file recorded its user code came from (``occ.callables``)."""
     try:
-        return load_data(spec, trust_code=trust_code)
+        return load_data(spec, trust_code=trust_code, search=search)
     except OccError as err:
         if overridden and err.where in ("data.mean", "data.std"):
             raise type(err)(err.message, where=f"--{err.where[5:]}") from None
@@ -80,11 +82,14 @@ def load_normalised(spec: DataSpec, *, trust_code: bool, overridden: bool) -> Da
 
 
 def _open_checkpoint(path: Path, *, arch: str | None, kwargs: dict[str, Any] | None,
-                     trust_checkpoint: bool, trust_code: bool) -> tuple[nn.Module, Any]:
-    """Build and load a checkpoint's model: its recorded ``arch`` or the given one.
+                     trust_checkpoint: bool, trust_code: bool,
+                     ) -> tuple[nn.Module, Any, tuple[str, ...]]:
+    """Build and load a checkpoint's model: its recorded ``arch`` or the given one. Returns
+    the model, the checkpoint and where to look for its user code (``code_folders``).
 
     The ``arch`` a checkpoint names is data: a ``pkg.module:callable`` in it is imported only
-    with ``trust_code`` (``occ.trust``), like one in a recipe.
+    with ``trust_code`` (``occ.trust``), like one in a recipe; so are the folders it
+    records, only read with ``trust_code``.
     """
     from occ.errors import CheckpointError
 
@@ -100,10 +105,12 @@ def _open_checkpoint(path: Path, *, arch: str | None, kwargs: dict[str, Any] | N
     build_kwargs = dict(recorded) if kwargs is None else dict(kwargs)
     if kwargs is None and "num_classes" not in build_kwargs:
         build_kwargs.update(_classes_from_state(ckpt.state_dict))
-    model = build_model(arch, build_kwargs, allow_callables=trust_code, source=str(path))
+    search = ckpt.code_folders(where=str(path)) if trust_code else ()
+    model = build_model(arch, build_kwargs, allow_callables=trust_code, source=str(path),
+                        search=search)
     load_into(model, ckpt, where=str(path), arch=arch,
               channels_hint=lambda n: EVAL_TERMS.checkpoint_hint(n, None))
-    return model, ckpt
+    return model, ckpt, search
 
 
 def _classes_from_state(state: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -131,17 +138,19 @@ def evaluate_path(path: Path, *, data: str | None, root: str | None, trust_check
 
     check_input_file(path, error=CheckpointError)  # by type: a FIFO would block the open
     if has_magic(path, error=CheckpointError, what="file"):
-        model, spec, classes = _open_artifact(path, data, root, trust_code=trust_code)
+        model, spec, classes, search = _open_artifact(path, data, root, trust_code=trust_code)
         kind = "artifact"
     else:
-        model, ckpt = _open_checkpoint(path, arch=arch, kwargs=kwargs,
-                                       trust_checkpoint=trust_checkpoint, trust_code=trust_code)
+        model, ckpt, search = _open_checkpoint(path, arch=arch, kwargs=kwargs,
+                                               trust_checkpoint=trust_checkpoint,
+                                               trust_code=trust_code)
         recorded = ckpt.meta.get("data")
         spec = data_for(recorded if isinstance(recorded, dict) else None, data, root)
         classes, kind = checkpoint_classes(ckpt.meta), "checkpoint"
     spec, source = with_normalisation(spec, mean, std)
     size = os.path.getsize(path)
-    dataset = load_normalised(spec, trust_code=trust_code, overridden=source == OPTIONS)
+    dataset = load_normalised(spec, trust_code=trust_code, overridden=source == OPTIONS,
+                              search=search)
     device = resolve_device("auto")
     model.to(device).eval()  # the probe's batch goes to ``device``: so must the model
     check_class_names(classes, dataset, where=str(path))
@@ -164,8 +173,9 @@ def evaluate_path(path: Path, *, data: str | None, root: str | None, trust_check
 
 
 def _open_artifact(path: Path, data: str | None, root: str | None, *, trust_code: bool,
-                   ) -> tuple[nn.Module, DataSpec, list[str] | None]:
-    """An artifact's rebuilt model, the data spec it records and its class names."""
+                   ) -> tuple[nn.Module, DataSpec, list[str] | None, tuple[str, ...]]:
+    """An artifact's rebuilt model, the data spec it records, its class names and where to
+    look for its user code (``occ.engine.load.code_search``)."""
     from occ.errors import DataError
 
     artifact = read_artifact(path)
@@ -178,9 +188,10 @@ def _open_artifact(path: Path, data: str | None, root: str | None, *, trust_code
     try:
         model = loader.rebuild(artifact, trust_code=trust_code, source=str(path))
         classes = artifact_header.recorded_classes(artifact.header)
+        search = loader.code_search(artifact, trust_code)
     except ArtifactError as err:  # name the file, like occ.load does
         raise ArtifactError(err.message, where=str(path)) from None
-    return model, spec, classes
+    return model, spec, classes, search
 
 
 def inspect_artifact(path: Path) -> dict[str, Any]:

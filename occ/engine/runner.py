@@ -21,7 +21,7 @@ from occ import metrics as metrics_mod
 from occ.artifact import header as artifact_header
 from occ.artifact import model_io
 from occ.artifact.checkpoint import load_checkpoint, load_into
-from occ.callables import source_folder
+from occ.callables import imported_folders, source_folder
 from occ.data import DataBundle, load_data
 from occ.engine import gates
 from occ.engine import load as loader
@@ -41,6 +41,7 @@ from occ.report.data import Report, StageRecord
 from occ.report.write import write_reports
 from occ.techniques.registry import get_stage
 from occ.training import predict, resolve_device, seed_everything
+from occ.trust import code_references
 
 log = logging.getLogger("occ")
 
@@ -111,11 +112,14 @@ def _header(ctx: RunContext, plan: Plan, metrics: dict[str, Any] | None = None) 
             "preprocess": ctx.data.preprocess}
     if ctx.data.classes is not None:  # index order: eval refuses data that renumbers them
         data["classes"] = list(ctx.data.classes)
+    recipe = plan.recipe.to_dict()
+    # where the model's and data's user code came from: eval --trust-code looks there too
+    folders = imported_folders([ctx.arch.arch, *(ref for _, ref in code_references(recipe))])
     return artifact_header.run_header(arch=ctx.arch.to_dict(), edits=ctx.edits,
                                       input_shape=ctx.data.input_shape,
-                                      num_classes=ctx.data.num_classes,
-                                      recipe=plan.recipe.to_dict(), plan=plan.to_dict(),
-                                      data=data, metrics=metrics)
+                                      num_classes=ctx.data.num_classes, recipe=recipe,
+                                      plan=plan.to_dict(), data=data, metrics=metrics,
+                                      code_folders=folders)
 
 
 def measure_ctx(ctx: RunContext, plan: Plan, reference: torch.Tensor | None,
