@@ -5,8 +5,11 @@ occ writes checkpoints as ``{"occ_checkpoint": 1, "arch": ..., "kwargs": ...,
 (tensors and plain data only; ``classes`` only where the data names them,
 ``code_folders`` only where the model or data is a user's ``pkg.module:callable``: the
 folders it was imported from, ``occ.callables``). It reads those, bare
-state dicts, and the common ``{"state_dict": ...}`` / ``{"model_state_dict": ...}``
-wrappers. A file that needs arbitrary unpickling is refused unless the caller trusts it.
+state dicts, and the common ``{"state_dict": ...}`` / ``{"model_state_dict": ...}`` /
+``{"model": ...}`` wrappers, with the key prefixes that wrapping the model adds stripped
+(``module.``: ``DataParallel`` / DDP; ``_orig_mod.``: ``torch.compile``). A file that
+needs arbitrary unpickling is refused unless the caller trusts it; any other layout is
+refused naming the keys it has.
 """
 
 from __future__ import annotations
@@ -30,6 +33,13 @@ from occ.limits import MAX_CHECKPOINT_BYTES, check_input_file
 from occ.trust import TrustError, unpickle_refusal
 
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+"""Key prefixes of a model saved wrapped: ``DataParallel`` / DDP, ``torch.compile``."""
+LAYOUTS = ("occ reads a mapping of parameter names to tensors (model.state_dict()), as is "
+           "or under 'state_dict', 'model_state_dict' or 'model', or a whole nn.Module "
+           "(with --trust-checkpoint)")
+SHOWN_KEYS = 8
+"""Top-level keys a refusal lists at most."""
 
 
 @dataclass
@@ -138,12 +148,49 @@ def _unwrap(obj: Any, where: str) -> Checkpoint:
                     meta = {k: v for k, v in obj.items() if k != key and _is_scalar(v)}
                     obj = obj[key]
                     break
-    if not isinstance(obj, Mapping) or not obj or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
-    ):
-        raise CheckpointError("not a state dict (expected a mapping of names to tensors)",
-                              where=where)
+    if not _is_state_dict(obj):
+        raise CheckpointError(f"not a state dict: {_describe(obj)}; {LAYOUTS}"
+                              f"{_hint(obj, where)}", where=where)
     return Checkpoint(state_dict=strip_prefix(dict(obj)), meta=meta)
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and bool(obj) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
+def _describe(obj: Any) -> str:
+    """What the file holds instead, in a few words: its type, its first top-level keys and
+    what each holds (``'net' (25 tensors), 'epoch' (int)``)."""
+    if not isinstance(obj, Mapping):
+        return f"the file holds a {type(obj).__name__}"
+    if not obj:
+        return "the file holds an empty mapping"
+    shown = [f"{str(k)[:40]!r} ({_kind(v)})" for k, v in list(obj.items())[:SHOWN_KEYS]]
+    more = f" and {len(obj) - SHOWN_KEYS} more" if len(obj) > SHOWN_KEYS else ""
+    return f"its top-level keys are {', '.join(shown)}{more}"
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return "tensor"
+    if _is_state_dict(value):
+        return f"{len(value)} tensor{'s' if len(value) > 1 else ''}"
+    if isinstance(value, Mapping):
+        return f"mapping of {len(value)}"
+    return type(value).__name__
+
+
+def _hint(obj: Any, where: str) -> str:
+    """How to re-save a file whose state dict sits under a key occ does not know."""
+    if not isinstance(obj, Mapping):
+        return ""
+    nested = [k for k, v in obj.items() if isinstance(k, str) and _is_state_dict(v)]
+    if len(nested) != 1:
+        return ""
+    key = nested[0][:40]
+    return (f"; {key!r} holds one: torch.save(torch.load({where!r})[{key!r}], 'model.pt') "
+            "writes it as a file occ reads")
 
 
 def _is_scalar(value: Any) -> bool:
@@ -153,11 +200,15 @@ def _is_scalar(value: Any) -> bool:
 
 
 def strip_prefix(state: dict[str, torch.Tensor],
-                 prefix: str = "module.") -> dict[str, torch.Tensor]:
-    """Drop the ``module.`` every key carries when the model was saved wrapped in
-    ``DataParallel`` / ``DistributedDataParallel`` (only when every key has it)."""
-    if state and all(k.startswith(prefix) for k in state):
-        return {k[len(prefix):]: v for k, v in state.items()}
+                 prefixes: tuple[str, ...] = WRAPPER_PREFIXES) -> dict[str, torch.Tensor]:
+    """Drop the prefix every key carries when the model was saved wrapped: ``module.``
+    (``DataParallel`` / ``DistributedDataParallel``), ``_orig_mod.`` (``torch.compile``),
+    repeatedly (a compiled DDP model has both), and only when every key has it."""
+    while state:
+        prefix = next((p for p in prefixes if all(k.startswith(p) for k in state)), None)
+        if prefix is None:
+            break
+        state = {k[len(prefix):]: v for k, v in state.items()}
     return state
 
 
