@@ -221,3 +221,14 @@ def test_a_header_whose_code_folders_are_not_paths_is_refused() -> None:
     assert artifact_header.code_folders({}) == ()
     with pytest.raises(ArtifactError, match="header code_folders: must be a list"):
         artifact_header.code_folders({"code_folders": "/tmp"})
+
+
+def test_occ_train_says_a_builder_or_dataset_does_not_import_before_loading(
+        project: dict) -> None:
+    out = project["elsewhere"] / "x.pt"
+    for args, where in ((["occ_cf_no_such_pkg:build", "--data", "digits"], "MODEL: "),
+                        (["lenet5", "--data", "occ_cf_no_such_pkg:splits"], "--data: ")):
+        err = one_line(CliRunner().invoke(app, ["train", *args, "--out", str(out),
+                                                "--trust-code"]))
+        assert err.startswith(f"error: {where}cannot import 'occ_cf_no_such_pkg'"), err
+    assert not out.exists()
