@@ -44,13 +44,23 @@ def order(techniques: list[str]) -> dict[str, Any]:
 
 
 def validate(path: str | os.PathLike[str], *, keep_order: bool = False,
-             check_files: bool = True) -> Plan:
+             check_files: bool = True, trust_code: bool = False) -> Plan:
     """Load, check and order a recipe without touching tensors.
 
     ``check_files=False``: the recipe's ``model.checkpoint`` may be missing (it is about
     to be replaced by a ``--checkpoint`` override, which is checked instead).
+    ``trust_code``: also import (not call) every ``pkg.module:callable`` the recipe names,
+    as ``compress --trust-code`` would find it (``occ.callables``); importing runs the
+    module's code, and may import torch.
     """
-    return make_plan(load_recipe(path, check_files=check_files), keep_order=keep_order)
+    plan = make_plan(load_recipe(path, check_files=check_files), keep_order=keep_order)
+    if trust_code:
+        from occ.callables import import_references, source_folder
+
+        recipe = plan.recipe
+        import_references(recipe.to_dict(), source=recipe.source,
+                          search=source_folder(recipe.source))
+    return plan
 
 
 def _override(recipe: Recipe, checkpoint: str | None, out: str | None, *,
@@ -79,11 +89,16 @@ def _override(recipe: Recipe, checkpoint: str | None, out: str | None, *,
 
 def _checked(recipe: Recipe, *, trust_code: bool, out: str | None, out_dir: str,
              files: tuple[str, ...] | None = None) -> None:
-    """Before any work: the recipe names no code unless trusted; the outputs are writable."""
+    """Before any work: the recipe names no code unless trusted, and trusted code imports
+    (from beside the recipe, then the working directory); the outputs are writable."""
+    from occ.callables import import_references, source_folder
     from occ.outputs import RUN_FILES, check_output_dir
     from occ.trust import check_recipe
 
     check_recipe(recipe.to_dict(), source=recipe.source, trusted=trust_code)
+    if trust_code:  # a builder that does not import: said now, not after loading the data
+        import_references(recipe.to_dict(), source=recipe.source,
+                          search=source_folder(recipe.source))
     where = "--out" if out is not None else f"{recipe.source}: output"
     check_output_dir(out_dir, where=where, files=RUN_FILES if files is None else files)
 

@@ -592,3 +592,26 @@ def test_mean_and_std_get_the_same_check_from_a_recipe_and_from_eval_options(
         assert "--std: must list 1 or 3 values" in std.stderr
         alone = CliRunner().invoke(app, ["eval", str(tiny_checkpoint), "--std", "0"])
         assert "--std: must be > 0, got [0.0]" in alone.stderr
+
+
+def test_torch_compile_prefix_is_stripped_and_an_unknown_layout_lists_its_keys(
+        tmp_path: Path) -> None:
+    from occ.artifact.checkpoint import load_checkpoint
+    from occ.errors import CheckpointError
+
+    state = {"fc.weight": torch.ones(2, 2), "fc.bias": torch.zeros(2)}
+    path = tmp_path / "compiled.pt"  # torch.compile, and torch.compile of a DDP model
+    for prefix in ("_orig_mod.", "module._orig_mod.", "_orig_mod.module."):
+        torch.save({f"{prefix}{k}": v for k, v in state.items()}, path)
+        assert set(load_checkpoint(path).state_dict) == set(state)
+    torch.save({"net": state, "epoch": 3, "opt": {"lr": 0.1}}, path)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert "not a state dict: its top-level keys are 'net' (2 tensors), 'epoch' (int), " \
+           "'opt' (mapping of 1)" in message
+    assert "under 'state_dict', 'model_state_dict' or 'model'" in message
+    assert f"torch.save(torch.load('{path}')['net'], 'model.pt')" in message
+    torch.save({f"key{i}": i for i in range(20)}, path)  # bounded: 8 keys, then a count
+    with pytest.raises(CheckpointError, match=r"'key7' \(int\) and 12 more; occ reads"):
+        load_checkpoint(path)

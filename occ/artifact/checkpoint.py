@@ -1,10 +1,15 @@
 """Input and baseline checkpoints: safe loading with ``weights_only=True``.
 
 occ writes checkpoints as ``{"occ_checkpoint": 1, "arch": ..., "kwargs": ...,
-"state_dict": ..., "metrics": ..., "data": ..., "classes": ...}`` (tensors and plain data
-only; ``classes`` only where the data names them). It reads those, bare
-state dicts, and the common ``{"state_dict": ...}`` / ``{"model_state_dict": ...}``
-wrappers. A file that needs arbitrary unpickling is refused unless the caller trusts it.
+"state_dict": ..., "metrics": ..., "data": ..., "classes": ..., "code_folders": ...}``
+(tensors and plain data only; ``classes`` only where the data names them,
+``code_folders`` only where the model or data is a user's ``pkg.module:callable``: the
+folders it was imported from, ``occ.callables``). It reads those, bare
+state dicts, and the common ``{"state_dict": ...}`` / ``{"model_state_dict": ...}`` /
+``{"model": ...}`` wrappers, with the key prefixes that wrapping the model adds stripped
+(``module.``: ``DataParallel`` / DDP; ``_orig_mod.``: ``torch.compile``). A file that
+needs arbitrary unpickling is refused unless the caller trusts it; any other layout is
+refused naming the keys it has.
 """
 
 from __future__ import annotations
@@ -21,13 +26,20 @@ import torch
 from torch import nn
 
 from occ.artifact.pickle_scan import check_archive, code_imports, describe, pickle_imports
-from occ.callables import user_folders
+from occ.callables import recorded_folders, user_folders
 from occ.errors import CheckpointError
 from occ.io import atomic_write_bytes
 from occ.limits import MAX_CHECKPOINT_BYTES, check_input_file
 from occ.trust import TrustError, unpickle_refusal
 
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+"""Key prefixes of a model saved wrapped: ``DataParallel`` / DDP, ``torch.compile``."""
+LAYOUTS = ("occ reads a mapping of parameter names to tensors (model.state_dict()), as is "
+           "or under 'state_dict', 'model_state_dict' or 'model', or a whole nn.Module "
+           "(with --trust-checkpoint)")
+SHOWN_KEYS = 8
+"""Top-level keys a refusal lists at most."""
 
 
 @dataclass
@@ -36,6 +48,18 @@ class Checkpoint:
 
     state_dict: dict[str, torch.Tensor]
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def code_folders(self, *, where: str) -> tuple[str, ...]:
+        """The folders an occ checkpoint records its user code was imported from (none for
+        other checkpoints). Only a place to look: read it under ``--trust-code`` only.
+
+        Raises:
+            CheckpointError: the field is not a short list of absolute paths.
+        """
+        if self.meta.get("occ_checkpoint") != 1:
+            return ()
+        return recorded_folders(self.meta.get("code_folders"), where=f"{where}: code_folders",
+                                error=CheckpointError)
 
 
 def load_checkpoint(path: str | os.PathLike[str], *, trust: bool = False) -> Checkpoint:
@@ -124,12 +148,49 @@ def _unwrap(obj: Any, where: str) -> Checkpoint:
                     meta = {k: v for k, v in obj.items() if k != key and _is_scalar(v)}
                     obj = obj[key]
                     break
-    if not isinstance(obj, Mapping) or not obj or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
-    ):
-        raise CheckpointError("not a state dict (expected a mapping of names to tensors)",
-                              where=where)
+    if not _is_state_dict(obj):
+        raise CheckpointError(f"not a state dict: {_describe(obj)}; {LAYOUTS}"
+                              f"{_hint(obj, where)}", where=where)
     return Checkpoint(state_dict=strip_prefix(dict(obj)), meta=meta)
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and bool(obj) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
+def _describe(obj: Any) -> str:
+    """What the file holds instead, in a few words: its type, its first top-level keys and
+    what each holds (``'net' (25 tensors), 'epoch' (int)``)."""
+    if not isinstance(obj, Mapping):
+        return f"the file holds a {type(obj).__name__}"
+    if not obj:
+        return "the file holds an empty mapping"
+    shown = [f"{str(k)[:40]!r} ({_kind(v)})" for k, v in list(obj.items())[:SHOWN_KEYS]]
+    more = f" and {len(obj) - SHOWN_KEYS} more" if len(obj) > SHOWN_KEYS else ""
+    return f"its top-level keys are {', '.join(shown)}{more}"
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return "tensor"
+    if _is_state_dict(value):
+        return f"{len(value)} tensor{'s' if len(value) > 1 else ''}"
+    if isinstance(value, Mapping):
+        return f"mapping of {len(value)}"
+    return type(value).__name__
+
+
+def _hint(obj: Any, where: str) -> str:
+    """How to re-save a file whose state dict sits under a key occ does not know."""
+    if not isinstance(obj, Mapping):
+        return ""
+    nested = [k for k, v in obj.items() if isinstance(k, str) and _is_state_dict(v)]
+    if len(nested) != 1:
+        return ""
+    key = nested[0][:40]
+    return (f"; {key!r} holds one: torch.save(torch.load({where!r})[{key!r}], 'model.pt') "
+            "writes it as a file occ reads")
 
 
 def _is_scalar(value: Any) -> bool:
@@ -139,11 +200,15 @@ def _is_scalar(value: Any) -> bool:
 
 
 def strip_prefix(state: dict[str, torch.Tensor],
-                 prefix: str = "module.") -> dict[str, torch.Tensor]:
-    """Drop the ``module.`` every key carries when the model was saved wrapped in
-    ``DataParallel`` / ``DistributedDataParallel`` (only when every key has it)."""
-    if state and all(k.startswith(prefix) for k in state):
-        return {k[len(prefix):]: v for k, v in state.items()}
+                 prefixes: tuple[str, ...] = WRAPPER_PREFIXES) -> dict[str, torch.Tensor]:
+    """Drop the prefix every key carries when the model was saved wrapped: ``module.``
+    (``DataParallel`` / ``DistributedDataParallel``), ``_orig_mod.`` (``torch.compile``),
+    repeatedly (a compiled DDP model has both), and only when every key has it."""
+    while state:
+        prefix = next((p for p in prefixes if all(k.startswith(p) for k in state)), None)
+        if prefix is None:
+            break
+        state = {k[len(prefix):]: v for k, v in state.items()}
     return state
 
 
@@ -202,17 +267,22 @@ def _input_channels(model: nn.Module, state: Mapping[str, torch.Tensor]
 def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, *, arch: str,
                     kwargs: dict[str, Any], metrics: dict[str, Any],
                     data: dict[str, Any] | None = None,
-                    classes: list[str] | None = None) -> None:
+                    classes: list[str] | None = None,
+                    code_folders: list[str] | None = None) -> None:
     """Write an occ checkpoint atomically (loadable with ``weights_only=True``).
 
     ``classes``: the data's class names in index order (ImageFolder), recorded so that
     ``occ eval`` / ``occ compress`` refuse data that numbers the classes differently.
+    ``code_folders``: where the user's model / data code was imported from, so that
+    ``occ eval --trust-code`` finds it from any working directory.
     """
     import io
 
     buf = io.BytesIO()
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    extra = {"classes": list(classes)} if classes is not None else {}
+    extra: dict[str, Any] = {"classes": list(classes)} if classes is not None else {}
+    if code_folders:
+        extra["code_folders"] = list(code_folders)
     torch.save({"occ_checkpoint": 1, "arch": arch, "kwargs": dict(kwargs),
                 "state_dict": state, "metrics": dict(metrics), "data": dict(data or {}),
                 **extra}, buf)

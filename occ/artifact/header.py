@@ -7,18 +7,26 @@
      "edits": [{"op", "args"}, ...],                               # replayed in order
      "recipe": {...}, "plan": {...}, "metrics": {...},             # how it was made
      "data": {"dataset", "task", "root", "preprocess", "classes"}, # what it was measured on
+     "code_folders": ["/abs/folder", ...],                         # where user code was found
      "encoding": {...}, "state": {...}}                            # stage states (--resume)
 
 The container (``occ.artifact.container``) adds ``streams``, the table of the tensors, and
 stores the whole as JSON or as ``occ.artifact.header_v2``'s binary table. Readers here
 check the types a hostile file could get wrong and raise ``ArtifactError``; optional
 fields read as empty.
+
+``code_folders`` is written only when the model or data came from a user's
+``pkg.module:callable``: the folders their modules were imported from
+(``occ.callables.imported_folders``), so that with ``--trust-code`` the artifact rebuilds
+and evaluates from any working directory. It is only a place to look, read only under
+``--trust-code``; artifacts without it read as before.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from occ.callables import recorded_folders
 from occ.errors import ArtifactError
 from occ.version import __version__
 
@@ -39,16 +47,20 @@ def model_header(*, arch: dict[str, Any], edits: list[dict[str, Any]],
 def run_header(*, arch: dict[str, Any], edits: list[dict[str, Any]],
                input_shape: tuple[int, ...], num_classes: int, recipe: dict[str, Any],
                plan: dict[str, Any], data: dict[str, Any],
-               metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+               metrics: dict[str, Any] | None = None,
+               code_folders: list[str] | None = None) -> dict[str, Any]:
     """The header of a compression run's artifact: the model, how it was made (recipe
     without its run-specific ``output``, the plan without the edges' reasons, which
     ``occ order --explain`` and the run's report give) and the data it was measured on,
-    with its metrics to 6 significant digits (the report holds them in full)."""
+    with its metrics to 6 significant digits (the report holds them in full), and the
+    folders the user's code came from (``code_folders``; left out when none)."""
     extra: dict[str, Any] = {"recipe": {k: v for k, v in recipe.items() if k != "output"},
                              "plan": {k: v for k, v in plan.items() if k != "reasons"},
                              "data": data}
     if metrics is not None:
         extra["metrics"] = _rounded(metrics)
+    if code_folders:
+        extra["code_folders"] = list(code_folders)
     return model_header(arch=arch, edits=edits, input_shape=input_shape,
                         num_classes=num_classes, extra=extra)
 
@@ -113,6 +125,13 @@ def recorded_classes(header: dict[str, Any]) -> list[str] | None:
     if not (isinstance(found, list) and all(isinstance(c, str) for c in found)):
         raise ArtifactError("header data.classes is not a list of names")
     return found
+
+
+def code_folders(header: dict[str, Any]) -> tuple[str, ...]:
+    """``code_folders``: where the user's model and data code was imported from (none when
+    not recorded). Callers read it only under ``--trust-code``."""
+    return recorded_folders(header.get("code_folders"), where="header code_folders",
+                            error=ArtifactError)
 
 
 def encoding(header: dict[str, Any]) -> dict[str, Any]:

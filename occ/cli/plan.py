@@ -43,14 +43,22 @@ def validate(
     recipe: Annotated[str, typer.Argument(help="Recipe YAML file.")],
     keep_order: Annotated[bool, typer.Option("--keep-order", help="Keep the written order.")]
     = False,
+    trust_code: Annotated[bool, typer.Option(
+        "--trust-code", help="Also import (not call) the pkg.module:callable references the "
+                             "recipe names, to check they import: that runs their module.")]
+    = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Check a recipe (schema and order, no torch work) and print the resolved plan."""
     from occ import api
+    from occ.trust import code_references
 
-    plan = _run(lambda: api.validate(recipe, keep_order=keep_order), as_json)
+    plan = _run(lambda: api.validate(recipe, keep_order=keep_order, trust_code=trust_code),
+                as_json)
+    code = [{"where": where, "ref": ref, "imported": trust_code}
+            for where, ref in code_references(plan.recipe.to_dict())]
     if as_json:
-        _emit_json({"recipe": plan.recipe.to_dict(), **plan.to_dict()})
+        _emit_json({"recipe": plan.recipe.to_dict(), **plan.to_dict(), "code": code})
         return
     out = sys.stdout
     out.write(f"{recipe}: ok — {plan.recipe.name}\n")
@@ -61,6 +69,10 @@ def validate(
         out.write(f"  {r['before']} → {r['after']}: {r['reason']}\n")
     for w in plan.warnings:
         out.write(f"  warning: {w}\n")
+    for c in code:
+        out.write(f"  code: {c['where']}: {c['ref']!r} imports\n" if trust_code else
+                  f"  code: {c['where']}: {c['ref']!r} runs code: compress needs --trust-code "
+                  "(not imported here; `occ validate --trust-code` checks that it imports)\n")
 
 
 @app.command()

@@ -140,7 +140,8 @@ def export_int8(path: str | os.PathLike[str], out: str | os.PathLike[str] | None
     header, model, shape = _load(src, trust_code=trust_code)
     model.eval()
     spec = artifact_spec(header, root)
-    data = load_data(spec, trust_code=trust_code)
+    search = artifact_header.code_folders(header) if trust_code else ()  # occ.callables
+    data = load_data(spec, trust_code=trust_code, search=search)
     x_test, y_test = _split(data, "test")
     if y_test.is_floating_point():
         raise RecipeError("the int8 export checks class predictions; for a regression model "

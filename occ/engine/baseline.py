@@ -19,6 +19,7 @@ import numpy as np
 from occ import distributed
 from occ import metrics as metrics_mod
 from occ.artifact.checkpoint import save_checkpoint
+from occ.callables import imported_folders
 from occ.config import to_dict
 from occ.data import load_data
 from occ.engine.data_options import named_by_options
@@ -103,7 +104,8 @@ def train_baseline(arch: str, kwargs: dict[str, Any], spec: DataSpec, *, epochs:
             recorded[key] = list(data.preprocess[key])
     if distributed.is_main():  # under torchrun the ranks hold one model: rank 0 writes it
         save_checkpoint(out, model, arch=arch, kwargs=kwargs, metrics=result, data=recorded,
-                        classes=data.classes)
+                        classes=data.classes, code_folders=imported_folders(
+                            [arch, spec.dataset, spec.transform or ""]))
     return result
 
 

@@ -47,6 +47,8 @@ class RunContext:
             architecture reference is that object's class are rebuilt in this process.
         trust_code: the user passed ``--trust-code``: ``pkg.module:callable`` models may be
             imported (``occ.trust``); every model build in the run passes it on.
+        code_search: folders user callables are imported from when not on ``sys.path``
+            (the recipe's folder, ``occ.callables``); every model build in the run uses it.
     """
 
     model: nn.Module
@@ -69,6 +71,7 @@ class RunContext:
     trust_code: bool = False
     warnings: list[str] = field(default_factory=list)
     """Loud warnings given before the run (logged already), kept in the report's plan."""
+    code_search: tuple[str, ...] = ()
 
     def record_edit(self, op: str, **args: Any) -> None:
         """Record a structural edit (already applied to ``model``) for the artifact.

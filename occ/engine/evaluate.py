@@ -27,19 +27,24 @@ from occ.models import build_model
 from occ.training import predict, resolve_device
 
 
-def load_for_eval(chosen: EvalData, *, trust_code: bool) -> DataBundle:
+def load_for_eval(chosen: EvalData, *, trust_code: bool,
+                  search: tuple[str, ...] = ()) -> DataBundle:
     """``load_data`` of ``chosen.spec``; an error about a field an option set (a mean that
-    does not fit the images, a size the data cannot take) names that option."""
+    does not fit the images, a size the data cannot take) names that option. ``search``:
+    the folders the file recorded its user code came from (``occ.callables``)."""
     with named_by_options(EVAL_OPTIONS, chosen.given):
-        return load_data(chosen.spec, trust_code=trust_code)
+        return load_data(chosen.spec, trust_code=trust_code, search=search)
 
 
 def _open_checkpoint(path: Path, *, arch: str | None, kwargs: dict[str, Any] | None,
-                     trust_checkpoint: bool, trust_code: bool) -> tuple[nn.Module, Any]:
-    """Build and load a checkpoint's model: its recorded ``arch`` or the given one.
+                     trust_checkpoint: bool, trust_code: bool,
+                     ) -> tuple[nn.Module, Any, tuple[str, ...]]:
+    """Build and load a checkpoint's model: its recorded ``arch`` or the given one. Returns
+    the model, the checkpoint and where to look for its user code (``code_folders``).
 
     The ``arch`` a checkpoint names is data: a ``pkg.module:callable`` in it is imported only
-    with ``trust_code`` (``occ.trust``), like one in a recipe.
+    with ``trust_code`` (``occ.trust``), like one in a recipe; so are the folders it
+    records, only read with ``trust_code``.
     """
     from occ.errors import CheckpointError
 
@@ -55,10 +60,12 @@ def _open_checkpoint(path: Path, *, arch: str | None, kwargs: dict[str, Any] | N
     build_kwargs = dict(recorded) if kwargs is None else dict(kwargs)
     if kwargs is None and "num_classes" not in build_kwargs:
         build_kwargs.update(_classes_from_state(ckpt.state_dict))
-    model = build_model(arch, build_kwargs, allow_callables=trust_code, source=str(path))
+    search = ckpt.code_folders(where=str(path)) if trust_code else ()
+    model = build_model(arch, build_kwargs, allow_callables=trust_code, source=str(path),
+                        search=search)
     load_into(model, ckpt, where=str(path), arch=arch,
               channels_hint=lambda n: EVAL_TERMS.checkpoint_hint(n, None))
-    return model, ckpt
+    return model, ckpt, search
 
 
 def _classes_from_state(state: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -88,17 +95,18 @@ def evaluate_path(path: Path, *, data: str | None, root: str | None, trust_check
     check_input_file(path, error=CheckpointError)  # by type: a FIFO would block the open
     options = {"dataset": data, "root": root, **(preprocess or {})}
     if has_magic(path, error=CheckpointError, what="file"):
-        model, chosen, classes = _open_artifact(path, options, trust_code=trust_code)
+        model, chosen, classes, search = _open_artifact(path, options, trust_code=trust_code)
         kind = "artifact"
     else:
-        model, ckpt = _open_checkpoint(path, arch=arch, kwargs=kwargs,
-                                       trust_checkpoint=trust_checkpoint, trust_code=trust_code)
+        model, ckpt, search = _open_checkpoint(path, arch=arch, kwargs=kwargs,
+                                               trust_checkpoint=trust_checkpoint,
+                                               trust_code=trust_code)
         recorded = ckpt.meta.get("data")
         chosen = eval_data(recorded if isinstance(recorded, dict) else None, options)
         classes, kind = checkpoint_classes(ckpt.meta), "checkpoint"
     spec = chosen.spec
     size = os.path.getsize(path)
-    dataset = load_for_eval(chosen, trust_code=trust_code)
+    dataset = load_for_eval(chosen, trust_code=trust_code, search=search)
     device = resolve_device("auto")
     model.to(device).eval()  # the probe's batch goes to ``device``: so must the model
     check_class_names(classes, dataset, where=str(path))
@@ -122,9 +130,10 @@ def evaluate_path(path: Path, *, data: str | None, root: str | None, trust_check
 
 
 def _open_artifact(path: Path, options: dict[str, Any], *, trust_code: bool,
-                   ) -> tuple[nn.Module, EvalData, list[str] | None]:
+                   ) -> tuple[nn.Module, EvalData, list[str] | None, tuple[str, ...]]:
     """An artifact's rebuilt model, the data to evaluate it on (its record with
-    ``options`` over it) and its class names."""
+    ``options`` over it), its class names and where to look for its user code
+    (``occ.engine.load.code_search``)."""
     from occ.errors import DataError
 
     artifact = read_artifact(path)
@@ -137,9 +146,10 @@ def _open_artifact(path: Path, options: dict[str, Any], *, trust_code: bool,
     try:
         model = loader.rebuild(artifact, trust_code=trust_code, source=str(path))
         classes = artifact_header.recorded_classes(artifact.header)
+        search = loader.code_search(artifact, trust_code)
     except ArtifactError as err:  # name the file, like occ.load does
         raise ArtifactError(err.message, where=str(path)) from None
-    return model, chosen, classes
+    return model, chosen, classes, search
 
 
 def inspect_artifact(path: Path) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Models out of ``.occ`` artifacts: rebuild the architecture, replay edits, load tensors.
 
 ``load`` builds the header's ``arch`` (zoo and torchvision names only, unless
-``trust_code``: a ``pkg.module:callable`` reference would import and run that module),
+``trust_code``: a ``pkg.module:callable`` reference would import and run that module,
+looked for also in the folders the header records, ``code_search``),
 replays the edits (an allow-list of occ's own ops, registered by the techniques' edit
 modules, which is why rebuilding lives in the engine, above ``occ.techniques``) and
 loads the tensors strictly. The writing side is ``occ.artifact.model_io``.
@@ -39,12 +40,19 @@ def _build(artifact: Artifact, spec: dict[str, Any], *, trust_code: bool,
             model = copy.deepcopy(template[1])  # the user's own object: no import, no call
         else:
             model = build_model(spec["arch"], kwargs, allow_callables=trust_code,
-                                source=source)
+                                source=source, search=code_search(artifact, trust_code))
     except ModelError as err:
         raise ArtifactError(f"cannot rebuild model: {err.message}") from None
     edits = artifact_header.edits(artifact.header)
     load_edit_ops()
     return apply_edits(model, edits, meta_only=meta_only)
+
+
+def code_search(artifact: Artifact, trust_code: bool) -> tuple[str, ...]:
+    """The folders the artifact recorded its user code came from: where, with
+    ``trust_code`` only, a ``pkg.module:callable`` model or dataset is also looked for
+    (``occ.callables``). Without it, none: the header is not even read for them."""
+    return artifact_header.code_folders(artifact.header) if trust_code else ()
 
 
 def _check_fit(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:

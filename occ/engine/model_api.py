@@ -259,6 +259,7 @@ def _batch_size(data: Any, default: int) -> int:
 def _context(model: nn.Module, recipe: Recipe, train_data: Any, val_data: Any,
              test_data: Any, trust_code: bool, progress: Progress) -> Any:
     """The run context: a copy of ``model``, the data bundle, device and seed."""
+    from occ.callables import source_folder
     from occ.data import load_data
     from occ.data.custom import bundle_from_splits
     from occ.engine import runner
@@ -268,8 +269,9 @@ def _context(model: nn.Module, recipe: Recipe, train_data: Any, val_data: Any,
 
     seed_everything(recipe.seed)
     device = resolve_device(recipe.device)
+    search = source_folder(recipe.source)  # a recipe file's callables beside it import
     if train_data is None:
-        data = load_data(recipe.data, seed=recipe.seed, trust_code=trust_code)
+        data = load_data(recipe.data, seed=recipe.seed, trust_code=trust_code, search=search)
     else:
         data = bundle_from_splits(runner.IN_MEMORY, {
             "train": train_data, "val": val_data,
@@ -281,7 +283,8 @@ def _context(model: nn.Module, recipe: Recipe, train_data: Any, val_data: Any,
     ctx = RunContext(model=own, baseline=baseline, data=data, device=device, seed=recipe.seed,
                      out_dir=Path("."), arch=ArchRef(recipe.model.arch,
                                                      dict(recipe.model.kwargs)),
-                     progress=progress, recipe=recipe, trust_code=trust_code)
+                     progress=progress, recipe=recipe, trust_code=trust_code,
+                     code_search=search)
     ctx.template, ctx.template_arch = copy.deepcopy(model).cpu(), recipe.model.arch
     return ctx
 

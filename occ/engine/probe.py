@@ -130,7 +130,8 @@ refuse (lenet5 on 8×8 digits), and what fixes that, before the command's settin
 
 def build_for_data(arch: str, kwargs: dict[str, Any], data: DataBundle, *, where: str,
                    terms: InputTerms, allow_callables: bool = False,
-                   source: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
+                   source: str | None = None,
+                   search: tuple[str, ...] = ()) -> tuple[nn.Module, dict[str, Any]]:
     """``arch`` built for ``data``, and the keyword arguments it was built with: ``kwargs``
     completed with what the data implies (``occ.models.data_kwargs``: channels, classes,
     input size).
@@ -140,6 +141,8 @@ def build_for_data(arch: str, kwargs: dict[str, Any], data: DataBundle, *, where
     the error is about the data, so it is located at ``where`` (the setting that chose the
     data's size) and says what fixes it in the command's words (``terms.size``).
 
+    ``search``: folders to look for a ``pkg.module:callable`` in (``occ.callables``).
+
     Raises:
         ModelError: the reference does not build, with those kwargs or for this data.
     """
@@ -148,7 +151,8 @@ def build_for_data(arch: str, kwargs: dict[str, Any], data: DataBundle, *, where
 
     full = data_kwargs(arch, kwargs, data.input_shape, data.num_classes)
     try:
-        return build_model(arch, full, allow_callables=allow_callables, source=source), full
+        return build_model(arch, full, allow_callables=allow_callables, source=source,
+                           search=search), full
     except ModelError as err:
         key = (err.where or "").removeprefix("model.kwargs.")
         if key not in DATA_KWARGS or key in kwargs or terms.size is None:

@@ -21,6 +21,7 @@ from occ import metrics as metrics_mod
 from occ.artifact import header as artifact_header
 from occ.artifact import model_io
 from occ.artifact.checkpoint import load_checkpoint, load_into
+from occ.callables import imported_folders, source_folder
 from occ.data import DataBundle, load_data
 from occ.engine import gates
 from occ.engine import load as loader
@@ -45,6 +46,7 @@ from occ.report.data import Report, StageRecord
 from occ.report.write import write_reports
 from occ.techniques.registry import get_stage
 from occ.training import predict, resolve_device, seed_everything
+from occ.trust import code_references
 
 log = logging.getLogger("occ")
 
@@ -62,9 +64,9 @@ def prepare(recipe: Recipe, *, trust_checkpoint: bool, progress: Progress,
     """
     seed_everything(recipe.seed)
     device = distributed.setup() or resolve_device(recipe.device)
+    search = source_folder(recipe.source)  # user callables beside the recipe import
     try:
-        data = load_data(recipe.data, seed=recipe.seed, trust_code=trust_code,
-                         search=_recipe_folder(recipe))
+        data = load_data(recipe.data, seed=recipe.seed, trust_code=trust_code, search=search)
     except DataError as err:  # "data.root: ..." -> "recipe.yaml: data.root: ..."
         raise err.located(f"{recipe.source}:") from None
     ckpt_path = str(recipe.model.checkpoint)
@@ -72,7 +74,8 @@ def prepare(recipe: Recipe, *, trust_checkpoint: bool, progress: Progress,
     terms = _recipe_terms(recipe)
     model, kwargs = build_for_data(recipe.model.arch, recipe.model.kwargs, data,
                                    where=f"{recipe.source}: data", terms=terms,
-                                   allow_callables=trust_code, source=recipe.source)
+                                   allow_callables=trust_code, source=recipe.source,
+                                   search=search)
     load_into(model, ckpt, where=ckpt_path, arch=recipe.model.arch,
               channels_hint=lambda n: terms.checkpoint_hint(n, data))
     model.to(device).eval()
@@ -85,7 +88,7 @@ def prepare(recipe: Recipe, *, trust_checkpoint: bool, progress: Progress,
     ctx = RunContext(model=model, baseline=baseline, data=data, device=device,
                      seed=recipe.seed, out_dir=Path(str(recipe.output)),
                      arch=ArchRef(recipe.model.arch, kwargs), progress=progress, recipe=recipe,
-                     trust_code=trust_code)
+                     trust_code=trust_code, code_search=search)
     ctx.recorded_accuracy = recorded_accuracy(ckpt.meta)
     return ctx
 
@@ -96,12 +99,6 @@ def _recipe_terms(recipe: Recipe) -> InputTerms:
     if "in_channels" in recipe.model.kwargs:
         return replace(RECIPE_TERMS, in_channels="model.kwargs.in_channels: {n}")
     return RECIPE_TERMS
-
-
-def _recipe_folder(recipe: Recipe) -> tuple[str, ...]:
-    """The recipe's folder, where user callables are also looked for (if it is a file)."""
-    source = Path(recipe.source)
-    return (str(source.parent),) if source.is_file() else ()
 
 
 def _warn_baseline(report: Report, message: str | None) -> None:
@@ -116,11 +113,14 @@ def _header(ctx: RunContext, plan: Plan, metrics: dict[str, Any] | None = None) 
             "preprocess": ctx.data.preprocess}
     if ctx.data.classes is not None:  # index order: eval refuses data that renumbers them
         data["classes"] = list(ctx.data.classes)
+    recipe = plan.recipe.to_dict()
+    # where the model's and data's user code came from: eval --trust-code looks there too
+    folders = imported_folders([ctx.arch.arch, *(ref for _, ref in code_references(recipe))])
     return artifact_header.run_header(arch=ctx.arch.to_dict(), edits=ctx.edits,
                                       input_shape=ctx.data.input_shape,
-                                      num_classes=ctx.data.num_classes,
-                                      recipe=plan.recipe.to_dict(), plan=plan.to_dict(),
-                                      data=data, metrics=metrics)
+                                      num_classes=ctx.data.num_classes, recipe=recipe,
+                                      plan=plan.to_dict(), data=data, metrics=metrics,
+                                      code_folders=folders)
 
 
 def measure_ctx(ctx: RunContext, plan: Plan, reference: torch.Tensor | None,

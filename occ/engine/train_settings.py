@@ -55,7 +55,8 @@ def check_train(arch: str, *, data: str = "mnist5k", epochs: int | None = None, 
     the model name, the data spec (its local folder included) and the output file.
 
     ``occ train --nproc N`` calls it once before starting N processes, so bad input is one
-    line rather than one per process. Torch-free.
+    line rather than one per process. Torch-free, but with ``trust_code`` it imports (does
+    not call) a ``pkg.module:callable`` model or dataset, which may import torch.
 
     Returns:
         The resolved settings: ``spec`` (the ``DataSpec``), ``epochs``, ``lr``,
@@ -92,6 +93,13 @@ def check_train(arch: str, *, data: str = "mnist5k", epochs: int | None = None, 
         check_positive_float(kwargs["width"], "--width")
     check_arch_name(arch)
     require_code(arch, trusted=trust_code, where="MODEL")
+    if trust_code:  # a builder or dataset that does not import: said before the data loads
+        from occ.callables import import_callable
+        from occ.trust import is_code_reference
+
+        for ref, where in ((arch, "MODEL"), (data, "--data")):
+            if is_code_reference(ref):
+                import_callable(ref, where=where)
     check_output_file(out, where="--out")
     if root is not None:  # recorded in the checkpoint: absolute, so eval works from anywhere
         root = os.path.abspath(os.path.expanduser(root))

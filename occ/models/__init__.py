@@ -8,6 +8,7 @@ without it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from occ.models.names import ZOO_NAMES, check_arch_name
@@ -55,6 +56,7 @@ def build_model(
     num_classes: int | None = None,
     allow_callables: bool = False,
     source: str | None = None,
+    search: Sequence[str] = (),
 ) -> nn.Module:
     """Build a freshly initialised model from a reference.
 
@@ -77,6 +79,9 @@ def build_model(
         allow_callables: Allow ``pkg.module:callable`` references (importing one runs its
             code): true only when the user passed ``--trust-code`` (``occ.trust``).
         source: The file that named ``arch`` (recipe, checkpoint), for error messages.
+        search: Folders a ``pkg.module:callable`` is imported from when it is not on
+            ``sys.path``, before the working directory: the recipe's folder, the folders an
+            artifact or checkpoint recorded (``occ.callables``).
 
     Returns:
         The model, in training mode, on the CPU.
@@ -98,6 +103,7 @@ def build_model(
         num_classes=num_classes,
         allow_callables=allow_callables,
         source=source,
+        search=search,
     )
 
 

@@ -10,7 +10,7 @@ import difflib
 import functools
 import inspect
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from torch import nn
@@ -32,6 +32,7 @@ def resolve_model(
     num_classes: int | None = None,
     allow_callables: bool = False,
     source: str | None = None,
+    search: Sequence[str] = (),
 ) -> nn.Module:
     """Build the model ``arch`` refers to; see :func:`occ.models.build_model`.
 
@@ -43,11 +44,11 @@ def resolve_model(
     require_code(arch, trusted=allow_callables,
                  where=f"{source}: model.arch" if source else "model.arch")
     return build_sized(arch, kind, lambda: _resolve(arch, kind, kwargs, in_channels,
-                                                    num_classes))
+                                                    num_classes, search))
 
 
 def _resolve(arch: str, kind: str, kwargs: dict[str, Any] | None, in_channels: int | None,
-             num_classes: int | None) -> nn.Module:
+             num_classes: int | None, search: Sequence[str] = ()) -> nn.Module:
     if kwargs is not None and not isinstance(kwargs, dict):
         raise ModelError(f"must be a mapping, got {type(kwargs).__name__}", where="model.kwargs")
     merged = dict(kwargs or {})
@@ -69,7 +70,7 @@ def _resolve(arch: str, kind: str, kwargs: dict[str, Any] | None, in_channels: i
         for key, value in (("in_channels", in_channels), ("num_classes", num_classes))
         if value is not None and key not in (kwargs or {})
     }
-    return _build_callable(arch, merged, implied=implied)
+    return _build_callable(arch, merged, implied=implied, search=search)
 
 
 def _check_kwargs(arch: str, fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:
@@ -164,16 +165,17 @@ def _adapt_first_conv_(model: nn.Module, in_channels: int, arch: str) -> None:
     setattr(model.get_submodule(parent_name), child, new)
 
 
-def _build_callable(arch: str, kwargs: dict[str, Any], *, implied: set[str]) -> nn.Module:
-    """Import ``pkg.module:callable`` and call it with ``kwargs``.
+def _build_callable(arch: str, kwargs: dict[str, Any], *, implied: set[str],
+                    search: Sequence[str] = ()) -> nn.Module:
+    """Import ``pkg.module:callable`` (from ``sys.path``, then ``search``, then the working
+    directory: ``occ.callables``) and call it with ``kwargs``.
 
     ``in_channels`` and ``num_classes`` coming from the data (not from the recipe's kwargs)
     are passed only where the callable's signature accepts them.
     """
     from occ.callables import import_callable
 
-    # Like ``python -m``, the working directory counts: ``mypkg/`` beside you imports.
-    fn = import_callable(arch, where="model.arch", error=ModelError)
+    fn = import_callable(arch, where="model.arch", search=search, error=ModelError)
     for key in implied:
         if not _accepts(fn, key):
             kwargs.pop(key)

@@ -122,8 +122,11 @@ def _first_line(err: BaseException) -> str:
 
 @torch.no_grad()
 def build_student(ref: ArchRef, teacher: nn.Module, sample: torch.Tensor, *,
-                  seed: int, where: str, trust_code: bool = False) -> nn.Module:
+                  seed: int, where: str, trust_code: bool = False,
+                  search: tuple[str, ...] = ()) -> nn.Module:
     """Build ``ref`` (weights seeded by ``seed``) and check it maps ``sample`` like ``teacher``.
+
+    ``search``: folders a ``pkg.module:callable`` student is imported from (the recipe's).
 
     Raises:
         ModelError: the student does not build, does not run on the data's inputs, or its
@@ -132,7 +135,8 @@ def build_student(ref: ArchRef, teacher: nn.Module, sample: torch.Tensor, *,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         try:
-            student = build_model(ref.arch, ref.kwargs, allow_callables=trust_code)
+            student = build_model(ref.arch, ref.kwargs, allow_callables=trust_code,
+                                  search=search)
         except ModelError as err:
             raise _relocate(err, where) from None
         except TrustError as err:

@@ -67,7 +67,8 @@ def distill_(ctx: RunContext, config: DistillConfig) -> StageResult:
     sample = next(iter(ctx.loader("train", batch_size=2)))[0].to(device)  # (2, C, H, W)
     try:
         student = distill.build_student(ref, teacher, sample, seed=ctx.seed, where=where,
-                                        trust_code=ctx.trust_code)
+                                        trust_code=ctx.trust_code,
+                                        search=ctx.code_search)
     except ModelError as err:
         if spec.arch is not None:  # the user named the student: the error says it all
             raise
