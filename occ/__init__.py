@@ -30,8 +30,12 @@ def load(path: str, *, trust_code: bool = False, model: nn.Module | None = None)
     ``nn.Sequential`` your script builds): occ's edits and tensors are applied to a copy of
     it, so nothing is imported or called; without it the recorded reference is rebuilt.
     """
+    from torch.nn import Module
+
     from occ.engine.load import load as _load
 
+    if model is not None and not isinstance(model, Module):
+        raise TypeError(f"occ.load(model=...) takes a torch.nn.Module, got {type(model).__name__}")
     return _load(path, trust_code=trust_code, template=None if model is None else (None, model))
 
 

@@ -385,6 +385,10 @@ def test_an_artifact_its_reference_cannot_rebuild_is_said_before_the_run_and_loa
         occ.load(str(path), trust_code=True)  # the recorded reference: an empty Sequential
     loaded = occ.load(str(path), model=build(hidden=8))
     assert torch.equal(loaded(x), result.model.cpu()(x))  # the same model, no import
+    with pytest.raises(Exception, match="the model= given is not the architecture"):
+        occ.load(str(path), model=build(hidden=4))
+    with pytest.raises(TypeError, match="takes a torch.nn.Module"):
+        occ.load(str(path), model="build")
 
     caplog.clear()
     with caplog.at_level("WARNING", logger="occ"):

@@ -122,4 +122,6 @@ def load(path: str | os.PathLike[str], *, trust_code: bool = False,
     try:
         return rebuild(artifact, trust_code=trust_code, template=template, source=str(path))
     except ArtifactError as err:
-        raise ArtifactError(err.message, where=str(path)) from None
+        given = (" (the model= given is not the architecture this artifact was compressed "
+                 "from)" if template is not None and template[0] is None else "")
+        raise ArtifactError(err.message + given, where=str(path)) from None
