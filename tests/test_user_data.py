@@ -374,6 +374,20 @@ def test_an_artifact_its_reference_cannot_rebuild_is_said_before_the_run_and_loa
     assert wrong is not None and "gives 1.bias the shape (16,), not (8,)" in wrong
     assert rebuild_problem(model, "occ_user_net_r:build", {"hidden": 8}) is None
     assert "running script" in rebuild_problem(model, "__main__:Net", {})
+    # a module the caller never imported is not imported to check it (without trust_code)
+    (tmp_path / "occ_user_net_side.py").write_text(
+        "import pathlib\npathlib.Path(__file__).with_suffix('.ran').write_text('x')\n"
+        "def build():\n    raise AssertionError('called')\n")
+    assert rebuild_problem(model, "occ_user_net_side:build", {}) is None
+    assert not (tmp_path / "occ_user_net_side.ran").exists()
+    import sys
+
+    assert "occ_user_net_side" not in sys.modules
+    from occ.models import build_model
+
+    zoo = build_model("lenet300", {"width": 0.25})  # a recipe's model: is what is recorded
+    assert rebuild_problem(zoo, "lenet300", {"width": 0.25}) is None
+    assert "builds another model" in rebuild_problem(zoo, "lenet300", {})
 
     stages = [{"type": "quantize", "weight_bits": 8, "act_bits": 8, "mode": "ptq"}]
     with caplog.at_level("WARNING", logger="occ"):

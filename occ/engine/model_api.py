@@ -107,10 +107,12 @@ def compress_model(model: nn.Module, recipe: Any, *, train_data: Any = None,
         raise RecipeError(f"must be a torch.nn.Module, got {type(model).__name__}",
                           where="compress(model)")
     ref, ref_kwargs = (arch, dict(kwargs or {})) if arch else infer_arch(model)
-    unloadable = rebuild_problem(model, ref, ref_kwargs)
+    parsed = to_recipe(recipe, arch=ref, kwargs=ref_kwargs)
+    # what the artifact will record: the recipe's own model: when it names one
+    unloadable = rebuild_problem(model, parsed.model.arch, dict(parsed.model.kwargs),
+                                 trust_code=trust_code)
     if unloadable is not None:  # said before the work, and kept in the report
         log.warning("%s", unloadable)
-    parsed = to_recipe(recipe, arch=ref, kwargs=ref_kwargs)
     if train_data is not None:
         parsed = replace(parsed, data=replace(parsed.data, batch_size=_batch_size(
             train_data, parsed.data.batch_size)))
@@ -189,16 +191,22 @@ def infer_arch(model: nn.Module) -> tuple[str, dict[str, Any]]:
     return f"{cls.__module__}:{name}", {}
 
 
-def rebuild_problem(model: nn.Module, arch: str, kwargs: dict[str, Any]) -> str | None:
+def rebuild_problem(model: nn.Module, arch: str, kwargs: dict[str, Any], *,
+                    trust_code: bool = False) -> str | None:
     """Why ``occ.load(path)`` could not rebuild ``model`` from the reference the artifact
-    records (``arch``, ``kwargs``), or None when it can.
+    records (``arch``, ``kwargs``), or None when it can (or cannot be checked).
 
     The reference is built the way ``occ.load`` builds it, on the ``meta`` device (no
-    memory, no weights), and its tensor names and shapes compared with ``model``'s. Its
-    module is the one ``model``'s class came from (already imported by the caller); a
-    class of the running script (``__main__``) cannot be imported by another process.
+    memory, no weights), and its tensor names and shapes compared with ``model``'s. A
+    ``pkg.module:callable`` is built only when its module is already imported (the class
+    of ``model``, a builder the caller imported) or with ``trust_code``: this check never
+    imports code the caller did not. A class of the running script (``__main__``) cannot
+    be imported by another process.
     """
+    import sys
+
     from occ.models import build_model
+    from occ.models.names import arch_kind
 
     fix = ("occ.load(path, model=<a fresh model of this architecture>) reads it; to make "
            "it load by itself, pass arch='pkg.module:builder' (importable, returning this "
@@ -206,6 +214,9 @@ def rebuild_problem(model: nn.Module, arch: str, kwargs: dict[str, Any]) -> str 
     said = f"the artifact will record {arch}({_kwargs_text(kwargs)}), which"
     if arch.startswith("__main__:"):
         return f"{said} is defined in the running script, not an importable module: {fix}"
+    if (arch_kind(arch) == "callable" and not trust_code
+            and arch.partition(":")[0] not in sys.modules):
+        return None  # checking would import it: occ.load needs trust_code for it anyway
     try:
         with torch.device("meta"):
             fresh = build_model(arch, dict(kwargs), allow_callables=True)
