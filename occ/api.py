@@ -315,7 +315,8 @@ def evaluate(path: str | os.PathLike[str], *, data: str | None = None, root: str
         from occ.deploy.onnx_eval import evaluate_onnx
 
         return evaluate_onnx(path, data=data, root=root, preprocess=preprocess,
-                             latency_runs=latency_runs if latency else None)
+                             latency_runs=latency_runs if latency else None,
+                             trust_code=trust_code)
     return evaluate.evaluate_path(Path(path), data=data, root=root,
                                 trust_checkpoint=trust_checkpoint, trust_code=trust_code,
                                 latency_runs=latency_runs if latency else None, arch=arch,

@@ -187,6 +187,16 @@ def test_an_artifact_remembers_where_its_code_was_and_evaluates_from_anywhere(
     import occ
 
     assert occ.load(artifact, trust_code=True) is not None  # the API, likewise
+    # its ONNX export records the folders too: eval --trust-code finds the dataset there
+    onnx_file = proj.parent / "elsewhere.onnx"
+    exported = CliRunner().invoke(app, ["export", str(artifact), "--trust-code", "--out",
+                                        str(onnx_file)])
+    assert exported.exit_code == 0, exported.output
+    project["forget"]()
+    assert _eval(onnx_file).exit_code == 2  # the recorded folders are not read without it
+    onnx_trusted = _eval(onnx_file, "--trust-code")
+    assert onnx_trusted.exit_code == 0, onnx_trusted.output
+    assert json.loads(onnx_trusted.stdout)["accuracy"] == pytest.approx(accuracy, abs=5.0)
     # An artifact from before the folders were recorded: it still reads, and finds its
     # code where it always did (the working directory), not from elsewhere.
     old = proj / "old.occ"

@@ -8,6 +8,8 @@ to measure the file the way ``occ eval model.occ`` measures the artifact:
   absent when the artifact was measured on data handed in from Python.
 - ``occ_classes``: the class names in index order (JSON list), where the data has names
   (ImageFolder); absent: unknown, not checked.
+- ``occ_code_folders``: where a ``pkg.module:callable`` dataset's code was imported from
+  (the artifact's ``code_folders``; searched by ``occ eval --trust-code`` only).
 - ``preprocess``: the resolved preprocessing (mean, std, sizes, channel order) for other
   runtimes to apply.
 """
@@ -24,6 +26,7 @@ from occ.errors import CheckpointError, DataError
 DATA_KEY = "occ_data"
 CLASSES_KEY = "occ_classes"
 PREPROCESS_KEY = "preprocess"
+CODE_KEY = "occ_code_folders"
 
 
 def artifact_spec(header: dict[str, Any], root: str | None = None) -> Any:
@@ -59,7 +62,22 @@ def data_metadata(header: dict[str, Any], root: str | None = None) -> dict[str, 
         meta[CLASSES_KEY] = json.dumps(classes)
     if isinstance(recorded.get("preprocess"), dict):
         meta[PREPROCESS_KEY] = json.dumps(recorded["preprocess"], sort_keys=True)
+    folders = artifact_header.code_folders(header)
+    if folders:  # where a pkg.module:callable dataset came from (read with --trust-code)
+        meta[CODE_KEY] = json.dumps(list(folders))
     return meta
+
+
+def recorded_code(meta: dict[str, str], *, where: str) -> tuple[str, ...]:
+    """The file's ``occ_code_folders``, checked (none when absent); read it only under
+    ``--trust-code``."""
+    from occ.callables import recorded_folders
+
+    found = meta.get(CODE_KEY)
+    if found is None:
+        return ()
+    return recorded_folders(_loads(found, CODE_KEY, where), where=f"{where}: {CODE_KEY}",
+                            error=CheckpointError)
 
 
 def _loads(text: str, key: str, where: str) -> Any:

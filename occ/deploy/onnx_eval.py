@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from occ.deploy.data_meta import recorded_classes, recorded_spec
+from occ.deploy.data_meta import recorded_classes, recorded_code, recorded_spec
 from occ.errors import CheckpointError, DataError, RecipeError
 from occ.latency import EXIT_NOTE, batches_of, device_name, summary, time_calls
 
@@ -42,11 +42,14 @@ def _data(meta: dict[str, str], path: Path, options: dict[str, Any]) -> Any:
 
 def evaluate_onnx(path: str | os.PathLike[str], *, data: str | None = None,
                   root: str | None = None, latency_runs: int | None = None,
-                  preprocess: dict[str, Any] | None = None) -> dict[str, Any]:
+                  preprocess: dict[str, Any] | None = None,
+                  trust_code: bool = False) -> dict[str, Any]:
     """Accuracy (and exit shares, latency) of the ONNX file ``path`` on its test split.
 
     ``preprocess``: ``mean``, ``std``, ``channels``, ``image_size`` over the recorded
-    preprocessing (``occ eval --mean`` ...; None: as recorded).
+    preprocessing (``occ eval --mean`` ...; None: as recorded). ``trust_code``: the
+    recorded data may be a ``pkg.module:callable`` (imported from ``sys.path``, beside
+    the file or the working directory; an ONNX file records no code folders).
 
     Raises:
         CheckpointError: the file is missing, not a regular file (a FIFO, device, /proc
@@ -76,7 +79,9 @@ def evaluate_onnx(path: str | os.PathLike[str], *, data: str | None = None,
                               where=str(path)) from None
     chosen = _data(meta, path, {"dataset": data, "root": root, **(preprocess or {})})
     spec = chosen.spec
-    dataset = load_for_eval(chosen, trust_code=False)
+    search = ((*recorded_code(meta, where=str(path)), str(path.parent)) if trust_code
+              else ())  # the recorded folders are data: read only with the opt-in
+    dataset = load_for_eval(chosen, trust_code=trust_code, search=search)
     check_class_names(recorded_classes(meta, where=str(path)), dataset, where=str(path))
     _check_input(model, dataset, path)
     check_fit(lambda x: model.run(x.numpy()), dataset, where=str(path), terms=ONNX_TERMS,
