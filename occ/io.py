@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from occ.errors import RecipeError
+from occ.limits import file_kind
 
 
 def refuse_special(path: str | os.PathLike[str], where: str | None = None) -> None:
@@ -39,14 +40,6 @@ def refuse_special(path: str | os.PathLike[str], where: str | None = None) -> No
         return
     raise RecipeError(f"{os.fspath(path)} is {file_kind(mode)}, not a file occ may replace",
                       where=where)
-
-
-def file_kind(mode: int) -> str:
-    """What a ``st_mode`` is, in words: ``a file``, ``a directory``, ``a FIFO``,
-    ``a socket``, ``a device`` or ``a special file``."""
-    return ("a file" if stat.S_ISREG(mode) else "a directory" if stat.S_ISDIR(mode)
-            else "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
-            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file")
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *,

@@ -94,8 +94,10 @@ def json_depth(obj: object, cap: int) -> int:
 
 
 def file_kind(mode: int) -> str:
-    """What a non-regular ``st_mode`` is, for error messages (``"a FIFO (named pipe)"``)."""
-    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    """What a ``st_mode`` is, for error messages (``"a FIFO (named pipe)"``): the one
+    wording for inputs (``check_input_file``) and outputs (``occ.io.refuse_special``)."""
+    for test, name in ((stat.S_ISREG, "a file"), (stat.S_ISDIR, "a directory"),
+                       (stat.S_ISFIFO, "a FIFO (named pipe)"),
                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
                        (stat.S_ISSOCK, "a socket")):
         if test(mode):

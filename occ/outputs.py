@@ -20,7 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from occ.errors import RecipeError
-from occ.io import file_kind, refuse_special
+from occ.io import refuse_special
+from occ.limits import file_kind
 
 # What ``occ compress`` writes in its output directory (files) and the folder of states.
 RUN_FILES = ("model.occ", "report.json", "report.md", "report.html", "recipe.resolved.yaml")

@@ -197,7 +197,7 @@ def test_train_nproc_beyond_the_machine_is_refused(tmp_path: Path) -> None:
 BAD_TRAIN = [
     (["--data", "imagefolder", "--root", "/nonexistent/occ-data"],
      "--root: directory not found: /nonexistent/occ-data"),
-    (["--out", "/dev/null"], "--out: /dev/null is a device, not a file occ may replace"),
+    (["--out", "/dev/null"], "--out: /dev/null is a character device, not a file occ may replace"),
     (["--epochs", "0"], "--epochs: must be >= 1, got 0"),
 ]
 

@@ -251,7 +251,8 @@ def test_default_output_never_replaces_a_fifo(pruned: Path, tmp_path: Path) -> N
     artifact.write_bytes(pruned.read_bytes())
     os.mkfifo(tmp_path / "m.onnx")
     _one_line(CliRunner().invoke(app, ["export", str(artifact)]),
-              "--out: " + str(tmp_path / "m.onnx") + " is a FIFO, not a file occ may replace")
+              "--out: " + str(tmp_path / "m.onnx")
+              + " is a FIFO (named pipe), not a file occ may replace")
     assert stat.S_ISFIFO(os.stat(tmp_path / "m.onnx").st_mode)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.occ", "m.onnx"]  # no temp left
 

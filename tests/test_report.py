@@ -304,7 +304,8 @@ def test_report_never_replaces_a_fifo_and_rewrites_neither_view(tmp_path: Path) 
     result = CliRunner().invoke(app, ["report", str(tmp_path)])
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert result.exit_code == 2 and len(lines) == 1, result.output
-    assert f"{tmp_path / 'report.html'} is a FIFO, not a file occ may replace" in lines[0]
+    said = f"{tmp_path / 'report.html'} is a FIFO (named pipe), not a file occ may replace"
+    assert said in lines[0]
     assert stat.S_ISFIFO(os.stat(tmp_path / "report.html").st_mode)
     assert (tmp_path / "report.md").read_text() == "old"  # checked before either is written
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "report.json",

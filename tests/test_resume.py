@@ -127,7 +127,8 @@ def test_a_fifo_as_the_lock_file_is_refused_not_read(tmp_path: Path) -> None:
 
     (tmp_path / "run").mkdir()
     os.mkfifo(tmp_path / "run" / LOCK_NAME)  # reading it as a pid hung
-    with pytest.raises(RecipeError, match=r"\.occ\.lock is a FIFO, not a file occ may replace"):
+    with pytest.raises(RecipeError,
+                       match=r"\.occ\.lock is a FIFO \(named pipe\), not a file occ may replace"):
         OutputLock(tmp_path / "run").__enter__()
 
 

@@ -156,9 +156,9 @@ def test_outputs_never_replace_a_fifo_or_a_device(tmp_path: Path) -> None:
     (tmp_path / "run").mkdir()
     os.mkfifo(tmp_path / "run" / "model.occ")
     (tmp_path / "null").symlink_to("/dev/null")
-    with pytest.raises(RecipeError, match=r"f is a FIFO, not a file occ may replace"):
+    with pytest.raises(RecipeError, match=r"f is a FIFO \(named pipe\), not a file occ may"):
         check_output_file(fifo)
-    with pytest.raises(RecipeError, match=r"null is a device, not a file occ may replace"):
+    with pytest.raises(RecipeError, match=r"null is a character device, not a file occ may"):
         check_output_file(tmp_path / "null")
     with pytest.raises(RecipeError, match=r"model\.occ is a FIFO"):
         check_output_dir(tmp_path / "run")
