@@ -36,7 +36,8 @@ def _device_link(path: Path) -> None:
     path.symlink_to("/dev/null")
 
 
-@pytest.mark.parametrize(("make", "kind"), [(_fifo, r"a FIFO \(named pipe\)"), (_socket, "a socket"),
+@pytest.mark.parametrize(("make", "kind"), [(_fifo, r"a FIFO \(named pipe\)"),
+                                            (_socket, "a socket"),
                                             (_device_link, "a character device")],
                          ids=["fifo", "socket", "device-link"])
 def test_special_files_are_refused_and_left_as_they_were(tmp_path: Path, make,
