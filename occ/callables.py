@@ -107,15 +107,15 @@ def imported_folders(refs: Iterable[str]) -> list[str]:
 
     Recorded in an artifact's header and a checkpoint's metadata so that, with
     ``--trust-code``, the model and data rebuild from any working directory. Folders of the
-    Python installation (``site-packages``) are left out: installed packages are found by
-    name anywhere, and their folder says nothing portable.
+    Python installation (``site-packages``) and occ's own (a checkout) are left out:
+    installed packages are found by name anywhere, and their folder says nothing portable.
     """
     from occ.trust import is_code_reference
 
     found: list[str] = []
     for ref in refs:
-        if not is_code_reference(ref):
-            continue
+        if not is_code_reference(ref) or ref.partition(":")[0].split(".")[0] == "occ":
+            continue  # occ's own classes (a zoo model handed in): found by name anywhere
         folder = _module_root(ref.partition(":")[0].split(".")[0])
         if folder is not None and folder not in found and not _installed(folder):
             found.append(folder)

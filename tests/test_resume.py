@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -80,6 +81,8 @@ def test_resume_after_editing_a_later_stage_reuses_the_earlier_ones(recipe_facto
     assert result.exit_code == 0, result.stderr
     said = " ".join(r.getMessage() for r in caplog.records)
     assert "stages[1] prune(magnitude) changed since" in said and "run again" in said
+    kept = json.loads((out / "report.json").read_text())["plan"]["warnings"]
+    assert any("changed since" in w for w in kept)  # in the report too, not only on stderr
     assert sha(out / "stages" / "00-prune.occst") == first  # restored, not redone
     clean = api.compress(edited, out=str(tmp_path / "clean"))
     assert sha(out / "model.occ") == sha(Path(clean.artifact))

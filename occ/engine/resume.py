@@ -113,8 +113,10 @@ def load_state(path: Path, fingerprint: str, *, where: str) -> SavedState | None
     return SavedState(artifact=artifact, record=state.get("record", {}))
 
 
-def restorable(path: Path, fingerprint: str, i: int, label: str) -> SavedState | None:
-    """``--resume``: the saved state of stage ``i`` to restore, or None to run the stage.
+def restorable(path: Path, fingerprint: str, i: int, label: str,
+               warnings: list[str] | None = None) -> SavedState | None:
+    """``--resume``: the saved state of stage ``i`` to restore, or None to run the stage
+    (``warnings``: where the warning below is also kept, the report's).
 
     A stage edited since its state was saved, after stages that were restored (the same
     recipe up to there), runs again with the stages after it, and says so; a first stage
@@ -127,8 +129,11 @@ def restorable(path: Path, fingerprint: str, i: int, label: str) -> SavedState |
     except ChangedStageError:
         if i == 0:
             raise
-        log.warning("stages[%d] %s changed since %s was saved: it and the stages after it "
-                    "run again (the %d before it are restored)", i, label, path, i)
+        said = (f"stages[{i}] {label} changed since {path} was saved: it and the stages "
+                f"after it run again (the {i} before it are restored)")
+        log.warning("%s", said)
+        if warnings is not None:
+            warnings.append(said)
         return None
 
 

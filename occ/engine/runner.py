@@ -175,7 +175,9 @@ def _run_locked(plan: Plan, ctx: RunContext, *, resume: bool) -> Report:
     restoring = resume
     for i, stage in enumerate(recipe.stages):
         path = resume_mod.state_path(ctx.out_dir, i, stage.type)
-        saved = resume_mod.restorable(path, prints[i], i, stage.label) if restoring else None
+        saved = (resume_mod.restorable(path, prints[i], i, stage.label,
+                                       report.plan.setdefault("warnings", []))
+                 if restoring else None)
         if saved is not None:
             restore(ctx, saved)
             record, outputs = _record_from(saved.record, i, stage), None
