@@ -255,6 +255,14 @@ def test_a_compressed_model_far_above_its_baseline_is_warned_about(make, tmp_pat
     assert len(said) == 1 and "check data.mean / data.std" in said[0]
     assert f"{final - base:+.2f} pt above the input model's {base:.2f}%" in said[0]
     assert gain_warning(90.0, 92.9, preprocess=None) is None  # compression that keeps it
+    orders = CliRunner().invoke(app, ["ablate", str(make(
+        [{**MILD, "epochs": 3}, {"type": "quantize", "weight_bits": 8, "act_bits": 8,
+                                 "mode": "ptq"}],
+        data={"dataset": "digits", "val_size": 300, "mean": [1.0], "std": [0.5]})),
+        "--out", str(tmp_path / "abl")])
+    assert orders.exit_code == 0, orders.output
+    written = json.loads((tmp_path / "abl" / "ablation.json").read_text())["warnings"]
+    assert any("above the input model's" in w for w in written)  # ablate says it too
 
 
 def test_ablate_records_a_gated_order_as_failed(make, tmp_path: Path) -> None:

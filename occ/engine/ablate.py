@@ -239,6 +239,7 @@ def ablate(recipe: Recipe, ctx: RunContext, *, out_dir: Path, max_orders: int | 
     base_metrics, run.base_out = runner.measure_ctx(ctx, run._plan([]), None)
     run.targets = torch.cat([y for _, y in ctx.loader("test")])
     base_val = _val(ctx)
+    warnings += _baseline_warnings(ctx, base_metrics.accuracy, chance_said=bool(warnings))
     if tolerance is None:
         tolerance = default_tolerance(recipe, base_metrics.mae)
     results = []
@@ -246,6 +247,7 @@ def ablate(recipe: Recipe, ctx: RunContext, *, out_dir: Path, max_orders: int | 
     for order in ctx.progress.track(orders, total=len(orders), description="orders"):
         results.append(_run_order(run, order, by_label, last, builtin))
     ranked = rank(results, tolerance)
+    warnings += _gain_warnings(ctx, base_metrics.accuracy, ranked)
     doc = {"recipe": recipe.source, "techniques": [u.label for u in units],
            "builtin": list(builtin), "task": recipe.task, "tolerance": tolerance,
            "seed": seed,
@@ -265,6 +267,41 @@ def ablate(recipe: Recipe, ctx: RunContext, *, out_dir: Path, max_orders: int | 
     doc["_results"] = ranked  # with test correctness, for occ ablate --seeds (not written)
     doc["_base_correct"] = _correct(run.base_out, run.targets)
     return doc
+
+
+def _baseline_warnings(ctx: RunContext, accuracy: float | None, *,
+                       chance_said: bool) -> list[str]:
+    """Compress's warning for a baseline far below the accuracy its checkpoint recorded
+    (``occ.engine.baseline_check``), logged and returned for ``ablation.json``."""
+    from occ.engine.baseline_check import recorded_warning
+
+    if chance_said or ctx.task != "classification" or accuracy is None:
+        return []
+    said = recorded_warning(accuracy, recorded=ctx.recorded_accuracy,
+                            preprocess=ctx.data.preprocess)
+    if said is None:
+        return []
+    log.warning("%s", said)
+    return [said]
+
+
+def _gain_warnings(ctx: RunContext, accuracy: float | None,
+                   ranked: list[OrderResult]) -> list[str]:
+    """Compress's warning for a compressed model far above its baseline, once, for the
+    order that gained most (the mark of a mis-measured baseline is the same in every
+    order)."""
+    from occ.engine.baseline_check import gain_warning
+
+    done = [r for r in ranked if r.status == "ok" and r.metrics.get("accuracy") is not None]
+    if ctx.task != "classification" or not done:
+        return []
+    most = max(done, key=lambda r: r.metrics["accuracy"])
+    said = gain_warning(accuracy, most.metrics["accuracy"], preprocess=ctx.data.preprocess)
+    if said is None:
+        return []
+    said = f"{' -> '.join(most.order)}: {said}"
+    log.warning("%s", said)
+    return [said]
 
 
 def _val(ctx: RunContext) -> dict[str, float]:
