@@ -150,6 +150,18 @@ def made_folders(folder: Path) -> Iterator[Path]:
                 break
 
 
+EXPORTS = ("model.onnx", "model.int8.onnx")
+"""What ``occ export`` writes beside ``model.occ`` by default."""
+
+
+def stale_exports(out_dir: Path) -> list[str]:
+    """Warnings for exports of an earlier artifact left in a run's folder (``EXPORTS``):
+    a new ``model.occ`` does not replace them, and they no longer describe it."""
+    return [f"{out_dir / name} is an export of an earlier model.occ in this folder, not of "
+            f"the one just written: run occ export again (or remove it)"
+            for name in EXPORTS if (out_dir / name).exists()]
+
+
 def check_output_file(path: str | os.PathLike[str], *, where: str = "--out") -> Path:
     """Check that file ``path`` can be written (its folder can be made; it is not a dir)."""
     out = _check_text(path, where)
@@ -163,5 +175,5 @@ def check_output_file(path: str | os.PathLike[str], *, where: str = "--out") -> 
     return out
 
 
-__all__ = ["RUN_DIRS", "RUN_FILES", "check_output_dir", "check_output_file", "made_folders",
-           "other_rank"]
+__all__ = ["EXPORTS", "RUN_DIRS", "RUN_FILES", "check_output_dir", "check_output_file",
+           "made_folders", "other_rank", "stale_exports"]

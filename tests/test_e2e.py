@@ -36,6 +36,21 @@ def test_compress_then_eval_agree(recipe_factory, tmp_path: Path) -> None:
     assert final.bits_per_weight == pytest.approx(8 * final.bytes / final.params)
 
 
+def test_a_rerun_says_an_export_beside_the_artifact_is_of_the_earlier_one(
+        recipe_factory, caplog: pytest.LogCaptureFixture) -> None:
+    recipe = recipe_factory([{"type": "prune", "sparsity": 0.5}])
+    out = Path(api.compress(recipe).out_dir)
+    first = api.compress(recipe).plan.get("warnings", [])
+    assert not [w for w in first if "export" in w]  # nothing exported: nothing said
+    (out / "model.onnx").write_bytes(b"an export of the first run")
+    again = api.compress(recipe)
+    said = [w for w in again.plan.get("warnings", []) if "export of an earlier" in w]
+    assert len(said) == 1 and str(out / "model.onnx") in said[0] and "occ export" in said[0]
+    assert said[0] in caplog.text  # on stderr too
+    assert json.loads((out / "report.json").read_text())["plan"]["warnings"] == \
+        again.plan["warnings"]
+
+
 def test_resolved_recipe_reloads_equal(recipe_factory) -> None:
     from occ.recipe import load_recipe
 

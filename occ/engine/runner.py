@@ -39,6 +39,7 @@ from occ.engine.probe import RECIPE_TERMS, InputTerms, build_for_data, check_mod
 from occ.errors import DataError, OccError, RecipeError, StageError
 from occ.io import atomic_write_text
 from occ.models.edits import tensor_equal
+from occ.outputs import stale_exports
 from occ.progress import Progress
 from occ.quality import Quality, quality
 from occ.recipe import Recipe, dump_recipe
@@ -213,6 +214,9 @@ def _run_locked(plan: Plan, ctx: RunContext, *, resume: bool) -> Report:
     size = model_io.save(artifact, ctx.model, _header(ctx, plan, summary), ctx.encoding)
     _verify_round_trip(artifact, ctx, final_out)
     report.record_artifact(str(artifact), size)
+    for said in stale_exports(ctx.out_dir):
+        log.warning("%s", said)
+        _warn_baseline(report, said)
     report.seconds = time.perf_counter() - started
     write_reports(report, ctx.out_dir)
     return report
