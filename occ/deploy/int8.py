@@ -30,6 +30,7 @@ from occ.artifact import header as artifact_header
 from occ.deploy.data_meta import artifact_spec, data_metadata
 from occ.deploy.onnx import _check_out, _load, _need, is_early_exit
 from occ.deploy.runtime import ort_session
+from occ.engine import load as loader
 from occ.errors import RecipeError, StageError
 from occ.io import atomic_write_bytes
 from occ.version import __version__
@@ -140,8 +141,8 @@ def export_int8(path: str | os.PathLike[str], out: str | os.PathLike[str] | None
     header, model, shape = _load(src, trust_code=trust_code)
     model.eval()
     spec = artifact_spec(header, root)
-    search = artifact_header.code_folders(header) if trust_code else ()  # occ.callables
-    data = load_data(spec, trust_code=trust_code, search=search)
+    data = load_data(spec, trust_code=trust_code,
+                     search=loader.code_search(header, trust_code))
     x_test, y_test = _split(data, "test")
     if y_test.is_floating_point():
         raise RecipeError("the int8 export checks class predictions; for a regression model "

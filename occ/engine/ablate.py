@@ -30,6 +30,7 @@ import occ.techniques.order as order_mod
 from occ.engine import resume as resume_mod
 from occ.engine import runner
 from occ.engine.ablate_views import write_outputs
+from occ.engine.baseline_check import gain_warnings, recorded_warnings
 from occ.engine.context import RunContext
 from occ.engine.plan import Plan
 from occ.engine.preflight import check_order_references
@@ -238,8 +239,8 @@ def ablate(recipe: Recipe, ctx: RunContext, *, out_dir: Path, max_orders: int | 
     run = _Runner(recipe, ctx, out_dir, checkpoint_sha)
     base_metrics, run.base_out = runner.measure_ctx(ctx, run._plan([]), None)
     run.targets = torch.cat([y for _, y in ctx.loader("test")])
-    base_val = _val(ctx)
-    warnings += _baseline_warnings(ctx, base_metrics.accuracy, chance_said=bool(warnings))
+    base_val = _val(ctx, baseline=True)
+    warnings += recorded_warnings(ctx, base_metrics.accuracy, chance_said=bool(warnings))
     if tolerance is None:
         tolerance = default_tolerance(recipe, base_metrics.mae)
     results = []
@@ -247,7 +248,11 @@ def ablate(recipe: Recipe, ctx: RunContext, *, out_dir: Path, max_orders: int | 
     for order in ctx.progress.track(orders, total=len(orders), description="orders"):
         results.append(_run_order(run, order, by_label, last, builtin))
     ranked = rank(results, tolerance)
-    warnings += _gain_warnings(ctx, base_metrics.accuracy, ranked)
+    done = [r for r in ranked if r.status == "ok" and r.metrics.get("accuracy") is not None]
+    if done:  # once, for the order that gained most: a mis-measured baseline shows in all
+        most = max(done, key=lambda r: r.metrics["accuracy"])
+        warnings += gain_warnings(ctx, base_metrics.accuracy, most.metrics["accuracy"],
+                                         " -> ".join(most.order))
     doc = {"recipe": recipe.source, "techniques": [u.label for u in units],
            "builtin": list(builtin), "task": recipe.task, "tolerance": tolerance,
            "seed": seed,
@@ -269,50 +274,12 @@ def ablate(recipe: Recipe, ctx: RunContext, *, out_dir: Path, max_orders: int | 
     return doc
 
 
-def _baseline_warnings(ctx: RunContext, accuracy: float | None, *,
-                       chance_said: bool) -> list[str]:
-    """Compress's warning for a baseline far below the accuracy its checkpoint recorded
-    (``occ.engine.baseline_check``), logged and returned for ``ablation.json``."""
-    from occ.engine.baseline_check import recorded_warning
-
-    if chance_said or ctx.task != "classification" or accuracy is None:
-        return []
-    said = recorded_warning(accuracy, recorded=ctx.recorded_accuracy,
-                            preprocess=ctx.data.preprocess)
-    if said is None:
-        return []
-    log.warning("%s", said)
-    return [said]
-
-
-def _gain_warnings(ctx: RunContext, accuracy: float | None,
-                   ranked: list[OrderResult]) -> list[str]:
-    """Compress's warning for a compressed model far above its baseline, once, for the
-    order that gained most (the mark of a mis-measured baseline is the same in every
-    order)."""
-    from occ.engine.baseline_check import gain_warning
-
-    done = [r for r in ranked if r.status == "ok" and r.metrics.get("accuracy") is not None]
-    if ctx.task != "classification" or not done:
-        return []
-    most = max(done, key=lambda r: r.metrics["accuracy"])
-    said = gain_warning(accuracy, most.metrics["accuracy"], preprocess=ctx.data.preprocess)
-    if said is None:
-        return []
-    said = f"{' -> '.join(most.order)}: {said}"
-    log.warning("%s", said)
-    return [said]
-
-
-def _val(ctx: RunContext) -> dict[str, float]:
-    """``val_accuracy`` or ``val_mae`` of ``ctx.model`` (empty without a val split)."""
-    from occ.quality import quality
-    from occ.training import predict
-
+def _val(ctx: RunContext, *, baseline: bool = False) -> dict[str, float]:
+    """``val_accuracy`` or ``val_mae`` of ``ctx.model`` (``baseline``: of the input model,
+    measured once for the input check already) (empty without a val split)."""
     if len(ctx.data.split("val")) == 0:
         return {}
-    outputs, targets = predict(ctx.model, ctx.loader("val"), ctx.device)
-    q = quality(outputs, targets, ctx.data.num_classes)
+    q = runner.measured(ctx, "val", baseline=baseline, fresh=not baseline)
     return {"val_mae": q.mae} if q.mae is not None else {"val_accuracy": q.accuracy}
 
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from occ import stats
 from occ.engine.ablate import OrderResult, rank
+from occ.engine.ablate_views import cell, ranked_on_val
 from occ.io import atomic_write_files
 
 _MEANED = ("accuracy", "agreement", "mae", "rmse", "val_accuracy", "val_mae", "params",
@@ -94,7 +95,7 @@ def to_markdown(doc: dict[str, Any]) -> str:
     """``ablation.md`` over seeds: means, intervals and ties."""
     seeds = ", ".join(map(str, doc["seeds"]))
     regression = doc.get("task") == "regression"
-    on_val = doc.get("selection_split") == "val"  # else the test figures rank (no val split)
+    on_val = ranked_on_val(doc)  # else the test figures rank (no val split)
     val_key = "val_mae" if regression else "val_accuracy"
     val_col = f"val {'MAE' if regression else 'acc %'} (mean, ranked) | " if on_val else ""
     lines = [f"# occ ablate: {doc['recipe']} (seeds {seeds})", "",
@@ -115,9 +116,7 @@ def to_markdown(doc: dict[str, Any]) -> str:
         tied = {True: "yes", False: "no"}.get(r.get("tied_with_most_accurate"), "-")
         mark = " (built-in)" if r["builtin"] else ""
         status = r["status"] if r["status"] == "ok" else f"failed: {r['error']}"
-        val = m.get(val_key)
-        val_s = ("" if not on_val else "- | " if val is None
-                 else f"{val:.4f} | " if regression else f"{val:.2f} | ")
+        val_s = f"{cell(m.get(val_key), regression)} | " if on_val else ""
         lines.append(f"| {i} | {' → '.join(r['order'])}{mark} | {val_s}{acc_s} | {ch_s} | "
                      f"{tied} | "
                      f"{m.get('bitops', float('nan')):.3g} | {m.get('bytes', float('nan')):,.0f}"

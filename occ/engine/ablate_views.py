@@ -41,7 +41,7 @@ def to_markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _ranked_on_val(doc: dict[str, Any]) -> bool:
+def ranked_on_val(doc: dict[str, Any]) -> bool:
     """The ranking read the val split (``occ.engine.ablate._quality``); else, with no val
     split, the test split."""
     return doc.get("selection_split", "val") == "val"
@@ -54,7 +54,7 @@ def _quality_name(doc: dict[str, Any]) -> str:
 def tolerance_words(doc: dict[str, Any]) -> str:
     """What the tolerance is measured against: ``pt of the best val accuracy`` or ``MAE of
     the best val MAE`` (``test`` with no val split)."""
-    split = "val" if _ranked_on_val(doc) else "test"
+    split = "val" if ranked_on_val(doc) else "test"
     if doc.get("task") == "regression":
         return f"MAE of the best {split} MAE"
     return f"pt of the best {split} accuracy"
@@ -64,7 +64,7 @@ def quality_columns(doc: dict[str, Any]) -> list[str]:
     """The table's quality columns: the one the ranking reads, marked ``(ranked)``, then the
     test figure beside it (only the test one, marked, with no val split)."""
     name = _quality_name(doc)
-    if not _ranked_on_val(doc):
+    if not ranked_on_val(doc):
         return [f"test {name} (ranked)"]
     return [f"val {name} (ranked)", f"test {name}"]
 
@@ -73,22 +73,23 @@ def quality_cells(m: dict[str, Any], doc: dict[str, Any]) -> list[str]:
     """One order's cells under ``quality_columns``: accuracy (2 decimals) or MAE (4)."""
     regression = doc.get("task") == "regression"
     keys = ["mae"] if regression else ["accuracy"]
-    if _ranked_on_val(doc):
+    if ranked_on_val(doc):
         keys.insert(0, f"val_{keys[0]}")
-    return [_cell(m.get(k), regression) for k in keys]
+    return [cell(m.get(k), regression) for k in keys]
 
 
 def ranking_note(doc: dict[str, Any]) -> str:
     """One sentence under the title: which figure ranks, which is only reported."""
     what = "MAE" if doc.get("task") == "regression" else "accuracy"
-    if not _ranked_on_val(doc):
+    if not ranked_on_val(doc):
         return (f"Ranked on the test {what}: the data has no val split (give it one so the "
                 "choice is not made on the figure it reports).")
     return (f"Ranked on the val {what} (the split decisions read); the test {what} is the "
             "reported figure, read once, and does not change the ranking.")
 
 
-def _cell(value: float | None, regression: bool) -> str:
+def cell(value: float | None, regression: bool) -> str:
+    """A quality cell: MAE (4 decimals), accuracy (2), or ``-``."""
     if value is None:
         return "-"
     return f"{value:.4f}" if regression else f"{value:.2f}"

@@ -20,10 +20,16 @@ on the split that fits it:
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from typing import TYPE_CHECKING, Any
 
 from occ.errors import StageError
 from occ.quality import Quality
+
+if TYPE_CHECKING:
+    from occ.engine.context import RunContext
+
+log = logging.getLogger("occ")
 
 RECORDED_DROP = 5.0
 """Warn when the baseline is this many points below the checkpoint's recorded accuracy."""
@@ -89,6 +95,34 @@ def gain_warning(baseline: float | None, final: float | None, *,
             f"({_describe(preprocess)}): compression does not usually gain accuracy; check "
             f"{ADVICE} (the stages may have retrained the model to this preprocessing), or "
             "whether the input model was trained to convergence")
+
+
+def recorded_warnings(ctx: RunContext, accuracy: float | None, *,
+                      chance_said: bool) -> list[str]:
+    """The warning (logged, and returned for the report) for a baseline test ``accuracy``
+    far below what its checkpoint recorded (:func:`recorded_warning`); none when
+    the input model was already said to be near chance."""
+    if chance_said or ctx.task != "classification" or accuracy is None:
+        return []
+    return _logged(recorded_warning(accuracy, recorded=ctx.recorded_accuracy,
+                                    preprocess=ctx.data.preprocess))
+
+
+def gain_warnings(ctx: RunContext, baseline: float | None, final: float | None,
+                  label: str | None = None) -> list[str]:
+    """The warning (logged, and returned for the report) for a compressed model far above
+    its baseline (:func:`gain_warning`); ``label``: the order that gained."""
+    if ctx.task != "classification":
+        return []
+    said = gain_warning(baseline, final, preprocess=ctx.data.preprocess)
+    return _logged(None if said is None else f"{label}: {said}" if label else said)
+
+
+def _logged(message: str | None) -> list[str]:
+    if message is None:
+        return []
+    log.warning("%s", message)
+    return [message]
 
 
 def _describe(pre: dict[str, Any] | None) -> str:

@@ -146,7 +146,7 @@ def _open_artifact(path: Path, options: dict[str, Any], *, trust_code: bool,
     try:
         model = loader.rebuild(artifact, trust_code=trust_code, source=str(path))
         classes = artifact_header.recorded_classes(artifact.header)
-        search = loader.code_search(artifact, trust_code)
+        search = loader.code_search(artifact.header, trust_code)
     except ArtifactError as err:  # name the file, like occ.load does
         raise ArtifactError(err.message, where=str(path)) from None
     return model, chosen, classes, search

@@ -30,7 +30,7 @@ def check_stage(spec: GuardSpec, *, label: str, index: int, before: Quality, aft
         spec: the recipe's ``guard``.
         before, after: val quality of the stage's input and output model.
         baseline: val quality of the input checkpoint; a baseline at chance turns the
-            gates off (``uninformative``).
+            gates off (``Quality.collapsed``).
         config, details: the stage's config and result details (for the likely cause).
         saved_dir: where the finished earlier stages are kept (for the resume hint).
     """
@@ -49,17 +49,10 @@ def check_stage(spec: GuardSpec, *, label: str, index: int, before: Quality, aft
         "--no-guard turns it off)")
 
 
-def uninformative(baseline: Quality) -> bool:
-    """True when the baseline itself is at chance (or no better than a constant): then
-    neither a collapse nor a drop can be told from noise (and the input model is refused
-    before any stage, ``occ.engine.baseline_check.check_baseline``)."""
-    return baseline.collapsed
-
-
 def _broken(spec: GuardSpec, before: Quality, after: Quality, baseline: Quality) -> str | None:
     """What the stage broke, or None."""
-    if uninformative(baseline):
-        return None
+    if baseline.collapsed:  # a baseline at chance: no collapse or drop can be told from
+        return None  # noise (and it is refused before any stage: baseline_check)
     if after.accuracy is not None:
         shift = f"val accuracy {before.describe()} -> {after.describe()}"
         if after.collapsed:
@@ -115,4 +108,4 @@ def _quantize_cause(config: dict[str, Any]) -> str:
     return (f"{' and '.join(rounded)} may round too coarsely: try more or unset it; or {bits}")
 
 
-__all__ = ["check_stage", "likely_cause", "uninformative"]
+__all__ = ["check_stage", "likely_cause"]

@@ -40,7 +40,7 @@ def _build(artifact: Artifact, spec: dict[str, Any], *, trust_code: bool,
             model = copy.deepcopy(template[1])  # the user's own object: no import, no call
         else:
             model = build_model(spec["arch"], kwargs, allow_callables=trust_code,
-                                source=source, search=code_search(artifact, trust_code))
+                                source=source, search=code_search(artifact.header, trust_code))
     except ModelError as err:
         raise ArtifactError(f"cannot rebuild model: {err.message}") from None
     edits = artifact_header.edits(artifact.header)
@@ -48,11 +48,11 @@ def _build(artifact: Artifact, spec: dict[str, Any], *, trust_code: bool,
     return apply_edits(model, edits, meta_only=meta_only)
 
 
-def code_search(artifact: Artifact, trust_code: bool) -> tuple[str, ...]:
+def code_search(header: dict[str, Any], trust_code: bool) -> tuple[str, ...]:
     """The folders the artifact recorded its user code came from: where, with
     ``trust_code`` only, a ``pkg.module:callable`` model or dataset is also looked for
     (``occ.callables``). Without it, none: the header is not even read for them."""
-    return artifact_header.code_folders(artifact.header) if trust_code else ()
+    return artifact_header.code_folders(header) if trust_code else ()
 
 
 def _check_fit(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:

@@ -28,9 +28,9 @@ from occ.engine import load as loader
 from occ.engine import resume as resume_mod
 from occ.engine.baseline_check import (
     check_baseline,
-    gain_warning,
+    gain_warnings,
     recorded_accuracy,
-    recorded_warning,
+    recorded_warnings,
 )
 from occ.engine.classes import check_class_names, checkpoint_classes
 from occ.engine.context import ArchRef, RunContext
@@ -159,12 +159,9 @@ def _run_locked(plan: Plan, ctx: RunContext, *, resume: bool) -> Report:
     base_metrics.agreement = 100.0
     report = Report(name=recipe.name, source=recipe.source, plan=plan.to_dict(),
                     baseline=base_metrics, device=str(ctx.device), out_dir=str(ctx.out_dir))
-    if warning is None and ctx.task == "classification":  # at chance says it already
-        warning = recorded_warning(base_metrics.accuracy, recorded=ctx.recorded_accuracy,
-                                   preprocess=ctx.data.preprocess)
-        if warning is not None:
-            log.warning("%s", warning)
     _warn_baseline(report, warning)
+    for said in recorded_warnings(ctx, base_metrics.accuracy, chance_said=warning is not None):
+        _warn_baseline(report, said)
     _warn_baseline(report, gates_unread(ctx))
     for said in ctx.warnings:
         _warn_baseline(report, said)
@@ -195,12 +192,8 @@ def _run_locked(plan: Plan, ctx: RunContext, *, resume: bool) -> Report:
     if outputs is None:  # the last stage was restored, not run: its outputs are not in hand
         outputs = predict(ctx.model, ctx.loader("test"), ctx.device)[0]
     final_out = outputs
-    if ctx.task == "classification":
-        gained = gain_warning(report.baseline.accuracy, report.final_metrics().accuracy,
-                              preprocess=ctx.data.preprocess)
-        if gained is not None:
-            log.warning("%s", gained)
-            _warn_baseline(report, gained)
+    for said in gain_warnings(ctx, report.baseline.accuracy, report.final_metrics().accuracy):
+        _warn_baseline(report, said)
     artifact = ctx.out_dir / "model.occ"
     summary = report.final_metrics().to_dict(layers=False)
     summary.pop("bytes", None)
@@ -262,7 +255,7 @@ def check_input_model(ctx: RunContext) -> str | None:
     split (then the gates cannot run, and only the warning is given).
     """
     has_val = len(ctx.data.split("val")) > 0
-    q = _measured(ctx, "val" if has_val else "test", baseline=True)
+    q = measured(ctx, "val" if has_val else "test", baseline=True)
     checkpoint = ctx.recipe.model.checkpoint if ctx.recipe is not None else None
     gates_on = has_val and ctx.recipe is not None and ctx.recipe.guard.enabled
     message = check_baseline(q, gates_on=gates_on, preprocess=ctx.data.preprocess,
@@ -294,10 +287,10 @@ def _val_quality(ctx: RunContext, *, baseline: bool = False,
     recipe = ctx.recipe
     if recipe is None or not recipe.guard.enabled or len(ctx.data.split("val")) == 0:
         return None
-    return _measured(ctx, "val", baseline=baseline, fresh=fresh)
+    return measured(ctx, "val", baseline=baseline, fresh=fresh)
 
 
-def _measured(ctx: RunContext, split: str, *, baseline: bool = False,
+def measured(ctx: RunContext, split: str, *, baseline: bool = False,
               fresh: bool = False) -> Quality:
     """Quality of ``ctx.model`` (or of the baseline) on ``split``, measured once per model
     state.
