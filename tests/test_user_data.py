@@ -383,6 +383,12 @@ def test_an_artifact_its_reference_cannot_rebuild_is_said_before_the_run_and_loa
     import sys
 
     assert "occ_user_net_side" not in sys.modules
+    # a reference a recipe names is data: never called without trust_code, even when its
+    # module is imported in every process (os)
+    marker = tmp_path / "ran-from-a-recipe"
+    assert rebuild_problem(model, "os:system", {"command": f"touch {marker}"},
+                           callers=False) is None
+    assert not marker.exists()
     from occ.models import build_model
 
     zoo = build_model("lenet300", {"width": 0.25})  # a recipe's model: is what is recorded
@@ -390,6 +396,10 @@ def test_an_artifact_its_reference_cannot_rebuild_is_said_before_the_run_and_loa
     assert "builds another model" in rebuild_problem(zoo, "lenet300", {})
 
     stages = [{"type": "quantize", "weight_bits": 8, "act_bits": 8, "mode": "ptq"}]
+    named = {"model": {"arch": "os:system", "kwargs": {"command": f"touch {marker}"}},
+             "stages": stages, "guard": {"enabled": False}}
+    occ.compress(model, named, train_data=data, test_data=data)  # the recipe names code
+    assert not marker.exists()
     with caplog.at_level("WARNING", logger="occ"):
         result = occ.compress(model, {"stages": stages}, train_data=data, test_data=data)
     assert any("which builds another model" in r.getMessage() for r in caplog.records)

@@ -109,8 +109,10 @@ def compress_model(model: nn.Module, recipe: Any, *, train_data: Any = None,
     ref, ref_kwargs = (arch, dict(kwargs or {})) if arch else infer_arch(model)
     parsed = to_recipe(recipe, arch=ref, kwargs=ref_kwargs)
     # what the artifact will record: the recipe's own model: when it names one
+    # a reference the caller gave (arch=) or occ inferred from the model's own class is the
+    # caller's code; one a recipe file names is data: built only with trust_code
     unloadable = rebuild_problem(model, parsed.model.arch, dict(parsed.model.kwargs),
-                                 trust_code=trust_code)
+                                 trust_code=trust_code, callers=parsed.model.arch == ref)
     if unloadable is not None:  # said before the work, and kept in the report
         log.warning("%s", unloadable)
     if train_data is not None:
@@ -192,7 +194,7 @@ def infer_arch(model: nn.Module) -> tuple[str, dict[str, Any]]:
 
 
 def rebuild_problem(model: nn.Module, arch: str, kwargs: dict[str, Any], *,
-                    trust_code: bool = False) -> str | None:
+                    trust_code: bool = False, callers: bool = True) -> str | None:
     """Why ``occ.load(path)`` could not rebuild ``model`` from the reference the artifact
     records (``arch``, ``kwargs``), or None when it can (or cannot be checked).
 
@@ -200,8 +202,10 @@ def rebuild_problem(model: nn.Module, arch: str, kwargs: dict[str, Any], *,
     memory, no weights), and its tensor names and shapes compared with ``model``'s. A
     ``pkg.module:callable`` is built only when its module is already imported (the class
     of ``model``, a builder the caller imported) or with ``trust_code``: this check never
-    imports code the caller did not. A class of the running script (``__main__``) cannot
-    be imported by another process.
+    imports code the caller did not. ``callers``: the reference is the caller's own (given
+    as ``arch=`` or inferred from ``model``); one a recipe file names is data, and is
+    built only with ``trust_code`` (``os:system`` is imported in every process). A class
+    of the running script (``__main__``) cannot be imported by another process.
     """
     import sys
 
@@ -214,9 +218,9 @@ def rebuild_problem(model: nn.Module, arch: str, kwargs: dict[str, Any], *,
     said = f"the artifact will record {arch}({_kwargs_text(kwargs)}), which"
     if arch.startswith("__main__:"):
         return f"{said} is defined in the running script, not an importable module: {fix}"
-    if (arch_kind(arch) == "callable" and not trust_code
-            and arch.partition(":")[0] not in sys.modules):
-        return None  # checking would import it: occ.load needs trust_code for it anyway
+    if arch_kind(arch) == "callable" and not trust_code and (
+            not callers or arch.partition(":")[0] not in sys.modules):
+        return None  # checking would run code not the caller's: occ.load needs trust_code
     try:
         with torch.device("meta"):
             fresh = build_model(arch, dict(kwargs), allow_callables=True)
