@@ -73,6 +73,30 @@ def test_rerun_resumes_from_saved_prefixes(fake_stages, recipe_factory, tmp_path
     assert [r["metrics"] for r in second["ranking"]] == [r["metrics"] for r in first["ranking"]]
 
 
+def _warning_run(ctx, config) -> StageResult:
+    import logging
+    if config.scale > 1:  # fake_a warns, like an early-exit head at chance
+        logging.getLogger("occ").warning("fake_a: head at chance (scale %s)", config.scale)
+    return _scale_run(ctx, config)
+
+
+@pytest.mark.slow
+def test_stage_warnings_reach_each_order_and_survive_a_resume(
+        fake_stages, recipe_factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(registry._STAGES, "fake_a",
+                        StageInfo("fake_a", _fake("architecture"), _warning_run, "test stage"))
+    recipe = recipe_factory(STAGES)
+    said = "fake_a: head at chance (scale 1.1)"
+    for run in (1, 2):  # the second run restores every prefix from disk
+        doc = api.ablate(recipe, out=str(tmp_path / "abl"))
+        assert doc["stage_executions"] == (15 if run == 1 else 0)
+        assert all(r["warnings"] == [said] for r in doc["ranking"])  # fake_a is in all
+        saved = json.loads((tmp_path / "abl" / "ablation.json").read_text())
+        assert all(r["warnings"] == [said] for r in saved["ranking"])
+        md = (tmp_path / "abl" / "ablation.md").read_text()
+        assert f"## Stage warnings\n\n- {said} (every order)" in md
+
+
 def test_sampled_orders_include_the_builtin(fake_stages, recipe_factory, tmp_path: Path) -> None:
     doc = api.ablate(recipe_factory(STAGES), out=str(tmp_path / "s"), max_orders=2, seed=3)
     assert doc["orders_run"] == 2

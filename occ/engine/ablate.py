@@ -14,12 +14,14 @@ it stopped. ``occ ablate --seeds`` repeats it per seed (``occ.engine.ablate_seed
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import itertools
 import logging
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,7 @@ class OrderResult:
     error: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     builtin: bool = False
+    warnings: list[str] = field(default_factory=list)  # what its stages warned, in run order
     correct: Any = field(default=None, repr=False)  # test correctness (numpy), not in JSON
 
     def to_dict(self) -> dict[str, Any]:
@@ -172,6 +175,7 @@ class _Runner:
         self.sha = checkpoint_sha
         self.cache: dict[tuple[str, ...], dict[str, Any]] = {}
         self.executed = 0
+        self.warned: dict[tuple[str, ...], list[str]] = {(): []}  # by prefix, as cache
         self.base_out: torch.Tensor | None = None
         self.targets: torch.Tensor | None = None  # the test targets, in loader order
         self.base_state = self._snapshot()
@@ -209,14 +213,17 @@ class _Runner:
         saved = resume_mod.load_state(path, fp, where="ablate")
         if saved is not None:
             runner.restore(self.ctx, saved)
+            said = _saved_warnings(saved.record)
         else:
             self._load(parent)
             plan = self._plan(stages)
             start = len(stages) - len(units[prefix[-1]].stages)
-            for i in range(start, len(stages)):
-                runner.run_stage(self.ctx, plan, i, self.base_out)
-                self.executed += 1
-            runner.save_state(self.ctx, plan, path, fp)
+            with warnings_logged() as said:
+                for i in range(start, len(stages)):
+                    runner.run_stage(self.ctx, plan, i, self.base_out)
+                    self.executed += 1
+            runner.save_state(self.ctx, plan, path, fp, warnings=said)
+        self.warned[prefix] = _merged(self.warned[prefix[:-1]], said)
         self.cache[prefix] = self._snapshot()
         return self.cache[prefix]
 
@@ -303,10 +310,12 @@ def _run_order(run: _Runner, order: tuple[str, ...], units: dict[str, Unit],
         stages = _stages(order, units, last)
         plan = run._plan(stages)
         m = outputs = None
-        for i in range(len(stages) - len(last), len(stages)):
-            record, outputs = runner.run_stage(run.ctx, plan, i, run.base_out)
-            m = record.metrics
-            run.executed += 1
+        with warnings_logged() as said:
+            for i in range(len(stages) - len(last), len(stages)):
+                record, outputs = runner.run_stage(run.ctx, plan, i, run.base_out)
+                m = record.metrics
+                run.executed += 1
+        result.warnings = _merged(run.warned[order], said)
         if m is None:  # nothing pinned last: measure the restored prefix state
             m, outputs = runner.measure_ctx(run.ctx, plan, run.base_out)
         result.metrics = {k: m.to_dict(layers=False)[k] for k in
@@ -320,3 +329,33 @@ def _run_order(run: _Runner, order: tuple[str, ...], units: dict[str, Unit],
         result.status, result.error = "failed", str(err)
         log.warning("order %s failed: %s", " -> ".join(order), err)
     return result
+
+
+@contextlib.contextmanager
+def warnings_logged() -> Iterator[list[str]]:
+    """Collect what occ logs at WARNING level inside the block (the stages' own warnings:
+    an early-exit head at chance, a prune that slims nothing ...), for the order's row;
+    they still reach stderr as they are said."""
+    said: list[str] = []
+
+    class _Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            said.append(record.getMessage())
+
+    handler = _Keep(logging.WARNING)
+    log.addHandler(handler)
+    try:
+        yield said
+    finally:
+        log.removeHandler(handler)
+
+
+def _saved_warnings(record: dict[str, Any]) -> list[str]:
+    """The warnings a saved prefix state recorded (an interrupted ablation resumed)."""
+    said = record.get("warnings", [])
+    return [w for w in said if isinstance(w, str)] if isinstance(said, list) else []
+
+
+def _merged(before: list[str], said: list[str]) -> list[str]:
+    """``before`` then ``said``, each warning once."""
+    return list(dict.fromkeys([*before, *said]))

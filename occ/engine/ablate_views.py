@@ -29,6 +29,7 @@ def to_markdown(doc: dict[str, Any]) -> str:
                      f"{m.get('agreement') or float('nan'):.2f} | "
                      f"{m.get('bitops', float('nan')):.3g} | {m.get('bytes', '-')} | "
                      f"{r['status'] if r['status'] == 'ok' else 'failed: ' + str(r['error'])} |")
+    lines += _stage_warnings(doc)
     lines += ["", "## Pairwise", "",
               "| pair | A before B better | built-in puts first | verdict |", "|---|---:|---|---|"]
     for p in doc["pairwise"]:
@@ -39,6 +40,22 @@ def to_markdown(doc: dict[str, Any]) -> str:
         lines.append(f"| {a}, {b} | {share} ({p['comparisons']}) | {p['builtin_first']} | "
                      f"{verdict} |")
     return "\n".join(lines) + "\n"
+
+
+def _stage_warnings(doc: dict[str, Any]) -> list[str]:
+    """``## Stage warnings``: each warning a stage gave once, with the orders it came in
+    (a shared prefix warns for every order that starts with it); none: no section."""
+    orders: dict[str, list[str]] = {}
+    for r in doc["ranking"]:
+        for w in r.get("warnings", []):
+            orders.setdefault(w, []).append(" → ".join(r["order"]))
+    if not orders:
+        return []
+    lines = ["", "## Stage warnings", ""]
+    for w, where in orders.items():
+        every = len(where) == len(doc["ranking"])
+        lines.append(f"- {w} ({'every order' if every else 'in ' + ', '.join(where)})")
+    return lines
 
 
 def ranked_on_val(doc: dict[str, Any]) -> bool:

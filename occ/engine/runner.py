@@ -345,10 +345,15 @@ def _check_quality(recipe: Recipe, record: StageRecord, out_dir: Path, i: int) -
 
 
 def save_state(ctx: RunContext, plan: Plan, path: Path, fingerprint: str,
-               record: StageRecord | None = None) -> None:
+               record: StageRecord | None = None, *, warnings: list[str] | None = None) -> None:
+    """Save ``ctx``'s model as a stage state (``record``: the stage's report entry;
+    ``warnings``: what the stages warned, kept for a resumed ``occ ablate``)."""
     header = {**_header(ctx, plan), "encoding": ctx.encoding}  # plain JSON settings
+    kept = record.to_dict() if record else {}
+    if warnings:
+        kept["warnings"] = list(warnings)
     resume_mod.save_state(path, fingerprint=fingerprint, model=ctx.model, header=header,
-                          record=record.to_dict() if record else {})
+                          record=kept)
 
 
 def restore(ctx: RunContext, saved: resume_mod.SavedState) -> None:
