@@ -158,7 +158,7 @@ def compress(recipe_path: Any, recipe: Any = None, *, checkpoint: str | None = N
                          progress=progress or NullProgress(), trust_code=trust_code)
     from occ.engine.preflight import check_references
 
-    check_references(plan, ctx.model)  # before the first stage trains
+    check_references(plan, ctx.model, ctx)  # before the first stage trains
     try:
         return runner.run(plan, ctx, resume=resume)
     finally:

@@ -477,7 +477,7 @@ def test_an_unknown_exclude_reads_the_same_before_the_run_and_in_its_stage(
     expected = f"{path}: stages[0].exclude[1]: no Conv2d / Linear layer 'fc9' in the model; "
     early = run_cli(["compress", str(path)])
     assert_one_line(early, expected)
-    monkeypatch.setattr("occ.engine.preflight.check_references", lambda plan, model: None)
+    monkeypatch.setattr("occ.engine.preflight.check_references", lambda plan, model, ctx=None: None)
     late = run_cli(["compress", str(path)])
     assert_one_line(late, expected)
     assert late.stderr == early.stderr

@@ -324,6 +324,24 @@ def test_cli_student_with_wrong_num_classes_exits_2(recipe_factory, tmp_path: Pa
     assert "Traceback" not in result.output and not (tmp_path / "out" / "model.occ").exists()
 
 
+@pytest.mark.parametrize("command", ["compress", "ablate"])
+def test_a_student_that_does_not_fit_stops_the_run_before_any_stage(
+        recipe_factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str) -> None:
+    """The stage's own error, before the baseline's stages: here the prune runs first
+    (as written), and in ablate every order is checked once."""
+    path = recipe_factory(_stages(student={"arch": "lenet5", "kwargs": {"num_classes": 7}}),
+                          order="as-written")
+
+    def no_stage(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a stage ran before the student was checked")
+
+    monkeypatch.setattr("occ.engine.runner.run_stage", no_stage)
+    result = CliRunner().invoke(app, [command, str(path)])
+    assert result.exit_code == 2, result.output
+    assert "distill.student: lenet5" in result.output and "outputs (7,)" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
 @pytest.mark.slow
 def test_cli_compress_writes_the_student(recipe_factory, tmp_path: Path) -> None:
     path = recipe_factory(_stages(student={"width": 0.5}))

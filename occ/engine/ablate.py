@@ -240,7 +240,8 @@ def ablate(recipe: Recipe, ctx: RunContext, *, out_dir: Path, max_orders: int | 
     orders = choose_orders(units, max_orders, seed)
     builtin = builtin_order(units)
     first = sorted(orders, key=lambda o: o != builtin)  # compress's order first: its error
-    check_order_references(recipe, [_stages(o, by_label, last) for o in first], ctx.model)
+    check_order_references(recipe, [_stages(o, by_label, last) for o in first], ctx.model,
+                           ctx)
     warnings = [w for w in (runner.check_input_model(ctx),  # once, before any order runs
                             runner.gates_unread(ctx)) if w is not None]
     run = _Runner(recipe, ctx, out_dir, checkpoint_sha)

@@ -128,7 +128,7 @@ def compress_model(model: nn.Module, recipe: Any, *, train_data: Any = None,
     ctx.warnings += [unloadable] if unloadable is not None else []
     from occ.engine.preflight import check_references
 
-    check_references(plan, ctx.model)
+    check_references(plan, ctx.model, ctx)
     with tempfile.TemporaryDirectory(prefix="occ-") as tmp:
         ctx.out_dir = Path(out) if out else Path(tmp)
         plan = replace(plan, recipe=replace(parsed, output=str(ctx.out_dir)))

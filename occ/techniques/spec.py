@@ -116,6 +116,11 @@ class TechniqueSpec:
         singleton: at most one stage of this type per recipe.
         edit_modules: modules that register this technique's edit ops
             (``occ.models.edits``), imported before an artifact is rebuilt.
+        preflight: ``"occ.techniques.<type>.<module>:<function>"`` or empty: called as
+            ``function(ctx, config)`` before any stage runs (``occ.engine.preflight``,
+            when no earlier stage renames modules) to raise the errors the stage would
+            give only after the baseline and every earlier stage (a student that does
+            not build).
     """
 
     type: str
@@ -128,12 +133,14 @@ class TechniqueSpec:
     edges: tuple[Edge, ...] = ()
     singleton: bool = False
     edit_modules: tuple[str, ...] = ()
+    preflight: str = ""
 
     def __post_init__(self) -> None:
-        module, _, name = self.run.partition(":")
-        if not module.startswith(f"occ.techniques.{self.type}.") or not name.isidentifier():
-            raise ValueError(f"{self.type}: run must be 'occ.techniques.{self.type}.<module>:"
-                             f"<function>', got {self.run!r}")
+        for key, ref in (("run", self.run), ("preflight", self.preflight or self.run)):
+            module, _, name = ref.partition(":")
+            if not module.startswith(f"occ.techniques.{self.type}.") or not name.isidentifier():
+                raise ValueError(f"{self.type}: {key} must be 'occ.techniques.{self.type}."
+                                 f"<module>:<function>', got {ref!r}")
         for alias, category in self.aliases.items():
             if category not in self.categories:
                 raise ValueError(f"{self.type}: alias {alias!r} names category {category!r}, "
@@ -142,6 +149,13 @@ class TechniqueSpec:
     def load_run(self) -> RunFn:
         """The run function (imports the technique's torch half)."""
         module, _, name = self.run.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+    def load_preflight(self) -> Callable[[Any, Any], None] | None:
+        """The preflight check (imports the technique's torch half), or None."""
+        if not self.preflight:
+            return None
+        module, _, name = self.preflight.partition(":")
         return getattr(importlib.import_module(module), name)
 
     def load_edit_ops(self) -> None:

@@ -14,5 +14,5 @@ SPEC = TechniqueSpec(
     summary="Train a smaller student from the current model (KD), then swap it in.",
     label="KD", aliases={"KD": "architecture", "D": "architecture", "distill": "architecture"},
     categories={"architecture": "static architecture (knowledge distillation)"},
-    singleton=True,
+    singleton=True, preflight="occ.techniques.distill.run:check_student",
 )

@@ -15,6 +15,7 @@ Recipe::
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from occ.errors import ModelError
@@ -52,10 +53,26 @@ def _summary(model: torch.nn.Module, outputs: torch.Tensor, targets: torch.Tenso
     return out
 
 
-def distill_(ctx: RunContext, config: DistillConfig) -> StageResult:
-    """Train a smaller student from the current model (KD), then swap it in."""
+@dataclass
+class _Setup:
+    """What the distill stage builds before it trains: the teacher on its device, the
+    student's reference and model (the teacher's channels inherited or not), one input
+    batch and the feature hints (None without ``hints``)."""
+
+    device: torch.device
+    teacher: torch.nn.Module
+    ref: ArchRef
+    student: torch.nn.Module
+    sample: torch.Tensor
+    inherited: bool
+    hints: Any
+
+
+def _setup(ctx: RunContext, config: DistillConfig) -> _Setup:
+    """Build and check the student against the current model (``ModelError`` /
+    ``TrustError`` located at ``distill.student`` ...): the stage's first step, and its
+    check before any stage runs (``check_student``)."""
     from occ.techniques.distill import loss as distill
-    from occ.training import fit, predict
 
     device = ctx.stage_device(config.device)
     teacher = ctx.model.to(device).eval()
@@ -82,6 +99,33 @@ def distill_(ctx: RunContext, config: DistillConfig) -> StageResult:
     hints = (distill.FeatureHints(teacher, student, config.hints, sample,
                                   where=where.replace(".student", ".hints"))
              if config.hints else None)
+    return _Setup(device, teacher, ref, student, sample, inherited, hints)
+
+
+def check_student(ctx: RunContext, config: DistillConfig) -> None:
+    """Before any stage runs (``TechniqueSpec.preflight``): the student builds, runs on the
+    data and fits the teacher, its init and hints apply; the same error the stage would
+    give after the baseline and every earlier stage, now before them. Draws no random
+    numbers the stages would see."""
+    import torch
+
+    where = next((p.device for p in ctx.model.parameters()), None)
+    with torch.random.fork_rng(devices=[]):
+        setup = _setup(ctx, config)
+    if setup.hints is not None:
+        setup.hints.close()
+    if where is not None:
+        ctx.model.to(where)  # as it was: the stages before this one run where they run
+
+
+def distill_(ctx: RunContext, config: DistillConfig) -> StageResult:
+    """Train a smaller student from the current model (KD), then swap it in."""
+    from occ.techniques.distill import loss as distill
+    from occ.training import fit, predict
+
+    setup = _setup(ctx, config)
+    teacher, student, ref, hints = setup.teacher, setup.student, setup.ref, setup.hints
+    device, inherited = setup.device, setup.inherited
     try:
         loss = distill.distill_loss_fn(teacher, temperature=config.temperature,
                                        alpha=config.alpha, hints=hints,
