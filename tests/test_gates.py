@@ -121,6 +121,19 @@ def test_a_quantize_collapse_names_the_rounding_options_it_was_given() -> None:
     assert "bias_bits 3" in both and "scale_bits 6" in both
 
 
+@pytest.mark.parametrize(("config", "named"), [
+    ({"method": "magnitude", "sparsity": 0.9}, "sparsity 0.9 is too much"),
+    ({"method": "channel", "sparsity": 0.5, "channel_ratio": 0.5}, "channel_ratio 0.5 is"),
+    ({"method": "channel", "sparsity": 0.5, "flops_reduction": 0.6}, "flops_reduction 0.6 is"),
+    ({"method": "id", "sparsity": 0.5, "keep": 0.3, "channel_ratio": None}, "keep 0.3 is"),
+])
+def test_a_prune_collapse_names_the_setting_its_method_reads(config: dict, named: str) -> None:
+    """A channel prune's sparsity is an unused default: the hint names channel_ratio."""
+    cause = likely_cause(f"prune({config['method']})", {**config, "epochs": 1}, {},
+                         _classes(44.7))
+    assert cause.startswith(named) and "fine-tuning epochs (1)" in cause
+
+
 def test_quality_of_outputs() -> None:
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 0.0], [0.0, 2.0]])
     q = quality(logits, torch.tensor([0, 1, 1, 1]), classes=2)

@@ -81,7 +81,7 @@ def likely_cause(label: str, config: dict[str, Any], details: dict[str, Any],
                 f"{losses[-1]:.4g}): learning rate too high{f' (lr {lr:g})' if lr else ''}?")
     kind = label.split("(")[0]
     if kind == "prune":
-        return (f"sparsity {config.get('sparsity')} is too much for this model, or too few "
+        return (f"{_prune_amount(config)} is too much for this model, or too few "
                 f"fine-tuning epochs ({config.get('epochs')})?")
     if kind == "quantize":
         return _quantize_cause(config)
@@ -90,6 +90,16 @@ def likely_cause(label: str, config: dict[str, Any], details: dict[str, Any],
     if kind == "early_exit":
         return "the exits leave too early: a looser max_accuracy_drop or threshold?"
     return "the stage's settings are too aggressive for this model?"
+
+
+def _prune_amount(config: dict[str, Any]) -> str:
+    """The setting that says how much a prune stage removes, as the recipe gave it: the
+    structured methods' ``channel_ratio`` / ``keep`` / ``flops_reduction``, else
+    ``sparsity``."""
+    keys = (("flops_reduction", "channel_ratio") if config.get("method") == "channel" else
+            ("flops_reduction", "keep") if config.get("method") == "id" else ("sparsity",))
+    return next((f"{k} {config[k]}" for k in keys if config.get(k) is not None),
+                f"sparsity {config.get('sparsity')}")
 
 
 def _quantize_cause(config: dict[str, Any]) -> str:
