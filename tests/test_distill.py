@@ -283,6 +283,27 @@ def test_default_student_of_a_user_builder_says_how_width_is_read(
     assert get_stage("distill").run(ctx, explicit).details["student"]["arch"] == arch
 
 
+def test_default_student_of_a_channel_count_width_gets_an_int(
+        data: DataBundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A teacher built with width: 16 (a channel count): the default student is width 8,
+    an int (8.0 made nn.Conv2d refuse it, while the hint showed width=8)."""
+    from occ.techniques.distill.loss import _scaled
+
+    assert _scaled(16, 0.5) == 8 and isinstance(_scaled(16, 0.5), int)
+    assert _scaled(16, 0.3) == pytest.approx(4.8) and _scaled(1.0, 0.5) == 0.5
+    assert isinstance(_scaled(2.0, 0.5), float) and isinstance(_scaled(True, 1.0), float)
+    name = "occ_user_nets_counted_int"
+    (tmp_path / f"{name}.py").write_text(USER_NETS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    arch = f"{name}:counted"
+    teacher = build_model(arch, {"width": 16}, allow_callables=True).eval()
+    ctx = RunContext(model=teacher, baseline=teacher, data=data, device=torch.device("cpu"),
+                     seed=0, out_dir=tmp_path, arch=ArchRef(arch, {"width": 16}),
+                     trust_code=True)
+    student = get_stage("distill").run(ctx, _config()).details["student"]
+    assert student["kwargs"]["width"] == 8 and isinstance(student["kwargs"]["width"], int)
+
+
 def test_untrusted_callable_student_is_refused(data: DataBundle, tmp_path: Path) -> None:
     from occ.trust import TrustError
 

@@ -102,11 +102,21 @@ def student_ref(teacher: ArchRef, *, arch: str | None, kwargs: dict[str, Any],
                 teacher.arch)):
             raise ModelError(f"the teacher {teacher.arch} has no channel multiplier; "
                              "give student.arch (and its kwargs) instead", where=f"{where}.width")
-        base = float(teacher.kwargs.get("width", 1.0))
-        return ArchRef(teacher.arch, {**teacher.kwargs, **kwargs, "width": base * width})
+        return ArchRef(teacher.arch, {**teacher.kwargs, **kwargs,
+                                      "width": _scaled(teacher.kwargs.get("width", 1.0), width)})
     prefer = teacher.kwargs if arch_kind(teacher.arch) == "zoo" else None
     return ArchRef(arch, data_kwargs(arch, kwargs, tuple(input_shape), num_classes,
                                      prefer=prefer))
+
+
+def _scaled(base: Any, factor: float) -> float | int:
+    """The teacher's ``width`` times ``factor``: an int when the teacher's was an int and
+    the product is whole (a builder whose width counts channels gets ``8``, not ``8.0``,
+    which ``nn.Conv2d`` refuses), else a float."""
+    product = float(base) * factor
+    if isinstance(base, int) and not isinstance(base, bool) and product.is_integer():
+        return int(product)
+    return product
 
 
 def _relocate(err: ModelError, where: str) -> ModelError:

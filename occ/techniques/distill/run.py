@@ -160,7 +160,7 @@ def _width_hint(teacher: ArchRef, ref: ArchRef, factor: float) -> str:
     how = f" (the teacher's width {base:g} x {factor:g})" if base is not None else ""
     return (f"A student given by student.width ({factor:g}; 0.5 unless set) is the teacher's "
             f"own builder with its width kwarg scaled by that factor, here "
-            f"{teacher.arch}(width={ref.kwargs['width']:g}){how}: that only works when the "
+            f"{teacher.arch}(width={ref.kwargs['width']!r}){how}: that only works when the "
             f"builder takes width as a channel multiplier. Set the student explicitly: "
             f"student: {{arch: \"{teacher.arch}\", kwargs: {{...}}}}")
 
