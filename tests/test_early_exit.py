@@ -477,7 +477,7 @@ def test_a_head_at_chance_and_an_exit_no_one_takes_are_warned_about(
     assert "the head after features.0 ends" in chance and "near chance" in chance
     assert "head_pool: 4" in chance and "conv_head: true" in chance
     assert "features.0 is a Conv2d" in chance and "exits: [features.2]" in chance
-    assert "epochs: 0" in chance
+    assert "more than the 0 epoch(s) at lr 0.001 it had" in chance  # what it had, not advice
     assert result.details["val_exited"] == {"rows": len(data.val), "left_early": 0}
     assert f"no val input takes an exit (0 of {len(data.val)}" in unused
     assert "lower threshold" in unused and "see the warning above" in unused

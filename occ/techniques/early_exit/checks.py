@@ -112,7 +112,8 @@ def _richer(backbone: nn.Module, head: Head, config: EarlyExitConfig) -> str:
     after = _after_nonlinearity(backbone, head.point)
     if after:
         hints.append(after)
-    hints.append(f"more training (epochs: {config.epochs}, lr: {config.lr:g})")
+    hints.append(f"more training: more than the {config.epochs} epoch(s) at lr {config.lr:g} "
+                 "it had (epochs, lr)")
     return "; ".join(hints)
 
 
