@@ -51,6 +51,16 @@ def test_a_rerun_says_an_export_beside_the_artifact_is_of_the_earlier_one(
         again.plan["warnings"]
 
 
+def test_an_order_against_the_built_in_one_is_said_on_stderr(
+        recipe_factory, caplog: pytest.LogCaptureFixture) -> None:
+    recipe = recipe_factory([{"type": "quantize", "weight_bits": 8},
+                             {"type": "prune", "sparsity": 0.5}], order="as-written")
+    warned = api.compress(recipe).plan["warnings"]
+    warned = [w for w in warned if "against the built-in order" in w]  # (the tiny input is
+    assert len(warned) == 1  # at chance, warned too)
+    assert warned[0] in caplog.text  # on stderr, not only in report.json
+
+
 def test_resolved_recipe_reloads_equal(recipe_factory) -> None:
     from occ.recipe import load_recipe
 

@@ -138,6 +138,28 @@ def test_val_size_is_checked_at_validate_time_and_auto_by_default(tmp_path: Path
     assert len(load_data(recipe.data).val) == 18
 
 
+def test_a_val_size_that_a_val_folder_overrides_is_warned_about(tmp_path: Path) -> None:
+    """With val/ and test/ beside train/, val/ is the val split: val_size reads nothing."""
+    write_pngs(tmp_path / "data" / "train", {"a": 5, "b": 5})
+    write_pngs(tmp_path / "data" / "val", {"a": 2, "b": 1})
+    write_pngs(tmp_path / "data" / "test", {"a": 1, "b": 2})
+    doc = {"version": 1, "name": "r", "model": {"arch": "lenet5"},
+           "data": {"dataset": "imagefolder", "root": "data", "val_size": 4},
+           "stages": [{"type": "prune"}]}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 0, result.output
+    said = (f"warning: data.val_size 4 is not used: {tmp_path / 'data' / 'val'} is the val "
+            "split (train/ is not carved)")
+    assert said in result.stdout
+    recipe = load_recipe(path)
+    assert len(load_data(recipe.data).val) == 3  # val/, as the warning says
+    del doc["data"]["val_size"]
+    path.write_text(yaml.safe_dump(doc))
+    assert "warning" not in CliRunner().invoke(app, ["validate", str(path)]).stdout
+
+
 def _user_module(tmp_path: Path, name: str) -> None:
     pkg = tmp_path / name
     pkg.mkdir()

@@ -69,6 +69,22 @@ def check_spec(spec: Any) -> None:
             check_imagefolder_sizes(Path(str(spec.root)), spec.val_size)
 
 
+def unused_val_size(spec: Any) -> str | None:
+    """The warning for a ``val_size`` that nothing reads (an ImageFolder with ``val/`` and
+    ``test/``: ``val/`` is the val split, and ``train/`` is not carved), or None."""
+    from occ.data.names import IMAGEFOLDER, canonical_name
+
+    if spec.val_size is None or spec.root is None or not isinstance(spec.dataset, str):
+        return None
+    root = Path(str(spec.root))
+    if canonical_name(spec.dataset) != IMAGEFOLDER or not (
+            (root / "val").is_dir() and (root / "test").is_dir()):
+        return None
+    return (f"data.val_size {spec.val_size} is not used: {root / 'val'} is the val split "
+            "(train/ is not carved); remove val_size, or the val/ folder to hold out "
+            "val_size images of train/ instead")
+
+
 def imagefolder_layout_problem(root: Path) -> str | None:
     """What an ImageFolder root lacks (``train/`` and ``test/`` or ``val/``), or None.
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import occ.techniques.order as order_mod
+from occ.data.checks import unused_val_size
 from occ.errors import RecipeError
 from occ.recipe import Recipe, Stage, with_stages
 
@@ -71,6 +72,8 @@ def make_plan(recipe: Recipe, *, keep_order: bool = False) -> Plan:
     else:
         index = order_mod.sort_indices(cats)
         warnings = ()
+    unread = unused_val_size(recipe.data)
+    warnings += (unread,) if unread is not None else ()
     ordered = tuple(stages[i] for i in index)
     _check_requirements(ordered, index, recipe.source)
     moves = tuple(

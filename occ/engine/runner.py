@@ -163,9 +163,11 @@ def _run_locked(plan: Plan, ctx: RunContext, *, resume: bool) -> Report:
     for said in recorded_warnings(ctx, base_metrics.accuracy, chance_said=warning is not None):
         _warn_baseline(report, said)
     _warn_baseline(report, gates_unread(ctx))
+    main = distributed.is_main()
+    for said in plan.warnings if main else ():  # in the report already (its plan)
+        log.warning("%s", said)  # what the recipe says that will not happen as written
     for said in ctx.warnings:
         _warn_baseline(report, said)
-    main = distributed.is_main()
     sha = (resume_mod.file_sha256(str(recipe.model.checkpoint)) if recipe.model.checkpoint
            else IN_MEMORY)  # a model handed in from Python (occ.engine.model_api)
     prints = resume_mod.fingerprints(recipe, sha)
