@@ -120,6 +120,9 @@ def test_quantized_early_exit_model_exports_every_exit(quant_exit: Path, tmp_pat
     assert float((taken == ref_taken).float().mean()) >= 0.995
     assert float((logits.argmax(1) == ref_logits.argmax(1)).float().mean()) >= 0.995
     assert abs(_accuracy(logits, y) - api.evaluate(quant_exit)["accuracy"]) <= 0.5
+    # occ eval of the file reads its exit output: the shares of its own exit rule
+    shares = api.evaluate(out)["exits"]
+    assert shares["counts"] == torch.bincount(taken, minlength=2).tolist()
     # Int32 biases put a layer's exact output on the lattice s_w * s_a * Z: where the next
     # layer's scale is commensurate, a value sits exactly on a rounding boundary and the two
     # runtimes' float sums break the tie either way, moving a few rows by one step.

@@ -201,6 +201,25 @@ def test_exit_runtime_is_occs_early_exit_at_batch_1(w8a8_exit: Path, tmp_path: P
     assert 0.2 < float(np.mean(runtime.last_exit == 0)) < 0.8  # both paths exercised
 
 
+def test_an_early_exit_stage_that_dropped_every_exit_exports(
+        trained: Path, tmp_path: Path, test_split) -> None:
+    """Compress kept the wrapper with no heads ("the model runs without early exit"); the
+    int8 export crashed on it (zip of no shapes against every output)."""
+    (tmp_path / "noexit").mkdir()
+    path = _compress(tmp_path / "noexit", trained,
+                     [*W4A4, {**EXIT, "epochs": 0, "threshold": None,
+                              "max_accuracy_drop": 0.0}], guard={"enabled": False})
+    model = occ.load(path).eval()
+    assert is_early_exit(model) and len(model.heads) == 0
+    result = api.export(path, tmp_path / "noexit.onnx", int8=True, int8_options=LOOSE)
+    session = ort.InferenceSession(result["path"], providers=["CPUExecutionProvider"])
+    logits, exits = session.run(None, {"input": test_split[0][:50].numpy()})[:2]
+    assert logits.shape == (50, 10) and set(exits.tolist()) == {0}  # every row: the end
+    evaluated = api.evaluate(result["path"])
+    assert evaluated["accuracy"] == pytest.approx(result["verify"]["accuracy_onnx"], abs=1e-6)
+    assert evaluated["exits"]["counts"][0] == len(test_split[1])  # one exit: the end
+
+
 @pytest.mark.parametrize("criterion", ["confidence", "entropy", "agreement"])
 def test_numpy_exit_rule_matches_occs(criterion: str) -> None:
     from occ.deploy.runtime import leaves

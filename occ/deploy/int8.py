@@ -100,7 +100,9 @@ def _metadata(header: dict[str, Any], model: nn.Module, check: dict[str, Any],
     if cuts is not None:
         meta.update({"exit_points": ",".join(model.points),
                      "exit_thresholds": ",".join(repr(t) for t in model.thresholds),
-                     "exit_criterion": str(model.criterion), "occ_exit_cuts": json.dumps(cuts)})
+                     "exit_criterion": str(model.criterion)})
+    if cuts:  # none: every exit dropped, one segment (the graph's own exit output says so)
+        meta["occ_exit_cuts"] = json.dumps(cuts)
     return meta
 
 

@@ -90,7 +90,7 @@ def evaluate_onnx(path: str | os.PathLike[str], *, data: str | None = None,
     for x, y in dataset.loader("test", 256):
         preds.append(_scores(model, x.numpy(), dataset, path).argmax(1))
         targets.append(y.numpy())
-        if isinstance(model, ExitSession):
+        if model.last_exit is not None:  # an early-exit graph: cut, or run whole
             exits.append(model.last_exit)
     target = np.concatenate(targets)
     if np.issubdtype(target.dtype, np.floating):
@@ -103,7 +103,9 @@ def evaluate_onnx(path: str | os.PathLike[str], *, data: str | None = None,
         "accuracy": 100.0 * float((np.concatenate(preds) == target).mean()),
         "bytes": path.stat().st_size, "format": meta.get("occ_format", "onnx")}
     if exits:
-        counts = np.bincount(np.concatenate(exits), minlength=len(model.segments) + 1)
+        every = (len(model.segments) + 1 if isinstance(model, ExitSession)
+                 else model.exits or 1)
+        counts = np.bincount(np.concatenate(exits), minlength=every)
         result["exits"] = {"counts": counts.tolist(),
                            "shares": (counts / counts.sum()).tolist()}
     if latency_runs is not None:

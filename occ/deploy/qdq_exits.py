@@ -77,7 +77,8 @@ def export_int8_exits(net: nn.Module, example: torch.Tensor, calib: torch.Tensor
     proto.graph.output.extend(keep)
     padded = align_channels(proto) if align else {}
     with torch.no_grad():
-        shapes = [list(t.shape[1:]) for t in twin(example)[-n:]]
+        outputs = twin(example)
+        shapes = [list(t.shape[1:]) for t in outputs[len(outputs) - n:]]  # none: no heads
     cuts = [_quantized_name(proto, b) for b in bounds]
     shapes = [[padded.get(c, s[0]), *s[1:]] if len(s) == 3 else s
               for c, s in zip(cuts, shapes, strict=True)]

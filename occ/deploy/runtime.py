@@ -71,12 +71,22 @@ def leaves(logits: np.ndarray, criterion: str, threshold: float,
 
 
 class PlainSession:
-    """A graph without exits: ``run(x)`` returns its first output (the logits)."""
+    """A graph run whole: ``run(x)`` returns its first output (the logits).
+
+    An occ early-exit export without cuts (the float export, where every exit runs and the
+    graph picks per row; an int8 one whose stage dropped every exit) also outputs ``exit``,
+    each row's exit index: ``last_exit`` holds it after ``run`` (else None), and ``exits``
+    counts the exits, the end included (None without an ``exit`` output).
+    """
 
     def __init__(self, path: str | os.PathLike[str], threads: int = 1) -> None:
         self.session = _session(str(path), threads)
         self.input = self.session.get_inputs()[0].name  # "input" in occ's; others vary
         self.last_exit: np.ndarray | None = None
+        names = [o.name for o in self.session.get_outputs()]
+        self._exit = names.index("exit") if names[:1] == ["logits"] and "exit" in names else None
+        heads = sum(1 for n in names if n.startswith("exit") and n.endswith("_logits"))
+        self.exits = heads + 1 if self._exit is not None else None
 
     def input_shape(self) -> list[int | str]:
         """The graph input's declared shape (names or None for dynamic sizes)."""
@@ -90,7 +100,19 @@ class PlainSession:
     def run(self, x: np.ndarray) -> np.ndarray:
         """(B, K) logits of ``x`` (B, C, H, W), any B: a static-batch graph runs it in
         pieces of its batch (``in_pieces``)."""
-        return in_pieces(lambda b: self.session.run(None, {self.input: b})[0], x, self.batch)
+        if self._exit is None:
+            return in_pieces(lambda b: self.session.run(None, {self.input: b})[0], x,
+                             self.batch)
+        exits: list[np.ndarray] = []
+
+        def one(b: np.ndarray) -> np.ndarray:
+            out = self.session.run(None, {self.input: b})
+            exits.append(np.asarray(out[self._exit]).reshape(-1))
+            return out[0]
+
+        logits = in_pieces(one, x, self.batch)
+        self.last_exit = np.concatenate(exits)[:len(x)].astype(np.int64)  # padding is last
+        return logits
 
 
 def static_batch(shape: list[Any]) -> int | None:
