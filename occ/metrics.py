@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from occ.quality import percent
 from occ.tolerances import REGRESSION_WITHIN
 
 FLOAT_BITS = 32
@@ -120,12 +121,12 @@ def count_params(model: nn.Module) -> tuple[int, int]:
 
 def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float:
     """Top-1 accuracy in percent."""
-    return 100.0 * float((outputs.argmax(dim=1) == targets).float().mean())
+    return percent(outputs.argmax(dim=1) == targets)
 
 
 def agreement(outputs: torch.Tensor, reference: torch.Tensor) -> float:
     """Percent of inputs whose top-1 class matches the reference model's."""
-    return 100.0 * float((outputs.argmax(dim=1) == reference.argmax(dim=1)).float().mean())
+    return percent(outputs.argmax(dim=1) == reference.argmax(dim=1))
 
 
 REGRESSION_TOLERANCE = REGRESSION_WITHIN
@@ -148,7 +149,7 @@ def within(outputs: torch.Tensor, targets: torch.Tensor,
            tolerance: float = REGRESSION_TOLERANCE) -> float:
     """Percent of samples whose every output is within ``tolerance`` of the target."""
     diff = (outputs.reshape(targets.shape).float() - targets.float()).abs()
-    return 100.0 * float((diff.reshape(len(diff), -1) <= tolerance).all(dim=1).float().mean())
+    return percent((diff.reshape(len(diff), -1) <= tolerance).all(dim=1))
 
 
 def expected_cost(shares: Sequence[float], costs: Sequence[float]) -> float:

@@ -33,6 +33,7 @@ from occ.deploy.runtime import ort_session
 from occ.engine import load as loader
 from occ.errors import RecipeError, StageError
 from occ.io import atomic_write_bytes
+from occ.quality import percent
 from occ.version import __version__
 
 MIN_AGREEMENT = 99.0
@@ -60,9 +61,7 @@ def check_int8(data: bytes, model: nn.Module, inputs: torch.Tensor, targets: tor
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
         raise StageError(f"onnxruntime cannot run the int8 graph: {first}") from err
     g, r = torch.cat(got).argmax(1), torch.cat(ref).argmax(1)
-    agreement = 100.0 * float((g == r).double().mean())
-    acc_onnx = 100.0 * float((g == targets).double().mean())
-    acc_occ = 100.0 * float((r == targets).double().mean())
+    agreement, acc_onnx, acc_occ = percent(g == r), percent(g == targets), percent(r == targets)
     result = {"samples": len(targets), "top1_agreement": agreement, "accuracy_onnx": acc_onnx,
               "accuracy_occ": acc_occ, "min_agreement": min_agreement,
               "max_accuracy_drop": max_accuracy_drop}

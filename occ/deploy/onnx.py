@@ -53,6 +53,7 @@ from occ.engine import load as loader
 from occ.errors import ArtifactError, OccError, RecipeError, StageError
 from occ.io import atomic_write_bytes, refuse_special
 from occ.models.edits import set_submodule
+from occ.quality import percent
 from occ.version import __version__
 
 log = logging.getLogger("occ")
@@ -315,11 +316,10 @@ def verify(data: bytes, model: nn.Module, ready: nn.Module, example: torch.Tenso
             same = same and torch.equal(g, r)
     tol = (QUANT_TOL if quantized else FLOAT_TOL) * scale
     # Top-1 agreement means something for class scores only (one output: regression).
-    agree = (float((got[0].argmax(1) == ref[0].argmax(1)).float().mean())
+    agree = (percent(got[0].argmax(1) == ref[0].argmax(1))
              if ref[0].dim() == 2 and ref[0].shape[1] > 1 else None)
     result = {"runtime": f"onnxruntime {ort.__version__}", "samples": len(example),
-              "max_abs_diff": diff, "tolerance": tol,
-              "top1_agreement": None if agree is None else 100.0 * agree}
+              "max_abs_diff": diff, "tolerance": tol, "top1_agreement": agree}
     if not math.isfinite(diff) or diff > tol or not (same or quantized):
         raise StageError(f"the exported graph's outputs differ from occ's by {diff:.3g} "
                          f"(tolerance {tol:.3g}); please report this model")

@@ -52,6 +52,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from occ.quality import percent
 from occ.techniques.spec import StageResult
 from occ.tolerances import MAE_SHARE
 
@@ -236,7 +237,7 @@ def _calibrate(ctx: RunContext, ee, config: EarlyExitConfig, device, reference, 
     keep = [e for e, t in enumerate(chosen) if t is not None]
     if len(keep) < len(chosen):
         ee.keep_exits(keep)
-    return {"val_samples": data.n, "reference_accuracy": 100.0 * float(reference.float().mean()),
+    return {"val_samples": data.n, "reference_accuracy": percent(reference),
             "accuracy": acc, "lost": lost, "feasible": lost <= budget + 1e-9,
             "expected_bitops": cost, "backbone_bitops": backbone[-1],
             "dropped": [p for p, t in zip(points, chosen, strict=True) if t is None]}
