@@ -54,7 +54,8 @@ def require_code(ref: str, *, trusted: bool, where: str = "model.arch") -> None:
         return
     module = ref.partition(":")[0]
     raise TrustError(f"refused: would import {module!r} and call {ref!r} (runs code from "
-                     f"outside occ); pass {CODE_FLAG} if you trust it", where=where)
+                     f"outside occ); pass {CODE_FLAG} (in Python: trust_code=True) if you "
+                     "trust it", where=where)
 
 
 _CODE_KEYS = ("arch", "dataset", "transform")
@@ -84,7 +85,7 @@ def check_recipe(recipe_data: dict[str, Any], *, source: str, trusted: bool) -> 
 def unpickle_refusal(what: str) -> str:
     """The message for a checkpoint that needs full unpickling (``what``: its globals)."""
     return (f"refused: would run code while unpickling ({what}); pass {CHECKPOINT_FLAG} "
-            "only if you made the file")
+            "(in Python: trust_checkpoint=True) only if you made the file")
 
 
 __all__ = ["CHECKPOINT_FLAG", "CODE_FLAG", "TrustError", "check_recipe", "code_references",
