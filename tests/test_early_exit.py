@@ -490,3 +490,30 @@ def test_a_head_that_learns_is_not_warned_about(data, trained, tmp_path: Path) -
     assert not Quality(result.details["val_heads"][0]["accuracy"], classes=10).collapsed
     assert result.details["val_exited"]["left_early"] > 0
     assert not [n for n in result.notes if n.startswith("early_exit:")]
+
+
+def test_an_exit_that_is_not_a_cut_stops_the_run_before_any_stage(
+        recipe_factory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A module that exists but is no cut (here the last layer) is refused before the
+    prune trains, with the line the stage itself gives when it runs."""
+    path = recipe_factory([{"type": "prune", "sparsity": 0.5, "epochs": 1},
+                           {"type": "early_exit", "exits": ["classifier.3"], "epochs": 1}])
+    runs: list[str] = []
+    real = __import__("occ.engine.runner", fromlist=["run_stage"]).run_stage
+
+    def counted(ctx, plan, i, base_out):
+        runs.append(plan.recipe.stages[i].label)
+        return real(ctx, plan, i, base_out)
+
+    monkeypatch.setattr("occ.engine.runner.run_stage", counted)
+    early = CliRunner().invoke(app, ["compress", str(path)])
+    assert early.exit_code == 2 and runs == []
+    line = early.stderr.strip()
+    assert len(line.splitlines()) == 1
+    assert f"{path}: stages[1].exits[0]: 'classifier.3' is not a valid exit point (a value " \
+           "computed before it is still needed after it); valid: features.0" in line
+    monkeypatch.setattr("occ.engine.preflight.check_references",
+                        lambda plan, model, ctx=None: None)
+    late = CliRunner().invoke(app, ["compress", str(path)])  # the stage's own check
+    assert late.exit_code == 2 and runs == ["prune(magnitude)", "early_exit"]
+    assert late.stderr.strip().splitlines()[-1] == line  # after the prune's progress

@@ -99,6 +99,9 @@ def _check_stages(source: str, stages: Sequence[Stage], written: Sequence[int],
         check = spec.load_preflight() if ctx is not None and spec is not None else None
         if check is not None and id(stage) not in done:
             done.add(id(stage))
-            check(ctx, stage.config)
+            try:
+                check(ctx, stage.config)
+            except RecipeError as err:  # located as the stage's own (``runner.run_stage``)
+                raise err.located(where) from None
         if stage.config.renames_modules:
             return

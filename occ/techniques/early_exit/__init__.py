@@ -38,4 +38,5 @@ SPEC = TechniqueSpec(
     ),
     singleton=True,
     edit_modules=("occ.techniques.early_exit.net",),
+    preflight="occ.techniques.early_exit.run:check_exits",
 )

@@ -65,6 +65,16 @@ from occ.techniques.early_exit.config import EarlyExitConfig
 log = logging.getLogger("occ")
 
 
+def check_exits(ctx: RunContext, config: EarlyExitConfig) -> None:
+    """Before any stage runs (``TechniqueSpec.preflight``): the named ``exits`` are valid
+    cuts of the model (``split``: a module inside a residual block is not), with the error
+    the stage would give after every earlier stage had trained."""
+    if config.exits:
+        from occ.techniques.early_exit.split import split
+
+        split(ctx.model, config.exits)
+
+
 def early_exit_(ctx: RunContext, config: EarlyExitConfig) -> StageResult:
     """Attach exit heads, train them and set (or calibrate) the exit thresholds."""
     from occ.errors import RecipeError
