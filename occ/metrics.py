@@ -190,6 +190,14 @@ class Metrics:
             d.pop("layers")
         return d
 
+    def file_sized(self, size: int) -> None:
+        """Set ``bytes`` to the written file's ``size`` (its header records the final
+        metrics, which the measurement, made before them, could not count), and
+        ``bits_per_weight`` with it."""
+        if self.bytes and self.bits_per_weight:
+            self.bits_per_weight *= size / self.bytes
+        self.bytes = size
+
 
 def measure(model: nn.Module, outputs: torch.Tensor, targets: torch.Tensor, *,
             input_shape: Sequence[int], device: torch.device | str = "cpu",

@@ -277,3 +277,19 @@ def test_a_world_size_that_is_not_a_count_exits_2(fake_stages, recipe_factory, v
     assert f"WORLD_SIZE: must be a positive integer (torchrun sets it), got '{value}'" in \
         result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_an_orders_bytes_are_the_file_compress_writes_for_it(recipe_factory) -> None:
+    """The built-in order's row, and the baseline, read what occ compress writes and
+    measures for the same recipe (before: the header ablate sized held another plan and
+    no final metrics, 52 B short on a 23.5 KB file)."""
+    recipe = recipe_factory([{"type": "prune", "sparsity": 0.5},
+                             {"type": "quantize", "weight_bits": 8, "act_bits": 8,
+                              "mode": "ptq", "calib_samples": 64}])
+    doc = api.ablate(recipe)
+    report = api.compress(recipe)
+    (row,) = [r for r in doc["ranking"] if r["builtin"]]
+    assert row["metrics"]["bytes"] == report.artifact_bytes
+    assert row["metrics"]["accuracy"] == report.final_metrics().accuracy
+    assert doc["baseline"]["bytes"] == report.baseline.bytes

@@ -34,9 +34,9 @@ from occ.engine import runner
 from occ.engine.ablate_views import write_outputs
 from occ.engine.baseline_check import gain_warnings, recorded_warnings
 from occ.engine.context import RunContext
-from occ.engine.plan import Plan
+from occ.engine.plan import Plan, make_plan
 from occ.engine.preflight import check_order_references
-from occ.errors import OccError, StageError
+from occ.errors import OccError, RecipeError, StageError
 from occ.recipe import Recipe, Stage
 from occ.techniques.registry import labels
 from occ.tolerances import ACCURACY_POINTS, MAE_SHARE
@@ -173,6 +173,7 @@ class _Runner:
     def __init__(self, recipe: Recipe, ctx: RunContext, out_dir: Path, checkpoint_sha: str):
         self.recipe, self.ctx, self.out_dir = recipe, ctx, out_dir
         self.sha = checkpoint_sha
+        self.builtin = make_plan(recipe)  # compress's plan of the recipe as given
         self.cache: dict[tuple[str, ...], dict[str, Any]] = {}
         self.executed = 0
         self.warned: dict[tuple[str, ...], list[str]] = {(): []}  # by prefix, as cache
@@ -192,8 +193,16 @@ class _Runner:
         c.encoding = dict(snap["encoding"])
 
     def _plan(self, stages: list[Stage]) -> Plan:
+        """The plan ``occ compress`` would record for these stages: the recipe's own for
+        the built-in order, else the recipe with them written in that order, ``order:
+        as-written`` (so an order's bytes are the file compress would write for it)."""
+        if [s.label for s in stages] == self.builtin.labels:
+            return self.builtin
         recipe = replace(self.recipe, stages=tuple(stages), order="as-written")
-        return Plan(recipe=recipe, written=tuple(s.label for s in stages), reordered=False)
+        try:
+            return make_plan(recipe)
+        except RecipeError:  # a stage's requirement unmet in this order: it fails when run
+            return Plan(recipe=recipe, written=tuple(s.label for s in stages), reordered=False)
 
     def _fingerprint(self, stages: list[Stage]) -> str:
         recipe = replace(self.recipe, stages=tuple(stages))
@@ -245,7 +254,7 @@ def ablate(recipe: Recipe, ctx: RunContext, *, out_dir: Path, max_orders: int | 
     warnings = [w for w in (runner.check_input_model(ctx),  # once, before any order runs
                             runner.gates_unread(ctx)) if w is not None]
     run = _Runner(recipe, ctx, out_dir, checkpoint_sha)
-    base_metrics, run.base_out = runner.measure_ctx(ctx, run._plan([]), None)
+    base_metrics, run.base_out = runner.measure_ctx(ctx, run.builtin, None)  # as compress
     run.targets = torch.cat([y for _, y in ctx.loader("test")])
     base_val = _val(ctx, baseline=True)
     warnings += recorded_warnings(ctx, base_metrics.accuracy, chance_said=bool(warnings))
@@ -319,6 +328,7 @@ def _run_order(run: _Runner, order: tuple[str, ...], units: dict[str, Unit],
         result.warnings = _merged(run.warned[order], said)
         if m is None:  # nothing pinned last: measure the restored prefix state
             m, outputs = runner.measure_ctx(run.ctx, plan, run.base_out)
+        m.file_sized(runner.file_size(run.ctx, plan, m))  # with its final metrics, as written
         result.metrics = {k: m.to_dict(layers=False)[k] for k in
                           ("accuracy", "agreement", "mae", "rmse", "params", "nonzero_params",
                            "macs", "bitops", "sparse_bitops", "bytes")}

@@ -124,6 +124,21 @@ def _header(ctx: RunContext, plan: Plan, metrics: dict[str, Any] | None = None) 
                                       code_folders=folders)
 
 
+def final_header(ctx: RunContext, plan: Plan, final: metrics_mod.Metrics) -> dict[str, Any]:
+    """The written artifact's header: the run's, with the final metrics (less the file's
+    own size, which it decides)."""
+    summary = final.to_dict(layers=False)
+    summary.pop("bytes", None)
+    summary.pop("bits_per_weight", None)
+    return _header(ctx, plan, summary)
+
+
+def file_size(ctx: RunContext, plan: Plan, final: metrics_mod.Metrics) -> int:
+    """Bytes of the artifact ``ctx.model`` would be written as under ``plan`` with the
+    final metrics ``final`` (``occ ablate``'s size of an order: compress's file)."""
+    return len(model_io.artifact_bytes(ctx.model, final_header(ctx, plan, final), ctx.encoding))
+
+
 def measure_ctx(ctx: RunContext, plan: Plan, reference: torch.Tensor | None,
                 ) -> tuple[metrics_mod.Metrics, torch.Tensor]:
     """All metrics of ``ctx.model`` on the test split, and its outputs."""
@@ -197,16 +212,14 @@ def _run_locked(plan: Plan, ctx: RunContext, *, resume: bool) -> Report:
     for said in gain_warnings(ctx, report.baseline.accuracy, report.final_metrics().accuracy):
         _warn_baseline(report, said)
     artifact = ctx.out_dir / "model.occ"
-    summary = report.final_metrics().to_dict(layers=False)
-    summary.pop("bytes", None)
-    summary.pop("bits_per_weight", None)
+    header = final_header(ctx, plan, report.final_metrics())
     report.seconds = time.perf_counter() - started
     if not main:
         return report
     # Written with the artifact, not before the stages: a run that fails validation or a
     # stage leaves no resolved recipe behind that looks like a finished run's.
     atomic_write_text(ctx.out_dir / "recipe.resolved.yaml", dump_recipe(recipe))
-    size = model_io.save(artifact, ctx.model, _header(ctx, plan, summary), ctx.encoding)
+    size = model_io.save(artifact, ctx.model, header, ctx.encoding)
     _verify_round_trip(artifact, ctx, final_out)
     report.record_artifact(str(artifact), size)
     for said in stale_exports(ctx.out_dir):

@@ -117,10 +117,7 @@ class Report:
         them, could not count)."""
         self.artifact, self.artifact_bytes = path, size
         if self.stages:
-            final = self.stages[-1].metrics
-            if final.bytes and final.bits_per_weight:
-                final.bits_per_weight *= size / final.bytes
-            final.bytes = size
+            self.stages[-1].metrics.file_sized(size)
 
     def final_metrics(self) -> Metrics:
         """The metrics after the last stage (the baseline's when there is none)."""
