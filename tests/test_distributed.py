@@ -153,6 +153,34 @@ def test_a_world_size_without_torchrun_s_other_variables_exits_2(
     assert not (out / "model.occ").exists()
 
 
+@pytest.mark.parametrize(("env", "line"), [
+    ({"MASTER_PORT": "notaport"},
+     "MASTER_PORT: must be an integer in [1, 65535] (a TCP port number), got 'notaport'"),
+    ({"MASTER_PORT": "70000"},
+     "MASTER_PORT: must be an integer in [1, 65535] (a TCP port number), got '70000'"),
+    ({"RANK": "5"}, "RANK: must be an integer in [0, 1] (for WORLD_SIZE 2), got '5'"),
+    ({"RANK": "-1"}, "RANK: must be an integer in [0, 1] (for WORLD_SIZE 2), got '-1'"),
+], ids=["port-text", "port-range", "rank-high", "rank-negative"])
+def test_torchrun_variables_out_of_range_exit_2_before_joining(
+        monkeypatch: pytest.MonkeyPatch, env: dict[str, str], line: str) -> None:
+    """A rank that can never join would wait out torch's 30-minute timeout: refused at once."""
+    import torch.distributed as dist
+
+    from occ import distributed
+    from occ.errors import RecipeError
+
+    def never(**_kwargs: object) -> None:
+        raise AssertionError("init_process_group was called")
+
+    monkeypatch.setattr(dist, "init_process_group", never)
+    base = {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29517"}
+    for name, value in {**base, **env}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(RecipeError) as err:
+        distributed.setup()
+    assert str(err.value) == line
+
+
 TRAIN = ["train", "lenet5", "--width", "0.25", "--epochs", "1", "--batch-size", "128"]
 
 
