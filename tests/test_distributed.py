@@ -272,13 +272,48 @@ def test_a_rank_hands_its_error_to_the_launching_process(
     """What a process started by --nproc does with bad input: tell the launcher, say nothing."""
     from occ import launch
 
-    monkeypatch.setenv(launch.RANK_ERRORS_ENV, str(tmp_path))
-    monkeypatch.setenv("RANK", "1")
-    result = CliRunner().invoke(app, ["train", "lenet6", "--out", str(tmp_path / "x.pt")])
-    assert result.exit_code == 2 and result.stderr == "" and result.stdout == ""
-    failure = launch._first_error(tmp_path)
+    with launch._rank_errors() as folder:  # sets OCC_RANK_ERRORS, as for the ranks
+        for name, value in {"TORCHELASTIC_RUN_ID": "r", "WORLD_SIZE": "2", "RANK": "1",
+                            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29517"}.items():
+            monkeypatch.setenv(name, value)
+        result = CliRunner().invoke(app, ["train", "lenet6", "--out", str(tmp_path / "x.pt")])
+        assert result.exit_code == 2 and result.stderr == "" and result.stdout == ""
+        failure = launch._first_error(folder)
     assert failure is not None and failure["code"] == 2 and failure["type"] == "ModelError"
     assert failure["message"].startswith("model.arch: unknown model 'lenet6'")
+
+
+@pytest.mark.parametrize("case", ["no-torchrun", "rank-out-of-range", "shared-folder",
+                                  "open-mode", "other-name"])
+def test_rank_errors_left_in_the_environment_do_not_silence_occ(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str) -> None:
+    """OCC_RANK_ERRORS counts only in a rank torchrun started, naming the launcher's
+    private folder; otherwise the error is printed as usual and no file is written."""
+    from occ import launch
+
+    folder = tmp_path / "occ-ranks-x"
+    folder.mkdir(mode=0o700)
+    folder.chmod(0o700)
+    env = {"TORCHELASTIC_RUN_ID": "r", "WORLD_SIZE": "2", "RANK": "1",
+           launch.RANK_ERRORS_ENV: str(folder)}
+    if case == "no-torchrun":
+        del env["TORCHELASTIC_RUN_ID"], env["WORLD_SIZE"]
+        env["RANK"] = "-3"
+    elif case == "rank-out-of-range":
+        env["RANK"] = "2"
+    elif case == "shared-folder":
+        env[launch.RANK_ERRORS_ENV] = "/tmp"
+    elif case == "open-mode":
+        folder.chmod(0o755)
+    else:
+        folder = folder.rename(tmp_path / "mine")
+        env[launch.RANK_ERRORS_ENV] = str(folder)
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    failure: launch.Failure = {"message": "m", "code": 2, "type": "RecipeError", "where": None}
+    assert launch.hand_off(failure) is False
+    assert list(folder.iterdir()) == []
 
 
 @pytest.mark.slow
