@@ -705,6 +705,12 @@ CASES += [
         ["eval", str(onnx_with(t, {"occ_exit_cuts": '{"a": 1}', "exit_thresholds": "0.5"})),
          "--data", "digits"],
         r"^error: \S*model\.onnx: metadata occ_exit_cuts: must list the tensor names")),
+    ("root-for-embedded-data-eval", lambda t, w: Run(
+        ["eval", str(artifact(t, w)), "--root", str(t)],
+        r"^error: --root: mnist5k is embedded in occ and reads no folder; leave --root out$")),
+    ("root-for-embedded-data-export", lambda t, w: Run(
+        ["export", str(artifact(t, w)), "--root", str(t), "--out", str(t / "m.onnx")],
+        r"^error: --root: mnist5k is embedded in occ", [t / "m.onnx"])),
     ("recorded-code-folders-string", lambda t, w: Run(
         ["eval", str(artifact(t, w, inplace(lambda h: h.update(code_folders="/tmp")))),
          "--trust-code"],

@@ -128,7 +128,7 @@ def eval_data(recorded: Mapping[str, Any] | None, options: Mapping[str, Any], *,
     given = {k: list(v) if isinstance(v, (list, tuple)) else v
              for k, v in options.items() if v is not None}
     if isinstance(given.get("root"), str):  # absolute: an export records it, read anywhere
-        given["root"] = os.path.abspath(os.path.expanduser(given["root"]))
+        given["root"] = absolute_root(given["root"])
     base = dict(recorded or {})
     origins = {str(k): where for k in base} if where else {}
     if given.get("dataset", base.get("dataset", DataSpec.dataset)) != base.get(
@@ -149,6 +149,7 @@ def eval_data(recorded: Mapping[str, Any] | None, options: Mapping[str, Any], *,
     with (named_by_options(EVAL_OPTIONS, given), _named_by_file(origins, where),
           _moved_hint(given)):
         spec = from_dict(DataSpec, {**base, **given}, where="data")
+    check_root_used(spec, "root" in given)
     # a record of the data sets its channels and size, even when it leaves them to the
     # dataset: the model was measured at those
     recorded_input = RECORDED if base else DEFAULT
@@ -156,6 +157,29 @@ def eval_data(recorded: Mapping[str, Any] | None, options: Mapping[str, Any], *,
                     normalisation=_source(given, _NORMALISATION, RECORDED if any(
                         base.get(k) is not None for k in _NORMALISATION) else DEFAULT),
                     input=_source(given, _INPUT, recorded_input), origins=origins)
+
+
+def absolute_root(root: str) -> str:
+    """``--root`` made absolute (``~`` expanded); an empty one stays empty, for the spec's
+    check to refuse (made absolute it would silently be the working directory)."""
+    return os.path.abspath(os.path.expanduser(root)) if root else root
+
+
+def check_root_used(spec: DataSpec, given: bool) -> None:
+    """Refuse a ``--root`` (``given``) for data that reads no folder: embedded data, or a
+    ``pkg.module:callable`` that loads its own; ignored, it would hide a wrong ``--data``.
+
+    Raises:
+        RecipeError: at ``--root``.
+    """
+    from occ.data.names import EMBEDDED, canonical_name, needs_root
+    from occ.errors import RecipeError
+
+    if given and not needs_root(spec.dataset):
+        how = ("is embedded in occ" if canonical_name(spec.dataset) in EMBEDDED
+               else "is loaded by its own code")
+        raise RecipeError(f"{spec.dataset} {how} and reads no folder; leave --root out",
+                          where="--root")
 
 
 def named_by_file(chosen: EvalData) -> AbstractContextManager[None]:
@@ -222,5 +246,5 @@ def _source(given: Mapping[str, Any], options: tuple[str, ...], otherwise: str) 
     return OPTIONS if any(k in given for k in options) else otherwise
 
 
-__all__ = ["DEFAULT", "EVAL_OPTIONS", "OPTIONS", "RECORDED", "EvalData", "eval_data",
-           "named_by_file", "named_by_options", "option_for"]
+__all__ = ["DEFAULT", "EVAL_OPTIONS", "OPTIONS", "RECORDED", "EvalData", "absolute_root",
+           "check_root_used", "eval_data", "named_by_file", "named_by_options", "option_for"]

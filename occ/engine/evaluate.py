@@ -19,8 +19,13 @@ from occ.artifact.layout import has_magic
 from occ.data import DataBundle, load_data
 from occ.engine import load as loader
 from occ.engine.classes import check_class_names, checkpoint_classes
-from occ.engine.data_options import (EVAL_OPTIONS, EvalData, eval_data, named_by_file,
-                                     named_by_options)
+from occ.engine.data_options import (
+    EVAL_OPTIONS,
+    EvalData,
+    eval_data,
+    named_by_file,
+    named_by_options,
+)
 from occ.engine.probe import EVAL_TERMS, check_model_fit
 from occ.engine.runner import IN_MEMORY
 from occ.errors import ArtifactError
