@@ -20,6 +20,7 @@ import contextlib
 import importlib
 import os
 import sys
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -69,16 +70,22 @@ def import_callable(ref: str, *, where: str, search: Iterable[str | os.PathLike[
         ``error``: the module does not import (with where occ looked), raised while
             importing, or has no such callable.
     """
+    from occ.limits import printable_path
+
     module_name, _, attr = ref.partition(":")
     folders = search_folders(search)
     try:
         module = _import(module_name, folders)
     except ModuleNotFoundError as exc:
+        looked = ", ".join(printable_path(f) for f in folders)  # a header's: one line
         raise error(f"cannot import {module_name!r} for {ref!r}: {exc} (looked on sys.path and "
-                    f"in {', '.join(folders)}; install the package or set PYTHONPATH)",
+                    f"in {looked}; install the package or set PYTHONPATH)",
                     where=where) from exc
     except Exception as exc:  # the user's module ran and failed: bad input, not occ's crash
         raise error(f"importing {module_name!r} raised {exc!r}", where=where) from exc
+    except SystemExit as exc:  # it would end occ silently, with its code (0: "success")
+        code = "" if exc.code is None else repr(exc.code)
+        raise error(f"importing {module_name!r} called sys.exit({code})", where=where) from None
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise error(f"{module_name!r} has no callable {attr!r}", where=where)
@@ -132,19 +139,26 @@ def recorded_folders(value: Any, *, where: str, error: type[OccError]) -> tuple[
     if value is None:
         return ()
     if not (isinstance(value, list) and len(value) <= MAX_FOLDERS and all(
-            isinstance(f, str) and 0 < len(f) <= MAX_FOLDER_CHARS and "\0" not in f
+            isinstance(f, str) and 0 < len(f) <= MAX_FOLDER_CHARS and not _has_control(f)
             and os.path.isabs(f) for f in value)):
-        raise error(f"must be a list of at most {MAX_FOLDERS} absolute folder paths",
-                    where=where)
+        raise error(f"must be a list of at most {MAX_FOLDERS} absolute folder paths "
+                    "without control characters", where=where)
     return tuple(value)
 
 
+def _has_control(text: str) -> bool:
+    """Whether ``text`` holds a control character (NUL, a newline, a terminal escape):
+    in a path it is there to break a message's line, not to name a folder."""
+    return any(unicodedata.category(c) == "Cc" for c in text)
+
+
 @contextlib.contextmanager
-def user_folders(search: Iterable[str | Path] = ()) -> Iterator[None]:
-    """The working directory and ``search`` on ``sys.path`` for the block: where a trusted
-    unpickle (``--trust-checkpoint``) finds the user's classes, as :func:`import_callable`
-    finds their builders (the console script does not put the working directory there)."""
-    folders = [str(Path(p).resolve()) for p in (Path.cwd(), *search)]
+def user_folders(search: Iterable[str | Path] = (), *, cwd: bool = True) -> Iterator[None]:
+    """The working directory (unless not ``cwd``) and ``search`` on ``sys.path`` for the
+    block: where a trusted unpickle (``--trust-checkpoint``) finds the user's classes, as
+    :func:`import_callable` finds their builders (the console script does not put the
+    working directory there)."""
+    folders = [str(Path(p).resolve()) for p in ((Path.cwd(),) if cwd else ()) + (*search,)]
     added = [f for f in dict.fromkeys(folders) if f not in sys.path]
     sys.path[len(sys.path):] = added  # after what is installed: never shadow a package
     try:
@@ -157,20 +171,17 @@ def user_folders(search: Iterable[str | Path] = ()) -> Iterator[None]:
 
 def _import(module_name: str, folders: list[str]) -> Any:
     """Import ``module_name``; if its top package is missing, retry with ``folders`` on
-    ``sys.path`` (after what is there: a user folder never shadows an installed package)."""
+    ``sys.path`` (after what is there: a user folder never shadows an installed package)
+    for the import only: left there, a later import of any module that is not installed
+    (in occ, or in the caller's program) would resolve into an artifact's folder. The
+    package's own submodules, imported later, are found through its ``__path__``."""
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name != module_name.split(".")[0]:
             raise  # the module exists but imports something missing: say that
-        added = [f for f in folders if f not in sys.path]
-        sys.path[len(sys.path):] = added
-        try:
-            return importlib.import_module(module_name)
-        except ModuleNotFoundError:
-            for f in added:
-                sys.path.remove(f)
-            raise
+    with user_folders(folders, cwd=False):
+        return importlib.import_module(module_name)
 
 
 def _module_root(top: str) -> str | None:

@@ -66,13 +66,35 @@ def setup() -> torch.device | None:
             raise RecipeError(f"is {os.environ['WORLD_SIZE']} but {', '.join(missing)} "
                               f"{'is' if len(missing) == 1 else 'are'} not set: start occ "
                               "with torchrun, or `occ compress --nproc N`", where="WORLD_SIZE")
+        size = launched_size()
+        _env_int("RANK", 0, size - 1, f"for WORLD_SIZE {size}")
+        _env_int("MASTER_PORT", 1, 65535, "a TCP port number")
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend=backend)
     if torch.cuda.is_available():
-        local = int(os.environ.get("LOCAL_RANK", "0"))
+        count = torch.cuda.device_count()
+        local = _env_int("LOCAL_RANK", 0, count - 1, f"{count} GPU(s) here", default="0")
         torch.cuda.set_device(local)
         return torch.device("cuda", local)
     return torch.device("cpu")
+
+
+def _env_int(name: str, low: int, high: int, why: str, *, default: str | None = None) -> int:
+    """The integer in environment variable ``name``, checked to lie in [low, high] before
+    torch reads it (a rank that can never join waits out torch's 30-minute timeout).
+
+    Raises:
+        RecipeError: located at ``name``: not an integer, or out of range.
+    """
+    value = os.environ.get(name, default)
+    try:
+        number = int(value or "")
+    except ValueError:
+        number = None
+    if number is None or not low <= number <= high:
+        raise RecipeError(f"must be an integer in [{low}, {high}] ({why}), got {value!r}",
+                          where=name)
+    return number
 
 
 def teardown() -> None:

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import tempfile
 import time
 from contextlib import contextmanager
@@ -46,17 +47,52 @@ class Failure(TypedDict):
 
 def hand_off(failure: Failure) -> bool:
     """In a rank started by :func:`run_ranks`: leave ``failure`` for the launching process
-    to report, and return True (the caller prints nothing). Elsewhere: False."""
-    folder = os.environ.get(RANK_ERRORS_ENV)
-    if not folder or not os.path.isdir(folder):
+    to report, and return True (the caller prints nothing). Elsewhere: False.
+
+    ``OCC_RANK_ERRORS`` alone is not enough: left in a shell, or copied from a rank's
+    environment, it would send every error into a file no one reads. It counts only in a
+    process torchrun started (``TORCHELASTIC_RUN_ID``, ``RANK`` in [0, ``WORLD_SIZE``)) and
+    when it names a folder :func:`_rank_errors` made: this user's, mode 0700, its prefix."""
+    folder = _private_folder(os.environ.get(RANK_ERRORS_ENV))
+    rank = _launched_rank()
+    if folder is None or rank is None:
         return False
-    rank = os.environ.get("RANK", "0")
     try:
-        atomic_write_text(Path(folder) / f"rank{int(rank)}.json",
+        atomic_write_text(folder / f"rank{rank}.json",
                           json.dumps({**failure, "time": time.time()}))
     except (OSError, ValueError, RecipeError):
-        return False  # the launching process is gone, or RANK is odd: print it here
+        return False  # the launching process is gone: print it here
     return True
+
+
+FOLDER_PREFIX = "occ-ranks-"
+"""The name :func:`_rank_errors` gives its folder starts with this."""
+
+
+def _launched_rank() -> int | None:
+    """This process's RANK when torchrun started it with a consistent one, else None."""
+    if not os.environ.get("TORCHELASTIC_RUN_ID"):
+        return None
+    try:
+        rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    except (KeyError, ValueError):
+        return None
+    return rank if 0 <= rank < size else None
+
+
+def _private_folder(name: str | None) -> Path | None:
+    """``name`` as a Path when it is a folder like the one :func:`_rank_errors` makes (not a
+    link, owned by this user, mode 0700, named with its prefix), else None."""
+    if not name:
+        return None
+    try:
+        info = os.lstat(name)
+    except (OSError, ValueError):
+        return None
+    if (not stat.S_ISDIR(info.st_mode) or stat.S_IMODE(info.st_mode) != 0o700
+            or info.st_uid != os.getuid() or not Path(name).name.startswith(FOLDER_PREFIX)):
+        return None
+    return Path(name)
 
 
 def check_nproc(nproc: int) -> None:
@@ -105,7 +141,7 @@ def run_ranks(nproc: int, argv: list[str]) -> Failure | None:
 @contextmanager
 def _rank_errors():
     """A private folder for the ranks' errors, named in the environment they inherit."""
-    folder = tempfile.mkdtemp(prefix="occ-ranks-")
+    folder = tempfile.mkdtemp(prefix=FOLDER_PREFIX)
     before = os.environ.get(RANK_ERRORS_ENV)
     os.environ[RANK_ERRORS_ENV] = folder
     try:

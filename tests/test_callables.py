@@ -145,7 +145,7 @@ def test_validate_says_the_recipe_names_code_and_with_trust_code_imports_it(
 
 
 @pytest.mark.parametrize("value", [["relative/folder"], "/one/string", [1], ["/a"] * 17,
-                                   ["/a\0b"]])
+                                   ["/a\0b"], ["/x\nerror: all good"], ["/x\x1b[31mred"]])
 def test_recorded_folders_must_be_a_short_list_of_absolute_paths(value: object) -> None:
     with pytest.raises(ArtifactError, match="absolute folder paths"):
         recorded_folders(value, where="code_folders", error=ArtifactError)
@@ -156,6 +156,39 @@ def test_recorded_folders_must_be_a_short_list_of_absolute_paths(value: object) 
 def test_import_errors_say_where_occ_looked(project: dict) -> None:
     with pytest.raises(RecipeError, match=r"looked on sys\.path and in /nowhere, "):
         import_callable("occ_cf_absent:build", where="model.arch", search=["/nowhere"])
+    with pytest.raises(RecipeError) as err:  # a folder that breaks the line is escaped
+        import_callable("occ_cf_absent:build", where="model.arch", search=["/x\nerror: y"])
+    assert "\n" not in str(err.value) and "'/x\\nerror: y'" in str(err.value)
+
+
+def test_a_module_that_calls_sys_exit_at_import_is_one_line_exit_2(project: dict) -> None:
+    """SystemExit(0) while importing would end occ with 0, as if the check passed."""
+    proj = project["proj"]
+    (proj / f"{project['nets']}.py").write_text("raise SystemExit(0)\n")
+    (proj / project["nets"] / "__init__.py").unlink()
+    (proj / project["nets"]).rmdir()
+    recipe = write_recipe(proj, project["nets"], project["data"])
+    for command in ("validate", "compress"):
+        err = one_line(CliRunner().invoke(app, [command, str(recipe), "--trust-code"]))
+        assert err == (f"error: {recipe}: model.arch: importing {project['nets']!r} called "
+                       "sys.exit(0)\n"), err
+
+
+def test_a_trusted_import_leaves_sys_path_as_it_was(project: dict) -> None:
+    """The folders are on sys.path for the import only; the package's submodules, imported
+    lazily later, are still found (through its __path__)."""
+    pkg = project["proj"] / project["nets"]
+    (pkg / "later.py").write_text("VALUE = 7\n")
+    (pkg / "__init__.py").write_text(
+        "def build():\n    from . import later\n    return later.VALUE\n")
+    before = list(sys.path)
+    build = import_callable(f"{project['nets']}:build", where="model.arch",
+                            search=[project["proj"]])
+    assert sys.path == before
+    assert build() == 7
+    with pytest.raises(RecipeError, match="cannot import"):  # and after a failed one
+        import_callable("occ_cf_absent:build", where="model.arch", search=[project["proj"]])
+    assert sys.path == before
 
 
 

@@ -153,6 +153,34 @@ def test_a_world_size_without_torchrun_s_other_variables_exits_2(
     assert not (out / "model.occ").exists()
 
 
+@pytest.mark.parametrize(("env", "line"), [
+    ({"MASTER_PORT": "notaport"},
+     "MASTER_PORT: must be an integer in [1, 65535] (a TCP port number), got 'notaport'"),
+    ({"MASTER_PORT": "70000"},
+     "MASTER_PORT: must be an integer in [1, 65535] (a TCP port number), got '70000'"),
+    ({"RANK": "5"}, "RANK: must be an integer in [0, 1] (for WORLD_SIZE 2), got '5'"),
+    ({"RANK": "-1"}, "RANK: must be an integer in [0, 1] (for WORLD_SIZE 2), got '-1'"),
+], ids=["port-text", "port-range", "rank-high", "rank-negative"])
+def test_torchrun_variables_out_of_range_exit_2_before_joining(
+        monkeypatch: pytest.MonkeyPatch, env: dict[str, str], line: str) -> None:
+    """A rank that can never join would wait out torch's 30-minute timeout: refused at once."""
+    import torch.distributed as dist
+
+    from occ import distributed
+    from occ.errors import RecipeError
+
+    def never(**_kwargs: object) -> None:
+        raise AssertionError("init_process_group was called")
+
+    monkeypatch.setattr(dist, "init_process_group", never)
+    base = {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29517"}
+    for name, value in {**base, **env}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(RecipeError) as err:
+        distributed.setup()
+    assert str(err.value) == line
+
+
 TRAIN = ["train", "lenet5", "--width", "0.25", "--epochs", "1", "--batch-size", "128"]
 
 
@@ -244,13 +272,48 @@ def test_a_rank_hands_its_error_to_the_launching_process(
     """What a process started by --nproc does with bad input: tell the launcher, say nothing."""
     from occ import launch
 
-    monkeypatch.setenv(launch.RANK_ERRORS_ENV, str(tmp_path))
-    monkeypatch.setenv("RANK", "1")
-    result = CliRunner().invoke(app, ["train", "lenet6", "--out", str(tmp_path / "x.pt")])
-    assert result.exit_code == 2 and result.stderr == "" and result.stdout == ""
-    failure = launch._first_error(tmp_path)
+    with launch._rank_errors() as folder:  # sets OCC_RANK_ERRORS, as for the ranks
+        for name, value in {"TORCHELASTIC_RUN_ID": "r", "WORLD_SIZE": "2", "RANK": "1",
+                            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29517"}.items():
+            monkeypatch.setenv(name, value)
+        result = CliRunner().invoke(app, ["train", "lenet6", "--out", str(tmp_path / "x.pt")])
+        assert result.exit_code == 2 and result.stderr == "" and result.stdout == ""
+        failure = launch._first_error(folder)
     assert failure is not None and failure["code"] == 2 and failure["type"] == "ModelError"
     assert failure["message"].startswith("model.arch: unknown model 'lenet6'")
+
+
+@pytest.mark.parametrize("case", ["no-torchrun", "rank-out-of-range", "shared-folder",
+                                  "open-mode", "other-name"])
+def test_rank_errors_left_in_the_environment_do_not_silence_occ(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str) -> None:
+    """OCC_RANK_ERRORS counts only in a rank torchrun started, naming the launcher's
+    private folder; otherwise the error is printed as usual and no file is written."""
+    from occ import launch
+
+    folder = tmp_path / "occ-ranks-x"
+    folder.mkdir(mode=0o700)
+    folder.chmod(0o700)
+    env = {"TORCHELASTIC_RUN_ID": "r", "WORLD_SIZE": "2", "RANK": "1",
+           launch.RANK_ERRORS_ENV: str(folder)}
+    if case == "no-torchrun":
+        del env["TORCHELASTIC_RUN_ID"], env["WORLD_SIZE"]
+        env["RANK"] = "-3"
+    elif case == "rank-out-of-range":
+        env["RANK"] = "2"
+    elif case == "shared-folder":
+        env[launch.RANK_ERRORS_ENV] = "/tmp"
+    elif case == "open-mode":
+        folder.chmod(0o755)
+    else:
+        folder = folder.rename(tmp_path / "mine")
+        env[launch.RANK_ERRORS_ENV] = str(folder)
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    failure: launch.Failure = {"message": "m", "code": 2, "type": "RecipeError", "where": None}
+    assert launch.hand_off(failure) is False
+    assert list(folder.iterdir()) == []
 
 
 @pytest.mark.slow

@@ -92,7 +92,11 @@ def test_a_grayscale_plain_state_dict_needs_channels_1_and_is_measured_with_it(
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
 def test_a_bad_value_is_named_by_its_option(gray_run: dict[str, Path], options: list[str],
                                             message: str) -> None:
-    for args in (plain(gray_run, *options), ["eval", str(gray_run["checkpoint"]), *options]):
+    ours = plain(gray_run, *options)
+    if "--data" in options:  # other data: the folder's --root would be refused first
+        at = ours.index("--root")
+        del ours[at:at + 2]
+    for args in (ours, ["eval", str(gray_run["checkpoint"]), *options]):
         line = one_line(args)
         assert f"error: {message}" in line, line
         assert "data." not in line
@@ -158,3 +162,33 @@ def test_eval_data_lays_the_options_over_the_record_and_says_where_each_part_is_
     assert resized.spec.std == [0.2] and resized.sources() == {
         "preprocess_source": "options", "input_source": "options",
         "preprocess_options": ["--std", "--image-size"]}
+
+
+@pytest.mark.parametrize(("kind", "message"), [
+    ("file", "is a file, not a directory"),
+    ("fifo", "is a FIFO (named pipe), not a directory"),
+    ("device", "/dev/null is a character device, not a directory"),
+    ("newline", r"directory not found: '"),
+    ("empty", "is empty; give the data's folder (. for the working directory)"),
+])
+def test_root_that_is_not_a_folder_is_named_by_kind_on_one_line(
+        gray_run: dict[str, Path], tmp_path: Path, kind: str, message: str) -> None:
+    import os
+
+    root = {"file": tmp_path / "f", "fifo": tmp_path / "p", "device": "/dev/null",
+            "newline": tmp_path / "a\nb", "empty": ""}[kind]
+    if kind == "file":
+        Path(root).write_text("x")
+    elif kind == "fifo":
+        os.mkfifo(root)
+    line = one_line(["eval", str(gray_run["checkpoint"]), "--root", str(root)])
+    assert line.startswith("error: --root: ") and message in line, line
+
+
+def test_root_for_data_that_reads_no_folder_is_refused(tmp_path: Path) -> None:
+    """--root with embedded data was ignored (the run went on, on the embedded data)."""
+    line = one_line(["train", "lenet5", "--data", "digits", "--root", str(tmp_path),
+                     "--out", str(tmp_path / "x.pt")])
+    assert line == ("error: --root: digits is embedded in occ and reads no folder; leave "
+                    "--root out\n")
+    assert not (tmp_path / "x.pt").exists()

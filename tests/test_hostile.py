@@ -650,6 +650,78 @@ CASES += [
 ]
 
 
+def _recorded_data(key: str, value: Any) -> Callable[[dict], None]:
+    return lambda h: h["recipe"]["data"].update({key: value})
+
+
+def onnx_with(t: Path, props: dict[str, str]) -> Path:
+    """A one-Identity ONNX file whose metadata says ``props``."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["input"], ["y"])], "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1, 8, 8])])
+    proto = helper.make_model(graph)
+    helper.set_model_props(proto, props)
+    onnx.save(proto, str(t / "model.onnx"))
+    return t / "model.onnx"
+
+
+# A refused value read from a file names the file and the field it was read at.
+CASES += [
+    ("recorded-dataset-eval", lambda t, w: Run(
+        ["eval", str(artifact(t, w, _recorded_data("dataset", "os:system")))],
+        r"^error: \S*model\.occ: header recipe\.data\.dataset: " + REFUSED_CODE)),
+    ("recorded-dataset-export-int8", lambda t, w: Run(
+        ["export", str(artifact(t, w, _recorded_data("dataset", "os:system"))), "--int8",
+         "--out", str(t / "m.onnx")],
+        r"^error: \S*model\.occ: header recipe\.data\.dataset: " + REFUSED_CODE,
+        [t / "m.onnx"])),
+    ("recorded-workers-eval", lambda t, w: Run(
+        ["eval", str(artifact(t, w, _recorded_data("num_workers", 100_000)))],
+        r"^error: \S*model\.occ: header recipe\.data\.num_workers: must be in \[0, 64\]")),
+    ("recorded-workers-export", lambda t, w: Run(
+        ["export", str(artifact(t, w, _recorded_data("num_workers", 100_000))),
+         "--out", str(t / "m.onnx")],
+        r"^error: \S*model\.occ: header recipe\.data\.num_workers: must be in \[0, 64\]",
+        [t / "m.onnx"])),
+    ("recorded-unknown-key-eval", lambda t, w: Run(
+        ["eval", str(artifact(t, w, _recorded_data("shell", "x")))],
+        r"^error: \S*model\.occ: header recipe\.data: unknown key 'shell'")),
+    ("recorded-dataset-eval-checkpoint", lambda t, w: Run(
+        ["eval", str(occ_checkpoint(t, w, "lenet5", {"width": 0.25},
+                                    data={"dataset": "os:system"}))],
+        r"^error: \S*c\.pt: data\.dataset: " + REFUSED_CODE)),
+    ("recorded-workers-eval-onnx", lambda t, w: Run(
+        ["eval", str(onnx_with(t, {"occ_data": json.dumps({"dataset": "digits",
+                                                           "num_workers": 100_000})}))],
+        r"^error: \S*model\.onnx: metadata occ_data\.num_workers: must be in \[0, 64\]")),
+    ("recorded-dataset-eval-onnx", lambda t, w: Run(
+        ["eval", str(onnx_with(t, {"occ_data": json.dumps({"dataset": "os:system"})}))],
+        r"^error: \S*model\.onnx: metadata occ_data\.dataset: " + REFUSED_CODE)),
+    ("recorded-exit-cuts-eval-onnx", lambda t, w: Run(
+        ["eval", str(onnx_with(t, {"occ_exit_cuts": '{"a": 1}', "exit_thresholds": "0.5"})),
+         "--data", "digits"],
+        r"^error: \S*model\.onnx: metadata occ_exit_cuts: must list the tensor names")),
+    ("root-for-embedded-data-eval", lambda t, w: Run(
+        ["eval", str(artifact(t, w)), "--root", str(t)],
+        r"^error: --root: mnist5k is embedded in occ and reads no folder; leave --root out$")),
+    ("root-for-embedded-data-export", lambda t, w: Run(
+        ["export", str(artifact(t, w)), "--root", str(t), "--out", str(t / "m.onnx")],
+        r"^error: --root: mnist5k is embedded in occ", [t / "m.onnx"])),
+    ("recorded-code-folders-string", lambda t, w: Run(
+        ["eval", str(artifact(t, w, inplace(lambda h: h.update(code_folders="/tmp")))),
+         "--trust-code"],
+        r"^error: \S*model\.occ: header code_folders: must be a list of at most 16")),
+    ("recorded-code-folders-newline", lambda t, w: Run(
+        ["eval", str(artifact(t, w, inplace(lambda h: h["model"].update(arch="occ_no_mod:b")
+                                            or h.update(code_folders=["/x\nerror: ok"])))),
+         "--trust-code"],
+        r"^error: \S*model\.occ: header code_folders: .*without control characters")),
+]
+
 
 def deflated(t: Path, w: World, header: bytes) -> Path:
     """A re-sealed artifact whose header, deflated as occ writes it, is ``header``."""

@@ -360,6 +360,32 @@ def test_compress_model_with_typed_configs_loaders_and_a_custom_loss(tmp_path: P
         occ.compress("recipe.yaml", train_data=data)
 
 
+def test_compress_model_with_train_data_alone_measures_on_the_carved_val_data_and_says_so(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The docstring's defaults: val carved out of train_data, test = val (it was "data.test:
+    no test split given"); the figures are then not held out, which is said."""
+    import occ
+
+    torch.manual_seed(0)
+    x = torch.randn(120, 1, 8, 8)
+    y = (x.mean((1, 2, 3)) > 0).long()
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 2))
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(50):  # trained: at chance the gates would refuse it
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    with caplog.at_level("WARNING", logger="occ"):
+        result = occ.compress(model, {"stages": [{"type": "quantize", "weight_bits": 8,
+                                                  "mode": "ptq"}], "data": {"val_size": 30}},
+                              train_data=torch.utils.data.TensorDataset(x, y))
+    said = ("no test_data: the figures are measured on the val data (carved out of "
+            "train_data), which calibration and thresholds also use; pass test_data= for "
+            "held-out figures")
+    assert said in caplog.text and said in result.report.plan["warnings"]
+    assert result.accuracy > 50.0
+
+
 def test_an_artifact_its_reference_cannot_rebuild_is_said_before_the_run_and_loads_on_a_model(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
         ) -> None:

@@ -9,6 +9,7 @@ fails at validate time rather than minutes into a run.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -62,11 +63,31 @@ def check_spec(spec: Any) -> None:
 
     if spec.dataset not in EMBEDDED and not is_callable_ref(spec.dataset):
         check(spec.root is not None, "root", f"is required for {spec.dataset} (never downloaded)")
-        check(os.path.isdir(str(spec.root)), "root", f"directory not found: {spec.root}")
+        problem = folder_problem(str(spec.root))
+        check(problem is None, "root", problem or "")
         if canonical_name(spec.dataset) == IMAGEFOLDER:
             problem = imagefolder_layout_problem(Path(str(spec.root)))
             check(problem is None, "root", problem or "")
             check_imagefolder_sizes(Path(str(spec.root)), spec.val_size)
+
+
+def folder_problem(root: str) -> str | None:
+    """Why ``root`` is not a data folder (missing, empty, a file, a FIFO, a device ...),
+    said on one line, or None. By ``stat``: nothing is opened."""
+    from occ.limits import file_kind, printable_path
+
+    shown = printable_path(root)
+    if root == "":  # os.stat("") fails, but open("") elsewhere may read "" as the cwd
+        return "is empty; give the data's folder (. for the working directory)"
+    try:
+        mode = os.stat(root).st_mode
+    except (FileNotFoundError, NotADirectoryError, ValueError):  # ValueError: a NUL
+        return f"directory not found: {shown}"
+    except OSError as err:
+        return f"cannot read {shown}: {err.strerror}"
+    if not stat.S_ISDIR(mode):
+        return f"{shown} is {file_kind(mode)}, not a directory"
+    return None
 
 
 def unused_val_size(spec: Any) -> str | None:
@@ -90,11 +111,13 @@ def imagefolder_layout_problem(root: Path) -> str | None:
 
     A directory listing only: ``occ validate`` and ``load_imagefolder`` share it.
     """
+    from occ.limits import printable_path
+
     if not (root / "train").is_dir():
-        return f"{root} has no train/ folder (expected train/<class>/*.png)"
+        return f"{printable_path(root)} has no train/ folder (expected train/<class>/*.png)"
     if not any((root / d).is_dir() for d in ("test", "val")):
-        return (f"{root} has neither a test/ nor a val/ folder (expected test/<class>/*.png "
-                "or val/<class>/*.png beside train/)")
+        return (f"{printable_path(root)} has neither a test/ nor a val/ folder (expected "
+                "test/<class>/*.png or val/<class>/*.png beside train/)")
     return None
 
 

@@ -51,15 +51,16 @@ def _as_mapping(splits: Any, name: str) -> dict[str, Any]:
 
 
 def bundle_from_splits(name: str, splits: Mapping[str, Any], spec: DataSpecLike | None = None,
-                       ) -> DataBundle:
+                       *, test_from_val: bool = False) -> DataBundle:
     """A :class:`DataBundle` from user datasets (or DataLoaders, whose dataset is used).
 
     ``num_classes`` is the dataset's ``classes`` length when it has one, else the largest
     label + 1 over the splits; float targets make a regression task with one output per
-    target value.
+    target value. A missing ``val`` is carved out of ``train`` (``val_size``); with
+    ``test_from_val``, a missing ``test`` is the val split (given or carved).
     """
     for key in ("train", "test"):
-        if splits.get(key) is None:
+        if splits.get(key) is None and not (key == "test" and test_from_val):
             raise DataError(f"no {key} split given", where=f"data.{key}")
     parts = {k: _dataset_of(v) for k, v in splits.items() if v is not None
              and k in ("train", "val", "test", "calib")}
@@ -68,6 +69,7 @@ def bundle_from_splits(name: str, splits: Mapping[str, Any], spec: DataSpecLike 
         val_size = getattr(spec, "val_size", None)
         train_idx, val_idx = split_val(len(train), val_size, getattr(spec, "limit_train", None))
         train, parts["val"] = Subset(train, train_idx.tolist()), Subset(train, val_idx.tolist())
+    parts.setdefault("test", parts["val"])  # only with test_from_val (checked above)
     x, y = _first_sample(parts["test"], "test")
     task = "regression" if torch.is_tensor(y) and y.is_floating_point() else "classification"
     num_classes = (int(y.numel()) if task == "regression"

@@ -236,9 +236,12 @@ def _root_dir(root: str | None, name: str) -> Path:
     if root is None:
         raise DataError(f"is required for {name}: a local folder with its files "
                         "(occ never downloads)", where="data.root")
+    from occ.data.checks import folder_problem
+
     path = Path(root).expanduser()
-    if not path.is_dir():
-        raise DataError(f"{root} does not exist or is not a directory", where="data.root")
+    problem = folder_problem(str(path))
+    if problem is not None:
+        raise DataError(problem, where="data.root")
     return path
 
 

@@ -29,10 +29,13 @@ PREPROCESS_KEY = "preprocess"
 CODE_KEY = "occ_code_folders"
 
 
-def artifact_spec(header: dict[str, Any], root: str | None = None) -> Any:
-    """The artifact's recorded data spec, with the preprocessing it was measured with:
-    the same reading as ``occ eval`` (``occ.engine.data_options.eval_data``); ``root``
-    (``--root``) in place of the recorded folder (the data moved since).
+def artifact_data(header: dict[str, Any], root: str | None = None, *,
+                  where: str | None = None) -> Any:
+    """The artifact's recorded data (an ``occ.engine.data_options.EvalData``), with the
+    preprocessing it was measured with: the same reading as ``occ eval``
+    (``occ.engine.data_options.eval_data``); ``root`` (``--root``) in place of the recorded
+    folder (the data moved since). ``where``: the artifact's path, which errors about its
+    recorded values name.
 
     Raises:
         DataError: the artifact was measured on data handed in from Python (no spec).
@@ -43,20 +46,30 @@ def artifact_spec(header: dict[str, Any], root: str | None = None) -> Any:
     recorded = artifact_header.recorded_data(header)
     if recorded.get("dataset") == IN_MEMORY:
         raise DataError("this artifact was measured on data handed in from Python; occ "
-                        "cannot load that data again")
+                        "cannot load that data again", where=where)
     return eval_data(artifact_header.recipe_data(header), {"root": root},
-                     preprocess=recorded.get("preprocess")).spec
+                     preprocess=recorded.get("preprocess"),
+                     where=f"{where}: header recipe.data" if where else None,
+                     preprocess_where=f"{where}: header data.preprocess" if where else None)
 
 
-def data_metadata(header: dict[str, Any], root: str | None = None) -> dict[str, str]:
+def artifact_spec(header: dict[str, Any], root: str | None = None, *,
+                  where: str | None = None) -> Any:
+    """The ``DataSpec`` of :func:`artifact_data`."""
+    return artifact_data(header, root, where=where).spec
+
+
+def data_metadata(header: dict[str, Any], root: str | None = None, *,
+                  where: str | None = None) -> dict[str, str]:
     """The ``metadata_props`` entries of the module docstring for artifact ``header``
-    (``root``: where its data is now, ``--root``)."""
+    (``root``: where its data is now, ``--root``; ``where``: the artifact's path, for
+    errors)."""
     from occ.engine.runner import IN_MEMORY
 
     recorded = artifact_header.recorded_data(header)
     meta: dict[str, str] = {}
     if recorded.get("dataset") != IN_MEMORY:
-        meta[DATA_KEY] = json.dumps(asdict(artifact_spec(header, root)))
+        meta[DATA_KEY] = json.dumps(asdict(artifact_spec(header, root, where=where)))
     classes = artifact_header.recorded_classes(header)
     if classes is not None:
         meta[CLASSES_KEY] = json.dumps(classes)

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from occ.artifact import header as artifact_header
-from occ.deploy.data_meta import artifact_spec, data_metadata
+from occ.deploy.data_meta import artifact_data, data_metadata
 from occ.deploy.onnx import _check_out, _load, _need, is_early_exit
 from occ.deploy.runtime import ort_session
 from occ.engine import load as loader
@@ -122,9 +122,9 @@ def export_int8(path: str | os.PathLike[str], out: str | os.PathLike[str] | None
         ArtifactError: the artifact is unreadable or does not export.
         StageError: the graph does not pass the check (see the module docstring).
     """
-    from occ.data import load_data
     from occ.deploy import qdq as export_qdq
     from occ.deploy import qdq_exits as export_qdq_exits
+    from occ.engine.evaluate import load_for_eval
 
     _need("onnx")
     _need("onnxruntime")
@@ -141,9 +141,9 @@ def export_int8(path: str | os.PathLike[str], out: str | os.PathLike[str] | None
     _check_out(src, dst)
     header, model, shape = _load(src, trust_code=trust_code)
     model.eval()
-    spec = artifact_spec(header, root)
-    data = load_data(spec, trust_code=trust_code,
-                     search=loader.code_search(header, trust_code))
+    # errors name --root, or the artifact and field a recorded value came from
+    data = load_for_eval(artifact_data(header, root, where=str(src)), trust_code=trust_code,
+                         search=loader.code_search(header, trust_code))
     x_test, y_test = _split(data, "test")
     if y_test.is_floating_point():
         raise RecipeError("the int8 export checks class predictions; for a regression model "

@@ -253,14 +253,14 @@ def unshare_initializers(proto: Any) -> int:
 
 
 def _metadata(header: dict[str, Any], model: nn.Module, quantized: int,
-              root: str | None) -> dict[str, str]:
+              root: str | None, where: str) -> dict[str, str]:
     spec = artifact_header.model_spec(header)
     meta = {"occ_version": __version__, "arch": str(spec.get("arch")),
             "input_shape": str(spec.get("input_shape")),
             "num_classes": str(spec.get("num_classes")),
             "quantized_layers": str(quantized)}
     # What the inputs must look like and which data scores it (occ eval model.onnx).
-    meta.update(data_metadata(header, root))
+    meta.update(data_metadata(header, root, where=where))
     if quantized:
         meta["quantization"] = "dequantized float32 weights; input fake-quant as float ops"
     if is_early_exit(model):
@@ -347,7 +347,7 @@ def _load(src: Path, *, trust_code: bool) -> tuple[dict[str, Any], nn.Module, li
     try:
         model = loader.rebuild(artifact, trust_code=trust_code, source=str(src))
     except ArtifactError as err:
-        raise ArtifactError(err.message, where=str(src)) from None
+        raise err.located(f"{src}:") from None
     shape = artifact_header.model_spec(artifact.header).get("input_shape")
     if not (isinstance(shape, list) and shape and all(isinstance(d, int) and d > 0
                                                       for d in shape)):
@@ -373,7 +373,7 @@ def export_float(path: str | os.PathLike[str], out: str | os.PathLike[str] | Non
     try:
         data = to_onnx(ready, example, outputs, opset=opset, dynamic_batch=batch_size is None,
                        exporter=exporter)
-        data = _finish(data, _metadata(header, model, quantized, root))
+        data = _finish(data, _metadata(header, model, quantized, root, str(src)))
     except OccError:
         raise
     except Exception as err:  # noqa: BLE001  (exporters raise many types; one line for all)

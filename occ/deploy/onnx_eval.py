@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from occ.deploy.data_meta import recorded_classes, recorded_code, recorded_spec
+from occ.deploy.data_meta import DATA_KEY, recorded_classes, recorded_code, recorded_spec
 from occ.errors import CheckpointError, DataError, RecipeError
 from occ.latency import EXIT_NOTE, batches_of, device_name, summary, time_calls
 
@@ -37,7 +37,7 @@ def _data(meta: dict[str, str], path: Path, options: dict[str, Any]) -> Any:
         raise DataError("this ONNX file records no data to evaluate on (occ export writes "
                         "it; other exporters do not); pass --data (and --root)",
                         where=str(path))
-    return eval_data(recorded, options)
+    return eval_data(recorded, options, where=f"{path}: metadata {DATA_KEY}")
 
 
 def evaluate_onnx(path: str | os.PathLike[str], *, data: str | None = None,

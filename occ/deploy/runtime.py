@@ -219,7 +219,10 @@ def open_onnx(path: str | os.PathLike[str], threads: int = 1) -> PlainSession | 
     if check_external_data(proto, path):
         load_external_data_for_model(proto, os.path.dirname(os.path.abspath(path)))
     if any(p.key == "occ_exit_cuts" for p in proto.metadata_props):
-        return ExitSession(proto, threads)
+        try:
+            return ExitSession(proto, threads)
+        except CheckpointError as err:  # "occ_exit_cuts: ..." names the file's metadata
+            raise CheckpointError(err.message, where=f"{path}: metadata {err.where}") from None
     return PlainSession(path, threads)
 
 

@@ -15,9 +15,10 @@ No torch here: ``occ train --nproc`` checks its options in the parent process.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Collection, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from occ.errors import OccError
@@ -80,12 +81,16 @@ class EvalData:
             :data:`EVAL_OPTIONS`).
         normalisation: :data:`OPTIONS`, :data:`RECORDED` or :data:`DEFAULT`.
         input: The same for the channels and image size.
+        origins: Field name to where in the file its value was read (``model.occ: header
+            recipe.data``) for the fields the file's record set; errors about them name
+            it (:func:`named_by_file`).
     """
 
     spec: DataSpec
     given: frozenset[str]
     normalisation: str
     input: str
+    origins: Mapping[str, str] = field(default_factory=dict)
 
     def sources(self) -> dict[str, Any]:
         """The result keys that say where the preprocessing comes from:
@@ -97,7 +102,8 @@ class EvalData:
 
 
 def eval_data(recorded: Mapping[str, Any] | None, options: Mapping[str, Any], *,
-              preprocess: Mapping[str, Any] | None = None) -> EvalData:
+              preprocess: Mapping[str, Any] | None = None, where: str | None = None,
+              preprocess_where: str | None = None) -> EvalData:
     """The data to evaluate a file on: the spec it records with ``occ eval``'s options
     (``options``: ``dataset``, ``root``, ``mean``, ``std``, ``channels``,
     ``image_size``; None: as recorded) laid over it.
@@ -109,38 +115,98 @@ def eval_data(recorded: Mapping[str, Any] | None, options: Mapping[str, Any], *,
     recorded ``resize`` / ``crop``. The options are merged before the spec is checked, so
     ``--root`` can stand in for a recorded folder that has moved.
 
+    ``where`` / ``preprocess_where``: where in the file ``recorded`` / ``preprocess`` were
+    read (``model.occ: header recipe.data``); an error about a value from there names it.
+
     Raises:
-        RecipeError: a bad option (named by the option: ``--channels: must be 1 ...``), or
-            ``channels`` that the recorded mean / std do not fit (then ``--mean`` /
-            ``--std`` are needed too).
+        RecipeError: a bad option (named by the option: ``--channels: must be 1 ...``), a
+            bad recorded value (named by the file and field), or ``channels`` that the
+            recorded mean / std do not fit (then ``--mean`` / ``--std`` are needed too).
     """
     from occ.config import from_dict
 
     given = {k: list(v) if isinstance(v, (list, tuple)) else v
              for k, v in options.items() if v is not None}
     if isinstance(given.get("root"), str):  # absolute: an export records it, read anywhere
-        given["root"] = os.path.abspath(os.path.expanduser(given["root"]))
+        given["root"] = absolute_root(given["root"])
     base = dict(recorded or {})
+    origins = {str(k): where for k in base} if where else {}
     if given.get("dataset", base.get("dataset", DataSpec.dataset)) != base.get(
             "dataset", DataSpec.dataset):
-        base = {}
+        base, origins = {}, {}
     elif isinstance(preprocess, Mapping):
         for key in _NORMALISATION:
             if base.get(key) is None and isinstance(preprocess.get(key), list):
                 base[key] = list(preprocess[key])
+                origins.pop(key, None)
+                if preprocess_where:
+                    origins[key] = preprocess_where
     if "image_size" in given:  # the square side given replaces a recorded resize + crop
         for key in ("resize", "crop"):
             base.pop(key, None)
+    origins = {k: v for k, v in origins.items() if k not in given}
     _check_recorded_normalisation(base, given)
-    with named_by_options(EVAL_OPTIONS, given), _moved_hint(given):
+    with (named_by_options(EVAL_OPTIONS, given), _named_by_file(origins, where),
+          _moved_hint(given)):
         spec = from_dict(DataSpec, {**base, **given}, where="data")
+    check_root_used(spec, "root" in given)
     # a record of the data sets its channels and size, even when it leaves them to the
     # dataset: the model was measured at those
     recorded_input = RECORDED if base else DEFAULT
     return EvalData(spec=spec, given=frozenset(given),
                     normalisation=_source(given, _NORMALISATION, RECORDED if any(
                         base.get(k) is not None for k in _NORMALISATION) else DEFAULT),
-                    input=_source(given, _INPUT, recorded_input))
+                    input=_source(given, _INPUT, recorded_input), origins=origins)
+
+
+def absolute_root(root: str) -> str:
+    """``--root`` made absolute (``~`` expanded); an empty one stays empty, for the spec's
+    check to refuse (made absolute it would silently be the working directory)."""
+    return os.path.abspath(os.path.expanduser(root)) if root else root
+
+
+def check_root_used(spec: DataSpec, given: bool) -> None:
+    """Refuse a ``--root`` (``given``) for data that reads no folder: embedded data, or a
+    ``pkg.module:callable`` that loads its own; ignored, it would hide a wrong ``--data``.
+
+    Raises:
+        RecipeError: at ``--root``.
+    """
+    from occ.data.names import EMBEDDED, canonical_name, needs_root
+    from occ.errors import RecipeError
+
+    if given and not needs_root(spec.dataset):
+        how = ("is embedded in occ" if canonical_name(spec.dataset) in EMBEDDED
+               else "is loaded by its own code")
+        raise RecipeError(f"{spec.dataset} {how} and reads no folder; leave --root out",
+                          where="--root")
+
+
+def named_by_file(chosen: EvalData) -> AbstractContextManager[None]:
+    """Within: an ``OccError`` about a data field whose value ``chosen`` read from a file
+    (``data.dataset: refused ...``) is raised again located at that file and field
+    (``model.occ: header recipe.data.dataset: refused ...``); any other passes unchanged."""
+    return _named_by_file(chosen.origins)
+
+
+@contextmanager
+def _named_by_file(origins: Mapping[str, str], record: str | None = None) -> Iterator[None]:
+    """:func:`named_by_file` for field origins ``origins``; an error about the recorded
+    mapping as a whole (``data: unknown key ...``) names ``record``, where it was read."""
+    try:
+        yield
+    except OccError as err:
+        inner = (err.where or "").removeprefix("data")
+        name = re.split(r"[.\[]", inner.removeprefix("."), maxsplit=1)[0]
+        if err.where == "data" and record and origins:
+            prefix: str | None = record
+        elif err.where and err.where.startswith(("data.", "data[")):
+            prefix = origins.get(name)
+        else:
+            prefix = None
+        if prefix is None:
+            raise
+        raise type(err)(err.message, where=f"{prefix}{inner}") from None
 
 
 @contextmanager
@@ -180,5 +246,5 @@ def _source(given: Mapping[str, Any], options: tuple[str, ...], otherwise: str) 
     return OPTIONS if any(k in given for k in options) else otherwise
 
 
-__all__ = ["DEFAULT", "EVAL_OPTIONS", "OPTIONS", "RECORDED", "EvalData", "eval_data",
-           "named_by_options", "option_for"]
+__all__ = ["DEFAULT", "EVAL_OPTIONS", "OPTIONS", "RECORDED", "EvalData", "absolute_root",
+           "check_root_used", "eval_data", "named_by_file", "named_by_options", "option_for"]

@@ -19,7 +19,13 @@ from occ.artifact.layout import has_magic
 from occ.data import DataBundle, load_data
 from occ.engine import load as loader
 from occ.engine.classes import check_class_names, checkpoint_classes
-from occ.engine.data_options import EVAL_OPTIONS, EvalData, eval_data, named_by_options
+from occ.engine.data_options import (
+    EVAL_OPTIONS,
+    EvalData,
+    eval_data,
+    named_by_file,
+    named_by_options,
+)
 from occ.engine.probe import EVAL_TERMS, check_model_fit
 from occ.engine.runner import IN_MEMORY
 from occ.errors import ArtifactError
@@ -32,7 +38,7 @@ def load_for_eval(chosen: EvalData, *, trust_code: bool,
     """``load_data`` of ``chosen.spec``; an error about a field an option set (a mean that
     does not fit the images, a size the data cannot take) names that option. ``search``:
     the folders the file recorded its user code came from (``occ.callables``)."""
-    with named_by_options(EVAL_OPTIONS, chosen.given):
+    with named_by_options(EVAL_OPTIONS, chosen.given), named_by_file(chosen):
         return load_data(chosen.spec, trust_code=trust_code, search=search)
 
 
@@ -102,7 +108,8 @@ def evaluate_path(path: Path, *, data: str | None, root: str | None, trust_check
                                                trust_checkpoint=trust_checkpoint,
                                                trust_code=trust_code)
         recorded = ckpt.meta.get("data")
-        chosen = eval_data(recorded if isinstance(recorded, dict) else None, options)
+        chosen = eval_data(recorded if isinstance(recorded, dict) else None, options,
+                           where=f"{path}: data")
         classes, kind = checkpoint_classes(ckpt.meta), "checkpoint"
     spec = chosen.spec
     size = os.path.getsize(path)
@@ -142,13 +149,15 @@ def _open_artifact(path: Path, options: dict[str, Any], *, trust_code: bool,
         raise DataError("this artifact was measured on data handed in from Python; pass "
                         "--data (and --root)", where=str(path))
     chosen = eval_data(artifact_header.recipe_data(artifact.header), options,
-                       preprocess=recorded.get("preprocess"))
+                       preprocess=recorded.get("preprocess"),
+                       where=f"{path}: header recipe.data",
+                       preprocess_where=f"{path}: header data.preprocess")
     try:
         model = loader.rebuild(artifact, trust_code=trust_code, source=str(path))
         classes = artifact_header.recorded_classes(artifact.header)
         search = loader.code_search(artifact.header, trust_code)
-    except ArtifactError as err:  # name the file, like occ.load does
-        raise ArtifactError(err.message, where=str(path)) from None
+    except ArtifactError as err:  # name the file (and the field), like occ.load does
+        raise err.located(f"{path}:") from None
     return model, chosen, classes, search
 
 

@@ -124,4 +124,5 @@ def load(path: str | os.PathLike[str], *, trust_code: bool = False,
     except ArtifactError as err:
         given = (" (the model= given is not the architecture this artifact was compressed "
                  "from)" if template is not None and template[0] is None else "")
-        raise ArtifactError(err.message + given, where=str(path)) from None
+        raise ArtifactError(err.message + given,  # the file, and the field if any
+                            where=err.located(f"{path}:").where) from None

@@ -84,7 +84,8 @@ def compress_model(model: nn.Module, recipe: Any, *, train_data: Any = None,
             is loaded.
         val_data: Held-out data for calibration and thresholds (default: carved out of
             ``train_data`` with ``data.val_size``).
-        test_data: What the reported figures are measured on (default: ``val_data``).
+        test_data: What the reported figures are measured on (default: the val data,
+            given or carved out, with a warning: calibration and thresholds saw it too).
         loss: ``loss(outputs, targets) -> tensor`` for every stage that trains (default:
             the recipe's ``loss``).
         metric: ``metric(outputs, targets) -> float`` measured before and after on the
@@ -126,6 +127,12 @@ def compress_model(model: nn.Module, recipe: Any, *, train_data: Any = None,
                    progress or NullProgress())
     ctx.custom_loss = loss
     ctx.warnings += [unloadable] if unloadable is not None else []
+    if train_data is not None and test_data is None:
+        note = ("no test_data: the figures are measured on the val data"
+                f"{' (carved out of train_data)' if val_data is None else ''}, which "
+                "calibration and thresholds also use; pass test_data= for held-out figures")
+        log.warning("%s", note)
+        ctx.warnings.append(note)
     from occ.engine.preflight import check_references
 
     check_references(plan, ctx.model, ctx)
@@ -289,8 +296,8 @@ def _context(model: nn.Module, recipe: Recipe, train_data: Any, val_data: Any,
         data = load_data(recipe.data, seed=recipe.seed, trust_code=trust_code, search=search)
     else:
         data = bundle_from_splits(runner.IN_MEMORY, {
-            "train": train_data, "val": val_data,
-            "test": test_data if test_data is not None else val_data}, recipe.data)
+            "train": train_data, "val": val_data, "test": test_data}, recipe.data,
+            test_from_val=True)
     own = copy.deepcopy(model).to(device).eval()
     baseline = copy.deepcopy(own).eval()
     for p in baseline.parameters():

@@ -7,7 +7,6 @@ the checks of every option (no torch here).
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from occ.errors import RecipeError
@@ -68,7 +67,7 @@ def check_train(arch: str, *, data: str = "mnist5k", epochs: int | None = None, 
     from occ.config import from_dict
     from occ.data.names import task_of
     from occ.domains import check_device, check_positive_float, check_seed
-    from occ.engine.data_options import named_by_options
+    from occ.engine.data_options import absolute_root, check_root_used, named_by_options
     from occ.models.names import check_arch_name
     from occ.outputs import check_output_file
     from occ.recipe import DataSpec, resolve_loss
@@ -102,13 +101,14 @@ def check_train(arch: str, *, data: str = "mnist5k", epochs: int | None = None, 
                 import_callable(ref, where=where)
     check_output_file(out, where="--out")
     if root is not None:  # recorded in the checkpoint: absolute, so eval works from anywhere
-        root = os.path.abspath(os.path.expanduser(root))
+        root = absolute_root(root)
     fields = {"dataset": data, "batch_size": batch_size, "root": root,
               "limit_train": limit_train, "pad_to": pad_to, "val_size": val_size,
               "image_size": image_size, "channels": channels}
     with named_by_options(TRAIN_OPTIONS):  # "data.channels: ..." is a recipe's name
         spec = from_dict(DataSpec, {k: v for k, v in fields.items() if v is not None},
                          where="data")
+    check_root_used(spec, root is not None)
     return {"spec": spec, "epochs": epochs, "lr": lr, "weight_decay": weight_decay,
             "shift": shift, "loss": resolve_loss(loss, task_of(spec.dataset), where="--loss")}
 
