@@ -171,17 +171,26 @@ def user_folders(search: Iterable[str | Path] = (), *, cwd: bool = True) -> Iter
 
 def _import(module_name: str, folders: list[str]) -> Any:
     """Import ``module_name``; if its top package is missing, retry with ``folders`` on
-    ``sys.path`` (after what is there: a user folder never shadows an installed package)
-    for the import only: left there, a later import of any module that is not installed
-    (in occ, or in the caller's program) would resolve into an artifact's folder. The
-    package's own submodules, imported later, are found through its ``__path__``."""
+    ``sys.path``, after what is there: a user folder never shadows an installed package.
+
+    After a successful import the folders stay: the user's code may import a module beside
+    it only when called (a builder's ``from layers import Block``), and DataLoader workers
+    started with ``spawn`` (macOS's default) re-import a user dataset by name in a process
+    that copies ``sys.path``. A failed import takes them off again."""
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name != module_name.split(".")[0]:
             raise  # the module exists but imports something missing: say that
-    with user_folders(folders, cwd=False):
+    added = [f for f in dict.fromkeys(folders) if f not in sys.path]
+    sys.path[len(sys.path):] = added
+    try:
         return importlib.import_module(module_name)
+    except BaseException:
+        for f in added:
+            if f in sys.path:
+                sys.path.remove(f)
+        raise
 
 
 def _module_root(top: str) -> str | None:

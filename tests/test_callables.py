@@ -174,22 +174,24 @@ def test_a_module_that_calls_sys_exit_at_import_is_one_line_exit_2(project: dict
                        "sys.exit(0)\n"), err
 
 
-def test_a_trusted_import_leaves_sys_path_as_it_was(project: dict) -> None:
-    """The folders are on sys.path for the import only; the package's submodules, imported
-    lazily later, are still found (through its __path__)."""
-    pkg = project["proj"] / project["nets"]
-    (pkg / "later.py").write_text("VALUE = 7\n")
-    (pkg / "__init__.py").write_text(
-        "def build():\n    from . import later\n    return later.VALUE\n")
+def test_a_trusted_import_appends_its_folder_and_a_failed_one_leaves_none(
+        project: dict) -> None:
+    """After what is installed (never shadowing it), and kept: the builder may import a
+    module beside it only when called, and spawn-started DataLoader workers re-import the
+    user's module by name. A failed import takes its folders off again."""
+    proj = project["proj"]
+    (proj / "occ_cf_sibling.py").write_text("VALUE = 7\n")
+    (proj / project["nets"] / "__init__.py").write_text(
+        "def build():\n    from occ_cf_sibling import VALUE\n    return VALUE\n")
     before = list(sys.path)
-    build = import_callable(f"{project['nets']}:build", where="model.arch",
-                            search=[project["proj"]])
+    build = import_callable(f"{project['nets']}:build", where="model.arch", search=[proj])
+    assert sys.path[:len(before)] == before and str(proj.resolve()) in sys.path[len(before):]
+    assert build() == 7  # the sibling module, imported at call time
+    sys.modules.pop("occ_cf_sibling", None)
+    sys.path[:] = before
+    with pytest.raises(RecipeError, match="cannot import"):
+        import_callable("occ_cf_absent:build", where="model.arch", search=[proj])
     assert sys.path == before
-    assert build() == 7
-    with pytest.raises(RecipeError, match="cannot import"):  # and after a failed one
-        import_callable("occ_cf_absent:build", where="model.arch", search=[project["proj"]])
-    assert sys.path == before
-
 
 
 def _eval(path: Path, *flags: str) -> object:
