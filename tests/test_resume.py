@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -131,8 +132,55 @@ def test_a_fifo_as_the_lock_file_is_refused_not_read(tmp_path: Path) -> None:
     (tmp_path / "run").mkdir()
     os.mkfifo(tmp_path / "run" / LOCK_NAME)  # reading it as a pid hung
     with pytest.raises(RecipeError,
-                       match=r"\.occ\.lock is a FIFO \(named pipe\), not a file occ may replace"):
+                       match=r"\.occ\.lock: is a FIFO \(named pipe\), not a regular lock file"):
         OutputLock(tmp_path / "run").__enter__()
+
+
+@pytest.mark.parametrize("kind", ["directory", "dev-null-link", "proc-link", "dir-link"])
+def test_a_lock_that_is_not_a_regular_file_is_refused_with_exit_2(recipe_factory, tmp_path,
+                                                                   kind: str) -> None:
+    """``DIR/.occ.lock`` as a directory was "unexpected IsADirectoryError" (exit 1): it
+    passed the special-file check, then its removal as a stale lock failed."""
+    out = tmp_path / "run"
+    out.mkdir()
+    lock = out / ".occ.lock"
+    if kind == "directory":
+        lock.mkdir()
+    else:
+        target = {"dev-null-link": "/dev/null", "proc-link": "/proc/self/status",
+                  "dir-link": str(tmp_path)}[kind]
+        lock.symlink_to(target)
+    result = CliRunner().invoke(app, ["compress", str(recipe_factory(STAGES[:1])),
+                                      "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unexpected" not in lines[0], result.stderr
+    assert re.search(r"\.occ\.lock: is (a directory|a character device|a kernel pseudo-file)"
+                     r".*occ keeps the output folder's lock there", lines[0]), lines[0]
+    assert lock.is_symlink() or lock.is_dir()  # left as it was
+    assert not (out / "model.occ").exists()
+
+
+def test_the_lock_is_read_within_a_few_bytes(tmp_path: Path) -> None:
+    """A lock linked to a big (sparse) file was read whole: 8 GB of memory for a "pid"."""
+    import tracemalloc
+
+    from occ.engine.resume import LOCK_NAME, OutputLock
+
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as fh:
+        fh.truncate(64 << 20)  # sparse: no disk, but read_text() would allocate it all
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / LOCK_NAME).symlink_to(big)
+    tracemalloc.start()
+    try:
+        with OutputLock(tmp_path / "run"):  # not a pid: a stale lock, taken over
+            assert (tmp_path / "run" / LOCK_NAME).read_text() == str(os.getpid())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, f"reading the lock allocated {peak:,} bytes"
+    assert big.stat().st_size == 64 << 20  # the link was replaced, its target untouched
 
 
 def test_collapsed_accuracy_stops_with_exit_1(recipe_factory, tmp_path) -> None:

@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,13 +27,14 @@ from occ.artifact import header as artifact_header
 from occ.artifact import model_io
 from occ.artifact.container import Artifact, encode_artifact, read_artifact
 from occ.errors import ArtifactError, RecipeError
-from occ.io import refuse_special
+from occ.limits import check_input_file, file_kind, printable_path
 from occ.outputs import made_folders
 from occ.recipe import Recipe
 from occ.version import __version__
 
 log = logging.getLogger("occ")
 LOCK_NAME = ".occ.lock"
+_PID_BYTES = 64  # a pid is at most ~20 digits: more is not a lock occ wrote
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -158,7 +160,7 @@ class OutputLock:
             raise
 
     def _lock(self) -> OutputLock:
-        refuse_special(self.path)  # reading a FIFO left there as the lock would hang
+        self._check_lock_file()  # a FIFO left there would hang the read, /dev/zero never end
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -173,11 +175,20 @@ class OutputLock:
             return self
         raise RecipeError(f"cannot lock output directory {self.path.parent}")
 
-    def _holder_alive(self) -> bool:
+    def _check_lock_file(self) -> None:
+        """Refuse a lock path that is not a regular file (a directory, FIFO, device, or a
+        kernel pseudo-file under /proc or /sys, also through a symlink): occ reads its pid
+        and would remove it as stale. A missing file or a dangling link passes."""
         try:
-            pid = int(self.path.read_text().strip() or "0")
-        except (OSError, ValueError):
-            return False
+            check_input_file(self.path, error=RecipeError, what="lock file")
+        except RecipeError as err:
+            if not os.path.exists(self.path):  # gone meanwhile, or a dangling link: replaced
+                return
+            raise RecipeError(f"{err.message} (occ keeps the output folder's lock there: "
+                              "remove it)", where=err.where) from None
+
+    def _holder_alive(self) -> bool:
+        pid = self._holder_pid()
         if pid <= 0 or pid == os.getpid():
             return pid == os.getpid()
         try:
@@ -187,6 +198,30 @@ class OutputLock:
         except PermissionError:
             return True
         return True
+
+    def _holder_pid(self) -> int:
+        """The pid the lock file holds (0: none readable). At most ``_PID_BYTES`` are read,
+        from a regular file only (``O_NONBLOCK``: a FIFO swapped in after the check does
+        not block the open; it is refused by its ``fstat``)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+        except OSError:
+            return 0
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise RecipeError(f"is {file_kind(st.st_mode)}, not a regular lock file "
+                                  "(occ keeps the output folder's lock there: remove it)",
+                                  where=printable_path(self.path))
+            raw = os.read(fd, _PID_BYTES)
+        except OSError:
+            return 0
+        finally:
+            os.close(fd)
+        try:
+            return int(raw.decode("ascii").strip() or "0")
+        except (UnicodeDecodeError, ValueError):  # not a pid occ wrote: a stale lock
+            return 0
 
     def __exit__(self, *exc: object) -> None:
         self.path.unlink(missing_ok=True)
