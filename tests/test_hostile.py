@@ -1045,3 +1045,62 @@ def test_hostile_subprocess(build: Callable[[Path, World], Run], world: World,
         exception = None
 
     check_result(_Result(), run, t)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bounds proved with a lowered limit (the real attack would need gigabytes).
+
+
+def shared_external_onnx(t: Path, copies: int, pad: int = 4096) -> Path:
+    """``external_onnx``'s model with ``w.bin`` padded to ``pad`` bytes and ``copies`` unused
+    initializers that each name all of it (no ``length``): onnx reads it once per tensor."""
+    import onnx
+    from onnx import TensorProto
+
+    path = external_onnx(t, "w.bin", sparse(t / "blob.bin", pad))
+    proto = onnx.load(str(path), load_external_data=False)
+    for k in range(copies):
+        extra = proto.graph.initializer.add()
+        extra.name, extra.data_type = f"unused{k}", TensorProto.FLOAT
+        extra.dims.append(pad // 4)
+        extra.data_location = TensorProto.EXTERNAL
+        entry = extra.external_data.add()
+        entry.key, entry.value = "location", "w.bin"
+    onnx.save(proto, str(path))
+    return path
+
+
+def test_onnx_external_data_is_charged_per_tensor_read(world: World, tmp_path: Path,
+                                                       bounded: Callable[[list[str]], Any],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """One side file named by many tensors is read once per tensor: the budget counted it
+    once (80 tensors naming one 25 MB file read 2 GB under a 4 GiB budget)."""
+    t = tmp_path / "case"
+    t.mkdir()
+    path = shared_external_onnx(t, copies=20)  # 20 x 4 KiB (+ W's 48 bytes) to read
+    monkeypatch.setenv("OCC_MAX_ARTIFACT_BYTES", str(32 << 10))  # each file is far under it
+    run = Run(["eval", str(path), "--data", "digits"],
+              r"model\.onnx: its 9 external tensors \(the last in 'w\.bin'\) would read "
+              r"32,816 bytes, over the limit 32,768 bytes; raise it with "
+              r"OCC_MAX_ARTIFACT_BYTES=N .*refused before reading")
+    check_result(bounded(run.args), run, t)
+
+
+def test_onnx_external_data_budget_is_each_tensors_length_or_rest(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a tensor is charged: its ``length``, or the file from its ``offset`` to the end."""
+    import onnx
+
+    from occ.deploy.runtime import check_external_data
+    from occ.errors import CheckpointError
+
+    path = shared_external_onnx(tmp_path, copies=2)
+    proto = onnx.load(str(path), load_external_data=False)
+    extra = proto.graph.initializer[2].external_data.add()  # the second copy: from 1000 on
+    extra.key, extra.value = "offset", "1000"
+    total = 48 + 4096 + (4096 - 1000)  # W (its length), copy 1 (all), copy 2 (the rest)
+    monkeypatch.setenv("OCC_MAX_ARTIFACT_BYTES", str(total))
+    assert check_external_data(proto, path) == 3
+    monkeypatch.setenv("OCC_MAX_ARTIFACT_BYTES", str(total - 1))
+    with pytest.raises(CheckpointError, match=rf"would read {total:,} bytes, over the limit"):
+        check_external_data(proto, path)
