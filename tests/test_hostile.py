@@ -880,6 +880,13 @@ def _dir(path: Path) -> Path:
     return path
 
 
+def _fifo(folder: Path, name: str) -> Path:
+    """``folder`` (made) holding a FIFO called ``name``; returns ``folder``."""
+    folder.mkdir(parents=True)
+    os.mkfifo(folder / name)
+    return folder
+
+
 CASES += [
     ("out-under-file-compress", lambda t, w: Run(
         ["compress", str(recipe(t, w)), "--out", str(_file(t / "f") / "run")],
@@ -906,6 +913,32 @@ CASES += [
     ("out-ablation-json-is-dir", lambda t, w: Run(
         ["ablate", str(recipe(t, w, ("stages", _TWO))), "--out",
          str(_dir(t / "a" / "ablation.json").parent)], r"--out: .*ablation\.json is a directory")),
+    # ablate keeps its states in DIR/states (not stages/): "unexpected FileExistsError"
+    ("out-ablate-states-is-file", lambda t, w: Run(
+        ["ablate", str(recipe(t, w, ("stages", _TWO))), "--out",
+         str(_file(_dir(t / "a") / "states").parent)],
+        r"--out: .*/a/states is a file; occ keeps a folder there")),
+    ("out-ablate-states-is-fifo", lambda t, w: Run(
+        ["ablate", str(recipe(t, w, ("stages", _TWO))), "--out", str(_fifo(t / "a", "states"))],
+        r"--out: .*/a/states is a FIFO \(named pipe\); occ keeps a folder there")),
+    ("out-ablate-seed-states-is-file", lambda t, w: Run(
+        ["ablate", str(recipe(t, w, ("stages", _TWO))), "--seeds", "0,1", "--out",
+         str(_file(_dir(t / "a" / "seed1") / "states").parent.parent)],
+        r"--out: .*/a/seed1/states is a file; occ keeps a folder there")),
+    # a FIFO as the states' manifest failed every order (exit 1), or the run after its stages
+    ("out-ablate-manifest-is-fifo", lambda t, w: Run(
+        ["ablate", str(recipe(t, w, ("stages", _TWO))), "--out",
+         str(_fifo(t / "a" / "states", "manifest.json").parent)],
+        r"--out: .*/a/states/manifest\.json is a FIFO \(named pipe\), not a file occ may "
+        r"replace", [t / "a" / "ablation.json"])),
+    ("out-stages-manifest-is-fifo", lambda t, w: Run(
+        ["compress", str(recipe(t, w)), "--out",
+         str(_fifo(t / "o" / "stages", "manifest.json").parent)],
+        r"--out: .*/o/stages/manifest\.json is a FIFO \(named pipe\)")),
+    ("out-stages-manifest-is-dir", lambda t, w: Run(
+        ["compress", str(recipe(t, w)), "--out", str(_dir(t / "o" / "stages" / "manifest.json")
+                                                     .parent.parent)],
+        r"--out: .*/o/stages/manifest\.json is a directory; occ writes a file there")),
     ("out-train-is-dir", lambda t, w: Run(
         ["train", "lenet5", "--out", str(_dir(t / "x.pt"))],
         r"--out: is a directory; give a file name \(.*x\.pt\)")),

@@ -37,6 +37,7 @@ from occ.engine.context import RunContext
 from occ.engine.plan import Plan
 from occ.engine.preflight import check_order_references
 from occ.errors import OccError, StageError
+from occ.outputs import ABLATE_STATES
 from occ.recipe import Recipe, Stage
 from occ.techniques.registry import labels
 from occ.tolerances import ACCURACY_POINTS, MAE_SHARE
@@ -208,7 +209,7 @@ class _Runner:
         parent = self.state(prefix[:-1], units)
         stages = [s for label in prefix for s in units[label].stages]
         digest = hashlib.sha256("-".join(prefix).encode()).hexdigest()[:12]
-        path = self.out_dir / "states" / f"{'-'.join(prefix)}-{digest}.occst"
+        path = self.out_dir / ABLATE_STATES / f"{'-'.join(prefix)}-{digest}.occst"
         fp = self._fingerprint(stages)
         saved = resume_mod.load_state(path, fp, where="ablate")
         if saved is not None:
