@@ -319,7 +319,7 @@ for _ref in ("os:system", "subprocess:getoutput"):
         r"--resume: .*00-prune\.occst is not in .*manifest\.json: occ did not write it")))
     CASES.append((f"code-resume-forged-manifest-{_ref}", lambda t, w, r=_ref: Run(
         ["compress", str(planted_state(t, w, r, forge_manifest=True)), "--resume"],
-        r"model\.arch: " + REFUSED_CODE)))
+        r"stages/00-prune\.occst: model\.arch: " + REFUSED_CODE)))  # names the state file
 
 # 2. Pickles that run code, through every way a checkpoint comes in.
 REFUSED_PICKLE = r"evil\.pt: refused: would run code while unpickling \('(posix|os)\.system'\)"

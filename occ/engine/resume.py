@@ -87,13 +87,19 @@ def save_state(path: Path, *, fingerprint: str, model: torch.nn.Module, header: 
 
 @dataclass
 class SavedState:
-    """A stage state read back: its header, tensors and report record."""
+    """A stage state read back: its header, tensors and report record (a mapping; its
+    fields are checked where it becomes a report row, ``occ.engine.runner``), and the file
+    it was read from, which errors about it name."""
 
     artifact: Artifact
     record: dict[str, Any]
+    path: Path
 
 
-from occ.engine.state_manifest import StaleStateError  # noqa: E402  (torch-free home)
+from occ.engine.state_manifest import (  # noqa: E402  (torch-free home)
+    StaleStateError,
+    UnverifiedStateError,
+)
 
 
 def load_state(path: Path, fingerprint: str, *, where: str) -> SavedState | None:
@@ -112,7 +118,11 @@ def load_state(path: Path, fingerprint: str, *, where: str) -> SavedState | None
         raise StaleStateError(
             f"{path} was made by a different recipe, checkpoint, seed or version; "
             "remove it or use another --out", where=where)
-    return SavedState(artifact=artifact, record=state.get("record", {}))
+    record = state.get("record", {})
+    if not isinstance(record, dict):  # the manifest vouches for the file's bytes, not sense
+        raise UnverifiedStateError(f"state.record: must be a mapping, got "
+                                   f"{type(record).__name__}", where=str(path))
+    return SavedState(artifact=artifact, record=record, path=path)
 
 
 def restorable(path: Path, fingerprint: str, i: int, label: str,

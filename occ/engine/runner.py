@@ -21,6 +21,7 @@ from occ import metrics as metrics_mod
 from occ.artifact import header as artifact_header
 from occ.artifact import model_io
 from occ.artifact.checkpoint import load_checkpoint, load_into
+from occ.artifact.container import decode_artifact
 from occ.callables import imported_folders, source_folder
 from occ.data import DataBundle, load_data
 from occ.engine import gates
@@ -36,15 +37,15 @@ from occ.engine.classes import check_class_names, checkpoint_classes
 from occ.engine.context import ArchRef, RunContext
 from occ.engine.plan import Plan
 from occ.engine.probe import RECIPE_TERMS, InputTerms, build_for_data, check_model_fit
-from occ.errors import DataError, OccError, RecipeError, StageError
-from occ.io import atomic_write_text
+from occ.errors import ArtifactError, DataError, OccError, RecipeError, StageError
+from occ.io import atomic_write_files
 from occ.models.edits import tensor_equal
 from occ.outputs import stale_exports
 from occ.progress import Progress
 from occ.quality import Quality, quality
 from occ.recipe import Recipe, dump_recipe
 from occ.report.data import Report, StageRecord
-from occ.report.write import write_reports
+from occ.report.write import report_files
 from occ.techniques.registry import get_stage
 from occ.training import predict, resolve_device, seed_everything
 from occ.trust import code_references
@@ -180,7 +181,7 @@ def _run_locked(plan: Plan, ctx: RunContext, *, resume: bool) -> Report:
                  if restoring else None)
         if saved is not None:
             restore(ctx, saved)
-            record, outputs = _record_from(saved.record, i, stage), None
+            record, outputs = _record_from(saved, i, stage), None
             log.info("stage %d/%d: %s restored from %s", i + 1, len(recipe.stages), stage.label,
                      path)
         else:
@@ -203,17 +204,18 @@ def _run_locked(plan: Plan, ctx: RunContext, *, resume: bool) -> Report:
     report.seconds = time.perf_counter() - started
     if not main:
         return report
-    # Written with the artifact, not before the stages: a run that fails validation or a
-    # stage leaves no resolved recipe behind that looks like a finished run's.
-    atomic_write_text(ctx.out_dir / "recipe.resolved.yaml", dump_recipe(recipe))
-    size = model_io.save(artifact, ctx.model, _header(ctx, plan, summary), ctx.encoding)
-    _verify_round_trip(artifact, ctx, final_out)
-    report.record_artifact(str(artifact), size)
+    data = model_io.artifact_bytes(ctx.model, _header(ctx, plan, summary), ctx.encoding)
+    _verify_round_trip(data, artifact, ctx, final_out)
+    report.record_artifact(str(artifact), len(data))
     for said in stale_exports(ctx.out_dir):
         log.warning("%s", said)
         _warn_baseline(report, said)
     report.seconds = time.perf_counter() - started
-    write_reports(report, ctx.out_dir)
+    # Every output is made before the first is written (a report that cannot be rendered
+    # left a new model.occ beside the previous run's reports), and the resolved recipe
+    # only with the artifact: a run that fails leaves none that looks like a finished run's.
+    atomic_write_files({ctx.out_dir / "recipe.resolved.yaml": dump_recipe(recipe),
+                        artifact: data, **report_files(report, ctx.out_dir)})
     return report
 
 
@@ -359,10 +361,19 @@ def save_state(ctx: RunContext, plan: Plan, path: Path, fingerprint: str,
 
 
 def restore(ctx: RunContext, saved: resume_mod.SavedState) -> None:
-    """Put a saved stage state back into ``ctx`` (model, arch, edits, encoding)."""
+    """Put a saved stage state back into ``ctx`` (model, arch, edits, encoding).
+
+    Raises:
+        OccError: the state does not rebuild (code refused without ``--trust-code``,
+            tensors that do not fit): located at the state file.
+    """
     header = saved.artifact.header
-    ctx.model = loader.rebuild(saved.artifact, trust_code=ctx.trust_code,
-                                 template=_template(ctx)).to(ctx.device)
+    try:
+        model = loader.rebuild(saved.artifact, trust_code=ctx.trust_code,
+                               template=_template(ctx))
+    except OccError as err:
+        raise err.located(f"{saved.path}:") from None
+    ctx.model = model.to(ctx.device)
     ctx.arch = ArchRef(artifact_header.model_spec(header)["arch"],
                        artifact_header.model_kwargs(header))
     ctx.edits = list(artifact_header.edits(header))
@@ -374,16 +385,38 @@ def _template(ctx: RunContext) -> tuple[str, nn.Module] | None:
     return None if ctx.template is None else (ctx.template_arch, ctx.template)
 
 
-def _record_from(d: dict[str, Any], i: int, stage: Any) -> StageRecord:
-    m = dict(d["metrics"])
-    return StageRecord(index=i, type=stage.type, label=stage.label, config=stage.to_dict(),
-                       metrics=metrics_mod.Metrics(**m), seconds=d.get("seconds", 0.0),
-                       details=d.get("details", {}), notes=d.get("notes", []))
+def _record_from(saved: resume_mod.SavedState, i: int, stage: Any) -> StageRecord:
+    """Stage ``i``'s report row from its saved state, checked by type like a report.json
+    row (``StageRecord.from_dict``): a file the manifest vouches for may still have been
+    edited (the manifest is rewritten as easily), and its record is data.
+
+    Raises:
+        UnverifiedStateError: a field missing or of the wrong type, named with the file.
+    """
+    from occ.engine.state_manifest import UnverifiedStateError
+
+    row = {**saved.record, "index": i, "type": stage.type, "label": stage.label,
+           "config": stage.to_dict()}  # what the run knows itself: not read from the file
+    try:
+        record = StageRecord.from_dict(row, where="state.record")
+        if not isinstance(record.metrics.accuracy, (int, float)):  # a row a stage measured
+            raise OccError("must be a number, got null", where="state.record.metrics.accuracy")
+    except OccError as err:
+        raise UnverifiedStateError(err.message, where=f"{saved.path}: {err.where}") from None
+    except KeyError as err:
+        raise UnverifiedStateError(f"state.record: missing field {err}",
+                                   where=str(saved.path)) from None
+    return record
 
 
-def _verify_round_trip(path: Path, ctx: RunContext, outputs: torch.Tensor) -> None:
-    """Decode the written artifact and check it reproduces the evaluated model exactly."""
-    loaded = loader.load(path, trust_code=ctx.trust_code, template=_template(ctx))
+def _verify_round_trip(data: bytes, path: Path, ctx: RunContext, outputs: torch.Tensor) -> None:
+    """Decode the artifact about to be written at ``path`` and check it reproduces the
+    evaluated model exactly."""
+    try:
+        loaded = loader.rebuild(decode_artifact(data), trust_code=ctx.trust_code,
+                                template=_template(ctx), source=str(path))
+    except ArtifactError as err:  # named like occ.load names it
+        raise ArtifactError(err.message, where=str(path)) from None
     own = model_io.state_tensors(ctx.model)
     for name, t in model_io.state_tensors(loaded).items():
         if not tensor_equal(t, own[name]):
