@@ -799,6 +799,7 @@ INVALID_VALUES: dict[str, tuple[str, Any, str]] = {
     "batch-zero": ("data.batch_size", 0, r"data\.batch_size: must be >= 1"),
     "batch-negative": ("data.batch_size", -5, r"data\.batch_size: must be >= 1"),
     "batch-huge-int": ("data.batch_size", 2**70, r"data\.batch_size: must fit in 64 bits"),
+    "batch-10-9": ("data.batch_size", 10**9, r"data\.batch_size: must be at most 65536, got"),
     "image-size-huge": ("data.image_size", 10**6, r"data\.image_size: must be in \[1, 8192\]"),
     "image-size-zero": ("data.image_size", 0, r"data\.image_size: must be in \[1, 8192\]"),
     "pad-to-huge": ("data.pad_to", 10**6, r"data\.pad_to: must be in \[1, 8192\]"),
@@ -1137,3 +1138,34 @@ def test_onnx_external_data_budget_is_each_tensors_length_or_rest(
     monkeypatch.setenv("OCC_MAX_ARTIFACT_BYTES", str(total - 1))
     with pytest.raises(CheckpointError, match=rf"would read {total:,} bytes, over the limit"):
         check_external_data(proto, path)
+
+
+def test_eval_batch_a_file_records_is_bounded_by_its_input_values(
+        world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """``occ eval`` measured in the batch size the artifact records, unbounded: batch
+    100,000 of 1024 x 1024 images took 6 GB for a few-KB file. Now a batch's input stays
+    within OCC_MAX_BATCH_VALUES (here lowered to 10 digits of 1 x 28 x 28), the batch used is
+    said, and the figures are those of the recorded batch."""
+    def recorded(batch: int) -> Callable[[dict], None]:
+        return inplace(lambda h: h["recipe"]["data"].update(batch_size=batch))
+
+    t = tmp_path
+    (t / "big").mkdir()
+    (t / "small").mkdir()
+    big = artifact(t / "big", world, recorded(65_536))
+    small = artifact(t / "small", world, recorded(64))
+    args = ["eval", "--json"]  # on the data it records: mnist5k, 1 x 28 x 28
+    plain = CliRunner().invoke(app, [*args, str(small)])
+    assert plain.exit_code == 0, plain.output
+    monkeypatch.setenv("OCC_MAX_BATCH_VALUES", str(10 * 28 * 28))
+    shrunk = CliRunner().invoke(app, [*args, str(big)])
+    assert shrunk.exit_code == 0, shrunk.output
+    doc, ref = json.loads(shrunk.stdout), json.loads(plain.stdout)
+    assert (doc["batch_size"], doc["batch_size_recorded"]) == (10, 65_536)
+    assert ref["batch_size"] == 64 and "batch_size_recorded" not in ref
+    assert doc["accuracy"] == pytest.approx(ref["accuracy"], abs=0.2)  # float rounding only
+    assert ("evaluated in batches of 10, not the recorded 65,536: 65,536 inputs of 1×28×28 "
+            "are over the limit 7,840 input values per batch") in caplog.text  # on stderr
+    table = CliRunner().invoke(app, ["eval", str(big)])
+    assert "10 (recorded 65,536: over OCC_MAX_BATCH_VALUES)" in table.output
