@@ -197,9 +197,9 @@ def check_params(count: int, *, where: str, name: str) -> None:
                        f"{MAX_PARAMS.hint()}; refused before allocating", where=where)
 
 
-__all__ = ["MAX_ARTIFACT_BYTES", "MAX_BATCH_SIZE", "MAX_BATCH_VALUES", "MAX_CHECKPOINT_BYTES", "MAX_DECODED_RATIO",
-           "MAX_FOLDER_ENTRIES", "MAX_IMAGE_PIXELS", "MAX_IMAGE_SIDE", "MAX_INT",
-           "MAX_JSON_DEPTH", "MAX_JSON_VALUES", "MAX_PARAMS", "MAX_RECIPE_BYTES",
+__all__ = ["MAX_ARTIFACT_BYTES", "MAX_BATCH_SIZE", "MAX_BATCH_VALUES", "MAX_CHECKPOINT_BYTES",
+           "MAX_DECODED_RATIO", "MAX_FOLDER_ENTRIES", "MAX_IMAGE_PIXELS", "MAX_IMAGE_SIDE",
+           "MAX_INT", "MAX_JSON_DEPTH", "MAX_JSON_VALUES", "MAX_PARAMS", "MAX_RECIPE_BYTES",
            "MAX_REPORT_BYTES", "MAX_SEED", "MAX_STREAMS", "MAX_WORKERS", "MAX_YAML_DEPTH",
-           "MAX_YAML_NODES", "Limit", "batch_within", "check_input_file", "check_params", "file_kind",
-           "json_depth", "printable_path", "read_bounded"]
+           "MAX_YAML_NODES", "Limit", "batch_within", "check_input_file", "check_params",
+           "file_kind", "json_depth", "printable_path", "read_bounded"]

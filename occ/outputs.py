@@ -198,5 +198,6 @@ def check_output_file(path: str | os.PathLike[str], *, where: str = "--out") -> 
     return out
 
 
-__all__ = ["ABLATE_DIRS", "ABLATE_FILES", "ABLATE_STATES", "EXPORTS", "RUN_DIRS", "RUN_FILES", "check_output_dir", "check_output_file",
-           "made_folders", "other_rank", "STATE_MANIFEST", "stale_exports"]
+__all__ = ["ABLATE_DIRS", "ABLATE_FILES", "ABLATE_STATES", "EXPORTS", "RUN_DIRS", "RUN_FILES",
+           "check_output_dir", "check_output_file", "made_folders", "other_rank",
+           "STATE_MANIFEST", "stale_exports"]

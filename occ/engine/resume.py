@@ -26,10 +26,11 @@ import torch
 from occ.artifact import header as artifact_header
 from occ.artifact import model_io
 from occ.artifact.container import Artifact, encode_artifact, read_artifact
-from occ.errors import ArtifactError, RecipeError
+from occ.errors import ArtifactError, OccError, RecipeError
 from occ.limits import check_input_file, file_kind, printable_path
 from occ.outputs import made_folders
 from occ.recipe import Recipe
+from occ.report.data import StageRecord
 from occ.version import __version__
 
 log = logging.getLogger("occ")
@@ -94,6 +95,28 @@ class SavedState:
     artifact: Artifact
     record: dict[str, Any]
     path: Path
+
+    def stage_record(self, i: int, stage: Any) -> StageRecord:
+        """Stage ``i``'s report row from this state, checked by type like a report.json
+        row (``StageRecord.from_dict``): a file the manifest vouches for may still have
+        been edited (the manifest is rewritten as easily), and its record is data.
+
+        Raises:
+            UnverifiedStateError: a field missing or of the wrong type, named with the file.
+        """
+        row = {**self.record, "index": i, "type": stage.type, "label": stage.label,
+               "config": stage.to_dict()}  # what the run knows itself: not read from the file
+        try:
+            record = StageRecord.from_dict(row, where="state.record")
+            if not isinstance(record.metrics.accuracy, (int, float)):  # the gates compare it
+                raise OccError("must be a number, got null",
+                               where="state.record.metrics.accuracy")
+        except OccError as err:
+            raise UnverifiedStateError(err.message, where=f"{self.path}: {err.where}") from None
+        except KeyError as err:
+            raise UnverifiedStateError(f"state.record: missing field {err}",
+                                       where=str(self.path)) from None
+        return record
 
 
 from occ.engine.state_manifest import (  # noqa: E402  (torch-free home)

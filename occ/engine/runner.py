@@ -181,7 +181,7 @@ def _run_locked(plan: Plan, ctx: RunContext, *, resume: bool) -> Report:
                  if restoring else None)
         if saved is not None:
             restore(ctx, saved)
-            record, outputs = _record_from(saved, i, stage), None
+            record, outputs = saved.stage_record(i, stage), None
             log.info("stage %d/%d: %s restored from %s", i + 1, len(recipe.stages), stage.label,
                      path)
         else:
@@ -211,9 +211,8 @@ def _run_locked(plan: Plan, ctx: RunContext, *, resume: bool) -> Report:
         log.warning("%s", said)
         _warn_baseline(report, said)
     report.seconds = time.perf_counter() - started
-    # Every output is made before the first is written (a report that cannot be rendered
-    # left a new model.occ beside the previous run's reports), and the resolved recipe
-    # only with the artifact: a run that fails leaves none that looks like a finished run's.
+    # All made before any is written (a report that failed to render left a new model.occ
+    # by old reports); a failed run leaves no resolved recipe that looks like a finished one
     atomic_write_files({ctx.out_dir / "recipe.resolved.yaml": dump_recipe(recipe),
                         artifact: data, **report_files(report, ctx.out_dir)})
     return report
@@ -361,12 +360,8 @@ def save_state(ctx: RunContext, plan: Plan, path: Path, fingerprint: str,
 
 
 def restore(ctx: RunContext, saved: resume_mod.SavedState) -> None:
-    """Put a saved stage state back into ``ctx`` (model, arch, edits, encoding).
-
-    Raises:
-        OccError: the state does not rebuild (code refused without ``--trust-code``,
-            tensors that do not fit): located at the state file.
-    """
+    """Put a saved stage state back into ``ctx`` (model, arch, edits, encoding); an error
+    rebuilding it (code refused, tensors that do not fit) names the state file."""
     header = saved.artifact.header
     try:
         model = loader.rebuild(saved.artifact, trust_code=ctx.trust_code,
@@ -383,30 +378,6 @@ def restore(ctx: RunContext, saved: resume_mod.SavedState) -> None:
 def _template(ctx: RunContext) -> tuple[str, nn.Module] | None:
     """The user's model object to rebuild its own class reference from (model-in API)."""
     return None if ctx.template is None else (ctx.template_arch, ctx.template)
-
-
-def _record_from(saved: resume_mod.SavedState, i: int, stage: Any) -> StageRecord:
-    """Stage ``i``'s report row from its saved state, checked by type like a report.json
-    row (``StageRecord.from_dict``): a file the manifest vouches for may still have been
-    edited (the manifest is rewritten as easily), and its record is data.
-
-    Raises:
-        UnverifiedStateError: a field missing or of the wrong type, named with the file.
-    """
-    from occ.engine.state_manifest import UnverifiedStateError
-
-    row = {**saved.record, "index": i, "type": stage.type, "label": stage.label,
-           "config": stage.to_dict()}  # what the run knows itself: not read from the file
-    try:
-        record = StageRecord.from_dict(row, where="state.record")
-        if not isinstance(record.metrics.accuracy, (int, float)):  # a row a stage measured
-            raise OccError("must be a number, got null", where="state.record.metrics.accuracy")
-    except OccError as err:
-        raise UnverifiedStateError(err.message, where=f"{saved.path}: {err.where}") from None
-    except KeyError as err:
-        raise UnverifiedStateError(f"state.record: missing field {err}",
-                                   where=str(saved.path)) from None
-    return record
 
 
 def _verify_round_trip(data: bytes, path: Path, ctx: RunContext, outputs: torch.Tensor) -> None:

@@ -26,6 +26,7 @@ from occ.errors import RecipeError
 from occ.io import atomic_write_text
 from occ.limits import MAX_ARTIFACT_BYTES, check_input_file
 from occ.outputs import STATE_MANIFEST as MANIFEST
+
 _MAX_MANIFEST = 1 << 20
 
 
