@@ -89,7 +89,7 @@ def save_state(path: Path, *, fingerprint: str, model: torch.nn.Module, header: 
 @dataclass
 class SavedState:
     """A stage state read back: its header, tensors and report record (a mapping; its
-    fields are checked where it becomes a report row, ``occ.engine.runner``), and the file
+    fields are checked where it becomes a report row, :meth:`stage_record`), and the file
     it was read from, which errors about it name."""
 
     artifact: Artifact

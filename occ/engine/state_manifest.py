@@ -10,7 +10,7 @@ That detects states from other runs and accidental edits, not a deliberate plant
 manifest holds no secret, so whoever can write the folder can rewrite it as well. What a
 planted state can do is bounded elsewhere: code it names is imported only with
 ``--trust-code`` (``occ.trust``), and its report record is checked by type before it
-becomes a row of the report (``occ.engine.runner``).
+becomes a row of the report (``occ.engine.resume.SavedState.stage_record``).
 
 No torch here.
 """
