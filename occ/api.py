@@ -88,11 +88,12 @@ def _override(recipe: Recipe, checkpoint: str | None, out: str | None, *,
 
 
 def _checked(recipe: Recipe, *, trust_code: bool, out: str | None, out_dir: str,
-             files: tuple[str, ...] | None = None) -> None:
+             files: tuple[str, ...] | None = None, dirs: tuple[str, ...] | None = None,
+             ) -> None:
     """Before any work: the recipe names no code unless trusted, and trusted code imports
     (from beside the recipe, then the working directory); the outputs are writable."""
     from occ.callables import import_references, source_folder
-    from occ.outputs import RUN_FILES, check_output_dir
+    from occ.outputs import RUN_DIRS, RUN_FILES, check_output_dir
     from occ.trust import check_recipe
 
     check_recipe(recipe.to_dict(), source=recipe.source, trusted=trust_code)
@@ -100,7 +101,8 @@ def _checked(recipe: Recipe, *, trust_code: bool, out: str | None, out_dir: str,
         import_references(recipe.to_dict(), source=recipe.source,
                           search=source_folder(recipe.source))
     where = "--out" if out is not None else f"{recipe.source}: output"
-    check_output_dir(out_dir, where=where, files=RUN_FILES if files is None else files)
+    check_output_dir(out_dir, where=where, files=RUN_FILES if files is None else files,
+                     dirs=RUN_DIRS if dirs is None else dirs)
 
 
 def check_compress(recipe_path: str | os.PathLike[str], *, checkpoint: str | None = None,
@@ -208,8 +210,13 @@ def ablate(recipe_path: str | os.PathLike[str], *, checkpoint: str | None = None
                           f"{[u.label for u in units]}", where=f"{recipe.source}: stages")
     recipe = _override(recipe, checkpoint, None)
     out_dir = Path(out or f"{recipe.output}-ablation")
+    from occ.outputs import ABLATE_DIRS, ABLATE_FILES, check_output_dir
+
     _checked(recipe, trust_code=trust_code, out=out, out_dir=str(out_dir),
-             files=("ablation.json", "ablation.md", "ablation.png"))
+             files=ABLATE_FILES, dirs=ABLATE_DIRS)
+    for s in seeds or ():  # each seed's run keeps its own files and states
+        check_output_dir(out_dir / f"seed{s}", where="--out" if out is not None else
+                         f"{recipe.source}: output", files=ABLATE_FILES, dirs=ABLATE_DIRS)
     sha = resume.file_sha256(str(recipe.model.checkpoint))
     sample_seed = recipe.seed if seed is None else seed
     docs = []

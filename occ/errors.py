@@ -20,8 +20,8 @@ class OccError(Exception):
 
     def located(self, where: str) -> OccError:
         """Return a copy of this error whose location is prefixed with ``where``."""
-        if not self.where:  # "recipe.yaml:" alone reads "recipe.yaml: <message>"
-            inner = where.removesuffix(":")
+        if not self.where:
+            inner = where.removesuffix(":")  # "state.occst:" + no field: "state.occst"
         elif self.where.startswith("["):
             inner = f"{where}{self.where}"
         elif where.endswith(":"):  # "recipe.yaml:" + "data.root", not "recipe.yaml:.data"

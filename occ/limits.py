@@ -11,7 +11,8 @@ README lists them. Checks here run *before* a file is read or a tensor allocated
   ``OCC_MAX_PARAMS``.
 
 ``OCC_MAX_FOLDER_ENTRIES`` and ``OCC_MAX_IMAGE_PIXELS`` bound an ImageFolder's listing and
-its images (``occ.data.folder`` applies them).
+its images (``occ.data.folder`` applies them); ``OCC_MAX_BATCH_VALUES`` bounds one batch
+of inputs where a file decides the batch (:func:`batch_within`: ``occ eval``).
 
 No torch here: ``occ validate`` uses this module.
 """
@@ -64,6 +65,10 @@ MAX_DECODED_RATIO = Limit("OCC_MAX_DECODED_RATIO", 4096,
 MAX_FOLDER_ENTRIES = Limit("OCC_MAX_FOLDER_ENTRIES", 10_000_000,
                            "files and folders listed under one ImageFolder split")
 MAX_IMAGE_PIXELS = Limit("OCC_MAX_IMAGE_PIXELS", 1 << 26, "pixels per image (8192 x 8192)")
+# One batch's input: 2^27 float32 values are 512 MiB (512 RGB images of 224 x 224); an
+# artifact records the batch size it was measured with, which must not decide memory.
+MAX_BATCH_VALUES = Limit("OCC_MAX_BATCH_VALUES", 1 << 27,
+                         "input values per batch (batch x channels x height x width)")
 MAX_REPORT_BYTES = Limit("OCC_MAX_REPORT_BYTES", 64 << 20, "bytes")
 # JSON values and keys in one document (artifact header, report.json, --kwargs); a LeNet
 # artifact's header holds ~700, a 3,000-tensor model's ~50,000.
@@ -74,6 +79,7 @@ MAX_SEED = 2**32 - 1  # numpy's and torch's seeds are 32 / 64 bit: the common ra
 MAX_INT = 2**63 - 1  # any integer field: must fit in a C int64
 MAX_WORKERS = 64  # data.num_workers: more only floods the machine with processes
 MAX_IMAGE_SIDE = 8192  # data.image_size / data.pad_to, in pixels
+MAX_BATCH_SIZE = 65_536  # data.batch_size: a batch is also bounded by MAX_BATCH_VALUES in eval
 MAX_JSON_DEPTH = 64  # artifact headers: occ writes at most ~6 levels
 MAX_STREAMS = 65_536  # tensors in one artifact: the largest torchvision models have ~2,000
 
@@ -174,6 +180,16 @@ def read_bounded(path: str | os.PathLike[str], limit: Limit, *,
     return data
 
 
+def batch_within(batch: int, input_shape: tuple[int, ...] | list[int]) -> int:
+    """``batch``, or the largest smaller batch whose inputs (batch x C x H x W values)
+    stay within ``OCC_MAX_BATCH_VALUES``; at least 1 (one image is bounded by the image
+    size's own domain, ``MAX_IMAGE_SIDE``)."""
+    per = 1
+    for side in input_shape:
+        per *= max(int(side), 1)
+    return max(1, min(batch, MAX_BATCH_VALUES.value() // per))
+
+
 def check_params(count: int, *, where: str, name: str) -> None:
     """Refuse a model of ``count`` parameters + buffers over ``OCC_MAX_PARAMS``."""
     if count > MAX_PARAMS.value():
@@ -181,9 +197,9 @@ def check_params(count: int, *, where: str, name: str) -> None:
                        f"{MAX_PARAMS.hint()}; refused before allocating", where=where)
 
 
-__all__ = ["MAX_ARTIFACT_BYTES", "MAX_CHECKPOINT_BYTES", "MAX_DECODED_RATIO",
-           "MAX_FOLDER_ENTRIES", "MAX_IMAGE_PIXELS", "MAX_IMAGE_SIDE", "MAX_INT",
-           "MAX_JSON_DEPTH", "MAX_JSON_VALUES", "MAX_PARAMS", "MAX_RECIPE_BYTES",
+__all__ = ["MAX_ARTIFACT_BYTES", "MAX_BATCH_SIZE", "MAX_BATCH_VALUES", "MAX_CHECKPOINT_BYTES",
+           "MAX_DECODED_RATIO", "MAX_FOLDER_ENTRIES", "MAX_IMAGE_PIXELS", "MAX_IMAGE_SIDE",
+           "MAX_INT", "MAX_JSON_DEPTH", "MAX_JSON_VALUES", "MAX_PARAMS", "MAX_RECIPE_BYTES",
            "MAX_REPORT_BYTES", "MAX_SEED", "MAX_STREAMS", "MAX_WORKERS", "MAX_YAML_DEPTH",
-           "MAX_YAML_NODES", "Limit", "check_input_file", "check_params", "file_kind",
-           "json_depth", "printable_path", "read_bounded"]
+           "MAX_YAML_NODES", "Limit", "batch_within", "check_input_file", "check_params",
+           "file_kind", "json_depth", "printable_path", "read_bounded"]

@@ -26,6 +26,12 @@ from occ.limits import file_kind
 # What ``occ compress`` writes in its output directory (files) and the folder of states.
 RUN_FILES = ("model.occ", "report.json", "report.md", "report.html", "recipe.resolved.yaml")
 RUN_DIRS = ("stages",)
+# What ``occ ablate`` writes there (per seed too: ``DIR/seed<N>/``), and its states' folder.
+ABLATE_FILES = ("ablation.json", "ablation.md", "ablation.png")
+ABLATE_STATES = "states"
+ABLATE_DIRS = (ABLATE_STATES,)
+STATE_MANIFEST = "manifest.json"
+"""The file occ writes in each folder of states (``occ.engine.state_manifest``)."""
 
 
 def _nearest_existing(path: Path, where: str) -> Path:
@@ -76,10 +82,27 @@ def check_output_dir(path: str | os.PathLike[str], *, where: str = "--out",
                                   where=where)
             refuse_special(out / name, where)
         for name in dirs:
-            if (out / name).exists() and not (out / name).is_dir():
-                raise RecipeError(f"{out / name} is a file; occ keeps a folder there",
-                                  where=where)
+            _check_state_folder(out / name, where)
     return out
+
+
+def _check_state_folder(folder: Path, where: str) -> None:
+    """``folder`` is missing, or a directory whose manifest (``STATE_MANIFEST``) occ can
+    replace: a FIFO there made every state's save fail, after the baseline."""
+    if not os.path.lexists(folder):
+        return
+    try:
+        mode = folder.stat().st_mode
+    except OSError as err:  # a dangling link, a loop: the folder cannot be made there
+        raise RecipeError(f"{folder} is unusable ({err.strerror or err}); occ keeps a folder "
+                          "there", where=where) from None
+    if not stat.S_ISDIR(mode):
+        raise RecipeError(f"{folder} is {file_kind(mode)}; occ keeps a folder there",
+                          where=where)
+    manifest = folder / STATE_MANIFEST
+    if manifest.is_dir():
+        raise RecipeError(f"{manifest} is a directory; occ writes a file there", where=where)
+    refuse_special(manifest, where)
 
 
 def _refuse_file_on_the_way(requested: Path, base: Path, where: str) -> None:
@@ -175,5 +198,6 @@ def check_output_file(path: str | os.PathLike[str], *, where: str = "--out") -> 
     return out
 
 
-__all__ = ["EXPORTS", "RUN_DIRS", "RUN_FILES", "check_output_dir", "check_output_file",
-           "made_folders", "other_rank", "stale_exports"]
+__all__ = ["ABLATE_DIRS", "ABLATE_FILES", "ABLATE_STATES", "EXPORTS", "RUN_DIRS", "RUN_FILES",
+           "check_output_dir", "check_output_file", "made_folders", "other_rank",
+           "STATE_MANIFEST", "stale_exports"]

@@ -319,7 +319,7 @@ for _ref in ("os:system", "subprocess:getoutput"):
         r"--resume: .*00-prune\.occst is not in .*manifest\.json: occ did not write it")))
     CASES.append((f"code-resume-forged-manifest-{_ref}", lambda t, w, r=_ref: Run(
         ["compress", str(planted_state(t, w, r, forge_manifest=True)), "--resume"],
-        r"model\.arch: " + REFUSED_CODE)))
+        r"stages/00-prune\.occst: model\.arch: " + REFUSED_CODE)))  # names the state file
 
 # 2. Pickles that run code, through every way a checkpoint comes in.
 REFUSED_PICKLE = r"evil\.pt: refused: would run code while unpickling \('(posix|os)\.system'\)"
@@ -871,6 +871,7 @@ INVALID_VALUES: dict[str, tuple[str, Any, str]] = {
     "batch-zero": ("data.batch_size", 0, r"data\.batch_size: must be >= 1"),
     "batch-negative": ("data.batch_size", -5, r"data\.batch_size: must be >= 1"),
     "batch-huge-int": ("data.batch_size", 2**70, r"data\.batch_size: must fit in 64 bits"),
+    "batch-10-9": ("data.batch_size", 10**9, r"data\.batch_size: must be at most 65536, got"),
     "image-size-huge": ("data.image_size", 10**6, r"data\.image_size: must be in \[1, 8192\]"),
     "image-size-zero": ("data.image_size", 0, r"data\.image_size: must be in \[1, 8192\]"),
     "pad-to-huge": ("data.pad_to", 10**6, r"data\.pad_to: must be in \[1, 8192\]"),
@@ -952,6 +953,13 @@ def _dir(path: Path) -> Path:
     return path
 
 
+def _fifo(folder: Path, name: str) -> Path:
+    """``folder`` (made) holding a FIFO called ``name``; returns ``folder``."""
+    folder.mkdir(parents=True)
+    os.mkfifo(folder / name)
+    return folder
+
+
 CASES += [
     ("out-under-file-compress", lambda t, w: Run(
         ["compress", str(recipe(t, w)), "--out", str(_file(t / "f") / "run")],
@@ -978,6 +986,32 @@ CASES += [
     ("out-ablation-json-is-dir", lambda t, w: Run(
         ["ablate", str(recipe(t, w, ("stages", _TWO))), "--out",
          str(_dir(t / "a" / "ablation.json").parent)], r"--out: .*ablation\.json is a directory")),
+    # ablate keeps its states in DIR/states (not stages/): "unexpected FileExistsError"
+    ("out-ablate-states-is-file", lambda t, w: Run(
+        ["ablate", str(recipe(t, w, ("stages", _TWO))), "--out",
+         str(_file(_dir(t / "a") / "states").parent)],
+        r"--out: .*/a/states is a file; occ keeps a folder there")),
+    ("out-ablate-states-is-fifo", lambda t, w: Run(
+        ["ablate", str(recipe(t, w, ("stages", _TWO))), "--out", str(_fifo(t / "a", "states"))],
+        r"--out: .*/a/states is a FIFO \(named pipe\); occ keeps a folder there")),
+    ("out-ablate-seed-states-is-file", lambda t, w: Run(
+        ["ablate", str(recipe(t, w, ("stages", _TWO))), "--seeds", "0,1", "--out",
+         str(_file(_dir(t / "a" / "seed1") / "states").parent.parent)],
+        r"--out: .*/a/seed1/states is a file; occ keeps a folder there")),
+    # a FIFO as the states' manifest failed every order (exit 1), or the run after its stages
+    ("out-ablate-manifest-is-fifo", lambda t, w: Run(
+        ["ablate", str(recipe(t, w, ("stages", _TWO))), "--out",
+         str(_fifo(t / "a" / "states", "manifest.json").parent)],
+        r"--out: .*/a/states/manifest\.json is a FIFO \(named pipe\), not a file occ may "
+        r"replace", [t / "a" / "ablation.json"])),
+    ("out-stages-manifest-is-fifo", lambda t, w: Run(
+        ["compress", str(recipe(t, w)), "--out",
+         str(_fifo(t / "o" / "stages", "manifest.json").parent)],
+        r"--out: .*/o/stages/manifest\.json is a FIFO \(named pipe\)")),
+    ("out-stages-manifest-is-dir", lambda t, w: Run(
+        ["compress", str(recipe(t, w)), "--out", str(_dir(t / "o" / "stages" / "manifest.json")
+                                                     .parent.parent)],
+        r"--out: .*/o/stages/manifest\.json is a directory; occ writes a file there")),
     ("out-train-is-dir", lambda t, w: Run(
         ["train", "lenet5", "--out", str(_dir(t / "x.pt"))],
         r"--out: is a directory; give a file name \(.*x\.pt\)")),
@@ -1117,3 +1151,93 @@ def test_hostile_subprocess(build: Callable[[Path, World], Run], world: World,
         exception = None
 
     check_result(_Result(), run, t)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bounds proved with a lowered limit (the real attack would need gigabytes).
+
+
+def shared_external_onnx(t: Path, copies: int, pad: int = 4096) -> Path:
+    """``external_onnx``'s model with ``w.bin`` padded to ``pad`` bytes and ``copies`` unused
+    initializers that each name all of it (no ``length``): onnx reads it once per tensor."""
+    import onnx
+    from onnx import TensorProto
+
+    path = external_onnx(t, "w.bin", sparse(t / "blob.bin", pad))
+    proto = onnx.load(str(path), load_external_data=False)
+    for k in range(copies):
+        extra = proto.graph.initializer.add()
+        extra.name, extra.data_type = f"unused{k}", TensorProto.FLOAT
+        extra.dims.append(pad // 4)
+        extra.data_location = TensorProto.EXTERNAL
+        entry = extra.external_data.add()
+        entry.key, entry.value = "location", "w.bin"
+    onnx.save(proto, str(path))
+    return path
+
+
+def test_onnx_external_data_is_charged_per_tensor_read(world: World, tmp_path: Path,
+                                                       bounded: Callable[[list[str]], Any],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """One side file named by many tensors is read once per tensor: the budget counted it
+    once (80 tensors naming one 25 MB file read 2 GB under a 4 GiB budget)."""
+    t = tmp_path / "case"
+    t.mkdir()
+    path = shared_external_onnx(t, copies=20)  # 20 x 4 KiB (+ W's 48 bytes) to read
+    monkeypatch.setenv("OCC_MAX_ARTIFACT_BYTES", str(32 << 10))  # each file is far under it
+    run = Run(["eval", str(path), "--data", "digits"],
+              r"model\.onnx: its 9 external tensors \(the last in 'w\.bin'\) would read "
+              r"32,816 bytes, over the limit 32,768 bytes; raise it with "
+              r"OCC_MAX_ARTIFACT_BYTES=N .*refused before reading")
+    check_result(bounded(run.args), run, t)
+
+
+def test_onnx_external_data_budget_is_each_tensors_length_or_rest(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a tensor is charged: its ``length``, or the file from its ``offset`` to the end."""
+    import onnx
+
+    from occ.deploy.runtime import check_external_data
+    from occ.errors import CheckpointError
+
+    path = shared_external_onnx(tmp_path, copies=2)
+    proto = onnx.load(str(path), load_external_data=False)
+    extra = proto.graph.initializer[2].external_data.add()  # the second copy: from 1000 on
+    extra.key, extra.value = "offset", "1000"
+    total = 48 + 4096 + (4096 - 1000)  # W (its length), copy 1 (all), copy 2 (the rest)
+    monkeypatch.setenv("OCC_MAX_ARTIFACT_BYTES", str(total))
+    assert check_external_data(proto, path) == 3
+    monkeypatch.setenv("OCC_MAX_ARTIFACT_BYTES", str(total - 1))
+    with pytest.raises(CheckpointError, match=rf"would read {total:,} bytes, over the limit"):
+        check_external_data(proto, path)
+
+
+def test_eval_batch_a_file_records_is_bounded_by_its_input_values(
+        world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """``occ eval`` measured in the batch size the artifact records, unbounded: batch
+    100,000 of 1024 x 1024 images took 6 GB for a few-KB file. Now a batch's input stays
+    within OCC_MAX_BATCH_VALUES (here lowered to 10 digits of 1 x 28 x 28), the batch used is
+    said, and the figures are those of the recorded batch."""
+    def recorded(batch: int) -> Callable[[dict], None]:
+        return inplace(lambda h: h["recipe"]["data"].update(batch_size=batch))
+
+    t = tmp_path
+    (t / "big").mkdir()
+    (t / "small").mkdir()
+    big = artifact(t / "big", world, recorded(65_536))
+    small = artifact(t / "small", world, recorded(64))
+    args = ["eval", "--json"]  # on the data it records: mnist5k, 1 x 28 x 28
+    plain = CliRunner().invoke(app, [*args, str(small)])
+    assert plain.exit_code == 0, plain.output
+    monkeypatch.setenv("OCC_MAX_BATCH_VALUES", str(10 * 28 * 28))
+    shrunk = CliRunner().invoke(app, [*args, str(big)])
+    assert shrunk.exit_code == 0, shrunk.output
+    doc, ref = json.loads(shrunk.stdout), json.loads(plain.stdout)
+    assert (doc["batch_size"], doc["batch_size_recorded"]) == (10, 65_536)
+    assert ref["batch_size"] == 64 and "batch_size_recorded" not in ref
+    assert doc["accuracy"] == pytest.approx(ref["accuracy"], abs=0.2)  # float rounding only
+    assert ("evaluated in batches of 10, not the recorded 65,536: 65,536 inputs of 1×28×28 "
+            "are over the limit 7,840 input values per batch") in caplog.text  # on stderr
+    table = CliRunner().invoke(app, ["eval", str(big)])
+    assert "10 (recorded 65,536: over OCC_MAX_BATCH_VALUES)" in table.output

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -131,8 +132,55 @@ def test_a_fifo_as_the_lock_file_is_refused_not_read(tmp_path: Path) -> None:
     (tmp_path / "run").mkdir()
     os.mkfifo(tmp_path / "run" / LOCK_NAME)  # reading it as a pid hung
     with pytest.raises(RecipeError,
-                       match=r"\.occ\.lock is a FIFO \(named pipe\), not a file occ may replace"):
+                       match=r"\.occ\.lock: is a FIFO \(named pipe\), not a regular lock file"):
         OutputLock(tmp_path / "run").__enter__()
+
+
+@pytest.mark.parametrize("kind", ["directory", "dev-null-link", "proc-link", "dir-link"])
+def test_a_lock_that_is_not_a_regular_file_is_refused_with_exit_2(recipe_factory, tmp_path,
+                                                                   kind: str) -> None:
+    """``DIR/.occ.lock`` as a directory was "unexpected IsADirectoryError" (exit 1): it
+    passed the special-file check, then its removal as a stale lock failed."""
+    out = tmp_path / "run"
+    out.mkdir()
+    lock = out / ".occ.lock"
+    if kind == "directory":
+        lock.mkdir()
+    else:
+        target = {"dev-null-link": "/dev/null", "proc-link": "/proc/self/status",
+                  "dir-link": str(tmp_path)}[kind]
+        lock.symlink_to(target)
+    result = CliRunner().invoke(app, ["compress", str(recipe_factory(STAGES[:1])),
+                                      "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unexpected" not in lines[0], result.stderr
+    assert re.search(r"\.occ\.lock: is (a directory|a character device|a kernel pseudo-file)"
+                     r".*occ keeps the output folder's lock there", lines[0]), lines[0]
+    assert lock.is_symlink() or lock.is_dir()  # left as it was
+    assert not (out / "model.occ").exists()
+
+
+def test_the_lock_is_read_within_a_few_bytes(tmp_path: Path) -> None:
+    """A lock linked to a big (sparse) file was read whole: 8 GB of memory for a "pid"."""
+    import tracemalloc
+
+    from occ.engine.resume import LOCK_NAME, OutputLock
+
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as fh:
+        fh.truncate(64 << 20)  # sparse: no disk, but read_text() would allocate it all
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / LOCK_NAME).symlink_to(big)
+    tracemalloc.start()
+    try:
+        with OutputLock(tmp_path / "run"):  # not a pid: a stale lock, taken over
+            assert (tmp_path / "run" / LOCK_NAME).read_text() == str(os.getpid())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, f"reading the lock allocated {peak:,} bytes"
+    assert big.stat().st_size == 64 << 20  # the link was replaced, its target untouched
 
 
 def test_collapsed_accuracy_stops_with_exit_1(recipe_factory, tmp_path) -> None:
@@ -165,3 +213,90 @@ def test_pickle_payload_checkpoint_is_refused_unless_trusted(tmp_path, trust: bo
         assert not marker.exists()
     else:
         assert marker.exists()  # trusting it really ran its code: that is what trust means
+
+
+def _forge(state: Path, edit) -> None:
+    """Rewrite stage state ``state`` with ``edit(header, tensors)`` applied and put its new
+    sha256 in the manifest: what anyone who can write the folder can do (no secret)."""
+    from occ.artifact.container import decode_artifact, encode_artifact
+
+    artifact = decode_artifact(state.read_bytes())
+    header = {k: v for k, v in artifact.header.items() if k != "streams"}
+    tensors = dict(artifact.tensors)
+    edit(header, tensors)
+    data = encode_artifact(header, tensors)
+    state.write_bytes(data)
+    manifest = state.parent / "manifest.json"
+    doc = json.loads(manifest.read_text())
+    doc["states"][state.name]["sha256"] = hashlib.sha256(data).hexdigest()
+    manifest.write_text(json.dumps(doc))
+
+
+def _record(edit):
+    return lambda header, tensors: edit(header["state"]["record"])
+
+
+FORGED = {  # what each edit did before: "unexpected ..." (exit 1), or mixed outputs
+    "metrics-missing": (_record(lambda r: r.pop("metrics")),
+                        r"state\.record: missing field 'metrics'"),  # KeyError
+    "record-list": (lambda h, t: h["state"].update(record=[1]),
+                    r"state\.record: must be a mapping, got list"),  # TypeError
+    "metrics-str": (_record(lambda r: r.update(metrics="x")),
+                    r"state\.record\.metrics: must be a mapping, got str"),  # ValueError
+    "accuracy-str": (_record(lambda r: r["metrics"].update(accuracy="high")),
+                     r"state\.record\.metrics\.accuracy: must be a number or null, got str"),
+    "accuracy-null": (_record(lambda r: r["metrics"].update(accuracy=None)),
+                      r"state\.record\.metrics\.accuracy: must be a number, got null"),
+    "params-missing": (_record(lambda r: r["metrics"].pop("params")),
+                       r"state\.record\.metrics: not occ metrics"),
+    "seconds-str": (_record(lambda r: r.update(seconds="slow")),  # wrote model.occ, then crashed
+                    r"state\.record\.seconds: must be a number, got str"),
+    "notes-int": (_record(lambda r: r.update(notes=[1])),
+                  r"state\.record\.notes\[0\]: must be a string, got int"),
+    "tensors-missing": (lambda h, t: t.clear(),  # restore's own error, now naming the file
+                        r"01-prune\.occst: tensors do not fit the model"),
+}
+
+
+@pytest.mark.slow
+def test_resume_refuses_a_forged_state_record_naming_the_file(recipe_factory,
+                                                              tmp_path) -> None:
+    """A state whose record was edited and its manifest entry re-computed: one line naming
+    the state file, exit 2, and the previous run's outputs left as they were."""
+    import shutil
+
+    recipe = recipe_factory([STAGES[0], {**STAGES[1], "epochs": 1}])
+    done = tmp_path / "done"
+    api.compress(recipe, out=str(done))
+    outputs = ("model.occ", "report.json", "report.md", "recipe.resolved.yaml")
+    for name, (edit, line) in FORGED.items():
+        out = tmp_path / name
+        shutil.copytree(done, out)
+        before = {n: sha(out / n) for n in outputs}
+        (out / "model.occ").unlink()  # a resume that wrote nothing must not make one
+        _forge(out / "stages" / "01-prune.occst", edit)
+        result = CliRunner().invoke(app, ["compress", str(recipe), "--out", str(out),
+                                          "--resume"])
+        lines = result.stderr.strip().splitlines()
+        assert result.exit_code == 2, (name, result.stderr)
+        assert len(lines) == 1 and "error: unexpected" not in lines[0], (name, result.stderr)
+        assert re.search(r"01-prune\.occst: " + line if "occst" not in line else line,
+                         lines[0]), (name, lines[0])
+        assert not (out / "model.occ").exists(), name
+        assert {n: sha(out / n) for n in outputs[1:]} == {n: before[n] for n in outputs[1:]}
+
+
+def test_outputs_are_all_rendered_before_any_is_written(recipe_factory, tmp_path,
+                                                        monkeypatch) -> None:
+    """A report that fails to render leaves no model.occ or resolved recipe (the artifact
+    was written first, then the reports crashed: a new model.occ beside old reports)."""
+    from occ.engine import runner
+
+    def broken(report, out_dir):
+        raise ValueError("Unknown format code 'f' for object of type 'str'")
+
+    monkeypatch.setattr(runner, "report_files", broken)
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match="Unknown format code"):
+        api.compress(recipe_factory(STAGES[:1]), out=str(out))
+    assert sorted(p.name for p in out.iterdir()) == ["stages"]  # the state, nothing final

@@ -86,6 +86,10 @@ def eval_(
                  else key)
         table.add_row(label, "-" if v is None else f"{v:,.2f}" if isinstance(v, float)
                       else f"{v:,}")
+    if result.get("batch_size"):
+        recorded = result.get("batch_size_recorded")
+        table.add_row("batch size", f"{result['batch_size']:,}" + (
+            f" (recorded {recorded:,}: over OCC_MAX_BATCH_VALUES)" if recorded else ""))
     if result.get("exits"):
         table.add_row("exits", json.dumps(result["exits"].get("shares")))
     if result.get("preprocess"):

@@ -36,10 +36,13 @@ def check_spec(spec: Any) -> None:
 
     check(spec.dataset in DATASETS or is_callable_ref(spec.dataset), "dataset",
           _unknown_dataset(spec.dataset))
+    from occ.limits import MAX_BATCH_SIZE, MAX_IMAGE_SIDE, MAX_WORKERS
+
     check(spec.batch_size >= 1, "batch_size", f"must be >= 1, got {spec.batch_size}")
+    check(spec.batch_size <= MAX_BATCH_SIZE, "batch_size",  # a file's may set eval's memory
+          f"must be at most {MAX_BATCH_SIZE}, got {spec.batch_size}")
     check(spec.val_size is None or spec.val_size >= 0, "val_size",
           f"must be >= 0, got {spec.val_size}")
-    from occ.limits import MAX_IMAGE_SIDE, MAX_WORKERS
 
     check(0 <= spec.num_workers <= MAX_WORKERS, "num_workers",
           f"must be in [0, {MAX_WORKERS}], got {spec.num_workers}")

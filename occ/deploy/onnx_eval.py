@@ -62,7 +62,7 @@ def evaluate_onnx(path: str | os.PathLike[str], *, data: str | None = None,
     from occ.engine.classes import check_class_names
     from occ.engine.evaluate import load_for_eval
     from occ.engine.probe import ONNX_TERMS, check_fit
-    from occ.limits import MAX_ARTIFACT_BYTES, check_input_file
+    from occ.limits import MAX_ARTIFACT_BYTES, batch_within, check_input_file
 
     path = Path(path)
     # by type and size before onnx opens it: a FIFO would block the read, /dev/zero or a
@@ -87,7 +87,8 @@ def evaluate_onnx(path: str | os.PathLike[str], *, data: str | None = None,
     check_fit(lambda x: model.run(x.numpy()), dataset, where=str(path), terms=ONNX_TERMS,
               errors=(Exception,), scores_only=True)  # onnxruntime's errors are Exceptions
     preds, targets, exits = [], [], []
-    for x, y in dataset.loader("test", 256):
+    batch = batch_within(256, dataset.input_shape)  # 256 x 3 x 8192 x 8192 is 200 GB
+    for x, y in dataset.loader("test", batch):
         preds.append(_scores(model, x.numpy(), dataset, path).argmax(1))
         targets.append(y.numpy())
         if model.last_exit is not None:  # an early-exit graph: cut, or run whole
@@ -99,7 +100,7 @@ def evaluate_onnx(path: str | os.PathLike[str], *, data: str | None = None,
     result: dict[str, Any] = {
         "path": str(path), "kind": "onnx", "data": spec.dataset,
         "preprocess": dataset.preprocess, **chosen.sources(),
-        "input_shape": list(dataset.input_shape),
+        "input_shape": list(dataset.input_shape), "batch_size": batch,
         "accuracy": 100.0 * float((np.concatenate(preds) == target).mean()),
         "bytes": path.stat().st_size, "format": meta.get("occ_format", "onnx")}
     if exits:
@@ -110,8 +111,10 @@ def evaluate_onnx(path: str | os.PathLike[str], *, data: str | None = None,
                            "shares": (counts / counts.sum()).tolist()}
     if latency_runs is not None:
 
-        sample = next(iter(dataset.loader("test", 64)))[0]
+        big = batch_within(64, dataset.input_shape)
+        sample = next(iter(dataset.loader("test", big)))[0]
         result["latency"] = measure_onnx_latency(str(path), dataset.input_shape,
+                                                 batch_sizes=(1, big) if big > 1 else (1,),
                                                  threads=torch.get_num_threads(),
                                                  runs=latency_runs, sample=sample)
     return result

@@ -36,7 +36,9 @@ from occ.engine.baseline_check import gain_warnings, recorded_warnings
 from occ.engine.context import RunContext
 from occ.engine.plan import Plan, make_plan
 from occ.engine.preflight import check_order_references
+from occ.engine.run_header import file_size
 from occ.errors import OccError, RecipeError, StageError
+from occ.outputs import ABLATE_STATES
 from occ.recipe import Recipe, Stage
 from occ.techniques.registry import labels
 from occ.tolerances import ACCURACY_POINTS, MAE_SHARE
@@ -217,7 +219,7 @@ class _Runner:
         parent = self.state(prefix[:-1], units)
         stages = [s for label in prefix for s in units[label].stages]
         digest = hashlib.sha256("-".join(prefix).encode()).hexdigest()[:12]
-        path = self.out_dir / "states" / f"{'-'.join(prefix)}-{digest}.occst"
+        path = self.out_dir / ABLATE_STATES / f"{'-'.join(prefix)}-{digest}.occst"
         fp = self._fingerprint(stages)
         saved = resume_mod.load_state(path, fp, where="ablate")
         if saved is not None:
@@ -328,7 +330,7 @@ def _run_order(run: _Runner, order: tuple[str, ...], units: dict[str, Unit],
         result.warnings = _merged(run.warned[order], said)
         if m is None:  # nothing pinned last: measure the restored prefix state
             m, outputs = runner.measure_ctx(run.ctx, plan, run.base_out)
-        m.file_sized(runner.file_size(run.ctx, plan, m))  # with its final metrics, as written
+        m.file_sized(file_size(run.ctx, plan, m))  # with its final metrics, as written
         result.metrics = {k: m.to_dict(layers=False)[k] for k in
                           ("accuracy", "agreement", "mae", "rmse", "params", "nonzero_params",
                            "macs", "bitops", "sparse_bitops", "bytes")}

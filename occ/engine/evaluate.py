@@ -4,6 +4,7 @@ artifact's header and layer table."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,11 @@ from occ.engine.data_options import (
 from occ.engine.probe import EVAL_TERMS, check_model_fit
 from occ.engine.runner import IN_MEMORY
 from occ.errors import ArtifactError
+from occ.limits import MAX_BATCH_VALUES, batch_within
 from occ.models import build_model
 from occ.training import predict, resolve_device
+
+log = logging.getLogger("occ")
 
 
 def load_for_eval(chosen: EvalData, *, trust_code: bool,
@@ -120,20 +124,41 @@ def evaluate_path(path: Path, *, data: str | None, root: str | None, trust_check
     check_model_fit(model, dataset, device, where="--data" if data is not None else str(path),
                     terms=EVAL_TERMS, model_where=str(path))
     # the batch size the run measured with: float sums (and so near-ties, exit decisions on
-    # a threshold) depend on the batch shape, so this repeats the report's figures exactly
-    outputs, targets = predict(model, dataset.loader("test", spec.batch_size), device)
+    # a threshold) depend on the batch shape, so this repeats the report's figures exactly;
+    # unless the file asks for more input per batch than OCC_MAX_BATCH_VALUES
+    batch = eval_batch(spec.batch_size, dataset.input_shape, where=str(path))
+    outputs, targets = predict(model, dataset.loader("test", batch), device)
     m = metrics_mod.measure(model, outputs, targets, input_shape=dataset.input_shape,
                             device=device, size=size)
     result = {"path": str(path), "kind": kind, "data": spec.dataset,
               "preprocess": dataset.preprocess, **chosen.sources(),
-              "input_shape": list(dataset.input_shape), **m.to_dict()}
+              "input_shape": list(dataset.input_shape), "batch_size": batch,
+              **({"batch_size_recorded": spec.batch_size} if batch < spec.batch_size else {}),
+              **m.to_dict()}
     if latency_runs is not None:  # after the metrics: timing forwards reset exit statistics
         from occ.latency import measure_latency
 
-        sample = next(iter(dataset.loader("test", 64)))[0]
+        big = batch_within(64, dataset.input_shape)
+        sample = next(iter(dataset.loader("test", big)))[0]
         result["latency"] = measure_latency(model, dataset.input_shape, device,
+                                            batch_sizes=(1, big) if big > 1 else (1,),
                                             runs=latency_runs, sample=sample)
     return result
+
+
+def eval_batch(recorded: int, input_shape: tuple[int, ...], *, where: str) -> int:
+    """The batch size to evaluate a file in: the one it records (``recorded``), shrunk
+    (and said, on stderr) when one batch of inputs would pass ``OCC_MAX_BATCH_VALUES``:
+    a few-KB file recording batch 100,000 and 1024 x 1024 images asked for 6 GB. The
+    figures then differ from the report's by float rounding at most."""
+    batch = batch_within(recorded, input_shape)
+    if batch < recorded:
+        shape = "×".join(str(d) for d in input_shape)
+        log.warning("%s: evaluated in batches of %s, not the recorded %s: %s inputs of %s "
+                    "are over the %s (figures may differ from the run's in float rounding)",
+                    where, f"{batch:,}", f"{recorded:,}", f"{recorded:,}", shape,
+                    MAX_BATCH_VALUES.hint())
+    return batch
 
 
 def _open_artifact(path: Path, options: dict[str, Any], *, trust_code: bool,

@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,14 +26,16 @@ import torch
 from occ.artifact import header as artifact_header
 from occ.artifact import model_io
 from occ.artifact.container import Artifact, encode_artifact, read_artifact
-from occ.errors import ArtifactError, RecipeError
-from occ.io import refuse_special
+from occ.errors import ArtifactError, OccError, RecipeError
+from occ.limits import check_input_file, file_kind, printable_path
 from occ.outputs import made_folders
 from occ.recipe import Recipe
+from occ.report.data import StageRecord
 from occ.version import __version__
 
 log = logging.getLogger("occ")
 LOCK_NAME = ".occ.lock"
+_PID_BYTES = 64  # a pid is at most ~20 digits: more is not a lock occ wrote
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -85,13 +88,41 @@ def save_state(path: Path, *, fingerprint: str, model: torch.nn.Module, header: 
 
 @dataclass
 class SavedState:
-    """A stage state read back: its header, tensors and report record."""
+    """A stage state read back: its header, tensors and report record (a mapping; its
+    fields are checked where it becomes a report row, :meth:`stage_record`), and the file
+    it was read from, which errors about it name."""
 
     artifact: Artifact
     record: dict[str, Any]
+    path: Path
+
+    def stage_record(self, i: int, stage: Any) -> StageRecord:
+        """Stage ``i``'s report row from this state, checked by type like a report.json
+        row (``StageRecord.from_dict``): a file the manifest vouches for may still have
+        been edited (the manifest is rewritten as easily), and its record is data.
+
+        Raises:
+            UnverifiedStateError: a field missing or of the wrong type, named with the file.
+        """
+        row = {**self.record, "index": i, "type": stage.type, "label": stage.label,
+               "config": stage.to_dict()}  # what the run knows itself: not read from the file
+        try:
+            record = StageRecord.from_dict(row, where="state.record")
+            if not isinstance(record.metrics.accuracy, (int, float)):  # the gates compare it
+                raise OccError("must be a number, got null",
+                               where="state.record.metrics.accuracy")
+        except OccError as err:
+            raise UnverifiedStateError(err.message, where=f"{self.path}: {err.where}") from None
+        except KeyError as err:
+            raise UnverifiedStateError(f"state.record: missing field {err}",
+                                       where=str(self.path)) from None
+        return record
 
 
-from occ.engine.state_manifest import StaleStateError  # noqa: E402  (torch-free home)
+from occ.engine.state_manifest import (  # noqa: E402  (torch-free home)
+    StaleStateError,
+    UnverifiedStateError,
+)
 
 
 def load_state(path: Path, fingerprint: str, *, where: str) -> SavedState | None:
@@ -110,7 +141,11 @@ def load_state(path: Path, fingerprint: str, *, where: str) -> SavedState | None
         raise StaleStateError(
             f"{path} was made by a different recipe, checkpoint, seed or version; "
             "remove it or use another --out", where=where)
-    return SavedState(artifact=artifact, record=state.get("record", {}))
+    record = state.get("record", {})
+    if not isinstance(record, dict):  # the manifest vouches for the file's bytes, not sense
+        raise UnverifiedStateError(f"state.record: must be a mapping, got "
+                                   f"{type(record).__name__}", where=str(path))
+    return SavedState(artifact=artifact, record=record, path=path)
 
 
 def restorable(path: Path, fingerprint: str, i: int, label: str,
@@ -158,7 +193,7 @@ class OutputLock:
             raise
 
     def _lock(self) -> OutputLock:
-        refuse_special(self.path)  # reading a FIFO left there as the lock would hang
+        self._check_lock_file()  # a FIFO left there would hang the read, /dev/zero never end
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -173,11 +208,20 @@ class OutputLock:
             return self
         raise RecipeError(f"cannot lock output directory {self.path.parent}")
 
-    def _holder_alive(self) -> bool:
+    def _check_lock_file(self) -> None:
+        """Refuse a lock path that is not a regular file (a directory, FIFO, device, or a
+        kernel pseudo-file under /proc or /sys, also through a symlink): occ reads its pid
+        and would remove it as stale. A missing file or a dangling link passes."""
         try:
-            pid = int(self.path.read_text().strip() or "0")
-        except (OSError, ValueError):
-            return False
+            check_input_file(self.path, error=RecipeError, what="lock file")
+        except RecipeError as err:
+            if not os.path.exists(self.path):  # gone meanwhile, or a dangling link: replaced
+                return
+            raise RecipeError(f"{err.message} (occ keeps the output folder's lock there: "
+                              "remove it)", where=err.where) from None
+
+    def _holder_alive(self) -> bool:
+        pid = self._holder_pid()
         if pid <= 0 or pid == os.getpid():
             return pid == os.getpid()
         try:
@@ -187,6 +231,30 @@ class OutputLock:
         except PermissionError:
             return True
         return True
+
+    def _holder_pid(self) -> int:
+        """The pid the lock file holds (0: none readable). At most ``_PID_BYTES`` are read,
+        from a regular file only (``O_NONBLOCK``: a FIFO swapped in after the check does
+        not block the open; it is refused by its ``fstat``)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+        except OSError:
+            return 0
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise RecipeError(f"is {file_kind(st.st_mode)}, not a regular lock file "
+                                  "(occ keeps the output folder's lock there: remove it)",
+                                  where=printable_path(self.path))
+            raw = os.read(fd, _PID_BYTES)
+        except OSError:
+            return 0
+        finally:
+            os.close(fd)
+        try:
+            return int(raw.decode("ascii").strip() or "0")
+        except (UnicodeDecodeError, ValueError):  # not a pid occ wrote: a stale lock
+            return 0
 
     def __exit__(self, *exc: object) -> None:
         self.path.unlink(missing_ok=True)

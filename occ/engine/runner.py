@@ -11,7 +11,6 @@ import time
 import weakref
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -21,7 +20,8 @@ from occ import metrics as metrics_mod
 from occ.artifact import header as artifact_header
 from occ.artifact import model_io
 from occ.artifact.checkpoint import load_checkpoint, load_into
-from occ.callables import imported_folders, source_folder
+from occ.artifact.container import decode_artifact
+from occ.callables import source_folder
 from occ.data import DataBundle, load_data
 from occ.engine import gates
 from occ.engine import load as loader
@@ -36,18 +36,18 @@ from occ.engine.classes import check_class_names, checkpoint_classes
 from occ.engine.context import ArchRef, RunContext
 from occ.engine.plan import Plan
 from occ.engine.probe import RECIPE_TERMS, InputTerms, build_for_data, check_model_fit
-from occ.errors import DataError, OccError, RecipeError, StageError
-from occ.io import atomic_write_text
+from occ.engine.run_header import final_header, run_header
+from occ.errors import ArtifactError, DataError, OccError, RecipeError, StageError
+from occ.io import atomic_write_files
 from occ.models.edits import tensor_equal
 from occ.outputs import stale_exports
 from occ.progress import Progress
 from occ.quality import Quality, quality
 from occ.recipe import Recipe, dump_recipe
 from occ.report.data import Report, StageRecord
-from occ.report.write import write_reports
+from occ.report.write import report_files
 from occ.techniques.registry import get_stage
 from occ.training import predict, resolve_device, seed_everything
-from occ.trust import code_references
 
 log = logging.getLogger("occ")
 
@@ -109,41 +109,11 @@ def _warn_baseline(report: Report, message: str | None) -> None:
         report.plan.setdefault("warnings", []).append(message)
 
 
-def _header(ctx: RunContext, plan: Plan, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
-    data = {"dataset": ctx.data.name, "task": ctx.data.task, "root": plan.recipe.data.root,
-            "preprocess": ctx.data.preprocess}
-    if ctx.data.classes is not None:  # index order: eval refuses data that renumbers them
-        data["classes"] = list(ctx.data.classes)
-    recipe = plan.recipe.to_dict()
-    # where the model's and data's user code came from: eval --trust-code looks there too
-    folders = imported_folders([ctx.arch.arch, *(ref for _, ref in code_references(recipe))])
-    return artifact_header.run_header(arch=ctx.arch.to_dict(), edits=ctx.edits,
-                                      input_shape=ctx.data.input_shape,
-                                      num_classes=ctx.data.num_classes, recipe=recipe,
-                                      plan=plan.to_dict(), data=data, metrics=metrics,
-                                      code_folders=folders)
-
-
-def final_header(ctx: RunContext, plan: Plan, final: metrics_mod.Metrics) -> dict[str, Any]:
-    """The written artifact's header: the run's, with the final metrics (less the file's
-    own size, which it decides)."""
-    summary = final.to_dict(layers=False)
-    summary.pop("bytes", None)
-    summary.pop("bits_per_weight", None)
-    return _header(ctx, plan, summary)
-
-
-def file_size(ctx: RunContext, plan: Plan, final: metrics_mod.Metrics) -> int:
-    """Bytes of the artifact ``ctx.model`` would be written as under ``plan`` with the
-    final metrics ``final`` (``occ ablate``'s size of an order: compress's file)."""
-    return len(model_io.artifact_bytes(ctx.model, final_header(ctx, plan, final), ctx.encoding))
-
-
 def measure_ctx(ctx: RunContext, plan: Plan, reference: torch.Tensor | None,
                 ) -> tuple[metrics_mod.Metrics, torch.Tensor]:
     """All metrics of ``ctx.model`` on the test split, and its outputs."""
     outputs, targets = predict(ctx.model, ctx.loader("test"), ctx.device)
-    size = len(model_io.artifact_bytes(ctx.model, _header(ctx, plan), ctx.encoding))
+    size = len(model_io.artifact_bytes(ctx.model, run_header(ctx, plan), ctx.encoding))
     m = metrics_mod.measure(ctx.model, outputs, targets, input_shape=ctx.data.input_shape,
                             device=ctx.device, reference=reference, size=size)
     return m, outputs
@@ -195,7 +165,7 @@ def _run_locked(plan: Plan, ctx: RunContext, *, resume: bool) -> Report:
                  if restoring else None)
         if saved is not None:
             restore(ctx, saved)
-            record, outputs = _record_from(saved.record, i, stage), None
+            record, outputs = saved.stage_record(i, stage), None
             log.info("stage %d/%d: %s restored from %s", i + 1, len(recipe.stages), stage.label,
                      path)
         else:
@@ -216,17 +186,17 @@ def _run_locked(plan: Plan, ctx: RunContext, *, resume: bool) -> Report:
     report.seconds = time.perf_counter() - started
     if not main:
         return report
-    # Written with the artifact, not before the stages: a run that fails validation or a
-    # stage leaves no resolved recipe behind that looks like a finished run's.
-    atomic_write_text(ctx.out_dir / "recipe.resolved.yaml", dump_recipe(recipe))
-    size = model_io.save(artifact, ctx.model, header, ctx.encoding)
-    _verify_round_trip(artifact, ctx, final_out)
-    report.record_artifact(str(artifact), size)
+    data = model_io.artifact_bytes(ctx.model, header, ctx.encoding)
+    _verify_round_trip(data, artifact, ctx, final_out)
+    report.record_artifact(str(artifact), len(data))
     for said in stale_exports(ctx.out_dir):
         log.warning("%s", said)
         _warn_baseline(report, said)
     report.seconds = time.perf_counter() - started
-    write_reports(report, ctx.out_dir)
+    # All made before any is written (a report that failed to render left a new model.occ
+    # by old reports); a failed run leaves no resolved recipe that looks like a finished one
+    atomic_write_files({ctx.out_dir / "recipe.resolved.yaml": dump_recipe(recipe),
+                        artifact: data, **report_files(report, ctx.out_dir)})
     return report
 
 
@@ -363,7 +333,7 @@ def save_state(ctx: RunContext, plan: Plan, path: Path, fingerprint: str,
                record: StageRecord | None = None, *, warnings: list[str] | None = None) -> None:
     """Save ``ctx``'s model as a stage state (``record``: the stage's report entry;
     ``warnings``: what the stages warned, kept for a resumed ``occ ablate``)."""
-    header = {**_header(ctx, plan), "encoding": ctx.encoding}  # plain JSON settings
+    header = {**run_header(ctx, plan), "encoding": ctx.encoding}  # plain JSON settings
     kept = record.to_dict() if record else {}
     if warnings:
         kept["warnings"] = list(warnings)
@@ -372,10 +342,15 @@ def save_state(ctx: RunContext, plan: Plan, path: Path, fingerprint: str,
 
 
 def restore(ctx: RunContext, saved: resume_mod.SavedState) -> None:
-    """Put a saved stage state back into ``ctx`` (model, arch, edits, encoding)."""
+    """Put a saved stage state back into ``ctx`` (model, arch, edits, encoding); an error
+    rebuilding it (code refused, tensors that do not fit) names the state file."""
     header = saved.artifact.header
-    ctx.model = loader.rebuild(saved.artifact, trust_code=ctx.trust_code,
-                                 template=_template(ctx)).to(ctx.device)
+    try:
+        model = loader.rebuild(saved.artifact, trust_code=ctx.trust_code,
+                               template=_template(ctx))
+    except OccError as err:
+        raise err.located(f"{saved.path}:") from None
+    ctx.model = model.to(ctx.device)
     ctx.arch = ArchRef(artifact_header.model_spec(header)["arch"],
                        artifact_header.model_kwargs(header))
     ctx.edits = list(artifact_header.edits(header))
@@ -387,16 +362,14 @@ def _template(ctx: RunContext) -> tuple[str, nn.Module] | None:
     return None if ctx.template is None else (ctx.template_arch, ctx.template)
 
 
-def _record_from(d: dict[str, Any], i: int, stage: Any) -> StageRecord:
-    m = dict(d["metrics"])
-    return StageRecord(index=i, type=stage.type, label=stage.label, config=stage.to_dict(),
-                       metrics=metrics_mod.Metrics(**m), seconds=d.get("seconds", 0.0),
-                       details=d.get("details", {}), notes=d.get("notes", []))
-
-
-def _verify_round_trip(path: Path, ctx: RunContext, outputs: torch.Tensor) -> None:
-    """Decode the written artifact and check it reproduces the evaluated model exactly."""
-    loaded = loader.load(path, trust_code=ctx.trust_code, template=_template(ctx))
+def _verify_round_trip(data: bytes, path: Path, ctx: RunContext, outputs: torch.Tensor) -> None:
+    """Decode the artifact about to be written at ``path`` and check it reproduces the
+    evaluated model exactly."""
+    try:
+        loaded = loader.rebuild(decode_artifact(data), trust_code=ctx.trust_code,
+                                template=_template(ctx), source=str(path))
+    except ArtifactError as err:  # named like occ.load names it
+        raise ArtifactError(err.message, where=str(path)) from None
     own = model_io.state_tensors(ctx.model)
     for name, t in model_io.state_tensors(loaded).items():
         if not tensor_equal(t, own[name]):

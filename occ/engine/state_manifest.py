@@ -1,10 +1,16 @@
 """The manifest of stage states a run wrote: resume reuses only files it lists.
 
 ``--resume`` rebuilds models from ``DIR/stages/*.occst``. A file found there is not proof
-that occ wrote it: it may be planted, edited, or left by another recipe. Each time a run
+that this run wrote it: it may be left by another recipe, or edited since. Each time a run
 saves a state it records the file's sha256 and fingerprint in ``manifest.json`` beside
 it; :func:`verify_state` refuses any state file that is not a regular file recorded there
 with the same digest and fingerprint, before a byte of it is parsed.
+
+That detects states from other runs and accidental edits, not a deliberate plant: the
+manifest holds no secret, so whoever can write the folder can rewrite it as well. What a
+planted state can do is bounded elsewhere: code it names is imported only with
+``--trust-code`` (``occ.trust``), and its report record is checked by type before it
+becomes a row of the report (``occ.engine.resume.SavedState.stage_record``).
 
 No torch here.
 """
@@ -19,8 +25,8 @@ from typing import Any
 from occ.errors import RecipeError
 from occ.io import atomic_write_text
 from occ.limits import MAX_ARTIFACT_BYTES, check_input_file
+from occ.outputs import STATE_MANIFEST as MANIFEST
 
-MANIFEST = "manifest.json"
 _MAX_MANIFEST = 1 << 20
 
 

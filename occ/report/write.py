@@ -14,8 +14,14 @@ from occ.report.markdown import to_markdown
 
 def write_reports(report: Report, out_dir: str | Path) -> None:
     """Write ``report.json``, ``report.md`` and ``report.html`` into ``out_dir`` atomically."""
+    atomic_write_files(report_files(report, out_dir))
+
+
+def report_files(report: Report, out_dir: str | Path) -> dict[Path, str]:
+    """``report.json``, ``report.md`` and ``report.html`` rendered, by their paths in
+    ``out_dir``, not yet written (a run writes them with its artifact, all rendered first)."""
     out = Path(out_dir)
-    atomic_write_files({out / "report.json": to_json(report), **_views(report, out)})
+    return {out / "report.json": to_json(report), **_views(report, out)}
 
 
 def _views(report: Report, out: Path) -> dict[Path, str]:
