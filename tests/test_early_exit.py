@@ -495,9 +495,10 @@ def test_a_head_that_learns_is_not_warned_about(data, trained, tmp_path: Path) -
 def test_an_exit_that_is_not_a_cut_stops_the_run_before_any_stage(
         recipe_factory, monkeypatch: pytest.MonkeyPatch) -> None:
     """A module that exists but is no cut (here the last layer) is refused before the
-    prune trains, with the line the stage itself gives when it runs."""
-    path = recipe_factory([{"type": "prune", "sparsity": 0.5, "epochs": 1},
-                           {"type": "early_exit", "exits": ["classifier.3"], "epochs": 1}])
+    prune trains, with the line the stage itself gives when it runs: both name the stage
+    as the recipe lists it (stages[0]; it runs second)."""
+    path = recipe_factory([{"type": "early_exit", "exits": ["classifier.3"], "epochs": 1},
+                           {"type": "prune", "sparsity": 0.5, "epochs": 1}])
     runs: list[str] = []
     real = __import__("occ.engine.runner", fromlist=["run_stage"]).run_stage
 
@@ -510,7 +511,7 @@ def test_an_exit_that_is_not_a_cut_stops_the_run_before_any_stage(
     assert early.exit_code == 2 and runs == []
     line = early.stderr.strip()
     assert len(line.splitlines()) == 1
-    assert f"{path}: stages[1].exits[0]: 'classifier.3' is not a valid exit point (a value " \
+    assert f"{path}: stages[0].exits[0]: 'classifier.3' is not a valid exit point (a value " \
            "computed before it is still needed after it); valid: features.0" in line
     monkeypatch.setattr("occ.engine.preflight.check_references",
                         lambda plan, model, ctx=None: None)

@@ -176,6 +176,7 @@ class _Runner:
         self.recipe, self.ctx, self.out_dir = recipe, ctx, out_dir
         self.sha = checkpoint_sha
         self.builtin = make_plan(recipe)  # compress's plan of the recipe as given
+        self.written = {id(stage): i for i, stage in enumerate(recipe.stages)}
         self.cache: dict[tuple[str, ...], dict[str, Any]] = {}
         self.executed = 0
         self.warned: dict[tuple[str, ...], list[str]] = {(): []}  # by prefix, as cache
@@ -201,10 +202,12 @@ class _Runner:
         if [s.label for s in stages] == self.builtin.labels:
             return self.builtin
         recipe = replace(self.recipe, stages=tuple(stages), order="as-written")
+        where = tuple(self.written[id(s)] for s in stages)  # errors name the recipe's stages[i]
         try:
-            return make_plan(recipe)
+            return replace(make_plan(recipe), positions=where)
         except RecipeError:  # a stage's requirement unmet in this order: it fails when run
-            return Plan(recipe=recipe, written=tuple(s.label for s in stages), reordered=False)
+            return Plan(recipe=recipe, written=tuple(s.label for s in stages), reordered=False,
+                        positions=where)
 
     def _fingerprint(self, stages: list[Stage]) -> str:
         recipe = replace(self.recipe, stages=tuple(stages))

@@ -175,7 +175,7 @@ def _run_locked(plan: Plan, ctx: RunContext, *, resume: bool) -> Report:
             if main:
                 save_state(ctx, plan, path, prints[i], record)
         report.stages.append(record)
-        _check_quality(recipe, record, ctx.out_dir, i)
+        _check_quality(plan, record, ctx.out_dir, i)
     if outputs is None:  # the last stage was restored, not run: its outputs are not in hand
         outputs = predict(ctx.model, ctx.loader("test"), ctx.device)[0]
     final_out = outputs
@@ -204,6 +204,7 @@ def run_stage(ctx: RunContext, plan: Plan, i: int,
               base_out: torch.Tensor) -> tuple[StageRecord, torch.Tensor]:
     """Run stage ``i`` of ``plan`` on ``ctx``; its record and the model's test outputs."""
     stage = plan.recipe.stages[i]
+    written = plan.written_index(i)  # messages name the stage as the recipe lists it
     log.info("stage %d/%d: %s", i + 1, len(plan.recipe.stages), stage.label)
     before = _val_quality(ctx)  # before seeding: the stage's randomness stays as it was
     seed_everything(ctx.seed * 1000 + i)  # per-stage seed: resumed runs repeat exactly
@@ -212,16 +213,16 @@ def run_stage(ctx: RunContext, plan: Plan, i: int,
     try:
         result = get_stage(stage.type).run(ctx, stage.config)
     except RecipeError as err:  # a config only checkable against the model: name the stage
-        raise err.located(f"{plan.recipe.source}: stages[{i}]") from None
+        raise err.located(f"{plan.recipe.source}: stages[{written}]") from None
     except OccError:
         raise
     except Exception as err:  # noqa: BLE001  (any other failure is a failed run: exit 1)
-        raise StageError(f"stages[{i}] {stage.label} failed: {type(err).__name__}: "
+        raise StageError(f"stages[{written}] {stage.label} failed: {type(err).__name__}: "
                          f"{str(err)[:300]}") from err
     _check_finite(ctx.model, stage.label)
     if before is not None:
         after = _val_quality(ctx, fresh=True)  # the stage changed the model (in place or not)
-        gates.check_stage(plan.recipe.guard, label=stage.label, index=i, before=before,
+        gates.check_stage(plan.recipe.guard, label=stage.label, index=written, before=before,
                           after=after, baseline=_val_quality(ctx, baseline=True),
                           config=stage.to_dict(), details=result.details,
                           saved_dir=str(ctx.out_dir / "stages"))
@@ -315,9 +316,10 @@ def _begin_stage(progress: Progress, label: str, data: DataBundle,
     begin(label, val_accuracy)
 
 
-def _check_quality(recipe: Recipe, record: StageRecord, out_dir: Path, i: int) -> None:
-    """Stop the run (exit 1) when stage ``i`` broke ``min_accuracy`` / ``max_mae``."""
-    m = record.metrics
+def _check_quality(plan: Plan, record: StageRecord, out_dir: Path, i: int) -> None:
+    """Stop the run (exit 1) when stage ``i`` (run order) broke ``min_accuracy`` /
+    ``max_mae``."""
+    recipe, m = plan.recipe, record.metrics
     if recipe.min_accuracy is not None and m.accuracy < recipe.min_accuracy:
         what = f"accuracy collapsed to {m.accuracy:.2f}% (< min_accuracy {recipe.min_accuracy})"
     elif recipe.max_mae is not None and m.mae is not None and m.mae > recipe.max_mae:
@@ -326,7 +328,7 @@ def _check_quality(recipe: Recipe, record: StageRecord, out_dir: Path, i: int) -
         return
     last_good = (f"; last good state: "
                  f"{resume_mod.state_path(out_dir, i - 1, recipe.stages[i - 1].type)}" if i else "")
-    raise StageError(f"stages[{i}] {record.label}: {what}{last_good}")
+    raise StageError(f"stages[{plan.written_index(i)}] {record.label}: {what}{last_good}")
 
 
 def save_state(ctx: RunContext, plan: Plan, path: Path, fingerprint: str,
