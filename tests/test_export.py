@@ -422,3 +422,42 @@ def test_exit_metadata_of_a_foreign_onnx_file_is_checked(cuts: str, thresholds: 
                                         "exit_criterion": "confidence"})
     with pytest.raises(CheckpointError, match=match):
         ExitSession(proto)
+
+
+class _ExitNamed(torch.nn.Module):
+    """A graph whose outputs are named like occ's early-exit export, ``exit`` a constant."""
+
+    def __init__(self, exit_value: int) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(28 * 28, 10)
+        self.exit_value = exit_value
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.fc(x.flatten(1)), torch.zeros(x.shape[0], dtype=torch.int64) + self.exit_value
+
+
+@pytest.mark.parametrize("value", [-1, 10**9, 0])
+def test_an_exit_output_is_read_only_from_occs_exports_and_checked(
+        tmp_path: Path, value: int) -> None:
+    """A file's ``exit`` output is data: read only when its metadata marks an occ
+    early-exit export, and each value must be one of its exits (10**9 made bincount
+    allocate 7.5 GiB, -1 was an unexpected ValueError)."""
+    path = tmp_path / "named.onnx"
+    torch.onnx.export(_ExitNamed(value), torch.zeros(1, 1, 28, 28), str(path),
+                      input_names=["input"], output_names=["logits", "exit"],
+                      dynamic_axes={"input": {0: "b"}, "logits": {0: "b"}, "exit": {0: "b"}},
+                      dynamo=False)
+    plain = CliRunner().invoke(app, ["eval", str(path), "--data", "mnist5k", "--json"])
+    assert plain.exit_code == 0, plain.output  # not occ's: its outputs are just names
+    assert "exits" not in json.loads(plain.stdout)
+    proto = onnx.load(str(path))
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "exit_points", ""  # claims to be occ's, with no heads
+    onnx.save(proto, str(path))
+    marked = CliRunner().invoke(app, ["eval", str(path), "--data", "mnist5k", "--json"])
+    if value == 0:  # every row at the end, the one exit it has
+        assert marked.exit_code == 0, marked.output
+        assert json.loads(marked.stdout)["exits"]["counts"] == [1000]
+        return
+    assert marked.exit_code == 2, marked.output
+    assert "the graph's 'exit' output must be one exit index in [0, 0] per row" in marked.stdout

@@ -104,8 +104,7 @@ def evaluate_onnx(path: str | os.PathLike[str], *, data: str | None = None,
         "accuracy": 100.0 * float((np.concatenate(preds) == target).mean()),
         "bytes": path.stat().st_size, "format": meta.get("occ_format", "onnx")}
     if exits:
-        every = (len(model.segments) + 1 if isinstance(model, ExitSession)
-                 else model.exits or 1)
+        every = len(model.segments) + 1 if isinstance(model, ExitSession) else model.exits
         counts = np.bincount(np.concatenate(exits), minlength=every)
         result["exits"] = {"counts": counts.tolist(),
                            "shares": (counts / counts.sum()).tolist()}

@@ -75,18 +75,22 @@ class PlainSession:
 
     An occ early-exit export without cuts (the float export, where every exit runs and the
     graph picks per row; an int8 one whose stage dropped every exit) also outputs ``exit``,
-    each row's exit index: ``last_exit`` holds it after ``run`` (else None), and ``exits``
-    counts the exits, the end included (None without an ``exit`` output).
+    each row's exit index. With ``early_exit`` (its metadata says it is one), ``exits``
+    counts its exits from its outputs (one ``exit<e>_logits`` per head, and the end), and
+    ``last_exit`` holds each row's index after ``run``, checked to be one of them; else
+    ``exits`` is None and ``exit`` is not read.
     """
 
-    def __init__(self, path: str | os.PathLike[str], threads: int = 1) -> None:
-        self.session = _session(str(path), threads)
+    def __init__(self, path: str | os.PathLike[str], threads: int = 1,
+                 early_exit: bool = False) -> None:
+        self.path = str(path)
+        self.session = _session(self.path, threads)
         self.input = self.session.get_inputs()[0].name  # "input" in occ's; others vary
         self.last_exit: np.ndarray | None = None
         names = [o.name for o in self.session.get_outputs()]
-        self._exit = names.index("exit") if names[:1] == ["logits"] and "exit" in names else None
         heads = sum(1 for n in names if n.startswith("exit") and n.endswith("_logits"))
-        self.exits = heads + 1 if self._exit is not None else None
+        ours = early_exit and names[:2] == ["logits", "exit"]
+        self.exits = heads + 1 if ours else None
 
     def input_shape(self) -> list[int | str]:
         """The graph input's declared shape (names or None for dynamic sizes)."""
@@ -99,19 +103,30 @@ class PlainSession:
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """(B, K) logits of ``x`` (B, C, H, W), any B: a static-batch graph runs it in
-        pieces of its batch (``in_pieces``)."""
-        if self._exit is None:
+        pieces of its batch (``in_pieces``).
+
+        Raises:
+            CheckpointError: the ``exit`` output is not one integer per row, each one of
+                the ``exits`` (a file's graph computes it: it is data, like the metadata).
+        """
+        if self.exits is None:
             return in_pieces(lambda b: self.session.run(None, {self.input: b})[0], x,
                              self.batch)
-        exits: list[np.ndarray] = []
+        taken: list[np.ndarray] = []
 
         def one(b: np.ndarray) -> np.ndarray:
-            out = self.session.run(None, {self.input: b})
-            exits.append(np.asarray(out[self._exit]).reshape(-1))
-            return out[0]
+            logits, exit_ = self.session.run(None, {self.input: b})[:2]
+            exit_ = np.asarray(exit_)
+            if (exit_.shape != (len(b),) or not np.issubdtype(exit_.dtype, np.integer)
+                    or exit_.size and not (exit_.min() >= 0 and exit_.max() < self.exits)):
+                raise CheckpointError(f"the graph's 'exit' output must be one exit index "
+                                      f"in [0, {self.exits - 1}] per row, got "
+                                      f"{exit_.dtype} {exit_.shape}", where=self.path)
+            taken.append(exit_.astype(np.int64))
+            return logits
 
         logits = in_pieces(one, x, self.batch)
-        self.last_exit = np.concatenate(exits)[:len(x)].astype(np.int64)  # padding is last
+        self.last_exit = np.concatenate(taken)[:len(x)]  # the padding rows come last
         return logits
 
 
@@ -228,8 +243,9 @@ def open_onnx(path: str | os.PathLike[str], threads: int = 1) -> PlainSession | 
             return ExitSession(proto, threads)
         except CheckpointError as err:  # "occ_exit_cuts: ..." names the file's metadata
             raise CheckpointError(err.message, where=f"{path}: metadata {err.where}") from None
+    early_exit = any(p.key == "exit_points" for p in proto.metadata_props)  # occ's export
     del proto  # onnxruntime loads the file again from its path
-    return PlainSession(path, threads)
+    return PlainSession(path, threads, early_exit=early_exit)
 
 
 def check_external_data(proto: Any, path: str | os.PathLike[str]) -> int:
