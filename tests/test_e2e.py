@@ -61,6 +61,20 @@ def test_an_order_against_the_built_in_one_is_said_on_stderr(
     assert warned[0] in caplog.text  # on stderr, not only in report.json
 
 
+def test_an_artifact_over_the_read_limit_is_not_written(
+        recipe_factory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The round trip decodes from memory: the file's size limit is checked there, as
+    occ.load / occ eval would check it (before, compress wrote a file they refused)."""
+    recipe = recipe_factory([{"type": "prune", "sparsity": 0.5}])
+    monkeypatch.setenv("OCC_MAX_ARTIFACT_BYTES", "3000")
+    result = CliRunner().invoke(app, ["compress", str(recipe)])
+    assert result.exit_code == 2, result.output
+    line = result.stderr.strip().splitlines()[-1]
+    assert "model.occ: would be" in line and "more than occ reads back" in line
+    assert "OCC_MAX_ARTIFACT_BYTES=N" in line
+    assert not list(Path(recipe).parent.rglob("model.occ"))
+
+
 def test_resolved_recipe_reloads_equal(recipe_factory) -> None:
     from occ.recipe import load_recipe
 

@@ -366,7 +366,13 @@ def _template(ctx: RunContext) -> tuple[str, nn.Module] | None:
 
 def _verify_round_trip(data: bytes, path: Path, ctx: RunContext, outputs: torch.Tensor) -> None:
     """Decode the artifact about to be written at ``path`` and check it reproduces the
-    evaluated model exactly."""
+    evaluated model exactly (and that occ will read it back: within its size limit)."""
+    from occ.limits import MAX_ARTIFACT_BYTES
+
+    if len(data) > MAX_ARTIFACT_BYTES.value():
+        raise ArtifactError(f"would be {len(data):,} bytes, more than occ reads back "
+                            f"({MAX_ARTIFACT_BYTES.hint()}, where it is loaded too); not "
+                            "written", where=str(path))
     try:
         loaded = loader.rebuild(decode_artifact(data), trust_code=ctx.trust_code,
                                 template=_template(ctx), source=str(path))
