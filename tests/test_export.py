@@ -175,6 +175,23 @@ def test_static_batch_and_cli_json(pruned: Path, tmp_path: Path) -> None:
     static = api.evaluate(tmp_path / "b3.onnx", latency=True, latency_runs=2)
     assert static["accuracy"] == dynamic["accuracy"]
     assert [b["batch_size"] for b in static["latency"]["batches"]] == [3]  # as it deploys
+    assert static["batch_size"] == 3  # scored in its own batch, which every run pads to
+
+
+def test_a_static_batch_over_the_batch_limit_is_refused_and_occs_batch_is_shrunk(
+        pruned: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """OCC_MAX_BATCH_VALUES bounds an ONNX eval's batch: occ's 256 shrinks, said on stderr;
+    a static-batch graph cannot shrink (every run pads to it), so one over it is refused."""
+    api.export(pruned, tmp_path / "b8.onnx", batch_size=8)
+    api.export(pruned, tmp_path / "dyn.onnx")
+    monkeypatch.setenv("OCC_MAX_BATCH_VALUES", str(5 * 28 * 28))  # 5 digits
+    refused = CliRunner().invoke(app, ["eval", str(tmp_path / "b8.onnx")])
+    assert refused.exit_code == 2, refused.output
+    assert "the graph takes batches of exactly 8 inputs of 1×28×28, over the limit" in \
+        refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    shrunk = api.evaluate(tmp_path / "dyn.onnx")
+    assert shrunk["batch_size"] == 5 and "evaluated in batches of 5, not occ's 256" in caplog.text
 
 
 @pytest.mark.slow

@@ -84,10 +84,10 @@ def evaluate_onnx(path: str | os.PathLike[str], *, data: str | None = None,
     dataset = load_for_eval(chosen, trust_code=trust_code, search=search)
     check_class_names(recorded_classes(meta, where=str(path)), dataset, where=str(path))
     _check_input(model, dataset, path)
+    batch = _batch(model, dataset.input_shape, path)  # before any run: a static one pads
     check_fit(lambda x: model.run(x.numpy()), dataset, where=str(path), terms=ONNX_TERMS,
               errors=(Exception,), scores_only=True)  # onnxruntime's errors are Exceptions
     preds, targets, exits = [], [], []
-    batch = batch_within(256, dataset.input_shape)  # 256 x 3 x 8192 x 8192 is 200 GB
     for x, y in dataset.loader("test", batch):
         preds.append(_scores(model, x.numpy(), dataset, path).argmax(1))
         targets.append(y.numpy())
@@ -117,6 +117,24 @@ def evaluate_onnx(path: str | os.PathLike[str], *, data: str | None = None,
                                                  threads=torch.get_num_threads(),
                                                  runs=latency_runs, sample=sample)
     return result
+
+
+def _batch(model: Any, input_shape: tuple[int, ...], path: Path) -> int:
+    """The batch to score in: occ's 256, shrunk within ``OCC_MAX_BATCH_VALUES`` (256 x 3 x
+    8192 x 8192 is 200 GB; said on stderr), or a static-batch graph's own (it pads every
+    run to it: one over the limit is refused)."""
+    from occ.engine.evaluate import eval_batch
+    from occ.limits import MAX_BATCH_VALUES, batch_within
+
+    fixed = getattr(model, "batch", None)
+    if fixed is None:
+        return eval_batch(256, input_shape, where=str(path), whose="occ's")
+    if batch_within(fixed, input_shape) < fixed:
+        shape = "×".join(str(d) for d in input_shape)
+        raise DataError(f"the graph takes batches of exactly {fixed:,} inputs of {shape}, over "
+                        f"the {MAX_BATCH_VALUES.hint()}; refused before running it",
+                        where=str(path))
+    return fixed
 
 
 def _check_input(model: Any, dataset: Any, path: Path) -> None:

@@ -146,17 +146,19 @@ def evaluate_path(path: Path, *, data: str | None, root: str | None, trust_check
     return result
 
 
-def eval_batch(recorded: int, input_shape: tuple[int, ...], *, where: str) -> int:
-    """The batch size to evaluate a file in: the one it records (``recorded``), shrunk
-    (and said, on stderr) when one batch of inputs would pass ``OCC_MAX_BATCH_VALUES``:
-    a few-KB file recording batch 100,000 and 1024 x 1024 images asked for 6 GB. The
-    figures then differ from the report's by float rounding at most."""
+def eval_batch(recorded: int, input_shape: tuple[int, ...], *, where: str,
+               whose: str = "the recorded") -> int:
+    """The batch size to evaluate a file in: the one it records (``recorded``; ``whose``
+    names it: an ONNX file's is occ's default), shrunk (and said, on stderr) when one batch
+    of inputs would pass ``OCC_MAX_BATCH_VALUES``: a few-KB file recording batch 100,000
+    and 1024 x 1024 images asked for 6 GB. The figures then differ from the run's by float
+    rounding at most."""
     batch = batch_within(recorded, input_shape)
     if batch < recorded:
         shape = "×".join(str(d) for d in input_shape)
-        log.warning("%s: evaluated in batches of %s, not the recorded %s: %s inputs of %s "
+        log.warning("%s: evaluated in batches of %s, not %s %s: %s inputs of %s "
                     "are over the %s (figures may differ from the run's in float rounding)",
-                    where, f"{batch:,}", f"{recorded:,}", f"{recorded:,}", shape,
+                    where, f"{batch:,}", whose, f"{recorded:,}", f"{recorded:,}", shape,
                     MAX_BATCH_VALUES.hint())
     return batch
 
