@@ -192,3 +192,14 @@ def test_root_for_data_that_reads_no_folder_is_refused(tmp_path: Path) -> None:
     assert line == ("error: --root: digits is embedded in occ and reads no folder; leave "
                     "--root out\n")
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_a_file_recording_a_batch_over_the_recipe_cap_still_evaluates() -> None:
+    """Files written before data.batch_size had a cap may record more: read as the cap (eval
+    bounds its batch anyway), not refused, which made them unreadable."""
+    from occ.engine.data_options import eval_data
+    from occ.limits import MAX_BATCH_SIZE
+
+    chosen = eval_data({"dataset": "mnist5k", "batch_size": 100_000}, {},
+                       where="old.occ: header recipe.data")
+    assert chosen.spec.batch_size == MAX_BATCH_SIZE

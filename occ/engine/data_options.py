@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from occ.errors import OccError
+from occ.limits import MAX_BATCH_SIZE
 from occ.recipe import DataSpec
 
 EVAL_OPTIONS: dict[str, str] = {"dataset": "--data", "root": "--root", "mean": "--mean",
@@ -117,6 +118,8 @@ def eval_data(recorded: Mapping[str, Any] | None, options: Mapping[str, Any], *,
 
     ``where`` / ``preprocess_where``: where in the file ``recorded`` / ``preprocess`` were
     read (``model.occ: header recipe.data``); an error about a value from there names it.
+    A recorded ``batch_size`` over a recipe's cap (a file written before it) is read as
+    the cap: eval bounds its batch anyway (``evaluate.eval_batch``).
 
     Raises:
         RecipeError: a bad option (named by the option: ``--channels: must be 1 ...``), a
@@ -141,6 +144,9 @@ def eval_data(recorded: Mapping[str, Any] | None, options: Mapping[str, Any], *,
                 origins.pop(key, None)
                 if preprocess_where:
                     origins[key] = preprocess_where
+    recorded_batch = base.get("batch_size")
+    if isinstance(recorded_batch, int) and recorded_batch > MAX_BATCH_SIZE:
+        base["batch_size"] = MAX_BATCH_SIZE  # a file from before the cap: eval shrinks it
     if "image_size" in given:  # the square side given replaces a recorded resize + crop
         for key in ("resize", "crop"):
             base.pop(key, None)
