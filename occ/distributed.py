@@ -69,14 +69,23 @@ def setup() -> torch.device | None:
         size = launched_size()
         _env_int("RANK", 0, size - 1, f"for WORLD_SIZE {size}")
         _env_int("MASTER_PORT", 1, 65535, "a TCP port number")
+        local = _local_rank()  # before joining, as the others: a bad one cannot take part
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend=backend)
-    if torch.cuda.is_available():
-        count = torch.cuda.device_count()
-        local = _env_int("LOCAL_RANK", 0, count - 1, f"{count} GPU(s) here", default="0")
+    else:
+        local = _local_rank()
+    if local is not None:
         torch.cuda.set_device(local)
         return torch.device("cuda", local)
     return torch.device("cpu")
+
+
+def _local_rank() -> int | None:
+    """This rank's GPU (``LOCAL_RANK``, checked against the GPUs here); None without CUDA."""
+    if not torch.cuda.is_available():
+        return None
+    count = torch.cuda.device_count()
+    return _env_int("LOCAL_RANK", 0, count - 1, f"{count} GPU(s) here", default="0")
 
 
 def _env_int(name: str, low: int, high: int, why: str, *, default: str | None = None) -> int:

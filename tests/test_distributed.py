@@ -160,10 +160,13 @@ def test_a_world_size_without_torchrun_s_other_variables_exits_2(
      "MASTER_PORT: must be an integer in [1, 65535] (a TCP port number), got '70000'"),
     ({"RANK": "5"}, "RANK: must be an integer in [0, 1] (for WORLD_SIZE 2), got '5'"),
     ({"RANK": "-1"}, "RANK: must be an integer in [0, 1] (for WORLD_SIZE 2), got '-1'"),
-], ids=["port-text", "port-range", "rank-high", "rank-negative"])
+    ({"LOCAL_RANK": "3"}, "LOCAL_RANK: must be an integer in [0, 1] (2 GPU(s) here), got '3'"),
+], ids=["port-text", "port-range", "rank-high", "rank-negative", "local-rank-gpus"])
 def test_torchrun_variables_out_of_range_exit_2_before_joining(
         monkeypatch: pytest.MonkeyPatch, env: dict[str, str], line: str) -> None:
-    """A rank that can never join would wait out torch's 30-minute timeout: refused at once."""
+    """A rank that can never join would wait out torch's 30-minute timeout: refused at once.
+    (LOCAL_RANK: on a machine said to have 2 GPUs.)"""
+    import torch
     import torch.distributed as dist
 
     from occ import distributed
@@ -173,6 +176,9 @@ def test_torchrun_variables_out_of_range_exit_2_before_joining(
         raise AssertionError("init_process_group was called")
 
     monkeypatch.setattr(dist, "init_process_group", never)
+    if "LOCAL_RANK" in env:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     base = {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29517"}
     for name, value in {**base, **env}.items():
         monkeypatch.setenv(name, value)

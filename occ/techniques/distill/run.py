@@ -107,10 +107,10 @@ def check_student(ctx: RunContext, config: DistillConfig) -> None:
     data and fits the teacher, its init and hints apply; the same error the stage would
     give after the baseline and every earlier stage, now before them. Draws no random
     numbers the stages would see."""
-    import torch
+    from occ.training import rng_preserved
 
     where = next((p.device for p in ctx.model.parameters()), None)
-    with torch.random.fork_rng(devices=[]):
+    with rng_preserved(ctx.stage_device(config.device)):
         setup = _setup(ctx, config)
     if setup.hints is not None:
         setup.hints.close()
