@@ -153,12 +153,11 @@ def _has_control(text: str) -> bool:
 
 
 @contextlib.contextmanager
-def user_folders(search: Iterable[str | Path] = (), *, cwd: bool = True) -> Iterator[None]:
-    """The working directory (unless not ``cwd``) and ``search`` on ``sys.path`` for the
-    block: where a trusted unpickle (``--trust-checkpoint``) finds the user's classes, as
-    :func:`import_callable` finds their builders (the console script does not put the
-    working directory there)."""
-    folders = [str(Path(p).resolve()) for p in ((Path.cwd(),) if cwd else ()) + (*search,)]
+def user_folders(search: Iterable[str | Path] = ()) -> Iterator[None]:
+    """The working directory and ``search`` on ``sys.path`` for the block: where a trusted
+    unpickle (``--trust-checkpoint``) finds the user's classes, as :func:`import_callable`
+    finds their builders (the console script does not put the working directory there)."""
+    folders = [str(Path(p).resolve()) for p in (Path.cwd(), *search)]
     added = [f for f in dict.fromkeys(folders) if f not in sys.path]
     sys.path[len(sys.path):] = added  # after what is installed: never shadow a package
     try:

@@ -293,3 +293,13 @@ def test_an_orders_bytes_are_the_file_compress_writes_for_it(recipe_factory) -> 
     assert row["metrics"]["bytes"] == report.artifact_bytes
     assert row["metrics"]["accuracy"] == report.final_metrics().accuracy
     assert doc["baseline"]["bytes"] == report.baseline.bytes
+
+
+def test_warnings_read_back_from_a_saved_state_stay_lines_within_bounds() -> None:
+    from occ.engine.ablate import SAVED_WARNINGS, WARNING_CHARS, _saved_warnings
+
+    planted = {"warnings": ["a\n## injected heading\n- b", "x" * 10**5, 7, *["w"] * 100]}
+    said = _saved_warnings(planted)
+    assert said[0] == "a ## injected heading - b" and len(said[1]) == WARNING_CHARS
+    assert len(said) == SAVED_WARNINGS - 1 and all("\n" not in w for w in said)
+    assert _saved_warnings({"warnings": "not a list"}) == []

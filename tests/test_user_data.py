@@ -384,6 +384,13 @@ def test_compress_model_with_train_data_alone_measures_on_the_carved_val_data_an
             "held-out figures")
     assert said in caplog.text and said in result.report.plan["warnings"]
     assert result.accuracy > 50.0
+    from occ.errors import DataError
+
+    with pytest.raises(DataError, match=r"data\.test: no test data given and no val data to "
+                                        r"measure on instead \(val_size 0\)"):
+        occ.compress(model, {"stages": [{"type": "quantize", "weight_bits": 8, "mode": "ptq"}],
+                             "data": {"val_size": 0}},
+                     train_data=torch.utils.data.TensorDataset(x, y))
 
 
 def test_an_artifact_its_reference_cannot_rebuild_is_said_before_the_run_and_loads_on_a_model(

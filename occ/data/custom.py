@@ -69,7 +69,12 @@ def bundle_from_splits(name: str, splits: Mapping[str, Any], spec: DataSpecLike 
         val_size = getattr(spec, "val_size", None)
         train_idx, val_idx = split_val(len(train), val_size, getattr(spec, "limit_train", None))
         train, parts["val"] = Subset(train, train_idx.tolist()), Subset(train, val_idx.tolist())
-    parts.setdefault("test", parts["val"])  # only with test_from_val (checked above)
+    if "test" not in parts:  # only with test_from_val (checked above)
+        if len(parts["val"]) == 0:
+            raise DataError("no test data given and no val data to measure on instead "
+                            "(val_size 0): pass test_data= (or val_data=), or a val_size "
+                            "above 0", where="data.test")
+        parts["test"] = parts["val"]
     x, y = _first_sample(parts["test"], "test")
     task = "regression" if torch.is_tensor(y) and y.is_floating_point() else "classification"
     num_classes = (int(y.numel()) if task == "regression"

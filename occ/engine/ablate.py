@@ -366,10 +366,18 @@ def warnings_logged() -> Iterator[list[str]]:
         log.removeHandler(handler)
 
 
+SAVED_WARNINGS, WARNING_CHARS = 64, 2000  # a state's warnings are data: kept within these
+
+
 def _saved_warnings(record: dict[str, Any]) -> list[str]:
-    """The warnings a saved prefix state recorded (an interrupted ablation resumed)."""
+    """The warnings a saved prefix state recorded (an interrupted ablation resumed): at most
+    ``SAVED_WARNINGS`` strings, each one line of at most ``WARNING_CHARS`` (they go into
+    ``ablation.md``, where a line break would write its own lines)."""
     said = record.get("warnings", [])
-    return [w for w in said if isinstance(w, str)] if isinstance(said, list) else []
+    if not isinstance(said, list):
+        return []
+    return [" ".join(w.split())[:WARNING_CHARS] for w in said[:SAVED_WARNINGS]
+            if isinstance(w, str)]
 
 
 def _merged(before: list[str], said: list[str]) -> list[str]:
