@@ -453,6 +453,7 @@ class _ExitNamed(torch.nn.Module):
         return self.fc(x.flatten(1)), torch.zeros(x.shape[0], dtype=torch.int64) + self.exit_value
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch's torchscript exporter
 @pytest.mark.parametrize("value", [-1, 10**9, 0])
 def test_an_exit_output_is_read_only_from_occs_exports_and_checked(
         tmp_path: Path, value: int) -> None:
