@@ -105,3 +105,27 @@ def recipe_text(name: str) -> str:
         raise RecipeError(f"no shipped recipe {name!r}{hint}; available: {', '.join(names)}",
                           where="occ recipes")
     return resources.files("occ.recipes").joinpath(f"{stem}.yaml").read_text(encoding="utf-8")
+
+
+def printed_recipe(name: str) -> str:
+    """``occ recipes NAME``: the shipped recipe made to run from the folder it is printed
+    into. In the source tree its paths lead from ``recipes/`` to ``../runs/``; printed, they
+    are ``runs/`` beside the file, and a first comment says how to make the baseline it
+    reads (``occ train`` with the recipe's model and data), or to pass ``--checkpoint``."""
+    import yaml
+
+    text = recipe_text(name).replace("../runs/", "runs/")
+    doc = yaml.safe_load(text)  # occ's own file
+    model, data = doc.get("model", {}), doc.get("data", {})
+    flags = "".join(f" --{flag} {data[key]}" for key, flag in (
+        ("pad_to", "pad-to"), ("image_size", "image-size"), ("channels", "channels"))
+        if key in data)
+    if "width" in model.get("kwargs", {}):
+        flags += f" --width {model['kwargs']['width']}"
+    stem = name[: -len(".yaml")] if name.endswith(".yaml") else name
+    head = (f"# Printed by `occ recipes {stem}`: paths are relative to this file's folder.\n"
+            "# Make the baseline it reads first (or pass --checkpoint to occ compress):\n"
+            f"#   occ train {model.get('arch')} --data {data.get('dataset')}{flags} "
+            f"--out {model.get('checkpoint')}\n"
+            "# (the comments below may give this recipe's own epochs and lr)\n")
+    return head + text

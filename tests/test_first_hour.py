@@ -63,7 +63,11 @@ def test_recipes_are_shipped_in_the_package_and_equal_the_repos() -> None:
     listed = invoke("recipes", "--json")
     assert [r["name"] for r in json.loads(listed.stdout)] == [n[:-5] for n in packaged]
     shown = invoke("recipes", "demo")
-    assert shown.exit_code == 0 and shown.stdout == (ROOT / "recipes" / "demo.yaml").read_text()
+    shipped = (ROOT / "recipes" / "demo.yaml").read_text()
+    assert shown.exit_code == 0 and shown.stdout.endswith(shipped.replace("../runs/", "runs/"))
+    assert "#   occ train lenet5 --data mnist5k --out runs/demo/baseline.pt\n" in shown.stdout
+    as_json = invoke("recipes", "demo", "--json")
+    assert json.loads(as_json.stdout) == {"name": "demo", "text": shown.stdout}
     assert "did you mean 'demo'" in invoke("recipes", "dmeo").stderr
 
 
@@ -162,3 +166,30 @@ def test_readme_python_api_example_runs(tmp_path: Path, monkeypatch: pytest.Monk
     torch = scope["torch"]
     x = torch.stack([scope["test"][i][0] for i in range(len(scope["test"]))])
     assert torch.equal(scope["same"](x), result.model.cpu()(x))  # the saved file, read back
+
+
+def test_a_printed_recipe_runs_from_the_folder_it_is_printed_into(
+        tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its paths lead into that folder (runs/...), not above it (../runs/...)."""
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo.yaml").write_text(invoke("recipes", "demo").stdout)
+    (tmp_path / "runs" / "demo").mkdir(parents=True)
+    shutil.copy(tiny_checkpoint, tmp_path / "runs" / "demo" / "baseline.pt")
+    checked = invoke("validate", "demo.yaml", "--json")
+    assert checked.exit_code == 0, checked.output
+    assert json.loads(checked.stdout)["recipe"]["output"] == str(tmp_path / "runs" / "demo")
+
+
+def test_version_init_json_and_usage_errors_as_json() -> None:
+    from occ.version import __version__
+
+    shown = invoke("--version")
+    assert shown.exit_code == 0 and shown.stdout == f"occ {__version__}\n"
+    init = invoke("init", "--json")
+    assert init.exit_code == 0 and json.loads(init.stdout)["text"].startswith("# occ recipe")
+    usage = invoke("eval", "model.occ", "--bogus", "--json")
+    assert usage.exit_code == 2 and usage.stderr == ""
+    error = json.loads(usage.stdout)["error"]
+    assert error["code"] == 2 and "No such option: --bogus" in error["message"]

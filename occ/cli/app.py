@@ -39,7 +39,13 @@ class _OccGroup(TyperGroup):
         except click_exc.UsageError as err:
             ctx = err.ctx
             cmd = ctx.command_path if ctx is not None else "occ"
-            sys.stderr.write(f"{cmd}: {err.format_message()} (see --help)\n")
+            message = f"{cmd}: {err.format_message()} (see --help)"
+            argv = sys.argv[1:] if args is None else list(args)
+            if "--json" in argv:  # the promise holds for usage errors too: a document
+                _emit_json({"error": {"message": message, "code": 2, "type": "UsageError",
+                                      "where": None}})
+            else:
+                sys.stderr.write(message + "\n")
             sys.exit(2)
         except typer.Abort:
             sys.stderr.write("occ: aborted\n")
@@ -72,9 +78,21 @@ TrustCodeOpt = Annotated[bool, typer.Option(
                          "to be imported: that runs their code.")]
 
 
+def _version(value: bool) -> None:
+    """``occ --version``: print occ's version and stop."""
+    if value:
+        from occ.version import __version__
+
+        sys.stdout.write(f"occ {__version__}\n")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
           verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False,
+          version: Annotated[bool, typer.Option(
+              "--version", callback=_version, is_eager=True,
+              help="Print occ's version and exit.")] = False,
           ) -> None:
     _state["debug"] = debug
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,

@@ -83,11 +83,16 @@ def init(
     = "mnist5k",
     name: Annotated[str | None, typer.Option(help="Run name (default: from the model).")]
     = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Print a commented starter recipe: occ init --model M --data D > recipe.yaml."""
     from occ.starter import starter_recipe
 
-    sys.stdout.write(_run(lambda: starter_recipe(model, data, name=name)))
+    text = _run(lambda: starter_recipe(model, data, name=name), as_json)
+    if as_json:
+        _emit_json({"text": text})
+        return
+    sys.stdout.write(text)
 
 
 @app.command()
@@ -96,10 +101,14 @@ def recipes(
     as_json: JsonOpt = False,
 ) -> None:
     """List the example recipes shipped with occ, or print one: occ recipes demo > r.yaml."""
-    from occ.starter import list_recipes, recipe_text
+    from occ.starter import list_recipes, printed_recipe
 
     if name is not None:
-        sys.stdout.write(_run(lambda: recipe_text(name), as_json))
+        text = _run(lambda: printed_recipe(name), as_json)
+        if as_json:
+            _emit_json({"name": name.removesuffix(".yaml"), "text": text})
+            return
+        sys.stdout.write(text)
         return
     found = list_recipes()
     if as_json:
