@@ -171,7 +171,7 @@ def ablate(recipe_path: str | os.PathLike[str], *, checkpoint: str | None = None
            out: str | None = None, max_orders: int | None = None, seed: int | None = None,
            tolerance: float | None = None, trust_checkpoint: bool = False,
            progress: Progress | None = None, trust_code: bool = False,
-           seeds: list[int] | None = None) -> dict[str, Any]:
+           seeds: list[int] | None = None, guard: bool = True) -> dict[str, Any]:
     """Run every order of the recipe's techniques (prefixes shared) and rank them.
 
     ``seeds``: run the whole ablation once per seed (``out/seed<N>/``) and rank the orders
@@ -181,7 +181,8 @@ def ablate(recipe_path: str | os.PathLike[str], *, checkpoint: str | None = None
     (default: the recipe's output directory + ``-ablation``); rerunning into the same
     directory reuses every prefix already computed. ``tolerance``: accuracy points, or MAE
     (target units) on a regression task; None = 0.5 points / 5 % of the baseline's MAE.
-    The returned document also names that directory (``output``).
+    ``guard``: False turns the recipe's quality gates off (``--no-guard``). The returned
+    document also names that directory (``output``).
     """
     from occ import distributed
     from occ.engine import ablate as ablate_mod
@@ -208,7 +209,7 @@ def ablate(recipe_path: str | os.PathLike[str], *, checkpoint: str | None = None
     if len(units) < 2:
         raise RecipeError(f"needs at least two techniques to permute, got "
                           f"{[u.label for u in units]}", where=f"{recipe.source}: stages")
-    recipe = _override(recipe, checkpoint, None)
+    recipe = _override(recipe, checkpoint, None, guard=guard)
     out_dir = Path(out or f"{recipe.output}-ablation")
     from occ.outputs import ABLATE_DIRS, ABLATE_FILES, check_output_dir
 

@@ -206,6 +206,34 @@ def test_every_order_failing_exits_1_naming_the_cause(fake_stages, recipe_factor
     assert {r["status"] for r in doc["ranking"]} == {"failed"}
 
 
+def _warn_then_break(ctx, config) -> StageResult:
+    import logging
+    logging.getLogger("occ").warning("fake_w: nothing left to train (test)")
+    raise StageError("diverged (test stage)")
+
+
+@pytest.mark.slow
+def test_a_failed_order_keeps_what_its_stages_warned_and_shows_no_figures(
+        fake_stages, recipe_factory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The warning is often why it failed (a fine-tune that could not run); its cells are
+    '-', not nan or 0."""
+    monkeypatch.setitem(registry._STAGES, "fake_w",
+                        StageInfo("fake_w", _fake("weight"), _warn_then_break, "test stage"))
+    monkeypatch.setitem(registry._STAGES, "fake_a",
+                        StageInfo("fake_a", _fake("architecture"), _warning_run, "test stage"))
+    out = tmp_path / "abl"
+    result = CliRunner().invoke(app, ["ablate", str(recipe_factory(STAGES[1:])), "--out",
+                                      str(out), "--no-guard"])
+    assert result.exit_code == 1, result.output
+    doc = json.loads((out / "ablation.json").read_text())
+    by_order = {tuple(r["order"]): r for r in doc["ranking"]}
+    assert by_order[("fake_a", "fake_w")]["warnings"] == [
+        "fake_a: head at chance (scale 1.1)", "fake_w: nothing left to train (test)"]
+    assert by_order[("fake_w", "fake_a")]["warnings"] == ["fake_w: nothing left to train (test)"]
+    md = (out / "ablation.md").read_text()
+    assert "| - | - | - | failed: " in md and "nan" not in md
+
+
 def test_failed_orders_decide_no_pairwise_verdict() -> None:
     from occ.engine.ablate import OrderResult, Unit, pairwise
 

@@ -134,6 +134,16 @@ def test_a_prune_collapse_names_the_setting_its_method_reads(config: dict, named
     assert cause.startswith(named) and "fine-tuning epochs (1)" in cause
 
 
+def test_a_collapse_after_a_fine_tune_that_could_not_run_says_so() -> None:
+    """Epochs asked for, none ran (frozen by a quantize before it): not "too few epochs"."""
+    cause = likely_cause("prune(magnitude)", {"method": "magnitude", "sparsity": 0.5,
+                                              "epochs": 1}, {"loss": []}, _classes(70.0))
+    assert cause.startswith("its 1 fine-tuning epoch(s) did not run: nothing was left to train")
+    ran = likely_cause("prune(magnitude)", {"method": "magnitude", "sparsity": 0.5,
+                                            "epochs": 1}, {"loss": [0.5]}, _classes(70.0))
+    assert ran.startswith("sparsity 0.5 is too much")
+
+
 def test_accuracies_are_exact_fractions_not_float32_means() -> None:
     """294 of 297 right reads 294 / 297 * 100 everywhere (a float32 mean gave
     98.98989796638489 in occ eval model.occ and 98.98989898989899 in model.onnx)."""

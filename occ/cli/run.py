@@ -110,6 +110,8 @@ def ablate(
              "the baseline's MAE.")] = None,
     checkpoint: Annotated[str | None, typer.Option(help="Input checkpoint.")] = None,
     out: Annotated[str | None, typer.Option(help="Output directory.")] = None,
+    no_guard: Annotated[bool, typer.Option(
+        "--no-guard", help="Turn the quality gates off (the recipe's guard).")] = False,
     trust_checkpoint: TrustCkptOpt = False,
     trust_code: TrustCodeOpt = False,
     as_json: JsonOpt = False,
@@ -118,7 +120,7 @@ def ablate(
     from occ import api
 
     doc = _run(lambda: api.ablate(recipe, checkpoint=checkpoint, out=out, max_orders=max_orders,
-                                  seed=seed, tolerance=tolerance,
+                                  seed=seed, tolerance=tolerance, guard=not no_guard,
                                   trust_checkpoint=trust_checkpoint, trust_code=trust_code,
                                   progress=_progress(), seeds=_seed_list(seeds)), as_json)
     if as_json:
@@ -126,7 +128,12 @@ def ablate(
         return
     from rich.table import Table
 
-    from occ.engine.ablate_views import quality_cells, quality_columns, ranking_note
+    from occ.engine.ablate_views import (
+        cost_cells,
+        quality_cells,
+        quality_columns,
+        ranking_note,
+    )
 
     table = Table(title=f"occ ablate: built-in order ranks {doc['builtin_rank']} of "
                         f"{len(doc['ranking'])}", title_justify="left",
@@ -137,9 +144,7 @@ def ablate(
     for i, r in enumerate(doc["ranking"], 1):
         m = r["metrics"]
         name = " → ".join(r["order"]) + (" *" if r["builtin"] else "")
-        table.add_row(str(i), name, *quality_cells(m, doc),
-                      f"{m.get('agreement') or 0:.2f}", f"{m.get('bitops', 0):.3g}",
-                      f"{m.get('bytes', 0):,}", r["status"])
+        table.add_row(str(i), name, *quality_cells(m, doc), *cost_cells(m), r["status"])
     console = _console()
     console.print(table)
     for p in doc["pairwise"] or ():

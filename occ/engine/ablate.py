@@ -320,12 +320,13 @@ def _correct(outputs: torch.Tensor | None, targets: torch.Tensor | None) -> Any:
 def _run_order(run: _Runner, order: tuple[str, ...], units: dict[str, Unit],
                last: list[Stage], builtin: tuple[str, ...]) -> OrderResult:
     result = OrderResult(order=list(order), builtin=order == builtin)
+    said: list[str] = []
     try:
-        run._load(run.state(order, units))
-        stages = _stages(order, units, last)
-        plan = run._plan(stages)
-        m = outputs = None
-        with warnings_logged() as said:
+        with warnings_logged() as said:  # this order's new ones: its last stages, a prefix
+            run._load(run.state(order, units))
+            stages = _stages(order, units, last)
+            plan = run._plan(stages)
+            m = outputs = None
             for i in range(len(stages) - len(last), len(stages)):
                 record, outputs = runner.run_stage(run.ctx, plan, i, run.base_out)
                 m = record.metrics
@@ -343,6 +344,9 @@ def _run_order(run: _Runner, order: tuple[str, ...], units: dict[str, Unit],
         raise  # the output directory holds another ablation: every order would fail alike
     except OccError as err:
         result.status, result.error = "failed", str(err)
+        # what its stages warned before it failed is often why (a fine-tune skipped)
+        done = max((p for p in run.warned if order[:len(p)] == p), key=len)
+        result.warnings = _merged(run.warned[done], said)
         log.warning("order %s failed: %s", " -> ".join(order), err)
     return result
 

@@ -25,9 +25,7 @@ def to_markdown(doc: dict[str, Any]) -> str:
         m = r["metrics"]
         mark = " (built-in)" if r["builtin"] else ""
         lines.append(f"| {i} | {' → '.join(r['order'])}{mark} | "
-                     f"{' | '.join(quality_cells(m, doc))} | "
-                     f"{m.get('agreement') or float('nan'):.2f} | "
-                     f"{m.get('bitops', float('nan')):.3g} | {m.get('bytes', '-')} | "
+                     f"{' | '.join([*quality_cells(m, doc), *cost_cells(m)])} | "
                      f"{r['status'] if r['status'] == 'ok' else 'failed: ' + str(r['error'])} |")
     lines += _stage_warnings(doc)
     lines += ["", "## Pairwise", "",
@@ -103,6 +101,14 @@ def ranking_note(doc: dict[str, Any]) -> str:
                 "choice is not made on the figure it reports).")
     return (f"Ranked on the val {what} (the split decisions read); the test {what} is the "
             "reported figure, read once, and does not change the ranking.")
+
+
+def cost_cells(m: dict[str, Any]) -> list[str]:
+    """One order's agreement (%), BitOps and bytes cells; ``-`` where it has none (a failed
+    order), not ``nan`` or ``0``."""
+    agree, bitops, size = m.get("agreement"), m.get("bitops"), m.get("bytes")
+    return ["-" if agree is None else f"{agree:.2f}", "-" if bitops is None else f"{bitops:.3g}",
+            "-" if size is None else f"{size:,}"]
 
 
 def cell(value: float | None, regression: bool) -> str:

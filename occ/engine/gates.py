@@ -80,6 +80,10 @@ def likely_cause(label: str, config: dict[str, Any], details: dict[str, Any],
         return (f"the training loss did not fall after epoch 1 ({losses[0]:.4g} -> "
                 f"{losses[-1]:.4g}): learning rate too high{f' (lr {lr:g})' if lr else ''}?")
     kind = label.split("(")[0]
+    if config.get("epochs") and details.get("loss") == []:  # asked for, none ran
+        return (f"its {config['epochs']} fine-tuning epoch(s) did not run: nothing was left to "
+                "train (an earlier stage froze its layers, e.g. a quantize before it; see the "
+                "warning above); put it before that stage, or give it nothing to fine-tune")
     if kind == "prune":
         return (f"{_prune_amount(config)} is too much for this model, or too few "
                 f"fine-tuning epochs ({config.get('epochs')})?")

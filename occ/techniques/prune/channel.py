@@ -124,9 +124,9 @@ def channel_prune_(ctx: RunContext, config: PruneConfig) -> StageResult:
     del pruner
     model.eval()
     common.record_reshape_(ctx, before, "prune(channel)")
-    finetune_(ctx, config, description="prune(channel) fine-tune")
+    losses = finetune_(ctx, config, description="prune(channel) fine-tune")
     details = common.structure_details(model, ctx, device, channels_before, macs_before)
-    details.update(importance=config.importance, classifier=classifier)
+    details.update(importance=config.importance, classifier=classifier, loss=losses)
     note = (f"channel pruning ({config.importance}): {100 * details['macs_reduction']:.1f}% "
             f"fewer MACs, {len(details['channels'])} layers slimmed (the exported graph "
             "has the slim shapes: fewer real MACs wherever it runs)")

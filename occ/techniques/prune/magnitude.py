@@ -54,7 +54,7 @@ def magnitude_prune_(ctx: RunContext, config: PruneConfig) -> StageResult:
                                      exclude=config.exclude)
     sparsity.apply_masks_(model, masks)
     hook = _GradualMasks(config, levels, sched.boundaries(len(levels), steps), masks)
-    finetune_(ctx, config, description="prune fine-tune", after_step=hook)
+    losses = finetune_(ctx, config, description="prune fine-tune", after_step=hook)
     if hook.level < len(levels) - 1:  # fewer optimiser steps than schedule levels
         hook.masks = sparsity.magnitude_masks(model, target, scope=config.resolved_scope,
                                               exclude=config.exclude, previous=hook.masks)
@@ -64,11 +64,11 @@ def magnitude_prune_(ctx: RunContext, config: PruneConfig) -> StageResult:
     details = {"sparsity": reached, "target": target, "scope": config.resolved_scope,
                "schedule": {"kind": config.schedule.kind, "levels": levels},
                "layers": per_layer, "pruned_layers": list(layers),
-               "excluded": list(config.exclude)}
+               "excluded": list(config.exclude), "loss": losses}
     note = (f"magnitude pruning ({config.resolved_scope}) to {100 * reached:.1f}% zero "
             f"weights in {len(layers)} layers")
-    if config.epochs:
-        note += f", fine-tuned {config.epochs} epoch(s) with masks held"
+    if losses:
+        note += f", fine-tuned {len(losses)} epoch(s) with masks held"
     deploy = ("deployment: unstructured zeros stay in dense kernels (PyTorch, ONNX, "
               "onnxruntime's int8 kernels), so they buy no speed there; they buy size (the "
               "artifact's entropy coding) and sparse BitOps. Channel pruning is what makes "

@@ -320,9 +320,10 @@ def id_prune_(ctx: RunContext, config: PruneConfig) -> StageResult:
         prune_group_(dg, model, g, idx)
         layers[g.producer] = {"channels": [g.n, k], "error": g.relative_error(k)}
     common.record_reshape_(ctx, before, "prune(id)")
-    finetune_(ctx, config, description="prune(id) fine-tune")
+    losses = finetune_(ctx, config, description="prune(id) fine-tune")
     details = common.structure_details(model, ctx, device, channels_before, macs_before)
-    details.update(layers=layers, skipped=skipped, samples=sum(len(x) for x in inputs))
+    details.update(layers=layers, skipped=skipped, samples=sum(len(x) for x in inputs),
+                   loss=losses)
     note = (f"interpolative decomposition: {len(layers)} layers, "
             f"{100 * details['macs_reduction']:.1f}% fewer MACs")
     return StageResult(details=details, notes=[note])
