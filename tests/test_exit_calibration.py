@@ -309,3 +309,14 @@ def test_wrong_keys_for_the_task_are_located(stage: dict, dataset: str, where: s
     with pytest.raises(RecipeError, match=message) as err:
         _parse(stage, dataset)
     assert err.value.where == f"r.yaml: stages[0].{where}"
+
+
+def test_the_calibration_note_gives_the_net_change_and_the_budgets_measure_apart() -> None:
+    """96.07 % -> 96.43 % is +0.36 pt, not '0.36 points lost' (the budget's measure: right
+    answers an exit turned wrong, which can be outweighed by wrong ones it turned right)."""
+    from occ.techniques.early_exit.run import _calibration_note
+
+    note = _calibration_note({"feasible": True, "val_samples": 280, "accuracy": 96.43,
+                              "reference_accuracy": 96.07, "lost": 0.36,
+                              "expected_bitops": 1.0, "backbone_bitops": 1.68, "dropped": []})
+    assert "(before 96.07%, +0.36 pt; 0.36% of the inputs turned from right to wrong" in note

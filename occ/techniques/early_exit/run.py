@@ -288,9 +288,12 @@ def _calibration_note(cal: dict) -> str:
     if not cal["feasible"]:
         return (f"calibration: the trained backbone alone already loses {cal['lost']:.2f} "
                 "points of the val inputs the model got right; all exits dropped")
+    change = cal["accuracy"] - cal["reference_accuracy"]
     return (f"calibrated on {cal['val_samples']} val inputs: {cal['accuracy']:.2f}% "
-            f"(before {cal['reference_accuracy']:.2f}%, {cal['lost']:.2f} points lost), "
-            f"expected BitOps {_speedup(cal):.2f}x lower than the backbone{_dropped(cal)}")
+            f"(before {cal['reference_accuracy']:.2f}%, {change:+.2f} pt; "
+            f"{cal['lost']:.2f}% of the inputs turned from right to wrong at an exit, which "
+            f"the budget counts), expected BitOps {_speedup(cal):.2f}x lower than the backbone"
+            f"{_dropped(cal)}")
 
 
 def _agreement_note(cal: dict) -> str:
