@@ -197,7 +197,8 @@ def export(
     out: Annotated[str | None, typer.Option(help="File to write (default: PATH with "
                                             ".onnx; onnx-qdq: .int8.onnx).")] = None,
     batch_size: Annotated[int | None, typer.Option(
-        "--batch-size", help="Static batch size (default: a dynamic batch axis).")] = None,
+        "--batch-size", help="Static batch size, float ONNX only (default: a dynamic batch "
+                             "axis; the int8 export keeps it dynamic).")] = None,
     opset: Annotated[int | None, typer.Option(help="ONNX opset (default 17; dynamo 18).")]
     = None,
     exporter: Annotated[str, typer.Option(
