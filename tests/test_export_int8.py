@@ -280,3 +280,47 @@ def test_accuracy_limit_of_the_check_is_a_flag(w8a8: Path, tmp_path: Path) -> No
                                   "--json"])
     assert ok.exit_code == 0, ok.output
     assert json.loads(ok.output)["verify"]["max_accuracy_drop"] == 100.0
+
+
+HARDSWISH_NETS = """
+from torch import nn
+
+
+class SE(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.pool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Conv2d(c, c, 1)
+        self.gate = nn.Hardsigmoid()
+
+    def forward(self, x):
+        return x * self.gate(self.fc(self.pool(x)))
+
+
+def build(num_classes=10, in_channels=1, input_hw=28):
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 8, 3, padding=1), nn.BatchNorm2d(8), nn.Hardswish(),
+        nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.BatchNorm2d(8), nn.Hardswish(), SE(8),
+        nn.Conv2d(8, 16, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(16, num_classes))
+"""
+
+
+@pytest.mark.slow
+def test_every_conv_of_a_hardswish_se_net_runs_on_integer_kernels(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MobileNetV3's ops: a conv read only by Hardswish or a squeeze-excite Mul got no output
+    Q/DQ, so onnxruntime ran it as a float Conv (25 of 52 convs; the int8 file was slower
+    than the float one). Now every conv is a QLinearConv in what onnxruntime runs."""
+    (tmp_path / "occ_hs_nets.py").write_text(HARDSWISH_NETS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ckpt = tmp_path / "hs.pt"
+    api.train("occ_hs_nets:build", data="mnist5k", epochs=1, out=str(ckpt), seed=0,
+              limit_train=1024, trust_code=True)
+    recipe = write_recipe(tmp_path, stages=W8A8[1:], checkpoint=str(ckpt), name="hs",
+                          model={"arch": "occ_hs_nets:build", "checkpoint": str(ckpt)},
+                          guard={"enabled": False})
+    artifact = Path(api.compress(recipe, trust_code=True).artifact)
+    result = api.export(artifact, tmp_path / "hs.int8.onnx", int8=True, int8_options=LOOSE,
+                        trust_code=True)
+    ran = _ops(Path(result["path"]), tmp_path)[1]
+    assert "QLinearConv" in ran and not ran & {"Conv", "FusedConv"}, ran
