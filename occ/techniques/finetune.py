@@ -39,7 +39,62 @@ def finetune_(ctx: RunContext, config: FinetuneConfig, *, description: str,
         from occ.techniques.distill.loss import distill_loss_fn
 
         loss_fn = distill_loss_fn(ctx.baseline, hard=loss_fn)
-    return fit(ctx.model, ctx.loader("train", shuffle=True), epochs=config.epochs,
-               lr=config.lr, device=ctx.stage_device(config.device),
-               optimizer=config.optimizer, loss_fn=loss_fn, after_step=after_step,
-               progress=ctx.progress, description=description)
+    device = ctx.stage_device(config.device)
+    train = ctx.loader("train", shuffle=True)
+    losses = fit(ctx.model, train, epochs=config.epochs, lr=config.lr, device=device,
+                 optimizer=config.optimizer, loss_fn=loss_fn, after_step=after_step,
+                 progress=ctx.progress, description=description)
+    if losses and bn_lagging(ctx.model, steps=len(train) * len(losses)):
+        recalibrate_bn(ctx.model, ctx.loader("train"), device, description)
+    return losses
+
+
+LAG = 0.01
+"""Share of a BatchNorm's running statistics that may still be the pre-stage ones after
+fine-tuning (``(1 - momentum) ** steps``) before they are re-estimated."""
+RECALIBRATION_BATCHES = 100
+
+
+def bn_lagging(model: nn.Module, *, steps: int) -> bool:
+    """Whether some BatchNorm's running statistics still hold more than ``LAG`` of what they
+    were before ``steps`` training steps: a small momentum (torchvision's MobileNetV3 and
+    EfficientNet build theirs with 0.01) or a short fine-tune. The weights moved; its
+    statistics did not follow, and eval mode reads them (a channel-pruned MobileNetV3 read
+    49.9 % that way, 93.7 % with them re-estimated)."""
+    from torch import nn as tnn
+
+    return any(isinstance(m, tnn.modules.batchnorm._BatchNorm) and m.track_running_stats
+               and m.momentum is not None and (1 - m.momentum) ** steps > LAG
+               for m in model.modules())
+
+
+def recalibrate_bn(model: nn.Module, loader, device, description: str) -> None:
+    """Re-estimate every BatchNorm's running mean and variance on up to
+    ``RECALIBRATION_BATCHES`` train batches (a cumulative average; no weight changes, the
+    rest of the model in eval mode), said on stderr."""
+    import logging
+
+    import torch
+    from torch import nn as tnn
+
+    norms = [m for m in model.modules()
+             if isinstance(m, tnn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    momenta = [m.momentum for m in norms]
+    model.to(device).eval()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative: every batch weighs the same
+        m.train()
+    seen = 0
+    with torch.no_grad():
+        for i, (x, _) in enumerate(loader):
+            if i == RECALIBRATION_BATCHES:
+                break
+            model(x.to(device))
+            seen += len(x)
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
+    model.eval()
+    logging.getLogger("occ").info(
+        "%s: re-estimated %d BatchNorm layers' statistics on %d train inputs (their momentum "
+        "left them behind the fine-tuned weights)", description, len(norms), seen)
