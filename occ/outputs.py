@@ -177,9 +177,19 @@ EXPORTS = ("model.onnx", "model.int8.onnx")
 """What ``occ export`` writes beside ``model.occ`` by default."""
 
 
-def stale_exports(out_dir: Path) -> list[str]:
+def stale_exports(out_dir: Path, artifact: bytes) -> list[str]:
     """Warnings for exports of an earlier artifact left in a run's folder (``EXPORTS``):
-    a new ``model.occ`` does not replace them, and they no longer describe it."""
+    a new ``model.occ`` (``artifact``, about to be written) does not replace them, and they
+    no longer describe it. None when the folder's ``model.occ`` already holds exactly these
+    bytes (a rerun that made the same artifact: its exports still describe it)."""
+    old = out_dir / "model.occ"
+    try:
+        same = (old.is_file() and old.stat().st_size == len(artifact)
+                and old.read_bytes() == artifact)  # read only at the new file's own size
+    except OSError:
+        same = False
+    if same:
+        return []
     return [f"{out_dir / name} is an export of an earlier model.occ in this folder, not of "
             f"the one just written: run occ export again (or remove it)"
             for name in EXPORTS if (out_dir / name).exists()]

@@ -43,6 +43,9 @@ def test_a_rerun_says_an_export_beside_the_artifact_is_of_the_earlier_one(
     first = api.compress(recipe).plan.get("warnings", [])
     assert not [w for w in first if "export" in w]  # nothing exported: nothing said
     (out / "model.onnx").write_bytes(b"an export of the first run")
+    same = api.compress(recipe)  # the same bytes again: its exports still describe it
+    assert not [w for w in same.plan.get("warnings", []) if "export of an earlier" in w]
+    recipe.write_text(recipe.read_text().replace("sparsity: 0.5", "sparsity: 0.6"))
     again = api.compress(recipe)
     said = [w for w in again.plan.get("warnings", []) if "export of an earlier" in w]
     assert len(said) == 1 and str(out / "model.onnx") in said[0] and "occ export" in said[0]

@@ -189,7 +189,7 @@ def _run_locked(plan: Plan, ctx: RunContext, *, resume: bool) -> Report:
     data = model_io.artifact_bytes(ctx.model, header, ctx.encoding)
     _verify_round_trip(data, artifact, ctx, final_out)
     report.record_artifact(str(artifact), len(data))
-    for said in stale_exports(ctx.out_dir):
+    for said in stale_exports(ctx.out_dir, data):
         log.warning("%s", said)
         _warn_baseline(report, said)
     report.seconds = time.perf_counter() - started
