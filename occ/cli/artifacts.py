@@ -235,7 +235,8 @@ def export(
             f"with occ, accuracy {check['accuracy_onnx']:.2f}% (occ "
             f"{check['accuracy_occ']:.2f}%)")
         return
-    checked = (f"; onnxruntime max |diff| {check['max_abs_diff']:.2g}" if check
+    checked = (f"; onnxruntime max |diff| {check['max_abs_diff']:.2g} on {check['samples']} "
+               "random inputs (occ eval model.onnx scores it on the data)" if check
                else "; not checked (onnxruntime not installed)")
     _console().print(f"wrote {result['path']} ({result['bytes']:,} bytes, opset "
                      f"{result['opset']}, outputs {', '.join(result['outputs'])}){checked}")
