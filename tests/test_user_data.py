@@ -698,3 +698,17 @@ def test_torch_compile_prefix_is_stripped_and_an_unknown_layout_lists_its_keys(
     torch.save({f"key{i}": i for i in range(20)}, path)  # bounded: 8 keys, then a count
     with pytest.raises(CheckpointError, match=r"'key7' \(int\) and 12 more; occ reads"):
         load_checkpoint(path)
+
+
+def test_a_val_slice_of_train_far_above_test_is_said_to_look_seen() -> None:
+    """A model trained elsewhere on the whole train split: val 100 % against 94.7 % test
+    (a new-user audit's MobileNetV3); sampling noise and given val splits say nothing."""
+    from occ.engine.baseline_check import seen_val_warning
+
+    said = seen_val_warning(100.0, 94.71, val_n=280, test_n=397, from_train=True)
+    assert said is not None and "280 images held out of the train split" in said
+    assert "a val/ folder" in said and "occ train" in said
+    assert seen_val_warning(100.0, 94.71, val_n=280, test_n=397, from_train=False) is None
+    assert seen_val_warning(99.0, 98.5, val_n=500, test_n=1000, from_train=True) is None
+    assert seen_val_warning(100.0, 97.5, val_n=20, test_n=40, from_train=True) is None  # noise
+    assert seen_val_warning(None, 97.5, val_n=0, test_n=40, from_train=True) is None

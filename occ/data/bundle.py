@@ -56,6 +56,8 @@ class DataBundle:
             targets of shape ``(num_classes,)``).
         classes: The class names in index order where the data names them (ImageFolder's
             ``class_to_idx``, sorted folder names); None otherwise.
+        val_from_train: ``val`` is a slice held out of the train split (no val split was
+            given): a model trained elsewhere on the whole train split has seen it.
     """
 
     name: str
@@ -68,6 +70,7 @@ class DataBundle:
     preprocess: dict[str, Any] | None = None
     calib: Dataset | None = None
     classes: list[str] | None = None
+    val_from_train: bool = False
 
     def split(self, split: str) -> Dataset:
         """Return the dataset of ``split`` (``"train"``, ``"val"``, ``"test"`` or ``"calib"``).

@@ -65,6 +65,7 @@ def bundle_from_splits(name: str, splits: Mapping[str, Any], spec: DataSpecLike 
     parts = {k: _dataset_of(v) for k, v in splits.items() if v is not None
              and k in ("train", "val", "test", "calib")}
     train = parts["train"]
+    carved = "val" not in parts
     if "val" not in parts:
         val_size = getattr(spec, "val_size", None)
         train_idx, val_idx = split_val(len(train), val_size, getattr(spec, "limit_train", None))
@@ -83,7 +84,7 @@ def bundle_from_splits(name: str, splits: Mapping[str, Any], spec: DataSpecLike 
     bundle = DataBundle(name=name, train=train, val=parts["val"], test=parts["test"],
                         num_classes=num_classes, input_shape=tuple(x.shape), task=task,
                         preprocess=dict(pre) if isinstance(pre, Mapping) else None,
-                        calib=parts.get("calib"))
+                        calib=parts.get("calib"), val_from_train=carved)
     calib_subset(bundle, getattr(spec, "calib_size", None))
     return bundle
 

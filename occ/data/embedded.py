@@ -180,6 +180,7 @@ def _tensor_bundle(
         num_classes=int(y.max()) + 1,
         input_shape=(channels, height + padding[1] + padding[3], width + padding[0] + padding[2]),
         preprocess=pre.to_dict(),
+        val_from_train=True,
     )
     calib_subset(bundle, getattr(spec, "calib_size", None))
     return bundle

@@ -271,6 +271,7 @@ def _assemble(
     ``train_aug`` and ``train_eval`` are the same files with the training (augmented) and
     the evaluation transform: training reads the former, the val slice the latter.
     """
+    carved = val is None
     if val is None:
         train_idx, val_idx = split_val(len(train_eval), spec.val_size, spec.limit_train)
         train, val = Subset(train_aug, train_idx.tolist()), Subset(train_eval, val_idx.tolist())
@@ -278,6 +279,7 @@ def _assemble(
         train_idx, _ = split_val(len(train_eval), 0, spec.limit_train)
         train = Subset(train_aug, train_idx.tolist())
     bundle = DataBundle(name=name, train=train, val=val, test=test, num_classes=num_classes,
-                        input_shape=shape, preprocess=pre.to_dict(), calib=calib)
+                        input_shape=shape, preprocess=pre.to_dict(), calib=calib,
+                        val_from_train=carved)
     calib_subset(bundle, getattr(spec, "calib_size", None))
     return bundle

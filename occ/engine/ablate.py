@@ -262,7 +262,8 @@ def ablate(recipe: Recipe, ctx: RunContext, *, out_dir: Path, max_orders: int | 
     base_metrics, run.base_out = runner.measure_ctx(ctx, run.builtin, None)  # as compress
     run.targets = torch.cat([y for _, y in ctx.loader("test")])
     base_val = _val(ctx, baseline=True)
-    warnings += recorded_warnings(ctx, base_metrics.accuracy, chance_said=bool(warnings))
+    warnings += recorded_warnings(ctx, base_metrics.accuracy, chance_said=bool(warnings),
+                                  val_accuracy=base_val.get("val_accuracy"))
     if tolerance is None:
         tolerance = default_tolerance(recipe, base_metrics.mae)
     results = []

@@ -21,6 +21,7 @@ on the split that fits it:
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING, Any
 
 from occ.errors import StageError
@@ -98,14 +99,42 @@ def gain_warning(baseline: float | None, final: float | None, *,
 
 
 def recorded_warnings(ctx: RunContext, accuracy: float | None, *,
-                      chance_said: bool) -> list[str]:
-    """The warning (logged, and returned for the report) for a baseline test ``accuracy``
-    far below what its checkpoint recorded (:func:`recorded_warning`); none when
-    the input model was already said to be near chance."""
+                      chance_said: bool, val_accuracy: float | None = None) -> list[str]:
+    """The warnings (logged, and returned for the report) for a baseline test ``accuracy``
+    far below what its checkpoint recorded (:func:`recorded_warning`), and for a val slice
+    of the train split that reads far above it (:func:`seen_val_warning`); none when the
+    input model was already said to be near chance."""
     if chance_said or ctx.task != "classification" or accuracy is None:
         return []
-    return _logged(recorded_warning(accuracy, recorded=ctx.recorded_accuracy,
-                                    preprocess=ctx.data.preprocess))
+    return [*_logged(recorded_warning(accuracy, recorded=ctx.recorded_accuracy,
+                                      preprocess=ctx.data.preprocess)),
+            *_logged(seen_val_warning(val_accuracy, accuracy, val_n=len(ctx.data.val),
+                                      test_n=len(ctx.data.test),
+                                      from_train=ctx.data.val_from_train))]
+
+
+SEEN_GAP = 2.0
+"""Points by which a val slice of the train split may read above the test split before it
+is said to look like data the model was trained on (and 3 standard errors)."""
+
+
+def seen_val_warning(val: float | None, test: float, *, val_n: int, test_n: int,
+                     from_train: bool) -> str | None:
+    """The warning for a val split held out of the train split (``from_train``) that scores
+    ``SEEN_GAP`` points or more above the test split, beyond sampling noise (3 standard
+    errors): a model trained elsewhere on the whole train split has seen it, and the
+    gates, calibration and exit thresholds read it as if held out."""
+    if not from_train or val is None or not val_n or not test_n:
+        return None
+    p, q = val / 100, test / 100
+    noise = 100 * math.sqrt(p * (1 - p) / val_n + q * (1 - q) / test_n)
+    if val - test < max(SEEN_GAP, 3 * noise):
+        return None
+    return (f"the val split, {val_n} images held out of the train split, scores {val:.2f}% "
+            f"against {test:.2f}% on the test split: if the model was trained on the whole "
+            "train split it has seen them, and the quality gates, calibration and early-exit "
+            "thresholds read them as held out; give the data a val split it did not train on "
+            "(ImageFolder: a val/ folder), or train with occ train, which holds this slice out")
 
 
 def gain_warnings(ctx: RunContext, baseline: float | None, final: float | None,

@@ -145,7 +145,9 @@ def _run_locked(plan: Plan, ctx: RunContext, *, resume: bool) -> Report:
     report = Report(name=recipe.name, source=recipe.source, plan=plan.to_dict(),
                     baseline=base_metrics, device=str(ctx.device), out_dir=str(ctx.out_dir))
     _warn_baseline(report, warning)
-    for said in recorded_warnings(ctx, base_metrics.accuracy, chance_said=warning is not None):
+    val = measured(ctx, "val", baseline=True).accuracy if len(ctx.data.val) else None
+    for said in recorded_warnings(ctx, base_metrics.accuracy, chance_said=warning is not None,
+                                  val_accuracy=val):
         _warn_baseline(report, said)
     _warn_baseline(report, gates_unread(ctx))
     main = distributed.is_main()
