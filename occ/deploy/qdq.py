@@ -61,6 +61,7 @@ from occ.deploy.onnx import (
     unshare_initializers,
 )
 from occ.deploy.qdq_align import align_channels
+from occ.deploy.qdq_ops import QUANT_OPS, float_tail
 from occ.errors import ArtifactError, StageError
 from occ.models.edits import set_submodule
 
@@ -214,7 +215,7 @@ def quantize_graph(float_onnx: bytes, layers: dict[str, IntLayer], calib: torch.
     missing = sorted(set(layers) - set(nodes))
     if missing:
         raise ArtifactError(f"quantized layers not found in the exported graph: {missing[:3]}")
-    float_layers = [n.name for p, n in nodes.items() if p not in layers] + _tail(proto)
+    float_layers = [n.name for p, n in nodes.items() if p not in layers] + float_tail(proto)
     extra = {"TensorQuantOverrides": _overrides(proto, layers, nodes),
              "ActivationSymmetric": False, "WeightSymmetric": True,
              "QDQDisableWeightAdjustForInt32Bias": True}
@@ -384,28 +385,3 @@ def export_int8(model: nn.Module, example: torch.Tensor, calib: torch.Tensor, *,
     if align:
         align_channels(proto)
     return proto
-
-
-# Op types the tool may quantize: the integer kernels and the ops between them. A conv's
-# output gets its Q/DQ pair, which onnxruntime needs to fuse it into QLinearConv, only when
-# a reader is quantized too: Hardswish (exported as HardSigmoid and Mul), squeeze-excite's
-# Sigmoid / Mul gates and AveragePool are here, or a MobileNetV3 ran half its convs in float
-# (slower than its float graph). The exit-selection tail stays float (``_tail``).
-QUANT_OPS = ["Conv", "Gemm", "MatMul", "Add", "Mul", "Relu", "Clip", "HardSigmoid", "HardSwish",
-             "Sigmoid", "MaxPool", "AveragePool", "GlobalAveragePool", "Flatten", "Reshape",
-             "Concat"]
-
-
-def _tail(proto: Any) -> list[str]:
-    """Names of the nodes that read a logits output (``exit<e>_logits``, ``final_logits``),
-    directly or not: an early-exit graph's exit selection (Softmax, ReduceMax, Mul ...,
-    Where), which must stay float (rounding to 256 steps flips exit decisions). Other
-    outputs (the exit export's hand-over tensors) are read by the backbone itself."""
-    reached = {o.name for o in proto.graph.output
-               if o.name.endswith("_logits") or o.name == "logits"}
-    tail: list[str] = []
-    for node in proto.graph.node:  # topological order (ONNX requires it)
-        if any(i in reached for i in node.input):
-            tail.append(node.name)
-            reached.update(node.output)
-    return [n for n in tail if n]
