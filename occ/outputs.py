@@ -181,18 +181,34 @@ def stale_exports(out_dir: Path, artifact: bytes) -> list[str]:
     """Warnings for exports of an earlier artifact left in a run's folder (``EXPORTS``):
     a new ``model.occ`` (``artifact``, about to be written) does not replace them, and they
     no longer describe it. None when the folder's ``model.occ`` already holds exactly these
-    bytes (a rerun that made the same artifact: its exports still describe it)."""
+    bytes and the export was made after it (a rerun that made the same artifact: its
+    exports still describe it)."""
     old = out_dir / "model.occ"
     try:
-        same = (old.is_file() and old.stat().st_size == len(artifact)
-                and old.read_bytes() == artifact)  # read only at the new file's own size
+        since = old.stat().st_mtime if holds(old, artifact) else None
     except OSError:
-        same = False
-    if same:
-        return []
-    return [f"{out_dir / name} is an export of an earlier model.occ in this folder, not of "
-            f"the one just written: run occ export again (or remove it)"
-            for name in EXPORTS if (out_dir / name).exists()]
+        since = None
+    stale = []
+    for name in EXPORTS:
+        try:
+            made = (out_dir / name).stat().st_mtime
+        except OSError:
+            continue  # no such export
+        if since is None or made < since:
+            stale.append(f"{out_dir / name} is an export of an earlier model.occ in this "
+                         "folder, not of the one just written: run occ export again (or "
+                         "remove it)")
+    return stale
+
+
+def holds(path: Path, data: bytes) -> bool:
+    """Whether regular file ``path`` already holds exactly ``data`` (read only when its size
+    is ``data``'s): a rerun that made the same artifact leaves the file, and its time, as
+    they were, so exports made after it still count as its own."""
+    try:
+        return path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data
+    except OSError:
+        return False
 
 
 def check_output_file(path: str | os.PathLike[str], *, where: str = "--out") -> Path:
@@ -209,5 +225,5 @@ def check_output_file(path: str | os.PathLike[str], *, where: str = "--out") -> 
 
 
 __all__ = ["ABLATE_DIRS", "ABLATE_FILES", "ABLATE_STATES", "EXPORTS", "RUN_DIRS", "RUN_FILES",
-           "check_output_dir", "check_output_file", "made_folders", "other_rank",
+           "check_output_dir", "check_output_file", "holds", "made_folders", "other_rank",
            "STATE_MANIFEST", "stale_exports"]

@@ -324,3 +324,22 @@ def test_every_conv_of_a_hardswish_se_net_runs_on_integer_kernels(
                         trust_code=True)
     ran = _ops(Path(result["path"]), tmp_path)[1]
     assert "QLinearConv" in ran and not ran & {"Conv", "FusedConv"}, ran
+
+
+def test_what_follows_the_last_weighted_layer_stays_float() -> None:
+    """A temperature Mul or a Sigmoid after the classifier is in QUANT_OPS (MobileNetV3's
+    gates need them) but reads the logits: it stays float, so they are not rounded."""
+    from onnx import TensorProto, helper
+
+    from occ.deploy.qdq_ops import float_tail
+
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("HardSigmoid", ["c"], ["h"], name="hs"),
+             helper.make_node("Mul", ["c", "h"], ["m"], name="gate"),
+             helper.make_node("Gemm", ["m", "g"], ["z"], name="fc"),
+             helper.make_node("Mul", ["z", "t"], ["logits"], name="temperature"),
+             helper.make_node("Sigmoid", ["logits"], ["p"], name="sig")]
+    graph = helper.make_graph(list(reversed(nodes)), "g",  # any order
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("p", TensorProto.FLOAT, [1])])
+    assert sorted(float_tail(helper.make_model(graph))) == ["sig", "temperature"]

@@ -252,3 +252,9 @@ def test_batchnorm_statistics_left_behind_by_a_short_fine_tune_are_re_estimated(
     assert torch.allclose(bn.running_mean, out.mean((0, 2, 3)), atol=1e-4)
     assert torch.allclose(bn.running_var, out.var((0, 2, 3)), rtol=0.05)  # per-batch unbiased
     assert bn.momentum == 0.01 and not model.training
+
+
+def test_a_batchnorm_frozen_with_momentum_0_is_left_as_it_is() -> None:
+    from occ.techniques.finetune import bn_lagging
+
+    assert not bn_lagging(torch.nn.Sequential(torch.nn.BatchNorm2d(4, momentum=0.0)), steps=5)

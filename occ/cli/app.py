@@ -41,6 +41,7 @@ class _OccGroup(TyperGroup):
             cmd = ctx.command_path if ctx is not None else "occ"
             message = f"{cmd}: {err.format_message()} (see --help)"
             argv = sys.argv[1:] if args is None else list(args)
+            argv = argv[:argv.index("--")] if "--" in argv else argv  # options end there
             if "--json" in argv:  # the promise holds for usage errors too: a document
                 _emit_json({"error": {"message": message, "code": 2, "type": "UsageError",
                                       "where": None}})

@@ -215,7 +215,8 @@ def quantize_graph(float_onnx: bytes, layers: dict[str, IntLayer], calib: torch.
     missing = sorted(set(layers) - set(nodes))
     if missing:
         raise ArtifactError(f"quantized layers not found in the exported graph: {missing[:3]}")
-    float_layers = [n.name for p, n in nodes.items() if p not in layers] + float_tail(proto)
+    tail = float_tail(proto)
+    float_layers = [n.name for p, n in nodes.items() if p not in layers] + tail
     extra = {"TensorQuantOverrides": _overrides(proto, layers, nodes),
              "ActivationSymmetric": False, "WeightSymmetric": True,
              "QDQDisableWeightAdjustForInt32Bias": True}
@@ -235,17 +236,18 @@ def quantize_graph(float_onnx: bytes, layers: dict[str, IntLayer], calib: torch.
         finally:
             root.setLevel(level)
         qdq = onnx.load(str(dst))
-    _float_outputs(qdq)
+    _float_outputs(qdq, set(tail))
     _pin_integers(qdq, layers, {p: nodes[p].name for p in layers})
     _clip_narrow_inputs(qdq, layers, {p: nodes[p].name for p in layers})
     return qdq
 
 
-def _float_outputs(proto: Any) -> None:
+def _float_outputs(proto: Any, tail: set[str]) -> None:
     """Drop the Q/DQ pair the tool puts on a layer's output that no integer kernel reads
-    (the logits, an exit head's logits read by the exit test): occ never rounds them, and
-    rounding logits to 256 steps flips close top-1 calls and exit decisions. onnxruntime
-    still runs the layer with integer inputs (float-output kernels)."""
+    (the logits, an exit head's logits read by the exit test, or by a ``tail`` node that
+    stays float): occ never rounds them, and rounding logits to 256 steps flips close
+    top-1 calls and exit decisions. onnxruntime still runs the layer with integer inputs
+    (float-output kernels)."""
     producer = {o: n for n in proto.graph.node for o in n.output}
     readers: dict[str, list[Any]] = {}
     for node in proto.graph.node:
@@ -260,7 +262,8 @@ def _float_outputs(proto: Any) -> None:
                 or after[0].op_type != "DequantizeLinear":
             continue
         dq = after[0]
-        if any(r.op_type in QUANT_OPS for r in readers.get(dq.output[0], [])):
+        if any(r.op_type in QUANT_OPS and r.name not in tail
+               for r in readers.get(dq.output[0], [])):
             continue
         layer.output[0] = dq.output[0]
         drop += [id(q), id(dq)]

@@ -122,12 +122,13 @@ def seen_val_warning(val: float | None, test: float, *, val_n: int, test_n: int,
                      from_train: bool) -> str | None:
     """The warning for a val split held out of the train split (``from_train``) that scores
     ``SEEN_GAP`` points or more above the test split, beyond sampling noise (3 standard
-    errors): a model trained elsewhere on the whole train split has seen it, and the
-    gates, calibration and exit thresholds read it as if held out."""
+    errors of the difference, both splits at their pooled accuracy): a model trained
+    elsewhere on the whole train split has seen it, and the gates, calibration and exit
+    thresholds read it as if held out."""
     if not from_train or val is None or not val_n or not test_n:
         return None
-    p, q = val / 100, test / 100
-    noise = 100 * math.sqrt(p * (1 - p) / val_n + q * (1 - q) / test_n)
+    pooled = (val * val_n + test * test_n) / (100 * (val_n + test_n))  # one accuracy, if
+    noise = 100 * math.sqrt(pooled * (1 - pooled) * (1 / val_n + 1 / test_n))  # both unseen
     if val - test < max(SEEN_GAP, 3 * noise):
         return None
     return (f"the val split, {val_n} images held out of the train split, scores {val:.2f}% "

@@ -40,7 +40,7 @@ from occ.engine.run_header import final_header, run_header
 from occ.errors import ArtifactError, DataError, OccError, RecipeError, StageError
 from occ.io import atomic_write_files
 from occ.models.edits import tensor_equal
-from occ.outputs import stale_exports
+from occ.outputs import holds, stale_exports
 from occ.progress import Progress
 from occ.quality import Quality, quality
 from occ.recipe import Recipe, dump_recipe
@@ -197,8 +197,9 @@ def _run_locked(plan: Plan, ctx: RunContext, *, resume: bool) -> Report:
     report.seconds = time.perf_counter() - started
     # All made before any is written (a report that failed to render left a new model.occ
     # by old reports); a failed run leaves no resolved recipe that looks like a finished one
+    same = holds(artifact, data)  # the same bytes: left, its time too (exports after it)
     atomic_write_files({ctx.out_dir / "recipe.resolved.yaml": dump_recipe(recipe),
-                        artifact: data, **report_files(report, ctx.out_dir)})
+                        **({} if same else {artifact: data}), **report_files(report, ctx.out_dir)})
     return report
 
 

@@ -44,8 +44,10 @@ def finetune_(ctx: RunContext, config: FinetuneConfig, *, description: str,
     losses = fit(ctx.model, train, epochs=config.epochs, lr=config.lr, device=device,
                  optimizer=config.optimizer, loss_fn=loss_fn, after_step=after_step,
                  progress=ctx.progress, description=description)
-    if losses and bn_lagging(ctx.model, steps=len(train) * len(losses)):
-        recalibrate_bn(ctx.model, ctx.loader("train"), device, description)
+    lagging = _lagging(ctx.model, steps=len(train) * len(losses)) if losses else []
+    if lagging:  # shuffled (seeded): a class-sorted folder's first batches are one class
+        recalibrate_bn(ctx.model, ctx.loader("train", shuffle=True), device, description,
+                       norms=lagging)
     return losses
 
 
@@ -61,32 +63,43 @@ def bn_lagging(model: nn.Module, *, steps: int) -> bool:
     EfficientNet build theirs with 0.01) or a short fine-tune. The weights moved; its
     statistics did not follow, and eval mode reads them (a channel-pruned MobileNetV3 read
     49.9 % that way, 93.7 % with them re-estimated)."""
+    return bool(_lagging(model, steps=steps))
+
+
+def _lagging(model: nn.Module, *, steps: int) -> list[nn.Module]:
+    """The BatchNorms :func:`bn_lagging` is about (momentum 0: frozen on purpose, left)."""
     from torch import nn as tnn
 
-    return any(isinstance(m, tnn.modules.batchnorm._BatchNorm) and m.track_running_stats
-               and m.momentum is not None and (1 - m.momentum) ** steps > LAG
-               for m in model.modules())
+    return [m for m in model.modules()
+            if isinstance(m, tnn.modules.batchnorm._BatchNorm) and m.track_running_stats
+            and m.momentum and (1 - m.momentum) ** steps > LAG]
 
 
-def recalibrate_bn(model: nn.Module, loader, device, description: str) -> None:
-    """Re-estimate every BatchNorm's running mean and variance on up to
-    ``RECALIBRATION_BATCHES`` train batches (a cumulative average; no weight changes, the
-    rest of the model in eval mode), said on stderr."""
+def recalibrate_bn(model: nn.Module, loader, device, description: str, *,
+                   norms: list[nn.Module] | None = None) -> None:
+    """Re-estimate the running mean and variance of ``norms`` (None: every BatchNorm that
+    tracks them) on up to ``RECALIBRATION_BATCHES`` train batches, as training reads them
+    (augmented): a cumulative average, no weight changes, the rest of the model in eval
+    mode (an early-exit net runs every row to the end, so every norm sees them); said on
+    stderr with ``-v``."""
+    import contextlib
     import logging
 
     import torch
     from torch import nn as tnn
 
-    norms = [m for m in model.modules()
-             if isinstance(m, tnn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if norms is None:
+        norms = [m for m in model.modules()
+                 if isinstance(m, tnn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     momenta = [m.momentum for m in norms]
     model.to(device).eval()
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # cumulative: every batch weighs the same
         m.train()
+    every_row = getattr(model, "evaluate_all_exits", None)
     seen = 0
-    with torch.no_grad():
+    with torch.no_grad(), (every_row() if every_row else contextlib.nullcontext()):
         for i, (x, _) in enumerate(loader):
             if i == RECALIBRATION_BATCHES:
                 break
