@@ -55,12 +55,17 @@ def validate(path: str | os.PathLike[str], *, keep_order: bool = False,
     """
     plan = make_plan(load_recipe(path, check_files=check_files), keep_order=keep_order)
     if trust_code:
-        from occ.callables import import_references, source_folder
-
-        recipe = plan.recipe
-        import_references(recipe.to_dict(), source=recipe.source,
-                          search=source_folder(recipe.source))
+        _import_trusted(plan.recipe)
     return plan
+
+
+def _import_trusted(recipe: Recipe) -> None:
+    """Import (not call) every ``pkg.module:callable`` ``recipe`` names, from beside it and
+    then the working directory: a builder that does not import is said before any work."""
+    from occ.callables import import_references, source_folder
+
+    import_references(recipe.to_dict(), source=recipe.source,
+                      search=source_folder(recipe.source))
 
 
 def _override(recipe: Recipe, checkpoint: str | None, out: str | None, *,
@@ -92,14 +97,12 @@ def _checked(recipe: Recipe, *, trust_code: bool, out: str | None, out_dir: str,
              ) -> None:
     """Before any work: the recipe names no code unless trusted, and trusted code imports
     (from beside the recipe, then the working directory); the outputs are writable."""
-    from occ.callables import import_references, source_folder
     from occ.outputs import RUN_DIRS, RUN_FILES, check_output_dir
     from occ.trust import check_recipe
 
     check_recipe(recipe.to_dict(), source=recipe.source, trusted=trust_code)
     if trust_code:  # a builder that does not import: said now, not after loading the data
-        import_references(recipe.to_dict(), source=recipe.source,
-                          search=source_folder(recipe.source))
+        _import_trusted(recipe)
     where = "--out" if out is not None else f"{recipe.source}: output"
     check_output_dir(out_dir, where=where, files=RUN_FILES if files is None else files,
                      dirs=RUN_DIRS if dirs is None else dirs)

@@ -177,15 +177,14 @@ EXPORTS = ("model.onnx", "model.int8.onnx")
 """What ``occ export`` writes beside ``model.occ`` by default."""
 
 
-def stale_exports(out_dir: Path, artifact: bytes) -> list[str]:
+def stale_exports(out_dir: Path, same: bool) -> list[str]:
     """Warnings for exports of an earlier artifact left in a run's folder (``EXPORTS``):
-    a new ``model.occ`` (``artifact``, about to be written) does not replace them, and they
-    no longer describe it. None when the folder's ``model.occ`` already holds exactly these
-    bytes and the export was made after it (a rerun that made the same artifact: its
-    exports still describe it)."""
-    old = out_dir / "model.occ"
+    a new ``model.occ`` does not replace them, and they no longer describe it. None when
+    the folder's ``model.occ`` already holds exactly the new bytes (``same``: ``holds``)
+    and the export was made after it (a rerun that made the same artifact: its exports
+    still describe it)."""
     try:
-        since = old.stat().st_mtime if holds(old, artifact) else None
+        since = (out_dir / "model.occ").stat().st_mtime if same else None
     except OSError:
         since = None
     stale = []

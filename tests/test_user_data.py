@@ -120,14 +120,23 @@ def test_train_val_test_and_calib_folders(tmp_path: Path) -> None:
     assert len(plain.split("calib")) == 6  # calib/ whole
 
 
-def test_val_size_is_checked_at_validate_time_and_auto_by_default(tmp_path: Path) -> None:
-    write_pngs(tmp_path / "data" / "train", {"a": 45, "b": 45})
-    write_pngs(tmp_path / "data" / "test", {"a": 1, "b": 1})
+def _folder_recipe(tmp_path: Path, splits: dict[str, dict[str, int]],
+                   val_size: int) -> tuple[dict, Path]:
+    """An ImageFolder under ``tmp_path/data`` (``splits``: images per class per split) and
+    a recipe beside it reading it with ``val_size``: the recipe's document and path."""
+    for split, counts in splits.items():
+        write_pngs(tmp_path / "data" / split, counts)
     doc = {"version": 1, "name": "r", "model": {"arch": "lenet5"},
-           "data": {"dataset": "imagefolder", "root": "data", "val_size": 500},
+           "data": {"dataset": "imagefolder", "root": "data", "val_size": val_size},
            "stages": [{"type": "prune"}]}
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(doc))
+    return doc, path
+
+
+def test_val_size_is_checked_at_validate_time_and_auto_by_default(tmp_path: Path) -> None:
+    doc, path = _folder_recipe(tmp_path, {"train": {"a": 45, "b": 45},
+                                          "test": {"a": 1, "b": 1}}, 500)
     with pytest.raises(RecipeError, match=r"data\.val_size: 500 leaves nothing to train on: "
                                           r".*train has 90 images.*auto: 18"):
         load_recipe(path)
@@ -140,14 +149,8 @@ def test_val_size_is_checked_at_validate_time_and_auto_by_default(tmp_path: Path
 
 def test_a_val_size_that_a_val_folder_overrides_is_warned_about(tmp_path: Path) -> None:
     """With val/ and test/ beside train/, val/ is the val split: val_size reads nothing."""
-    write_pngs(tmp_path / "data" / "train", {"a": 5, "b": 5})
-    write_pngs(tmp_path / "data" / "val", {"a": 2, "b": 1})
-    write_pngs(tmp_path / "data" / "test", {"a": 1, "b": 2})
-    doc = {"version": 1, "name": "r", "model": {"arch": "lenet5"},
-           "data": {"dataset": "imagefolder", "root": "data", "val_size": 4},
-           "stages": [{"type": "prune"}]}
-    path = tmp_path / "r.yaml"
-    path.write_text(yaml.safe_dump(doc))
+    doc, path = _folder_recipe(tmp_path, {"train": {"a": 5, "b": 5}, "val": {"a": 2, "b": 1},
+                                          "test": {"a": 1, "b": 2}}, 4)
     result = CliRunner().invoke(app, ["validate", str(path)])
     assert result.exit_code == 0, result.output
     said = (f"warning: data.val_size 4 is not used: {tmp_path / 'data' / 'val'} is the val "

@@ -53,23 +53,19 @@ def artifact_data(header: dict[str, Any], root: str | None = None, *,
                      preprocess_where=f"{where}: header data.preprocess" if where else None)
 
 
-def artifact_spec(header: dict[str, Any], root: str | None = None, *,
-                  where: str | None = None) -> Any:
-    """The ``DataSpec`` of :func:`artifact_data`."""
-    return artifact_data(header, root, where=where).spec
-
-
 def data_metadata(header: dict[str, Any], root: str | None = None, *,
-                  where: str | None = None) -> dict[str, str]:
+                  where: str | None = None, spec: Any = None) -> dict[str, str]:
     """The ``metadata_props`` entries of the module docstring for artifact ``header``
     (``root``: where its data is now, ``--root``; ``where``: the artifact's path, for
-    errors)."""
+    errors; ``spec``: its data spec when the caller resolved it already)."""
     from occ.engine.runner import IN_MEMORY
 
     recorded = artifact_header.recorded_data(header)
     meta: dict[str, str] = {}
     if recorded.get("dataset") != IN_MEMORY:
-        meta[DATA_KEY] = json.dumps(asdict(artifact_spec(header, root, where=where)))
+        if spec is None:
+            spec = artifact_data(header, root, where=where).spec
+        meta[DATA_KEY] = json.dumps(asdict(spec))
     classes = artifact_header.recorded_classes(header)
     if classes is not None:
         meta[CLASSES_KEY] = json.dumps(classes)

@@ -88,14 +88,14 @@ def _split(data: Any, split: str, limit: int | None = None) -> tuple[torch.Tenso
 
 
 def _metadata(header: dict[str, Any], model: nn.Module, check: dict[str, Any],
-              cuts: list[str] | None, layers: int, root: str | None) -> dict[str, str]:
+              cuts: list[str] | None, layers: int, spec: Any) -> dict[str, str]:
     m = artifact_header.model_spec(header)
     meta = {"occ_version": __version__, "occ_format": "onnx-qdq", "arch": str(m.get("arch")),
             "input_shape": str(m.get("input_shape")), "num_classes": str(m.get("num_classes")),
             "quantized_layers": str(layers),
             "quantization": "QDQ: occ's int8 weights (per-channel scales), int32 biases and "
                             "input scales; other tensors calibrated (MinMax, uint8)",
-            **data_metadata(header, root), "occ_check": json.dumps(check)}
+            **data_metadata(header, spec=spec), "occ_check": json.dumps(check)}
     if cuts is not None:
         meta.update({"exit_points": ",".join(model.points),
                      "exit_thresholds": ",".join(repr(t) for t in model.thresholds),
@@ -142,7 +142,8 @@ def export_int8(path: str | os.PathLike[str], out: str | os.PathLike[str] | None
     header, model, shape = _load(src, trust_code=trust_code)
     model.eval()
     # errors name --root, or the artifact and field a recorded value came from
-    data = load_for_eval(artifact_data(header, root, where=str(src)), trust_code=trust_code,
+    chosen = artifact_data(header, root, where=str(src))
+    data = load_for_eval(chosen, trust_code=trust_code,
                          search=loader.code_search(header, trust_code))
     x_test, y_test = _split(data, "test")
     if y_test.is_floating_point():
@@ -160,7 +161,7 @@ def export_int8(path: str | os.PathLike[str], out: str | os.PathLike[str] | None
     padded = _padded_convs(proto)
     check = check_int8(proto.SerializeToString(), model, x_test, y_test,
                        min_agreement=min_agreement, max_accuracy_drop=max_accuracy_drop)
-    for key, value in _metadata(header, model, check, cuts, layers, root).items():
+    for key, value in _metadata(header, model, check, cuts, layers, chosen.spec).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     proto.doc_string = "exported by occ export --format onnx-qdq (see metadata_props)"

@@ -25,6 +25,7 @@ import torch
 from occ.deploy.data_meta import DATA_KEY, recorded_classes, recorded_code, recorded_spec
 from occ.errors import CheckpointError, DataError, RecipeError
 from occ.latency import EXIT_NOTE, batches_of, device_name, summary, time_calls
+from occ.quality import percent
 
 
 def _data(meta: dict[str, str], path: Path, options: dict[str, Any]) -> Any:
@@ -58,7 +59,7 @@ def evaluate_onnx(path: str | os.PathLike[str], *, data: str | None = None,
             the data (its shape, its number or names of classes).
         RecipeError: a regression dataset (top-1 accuracy only here).
     """
-    from occ.deploy.runtime import ExitSession, metadata, open_onnx
+    from occ.deploy.runtime import ExitSession, open_onnx
     from occ.engine.classes import check_class_names
     from occ.engine.evaluate import load_for_eval
     from occ.engine.probe import ONNX_TERMS, check_fit
@@ -69,8 +70,8 @@ def evaluate_onnx(path: str | os.PathLike[str], *, data: str | None = None,
     # /proc file never ends; 4 GiB is past protobuf's 2 GiB cap for one ONNX file
     check_input_file(path, limit=MAX_ARTIFACT_BYTES, error=CheckpointError, what="ONNX file")
     try:
-        meta = metadata(path)
         model = open_onnx(path, threads=torch.get_num_threads())
+        meta = model.meta
     except CheckpointError:  # refused by occ's own checks (external data): already clear
         raise
     except Exception as err:  # noqa: BLE001  (onnx / onnxruntime raise many types)
@@ -101,7 +102,7 @@ def evaluate_onnx(path: str | os.PathLike[str], *, data: str | None = None,
         "path": str(path), "kind": "onnx", "data": spec.dataset,
         "preprocess": dataset.preprocess, **chosen.sources(),
         "input_shape": list(dataset.input_shape), "batch_size": batch,
-        "accuracy": 100.0 * float((np.concatenate(preds) == target).mean()),
+        "accuracy": percent(torch.from_numpy(np.concatenate(preds) == target)),
         "bytes": path.stat().st_size, "format": meta.get("occ_format", "onnx")}
     if exits:
         every = len(model.segments) + 1 if isinstance(model, ExitSession) else model.exits

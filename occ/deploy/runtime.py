@@ -84,6 +84,7 @@ class PlainSession:
     def __init__(self, path: str | os.PathLike[str], threads: int = 1,
                  early_exit: bool = False) -> None:
         self.path = str(path)
+        self.meta: dict[str, str] = {}  # the file's metadata_props (``open_onnx`` sets it)
         self.session = _session(self.path, threads)
         self.input = self.session.get_inputs()[0].name  # "input" in occ's; others vary
         self.last_exit: np.ndarray | None = None
@@ -159,6 +160,7 @@ class ExitSession:
         import onnx.utils
 
         meta = {p.key: p.value for p in proto.metadata_props}
+        self.meta = meta
         cuts = safe_json.loads(meta["occ_exit_cuts"], max_bytes=MAX_RECIPE_BYTES,
                                error=CheckpointError, where="occ_exit_cuts",
                                what="the ONNX metadata")
@@ -236,16 +238,20 @@ def open_onnx(path: str | os.PathLike[str], threads: int = 1) -> PlainSession | 
 
     proto = onnx.load(str(path), load_external_data=False)
     external = check_external_data(proto, path)
-    if any(p.key == "occ_exit_cuts" for p in proto.metadata_props):
+    meta = {p.key: p.value for p in proto.metadata_props}
+    session: PlainSession | ExitSession
+    if "occ_exit_cuts" in meta:
         if external:
             load_external_data_for_model(proto, os.path.dirname(os.path.abspath(path)))
         try:
-            return ExitSession(proto, threads)
+            session = ExitSession(proto, threads)
         except CheckpointError as err:  # "occ_exit_cuts: ..." names the file's metadata
             raise CheckpointError(err.message, where=f"{path}: metadata {err.where}") from None
-    early_exit = any(p.key == "exit_points" for p in proto.metadata_props)  # occ's export
-    del proto  # onnxruntime loads the file again from its path
-    return PlainSession(path, threads, early_exit=early_exit)
+    else:
+        del proto  # onnxruntime loads the file again from its path
+        session = PlainSession(path, threads, early_exit="exit_points" in meta)  # occ's
+    session.meta = meta  # the file's metadata_props, read once
+    return session
 
 
 def check_external_data(proto: Any, path: str | os.PathLike[str]) -> int:
@@ -298,11 +304,3 @@ def check_external_data(proto: Any, path: str | os.PathLike[str]) -> int:
                 f"{total:,} bytes, over the {MAX_ARTIFACT_BYTES.hint()} (a file is read once "
                 "for every tensor that names it); refused before reading", where=str(path))
     return count
-
-
-def metadata(path: str | os.PathLike[str]) -> dict[str, str]:
-    """The file's ``metadata_props`` as a dict (without loading the weights twice later)."""
-    import onnx
-
-    proto = onnx.load(str(path), load_external_data=False)
-    return {p.key: p.value for p in proto.metadata_props}

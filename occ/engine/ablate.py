@@ -256,13 +256,13 @@ def ablate(recipe: Recipe, ctx: RunContext, *, out_dir: Path, max_orders: int | 
     first = sorted(orders, key=lambda o: o != builtin)  # compress's order first: its error
     check_order_references(recipe, [_stages(o, by_label, last) for o in first], ctx.model,
                            ctx)
-    warnings = [w for w in (runner.check_input_model(ctx),  # once, before any order runs
-                            runner.gates_unread(ctx)) if w is not None]
+    chance = runner.check_input_model(ctx)  # once, before any order runs
+    warnings = [w for w in (chance, runner.gates_unread(ctx)) if w is not None]
     run = _Runner(recipe, ctx, out_dir, checkpoint_sha)
     base_metrics, run.base_out = runner.measure_ctx(ctx, run.builtin, None)  # as compress
     run.targets = torch.cat([y for _, y in ctx.loader("test")])
     base_val = _val(ctx, baseline=True)
-    warnings += recorded_warnings(ctx, base_metrics.accuracy, chance_said=bool(warnings),
+    warnings += recorded_warnings(ctx, base_metrics.accuracy, chance_said=chance is not None,
                                   val_accuracy=base_val.get("val_accuracy"))
     if tolerance is None:
         tolerance = default_tolerance(recipe, base_metrics.mae)

@@ -191,13 +191,13 @@ def _run_locked(plan: Plan, ctx: RunContext, *, resume: bool) -> Report:
     data = model_io.artifact_bytes(ctx.model, header, ctx.encoding)
     _verify_round_trip(data, artifact, ctx, final_out)
     report.record_artifact(str(artifact), len(data))
-    for said in stale_exports(ctx.out_dir, data):
+    same = holds(artifact, data)  # the same bytes: left, its time too (exports after it)
+    for said in stale_exports(ctx.out_dir, same):
         log.warning("%s", said)
         _warn_baseline(report, said)
     report.seconds = time.perf_counter() - started
     # All made before any is written (a report that failed to render left a new model.occ
     # by old reports); a failed run leaves no resolved recipe that looks like a finished one
-    same = holds(artifact, data)  # the same bytes: left, its time too (exports after it)
     atomic_write_files({ctx.out_dir / "recipe.resolved.yaml": dump_recipe(recipe),
                         **({} if same else {artifact: data}), **report_files(report, ctx.out_dir)})
     return report

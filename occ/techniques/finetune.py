@@ -44,7 +44,7 @@ def finetune_(ctx: RunContext, config: FinetuneConfig, *, description: str,
     losses = fit(ctx.model, train, epochs=config.epochs, lr=config.lr, device=device,
                  optimizer=config.optimizer, loss_fn=loss_fn, after_step=after_step,
                  progress=ctx.progress, description=description)
-    lagging = _lagging(ctx.model, steps=len(train) * len(losses)) if losses else []
+    lagging = lagging_norms(ctx.model, steps=len(train) * len(losses)) if losses else []
     if lagging:  # shuffled (seeded): a class-sorted folder's first batches are one class
         recalibrate_bn(ctx.model, ctx.loader("train", shuffle=True), device, description,
                        norms=lagging)
@@ -57,17 +57,12 @@ fine-tuning (``(1 - momentum) ** steps``) before they are re-estimated."""
 RECALIBRATION_BATCHES = 100
 
 
-def bn_lagging(model: nn.Module, *, steps: int) -> bool:
-    """Whether some BatchNorm's running statistics still hold more than ``LAG`` of what they
+def lagging_norms(model: nn.Module, *, steps: int) -> list[nn.Module]:
+    """The BatchNorms whose running statistics still hold more than ``LAG`` of what they
     were before ``steps`` training steps: a small momentum (torchvision's MobileNetV3 and
-    EfficientNet build theirs with 0.01) or a short fine-tune. The weights moved; its
+    EfficientNet build theirs with 0.01) or a short fine-tune. The weights moved; their
     statistics did not follow, and eval mode reads them (a channel-pruned MobileNetV3 read
-    49.9 % that way, 93.7 % with them re-estimated)."""
-    return bool(_lagging(model, steps=steps))
-
-
-def _lagging(model: nn.Module, *, steps: int) -> list[nn.Module]:
-    """The BatchNorms :func:`bn_lagging` is about (momentum 0: frozen on purpose, left)."""
+    49.9 % that way, 93.7 % with them re-estimated). Momentum 0: frozen on purpose, left."""
     from torch import nn as tnn
 
     return [m for m in model.modules()
