@@ -103,6 +103,7 @@ def test_qdq_export_holds_occs_integers_and_runs_int8(w8a8: Path, tmp_path: Path
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     assert {"QLinearConv", "QGemm"} <= ran  # onnxruntime's integer kernels, not float Conv
     assert "Conv" not in ran and "Gemm" not in ran
+    assert result["float_layers"] == {}  # nothing to warn about
     # The weights are occ's stored integers, exactly; biases occ's int32. The channels
     # occ.deploy.qdq_align added for the fast conv kernel around them are all zero.
     proto = onnx.load(str(out))
@@ -324,6 +325,30 @@ def test_every_conv_of_a_hardswish_se_net_runs_on_integer_kernels(
                         trust_code=True)
     ran = _ops(Path(result["path"]), tmp_path)[1]
     assert "QLinearConv" in ran and not ran & {"Conv", "FusedConv"}, ran
+    assert result["float_layers"] == {}
+
+
+def test_a_conv_left_float_in_the_int8_graph_is_named() -> None:
+    """An op the quantizer does not cover (here Erf, as GELU exports) ahead of a conv leaves
+    that conv a float kernel in onnxruntime: ``float_kernels`` names it and what feeds it
+    (``occ export --int8`` warns with these and returns them as ``float_layers``)."""
+    from onnx import TensorProto, helper
+
+    from occ.deploy.qdq_ops import float_kernels
+
+    nodes = [helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["x"], name="dqx"),
+             helper.make_node("DequantizeLinear", ["wq", "s", "z"], ["w"], name="dqw"),
+             helper.make_node("Conv", ["x", "w"], ["c"], name="quantized"),
+             helper.make_node("Erf", ["c"], ["e"], name="erf"),
+             helper.make_node("DequantizeLinear", ["w2q", "s", "z"], ["w2"], name="dqw2"),
+             helper.make_node("Conv", ["e", "w2"], ["d"], name="left_float"),
+             helper.make_node("Gemm", ["d", "g"], ["logits"], name="fc")]
+    graph = helper.make_graph(nodes, "g",
+                              [helper.make_tensor_value_info("xq", TensorProto.UINT8, [1])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor("g", TensorProto.FLOAT, [1], [1.0])])
+    assert float_kernels(helper.make_model(graph)) == {"left_float": "Erf",
+                                                       "fc": "Conv"}
 
 
 def test_what_follows_the_last_weighted_layer_stays_float() -> None:

@@ -17,6 +17,7 @@ points, thresholds, criterion and the tensors where the graph is cut per segment
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from pathlib import Path
@@ -29,12 +30,15 @@ from torch import nn
 from occ.artifact import header as artifact_header
 from occ.deploy.data_meta import artifact_data, data_metadata
 from occ.deploy.onnx import _check_out, _load, _need, is_early_exit
+from occ.deploy.qdq_ops import float_kernels
 from occ.deploy.runtime import ort_session
 from occ.engine import load as loader
 from occ.errors import RecipeError, StageError
 from occ.io import atomic_write_bytes
 from occ.quality import percent
 from occ.version import __version__
+
+log = logging.getLogger("occ")
 
 MIN_AGREEMENT = 99.0
 MAX_ACCURACY_DROP = 0.2
@@ -159,6 +163,13 @@ def export_int8(path: str | os.PathLike[str], out: str | os.PathLike[str] | None
         proto = export_qdq.export_int8(model, example, calib, align=align_channels)
     layers = len(export_qdq.int_layers(model))
     padded = _padded_convs(proto)
+    floats = float_kernels(proto)
+    if floats:
+        named = ", ".join(f"{name} (after {op})" for name, op in list(floats.items())[:5])
+        log.warning("%s: %d weighted layer(s) of the int8 graph run as float kernels in "
+                    "onnxruntime, their inputs not quantized: %s%s; the file may run slower "
+                    "than the float export (--format onnx): time both on your hardware",
+                    dst, len(floats), named, " ..." if len(floats) > 5 else "")
     check = check_int8(proto.SerializeToString(), model, x_test, y_test,
                        min_agreement=min_agreement, max_accuracy_drop=max_accuracy_drop)
     for key, value in _metadata(header, model, check, cuts, layers, chosen.spec).items():
@@ -180,7 +191,7 @@ def export_int8(path: str | os.PathLike[str], out: str | os.PathLike[str] | None
                 "points": list(model.points), "thresholds": list(model.thresholds),
                 "criterion": model.criterion, "cuts": cuts},
             "verify": check, "int8_initializer_bytes": _int8_bytes(proto),
-            "channel_alignment": padded}
+            "channel_alignment": padded, "float_layers": floats}
 
 
 def _padded_convs(proto: Any) -> dict[str, Any]:
