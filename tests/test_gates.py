@@ -273,6 +273,26 @@ def test_gates_on_without_a_val_split_say_they_cannot_run(make, tmp_path: Path) 
     assert "| test acc % (ranked) |" in md and "Ranked on the test accuracy" in md  # no val
 
 
+def test_without_a_val_split_the_test_split_is_read_once_per_model(
+        make, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The input model's chance check reads the test split when there is no val split: the
+    predictions the baseline's metrics are made of, not a second pass. One stage: the input
+    model, the stage's output and the decoded artifact (the round trip), three reads."""
+    from occ.engine.context import RunContext
+
+    reads: list[str] = []
+    loader = RunContext.loader
+
+    def spy(self, split, **kw):
+        reads.append(split)
+        return loader(self, split, **kw)
+
+    monkeypatch.setattr(RunContext, "loader", spy)
+    path = make([MILD], data={"dataset": "digits", "val_size": 0}, guard={"enabled": False})
+    assert CliRunner().invoke(app, ["compress", str(path)]).exit_code == 0
+    assert reads.count("test") == 3, reads
+
+
 def test_a_compressed_model_far_above_its_baseline_is_warned_about(make, tmp_path: Path) -> None:
     """The audit's case: a baseline measured under another normalisation than it was
     trained with (mean 1, std 0.5 for digits it saw at the dataset's own) is far from

@@ -256,11 +256,10 @@ def ablate(recipe: Recipe, ctx: RunContext, *, out_dir: Path, max_orders: int | 
     first = sorted(orders, key=lambda o: o != builtin)  # compress's order first: its error
     check_order_references(recipe, [_stages(o, by_label, last) for o in first], ctx.model,
                            ctx)
-    chance = runner.check_input_model(ctx)  # once, before any order runs
-    warnings = [w for w in (chance, runner.gates_unread(ctx)) if w is not None]
     run = _Runner(recipe, ctx, out_dir, checkpoint_sha)
-    base_metrics, run.base_out = runner.measure_ctx(ctx, run.builtin, None)  # as compress
-    run.targets = torch.cat([y for _, y in ctx.loader("test")])
+    # once, before any order runs, as compress measures it
+    base_metrics, run.base_out, run.targets, chance = runner.measure_input(ctx, run.builtin)
+    warnings = [w for w in (chance, runner.gates_unread(ctx)) if w is not None]
     base_val = _val(ctx, baseline=True)
     warnings += recorded_warnings(ctx, base_metrics.accuracy, chance_said=chance is not None,
                                   val_accuracy=base_val.get("val_accuracy"))
@@ -334,7 +333,7 @@ def _run_order(run: _Runner, order: tuple[str, ...], units: dict[str, Unit],
                 run.executed += 1
         result.warnings = _merged(run.warned[order], said)
         if m is None:  # nothing pinned last: measure the restored prefix state
-            m, outputs = runner.measure_ctx(run.ctx, plan, run.base_out)
+            m, outputs, _ = runner.measure_ctx(run.ctx, plan, run.base_out)
         m.file_sized(file_size(run.ctx, plan, m))  # with its final metrics, as written
         result.metrics = {k: m.to_dict(layers=False)[k] for k in
                           ("accuracy", "agreement", "mae", "rmse", "params", "nonzero_params",

@@ -110,13 +110,29 @@ def _warn_baseline(report: Report, message: str | None) -> None:
 
 
 def measure_ctx(ctx: RunContext, plan: Plan, reference: torch.Tensor | None,
-                ) -> tuple[metrics_mod.Metrics, torch.Tensor]:
-    """All metrics of ``ctx.model`` on the test split, and its outputs."""
+                ) -> tuple[metrics_mod.Metrics, torch.Tensor, torch.Tensor]:
+    """All metrics of ``ctx.model`` on the test split, its outputs and the targets."""
     outputs, targets = predict(ctx.model, ctx.loader("test"), ctx.device)
     size = len(model_io.artifact_bytes(ctx.model, run_header(ctx, plan), ctx.encoding))
     m = metrics_mod.measure(ctx.model, outputs, targets, input_shape=ctx.data.input_shape,
                             device=ctx.device, reference=reference, size=size)
-    return m, outputs
+    return m, outputs, targets
+
+
+def measure_input(ctx: RunContext, plan: Plan,
+                  ) -> tuple[metrics_mod.Metrics, torch.Tensor, torch.Tensor, str | None]:
+    """The input model before any stage: (its metrics on the test split, its outputs, the
+    targets, ``check_input_model``'s warning or None). The chance check reads the val split
+    before the test split is read (a refusal needs none); without a val split it reads
+    the test split's predictions made here, not a second pass."""
+    has_val = len(ctx.data.split("val")) > 0
+    warning = check_input_model(ctx) if has_val else None
+    metrics, outputs, targets = measure_ctx(ctx, plan, None)
+    metrics.agreement = 100.0
+    if not has_val:
+        warning = check_input_model(ctx, test=quality(outputs, targets, ctx.data.num_classes,
+                                                      split="test"))
+    return metrics, outputs, targets, warning
 
 
 def _check_finite(model: nn.Module, stage: str) -> None:
@@ -139,9 +155,7 @@ def run(plan: Plan, ctx: RunContext, *, resume: bool = False) -> Report:
 def _run_locked(plan: Plan, ctx: RunContext, *, resume: bool) -> Report:
     recipe = plan.recipe
     started = time.perf_counter()
-    warning = check_input_model(ctx)  # before the test split is read: a refusal needs none
-    base_metrics, base_out = measure_ctx(ctx, plan, None)
-    base_metrics.agreement = 100.0
+    base_metrics, base_out, _, warning = measure_input(ctx, plan)
     report = Report(name=recipe.name, source=recipe.source, plan=plan.to_dict(),
                     baseline=base_metrics, device=str(ctx.device), out_dir=str(ctx.out_dir))
     _warn_baseline(report, warning)
@@ -229,22 +243,24 @@ def run_stage(ctx: RunContext, plan: Plan, i: int,
                           after=after, baseline=_val_quality(ctx, baseline=True),
                           config=stage.to_dict(), details=result.details,
                           saved_dir=str(ctx.out_dir / "stages"))
-    m, outputs = measure_ctx(ctx, plan, base_out)
+    m, outputs, _ = measure_ctx(ctx, plan, base_out)
     return StageRecord(index=i, type=stage.type, label=stage.label, config=stage.to_dict(),
                        metrics=m, seconds=time.perf_counter() - t0, details=result.details,
                        notes=result.notes), outputs
 
 
-def check_input_model(ctx: RunContext) -> str | None:
+def check_input_model(ctx: RunContext, test: Quality | None = None) -> str | None:
     """Before any stage: the input model at chance (``occ.engine.baseline_check``) stops
     the run with the gates on (``StageError``, exit 1); with them off the same sentence is
     logged as a warning and returned (None: the model is above chance).
 
     Read on the val split, as the gates read it; the test split only when there is no val
-    split (then the gates cannot run, and only the warning is given).
+    split (then the gates cannot run, and only the warning is given): ``test``, its
+    quality when already measured.
     """
     has_val = len(ctx.data.split("val")) > 0
-    q = measured(ctx, "val" if has_val else "test", baseline=True)
+    q = (measured(ctx, "val", baseline=True) if has_val else
+         test if test is not None else measured(ctx, "test", baseline=True))
     checkpoint = ctx.recipe.model.checkpoint if ctx.recipe is not None else None
     gates_on = has_val and ctx.recipe is not None and ctx.recipe.guard.enabled
     message = check_baseline(q, gates_on=gates_on, preprocess=ctx.data.preprocess,
