@@ -490,7 +490,7 @@ def test_a_run_that_fails_before_writing_leaves_no_folder(
     def fail(*args: Any, **kwargs: Any) -> None:
         raise StageError("simulated failure before the first output")
 
-    monkeypatch.setattr("occ.engine.runner.measure_ctx", fail)
+    monkeypatch.setattr("occ.engine.measure.measure_ctx", fail)
     path = recipe_factory([{"type": "prune", "sparsity": 0.5}],
                           output=str(tmp_path / "deep" / "out"))
     result = run_cli(["compress", str(path)])

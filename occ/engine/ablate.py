@@ -29,8 +29,8 @@ from typing import Any
 import torch
 
 import occ.techniques.order as order_mod
+from occ.engine import measure, runner
 from occ.engine import resume as resume_mod
-from occ.engine import runner
 from occ.engine.ablate_views import write_outputs
 from occ.engine.baseline_check import gain_warnings, recorded_warnings
 from occ.engine.context import RunContext
@@ -258,8 +258,8 @@ def ablate(recipe: Recipe, ctx: RunContext, *, out_dir: Path, max_orders: int | 
                            ctx)
     run = _Runner(recipe, ctx, out_dir, checkpoint_sha)
     # once, before any order runs, as compress measures it
-    base_metrics, run.base_out, run.targets, chance = runner.measure_input(ctx, run.builtin)
-    warnings = [w for w in (chance, runner.gates_unread(ctx)) if w is not None]
+    base_metrics, run.base_out, run.targets, chance = measure.measure_input(ctx, run.builtin)
+    warnings = [w for w in (chance, measure.gates_unread(ctx)) if w is not None]
     base_val = _val(ctx, baseline=True)
     warnings += recorded_warnings(ctx, base_metrics.accuracy, chance_said=chance is not None,
                                   val_accuracy=base_val.get("val_accuracy"))
@@ -301,7 +301,7 @@ def _val(ctx: RunContext, *, baseline: bool = False) -> dict[str, float]:
     measured once for the input check already) (empty without a val split)."""
     if len(ctx.data.split("val")) == 0:
         return {}
-    q = runner.measured(ctx, "val", baseline=baseline, fresh=not baseline)
+    q = measure.measured(ctx, "val", baseline=baseline, fresh=not baseline)
     return {"val_mae": q.mae} if q.mae is not None else {"val_accuracy": q.accuracy}
 
 
@@ -333,7 +333,7 @@ def _run_order(run: _Runner, order: tuple[str, ...], units: dict[str, Unit],
                 run.executed += 1
         result.warnings = _merged(run.warned[order], said)
         if m is None:  # nothing pinned last: measure the restored prefix state
-            m, outputs, _ = runner.measure_ctx(run.ctx, plan, run.base_out)
+            m, outputs, _ = measure.measure_ctx(run.ctx, plan, run.base_out)
         m.file_sized(file_size(run.ctx, plan, m))  # with its final metrics, as written
         result.metrics = {k: m.to_dict(layers=False)[k] for k in
                           ("accuracy", "agreement", "mae", "rmse", "params", "nonzero_params",

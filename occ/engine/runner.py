@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import logging
 import time
-import weakref
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,7 +15,6 @@ import torch
 from torch import nn
 
 from occ import distributed
-from occ import metrics as metrics_mod
 from occ.artifact import header as artifact_header
 from occ.artifact import model_io
 from occ.artifact.checkpoint import load_checkpoint, load_into
@@ -27,13 +25,19 @@ from occ.engine import gates
 from occ.engine import load as loader
 from occ.engine import resume as resume_mod
 from occ.engine.baseline_check import (
-    check_baseline,
     gain_warnings,
     recorded_accuracy,
     recorded_warnings,
 )
 from occ.engine.classes import check_class_names, checkpoint_classes
 from occ.engine.context import ArchRef, RunContext
+from occ.engine.measure import (
+    gates_unread,
+    measure_ctx,
+    measure_input,
+    measured,
+    val_quality,
+)
 from occ.engine.plan import Plan
 from occ.engine.probe import RECIPE_TERMS, InputTerms, build_for_data, check_model_fit
 from occ.engine.run_header import final_header, run_header
@@ -42,7 +46,7 @@ from occ.io import atomic_write_files
 from occ.models.edits import tensor_equal
 from occ.outputs import holds, stale_exports
 from occ.progress import Progress
-from occ.quality import Quality, quality
+from occ.quality import quality
 from occ.recipe import Recipe, dump_recipe
 from occ.report.data import Report, StageRecord
 from occ.report.write import report_files
@@ -107,32 +111,6 @@ def _warn_baseline(report: Report, message: str | None) -> None:
     already)."""
     if message is not None:
         report.plan.setdefault("warnings", []).append(message)
-
-
-def measure_ctx(ctx: RunContext, plan: Plan, reference: torch.Tensor | None,
-                ) -> tuple[metrics_mod.Metrics, torch.Tensor, torch.Tensor]:
-    """All metrics of ``ctx.model`` on the test split, its outputs and the targets."""
-    outputs, targets = predict(ctx.model, ctx.loader("test"), ctx.device)
-    size = len(model_io.artifact_bytes(ctx.model, run_header(ctx, plan), ctx.encoding))
-    m = metrics_mod.measure(ctx.model, outputs, targets, input_shape=ctx.data.input_shape,
-                            device=ctx.device, reference=reference, size=size)
-    return m, outputs, targets
-
-
-def measure_input(ctx: RunContext, plan: Plan,
-                  ) -> tuple[metrics_mod.Metrics, torch.Tensor, torch.Tensor, str | None]:
-    """The input model before any stage: (its metrics on the test split, its outputs, the
-    targets, ``check_input_model``'s warning or None). The chance check reads the val split
-    before the test split is read (a refusal needs none); without a val split it reads
-    the test split's predictions made here, not a second pass."""
-    has_val = len(ctx.data.split("val")) > 0
-    warning = check_input_model(ctx) if has_val else None
-    metrics, outputs, targets = measure_ctx(ctx, plan, None)
-    metrics.agreement = 100.0
-    if not has_val:
-        warning = check_input_model(ctx, test=quality(outputs, targets, ctx.data.num_classes,
-                                                      split="test"))
-    return metrics, outputs, targets, warning
 
 
 def _check_finite(model: nn.Module, stage: str) -> None:
@@ -223,7 +201,7 @@ def run_stage(ctx: RunContext, plan: Plan, i: int,
     stage = plan.recipe.stages[i]
     written = plan.written_index(i)  # messages name the stage as the recipe lists it
     log.info("stage %d/%d: %s", i + 1, len(plan.recipe.stages), stage.label)
-    before = _val_quality(ctx)  # before seeding: the stage's randomness stays as it was
+    before = val_quality(ctx)  # before seeding: the stage's randomness stays as it was
     seed_everything(ctx.seed * 1000 + i)  # per-stage seed: resumed runs repeat exactly
     _begin_stage(ctx.progress, stage.label, ctx.data, ctx.device)
     t0 = time.perf_counter()
@@ -238,81 +216,15 @@ def run_stage(ctx: RunContext, plan: Plan, i: int,
                          f"{str(err)[:300]}") from err
     _check_finite(ctx.model, stage.label)
     if before is not None:
-        after = _val_quality(ctx, fresh=True)  # the stage changed the model (in place or not)
+        after = val_quality(ctx, fresh=True)  # the stage changed the model (in place or not)
         gates.check_stage(plan.recipe.guard, label=stage.label, index=written, before=before,
-                          after=after, baseline=_val_quality(ctx, baseline=True),
+                          after=after, baseline=val_quality(ctx, baseline=True),
                           config=stage.to_dict(), details=result.details,
                           saved_dir=str(ctx.out_dir / "stages"))
     m, outputs, _ = measure_ctx(ctx, plan, base_out)
     return StageRecord(index=i, type=stage.type, label=stage.label, config=stage.to_dict(),
                        metrics=m, seconds=time.perf_counter() - t0, details=result.details,
                        notes=result.notes), outputs
-
-
-def check_input_model(ctx: RunContext, test: Quality | None = None) -> str | None:
-    """Before any stage: the input model at chance (``occ.engine.baseline_check``) stops
-    the run with the gates on (``StageError``, exit 1); with them off the same sentence is
-    logged as a warning and returned (None: the model is above chance).
-
-    Read on the val split, as the gates read it; the test split only when there is no val
-    split (then the gates cannot run, and only the warning is given): ``test``, its
-    quality when already measured.
-    """
-    has_val = len(ctx.data.split("val")) > 0
-    q = (measured(ctx, "val", baseline=True) if has_val else
-         test if test is not None else measured(ctx, "test", baseline=True))
-    checkpoint = ctx.recipe.model.checkpoint if ctx.recipe is not None else None
-    gates_on = has_val and ctx.recipe is not None and ctx.recipe.guard.enabled
-    message = check_baseline(q, gates_on=gates_on, preprocess=ctx.data.preprocess,
-                             where=str(checkpoint) if checkpoint else None)
-    if message is not None:
-        log.warning("%s", message)
-    return message
-
-
-def gates_unread(ctx: RunContext) -> str | None:
-    """The warning (logged, and returned for the report) when the recipe's gates are on
-    but the data has no val split, so no stage can be checked: a collapse would go through
-    (None: the gates can run, or the recipe turned them off)."""
-    recipe = ctx.recipe
-    if recipe is None or not recipe.guard.enabled or len(ctx.data.split("val")) > 0:
-        return None
-    message = ("the quality gates are on but cannot run: the data has no val split "
-               "(data.val_size: 0 or a dataset without one), so a stage that collapses the "
-               "model is not caught; set data.val_size (e.g. 500), or say "
-               "'guard: {enabled: false}' to run without gates")
-    log.warning("%s", message)
-    return message
-
-
-def _val_quality(ctx: RunContext, *, baseline: bool = False,
-                 fresh: bool = False) -> Quality | None:
-    """Val quality of ``ctx.model`` (or of the baseline) for the gates; None when the
-    gates are off or there is no val split."""
-    recipe = ctx.recipe
-    if recipe is None or not recipe.guard.enabled or len(ctx.data.split("val")) == 0:
-        return None
-    return measured(ctx, "val", baseline=baseline, fresh=fresh)
-
-
-def measured(ctx: RunContext, split: str, *, baseline: bool = False,
-              fresh: bool = False) -> Quality:
-    """Quality of ``ctx.model`` (or of the baseline) on ``split``, measured once per model
-    state.
-
-    The cache holds a weak reference to the model it measured: ``run_stage`` measures
-    ``fresh`` after every stage (stages change the model in place), and a swapped-in model
-    never matches.
-    """
-    model = ctx.baseline if baseline else ctx.model
-    key = (split, "baseline" if baseline else "current")
-    cached = ctx.gate_cache.get(key)
-    if not fresh and cached is not None and cached[0]() is model:
-        return cached[1]
-    outputs, targets = predict(model, ctx.loader(split), ctx.device)
-    q = quality(outputs, targets, ctx.data.num_classes, split=split)
-    ctx.gate_cache[key] = (weakref.ref(model), q)
-    return q
 
 
 def _begin_stage(progress: Progress, label: str, data: DataBundle,
