@@ -161,6 +161,29 @@ def test_a_lock_that_is_not_a_regular_file_is_refused_with_exit_2(recipe_factory
     assert not (out / "model.occ").exists()
 
 
+def test_a_lock_being_written_is_held_and_an_old_empty_one_is_stale(tmp_path: Path) -> None:
+    """A run that found the lock empty (another had created it and not yet written its
+    pid) took it over as stale, and both wrote into the folder. occ now creates the lock
+    with its pid in it (a hard link of a written file), and counts a young empty lock
+    (a file system without hard links) as held; an empty one older than a few seconds
+    is stale."""
+    from occ.engine.resume import LOCK_NAME, OutputLock
+    from occ.errors import RecipeError
+
+    run = tmp_path / "run"
+    run.mkdir()
+    lock = run / LOCK_NAME
+    lock.touch()
+    with pytest.raises(RecipeError, match="in use by another occ run"), OutputLock(run):
+        pass
+    old = time.time() - 60
+    os.utime(lock, (old, old))
+    with OutputLock(run):
+        assert lock.read_text() == str(os.getpid())
+        assert sorted(p.name for p in run.iterdir()) == [LOCK_NAME]  # no temporary left
+    assert not lock.exists()
+
+
 def test_the_lock_is_read_within_a_few_bytes(tmp_path: Path) -> None:
     """A lock linked to a big (sparse) file was read whole: 8 GB of memory for a "pid"."""
     import tracemalloc

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import stat
+import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from occ.version import __version__
 log = logging.getLogger("occ")
 LOCK_NAME = ".occ.lock"
 _PID_BYTES = 64  # a pid is at most ~20 digits: more is not a lock occ wrote
+_WRITING_SECONDS = 10.0  # an empty lock this young is being written, not stale
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -195,18 +197,42 @@ class OutputLock:
     def _lock(self) -> OutputLock:
         self._check_lock_file()  # a FIFO left there would hang the read, /dev/zero never end
         for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                if self._holder_alive():
-                    raise RecipeError(f"output directory {self.path.parent} is in use by "
-                                      f"another occ run (lock {self.path})") from None
-                self.path.unlink(missing_ok=True)  # stale: its process is gone
-                continue
+            if self._create():
+                return self
+            if self._holder_alive():
+                raise RecipeError(f"output directory {self.path.parent} is in use by "
+                                  f"another occ run (lock {self.path})") from None
+            self.path.unlink(missing_ok=True)  # stale: its process is gone
+        raise RecipeError(f"cannot lock output directory {self.path.parent}")
+
+    def _create(self) -> bool:
+        """Create the lock holding this process's pid; False when one exists. The pid is
+        written to a private file that is then hard-linked into place, so the lock never
+        exists empty (a run starting meanwhile would read no pid and take it over as
+        stale). Where the file system has no hard links, the lock is created, then
+        written (``_holder_alive`` counts a young empty lock as held)."""
+        tmp = self.path.with_name(f"{LOCK_NAME}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)  # this pid's own, from a run killed at this line
+        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        try:
             with os.fdopen(fd, "w") as fh:
                 fh.write(str(os.getpid()))
-            return self
-        raise RecipeError(f"cannot lock output directory {self.path.parent}")
+            try:
+                os.link(tmp, self.path)
+                return True
+            except FileExistsError:
+                return False
+            except OSError:  # no hard links here
+                pass
+        finally:
+            tmp.unlink(missing_ok=True)
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as fh:
+            fh.write(str(os.getpid()))
+        return True
 
     def _check_lock_file(self) -> None:
         """Refuse a lock path that is not a regular file (a directory, FIFO, device, or a
@@ -222,6 +248,8 @@ class OutputLock:
 
     def _holder_alive(self) -> bool:
         pid = self._holder_pid()
+        if pid <= 0 and self._being_written():
+            return True
         if pid <= 0 or pid == os.getpid():
             return pid == os.getpid()
         try:
@@ -231,6 +259,15 @@ class OutputLock:
         except PermissionError:
             return True
         return True
+
+    def _being_written(self) -> bool:
+        """An empty lock younger than ``_WRITING_SECONDS``: another run has just created
+        it and is writing its pid (without hard links, ``_create``)."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return False
+        return st.st_size == 0 and time.time() - st.st_mtime < _WRITING_SECONDS
 
     def _holder_pid(self) -> int:
         """The pid the lock file holds (0: none readable). At most ``_PID_BYTES`` are read,
