@@ -190,6 +190,7 @@ def ablate(recipe_path: str | os.PathLike[str], *, checkpoint: str | None = None
     from occ import distributed
     from occ.engine import ablate as ablate_mod
     from occ.engine import resume, runner
+    from occ.io import file_sha256
 
     if (size := distributed.launched_size()) > 1:  # every rank would run every order
         raise RecipeError(f"runs in one process, not under torchrun ({size} processes here); "
@@ -221,7 +222,7 @@ def ablate(recipe_path: str | os.PathLike[str], *, checkpoint: str | None = None
     for s in seeds or ():  # each seed's run keeps its own files and states
         check_output_dir(out_dir / f"seed{s}", where="--out" if out is not None else
                          f"{recipe.source}: output", files=ABLATE_FILES, dirs=ABLATE_DIRS)
-    sha = resume.file_sha256(str(recipe.model.checkpoint))
+    sha = file_sha256(str(recipe.model.checkpoint))
     sample_seed = recipe.seed if seed is None else seed
     docs = []
     with resume.OutputLock(out_dir):

@@ -14,10 +14,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import types
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from occ.errors import RecipeError
+from occ.limits import MAX_INT
 
 T = TypeVar("T")
 
@@ -89,7 +90,7 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
             return value
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
-            if abs(value) > 2**63 - 1:  # would overflow every C integer downstream
+            if abs(value) > MAX_INT:  # would overflow every C integer downstream
                 raise RecipeError(f"must fit in 64 bits, got {value!r}", where=where)
             return value
     elif tp is float:
@@ -114,6 +115,23 @@ def field_names(cls: type) -> list[str]:
     return [f.name for f in dataclasses.fields(cls) if f.init]
 
 
+def reject_unknown(keys: Iterable[Any], allowed: Sequence[str], *, where: str | None) -> None:
+    """Refuse the first of ``keys`` not in ``allowed``: one line naming it, the closest
+    allowed key and all of them.
+
+    Raises:
+        RecipeError: at ``where``.
+    """
+    unknown = [k for k in keys if k not in allowed]
+    if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(str(unknown[0]), allowed, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise RecipeError(f"unknown key {unknown[0]!r}{hint}; allowed keys: "
+                          f"{', '.join(allowed)}", where=where)
+
+
 def from_dict(cls: type[T], data: Any, *, where: str = "") -> T:
     """Build the config dataclass ``cls`` from a mapping, strictly.
 
@@ -131,16 +149,7 @@ def from_dict(cls: type[T], data: Any, *, where: str = "") -> T:
         raise RecipeError(f"must be a mapping, got {data!r}", where=where or None)
     hints = get_type_hints(cls)
     names = field_names(cls)
-    unknown = [k for k in data if k not in names]
-    if unknown:
-        import difflib
-
-        close = difflib.get_close_matches(str(unknown[0]), names, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise RecipeError(
-            f"unknown key {unknown[0]!r}{hint}; allowed keys: {', '.join(names)}",
-            where=where or None,
-        )
+    reject_unknown(data, names, where=where or None)
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         if not f.init:

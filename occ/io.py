@@ -10,6 +10,7 @@ No torch here.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import tempfile
@@ -56,9 +57,9 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *,
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs are ordinary files
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        with os.fdopen(fd, "wb") as fh:  # owns fd from here: closed whatever fails
+            os.fchmod(fh.fileno(), 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are
+            fh.write(data)  # ordinary files
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)
@@ -72,6 +73,9 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+_UMASK = _umask()  # read once, at import: reading it sets it, which other threads could see
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, *,
@@ -93,4 +97,14 @@ def atomic_write_files(files: Mapping[Path, bytes | str], *,
                                where=where) for path, data in files.items()]
 
 
-__all__ = ["atomic_write_bytes", "atomic_write_files", "atomic_write_text", "refuse_special"]
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+__all__ = ["atomic_write_bytes", "atomic_write_files", "atomic_write_text", "file_sha256",
+           "refuse_special"]

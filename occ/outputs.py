@@ -74,7 +74,7 @@ def check_output_dir(path: str | os.PathLike[str], *, where: str = "--out",
     _refuse_file_on_the_way(requested or out, base, where)
     if not os.access(base, os.W_OK | os.X_OK):
         raise RecipeError(f"{base} is not writable", where=where)
-    _probe_write(out, base, where)
+    _probe_write(out, where)
     if base == out:
         for name in files:
             if (out / name).is_dir():
@@ -133,7 +133,7 @@ def other_rank() -> bool:
         return False
 
 
-def _probe_write(out: Path, base: Path, where: str) -> None:
+def _probe_write(out: Path, where: str) -> None:
     """Create ``out`` (if missing) and a file in it, then remove what was created.
 
     Under torchrun only rank 0 writes, so only rank 0 probes: ranks probing the same new

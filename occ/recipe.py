@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import yaml
 
-from occ.config import check, from_dict, to_dict
+from occ.config import check, from_dict, reject_unknown, to_dict
 from occ.errors import ModelError, RecipeError
 from occ.techniques.registry import get_stage, list_stages, singletons
 from occ.techniques.spec import StageConfig
@@ -193,14 +193,7 @@ def parse_recipe(data: Any, *, source: str = "<recipe>") -> Recipe:
     if not isinstance(data, dict):
         raise RecipeError(f"must be a mapping of {', '.join(_TOP_KEYS)}, got {type(data).__name__}",
                           where=source)
-    unknown = [k for k in data if k not in _TOP_KEYS]
-    if unknown:
-        import difflib
-
-        close = difflib.get_close_matches(str(unknown[0]), _TOP_KEYS, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise RecipeError(f"unknown key {unknown[0]!r}{hint}; allowed keys: "
-                          f"{', '.join(_TOP_KEYS)}", where=source)
+    reject_unknown(data, _TOP_KEYS, where=source)
     for key in ("version", "model", "stages"):
         if key not in data:
             raise RecipeError("is required", where=f"{source}: {key}")

@@ -131,13 +131,6 @@ def apply_masks_(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
             q.copy_(torch.where(mask.to(q.device, torch.bool), q, zp.expand_as(q)))
 
 
-def mask_sparsity(masks: dict[str, torch.Tensor]) -> float:
-    """Fraction of masked-out entries over all ``masks`` together."""
-    total = sum(m.numel() for m in masks.values())
-    kept = sum(int(m.sum()) for m in masks.values())
-    return 1.0 - kept / total if total else 0.0
-
-
 def layer_sparsity(model: nn.Module) -> dict[str, float]:
     """Fraction of zero weights in each prunable layer."""
     return {n: 1.0 - int(torch.count_nonzero(m.weight)) / m.weight.numel()

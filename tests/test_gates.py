@@ -99,25 +99,21 @@ def test_regression_gates_use_the_mae_factor_and_the_constant_predictor() -> Non
 
 
 def test_likely_cause_reads_a_flat_loss_as_a_step_size_problem() -> None:
-    cause = likely_cause("distill", {"lr": 0.0135}, {"loss": [25.9, 25.9, 25.8]},
-                         _classes(8.4))
+    cause = likely_cause("distill", {"lr": 0.0135}, {"loss": [25.9, 25.9, 25.8]})
     assert "did not fall after epoch 1" in cause and "lr 0.0135" in cause
-    assert "bits" in likely_cause("quantize", {"weight_bits": 2, "act_bits": 2}, {},
-                                  _classes(10.0))
+    assert "bits" in likely_cause("quantize", {"weight_bits": 2, "act_bits": 2}, {})
 
 
 def test_a_quantize_collapse_names_the_rounding_options_it_was_given() -> None:
     """bias_bits / scale_bits are lossy choices the user made: named first when set."""
-    plain = likely_cause("quantize", {"weight_bits": 4, "act_bits": 4, "mode": "qat"}, {},
-                         _classes(92.6))
+    plain = likely_cause("quantize", {"weight_bits": 4, "act_bits": 4, "mode": "qat"}, {})
     assert "bias_bits" not in plain and "more bits or more epochs" in plain
-    assert "mode qat or more bits" in likely_cause("quantize", {"mode": "ptq"}, {},
-                                                   _classes(92.6))
+    assert "mode qat or more bits" in likely_cause("quantize", {"mode": "ptq"}, {})
     cause = likely_cause("quantize", {"weight_bits": 4, "act_bits": 4, "mode": "qat",
-                                      "bias_bits": 4}, {}, _classes(92.6))
+                                      "bias_bits": 4}, {})
     assert cause.startswith("bias_bits 4 (int32 biases, where folded BatchNorm shifts live")
     assert "scale_bits" not in cause and "weights 4, activations 4" in cause
-    both = likely_cause("quantize", {"bias_bits": 3, "scale_bits": 6}, {}, _classes(92.6))
+    both = likely_cause("quantize", {"bias_bits": 3, "scale_bits": 6}, {})
     assert "bias_bits 3" in both and "scale_bits 6" in both
 
 
@@ -129,18 +125,17 @@ def test_a_quantize_collapse_names_the_rounding_options_it_was_given() -> None:
 ])
 def test_a_prune_collapse_names_the_setting_its_method_reads(config: dict, named: str) -> None:
     """A channel prune's sparsity is an unused default: the hint names channel_ratio."""
-    cause = likely_cause(f"prune({config['method']})", {**config, "epochs": 1}, {},
-                         _classes(44.7))
+    cause = likely_cause(f"prune({config['method']})", {**config, "epochs": 1}, {})
     assert cause.startswith(named) and "fine-tuning epochs (1)" in cause
 
 
 def test_a_collapse_after_a_fine_tune_that_could_not_run_says_so() -> None:
     """Epochs asked for, none ran (frozen by a quantize before it): not "too few epochs"."""
     cause = likely_cause("prune(magnitude)", {"method": "magnitude", "sparsity": 0.5,
-                                              "epochs": 1}, {"loss": []}, _classes(70.0))
+                                              "epochs": 1}, {"loss": []})
     assert cause.startswith("its 1 fine-tuning epoch(s) did not run: nothing was left to train")
     ran = likely_cause("prune(magnitude)", {"method": "magnitude", "sparsity": 0.5,
-                                            "epochs": 1}, {"loss": [0.5]}, _classes(70.0))
+                                            "epochs": 1}, {"loss": [0.5]})
     assert ran.startswith("sparsity 0.5 is too much")
 
 

@@ -220,7 +220,8 @@ def planted_state(t: Path, w: World, ref: str, *, forge_manifest: bool) -> Path:
     import torch
 
     from occ.artifact.container import write_artifact
-    from occ.engine.resume import file_sha256, fingerprints, state_path
+    from occ.engine.resume import fingerprints, state_path
+    from occ.io import file_sha256
     from occ.recipe import load_recipe
 
     r = recipe(t, w)

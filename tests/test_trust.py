@@ -198,6 +198,29 @@ def test_state_manifest(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "manifest.json").read_text())["states"][state.name]
 
 
+def test_an_unreadable_state_manifest_is_named_not_silently_replaced(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A manifest occ cannot read was overwritten in silence, and --resume then said the
+    states it had listed were "not written by occ". Now both say what the manifest is."""
+    import hashlib
+
+    from occ.engine.state_manifest import UnverifiedStateError, record_state, verify_state
+
+    first, second = tmp_path / "00-prune.occst", tmp_path / "01-quantize.occst"
+    first.write_bytes(b"state")
+    record_state(first, "fp", hashlib.sha256(b"state").hexdigest())
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(UnverifiedStateError, match=r"manifest\.json is unreadable "
+                                                   r"\(JSONDecodeError\), so it is not trusted"):
+        verify_state(first, "fp", where="--resume")
+    with caplog.at_level("WARNING", logger="occ"):
+        record_state(second, "fp", hashlib.sha256(b"other").hexdigest())
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "manifest.json is unreadable (JSONDecodeError)" in said
+    assert "--resume will not restore the states it listed" in said
+    assert list(json.loads((tmp_path / "manifest.json").read_text())["states"]) == [second.name]
+
+
 class _Evil:
     def __reduce__(self) -> tuple:
         return (os.system, ("true",))

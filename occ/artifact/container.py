@@ -179,12 +179,13 @@ def _header_dict(flags: int) -> bytes | None:
 
 
 def _compact(header: dict[str, Any], streams: list[dict[str, Any]]) -> bytes | None:
-    """The binary (version-3) header, or None where it cannot hold these names (NUL)."""
+    """The binary (version-3) header, or None where it cannot hold these names or dtypes
+    (``header_v3.NotCompact``; any other error is a bug, raised)."""
     from occ.artifact import header_v3
 
     try:
         return header_v3.pack({**header, "streams": streams})
-    except ValueError:
+    except header_v3.NotCompact:
         return None
 
 

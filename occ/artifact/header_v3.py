@@ -76,13 +76,18 @@ def _flags(s: dict[str, Any], last: dict[str, Any] | None) -> int:
     return flags | (LENGTH if _implied_length(s, last) != s["length"] else 0)
 
 
+class NotCompact(ValueError):
+    """What the binary header cannot hold (a name with a NUL byte or too long, a dtype
+    without a code): the container writes the JSON header instead."""
+
+
 def _table(names: list[bytes], w: ByteWriter) -> list[int]:
     """Write the distinct ``names`` in first-seen order, each ended by a NUL byte (as
     text, deflate matches them against the dictionary); return each name's index."""
     seen: dict[bytes, int] = {}
     for n in names:
         if b"\0" in n or len(n) > MAX_NAME:  # the container writes JSON instead
-            raise ValueError("compact header: a name with a NUL byte, or too long")
+            raise NotCompact("compact header: a name with a NUL byte, or too long")
         seen.setdefault(n, len(seen))
     w.varint(len(seen))
     w.raw(b"".join(n + b"\0" for n in seen))
@@ -120,6 +125,8 @@ def pack(header: dict[str, Any]) -> bytes:
 def _columns(rows: list[tuple[dict[str, Any], int]], w: ByteWriter) -> None:
     """The explicit fields, one column after another."""
     for s, f in rows:
+        if f & DTYPE and s["dtype"] not in DTYPE_CODES:
+            raise NotCompact(f"compact header: no code for dtype {s['dtype']!r}")
         if f & DTYPE:
             w.u8(DTYPE_CODES.index(s["dtype"]))
     for s, f in rows:

@@ -162,14 +162,6 @@ def split_val(
     return perm[val_size:][:limit_train], perm[:val_size]
 
 
-def subset_splits(
-    train_full: Dataset, val_size: int | None, limit_train: int | None
-) -> tuple[Subset, Subset]:
-    """Split a map-style train dataset into ``(train, val)`` subsets (see :func:`split_val`)."""
-    train_idx, val_idx = split_val(len(train_full), val_size, limit_train)
-    return Subset(train_full, train_idx.tolist()), Subset(train_full, val_idx.tolist())
-
-
 def calib_subset(bundle: DataBundle, calib_size: int | None) -> None:
     """Keep a fixed subset of ``calib_size`` calibration samples (all when ``None``)."""
     if calib_size is None:

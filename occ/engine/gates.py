@@ -39,7 +39,7 @@ def check_stage(spec: GuardSpec, *, label: str, index: int, before: Quality, aft
     broken = _broken(spec, before, after, baseline)
     if broken is None:
         return
-    cause = likely_cause(label, config, details, after).rstrip(".")
+    cause = likely_cause(label, config, details).rstrip(".")
     stop = "" if cause.endswith(("?", "!")) else "."
     kept = (f"; earlier stages are kept in {saved_dir} for --resume"
             if index > 0 and os.path.isdir(saved_dir) else "")
@@ -71,8 +71,7 @@ def _broken(spec: GuardSpec, before: Quality, after: Quality, baseline: Quality)
     return None
 
 
-def likely_cause(label: str, config: dict[str, Any], details: dict[str, Any],
-                 after: Quality) -> str:
+def likely_cause(label: str, config: dict[str, Any], details: dict[str, Any]) -> str:
     """A short guess at why a stage broke a gate, from its config and training history."""
     losses = [x for x in details.get("loss", []) if isinstance(x, (int, float))]
     lr = config.get("lr")

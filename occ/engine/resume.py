@@ -40,15 +40,6 @@ _PID_BYTES = 64  # a pid is at most ~20 digits: more is not a lock occ wrote
 _WRITING_SECONDS = 10.0  # an empty lock this young is being written, not stale
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 # Recipe fields that cannot change what a stage computes: its label, where it is written,
 # the quality gates checked after it, and the written order (``stages`` is the run order).
 _NOT_RESULT = ("name", "output", "min_accuracy", "max_mae", "guard", "order", "stages")

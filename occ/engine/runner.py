@@ -42,7 +42,7 @@ from occ.engine.plan import Plan
 from occ.engine.probe import RECIPE_TERMS, InputTerms, build_for_data, check_model_fit
 from occ.engine.run_header import final_header, run_header
 from occ.errors import ArtifactError, DataError, OccError, RecipeError, StageError
-from occ.io import atomic_write_files
+from occ.io import atomic_write_files, file_sha256
 from occ.models.edits import tensor_equal
 from occ.outputs import holds, stale_exports
 from occ.progress import Progress
@@ -147,7 +147,7 @@ def _run_locked(plan: Plan, ctx: RunContext, *, resume: bool) -> Report:
         log.warning("%s", said)  # what the recipe says that will not happen as written
     for said in ctx.warnings:
         _warn_baseline(report, said)
-    sha = (resume_mod.file_sha256(str(recipe.model.checkpoint)) if recipe.model.checkpoint
+    sha = (file_sha256(str(recipe.model.checkpoint)) if recipe.model.checkpoint
            else IN_MEMORY)  # a model handed in from Python (occ.engine.model_api)
     prints = resume_mod.fingerprints(recipe, sha)
     outputs = base_out

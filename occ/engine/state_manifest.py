@@ -17,17 +17,19 @@ No torch here.
 
 from __future__ import annotations
 
-import hashlib
 import json
+import logging
+import os
 from pathlib import Path
 from typing import Any
 
 from occ.errors import RecipeError
-from occ.io import atomic_write_text
+from occ.io import atomic_write_text, file_sha256
 from occ.limits import MAX_ARTIFACT_BYTES, check_input_file
 from occ.outputs import STATE_MANIFEST as MANIFEST
 
 _MAX_MANIFEST = 1 << 20
+log = logging.getLogger("occ")
 
 
 class StaleStateError(RecipeError):
@@ -44,29 +46,33 @@ class ChangedStageError(UnverifiedStateError):
     changed stage again when the stages before it were restored (``occ.engine.runner``)."""
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _read(folder: Path) -> dict[str, Any]:
+def _read(folder: Path) -> tuple[dict[str, Any], str | None]:
+    """(the states the manifest lists, why it could not be read: None when it was, or
+    when there is none)."""
     path = folder / MANIFEST
+    if not os.path.lexists(path):
+        return {}, None
     try:
-        if not path.is_file() or path.stat().st_size > _MAX_MANIFEST:
-            return {}
+        if not path.is_file():
+            return {}, "not a regular file"
+        if path.stat().st_size > _MAX_MANIFEST:
+            return {}, f"over {_MAX_MANIFEST:,} bytes"
         doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
-        return {}
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
+        return {}, f"unreadable ({type(err).__name__})"
     states = doc.get("states") if isinstance(doc, dict) else None
-    return states if isinstance(states, dict) else {}
+    return (states, None) if isinstance(states, dict) else ({}, "not a manifest occ wrote")
 
 
 def record_state(path: Path, fingerprint: str, sha256: str) -> None:
-    """Record the state about to be written at ``path`` (digest + fingerprint)."""
-    states = _read(path.parent)
+    """Record the state about to be written at ``path`` (digest + fingerprint). A
+    manifest that cannot be read is replaced, and the states it listed are named as lost
+    to ``--resume`` (a warning)."""
+    states, problem = _read(path.parent)
+    if problem is not None:
+        log.warning("%s is %s: it is replaced by one that lists only %s, so --resume will "
+                    "not restore the states it listed", path.parent / MANIFEST, problem,
+                    path.name)
     states[path.name] = {"sha256": sha256, "fingerprint": fingerprint}
     atomic_write_text(path.parent / MANIFEST,
                       json.dumps({"states": states}, indent=1, sort_keys=True))
@@ -81,12 +87,15 @@ def verify_state(path: Path, fingerprint: str, *, where: str) -> None:
     """
     check_input_file(path, limit=MAX_ARTIFACT_BYTES, error=UnverifiedStateError,
                      what="stage state")
-    entry = _read(path.parent).get(path.name)
+    states, problem = _read(path.parent)
+    entry = states.get(path.name)
     hint = "remove it or use another --out"
     if not isinstance(entry, dict):
-        raise UnverifiedStateError(f"{path} is not in {path.parent / MANIFEST}: occ did not "
-                                   f"write it, so it is not trusted; {hint}", where=where)
-    if entry.get("sha256") != _sha256(path):
+        why = (f"{path.parent / MANIFEST} is {problem}, so it is not trusted" if problem else
+               f"{path} is not in {path.parent / MANIFEST}: occ did not write it, so it is "
+               "not trusted")
+        raise UnverifiedStateError(f"{why}; {hint}", where=where)
+    if entry.get("sha256") != file_sha256(path):
         raise UnverifiedStateError(f"{path} changed after occ wrote it (sha256 differs from "
                                    f"{path.parent / MANIFEST}); {hint}", where=where)
     if entry.get("fingerprint") != fingerprint:
