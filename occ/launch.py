@@ -28,6 +28,7 @@ from typing import Any, TypedDict
 
 from occ.errors import RecipeError
 from occ.io import atomic_write_text
+from occ.outputs import torchrun_rank
 
 RANK_ERRORS_ENV = "OCC_RANK_ERRORS"
 """The folder where ranks started by :func:`run_ranks` leave their errors."""
@@ -71,13 +72,8 @@ FOLDER_PREFIX = "occ-ranks-"
 
 def _launched_rank() -> int | None:
     """This process's RANK when torchrun started it with a consistent one, else None."""
-    if not os.environ.get("TORCHELASTIC_RUN_ID"):
-        return None
-    try:
-        rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    except (KeyError, ValueError):
-        return None
-    return rank if 0 <= rank < size else None
+    ranked = torchrun_rank() if os.environ.get("TORCHELASTIC_RUN_ID") else None
+    return None if ranked is None else ranked[0]
 
 
 def _private_folder(name: str | None) -> Path | None:

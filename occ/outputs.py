@@ -123,14 +123,22 @@ def _refuse_file_on_the_way(requested: Path, base: Path, where: str) -> None:
                       "created there", where=where)
 
 
-def other_rank() -> bool:
-    """Whether this process is a torchrun rank other than 0 (from the environment alone, no
-    torch): ``WORLD_SIZE`` above 1 and ``RANK`` not 0. A stray ``RANK`` without a world
-    (SLURM, MPI) is not a rank."""
+def torchrun_rank() -> tuple[int, int] | None:
+    """(``RANK``, ``WORLD_SIZE``) as torchrun sets them, from the environment alone (no
+    torch): both integers, ``0 <= RANK < WORLD_SIZE``; None otherwise. An inconsistent pair
+    is no rank here; ``occ.distributed.setup`` refuses it before joining."""
     try:
-        return int(os.environ.get("WORLD_SIZE", "1")) > 1 and os.environ.get("RANK", "0") != "0"
-    except ValueError:
-        return False
+        rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    except (KeyError, ValueError):
+        return None
+    return (rank, size) if 0 <= rank < size else None
+
+
+def other_rank() -> bool:
+    """Whether this process is a torchrun rank other than 0 (``torchrun_rank``, in a world
+    of more than one). A stray ``RANK`` without a world (SLURM, MPI) is not a rank."""
+    ranked = torchrun_rank()
+    return ranked is not None and ranked[1] > 1 and ranked[0] != 0
 
 
 def _probe_write(out: Path, where: str) -> None:
@@ -225,4 +233,5 @@ def check_output_file(path: str | os.PathLike[str], *, where: str = "--out") -> 
 
 __all__ = ["ABLATE_DIRS", "ABLATE_FILES", "ABLATE_STATES", "EXPORTS", "RUN_DIRS", "RUN_FILES",
            "check_output_dir", "check_output_file", "holds", "made_folders", "other_rank",
+           "torchrun_rank",
            "STATE_MANIFEST", "stale_exports"]
