@@ -22,7 +22,7 @@ from occ.artifact.container import (
 from occ.engine import load as loader
 from occ.errors import ArtifactError
 from occ.models import build_model
-from occ.models.edits import shape_changes, tensor_equal
+from occ.models.edits import module_spec, tensor_equal
 from occ.trust import TrustError
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int8,
@@ -206,6 +206,14 @@ def test_raw_length_mismatch() -> None:
 def test_unreadable_path(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="cannot read"):
         read_artifact(tmp_path / "none.occ")
+
+
+def shape_changes(model: torch.nn.Module, reference: torch.nn.Module) -> dict[str, dict]:
+    """Modules of ``model`` whose spec differs from the same path in ``reference``."""
+    ref = dict(reference.named_modules())
+    return {name: spec for name, module in model.named_modules()
+            if (spec := module_spec(module)) is not None and name in ref
+            and module_spec(ref[name]) != spec}
 
 
 def test_model_round_trip_with_reshape_edit(tmp_path: Path) -> None:

@@ -15,11 +15,12 @@ from typer.testing import CliRunner
 
 from occ.cli import app
 from occ.errors import OccError
+from occ.io import atomic_write_files
 from occ.metrics import Metrics
 from occ.report.data import Report, StageRecord, load_report, to_json
 from occ.report.html import to_html
 from occ.report.markdown import to_markdown
-from occ.report.write import write_reports
+from occ.report.write import report_files
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 VOID = {"meta", "img", "br", "hr", "link", "input"}
@@ -211,7 +212,7 @@ def test_json_is_strict_and_round_trips() -> None:
 
 @pytest.mark.slow
 def test_write_reports_then_cli_rerenders(tmp_path: Path) -> None:
-    write_reports(make_report(), tmp_path)
+    atomic_write_files(report_files(make_report(), tmp_path))
     json_text = (tmp_path / "report.json").read_text()
     strict_json(json_text)
     html_text = (tmp_path / "report.html").read_text()

@@ -81,11 +81,6 @@ def register_codec(codec: Codec) -> Codec:
     return codec
 
 
-def list_codecs() -> list[str]:
-    """Names of the registered codecs."""
-    return list(CODECS)
-
-
 def _raw_decode(data: bytes, meta: dict[str, Any], dtype: np.dtype, count: int) -> np.ndarray:
     if len(data) != count * dtype.itemsize:
         raise ArtifactError(f"raw stream holds {len(data)} bytes, "

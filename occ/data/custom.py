@@ -26,7 +26,8 @@ def load_callable_dataset(spec: DataSpecLike, *, trust_code: bool,
     """Import and call ``spec.dataset`` (``pkg.module:callable``) and bundle its splits.
 
     Raises:
-        RecipeError: without ``trust_code`` (nothing is imported), or it does not import.
+        TrustError: without ``trust_code`` (nothing is imported).
+        RecipeError: it does not import.
         DataError: it raised, or returned something other than the splits.
     """
     from occ.callables import import_callable, require_trust

@@ -102,17 +102,6 @@ def module_spec(module: nn.Module) -> dict[str, Any] | None:
     return {"type": kind, "args": _SPECS[kind][1](module)}
 
 
-def shape_changes(model: nn.Module, reference: nn.Module) -> dict[str, dict[str, Any]]:
-    """Modules of ``model`` whose spec differs from the same path in ``reference``."""
-    ref = dict(reference.named_modules())
-    changes = {}
-    for name, module in model.named_modules():
-        spec = module_spec(module)
-        if spec is not None and name in ref and module_spec(ref[name]) != spec:
-            changes[name] = spec
-    return changes
-
-
 def set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
     """Replace the submodule at dotted ``path`` (``features.0``) with ``module``."""
     parent_path, _, leaf = path.rpartition(".")

@@ -2,8 +2,9 @@
 
 ``Report`` holds the baseline's metrics, one ``StageRecord`` per stage (accuracy,
 agreement, params, nonzero, MACs, BitOps, bytes, seconds), the order used and why.
-``write_reports`` writes ``report.json`` (strict JSON: non-finite numbers become null),
-``report.md`` and ``report.html`` (one standalone page, plots inline as PNG) atomically;
+``occ.report.write.report_files`` renders ``report.json`` (strict JSON: non-finite numbers
+become null), ``report.md`` and ``report.html`` (one standalone page, plots inline as PNG),
+which a run writes atomically with its artifact;
 ``Report.from_dict`` reads ``report.json`` back so ``render`` (``occ report DIR``) redraws
 the other two. ``Report.__rich__`` renders the terminal table. The plots and the page's CSS live in
 ``occ.report.plots``.

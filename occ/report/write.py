@@ -12,11 +12,6 @@ from occ.report.html import to_html
 from occ.report.markdown import to_markdown
 
 
-def write_reports(report: Report, out_dir: str | Path) -> None:
-    """Write ``report.json``, ``report.md`` and ``report.html`` into ``out_dir`` atomically."""
-    atomic_write_files(report_files(report, out_dir))
-
-
 def report_files(report: Report, out_dir: str | Path) -> dict[Path, str]:
     """``report.json``, ``report.md`` and ``report.html`` rendered, by their paths in
     ``out_dir``, not yet written (a run writes them with its artifact, all rendered first)."""

@@ -154,11 +154,4 @@ def decompose(a: np.ndarray | torch.Tensor) -> Decomposition:
     return Decomposition(r=np.triu(np.asarray(r)[:n]), perm=np.asarray(perm))
 
 
-def interpolative(a: np.ndarray | torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """The size-``k`` ID of ``a``: (kept columns ascending, T (k, n), ||R22||_2)."""
-    dec = decompose(a)
-    idx, t = dec.interpolate(k)
-    return idx, t, dec.error(k)
-
-
-__all__ = ["Decomposition", "TallSkinnyQR", "decompose", "interpolative", "tsqr_update"]
+__all__ = ["Decomposition", "TallSkinnyQR", "decompose", "tsqr_update"]
