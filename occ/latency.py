@@ -67,7 +67,19 @@ def _timer(device: torch.device) -> Callable[[Callable[[], Any]], float]:
     return cpu_time
 
 
+def check_timing(runs: int, warmup: int) -> None:
+    """Refuse a timing that measures nothing: ``runs`` below 1 or ``warmup`` below 0.
+
+    Raises:
+        ValueError: naming both.
+    """
+    if runs < 1 or warmup < 0:
+        raise ValueError(f"need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
+
+
 def summary(batch: int, times_ms: list[float]) -> dict[str, Any]:
+    """One batch size's timings (ms per run) summarised: median, p90, mean, min, per sample
+    and samples per second (None when the median is 0)."""
     t = np.asarray(times_ms, dtype=np.float64)
     median = float(np.median(t))
     return {"batch_size": batch, "runs": len(t), "median_ms": median,
@@ -105,8 +117,7 @@ def measure_latency(model: nn.Module, input_shape: Sequence[int],
         "batches": [{"batch_size", "runs", "median_ms", "p90_ms", "mean_ms", "min_ms",
         "per_sample_ms", "samples_per_s"}, ...], "notes": [...]}`` (JSON).
     """
-    if runs < 1 or warmup < 0:
-        raise ValueError(f"need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
+    check_timing(runs, warmup)
     if not batch_sizes or any(b < 1 for b in batch_sizes):
         raise ValueError(f"batch sizes must be >= 1, got {list(batch_sizes)}")
     device = torch.device(device)
@@ -133,8 +144,9 @@ def measure_latency(model: nn.Module, input_shape: Sequence[int],
 
 
 def device_name(device: torch.device) -> str:
+    """The GPU's name for a CUDA device, else the CPU's (``cpu_name``)."""
     if device.type == "cuda":
-        return torch.cuda.getdevice_name(device)
+        return torch.cuda.get_device_name(device)
     return cpu_name()
 
 

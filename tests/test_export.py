@@ -321,7 +321,7 @@ def test_float_export_records_the_data_and_eval_measures_it_like_the_artifact(
     # data the graph's input does not fit: one line, exit 2
     res = CliRunner().invoke(app, ["eval", str(out), "--data", "mnist5k"])
     assert res.exit_code == 2 and res.stderr.count("\n") == 1
-    assert "input is batchx3x32x32" in res.stderr and "1x28x28" in res.stderr
+    assert "input is batch×3×32×32" in res.stderr and "1×28×28" in res.stderr
     # a file from another exporter records no data: --data is needed, not a guess
     proto = onnx.load(str(out))
     del proto.metadata_props[:]
@@ -381,7 +381,7 @@ def test_onnx_eval_takes_channels_and_image_size_and_names_the_graphs_own(
     assert same["accuracy"] == recorded["accuracy"] and same["input_shape"] == [3, 32, 32]
     res = CliRunner().invoke(app, ["eval", str(out), "--image-size", "28"])
     assert res.exit_code == 2 and res.stderr.count("\n") == 1, res.output
-    assert ("input is batchx3x32x32 but the data (imagefolder) gives batches of 3x28x28 "
+    assert ("input is batch×3×32×32 but the data (imagefolder) gives batches of 3×28×28 "
             "images; set --image-size 32 to read the images at the size it takes") in res.stderr
     res = CliRunner().invoke(app, ["eval", str(out), "--channels", "1", "--mean", "0.3",
                                    "--std", "0.25"])

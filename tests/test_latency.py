@@ -99,6 +99,15 @@ def test_cuda_events() -> None:
     assert all(b["median_ms"] > 0 for b in result["batches"])
 
 
+def test_a_cuda_device_is_named_by_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``occ eval --latency`` on a GPU named it with ``torch.cuda.getdevice_name``, which
+    does not exist (AttributeError on every CUDA machine); the CPU suite never got there."""
+    from occ.latency import device_name
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    assert device_name(torch.device("cuda", 0)) == "NVIDIA H200"
+
+
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An artifact of an untrained tiny LeNet-5 (latency needs no accuracy)."""

@@ -146,9 +146,9 @@ def _check_input(model: Any, dataset: Any, path: Path) -> None:
         not isinstance(d, int) or d <= 0 or d == w for d, w in zip(declared[1:], want[1:],
                                                                    strict=True))
     if not fits:
-        shown = "x".join(str(d) for d in declared)
+        shown = "×".join(str(d) for d in declared)
         raise DataError(f"the graph's input is {shown} but the data ({dataset.name}) gives "
-                        f"batches of {'x'.join(str(d) for d in dataset.input_shape)} images; "
+                        f"batches of {'×'.join(str(d) for d in dataset.input_shape)} images; "
                         f"{_input_hint(declared, dataset)}", where=str(path))
 
 
@@ -193,9 +193,9 @@ def measure_onnx_latency(path: str, input_shape: Sequence[int],
     import onnxruntime as ort
 
     from occ.deploy.runtime import ExitSession, open_onnx
+    from occ.latency import check_timing
 
-    if runs < 1 or warmup < 0:
-        raise ValueError(f"need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
+    check_timing(runs, warmup)
     model = open_onnx(path, threads=threads)
     fixed = getattr(model, "batch", None)
     if fixed is not None:  # a static-batch graph (occ export --batch-size N): timed as it is
