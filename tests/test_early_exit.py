@@ -8,6 +8,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -481,6 +482,32 @@ def test_a_head_at_chance_and_an_exit_no_one_takes_are_warned_about(
     assert result.details["val_exited"] == {"rows": len(data.val), "left_early": 0}
     assert f"no val input takes an exit (0 of {len(data.val)}" in unused
     assert "lower threshold" in unused and "see the warning above" in unused
+
+
+def test_calibration_never_keeps_a_head_near_chance(
+        data, trained, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """make demo's case: a head at 7 % on val let 1.3 % of the test digits leave with its
+    guess (0.9 points lost) because that was within the budget and saved a sliver of
+    BitOps. A budget that would allow any loss still keeps no head near chance."""
+    ctx = context(copy.deepcopy(trained), data, tmp_path)
+    with caplog.at_level("WARNING", logger="occ"):
+        result = early_exit_(ctx, EarlyExitConfig(exits=["features.0"], epochs=0,
+                                                  max_accuracy_drop=100.0))
+    assert Quality(result.details["val_heads"][0]["accuracy"], classes=10).collapsed
+    assert result.details["points_kept"] == []
+    assert result.details["calibration"]["dropped"] == ["features.0"]
+    assert "near chance" in caplog.text
+    assert "it learnt next to nothing and it is dropped" in caplog.text
+
+
+def test_calibrate_drops_an_unusable_exit_whatever_it_saves() -> None:
+    from occ.techniques.early_exit.calibrate import ExitOutputs, calibrate
+
+    right = np.ones(10, dtype=bool)
+    data = ExitOutputs(scores=[np.linspace(0.1, 1.0, 10)], correct=[right, right],
+                       reference=right)
+    assert calibrate(data, [1.0, 10.0], [0.1], 0.0)[0] != [None]  # free to leave: kept
+    assert calibrate(data, [1.0, 10.0], [0.1], 0.0, usable=[False])[0] == [None]
 
 
 def test_a_head_that_learns_is_not_warned_about(data, trained, tmp_path: Path) -> None:

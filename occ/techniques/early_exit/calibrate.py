@@ -137,8 +137,11 @@ def _candidates(scores: np.ndarray) -> list[float | None]:
 
 
 def calibrate(data: ExitOutputs, backbone: Sequence[float], heads: Sequence[float],
-              max_drop: float) -> tuple[list[float | None], float, float, float]:
-    """Thresholds (``None`` = drop the exit) minimising expected cost within ``max_drop``.
+              max_drop: float, usable: Sequence[bool] | None = None,
+              ) -> tuple[list[float | None], float, float, float]:
+    """Thresholds (``None`` = drop the exit) minimising expected cost within ``max_drop``;
+    an exit not ``usable`` (a head near chance: whoever leaves there gets its guess) is
+    dropped whatever it would save.
 
     Returns:
         (thresholds on the higher-is-surer score, accuracy %, lost %, expected cost) on
@@ -149,7 +152,8 @@ def calibrate(data: ExitOutputs, backbone: Sequence[float], heads: Sequence[floa
     acc, lost, cost = simulate(data, best, backbone, heads)
     if lost > max_drop + 1e-9:
         return best, acc, lost, cost
-    cands = [_candidates(s) for s in data.scores]
+    cands = [_candidates(s) if usable is None or usable[e] else [None]
+             for e, s in enumerate(data.scores)]
     for _ in range(_MAX_ROUNDS):
         changed = False
         for e in range(len(best)):
@@ -317,10 +321,11 @@ def _best_epsilon(data: RegressionOutputs, eps: list[float | None], e: int, befo
     return float(cands[i]), float(cost[i])
 
 
-def _subsets(k: int) -> list[tuple[int, ...]]:
-    """Kept-head subsets to try, at most ``_MAX_SUBSETS``: 2 heads, then 3, ... (one head
-    alone never lets a row leave, so it never pays; no heads is the starting point)."""
-    sizes = (itertools.combinations(range(k), size) for size in range(2, k + 1))
+def _subsets(indices: Sequence[int]) -> list[tuple[int, ...]]:
+    """Subsets of the heads ``indices`` to try keeping, at most ``_MAX_SUBSETS``: 2 heads,
+    then 3, ... (one head alone never lets a row leave, so it never pays; no heads is the
+    starting point)."""
+    sizes = (itertools.combinations(indices, size) for size in range(2, len(indices) + 1))
     return list(itertools.islice(itertools.chain.from_iterable(sizes), _MAX_SUBSETS))
 
 
@@ -341,8 +346,11 @@ class AgreementFit:
 
 
 def calibrate_agreement(data: RegressionOutputs, backbone: Sequence[float],
-                        heads: Sequence[float], max_increase: float) -> AgreementFit:
-    """Epsilons minimising expected cost while the increase stays within ``max_increase``.
+                        heads: Sequence[float], max_increase: float,
+                        usable: Sequence[bool] | None = None) -> AgreementFit:
+    """Epsilons minimising expected cost while the increase stays within ``max_increase``;
+    a head not ``usable`` (no better than a constant) is kept only as a subset's first, the
+    reference, whose outputs no row leaves with.
 
     Tries every subset of kept heads (the first ``_MAX_SUBSETS`` by size: all of them for
     up to 8 heads; with more, the larger subsets are not tried) and keeps the cheapest
@@ -354,7 +362,9 @@ def calibrate_agreement(data: RegressionOutputs, backbone: Sequence[float],
     mae, increase, cost = simulate_agreement(data, best, backbone, heads)
     if increase > max_increase + 1e-12:
         return AgreementFit(best, mae, increase, cost, feasible=False)
-    for subset in _subsets(k):
+    for subset in _subsets(range(k)):
+        if usable is not None and not all(usable[e] for e in subset[1:]):
+            continue  # rows would leave at a head no better than a constant
         eps, current = _descend(data, subset, backbone, heads, max_increase)
         if _cheaper(current, cost):
             best, cost = eps, current

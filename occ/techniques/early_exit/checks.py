@@ -6,8 +6,8 @@ chance (``occ.quality.Quality.collapsed``). Two ways the stage can "succeed" and
 dead weight:
 
 * a head near chance: it learnt next to nothing (global average pooling of a
-  pre-activation conv output sees little more than the mean colour), so it is either
-  dropped or kept and lets a few inputs leave with a guess;
+  pre-activation conv output sees little more than the mean colour). Calibration drops it
+  (whoever left there would get its guess); with thresholds given, it is kept as asked;
 * no val input takes any kept exit: every input pays for the heads and none saves.
 
 Each is logged as a warning and returned for the stage's notes, naming the head and the
@@ -92,11 +92,11 @@ def stage_warnings(ee: EarlyExitNet, heads: Sequence[Head], left: int, rows: int
 
 def _near_chance(ee: EarlyExitNet, head: Head, config: EarlyExitConfig) -> str:
     if head.point not in ee.points:
-        fate = "calibration dropped it"
+        fate = "it is dropped (inputs that left there would get its guess)"
     elif ee.criterion == "agreement" and head.point == ee.points[0]:
         fate = "it is kept as the reference the next exit's outputs must agree with"
     else:
-        fate = "it is kept, so inputs that leave there get its guess"
+        fate = "it is kept (the thresholds were given), so inputs that leave there get its guess"
     return (f"early_exit: the head after {head.point} ends {head.quality.describe()} on the "
             f"val split, {head.quality.collapse()}; it learnt next to nothing and {fate}. "
             f"Give it more to see: {_richer(ee.backbone, head, config)}")

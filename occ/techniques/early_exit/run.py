@@ -30,11 +30,14 @@ Either way, an exit that does not pay for itself is dropped, and if even the tra
 backbone alone breaks the budget every exit is dropped. The model runs early exit for
 real (rows that leave stop computing); see ``occ.techniques.early_exit``.
 
-Every trained head is then measured on the val split (``details["val_heads"]``, and how
-many val rows take a kept exit, ``details["val_exited"]``). A head near chance (the gates'
-definition, ``occ.quality``) or kept exits that no val input takes are a stage that does
-nothing useful: a warning on stderr and in the stage's notes names the head and the
-options that give it more to see (``occ.techniques.early_exit.checks``).
+Every trained head is measured on the val split before calibration
+(``details["val_heads"]``, and how many val rows take a kept exit,
+``details["val_exited"]``). A head near chance (the gates' definition, ``occ.quality``)
+is never kept by calibration, whatever it would save: an input that left there would get
+its guess (a LeNet-5 demo head at 7 % let 1.3 % of the test digits leave and cost 0.9
+points). It and kept exits that no val input takes are a stage that does nothing useful:
+a warning on stderr and in the stage's notes names the head and the options that give it
+more to see (``occ.techniques.early_exit.checks``).
 
 Heads are added after quantization (early exit comes after it in the built-in order).
 ``quantize_heads: auto`` (the default) quantizes them like the backbone when it has
@@ -120,11 +123,14 @@ def early_exit_(ctx: RunContext, config: EarlyExitConfig) -> StageResult:
     notes = [f"{len(points)} exit head(s) after {', '.join(points)} ({config.train} training)",
              _heads_note(details["heads"], config)]
     val = every_exit(ee, ctx.loader("val"), device) if len(ctx.data.val) else None
+    heads = _measure_heads(ctx, trained, val)
+    usable = _usable(ctx, heads, val)
     if calibrating and config.criterion == "agreement":
-        details["calibration"] = _calibrate_agreement(ctx, ee, config, device, reference, val)
+        details["calibration"] = _calibrate_agreement(ctx, ee, config, device, reference, val,
+                                                      usable)
         notes.append(_agreement_note(details["calibration"]))
     elif calibrating:
-        details["calibration"] = _calibrate(ctx, ee, config, device, reference, val)
+        details["calibration"] = _calibrate(ctx, ee, config, device, reference, val, usable)
         notes.append(_calibration_note(details["calibration"]))
     ctx.record_edit("early_exit", **ee.edit_args())
     for op, args in head_edits(ee):  # replayed after early_exit: fold_bn, then quantize
@@ -133,21 +139,45 @@ def early_exit_(ctx: RunContext, config: EarlyExitConfig) -> StageResult:
     if calibrating and not ee.points:  # a stage that changed nothing: say so, loudly
         log.warning("early_exit dropped every exit (%s): %s; the model runs without early "
                     "exit", ", ".join(points), notes[-1])
-    notes += _check_heads(ctx, ee, trained, val, config, details)
+    notes += _check_heads(ee, heads, val, config, details)
     return StageResult(details=details, notes=notes)
 
 
-def _check_heads(ctx: RunContext, ee, trained: list, val, config: EarlyExitConfig,
-                 details: dict) -> list[str]:
-    """Measure every ``trained`` head ((point, spec)) on the val split
-    (``details["val_heads"]``, and the val rows that take a kept exit); log and return the
-    warnings of a stage that does nothing useful (``occ.techniques.early_exit.checks``)."""
-    from occ.techniques.early_exit.checks import leaving, measure_heads, stage_warnings
+def _measure_heads(ctx: RunContext, trained: list, val) -> list | None:
+    """Every ``trained`` head ((point, spec)) measured on the val split as if every row
+    left there (``occ.techniques.early_exit.checks.Head``); None without a val split."""
+    from occ.techniques.early_exit.checks import measure_heads
 
     if val is None:
+        return None
+    outs, targets = val
+    return measure_heads(trained, outs, targets, ctx.data.num_classes)
+
+
+def _usable(ctx: RunContext, heads: list | None, val) -> list[bool] | None:
+    """Which heads calibration may let rows leave at: not those near chance (whoever left
+    there would get its guess), unless the backbone's own end is near chance as well
+    (then a head's quality says nothing against it, and the budget decides)."""
+    from occ.quality import quality
+
+    if heads is None:
+        return None
+    outs, targets = val
+    if quality(outs[-1], targets, ctx.data.num_classes).collapsed:
+        return None
+    return [not h.quality.collapsed for h in heads]
+
+
+def _check_heads(ee, heads: list | None, val, config: EarlyExitConfig,
+                 details: dict) -> list[str]:
+    """Record the ``heads``' val quality (``details["val_heads"]``, and the val rows that
+    take a kept exit); log and return the warnings of a stage that does nothing useful
+    (``occ.techniques.early_exit.checks``)."""
+    from occ.techniques.early_exit.checks import leaving, stage_warnings
+
+    if heads is None:
         return ["heads not checked: the data has no val split"]
     outs, targets = val
-    heads = measure_heads(trained, outs, targets, ctx.data.num_classes)
     points = [h.point for h in heads]
     left = leaving(outs, [points.index(p) for p in ee.points], ee.thresholds, ee.criterion)
     details["val_heads"] = [{"point": h.point, **h.quality.to_dict()} for h in heads]
@@ -232,15 +262,16 @@ def _cost_model(ctx: RunContext, ee, device) -> tuple[list[float], list[float]]:
     return backbone, [h["bitops"] for h in head[:-1]]
 
 
-def _calibrate(ctx: RunContext, ee, config: EarlyExitConfig, device, reference, val) -> dict:
+def _calibrate(ctx: RunContext, ee, config: EarlyExitConfig, device, reference, val,
+               usable: list[bool] | None) -> dict:
     """Calibrate ``ee``'s thresholds on the val split (``val``: every exit's outputs there);
-    drop the exits that do not pay."""
+    drop the exits that do not pay, and those not ``usable`` (near chance)."""
     from occ.techniques.early_exit.calibrate import calibrate, collect
 
     data = collect(ee, val, reference)
     backbone, heads = _cost_model(ctx, ee, device)
     budget = config.accuracy_budget
-    chosen, acc, lost, cost = calibrate(data, backbone, heads, budget)
+    chosen, acc, lost, cost = calibrate(data, backbone, heads, budget, usable)
     sign = 1.0 if config.criterion == "confidence" else -1.0  # calibrate: higher = surer
     points = list(ee.points)
     ee.thresholds = [2.0 if t is None else sign * t + 0.0 for t in chosen]
@@ -254,7 +285,7 @@ def _calibrate(ctx: RunContext, ee, config: EarlyExitConfig, device, reference, 
 
 
 def _calibrate_agreement(ctx: RunContext, ee, config: EarlyExitConfig, device, reference,
-                         val) -> dict:
+                         val, usable: list[bool] | None) -> dict:
     """Calibrate ``ee``'s epsilons on the val split (``val``: every exit's outputs there)
     within the MAE budget; drop the exits that do not pay
     (``occ.techniques.early_exit.calibrate.calibrate_agreement``)."""
@@ -264,7 +295,7 @@ def _calibrate_agreement(ctx: RunContext, ee, config: EarlyExitConfig, device, r
     backbone, heads = _cost_model(ctx, ee, device)
     budget = (MAE_SHARE * data.reference_mae if config.max_mae_increase is None
               else config.max_mae_increase)
-    found = calibrate_agreement(data, backbone, heads, budget)
+    found = calibrate_agreement(data, backbone, heads, budget, usable)
     points = list(ee.points)
     ee.thresholds = [0.0 if t is None else t for t in found.epsilons]
     keep = [e for e, t in enumerate(found.epsilons) if t is not None]
