@@ -351,12 +351,15 @@ def test_compress_model_with_typed_configs_loaders_and_a_custom_loss(tmp_path: P
         calls.append(len(target))
         return torch.nn.functional.cross_entropy(out, target)
 
-    result = occ.compress(model, [PruneConfig(sparsity=0.5, epochs=1),
-                                  QuantizeConfig(weight_bits=8, act_bits=8, mode="ptq")],
+    # written against the built-in order: it ran as written, while the report said
+    # "reordered" (the CLI reordered the same stages)
+    result = occ.compress(model, [QuantizeConfig(weight_bits=8, act_bits=8, mode="ptq"),
+                                  PruneConfig(sparsity=0.5, epochs=1)],
                           train_data=torch.utils.data.DataLoader(data, batch_size=32),
                           test_data=data, loss=loss, out=str(tmp_path / "out"))
     assert calls and all(n <= 32 for n in calls)  # the user's loss, the loader's batch size
     assert [s.type for s in result.report.stages] == ["prune", "quantize"]
+    assert result.report.plan["reordered"] and result.report.plan["order"][0].startswith("prune")
     assert (tmp_path / "out" / "model.occ").is_file()
     assert isinstance(result, occ.CompressionResult) and result.model is not model
     with pytest.raises(RecipeError, match="applies only when a model is passed in"):

@@ -123,7 +123,7 @@ def compress_model(model: nn.Module, recipe: Any, *, train_data: Any = None,
     if train_data is None and (val_data is not None or test_data is not None):
         raise RecipeError("val_data / test_data need train_data too (else the recipe's data "
                           "is used and they would be ignored)", where="compress")
-    ctx = _context(model, parsed, train_data, val_data, test_data, trust_code,
+    ctx = _context(model, plan.recipe, train_data, val_data, test_data, trust_code,
                    progress or NullProgress())
     ctx.custom_loss = loss
     ctx.warnings += [unloadable] if unloadable is not None else []
@@ -138,7 +138,8 @@ def compress_model(model: nn.Module, recipe: Any, *, train_data: Any = None,
     check_references(plan, ctx.model, ctx)
     with tempfile.TemporaryDirectory(prefix="occ-") as tmp:
         ctx.out_dir = Path(out) if out else Path(tmp)
-        plan = replace(plan, recipe=replace(parsed, output=str(ctx.out_dir)))
+        # the plan's recipe: its stages in the order they run (``parsed`` is as written)
+        plan = replace(plan, recipe=replace(plan.recipe, output=str(ctx.out_dir)))
         report = runner.run(plan, ctx)
         artifact = (ctx.out_dir / "model.occ").read_bytes()
     return CompressionResult(model=ctx.model.eval(), report=report, artifact=artifact,
