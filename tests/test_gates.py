@@ -230,9 +230,16 @@ def test_compress_stops_on_a_collapsed_stage_and_writes_nothing_final(
     assert json.loads(again.stdout)["stages"][1]["metrics"]["accuracy"] < 25
 
 
-def test_recipe_guard_off_and_tight_drop(make) -> None:
+def test_recipe_guard_off_and_tight_drop(make, caplog: pytest.LogCaptureFixture) -> None:
     off = make([COLLAPSE], guard={"enabled": False})
-    assert CliRunner().invoke(app, ["compress", str(off)]).exit_code == 0
+    with caplog.at_level("WARNING", logger="occ"):
+        result = CliRunner().invoke(app, ["compress", str(off), "--json"])
+    assert result.exit_code == 0
+    # no gate stops it, but the collapse is said (it went by in silence, exit 0)
+    said = [r.getMessage() for r in caplog.records if "nothing stops the run" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("stages[0] prune(magnitude): test accuracy")
+    assert "near chance" in said[0] and "the quality gates are off" in said[0]
+    assert said[0] in json.loads(result.stdout)["stages"][0]["notes"]
     tight = make([{**MILD, "sparsity": 0.8}], guard={"max_stage_drop": 0.0})
     result = CliRunner().invoke(app, ["compress", str(tight)])
     if result.exit_code == 1:  # any loss at all breaks a zero-point gate

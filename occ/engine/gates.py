@@ -49,6 +49,20 @@ def check_stage(spec: GuardSpec, *, label: str, index: int, before: Quality, aft
         "--no-guard turns it off)")
 
 
+def unguarded_collapse(*, label: str, index: int, baseline: Quality, after: Quality,
+                       why: str) -> str | None:
+    """The loud warning for a stage that left the model near chance (``after``, on the
+    test split) where no gate read it (``why``: the gates are off, or there is no val
+    split): the run goes on and writes that model, so it is said. None when it did not
+    collapse, or the input model (``baseline``, same split) was near chance already."""
+    if baseline.collapsed or not after.collapsed:
+        return None
+    measure = "accuracy" if after.accuracy is not None else "MAE"
+    return (f"stages[{index}] {label}: test {measure} {baseline.describe()} (input model) -> "
+            f"{after.describe()}, {after.collapse()}; {why}, so nothing stops the run and "
+            "the artifact it writes is this collapsed model")
+
+
 def _broken(spec: GuardSpec, before: Quality, after: Quality, baseline: Quality) -> str | None:
     """What the stage broke, or None."""
     if baseline.collapsed:  # a baseline at chance: no collapse or drop can be told from
@@ -121,4 +135,4 @@ def _quantize_cause(config: dict[str, Any]) -> str:
     return (f"{' and '.join(rounded)} may round too coarsely: try more or unset it; or {bits}")
 
 
-__all__ = ["check_stage", "likely_cause"]
+__all__ = ["check_stage", "likely_cause", "unguarded_collapse"]

@@ -221,10 +221,21 @@ def run_stage(ctx: RunContext, plan: Plan, i: int,
                           after=after, baseline=val_quality(ctx, baseline=True),
                           config=stage.to_dict(), details=result.details,
                           saved_dir=str(ctx.out_dir / "stages"))
-    m, outputs, _ = measure_ctx(ctx, plan, base_out)
+    m, outputs, targets = measure_ctx(ctx, plan, base_out)
+    notes = list(result.notes)
+    if before is None:  # no gate read this stage: a collapse is said, not silent
+        said = gates.unguarded_collapse(
+            label=stage.label, index=written, after=quality(outputs, targets, ctx.data.num_classes,
+                                                            split="test"),
+            baseline=quality(base_out, targets, ctx.data.num_classes, split="test"),
+            why=("the quality gates are off" if plan.recipe.guard.enabled is False else
+                 "no gate could read it (the data has no val split)"))
+        if said is not None:
+            log.warning("%s", said)
+            notes.append(said)
     return StageRecord(index=i, type=stage.type, label=stage.label, config=stage.to_dict(),
                        metrics=m, seconds=time.perf_counter() - t0, details=result.details,
-                       notes=result.notes), outputs
+                       notes=notes), outputs
 
 
 def _begin_stage(progress: Progress, label: str, data: DataBundle,
