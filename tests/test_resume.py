@@ -179,9 +179,40 @@ def test_a_lock_being_written_is_held_and_an_old_empty_one_is_stale(tmp_path: Pa
     old = time.time() - 60
     os.utime(lock, (old, old))
     with OutputLock(run):
-        assert lock.read_text() == str(os.getpid())
+        assert lock.read_text().split()[0] == str(os.getpid())
         assert sorted(p.name for p in run.iterdir()) == [LOCK_NAME]  # no temporary left
     assert not lock.exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="Linux /proc")
+def test_a_lock_whose_pid_was_reused_is_stale_and_a_held_one_names_its_pid(
+        tmp_path: Path) -> None:
+    """After a SIGKILL the lock keeps the pid; in a container the same low pid runs again
+    soon, and the folder stayed "in use" for good. The lock records when its holder
+    started: another process under that pid does not hold it."""
+    from occ.engine.resume import LOCK_NAME, OutputLock, _start_time
+    from occ.errors import RecipeError
+
+    run = tmp_path / "run"
+    run.mkdir()
+    lock = run / LOCK_NAME
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        started = _start_time(holder.pid)
+        assert started is not None
+        lock.write_text(f"{holder.pid} {started}")
+        held = rf"in use by another occ run \(pid {holder.pid}, lock .*; if no occ run is using"
+        with pytest.raises(RecipeError, match=held), OutputLock(run):
+            pass
+        lock.write_text(f"{holder.pid} {started + 1}")  # that pid, another process
+        with OutputLock(run):
+            assert lock.read_text().split()[0] == str(os.getpid())
+    finally:
+        holder.kill()
+        holder.wait()
+    lock.write_text(str(os.getpid()))  # this pid, written by no lock of this process
+    with OutputLock(run):
+        pass
 
 
 def test_the_lock_is_read_within_a_few_bytes(tmp_path: Path) -> None:
@@ -198,7 +229,7 @@ def test_the_lock_is_read_within_a_few_bytes(tmp_path: Path) -> None:
     tracemalloc.start()
     try:
         with OutputLock(tmp_path / "run"):  # not a pid: a stale lock, taken over
-            assert (tmp_path / "run" / LOCK_NAME).read_text() == str(os.getpid())
+            assert (tmp_path / "run" / LOCK_NAME).read_text().split()[0] == str(os.getpid())
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

@@ -165,6 +165,23 @@ def restorable(path: Path, fingerprint: str, i: int, label: str,
         return None
 
 
+def _start_time(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, Linux's ``/proc/PID/stat``
+    field 22); None where that cannot be read (another OS, or no such process)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat_line = fh.read(4096)
+        return int(stat_line[stat_line.rindex(b")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _identity() -> str:
+    """What a lock records of its holder: the pid, and its start time where known."""
+    started = _start_time(os.getpid())
+    return f"{os.getpid()}" + (f" {started}" if started is not None else "")
+
+
 class OutputLock:
     """An exclusive lock on an output directory (``DIR/.occ.lock`` holding the pid).
 
@@ -191,8 +208,11 @@ class OutputLock:
             if self._create():
                 return self
             if self._holder_alive():
+                pid = self._holder()[0]
                 raise RecipeError(f"output directory {self.path.parent} is in use by "
-                                  f"another occ run (lock {self.path})") from None
+                                  f"another occ run ({f'pid {pid}, ' if pid > 0 else ''}lock "
+                                  f"{self.path}; if no occ run is using it, remove the lock)"
+                                  ) from None
             self.path.unlink(missing_ok=True)  # stale: its process is gone
         raise RecipeError(f"cannot lock output directory {self.path.parent}")
 
@@ -207,7 +227,7 @@ class OutputLock:
         fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         try:
             with os.fdopen(fd, "w") as fh:
-                fh.write(str(os.getpid()))
+                fh.write(_identity())
             try:
                 os.link(tmp, self.path)
                 return True
@@ -222,7 +242,7 @@ class OutputLock:
         except FileExistsError:
             return False
         with os.fdopen(fd, "w") as fh:
-            fh.write(str(os.getpid()))
+            fh.write(_identity())
         return True
 
     def _check_lock_file(self) -> None:
@@ -238,11 +258,16 @@ class OutputLock:
                               "remove it)", where=err.where) from None
 
     def _holder_alive(self) -> bool:
-        pid = self._holder_pid()
-        if pid <= 0 and self._being_written():
-            return True
-        if pid <= 0 or pid == os.getpid():
-            return pid == os.getpid()
+        """Whether the process the lock names still runs: its pid exists and, where the
+        lock recorded it (Linux), started when it did, so a pid reused since (a container's
+        low pids after a SIGKILL) does not hold the folder for good."""
+        pid, started = self._holder()
+        if pid <= 0:
+            return self._being_written()
+        if started is not None and _start_time(pid) not in (started, None):
+            return False  # that pid is another process now
+        if pid == os.getpid():
+            return started is not None  # this process holds it (a lock it took itself)
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
@@ -260,14 +285,15 @@ class OutputLock:
             return False
         return st.st_size == 0 and time.time() - st.st_mtime < _WRITING_SECONDS
 
-    def _holder_pid(self) -> int:
-        """The pid the lock file holds (0: none readable). At most ``_PID_BYTES`` are read,
-        from a regular file only (``O_NONBLOCK``: a FIFO swapped in after the check does
-        not block the open; it is refused by its ``fstat``)."""
+    def _holder(self) -> tuple[int, int | None]:
+        """(the pid the lock file holds (0: none readable), its start time where recorded).
+        At most ``_PID_BYTES`` are read, from a regular file only (``O_NONBLOCK``: a FIFO
+        swapped in after the check does not block the open; it is refused by its
+        ``fstat``)."""
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
         except OSError:
-            return 0
+            return 0, None
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
@@ -276,13 +302,14 @@ class OutputLock:
                                   where=printable_path(self.path))
             raw = os.read(fd, _PID_BYTES)
         except OSError:
-            return 0
+            return 0, None
         finally:
             os.close(fd)
         try:
-            return int(raw.decode("ascii").strip() or "0")
+            pid, _, started = raw.decode("ascii").strip().partition(" ")
+            return int(pid or "0"), int(started) if started else None
         except (UnicodeDecodeError, ValueError):  # not a pid occ wrote: a stale lock
-            return 0
+            return 0, None
 
     def __exit__(self, *exc: object) -> None:
         self.path.unlink(missing_ok=True)
