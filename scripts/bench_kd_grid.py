@@ -20,12 +20,13 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from benchlib import baseline
+from benchlib import ROOT, baseline
 
 from occ.engine import runner
 from occ.progress import NullProgress
@@ -97,7 +98,8 @@ def main() -> None:
                     print(f"init {init:7s} T {t:g} alpha {a:g} seed {seed}: student "
                           f"{row['student_test']:.1f}% ({row['change_test']:+.1f} pt), "
                           f"first-epoch loss {row['loss'][0]:.3g}", flush=True)
-    doc = {"command": "python scripts/bench_kd_grid.py", "teacher": str(ckpt),
+    command = " ".join(["python scripts/bench_kd_grid.py", *sys.argv[1:]])
+    doc = {"command": command, "teacher": str(ckpt.relative_to(ROOT)),
            "student": "lenet5 width 0.5", "epochs": args.epochs, "threads": args.threads,
            "machine": platform.processor() or platform.machine(),
            "splits": "nothing chosen here; student accuracy on val and on test (reported)",
