@@ -30,6 +30,9 @@ lint: install
 	$(VENV)/bin/lint-imports
 	$(PY) scripts/import_graph.py
 
+# Reruns every benchmark at full length and rewrites its JSON under scripts/results/ (the
+# published figures). bench_coder's NNCodec column needs OCC_NNCODEC_PYTHON=/path/to/python
+# (a Python with nncodec); without it the column is written as absent.
 bench: install
 	for s in scripts/bench_*.py; do $(PY) $$s || exit 1; done
 

@@ -36,7 +36,10 @@ Per case, over every weight tensor of the model:
 
     .venv/bin/python scripts/bench_coder.py [--nncodec-python /path/to/python] [--quick]
 
-Writes ``scripts/results/bench_coder.json`` and prints a table.
+Writes ``scripts/results/bench_coder.json`` (``--quick``: ``runs/bench_quick/bench_coder.json``,
+so a smoke run leaves the published figures alone; ``--out`` overrides both) and prints a
+table. ``OCC_NNCODEC_PYTHON`` in the environment stands for ``--nncodec-python`` (so
+``make bench`` can pass it).
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ from occ.models import build_model
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "scripts" / "results" / "bench_coder.json"
+QUICK_OUT = ROOT / "runs" / "bench_quick" / "bench_coder.json"
 WORK = ROOT / "runs" / "bench_coder"
 TRAIN_EPOCHS = {"lenet5": 5, "lenet300": 5, "resnet20": 3}
 # (model, sparsity, weight bits): the 92 % / 4-bit LeNet-5 is issue 20's headline case.
@@ -373,8 +377,13 @@ def main() -> None:
                         help="a Python with nncodec installed (default: this one, if it has it)")
     parser.add_argument("--quick", action="store_true", help="three cases, one repeat")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default: scripts/results/bench_coder.json; with --quick, "
+                             "runs/bench_quick/bench_coder.json (a smoke run never replaces the "
+                             "published figures)")
     args = parser.parse_args()
+    if args.out is None:
+        args.out = QUICK_OUT if args.quick else OUT
     torch.set_num_threads(1)
     nncodec = find_nncodec(args.nncodec_python)
     started = time.perf_counter()

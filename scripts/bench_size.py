@@ -18,7 +18,8 @@ Side by side, in one run, for each model:
 Sizes are real bytes on disk (every byte of the artifact: header, tables, scales).
 Baselines are trained here (``--base-epochs``) unless ``--work``/<arch>/baseline.pt exists.
 Rows needing a stage that is not registered are reported as skipped. Prints a table and
-writes ``scripts/results/bench_size.json``.
+writes ``scripts/results/bench_size.json`` (``--quick``: ``runs/bench_quick/bench_size.json``,
+so a smoke run leaves the published figures alone; ``--out`` overrides both).
 
     .venv/bin/python scripts/bench_size.py [--archs lenet5 lenet300] [--rows ...] [--quick]
 """
@@ -52,6 +53,7 @@ from occ.training import fit, predict, seed_everything
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "scripts" / "results" / "bench_size.json"
+QUICK_OUT = ROOT / "runs" / "bench_quick" / "bench_size.json"
 CPU = torch.device("cpu")
 
 # Per model: baseline epochs (None: occ train's converged defaults); share of channels removed
@@ -259,10 +261,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--archs", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
-    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench_size")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="default: runs/bench_size; with --quick, runs/bench_quick/size "
+                             "(its 2-epoch baselines must not be reused by a full run)")
     parser.add_argument("--quick", action="store_true", help="few epochs: a smoke test")
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default: scripts/results/bench_size.json; with --quick, "
+                             "runs/bench_quick/bench_size.json (a smoke run never replaces the "
+                             "published figures)")
     args = parser.parse_args()
+    if args.out is None:
+        args.out = QUICK_OUT if args.quick else OUT
+    if args.work is None:
+        args.work = ROOT / "runs" / ("bench_quick/size" if args.quick else "bench_size")
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     started = time.perf_counter()
     results = {}
