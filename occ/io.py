@@ -48,12 +48,26 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *,
     """Write ``data`` to ``path`` atomically (same-directory temp file + ``os.replace``).
 
     Raises:
-        RecipeError: ``path`` is a FIFO, socket or device (:func:`refuse_special`); it is
-            left untouched and no temp file is made.
-        OSError: the folder cannot be made or written.
+        RecipeError: ``path`` is a directory, FIFO, socket or device
+            (:func:`refuse_special`); it is left untouched and no temp file is made.
+        OSError: the folder cannot be made or written (a full disk, a read-only folder),
+            naming ``path``, not the temp file.
     """
     target = Path(path)
     refuse_special(target, where)
+    if target.is_dir():
+        raise RecipeError(f"{os.fspath(target)} is a directory; give a file path", where=where)
+    try:
+        _write_replacing(target, data)
+    except OSError as err:
+        if err.filename is not None and os.fspath(err.filename) == os.fspath(target):
+            raise
+        raise OSError(err.errno, err.strerror or str(err), os.fspath(target)) from err
+    return target
+
+
+def _write_replacing(target: Path, data: bytes) -> None:
+    """``data`` into a same-folder temp file, synced, then renamed over ``target``."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
@@ -66,7 +80,6 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *,
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return target
 
 
 def _umask() -> int:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from occ.cli import app
@@ -77,10 +78,57 @@ def test_validate_error_names_file_and_field(tmp_path: Path) -> None:
     assert f"{path}: stages[0].sparsity: must be in [0, 1), got 1.5" in result.stderr
 
 
-def test_debug_shows_the_traceback(tmp_path: Path) -> None:
-    result = invoke("--debug", "validate", str(tmp_path / "none.yaml"))
-    assert result.exit_code != 0
-    assert result.exception is not None
+def test_debug_shows_the_traceback_and_keeps_the_exit_code_and_json(tmp_path: Path) -> None:
+    """--debug turned bad input (exit 2) into 1 and dropped the --json document: a CI job
+    debugging a failure could no longer tell bad input from a failed run."""
+    result = invoke("--debug", "validate", str(tmp_path / "none.yaml"), "--json")
+    assert result.exit_code == 2
+    assert json.loads(result.stdout)["error"]["code"] == 2
+    assert "Traceback (most recent call last)" in result.stderr
+
+
+def test_a_full_disk_names_the_file_not_a_bug_in_occ(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """ENOSPC while writing a stage state said "unexpected OSError ... (a bug in occ)" and
+    named no file (or occ's hidden temp file): now the file meant, exit 1 (the run failed)."""
+    import errno
+
+    import occ.io
+    from occ.cli.app import _run
+
+    # the module (occ.cli's `app` is the Typer object): an earlier --debug test's state
+    monkeypatch.setitem(sys.modules["occ.cli.app"]._state, "debug", False)
+
+    def full(target: Path, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(target.parent / ".x.tmp"))
+
+    monkeypatch.setattr(occ.io, "_write_replacing", full)
+    state = tmp_path / "stages" / "00-prune.occst"
+    with pytest.raises(typer.Exit) as stop:
+        _run(lambda: occ.io.atomic_write_bytes(state, b"state"))
+    assert stop.value.exit_code == 1
+    line = capsys.readouterr().err.strip()
+    assert line.startswith(f"error: {state}: No space left on device (errno 28)"), line
+    assert ".tmp" not in line and "a bug in occ" not in line
+
+
+def test_saving_a_result_over_a_folder_is_a_clear_error(tmp_path: Path) -> None:
+    from occ.engine.model_api import CompressionResult
+    from occ.errors import RecipeError
+
+    with pytest.raises(RecipeError, match="is a directory; give a file path"):
+        CompressionResult(model=None, report=None, artifact=b"x", metric=None,
+                          baseline_metric=None).save(tmp_path)
+
+
+def test_a_reader_that_goes_away_ends_occ_as_a_pipe_ends_a_c_tool() -> None:
+    """``occ recipes | head -c 1``: click answered EPIPE with exit 1, the "run failed"
+    code, and nothing on stderr; now 141 (128 + SIGPIPE), as a C tool ends."""
+    p = subprocess.Popen([sys.executable, "-m", "occ", "recipes"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    p.stdout.close()
+    err = p.stderr.read()
+    assert p.wait() == 141 and err == b""
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["order", "-t", "P,Q,KD,EE"]])

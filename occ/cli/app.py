@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
@@ -51,6 +52,14 @@ class _OccGroup(TyperGroup):
         except typer.Abort:
             sys.stderr.write("occ: aborted\n")
             sys.exit(130)
+        except SystemExit as stop:  # click (typer's copy) wraps stdout when it saw EPIPE
+            if stop.code == 1 and type(sys.stdout).__name__.endswith("PacifyFlushWrapper"):
+                sys.exit(141)  # click's answer to a reader that went away (| head): 128 +
+            raise  # SIGPIPE, as a C tool ends, not 1 (the run failed)
+        except BrokenPipeError:  # the same, at a write click did not see
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # no second error at exit's flush
+            sys.exit(141)
         sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -109,28 +118,42 @@ def _console():
     return Console(stderr=not tty, width=None if tty else 140)  # logs: no truncated columns
 
 
+def _traceback() -> None:
+    """With ``--debug``: the traceback of the exception being handled, on stderr (the
+    error line, exit code and ``--json`` document follow as without it)."""
+    if _state["debug"]:
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+
+
 def _run(fn: Callable[[], T], as_json: bool = False) -> T:
-    """Call ``fn``; map occ errors to one line + exit code, unless ``--debug``.
+    """Call ``fn``; map occ errors to one line + exit code (``--debug`` adds the traceback).
 
     With ``--json`` the error is a JSON document on stdout instead,
     ``{"error": {"message", "code", "type", "where"}}``, with the same exit code; an
-    unexpected exception (a bug in occ, exit 1) too.
+    unexpected exception (a bug in occ, exit 1) too. An ``OSError`` (a full disk, a
+    read-only folder) is the machine's: exit 1, naming the file, not called a bug.
     """
     from occ.errors import OccError
 
     try:
         return fn()
     except OccError as err:
-        if _state["debug"]:
-            raise
+        _traceback()
         _fail({"message": str(err), "code": err.exit_code, "type": type(err).__name__,
                "where": err.where}, as_json)
     except KeyboardInterrupt:
         _fail({"message": "interrupted", "code": 130, "type": "KeyboardInterrupt",
                "where": None}, as_json, always_stderr=True)
+    except OSError as err:  # the machine's, not occ's: a full disk, a read-only folder
+        _traceback()
+        what = f"{err.filename}: " if err.filename else ""
+        _fail({"message": f"{what}{err.strerror or err} (errno {err.errno}); nothing more was "
+                          "written", "code": 1, "type": type(err).__name__,
+               "where": None}, as_json)
     except (Exception, RecursionError) as err:  # noqa: BLE001  (a bug: still one line)
-        if _state["debug"]:
-            raise
+        _traceback()
         first = (str(err).strip().splitlines() or [""])[0][:300]
         message = (f"unexpected {type(err).__name__}: {first} "
                    "(a bug in occ; rerun with --debug for the traceback)")
