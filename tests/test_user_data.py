@@ -392,6 +392,9 @@ def test_compress_model_with_train_data_alone_measures_on_the_carved_val_data_an
     assert result.accuracy > 50.0
     from occ.errors import DataError
 
+    with pytest.raises(RecipeError, match=r"no data to compress on: pass train_data="):
+        # it fine-tuned and measured the model on the recipes' default dataset (mnist5k)
+        occ.compress(model, {"stages": [{"type": "quantize", "weight_bits": 8, "mode": "ptq"}]})
     with pytest.raises(DataError, match=r"data\.test: no test data given and no val data to "
                                         r"measure on instead \(val_size 0\)"):
         occ.compress(model, {"stages": [{"type": "quantize", "weight_bits": 8, "mode": "ptq"}],

@@ -80,8 +80,8 @@ def compress_model(model: nn.Module, recipe: Any, *, train_data: Any = None,
         recipe: A recipe path, a dict (``stages`` at least), a ``Recipe`` or a list of
             stage configs (``PruneConfig(...)``).
         train_data: A map-style ``Dataset`` of ``(x, y)`` or a ``DataLoader`` over one,
-            preprocessed the way the model expects. Without data, the recipe's ``data:``
-            is loaded.
+            preprocessed the way the model expects. Without it, the recipe's ``data:`` is
+            loaded; it must name its ``dataset`` (no default is assumed for your model).
         val_data: Held-out data for calibration and thresholds (default: carved out of
             ``train_data`` with ``data.val_size``).
         test_data: What the reported figures are measured on (default: the val data,
@@ -108,7 +108,11 @@ def compress_model(model: nn.Module, recipe: Any, *, train_data: Any = None,
         raise RecipeError(f"must be a torch.nn.Module, got {type(model).__name__}",
                           where="compress(model)")
     ref, ref_kwargs = (arch, dict(kwargs or {})) if arch else infer_arch(model)
-    parsed = to_recipe(recipe, arch=ref, kwargs=ref_kwargs)
+    parsed, names_data = to_recipe(recipe, arch=ref, kwargs=ref_kwargs)
+    if train_data is None and not names_data:  # else: the default dataset, in silence
+        raise RecipeError("no data to compress on: pass train_data= (your dataset or "
+                          "loader), or give the recipe a data: section naming its dataset",
+                          where="compress(train_data)")
     # what the artifact will record: the recipe's own model: when it names one
     # a reference the caller gave (arch=) or occ inferred from the model's own class is the
     # caller's code; one a recipe file names is data: built only with trust_code
@@ -147,14 +151,16 @@ def compress_model(model: nn.Module, recipe: Any, *, train_data: Any = None,
                              baseline_metric=_metric(metric, ctx.baseline, ctx))
 
 
-def to_recipe(recipe: Any, *, arch: str, kwargs: dict[str, Any]) -> Recipe:
-    """A validated ``Recipe`` from a path, dict, ``Recipe`` or list of stage configs.
+def to_recipe(recipe: Any, *, arch: str, kwargs: dict[str, Any]) -> tuple[Recipe, bool]:
+    """A validated ``Recipe`` from a path, dict, ``Recipe`` or list of stage configs, and
+    whether it names its data (a ``data:`` with a ``dataset``; a ``Recipe`` object always
+    counts as complete).
 
     ``version``, ``name`` and ``model`` are filled in when missing (the model is passed
     in); ``data`` keeps its default unless given (data passed in replaces its splits).
     """
     if isinstance(recipe, Recipe):
-        return recipe
+        return recipe, True
     source = "<recipe>"
     if isinstance(recipe, (str, os.PathLike)):
         from occ.paths import resolve_recipe_paths
@@ -170,7 +176,8 @@ def to_recipe(recipe: Any, *, arch: str, kwargs: dict[str, Any]) -> Recipe:
                           f"{type(recipe).__name__}", where="compress(recipe)")
     doc = {"version": 1, "name": "model", **recipe}
     doc.setdefault("model", {"arch": arch, "kwargs": kwargs})
-    return parse_recipe(doc, source=source)
+    data = doc.get("data")
+    return parse_recipe(doc, source=source), isinstance(data, dict) and "dataset" in data
 
 
 def stage_dict(config: StageConfig) -> dict[str, Any]:
