@@ -6,11 +6,13 @@ when called.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import occ.techniques.order as order_mod
 from occ.engine.plan import Plan, make_plan
@@ -126,6 +128,24 @@ def check_compress(recipe_path: str | os.PathLike[str], *, checkpoint: str | Non
     return replace(plan, recipe=resolved)
 
 
+T = TypeVar("T")
+
+
+def _keeps_your_rng(fn: Callable[..., T]) -> Callable[..., T]:
+    """``fn`` seeds Python's, NumPy's and torch's global generators for its own
+    repeatability; the caller's are put back after it (``occ.training.rng_preserved``), so
+    a script drawing random numbers between two calls does not draw occ's."""
+    @functools.wraps(fn)
+    def kept(*args: Any, **kwargs: Any) -> T:
+        from occ.training import rng_preserved
+
+        with rng_preserved():
+            return fn(*args, **kwargs)
+
+    return kept
+
+
+@_keeps_your_rng
 def compress(recipe_path: Any, recipe: Any = None, *, checkpoint: str | None = None,
              out: str | None = None, keep_order: bool = False, resume: bool = False,
              seed: int | None = None, guard: bool = True,
@@ -170,6 +190,7 @@ def compress(recipe_path: Any, recipe: Any = None, *, checkpoint: str | None = N
         distributed.teardown()
 
 
+@_keeps_your_rng
 def ablate(recipe_path: str | os.PathLike[str], *, checkpoint: str | None = None,
            out: str | None = None, max_orders: int | None = None, seed: int | None = None,
            tolerance: float | None = None, trust_checkpoint: bool = False,
@@ -249,6 +270,7 @@ def _public(doc: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if not k.startswith("_")}
 
 
+@_keeps_your_rng
 def train(arch: str, *, data: str = "mnist5k", epochs: int | None = None, out: str,
           lr: float | None = None, batch_size: int | None = None, seed: int = 0,
           device: str = "auto", weight_decay: float | None = None, shift: int | None = None,
