@@ -96,8 +96,15 @@ def export(*args: Any, **kwargs: Any) -> dict[str, Any]:
 
 
 def __getattr__(name: str) -> Any:
+    """``occ.CompressionResult``, and the modules ``occ.api`` / ``occ.errors`` imported on
+    first use (as ``from occ import api`` would), so ``import occ; occ.api.order(...)``
+    works without importing torch up front."""
     if name == "CompressionResult":
         from occ.engine.model_api import CompressionResult
 
         return CompressionResult
-    raise AttributeError(name)
+    if name in ("api", "errors"):
+        import importlib
+
+        return importlib.import_module(f"occ.{name}")
+    raise AttributeError(f"module 'occ' has no attribute {name!r}")

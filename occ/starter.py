@@ -77,6 +77,8 @@ def starter_recipe(model: str = "lenet5", data: str = "mnist5k", *, name: str | 
         kwargs = "  # kwargs: {}  # builder arguments; num_classes comes from the data\n"
     else:
         kwargs = "  # kwargs: {width: 0.5}  # builder arguments; num_classes comes from the data\n"
+    if data == "digits" and model == "lenet5":  # 8x8 images: it refused them at compress
+        body = "  pad_to: 16  # digits are 8x8; lenet5 needs at least 16x16\n" + body
     stem = name or model.replace("torchvision.", "").replace(":", "-").replace(".", "-")
     return _STARTER.format(name=f"{stem}-compressed", model=model, data=data, file=file,
                            kwargs=kwargs, data_body=body)

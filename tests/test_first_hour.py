@@ -39,6 +39,28 @@ def test_init_writes_a_recipe_that_validates(tmp_path: Path, model: str, data: s
     assert "prune(magnitude) → quantize → entropy_code" in checked.stdout
 
 
+def test_init_on_digits_writes_a_recipe_lenet5_can_run(tmp_path: Path) -> None:
+    """``occ init --data digits`` (lenet5 by default) validated, then compress always
+    refused it: 8x8 images are too small for lenet5. The recipe now pads them to 16."""
+    from occ.models import build_model
+
+    text = invoke("init", "--data", "digits").stdout
+    data = yaml.safe_load(text)["data"]
+    assert data["pad_to"] == 16
+    build_model("lenet5", {"input_hw": data["pad_to"]})  # what refused 8
+
+
+def test_occ_api_and_errors_after_import_occ_without_torch() -> None:
+    """README: ``occ.api.compress / evaluate / order``; after ``import occ`` alone,
+    ``occ.api`` was an AttributeError."""
+    code = ("import sys, occ\n"
+            "assert occ.api.order(['P', 'Q'])['order']\n"
+            "assert issubclass(occ.errors.RecipeError, occ.errors.OccError)\n"
+            "assert 'torch' not in sys.modules\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
 def test_init_for_a_callable_says_its_arguments_are_passed_as_written() -> None:
     result = invoke("init", "--model", "mynet.model:build")
     assert result.exit_code == 0, result.output

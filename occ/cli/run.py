@@ -164,12 +164,14 @@ def train(
     epochs: Annotated[int | None, typer.Option(
         help="Epochs (default: the model's converged default, e.g. LeNet-5 30).")] = None,
     lr: Annotated[float | None, typer.Option(
-        help="Learning rate (SGD, cosine; default 0.05).")] = None,
+        help="Learning rate (SGD, cosine; default: the model's, e.g. LeNet-5 0.05, "
+             "LeNet-300-100 0.1).")] = None,
     batch_size: Annotated[int | None, typer.Option(
         help="Batch size (default: the model's, 64 for the zoo's).")] = None,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
     weight_decay: Annotated[float | None, typer.Option(
-        "--weight-decay", help="SGD weight decay (default 5e-4).")] = None,
+        "--weight-decay", help="SGD weight decay (default: the model's, e.g. LeNet-5 "
+                                "5e-4, LeNet-300-100 2e-3).")] = None,
     shift: Annotated[int | None, typer.Option(
         "--shift", help="Random shifts of the training images, in pixels (default: 2 on "
                         "mnist5k, else 0).")] = None,
