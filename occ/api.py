@@ -72,17 +72,21 @@ def _import_trusted(recipe: Recipe) -> None:
 
 def _override(recipe: Recipe, checkpoint: str | None, out: str | None, *,
               seed: int | None = None, guard: bool = True) -> Recipe:
-    """The recipe with the command line's overrides applied (each checked here)."""
+    """The recipe with the command line's overrides applied (each checked here). Paths
+    given here (relative to the working directory) and the default output are recorded
+    absolute, as the recipe's own are (resolved against its folder): the resolved recipe
+    a run writes then reruns from anywhere."""
     model = recipe.model
     if checkpoint is not None:
         from occ.limits import check_input_file
 
         check_input_file(checkpoint, error=CheckpointError, what="checkpoint")
-        model = replace(model, checkpoint=checkpoint)
+        model = replace(model, checkpoint=os.path.abspath(checkpoint))
     if model.checkpoint is None:
         raise RecipeError("is required to compress (or pass --checkpoint)",
                           where=f"{recipe.source}: model.checkpoint")
-    output = out or recipe.output or os.path.join("runs", recipe.name)
+    output = (os.path.abspath(out) if out else recipe.output
+              or os.path.abspath(os.path.join("runs", recipe.name)))
     recipe = replace(recipe, model=model, output=output)
     if seed is not None:
         from occ.domains import check_seed

@@ -168,3 +168,27 @@ def test_stage_failure_exits_1(recipe_factory, monkeypatch: pytest.MonkeyPatch) 
     result = invoke("compress", str(recipe_factory([{"type": "prune", "sparsity": 0.5}])))
     assert result.exit_code == 1
     assert result.stderr.strip() == "error: prune: loss became nan at epoch 1, step 1"
+
+
+def test_relative_overrides_are_recorded_so_the_resolved_recipe_reruns(
+        tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--checkpoint / --out relative to the working directory were recorded as written,
+    while a recipe's relative paths resolve against its own folder: the resolved recipe
+    a run wrote then failed `occ validate`."""
+    import shutil
+
+    import yaml
+
+    work = tmp_path / "work"
+    (work / "sub").mkdir(parents=True)
+    shutil.copy(tiny_checkpoint, work / "base.pt")
+    path = write_recipe(work / "sub", stages=[{"type": "prune", "sparsity": 0.5}])
+    monkeypatch.chdir(work)
+    assert invoke("compress", str(path), "--checkpoint", "base.pt", "--out", "rel").exit_code == 0
+    resolved = work / "rel" / "recipe.resolved.yaml"
+    doc = yaml.safe_load(resolved.read_text())
+    assert doc["model"]["checkpoint"] == str(work / "base.pt")
+    assert doc["output"] == str(work / "rel")
+    monkeypatch.chdir(tmp_path)
+    assert invoke("validate", str(resolved)).exit_code == 0
+
