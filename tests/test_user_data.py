@@ -413,6 +413,30 @@ def test_compress_model_with_train_data_alone_measures_on_the_carved_val_data_an
                      train_data=torch.utils.data.TensorDataset(x, y))
 
 
+def test_data_passed_in_that_does_not_fit_is_refused_before_any_work() -> None:
+    """The Python API ran without the CLI's probe: raw RuntimeError / KeyError / TypeError
+    from deep in the run. Now a DataError naming the split, before any stage."""
+    import occ
+
+    torch.manual_seed(0)
+    x, y = torch.randn(40, 1, 8, 8), torch.randint(0, 2, (40,))
+    good = torch.utils.data.TensorDataset(x, y)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 2))
+    stages = {"stages": [{"type": "quantize", "weight_bits": 8, "mode": "ptq"}]}
+    cases = [
+        (torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(100, 2)), good,
+         r"compress\(test_data\): the model cannot take the data's inputs of 1×8×8"),
+        (model, torch.utils.data.TensorDataset(x, torch.rand(40)),
+         r"data\.train: train samples have float targets \(regression\), but the test"),
+        (model, [{"x": x[i], "y": y[i]} for i in range(40)],
+         r"data\.train: train samples must be \(image tensor \(C, H, W\), target\) pairs, "
+         r"got dict"),
+    ]
+    for net, train, message in cases:
+        with pytest.raises(DataError, match=message):
+            occ.compress(net, stages, train_data=train, test_data=good)
+
+
 def test_an_artifact_its_reference_cannot_rebuild_is_said_before_the_run_and_loads_on_a_model(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
         ) -> None:

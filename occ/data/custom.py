@@ -79,6 +79,9 @@ def bundle_from_splits(name: str, splits: Mapping[str, Any], spec: DataSpecLike 
         parts["test"] = parts["val"]
     x, y = _first_sample(parts["test"], "test")
     task = "regression" if torch.is_tensor(y) and y.is_floating_point() else "classification"
+    for key in ("train", "val", "calib"):  # each split the caller gave: pairs, same kind
+        if key in parts and len(parts[key]) and (key != "val" or not carved):
+            _same_kind(_first_sample(parts[key], key)[1], task, key)
     num_classes = (int(y.numel()) if task == "regression"
                    else _num_classes(parts["train"], parts["val"], parts["test"]))
     pre = splits.get("preprocess")
@@ -97,6 +100,17 @@ def _dataset_of(obj: Any) -> Dataset:
         raise DataError(f"expected a map-style Dataset or DataLoader, got {type(obj).__name__}",
                         where="data")
     return obj
+
+
+def _same_kind(target: Any, task: str, split: str) -> None:
+    """Refuse ``split``'s targets when they are not the test split's kind (class indices
+    for classification, float tensors for regression)."""
+    floats = torch.is_tensor(target) and target.is_floating_point()
+    if floats != (task == "regression"):
+        have = "float targets (regression)" if floats else "class-index targets"
+        want = "float targets" if task == "regression" else "class indices"
+        raise DataError(f"{split} samples have {have}, but the test split has {want}",
+                        where=f"data.{split}")
 
 
 def _first_sample(ds: Dataset, split: str) -> tuple[torch.Tensor, Any]:

@@ -307,6 +307,11 @@ def _context(model: nn.Module, recipe: Recipe, train_data: Any, val_data: Any,
             "train": train_data, "val": val_data, "test": test_data}, recipe.data,
             test_from_val=True)
     own = copy.deepcopy(model).to(device).eval()
+    if train_data is not None:  # the CLI's probe: one batch, before any work
+        from occ.engine.probe import API_TERMS, check_model_fit
+
+        check_model_fit(own, data, device, where="compress(test_data)", terms=API_TERMS,
+                        model_where="compress(model)")
     baseline = copy.deepcopy(own).eval()
     for p in baseline.parameters():
         p.requires_grad_(False)

@@ -110,6 +110,13 @@ EVAL_TERMS = InputTerms(
 --kwargs), the data from the file's record (or --data / --root), read with the file's
 preprocessing or --channels / --image-size / --mean / --std."""
 
+API_TERMS = InputTerms(
+    shape="pass data shaped as the model takes it (its image size and channels: resize or "
+          "pad in your dataset's transform), or a model made for this data",
+    data="train_data / val_data / test_data",
+    num_classes="a model with as many outputs as the data has classes")
+"""``occ.compress(model, recipe, train_data=...)``: the model and the data are the caller's."""
+
 ONNX_TERMS = InputTerms(shape="read the images at the size and channels it takes "
                               "(--image-size S, --channels N: imagefolder 1 or 3), or pass the "
                               "--data / --root it was made for",
