@@ -83,6 +83,30 @@ def test_an_artifact_over_the_read_limit_is_not_written(
     assert not list(Path(recipe).parent.rglob("model.occ"))
 
 
+def test_the_same_run_in_another_folder_writes_the_same_artifact(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """The header recorded the checkpoint's full path: the same run in a clone at a longer
+    path wrote a longer header (the headline's 4,567 B read 4,587 B in an auditor's clone),
+    and an artifact handed on named its maker's folders. It records the file name; the
+    data's root (which eval reads) stays."""
+    import shutil
+
+    from occ.artifact.container import decode_artifact
+    from tests.conftest import write_recipe
+
+    written = []
+    for folder in (tmp_path / "a", tmp_path / "a much longer folder name" / "b"):
+        folder.mkdir(parents=True)
+        shutil.copy(tiny_checkpoint, folder / "base.pt")
+        path = write_recipe(folder, stages=[{"type": "prune", "sparsity": 0.5},
+                                            {"type": "entropy_code"}],
+                            checkpoint=str(folder / "base.pt"))
+        written.append(Path(api.compress(str(path)).artifact).read_bytes())
+    assert written[0] == written[1]
+    recipe = decode_artifact(written[0]).header["recipe"]
+    assert recipe["model"]["checkpoint"] == "base.pt" and "output" not in recipe
+
+
 def test_resolved_recipe_reloads_equal(recipe_factory) -> None:
     from occ.recipe import load_recipe
 

@@ -5,6 +5,7 @@ written artifact, the final metrics. One owner for compress's file and for the s
 
 from __future__ import annotations
 
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 from occ.artifact import header as artifact_header
@@ -25,7 +26,7 @@ def run_header(ctx: RunContext, plan: Plan,
             "preprocess": ctx.data.preprocess}
     if ctx.data.classes is not None:  # index order: eval refuses data that renumbers them
         data["classes"] = list(ctx.data.classes)
-    recipe = plan.recipe.to_dict()
+    recipe = _portable(plan.recipe.to_dict())
     # where the model's and data's user code came from: eval --trust-code looks there too
     folders = imported_folders([ctx.arch.arch, *(ref for _, ref in code_references(recipe))])
     return artifact_header.run_header(arch=ctx.arch.to_dict(), edits=ctx.edits,
@@ -33,6 +34,18 @@ def run_header(ctx: RunContext, plan: Plan,
                                       num_classes=ctx.data.num_classes, recipe=recipe,
                                       plan=plan.to_dict(), data=data, metrics=metrics,
                                       code_folders=folders)
+
+
+def _portable(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The recipe as the artifact records it: the checkpoint by its file name only (the
+    output folder is left out: ``occ.artifact.header.run_header``). Where it lies is the
+    run's machine's business (an artifact handed on named /home/<user>/...), and with its
+    full path the same run wrote another file in another clone (a header some 20 bytes
+    longer from a longer path). The data's root stays: occ eval reads the data there."""
+    model = dict(recipe.get("model") or {})
+    if model.get("checkpoint"):
+        model["checkpoint"] = PurePath(str(model["checkpoint"])).name
+    return {**recipe, "model": model}
 
 
 def final_header(ctx: RunContext, plan: Plan, final: Metrics) -> dict[str, Any]:
