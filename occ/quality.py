@@ -89,11 +89,12 @@ def quality(outputs: torch.Tensor, targets: torch.Tensor, classes: int,
 
 
 def percent(hits: torch.Tensor) -> float:
-    """Percent of ``hits`` (booleans) that are true, exactly as ``100 * (k / n)`` in
-    float64 (``294 / 297 * 100``), not through a float32 mean, whose rounding made the
-    same predictions read differently in ``occ eval model.occ`` and ``model.onnx``; nan for
+    """Percent of ``hits`` (booleans) that are true: ``100 * k / n`` in float64, the
+    float nearest the exact fraction (931 of 1000 reads 93.1, where ``100 * (k / n)`` read
+    93.10000000000001), not through a float32 mean, whose rounding made the same
+    predictions read differently in ``occ eval model.occ`` and ``model.onnx``; nan for
     none, as that mean gave."""
-    return 100.0 * (int(hits.sum()) / hits.numel()) if hits.numel() else float("nan")
+    return 100 * int(hits.sum()) / hits.numel() if hits.numel() else float("nan")
 
 
 __all__ = ["CHANCE_BAND", "Quality", "percent", "quality"]

@@ -147,9 +147,14 @@ def test_accuracies_are_exact_fractions_not_float32_means() -> None:
     targets = torch.arange(297) % 10
     logits = torch.nn.functional.one_hot(targets, 10).float()
     logits[:3] = logits[:3].roll(1, dims=1)  # 3 wrong
-    assert accuracy(logits, targets) == 294 / 297 * 100
-    assert quality(logits, targets, 10).accuracy == 294 / 297 * 100
-    assert agreement(logits, torch.nn.functional.one_hot(targets, 10).float()) == 294 / 297 * 100
+    assert accuracy(logits, targets) == 100 * 294 / 297
+    assert quality(logits, targets, 10).accuracy == 100 * 294 / 297
+    assert agreement(logits, torch.nn.functional.one_hot(targets, 10).float()) == 100 * 294 / 297
+    hits = torch.zeros(1000, dtype=torch.bool)
+    hits[:931] = True
+    from occ.quality import percent
+
+    assert repr(percent(hits)) == "93.1"  # the float nearest 93.1, not 93.10000000000001
 
 
 def test_quality_of_outputs() -> None:
