@@ -109,7 +109,8 @@ def ablate(
              "(regression: this much MAE of the best MAE). Default 0.5 points, or 5% of "
              "the baseline's MAE.")] = None,
     checkpoint: Annotated[str | None, typer.Option(help="Input checkpoint.")] = None,
-    out: Annotated[str | None, typer.Option(help="Output directory.")] = None,
+    out: Annotated[str | None, typer.Option(
+        help="Output directory (default: the recipe's output with -ablation appended).")] = None,
     no_guard: Annotated[bool, typer.Option(
         "--no-guard", help="Turn the quality gates off (the recipe's guard).")] = False,
     trust_checkpoint: TrustCkptOpt = False,
