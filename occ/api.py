@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import occ.techniques.order as order_mod
 from occ.engine.plan import Plan, make_plan
+from occ.engine.run_checks import check_run, import_trusted, with_overrides
 from occ.engine.train_settings import check_train
-from occ.errors import CheckpointError, RecipeError
+from occ.errors import RecipeError
 from occ.progress import NullProgress, Progress
-from occ.recipe import Recipe, dump_recipe, load_recipe
+from occ.recipe import dump_recipe, load_recipe
 
 if TYPE_CHECKING:
     from occ.engine.model_api import CompressionResult
@@ -57,61 +58,8 @@ def validate(path: str | os.PathLike[str], *, keep_order: bool = False,
     """
     plan = make_plan(load_recipe(path, check_files=check_files), keep_order=keep_order)
     if trust_code:
-        _import_trusted(plan.recipe)
+        import_trusted(plan.recipe)
     return plan
-
-
-def _import_trusted(recipe: Recipe) -> None:
-    """Import (not call) every ``pkg.module:callable`` ``recipe`` names, from beside it and
-    then the working directory: a builder that does not import is said before any work."""
-    from occ.callables import import_references, source_folder
-
-    import_references(recipe.to_dict(), source=recipe.source,
-                      search=source_folder(recipe.source))
-
-
-def _override(recipe: Recipe, checkpoint: str | None, out: str | None, *,
-              seed: int | None = None, guard: bool = True) -> Recipe:
-    """The recipe with the command line's overrides applied (each checked here). Paths
-    given here (relative to the working directory) and the default output are recorded
-    absolute, as the recipe's own are (resolved against its folder): the resolved recipe
-    a run writes then reruns from anywhere."""
-    model = recipe.model
-    if checkpoint is not None:
-        from occ.limits import check_input_file
-
-        check_input_file(checkpoint, error=CheckpointError, what="checkpoint")
-        model = replace(model, checkpoint=os.path.abspath(checkpoint))
-    if model.checkpoint is None:
-        raise RecipeError("is required to compress (or pass --checkpoint)",
-                          where=f"{recipe.source}: model.checkpoint")
-    output = (os.path.abspath(out) if out else recipe.output
-              or os.path.abspath(os.path.join("runs", recipe.name)))
-    recipe = replace(recipe, model=model, output=output)
-    if seed is not None:
-        from occ.domains import check_seed
-
-        check_seed(seed, where="--seed")
-        recipe = replace(recipe, seed=seed)
-    if not guard:
-        recipe = replace(recipe, guard=replace(recipe.guard, enabled=False))
-    return recipe
-
-
-def _checked(recipe: Recipe, *, trust_code: bool, out: str | None, out_dir: str,
-             files: tuple[str, ...] | None = None, dirs: tuple[str, ...] | None = None,
-             ) -> None:
-    """Before any work: the recipe names no code unless trusted, and trusted code imports
-    (from beside the recipe, then the working directory); the outputs are writable."""
-    from occ.outputs import RUN_DIRS, RUN_FILES, check_output_dir
-    from occ.trust import check_recipe
-
-    check_recipe(recipe.to_dict(), source=recipe.source, trusted=trust_code)
-    if trust_code:  # a builder that does not import: said now, not after loading the data
-        _import_trusted(recipe)
-    where = "--out" if out is not None else f"{recipe.source}: output"
-    check_output_dir(out_dir, where=where, files=RUN_FILES if files is None else files,
-                     dirs=RUN_DIRS if dirs is None else dirs)
 
 
 def check_compress(recipe_path: str | os.PathLike[str], *, checkpoint: str | None = None,
@@ -127,8 +75,8 @@ def check_compress(recipe_path: str | os.PathLike[str], *, checkpoint: str | Non
         RecipeError, CheckpointError, DataError, ModelError: bad input.
     """
     plan = validate(recipe_path, keep_order=keep_order, check_files=checkpoint is None)
-    resolved = _override(plan.recipe, checkpoint, out, seed=seed, guard=guard)
-    _checked(resolved, trust_code=trust_code, out=out, out_dir=str(resolved.output))
+    resolved = with_overrides(plan.recipe, checkpoint, out, seed=seed, guard=guard)
+    check_run(resolved, trust_code=trust_code, out=out, out_dir=str(resolved.output))
     return replace(plan, recipe=resolved)
 
 
@@ -238,11 +186,11 @@ def ablate(recipe_path: str | os.PathLike[str], *, checkpoint: str | None = None
     if len(units) < 2:
         raise RecipeError(f"needs at least two techniques to permute, got "
                           f"{[u.label for u in units]}", where=f"{recipe.source}: stages")
-    recipe = _override(recipe, checkpoint, None, guard=guard)
+    recipe = with_overrides(recipe, checkpoint, None, guard=guard)
     out_dir = Path(out or f"{recipe.output}-ablation")
     from occ.outputs import ABLATE_DIRS, ABLATE_FILES, check_output_dir
 
-    _checked(recipe, trust_code=trust_code, out=out, out_dir=str(out_dir),
+    check_run(recipe, trust_code=trust_code, out=out, out_dir=str(out_dir),
              files=ABLATE_FILES, dirs=ABLATE_DIRS)
     for s in seeds or ():  # each seed's run keeps its own files and states
         check_output_dir(out_dir / f"seed{s}", where="--out" if out is not None else

@@ -5,28 +5,23 @@ threshold per exit, or ``None``: the exit is dropped and its head never runs) is
 simulated exactly as ``EarlyExitNet`` runs it: rows leave at the first exit whose score
 passes, and leaving at exit e costs the backbone up to e plus every active head up to e.
 
-The budget is spent conservatively: it bounds the share of inputs the reference model
-(the one before early exit) gets right and the early-exit model gets wrong. Inputs an
-exit happens to fix buy nothing, so noise on a small validation split cannot trade real
-losses for lucky gains; the accuracy is then within the budget too.
-
-Coordinate descent over each exit's observed scores (plus ``None``), starting from no
-exits, keeps the cheapest configuration within the budget; it stops when a full round
-changes nothing. Deterministic; milliseconds for a few exits.
+The budget bounds the share of inputs the reference model (before early exit) gets right
+and the early-exit model gets wrong: inputs an exit happens to fix buy nothing, so noise on
+a small val split cannot trade real losses for lucky gains. Coordinate descent over each
+exit's observed scores (plus ``None``), from no exits, keeps the cheapest configuration
+within the budget until a full round changes nothing (deterministic, milliseconds).
 
 Regression (``criterion: agreement``): a row leaves at an active exit when its outputs
 are within epsilon of the previous *active* exit's, so an exit's behaviour depends on
-which exits before it are kept. ``calibrate_agreement`` therefore searches subsets of
-exits (all of them up to 8 heads; ``_MAX_SUBSETS`` caps the count, smaller subsets
-first). In each, the first kept exit is a reference only (epsilon 0.0: it never lets a
-row leave, but its head runs); the others get epsilons by coordinate descent over cuts
-between the observed max-abs differences (plus 0.0, never leave), moving one epsilon
-and then neighbouring pairs at a time; that is the optimum over the candidates for up to
-3 kept exits (and up to 64 candidates), a local one beyond. Milliseconds for 2 or 3
-heads; seconds for 8 heads on thousands of val rows. The budget bounds the mean over val rows of
-max(0, row error - the reference's row error), row error = mean |output - target|, so
-again no lucky fix pays for a real loss. The cheapest configuration within budget over
-every subset wins, no exits at all included.
+which exits before it are kept. ``calibrate_agreement`` searches subsets of exits (all of
+them up to 8 heads; ``_MAX_SUBSETS`` caps the count, smaller first). In each, the first
+kept exit is a reference only (epsilon 0.0: no row leaves there, but its head runs); the
+others get epsilons by coordinate descent over cuts between the observed max-abs
+differences (plus 0.0), one epsilon and then neighbouring pairs at a time: the optimum
+over the candidates for up to 3 kept exits (and 64 candidates), a local one beyond. The
+budget bounds the mean over val rows of max(0, row error - the reference's), row error =
+mean |output - target|. The cheapest configuration within budget wins, no exits included.
+Either way a head not ``usable`` (near chance) lets no row leave.
 """
 
 from __future__ import annotations
@@ -101,14 +96,13 @@ def collect(ee: EarlyExitNet, outputs: ValOutputs, reference: torch.Tensor) -> E
 
 def simulate(data: ExitOutputs, thresholds: Sequence[float | None], backbone: Sequence[float],
              heads: Sequence[float]) -> tuple[float, float, float]:
-    """(accuracy %, lost %, expected cost) of a configuration.
+    """(accuracy %, lost %: the rows the reference gets right and it gets wrong, expected
+    cost) of a configuration.
 
     Args:
         thresholds: per head, on the (higher = surer) score; ``None`` = dropped.
         backbone: cumulative backbone cost up to each exit (the last = the whole backbone).
         heads: each head's own cost.
-
-    Lost: the rows the reference gets right and the configuration gets wrong.
     """
     right = np.zeros(data.n, dtype=bool)
     remaining = np.ones(data.n, dtype=bool)
@@ -139,9 +133,8 @@ def _candidates(scores: np.ndarray) -> list[float | None]:
 def calibrate(data: ExitOutputs, backbone: Sequence[float], heads: Sequence[float],
               max_drop: float, usable: Sequence[bool] | None = None,
               ) -> tuple[list[float | None], float, float, float]:
-    """Thresholds (``None`` = drop the exit) minimising expected cost within ``max_drop``;
-    an exit not ``usable`` (a head near chance: whoever leaves there gets its guess) is
-    dropped whatever it would save.
+    """Thresholds (``None`` = drop the exit) minimising expected cost within ``max_drop``,
+    dropping every exit not ``usable`` (near chance: whoever left there gets its guess).
 
     Returns:
         (thresholds on the higher-is-surer score, accuracy %, lost %, expected cost) on
