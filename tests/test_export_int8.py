@@ -328,27 +328,72 @@ def test_every_conv_of_a_hardswish_se_net_runs_on_integer_kernels(
     assert result["float_layers"] == {}
 
 
+LEAKY_NETS = """
+from torch import nn
+
+
+def build(num_classes=10, in_channels=1, input_hw=28):
+    return nn.Sequential(nn.Conv2d(in_channels, 8, 3, padding=1), nn.LeakyReLU(0.1),
+                         nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(16, num_classes))
+"""
+
+
+@pytest.mark.slow
+def test_a_conv_read_by_an_unquantized_op_is_warned_about(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """LeakyReLU is no op the quantizer covers: the conv before it keeps no output Q/DQ
+    and onnxruntime runs it in float. The export still passes its check, and says so."""
+    (tmp_path / "occ_leaky_nets.py").write_text(LEAKY_NETS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ckpt = tmp_path / "leaky.pt"
+    api.train("occ_leaky_nets:build", data="mnist5k", epochs=1, out=str(ckpt), seed=0,
+              limit_train=1024, trust_code=True)
+    recipe = write_recipe(tmp_path, stages=W8A8[1:], checkpoint=str(ckpt), name="leaky",
+                          model={"arch": "occ_leaky_nets:build", "checkpoint": str(ckpt)},
+                          guard={"enabled": False})
+    artifact = Path(api.compress(recipe, trust_code=True).artifact)
+    with caplog.at_level("WARNING", logger="occ"):
+        result = api.export(artifact, tmp_path / "leaky.int8.onnx", int8=True,
+                            int8_options=LOOSE, trust_code=True)
+    assert len(result["float_layers"]) == 1, result["float_layers"]
+    assert "1 weighted layer(s) of the int8 graph run as float kernels" in caplog.text
+
+
 def test_a_conv_left_float_in_the_int8_graph_is_named() -> None:
-    """An op the quantizer does not cover (here Erf, as GELU exports) ahead of a conv leaves
-    that conv a float kernel in onnxruntime: ``float_kernels`` names it and what feeds it
-    (``occ export --int8`` warns with these and returns them as ``float_layers``)."""
-    from onnx import TensorProto, helper
+    """onnxruntime fuses a QDQ conv into QLinearConv only when its output goes through Q/DQ
+    too: an op the quantizer does not cover after it (here Erf; LeakyReLU, Tanh, ELU in a
+    model) leaves the conv a float kernel. ``float_kernels`` reads what onnxruntime runs
+    (``occ export --int8`` warns with it and returns it as ``float_layers``)."""
+    from onnx import TensorProto, helper, numpy_helper
 
-    from occ.deploy.qdq_ops import float_kernels
+    from occ.deploy.runtime import float_kernels
 
-    nodes = [helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["x"], name="dqx"),
-             helper.make_node("DequantizeLinear", ["wq", "s", "z"], ["w"], name="dqw"),
-             helper.make_node("Conv", ["x", "w"], ["c"], name="quantized"),
-             helper.make_node("Erf", ["c"], ["e"], name="erf"),
-             helper.make_node("DequantizeLinear", ["w2q", "s", "z"], ["w2"], name="dqw2"),
-             helper.make_node("Conv", ["e", "w2"], ["d"], name="left_float"),
-             helper.make_node("Gemm", ["d", "g"], ["logits"], name="fc")]
-    graph = helper.make_graph(nodes, "g",
-                              [helper.make_tensor_value_info("xq", TensorProto.UINT8, [1])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1])],
-                              [helper.make_tensor("g", TensorProto.FLOAT, [1], [1.0])])
-    assert float_kernels(helper.make_model(graph)) == {"left_float": "Erf",
-                                                       "fc": "Conv"}
+    def graph(output_quantized: bool) -> bytes:
+        inits = [numpy_helper.from_array(np.array(0.02, np.float32), "sx"),
+                 numpy_helper.from_array(np.array(128, np.uint8), "zx"),
+                 numpy_helper.from_array(np.ones((4, 3, 3, 3), np.int8), "wq"),
+                 numpy_helper.from_array(np.full(4, 0.01, np.float32), "sw"),
+                 numpy_helper.from_array(np.zeros(4, np.int8), "zw")]
+        nodes = [helper.make_node("QuantizeLinear", ["x", "sx", "zx"], ["xq"], name="qx"),
+                 helper.make_node("DequantizeLinear", ["xq", "sx", "zx"], ["xd"], name="dqx"),
+                 helper.make_node("DequantizeLinear", ["wq", "sw", "zw"], ["w"], name="dqw",
+                                  axis=0),
+                 helper.make_node("Conv", ["xd", "w"], ["c"], name="conv")]
+        if output_quantized:
+            nodes += [helper.make_node("QuantizeLinear", ["c", "sx", "zx"], ["cq"]),
+                      helper.make_node("DequantizeLinear", ["cq", "sx", "zx"], ["c2"])]
+        nodes.append(helper.make_node("Erf", ["c2" if output_quantized else "c"], ["y"]))
+        g = helper.make_graph(nodes, "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+        model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        return model.SerializeToString()
+
+    assert float_kernels(graph(output_quantized=True)) == {}  # a QLinearConv
+    left = float_kernels(graph(output_quantized=False))
+    assert list(left) == ["conv"] and left["conv"] in ("Conv", "FusedConv")
 
 
 def test_what_follows_the_last_weighted_layer_stays_float() -> None:

@@ -215,6 +215,27 @@ def test_a_lock_whose_pid_was_reused_is_stale_and_a_held_one_names_its_pid(
         pass
 
 
+def test_without_proc_a_second_lock_in_the_same_process_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without /proc (macOS, Windows) a lock records no start time: a second run in the
+    same process (two occ.compress calls into one folder) read its own pid as stale, took
+    the lock and removed it on exit, unprotecting the first."""
+    import occ.engine.resume as resume_mod
+    from occ.errors import RecipeError
+
+    monkeypatch.setattr(resume_mod, "_start_time", lambda pid: None)
+    run = tmp_path / "run"
+    run.mkdir()
+    with resume_mod.OutputLock(run):
+        with pytest.raises(RecipeError, match="in use by another occ run"), \
+                resume_mod.OutputLock(run):
+            pass
+        assert (run / resume_mod.LOCK_NAME).exists()  # the first run's, still there
+    (run / resume_mod.LOCK_NAME).write_text(str(os.getpid()))  # left by no lock held here
+    with resume_mod.OutputLock(run):
+        pass
+
+
 def test_the_lock_is_read_within_a_few_bytes(tmp_path: Path) -> None:
     """A lock linked to a big (sparse) file was read whole: 8 GB of memory for a "pid"."""
     import tracemalloc

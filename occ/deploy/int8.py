@@ -30,8 +30,7 @@ from torch import nn
 from occ.artifact import header as artifact_header
 from occ.deploy.data_meta import artifact_data, data_metadata
 from occ.deploy.onnx import _check_out, _load, _need, is_early_exit
-from occ.deploy.qdq_ops import float_kernels
-from occ.deploy.runtime import ort_session
+from occ.deploy.runtime import float_kernels, ort_session
 from occ.engine import load as loader
 from occ.errors import RecipeError, StageError
 from occ.io import atomic_write_bytes
@@ -163,12 +162,13 @@ def export_int8(path: str | os.PathLike[str], out: str | os.PathLike[str] | None
         proto = export_qdq.export_int8(model, example, calib, align=align_channels)
     layers = len(export_qdq.int_layers(model))
     padded = _padded_convs(proto)
-    floats = float_kernels(proto)
+    floats = float_kernels(proto.SerializeToString())
     if floats:
-        named = ", ".join(f"{name} (after {op})" for name, op in list(floats.items())[:5])
+        named = ", ".join(f"{name} ({op})" for name, op in list(floats.items())[:5])
         log.warning("%s: %d weighted layer(s) of the int8 graph run as float kernels in "
-                    "onnxruntime, their inputs not quantized: %s%s; the file may run slower "
-                    "than the float export (--format onnx): time both on your hardware",
+                    "onnxruntime (an op the quantizer does not cover, such as LeakyReLU, "
+                    "reads them): %s%s; the file may run slower than the float export "
+                    "(--format onnx): time both on your hardware",
                     dst, len(floats), named, " ..." if len(floats) > 5 else "")
     check = check_int8(proto.SerializeToString(), model, x_test, y_test,
                        min_agreement=min_agreement, max_accuracy_drop=max_accuracy_drop)

@@ -34,22 +34,3 @@ def float_tail(proto: Any) -> list[str]:
     return [n.name for n in proto.graph.node
             if n.name and n.op_type not in WEIGHTED and id(n) not in feeds]
 
-
-def float_kernels(proto: Any) -> dict[str, str]:
-    """{name: the op type that feeds it} of the weighted layers of a QDQ graph whose
-    input or weight does not come from a DequantizeLinear: onnxruntime runs them as float
-    kernels (an op ``QUANT_OPS`` does not list ahead of a conv leaves it float, and a model
-    with many of them can run slower than its float graph)."""
-    producer = {out: node for node in proto.graph.node for out in node.output}
-    inits = {i.name for i in proto.graph.initializer}
-    out: dict[str, str] = {}
-    for node in proto.graph.node:
-        if node.op_type not in WEIGHTED:
-            continue
-        for name in node.input[:2]:
-            up = producer.get(name)
-            if up is None or up.op_type != "DequantizeLinear":
-                out[node.name or node.output[0]] = ("initializer" if name in inits else
-                                                    "graph input" if up is None else up.op_type)
-                break
-    return out

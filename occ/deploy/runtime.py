@@ -47,6 +47,31 @@ def ort_session(data: bytes | str, threads: int = 1) -> Any:
     return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
 
 
+FLOAT_WEIGHTED = ("Conv", "FusedConv", "ConvTranspose", "Gemm", "FusedGemm", "MatMul",
+                  "FusedMatMul")
+"""Float kernels of weighted layers in onnxruntime's optimised graph (integer ones are
+QLinearConv, QGemm, MatMulInteger ...)."""
+
+
+def float_kernels(data: bytes) -> dict[str, str]:
+    """{node name: op type} of the weighted layers onnxruntime runs as float kernels in the
+    graph ``data``, as its CPU session optimises it. In a QDQ graph a conv is fused into
+    QLinearConv only when its input, weight and output all go through Q/DQ: an op the
+    quantizer does not cover after it (LeakyReLU, Tanh, ELU) leaves it float."""
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="occ-ort-") as tmp:
+        opts = ort.SessionOptions()
+        opts.optimized_model_filepath = os.path.join(tmp, "optimized.onnx")
+        opts.log_severity_level = 3
+        ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+        graph = onnx.load(opts.optimized_model_filepath, load_external_data=False).graph
+    return {node.name or node.output[0]: node.op_type for node in graph.node
+            if node.op_type in FLOAT_WEIGHTED}
+
 
 def _session(model: Any, threads: int) -> Any:
     data = model if isinstance(model, (str, bytes)) else model.SerializeToString()

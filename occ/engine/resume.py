@@ -38,6 +38,7 @@ log = logging.getLogger("occ")
 LOCK_NAME = ".occ.lock"
 _PID_BYTES = 64  # a pid is at most ~20 digits: more is not a lock occ wrote
 _WRITING_SECONDS = 10.0  # an empty lock this young is being written, not stale
+_HELD: set[str] = set()  # the locks this process holds (OutputLock paths)
 
 
 # Recipe fields that cannot change what a stage computes: its label, where it is written,
@@ -206,6 +207,7 @@ class OutputLock:
         self._check_lock_file()  # a FIFO left there would hang the read, /dev/zero never end
         for _ in range(2):
             if self._create():
+                _HELD.add(str(self.path))
                 return self
             if self._holder_alive():
                 pid = self._holder()[0]
@@ -266,11 +268,11 @@ class OutputLock:
             return self._being_written()
         if started is not None and _start_time(pid) not in (started, None):
             return False  # that pid is another process now
-        if pid == os.getpid():
-            return started is not None  # this process holds it (a lock it took itself)
+        if pid == os.getpid():  # held when this process took it (without /proc, the only
+            return started is not None or str(self.path) in _HELD  # way to tell)
         try:
             os.kill(pid, 0)
-        except ProcessLookupError:
+        except (ProcessLookupError, OverflowError, ValueError):  # gone, or no pid at all
             return False
         except PermissionError:
             return True
@@ -312,5 +314,6 @@ class OutputLock:
             return 0, None
 
     def __exit__(self, *exc: object) -> None:
+        _HELD.discard(str(self.path))
         self.path.unlink(missing_ok=True)
         self._folders.close()  # the folders this lock made, while still empty
