@@ -91,7 +91,7 @@ def _keeps_your_rng(fn: Callable[..., T]) -> Callable[..., T]:
     def kept(*args: Any, **kwargs: Any) -> T:
         from occ.training import rng_preserved
 
-        with rng_preserved():
+        with rng_preserved(every_cuda=True):
             return fn(*args, **kwargs)
 
     return kept

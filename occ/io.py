@@ -48,21 +48,33 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *,
     """Write ``data`` to ``path`` atomically (same-directory temp file + ``os.replace``).
 
     Raises:
-        RecipeError: ``path`` is a directory, FIFO, socket or device
-            (:func:`refuse_special`); it is left untouched and no temp file is made.
-        OSError: the folder cannot be made or written (a full disk, a read-only folder),
-            naming ``path``, not the temp file.
+        RecipeError: ``path`` is a directory, FIFO, socket or device; it is left untouched
+            and no temp file is made.
+        WriteError: the folder cannot be made or written (a full disk, a read-only folder),
+            naming ``path`` (or the folder in the way), not occ's temp file.
     """
+    target = _writable(path, where)
+    try:
+        _write_replacing(target, data)
+    except OSError as err:
+        named = err.filename
+        temp = named is not None and Path(os.fspath(named)).name.startswith(f".{target.name}.")
+        shown = os.fspath(target) if named is None or temp else os.fspath(named)
+        raise WriteError(err.errno, err.strerror or str(err), shown) from err
+    return target
+
+
+class WriteError(OSError):
+    """A file occ writes could not be written: the machine's trouble (a full disk, a
+    read-only folder), not occ's; ``filename`` is the file meant."""
+
+
+def _writable(path: str | os.PathLike[str], where: str | None) -> Path:
+    """``path`` as a Path, refused when it is a directory or a special file."""
     target = Path(path)
     refuse_special(target, where)
     if target.is_dir():
         raise RecipeError(f"{os.fspath(target)} is a directory; give a file path", where=where)
-    try:
-        _write_replacing(target, data)
-    except OSError as err:
-        if err.filename is not None and os.fspath(err.filename) == os.fspath(target):
-            raise
-        raise OSError(err.errno, err.strerror or str(err), os.fspath(target)) from err
     return target
 
 
@@ -105,7 +117,7 @@ def atomic_write_files(files: Mapping[Path, bytes | str], *,
     leaves the others as they were (a report's views stay consistent).
     """
     for path in files:
-        refuse_special(path, where)
+        _writable(path, where)
     return [atomic_write_bytes(path, data.encode("utf-8") if isinstance(data, str) else data,
                                where=where) for path, data in files.items()]
 
@@ -119,5 +131,5 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-__all__ = ["atomic_write_bytes", "atomic_write_files", "atomic_write_text", "file_sha256",
-           "refuse_special"]
+__all__ = ["WriteError", "atomic_write_bytes", "atomic_write_files", "atomic_write_text",
+           "file_sha256", "refuse_special"]

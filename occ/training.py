@@ -60,17 +60,22 @@ def seed_everything(seed: int) -> None:
 
 
 @contextmanager
-def rng_preserved(device: torch.device | str | None = None) -> Iterator[None]:
+def rng_preserved(device: torch.device | str | None = None, *,
+                  every_cuda: bool = False) -> Iterator[None]:
     """Within: draw from any generator; on exit Python's, NumPy's and torch's CPU generator
-    (and ``device``'s, on CUDA) are back where they were.
+    (and ``device``'s, on CUDA; with ``every_cuda`` every CUDA device's, where CUDA is in
+    use already: it is not started for this) are back where they were.
 
     For checks that read data or run the model (an augmented split draws random numbers)
-    but must not change what a seeded run computes after them.
+    but must not change what a seeded run computes after them, and for the library calls
+    that seed every generator for their own run (``occ.api``).
     """
     py_state, np_state = random.getstate(), np.random.get_state()
     dev = torch.device(device) if device is not None else None
     cuda = ([dev.index if dev.index is not None else torch.cuda.current_device()]
             if dev is not None and dev.type == "cuda" else [])
+    if every_cuda and torch.cuda.is_available() and torch.cuda.is_initialized():
+        cuda = list(range(torch.cuda.device_count()))
     try:
         with torch.random.fork_rng(devices=cuda):
             yield

@@ -100,7 +100,8 @@ def test_a_full_disk_names_the_file_not_a_bug_in_occ(
     monkeypatch.setitem(sys.modules["occ.cli.app"]._state, "debug", False)
 
     def full(target: Path, data: bytes) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device", str(target.parent / ".x.tmp"))
+        raise OSError(errno.ENOSPC, "No space left on device",  # occ's temp file, as mkstemp
+                      str(target.parent / f".{target.name}.k3x9q1.tmp"))  # names it
 
     monkeypatch.setattr(occ.io, "_write_replacing", full)
     state = tmp_path / "stages" / "00-prune.occst"
@@ -108,7 +109,7 @@ def test_a_full_disk_names_the_file_not_a_bug_in_occ(
         _run(lambda: occ.io.atomic_write_bytes(state, b"state"))
     assert stop.value.exit_code == 1
     line = capsys.readouterr().err.strip()
-    assert line.startswith(f"error: {state}: No space left on device (errno 28)"), line
+    assert line.startswith(f"error: {state}: cannot write: No space left on device (errno 28)"), line
     assert ".tmp" not in line and "a bug in occ" not in line
 
 

@@ -1,7 +1,8 @@
 """Shared parts of the ``occ`` command line: the Typer app, error handling, output.
 
 Library errors (``OccError``) become one red line on stderr and their exit code (2 bad
-input, 1 run failed) here, in one place; ``--debug`` shows the traceback instead.
+input, 1 run failed, a file that could not be written included; 141 when stdout's reader
+went away) here, in one place; ``--debug`` adds the traceback.
 ``--json`` prints exactly one JSON document on stdout. Human output goes to stderr when
 stdout is not a terminal.
 """
@@ -35,6 +36,7 @@ class _OccGroup(TyperGroup):
 
     def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:
         extra.pop("standalone_mode", None)
+        stdout = sys.stdout  # click swaps in a wrapper when it sees EPIPE
         try:
             code = super().main(args=args, prog_name=prog_name, standalone_mode=False, **extra)
         except click_exc.UsageError as err:
@@ -52,8 +54,9 @@ class _OccGroup(TyperGroup):
         except typer.Abort:
             sys.stderr.write("occ: aborted\n")
             sys.exit(130)
-        except SystemExit as stop:  # click (typer's copy) wraps stdout when it saw EPIPE
-            if stop.code == 1 and type(sys.stdout).__name__.endswith("PacifyFlushWrapper"):
+        except SystemExit as stop:  # click (typer's copy) wrapped stdout in this call: EPIPE
+            if (stop.code == 1 and sys.stdout is not stdout
+                    and type(sys.stdout).__name__.endswith("PacifyFlushWrapper")):
                 sys.exit(141)  # click's answer to a reader that went away (| head): 128 +
             raise  # SIGPIPE, as a C tool ends, not 1 (the run failed)
         except BrokenPipeError:  # the same, at a write click did not see
@@ -132,10 +135,11 @@ def _run(fn: Callable[[], T], as_json: bool = False) -> T:
 
     With ``--json`` the error is a JSON document on stdout instead,
     ``{"error": {"message", "code", "type", "where"}}``, with the same exit code; an
-    unexpected exception (a bug in occ, exit 1) too. An ``OSError`` (a full disk, a
+    unexpected exception (a bug in occ, exit 1) too. A ``WriteError`` (a full disk, a
     read-only folder) is the machine's: exit 1, naming the file, not called a bug.
     """
     from occ.errors import OccError
+    from occ.io import WriteError
 
     try:
         return fn()
@@ -146,11 +150,10 @@ def _run(fn: Callable[[], T], as_json: bool = False) -> T:
     except KeyboardInterrupt:
         _fail({"message": "interrupted", "code": 130, "type": "KeyboardInterrupt",
                "where": None}, as_json, always_stderr=True)
-    except OSError as err:  # the machine's, not occ's: a full disk, a read-only folder
+    except WriteError as err:  # the machine's, not occ's: a full disk, a read-only folder
         _traceback()
-        what = f"{err.filename}: " if err.filename else ""
-        _fail({"message": f"{what}{err.strerror or err} (errno {err.errno}); nothing more was "
-                          "written", "code": 1, "type": type(err).__name__,
+        _fail({"message": f"{err.filename}: cannot write: {err.strerror} (errno {err.errno});"
+                          " nothing more was written", "code": 1, "type": "WriteError",
                "where": None}, as_json)
     except (Exception, RecursionError) as err:  # noqa: BLE001  (a bug: still one line)
         _traceback()

@@ -310,8 +310,8 @@ def _context(model: nn.Module, recipe: Recipe, train_data: Any, val_data: Any,
     if train_data is not None:  # the CLI's probe: one batch, before any work
         from occ.engine.probe import API_TERMS, check_model_fit
 
-        check_model_fit(own, data, device, where="compress(test_data)", terms=API_TERMS,
-                        model_where="compress(model)")
+        check_model_fit(own, data, device, terms=API_TERMS, model_where="compress(model)",
+                        where=f"compress({'test' if test_data is not None else 'train'}_data)")
     baseline = copy.deepcopy(own).eval()
     for p in baseline.parameters():
         p.requires_grad_(False)

@@ -22,7 +22,7 @@ def import_trusted(recipe: Recipe) -> None:
 
 
 def with_overrides(recipe: Recipe, checkpoint: str | None, out: str | None, *,
-              seed: int | None = None, guard: bool = True) -> Recipe:
+                   seed: int | None = None, guard: bool = True) -> Recipe:
     """The recipe with the command line's overrides applied (each checked here). Paths
     given here (relative to the working directory) and the default output are recorded
     absolute, as the recipe's own are (resolved against its folder): the resolved recipe
@@ -50,8 +50,8 @@ def with_overrides(recipe: Recipe, checkpoint: str | None, out: str | None, *,
 
 
 def check_run(recipe: Recipe, *, trust_code: bool, out: str | None, out_dir: str,
-             files: tuple[str, ...] | None = None, dirs: tuple[str, ...] | None = None,
-             ) -> None:
+              files: tuple[str, ...] | None = None, dirs: tuple[str, ...] | None = None,
+              ) -> None:
     """Before any work: the recipe names no code unless trusted, and trusted code imports
     (from beside the recipe, then the working directory); the outputs are writable."""
     from occ.outputs import RUN_DIRS, RUN_FILES, check_output_dir

@@ -56,7 +56,7 @@ class ExitOutputs:
 
     def accuracy(self, e: int) -> float:
         """Accuracy (%) of exit ``e`` if every row left there."""
-        return 100.0 * float(self.correct[e].mean()) if self.n else 0.0
+        return 100 * int(self.correct[e].sum()) / self.n if self.n else 0.0
 
 
 ValOutputs = tuple[list[torch.Tensor], torch.Tensor]
