@@ -109,7 +109,8 @@ def test_a_full_disk_names_the_file_not_a_bug_in_occ(
         _run(lambda: occ.io.atomic_write_bytes(state, b"state"))
     assert stop.value.exit_code == 1
     line = capsys.readouterr().err.strip()
-    assert line.startswith(f"error: {state}: cannot write: No space left on device (errno 28)"), line
+    said = f"error: {state}: cannot write: No space left on device (errno 28)"
+    assert line.startswith(said), line
     assert ".tmp" not in line and "a bug in occ" not in line
 
 

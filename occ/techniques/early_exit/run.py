@@ -34,11 +34,11 @@ Every trained head is measured on the val split before calibration
 (``details["val_heads"]``, and how many val rows take a kept exit,
 ``details["val_exited"]``). A head near chance (the gates' definition, ``occ.quality``)
 is never kept by calibration, whatever it would save (unless the backbone's own end is
-near chance too; agreement keeps it only as the reference no row leaves at): an input that
-left there would get its guess (a LeNet-5 demo head at 7 % let 1.3 % of the test digits leave and cost 0.9
-points). It and kept exits that no val input takes are a stage that does nothing useful:
-a warning on stderr and in the stage's notes names the head and the options that give it
-more to see (``occ.techniques.early_exit.checks``).
+near chance too; agreement keeps it only as the reference no row leaves at): an input
+that left there would get its guess (a LeNet-5 demo head at 7 % let 1.3 % of the test
+digits leave and cost 0.9 points). It and kept exits that no val input takes are a stage
+that does nothing useful: a warning on stderr and in the stage's notes names the head and
+the options that give it more to see (``occ.techniques.early_exit.checks``).
 
 Heads are added after quantization (early exit comes after it in the built-in order).
 ``quantize_heads: auto`` (the default) quantizes them like the backbone when it has
