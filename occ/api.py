@@ -27,8 +27,9 @@ if TYPE_CHECKING:
     from occ.report.data import Report
 
 
-def order(techniques: list[str]) -> dict[str, Any]:
-    """The built-in order of ``techniques`` (aliases like ``KD``, ``P``, ``channel``).
+def order(techniques: list[str], *, where: str = "order(techniques)") -> dict[str, Any]:
+    """The built-in order of ``techniques`` (aliases like ``KD``, ``P``, ``channel``);
+    errors name ``where`` (the CLI: ``--techniques``).
 
     Returns:
         ``{"order": [...], "categories": [...], "edges": [{before, after, reason, source}]}``
@@ -36,8 +37,8 @@ def order(techniques: list[str]) -> dict[str, Any]:
     """
     tokens = [t.strip() for t in techniques if t.strip()]
     if not tokens:
-        raise RecipeError("no techniques given; e.g. --techniques P,Q,KD,EE", where="--techniques")
-    cats = [order_mod.category_of_alias(t) for t in tokens]
+        raise RecipeError("no techniques given; e.g. P,Q,KD,EE", where=where)
+    cats = [order_mod.category_of_alias(t, where) for t in tokens]
     index = order_mod.sort_indices(cats)
     ordered = [tokens[i] for i in index]
     ordered_cats = [cats[i] for i in index]

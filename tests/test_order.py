@@ -35,8 +35,9 @@ def test_ties_keep_the_given_order() -> None:
 
 
 def test_unknown_technique() -> None:
-    with pytest.raises(RecipeError, match="unknown technique 'X'; allowed: KD"):
+    with pytest.raises(RecipeError, match="unknown technique 'X'; allowed: KD") as caught:
         api.order(["P", "X"])
+    assert caught.value.where == "order(techniques)"  # from Python: the argument, no CLI flag
 
 
 DPQE = ("architecture", "channel", "weight", "bits", "dynamic", "coding")

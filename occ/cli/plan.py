@@ -28,7 +28,7 @@ def order(
     """Print the built-in order of the given techniques (e.g. KD -> P -> Q -> EE)."""
     from occ import api
 
-    result = _run(lambda: api.order(techniques.split(",")), as_json)
+    result = _run(lambda: api.order(techniques.split(","), where="--techniques"), as_json)
     if as_json:
         _emit_json(result)
         return

@@ -36,7 +36,8 @@ def _data(meta: dict[str, str], path: Path, options: dict[str, Any]) -> Any:
     recorded = recorded_spec(meta, where=str(path))
     if recorded is None and options.get("dataset") is None:
         raise DataError("this ONNX file records no data to evaluate on (occ export writes "
-                        "it; other exporters do not); pass --data (and --root)",
+                        "it; other exporters do not); pass --data (and --root), or from Python "
+                        "data= (and root=)",
                         where=str(path))
     return eval_data(recorded, options, where=f"{path}: metadata {DATA_KEY}")
 

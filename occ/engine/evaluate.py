@@ -174,7 +174,8 @@ def _open_artifact(path: Path, options: dict[str, Any], *, trust_code: bool,
     recorded = artifact_header.recorded_data(artifact.header)
     if recorded.get("dataset") == IN_MEMORY and options.get("dataset") is None:
         raise DataError("this artifact was measured on data handed in from Python; pass "
-                        "--data (and --root)", where=str(path))
+                        "--data (and --root), or from Python data= (and root=)",
+                        where=str(path))
     chosen = eval_data(artifact_header.recipe_data(artifact.header), options,
                        preprocess=recorded.get("preprocess"),
                        where=f"{path}: header recipe.data",

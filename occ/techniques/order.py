@@ -36,13 +36,14 @@ def edge(before: str, after: str) -> Edge | None:
     return None
 
 
-def category_of_alias(token: str) -> str:
-    """The category of an ``occ order`` token (``KD``, ``P``, ``channel`` ...)."""
+def category_of_alias(token: str, where: str = "--techniques") -> str:
+    """The category of an ``occ order`` token (``KD``, ``P``, ``channel`` ...); an unknown
+    one is refused at ``where``."""
     table = registry.aliases()
     key = token if token in table else token.upper() if token.upper() in table else None
     if key is None:
         allowed = ", ".join(table)
-        raise RecipeError(f"unknown technique {token!r}; allowed: {allowed}", where="--techniques")
+        raise RecipeError(f"unknown technique {token!r}; allowed: {allowed}", where=where)
     return table[key][1]
 
 
