@@ -316,7 +316,12 @@ def test_the_calibration_note_gives_the_net_change_and_the_budgets_measure_apart
     answers an exit turned wrong, which can be outweighed by wrong ones it turned right)."""
     from occ.techniques.early_exit.run import _calibration_note
 
-    note = _calibration_note({"feasible": True, "val_samples": 280, "accuracy": 96.43,
-                              "reference_accuracy": 96.07, "lost": 0.36,
-                              "expected_bitops": 1.0, "backbone_bitops": 1.68, "dropped": []})
+    cal = {"feasible": True, "val_samples": 280, "accuracy": 96.43, "reference_accuracy": 96.07,
+           "lost": 0.36, "expected_bitops": 1.0, "backbone_bitops": 1.68, "dropped": [],
+           "budget": 5.0}
+    note = _calibration_note(cal)
     assert "(before 96.07%, +0.36 pt; 0.36% of the inputs turned from right to wrong" in note
+    assert "the budget is" not in note  # 14 val inputs: resolved enough to say nothing
+    # make demo's: 0.5 pt of 500 val digits is 2.5 digits, spent; the test split lost more
+    coarse = _calibration_note({**cal, "val_samples": 500, "budget": 0.5, "lost": 0.4})
+    assert "the budget is 2.5 of the 500 val inputs" in coarse and "data.val_size" in coarse

@@ -280,7 +280,7 @@ def _calibrate(ctx: RunContext, ee, config: EarlyExitConfig, device, reference, 
     if len(keep) < len(chosen):
         ee.keep_exits(keep)
     return {"val_samples": data.n, "reference_accuracy": percent(reference),
-            "accuracy": acc, "lost": lost, "feasible": lost <= budget + 1e-9,
+            "accuracy": acc, "lost": lost, "feasible": lost <= budget + 1e-9, "budget": budget,
             "expected_bitops": cost, "backbone_bitops": backbone[-1],
             "dropped": [p for p, t in zip(points, chosen, strict=True) if t is None]}
 
@@ -316,6 +316,9 @@ def _dropped(cal: dict) -> str:
     return f"; dropped {', '.join(cal['dropped'])}" if cal["dropped"] else ""
 
 
+RESOLVED_INPUTS = 10  # a budget of fewer val inputs than this is said to be coarse
+
+
 def _calibration_note(cal: dict) -> str:
     if not cal["feasible"]:
         return (f"calibration: the trained backbone alone already loses {cal['lost']:.2f} "
@@ -325,7 +328,17 @@ def _calibration_note(cal: dict) -> str:
             f"(before {cal['reference_accuracy']:.2f}%, {change:+.2f} pt; "
             f"{cal['lost']:.2f}% of the inputs turned from right to wrong at an exit, which "
             f"the budget counts), expected BitOps {_speedup(cal):.2f}x lower than the backbone"
-            f"{_dropped(cal)}")
+            f"{_dropped(cal)}{_resolution(cal)}")
+
+
+def _resolution(cal: dict) -> str:
+    """What a budget of a few val inputs means on test, when calibration spent it."""
+    inputs = cal["budget"] * cal["val_samples"] / 100
+    if cal["lost"] <= 0 or inputs >= RESOLVED_INPUTS:
+        return ""
+    return (f"; the budget is {inputs:.1f} of the {cal['val_samples']} val inputs: the cheapest "
+            "setting within it is picked on those few, so the test split can lose more (a "
+            "larger val split, data.val_size, bounds it better)")
 
 
 def _agreement_note(cal: dict) -> str:
