@@ -85,14 +85,27 @@ def starter_recipe(model: str = "lenet5", data: str = "mnist5k", *, name: str | 
 
 
 def list_recipes() -> list[dict[str, str]]:
-    """The shipped example recipes: ``[{"name", "summary"}]`` (summary: the first comment)."""
+    """The shipped example recipes: ``[{"name", "summary"}]`` (summary: the first sentence
+    of the opening comment, which may run over several lines)."""
     out = []
     for entry in sorted(resources.files("occ.recipes").iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".yaml"):
-            first = entry.read_text(encoding="utf-8").splitlines()[0]
             out.append({"name": entry.name[: -len(".yaml")],
-                        "summary": first.lstrip("# ").strip()})
+                        "summary": _first_sentence(entry.read_text(encoding="utf-8"))})
     return out
+
+
+def _first_sentence(text: str) -> str:
+    """The first sentence of ``text``'s opening ``#`` comment lines, joined: up to the first
+    full stop followed by a space, or all of it."""
+    words: list[str] = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        words += line.lstrip("# ").split()
+    joined = " ".join(words)
+    end = joined.find(". ")
+    return joined if end < 0 else joined[:end + 1]
 
 
 def recipe_text(name: str) -> str:

@@ -244,6 +244,7 @@ def _emit_json(doc: Any) -> None:
     from occ.report.data import json_safe  # torch-free; strict JSON has no inf / NaN
 
     sys.stdout.write(json.dumps(json_safe(doc), indent=2, allow_nan=False) + "\n")
+    sys.stdout.flush()  # here, where a reader gone (| head) is seen and ends occ with 141
 
 
 class _RichProgress:

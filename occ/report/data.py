@@ -221,7 +221,8 @@ class Report:
         lines = [Text(f"order: {' -> '.join(self.plan['order'])}")]
         lines += [Text(f"moved: {m}", style="yellow") for m in self.plan.get("moves", [])]
         lines += [Text(f"warning: {w}", style="yellow") for w in self.plan.get("warnings", [])]
-        lines.append(Text(f"{headline(self)}, artifact {self.artifact}", style="bold"))
+        lines.append(Text(headline(self), style="bold"))  # one line to a row: not wrapped
+        lines.append(Text(f"artifact: {self.artifact}"))  # mid-figure where paths are long
         return Group(table, *lines)
 
 
