@@ -203,3 +203,24 @@ def test_a_file_recording_a_batch_over_the_recipe_cap_still_evaluates() -> None:
     chosen = eval_data({"dataset": "mnist5k", "batch_size": 100_000}, {},
                        where="old.occ: header recipe.data")
     assert chosen.spec.batch_size == MAX_BATCH_SIZE
+
+
+def test_eval_far_below_the_files_recorded_accuracy_is_warned_about(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``occ compress`` warns when a baseline reads far below what its checkpoint recorded
+    (a preprocessing mismatch, usually); ``occ eval`` of the same file said nothing (33 %
+    where the file recorded 100 %). It now says so, naming the options that set it."""
+    from occ.models import build_model
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "net.pt"
+    torch.save({"state_dict": build_model("lenet5", {"width": 0.25}).state_dict(), "acc": 0.99},
+               ckpt)
+    with caplog.at_level("WARNING", logger="occ"):
+        doc = json_of(["eval", str(ckpt), "--arch", "lenet5", "--kwargs", '{"width": 0.25}',
+                       "--data", "mnist5k"])
+    assert doc["accuracy"] < 90  # untrained: far below the 99 % it records
+    said = doc["warnings"][0]
+    assert said.startswith(f"{ckpt}: accuracy ")
+    assert "far below the checkpoint's recorded 99.00%" in said
+    assert "--mean / --std / --image-size / --channels" in said and said in caplog.text

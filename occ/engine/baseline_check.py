@@ -68,15 +68,19 @@ def check_baseline(quality: Quality, *, gates_on: bool, where: str | None,
     return f"{where + ': ' if where else ''}{said}; {off}: it is compressed anyway"
 
 
-def recorded_warning(accuracy: float, *, recorded: float | None,
-                     preprocess: dict[str, Any] | None) -> str | None:
-    """The warning for a baseline test ``accuracy`` (percent) more than ``RECORDED_DROP``
-    points below the checkpoint's ``recorded`` accuracy, or ``None``."""
-    if recorded is None or accuracy >= recorded - RECORDED_DROP:
+def recorded_warning(accuracy: float | None, *, recorded: float | None,
+                     preprocess: dict[str, Any] | None,
+                     subject: str = "baseline accuracy", advice: str = ADVICE,
+                     whose: str = "checkpoint", under: str = "this recipe's") -> str | None:
+    """The warning for a test ``accuracy`` (percent) more than ``RECORDED_DROP`` points
+    below the ``recorded`` accuracy of the file (``whose``), or ``None``: what a
+    preprocessing other than the training one looks like (``occ compress``'s baseline;
+    ``occ eval`` of a checkpoint or artifact, with its options' ``advice``)."""
+    if recorded is None or accuracy is None or accuracy >= recorded - RECORDED_DROP:
         return None
-    return (f"baseline accuracy {accuracy:.2f}% on the test split under this recipe's "
-            f"preprocessing ({_describe(preprocess)}) is far below the checkpoint's recorded "
-            f"{recorded:.2f}%: check {ADVICE}")
+    return (f"{subject} {accuracy:.2f}% on the test split under {under} preprocessing "
+            f"({_describe(preprocess)}) is far below the {whose}'s recorded "
+            f"{recorded:.2f}%: check {advice}")
 
 
 def gain_warning(baseline: float | None, final: float | None, *,

@@ -19,6 +19,7 @@ from occ.artifact.container import read_artifact
 from occ.artifact.layout import has_magic
 from occ.data import DataBundle, load_data
 from occ.engine import load as loader
+from occ.engine.baseline_check import recorded_accuracy, recorded_warning
 from occ.engine.classes import check_class_names, checkpoint_classes
 from occ.engine.data_options import (
     EVAL_OPTIONS,
@@ -35,6 +36,7 @@ from occ.models import build_model
 from occ.training import predict, resolve_device
 
 log = logging.getLogger("occ")
+EVAL_ADVICE = "--mean / --std / --image-size / --channels against the pipeline it was trained with"
 
 
 def load_for_eval(chosen: EvalData, *, trust_code: bool,
@@ -105,16 +107,18 @@ def evaluate_path(path: Path, *, data: str | None, root: str | None, trust_check
     check_input_file(path, error=CheckpointError)  # by type: a FIFO would block the open
     options = {"dataset": data, "root": root, **(preprocess or {})}
     if has_magic(path, error=CheckpointError, what="file"):
-        model, chosen, classes, search = _open_artifact(path, options, trust_code=trust_code)
+        model, chosen, classes, search, recorded = _open_artifact(path, options,
+                                                                  trust_code=trust_code)
         kind = "artifact"
     else:
         model, ckpt, search = _open_checkpoint(path, arch=arch, kwargs=kwargs,
                                                trust_checkpoint=trust_checkpoint,
                                                trust_code=trust_code)
-        recorded = ckpt.meta.get("data")
-        chosen = eval_data(recorded if isinstance(recorded, dict) else None, options,
+        spec_recorded = ckpt.meta.get("data")
+        chosen = eval_data(spec_recorded if isinstance(spec_recorded, dict) else None, options,
                            where=f"{path}: data")
         classes, kind = checkpoint_classes(ckpt.meta), "checkpoint"
+        recorded = recorded_accuracy(ckpt.meta)
     spec = chosen.spec
     size = os.path.getsize(path)
     dataset = load_for_eval(chosen, trust_code=trust_code, search=search)
@@ -135,6 +139,12 @@ def evaluate_path(path: Path, *, data: str | None, root: str | None, trust_check
               "input_shape": list(dataset.input_shape), "batch_size": batch,
               **({"batch_size_recorded": spec.batch_size} if batch < spec.batch_size else {}),
               **m.to_dict()}
+    said = recorded_warning(m.accuracy, recorded=recorded, preprocess=dataset.preprocess,
+                            subject=f"{path}: accuracy", advice=EVAL_ADVICE, whose=kind,
+                            under="this")
+    if said is not None and dataset.task != "regression":
+        log.warning("%s", said)
+        result["warnings"] = [said]
     if latency_runs is not None:  # after the metrics: timing forwards reset exit statistics
         from occ.latency import measure_latency
 
@@ -164,10 +174,11 @@ def eval_batch(recorded: int, input_shape: tuple[int, ...], *, where: str,
 
 
 def _open_artifact(path: Path, options: dict[str, Any], *, trust_code: bool,
-                   ) -> tuple[nn.Module, EvalData, list[str] | None, tuple[str, ...]]:
+                   ) -> tuple[nn.Module, EvalData, list[str] | None, tuple[str, ...],
+                              float | None]:
     """An artifact's rebuilt model, the data to evaluate it on (its record with
-    ``options`` over it), its class names and where to look for its user code
-    (``occ.engine.load.code_search``)."""
+    ``options`` over it), its class names, where to look for its user code
+    (``occ.engine.load.code_search``) and the accuracy it recorded."""
     from occ.errors import DataError
 
     artifact = read_artifact(path)
@@ -186,7 +197,7 @@ def _open_artifact(path: Path, options: dict[str, Any], *, trust_code: bool,
         search = loader.code_search(artifact.header, trust_code)
     except ArtifactError as err:  # name the file (and the field), like occ.load does
         raise err.located(f"{path}:") from None
-    return model, chosen, classes, search
+    return model, chosen, classes, search, recorded_accuracy(artifact.header)
 
 
 def inspect_artifact(path: Path) -> dict[str, Any]:
