@@ -232,6 +232,5 @@ def check_output_file(path: str | os.PathLike[str], *, where: str = "--out") -> 
 
 
 __all__ = ["ABLATE_DIRS", "ABLATE_FILES", "ABLATE_STATES", "EXPORTS", "RUN_DIRS", "RUN_FILES",
-           "check_output_dir", "check_output_file", "holds", "made_folders", "other_rank",
-           "torchrun_rank",
-           "STATE_MANIFEST", "stale_exports"]
+           "STATE_MANIFEST", "check_output_dir", "check_output_file", "holds", "made_folders",
+           "other_rank", "stale_exports", "torchrun_rank"]

@@ -306,21 +306,28 @@ def build(num_classes=10, in_channels=1, input_hw=28):
 """
 
 
+def _user_net_artifact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str,
+                       source: str) -> Path:
+    """The W8A8 artifact of the user's net ``source`` (module ``occ_<name>_nets``, its
+    ``build``), trained one epoch on 1,024 digits (trusted code, gates off)."""
+    (tmp_path / f"occ_{name}_nets.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ckpt, arch = tmp_path / f"{name}.pt", f"occ_{name}_nets:build"
+    api.train(arch, data="mnist5k", epochs=1, out=str(ckpt), seed=0, limit_train=1024,
+              trust_code=True)
+    recipe = write_recipe(tmp_path, stages=W8A8[1:], checkpoint=str(ckpt), name=name,
+                          model={"arch": arch, "checkpoint": str(ckpt)},
+                          guard={"enabled": False})
+    return Path(api.compress(recipe, trust_code=True).artifact)
+
+
 @pytest.mark.slow
 def test_every_conv_of_a_hardswish_se_net_runs_on_integer_kernels(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """MobileNetV3's ops: a conv read only by Hardswish or a squeeze-excite Mul got no output
     Q/DQ, so onnxruntime ran it as a float Conv (25 of 52 convs; the int8 file was slower
     than the float one). Now every conv is a QLinearConv in what onnxruntime runs."""
-    (tmp_path / "occ_hs_nets.py").write_text(HARDSWISH_NETS)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    ckpt = tmp_path / "hs.pt"
-    api.train("occ_hs_nets:build", data="mnist5k", epochs=1, out=str(ckpt), seed=0,
-              limit_train=1024, trust_code=True)
-    recipe = write_recipe(tmp_path, stages=W8A8[1:], checkpoint=str(ckpt), name="hs",
-                          model={"arch": "occ_hs_nets:build", "checkpoint": str(ckpt)},
-                          guard={"enabled": False})
-    artifact = Path(api.compress(recipe, trust_code=True).artifact)
+    artifact = _user_net_artifact(tmp_path, monkeypatch, "hs", HARDSWISH_NETS)
     result = api.export(artifact, tmp_path / "hs.int8.onnx", int8=True, int8_options=LOOSE,
                         trust_code=True)
     ran = _ops(Path(result["path"]), tmp_path)[1]
@@ -344,15 +351,7 @@ def test_a_conv_read_by_an_unquantized_op_is_warned_about(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """LeakyReLU is no op the quantizer covers: the conv before it keeps no output Q/DQ
     and onnxruntime runs it in float. The export still passes its check, and says so."""
-    (tmp_path / "occ_leaky_nets.py").write_text(LEAKY_NETS)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    ckpt = tmp_path / "leaky.pt"
-    api.train("occ_leaky_nets:build", data="mnist5k", epochs=1, out=str(ckpt), seed=0,
-              limit_train=1024, trust_code=True)
-    recipe = write_recipe(tmp_path, stages=W8A8[1:], checkpoint=str(ckpt), name="leaky",
-                          model={"arch": "occ_leaky_nets:build", "checkpoint": str(ckpt)},
-                          guard={"enabled": False})
-    artifact = Path(api.compress(recipe, trust_code=True).artifact)
+    artifact = _user_net_artifact(tmp_path, monkeypatch, "leaky", LEAKY_NETS)
     with caplog.at_level("WARNING", logger="occ"):
         result = api.export(artifact, tmp_path / "leaky.int8.onnx", int8=True,
                             int8_options=LOOSE, trust_code=True)

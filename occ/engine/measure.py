@@ -37,27 +37,24 @@ def measure_input(ctx: RunContext, plan: Plan,
     before the test split is read (a refusal needs none); without a val split it reads
     the test split's predictions made here, not a second pass."""
     has_val = len(ctx.data.split("val")) > 0
-    warning = check_input_model(ctx) if has_val else None
+    warning = check_input_model(ctx, measured(ctx, "val", baseline=True)) if has_val else None
     metrics, outputs, targets = measure_ctx(ctx, plan, None)
     metrics.agreement = 100.0
     if not has_val:
-        warning = check_input_model(ctx, test=quality(outputs, targets, ctx.data.num_classes,
-                                                      split="test"))
+        warning = check_input_model(ctx, quality(outputs, targets, ctx.data.num_classes,
+                                                 split="test"))
     return metrics, outputs, targets, warning
 
 
-def check_input_model(ctx: RunContext, test: Quality | None = None) -> str | None:
+def check_input_model(ctx: RunContext, q: Quality) -> str | None:
     """Before any stage: the input model at chance (``occ.engine.baseline_check``) stops
     the run with the gates on (``StageError``, exit 1); with them off the same sentence is
     logged as a warning and returned (None: the model is above chance).
 
-    Read on the val split, as the gates read it; the test split only when there is no val
-    split (then the gates cannot run, and only the warning is given): ``test``, its
-    quality when already measured.
+    ``q``: its quality on the val split, as the gates read it; on the test split only when
+    there is no val split (then the gates cannot run, and only the warning is given).
     """
     has_val = len(ctx.data.split("val")) > 0
-    q = (measured(ctx, "val", baseline=True) if has_val else
-         test if test is not None else measured(ctx, "test", baseline=True))
     checkpoint = ctx.recipe.model.checkpoint if ctx.recipe is not None else None
     gates_on = has_val and ctx.recipe is not None and ctx.recipe.guard.enabled
     message = check_baseline(q, gates_on=gates_on, preprocess=ctx.data.preprocess,

@@ -223,10 +223,12 @@ def run_stage(ctx: RunContext, plan: Plan, i: int,
                           saved_dir=str(ctx.out_dir / "stages"))
     m, outputs, targets = measure_ctx(ctx, plan, base_out)
     notes = list(result.notes)
-    if before is None:  # no gate read this stage: a collapse is said, not silent
+    # no gate read this stage: a collapse is said, not silent
+    tested = None if before is not None else quality(outputs, targets, ctx.data.num_classes,
+                                                     split="test")
+    if tested is not None and tested.collapsed:
         said = gates.unguarded_collapse(
-            label=stage.label, index=written, after=quality(outputs, targets, ctx.data.num_classes,
-                                                            split="test"),
+            label=stage.label, index=written, after=tested,
             baseline=quality(base_out, targets, ctx.data.num_classes, split="test"),
             why=("the quality gates are off" if plan.recipe.guard.enabled is False else
                  "no gate could read it (the data has no val split)"))

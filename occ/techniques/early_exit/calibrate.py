@@ -314,11 +314,10 @@ def _best_epsilon(data: RegressionOutputs, eps: list[float | None], e: int, befo
     return float(cands[i]), float(cost[i])
 
 
-def _subsets(indices: Sequence[int]) -> list[tuple[int, ...]]:
-    """Subsets of the heads ``indices`` to try keeping, at most ``_MAX_SUBSETS``: 2 heads,
-    then 3, ... (one head alone never lets a row leave, so it never pays; no heads is the
-    starting point)."""
-    sizes = (itertools.combinations(indices, size) for size in range(2, len(indices) + 1))
+def _subsets(k: int) -> list[tuple[int, ...]]:
+    """Kept-head subsets to try, at most ``_MAX_SUBSETS``: 2 heads, then 3, ... (one head
+    alone never lets a row leave, so it never pays; no heads is the starting point)."""
+    sizes = (itertools.combinations(range(k), size) for size in range(2, k + 1))
     return list(itertools.islice(itertools.chain.from_iterable(sizes), _MAX_SUBSETS))
 
 
@@ -355,7 +354,7 @@ def calibrate_agreement(data: RegressionOutputs, backbone: Sequence[float],
     mae, increase, cost = simulate_agreement(data, best, backbone, heads)
     if increase > max_increase + 1e-12:
         return AgreementFit(best, mae, increase, cost, feasible=False)
-    for subset in _subsets(range(k)):
+    for subset in _subsets(k):
         if usable is not None and not all(usable[e] for e in subset[1:]):
             continue  # rows would leave at a head no better than a constant
         eps, current = _descend(data, subset, backbone, heads, max_increase)
