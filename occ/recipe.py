@@ -143,6 +143,9 @@ class Recipe:
     max_mae: float | None = None
     guard: GuardSpec = field(default_factory=GuardSpec)
     source: str = field(default="<recipe>", compare=False)
+    # whether the document named its dataset (a ``data:`` with ``dataset``) or left the
+    # default: ``occ.compress(model, recipe)`` refuses the default without train_data=
+    data_named: bool = field(default=True, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The recipe as plain data, defaults filled in; ``parse_recipe`` reads it back equal."""
@@ -214,7 +217,8 @@ def parse_recipe(data: Any, *, source: str = "<recipe>") -> Recipe:
     return Recipe(version=RECIPE_VERSION, name=name, model=head.model, stages=stages,
                   seed=head.seed, data=head.data, order=head.order, output=head.output,
                   device=head.device, min_accuracy=head.min_accuracy, task=task, loss=loss,
-                  max_mae=head.max_mae, guard=head.guard, source=source)
+                  max_mae=head.max_mae, guard=head.guard, source=source,
+                  data_named=isinstance(data.get("data"), dict) and "dataset" in data["data"])
 
 
 def default_name(source: str) -> str:

@@ -378,7 +378,7 @@ def test_compress_model_with_typed_configs_loaders_and_a_custom_loss(tmp_path: P
 
 
 def test_compress_model_with_train_data_alone_measures_on_the_carved_val_data_and_says_so(
-        caplog: pytest.LogCaptureFixture) -> None:
+        caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
     """The docstring's defaults: val carved out of train_data, test = val (it was "data.test:
     no test split given"); the figures are then not held out, which is said."""
     import occ
@@ -406,6 +406,13 @@ def test_compress_model_with_train_data_alone_measures_on_the_carved_val_data_an
     with pytest.raises(RecipeError, match=r"no data to compress on: pass train_data="):
         # it fine-tuned and measured the model on the recipes' default dataset (mnist5k)
         occ.compress(model, {"stages": [{"type": "quantize", "weight_bits": 8, "mode": "ptq"}]})
+    from occ.recipe import load_recipe
+
+    loaded = tmp_path / "no_data.yaml"  # the same, as a Recipe object from a file
+    loaded.write_text("version: 1\nmodel: {arch: lenet5}\n"
+                      "stages: [{type: quantize, weight_bits: 8, mode: ptq}]\n")
+    with pytest.raises(RecipeError, match=r"no data to compress on: pass train_data="):
+        occ.compress(model, load_recipe(str(loaded)))
     with pytest.raises(DataError, match=r"data\.test: no test data given and no val data to "
                                         r"measure on instead \(val_size 0\)"):
         occ.compress(model, {"stages": [{"type": "quantize", "weight_bits": 8, "mode": "ptq"}],

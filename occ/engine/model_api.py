@@ -153,14 +153,14 @@ def compress_model(model: nn.Module, recipe: Any, *, train_data: Any = None,
 
 def to_recipe(recipe: Any, *, arch: str, kwargs: dict[str, Any]) -> tuple[Recipe, bool]:
     """A validated ``Recipe`` from a path, dict, ``Recipe`` or list of stage configs, and
-    whether it names its data (a ``data:`` with a ``dataset``; a ``Recipe`` object always
-    counts as complete).
+    whether it names its data (a ``data:`` with a ``dataset``; for a ``Recipe``, whether
+    the document it was parsed from did: ``Recipe.data_named``).
 
     ``version``, ``name`` and ``model`` are filled in when missing (the model is passed
     in); ``data`` keeps its default unless given (data passed in replaces its splits).
     """
     if isinstance(recipe, Recipe):
-        return recipe, True
+        return recipe, recipe.data_named
     source = "<recipe>"
     if isinstance(recipe, (str, os.PathLike)):
         from occ.paths import resolve_recipe_paths
@@ -176,8 +176,8 @@ def to_recipe(recipe: Any, *, arch: str, kwargs: dict[str, Any]) -> tuple[Recipe
                           f"{type(recipe).__name__}", where="compress(recipe)")
     doc = {"version": 1, "name": "model", **recipe}
     doc.setdefault("model", {"arch": arch, "kwargs": kwargs})
-    data = doc.get("data")
-    return parse_recipe(doc, source=source), isinstance(data, dict) and "dataset" in data
+    parsed = parse_recipe(doc, source=source)
+    return parsed, parsed.data_named
 
 
 def stage_dict(config: StageConfig) -> dict[str, Any]:
