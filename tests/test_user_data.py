@@ -738,14 +738,19 @@ def test_torch_compile_prefix_is_stripped_and_an_unknown_layout_lists_its_keys(
     for prefix in ("_orig_mod.", "module._orig_mod.", "_orig_mod.module."):
         torch.save({f"{prefix}{k}": v for k, v in state.items()}, path)
         assert set(load_checkpoint(path).state_dict) == set(state)
-    torch.save({"net": state, "epoch": 3, "opt": {"lr": 0.1}}, path)
+    # pytorch-cifar's layout: {'net': net.state_dict(), 'acc': acc, 'epoch': epoch}
+    torch.save({"net": {f"module.{k}": v for k, v in state.items()}, "acc": 93.1,
+                "epoch": 199}, path)
+    ckpt = load_checkpoint(path)
+    assert set(ckpt.state_dict) == set(state) and recorded_accuracy(ckpt.meta) == 93.1
+    torch.save({"weights": state, "epoch": 3, "opt": {"lr": 0.1}}, path)
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(path)
     message = str(info.value)
-    assert "not a state dict: its top-level keys are 'net' (2 tensors), 'epoch' (int), " \
+    assert "not a state dict: its top-level keys are 'weights' (2 tensors), 'epoch' (int), " \
            "'opt' (mapping of 1)" in message
-    assert "under 'state_dict', 'model_state_dict' or 'model'" in message
-    assert f"torch.save(torch.load('{path}')['net'], 'model.pt')" in message
+    assert "under 'state_dict', 'model_state_dict', 'model' or 'net'" in message
+    assert f"torch.save(torch.load('{path}')['weights'], 'model.pt')" in message
     torch.save({f"key{i}": i for i in range(20)}, path)  # bounded: 8 keys, then a count
     with pytest.raises(CheckpointError, match=r"'key7' \(int\) and 12 more; occ reads"):
         load_checkpoint(path)

@@ -6,7 +6,8 @@ occ writes checkpoints as ``{"occ_checkpoint": 1, "arch": ..., "kwargs": ...,
 ``code_folders`` only where the model or data is a user's ``pkg.module:callable``: the
 folders it was imported from, ``occ.callables``). It reads those, bare
 state dicts, and the common ``{"state_dict": ...}`` / ``{"model_state_dict": ...}`` /
-``{"model": ...}`` wrappers, with the key prefixes that wrapping the model adds stripped
+``{"model": ...}`` / ``{"net": ...}`` (pytorch-cifar's ``{'net', 'acc', 'epoch'}``)
+wrappers, with the key prefixes that wrapping the model adds stripped
 (``module.``: ``DataParallel`` / DDP; ``_orig_mod.``: ``torch.compile``). A file that
 needs arbitrary unpickling is refused unless the caller trusts it; any other layout is
 refused naming the keys it has.
@@ -32,11 +33,11 @@ from occ.io import atomic_write_bytes
 from occ.limits import MAX_CHECKPOINT_BYTES, check_input_file
 from occ.trust import TrustError, unpickle_refusal
 
-_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net")
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 """Key prefixes of a model saved wrapped: ``DataParallel`` / DDP, ``torch.compile``."""
 LAYOUTS = ("occ reads a mapping of parameter names to tensors (model.state_dict()), as is "
-           "or under 'state_dict', 'model_state_dict' or 'model', or a whole nn.Module "
+           "or under 'state_dict', 'model_state_dict', 'model' or 'net', or a whole nn.Module "
            "(with --trust-checkpoint)")
 SHOWN_KEYS = 8
 """Top-level keys a refusal lists at most."""
