@@ -44,7 +44,8 @@ def baseline(arch: str = "lenet5") -> Path:
     return path
 
 
-def _data(pad_to: int | None):
+def mnist5k_splits(pad_to: int | None):
+    """mnist5k's splits as every benchmark reads them (seed 0; zero-padded to ``pad_to``)."""
     from occ.data import load_data
     from occ.recipe import DataSpec
 
@@ -52,7 +53,8 @@ def _data(pad_to: int | None):
     return load_data(spec, seed=0)
 
 
-def _predict(model: torch.nn.Module, data, split: str) -> tuple[np.ndarray, np.ndarray]:
+def correct_on(model: torch.nn.Module, data, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(per-image correctness, targets) of ``model`` on ``split`` of ``data``."""
     from occ.training import predict
 
     out, y = predict(model, data.loader(split, 256), torch.device("cpu"))
@@ -90,10 +92,10 @@ def run_seeds(recipe: str | Path, arch: str, out_root: Path, *, seeds=SEEDS,
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     ckpt = baseline(arch)
-    data = _data(PAD.get(arch))
+    data = mnist5k_splits(PAD.get(arch))
     base = baseline_model(ckpt)
-    base_val, _ = _predict(base, data, "val")
-    base_test, _ = _predict(base, data, "test")
+    base_val, _ = correct_on(base, data, "val")
+    base_test, _ = correct_on(base, data, "test")
     fp32_bytes = state_dict_bytes(base)
     runs, test_rows, ratios = [], [], []
     for seed in seeds:
@@ -102,8 +104,8 @@ def run_seeds(recipe: str | Path, arch: str, out_root: Path, *, seeds=SEEDS,
         report = api.compress(str(recipe), checkpoint=str(ckpt), out=str(out), seed=seed)
         s = report.summary()
         model = load(report.artifact)
-        val, _ = _predict(model, data, "val")
-        test, _ = _predict(model, data, "test")
+        val, _ = correct_on(model, data, "val")
+        test, _ = correct_on(model, data, "test")
         ratio = (fp32_bytes / report.artifact_bytes if metric == "bytes"
                  else s["bitops_reduction"])
         ratios.append(ratio)
