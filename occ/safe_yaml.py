@@ -8,13 +8,16 @@
   repeats* is refused before anything is constructed: a "billion laughs" alias bomb is a
   few hundred bytes that expand to gigabytes in whatever walks the result;
 * recursive aliases (``&a [*a]``) and duplicate mapping keys (PyYAML lets the last one
-  win silently) are refused, with their line.
+  win silently) are refused, with their line;
+* ``1e-3`` is the float it looks like (YAML 1.2; PyYAML's YAML 1.1 resolver wants a dot,
+  ``1.0e-3``, and reads ``lr: 1e-3`` as the string ``'1e-3'``).
 
 No torch here.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -72,6 +75,13 @@ class BoundedSafeLoader(yaml.SafeLoader):
                                      key_node.start_mark)
                 seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+# Exponent floats without a dot (1e-3, 5E+4, -2e5), which YAML 1.1 leaves as strings; tried
+# after PyYAML's own float resolver, which takes every form with a dot.
+BoundedSafeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
 
 
 def expanded_size(root: Node, cap: int) -> int:

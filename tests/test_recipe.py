@@ -139,3 +139,17 @@ def test_every_shipped_recipe_parses(path: Path) -> None:
     text["model"].pop("checkpoint", None)  # checkpoints are made by `occ train`
     recipe = parse_recipe(text, source=str(path))
     assert recipe.stages
+
+
+def test_an_exponent_without_a_dot_is_a_float(tmp_path: Path) -> None:
+    """YAML 1.1 (PyYAML's resolver) reads ``lr: 1e-3`` as the string '1e-3', and occ then
+    refused it as "must be float, got '1e-3'": the most common way to write a learning rate."""
+    path = tmp_path / "r.yaml"
+    path.write_text("version: 1\nmodel: {arch: lenet5}\nstages:\n"
+                    "  - {type: prune, method: magnitude, sparsity: 5E-1, lr: 1e-3}\n")
+    stage = load_recipe(path).stages[0].config
+    assert stage.lr == 0.001 and stage.sparsity == 0.5
+    assert yaml.safe_load("lr: 1e-3") == {"lr": "1e-3"}  # PyYAML's own loader is untouched
+    path.write_text("version: 1\nmodel: {arch: lenet5}\nname: 1e3x\n"
+                    "stages: [{type: entropy_code}]\n")
+    assert load_recipe(path).name == "1e3x"  # not a number: stays a string
