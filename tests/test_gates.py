@@ -98,6 +98,22 @@ def test_regression_gates_use_the_mae_factor_and_the_constant_predictor() -> Non
     _check(q(18.5), q(40.0), baseline=q(18.5))  # the baseline is about a constant's
 
 
+def test_likely_cause_reads_a_diverged_loss_as_the_learning_rate() -> None:
+    """One QAT epoch at lr 50 ended with loss 15,105 and the cause read "too few bits"; a
+    prune at lr 20 read "sparsity 0.5 is too much" (stage audit F2)."""
+    for label, config in (("quantize", {"weight_bits": 4, "act_bits": 8, "mode": "qat",
+                                        "lr": 50.0}),
+                          ("prune(magnitude)", {"method": "magnitude", "sparsity": 0.5,
+                                                "lr": 20.0})):
+        history = "qat_loss" if label == "quantize" else "loss"  # what each stage records
+        cause = likely_cause(label, config, {history: [15105.7434]})
+        assert cause == ("the training diverged (loss 1.511e+04 after epoch 1): learning rate "
+                         f"too high (lr {config['lr']:g})?")
+    nan = likely_cause("quantize", {"lr": 1.0}, {"loss": [2.0, float("nan")]})
+    assert nan.startswith("the training diverged (loss nan after epoch 2)")
+    assert "bits" in likely_cause("quantize", {"weight_bits": 2, "lr": 0.01}, {"loss": [9.5]})
+
+
 def test_likely_cause_reads_a_flat_loss_as_a_step_size_problem() -> None:
     cause = likely_cause("distill", {"lr": 0.0135}, {"loss": [25.9, 25.9, 25.8]})
     assert "did not fall after epoch 1" in cause and "lr 0.0135" in cause

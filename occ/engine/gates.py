@@ -13,6 +13,7 @@ validation split only. ``Quality`` and what counts as near chance live in ``occ.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -85,13 +86,23 @@ def _broken(spec: GuardSpec, before: Quality, after: Quality, baseline: Quality)
     return None
 
 
+DIVERGED_LOSS = 100.0
+"""A mean training loss above this diverged, whatever the stage: cross-entropy that high
+means the true class gets e^-100 (a uniform guess over 1,000 classes costs 6.9)."""
+
+
 def likely_cause(label: str, config: dict[str, Any], details: dict[str, Any]) -> str:
     """A short guess at why a stage broke a gate, from its config and training history."""
-    losses = [x for x in details.get("loss", []) if isinstance(x, (int, float))]
+    history = details.get("loss", details.get("qat_loss", []))  # quantize: qat_loss
+    losses = [x for x in history if isinstance(x, (int, float))]
     lr = config.get("lr")
+    too_high = f"learning rate too high{f' (lr {lr:g})' if lr else ''}?"
+    if losses and not (math.isfinite(losses[-1]) and losses[-1] <= DIVERGED_LOSS):
+        return (f"the training diverged (loss {losses[-1]:.4g} after epoch {len(losses)}): "
+                f"{too_high}")
     if len(losses) >= 2 and losses[-1] >= 0.9 * losses[0]:
         return (f"the training loss did not fall after epoch 1 ({losses[0]:.4g} -> "
-                f"{losses[-1]:.4g}): learning rate too high{f' (lr {lr:g})' if lr else ''}?")
+                f"{losses[-1]:.4g}): {too_high}")
     kind = label.split("(")[0]
     if config.get("epochs") and details.get("loss") == []:  # asked for, none ran
         return (f"its {config['epochs']} fine-tuning epoch(s) did not run: nothing was left to "
@@ -135,4 +146,4 @@ def _quantize_cause(config: dict[str, Any]) -> str:
     return (f"{' and '.join(rounded)} may round too coarsely: try more or unset it; or {bits}")
 
 
-__all__ = ["check_stage", "likely_cause", "unguarded_collapse"]
+__all__ = ["DIVERGED_LOSS", "check_stage", "likely_cause", "unguarded_collapse"]
