@@ -89,7 +89,9 @@ def magnitude_masks(model: nn.Module, sparsity: float, *, scope: Scope = "global
         scope: ``global`` ranks all layers' weights together; ``layer`` prunes each
             layer to ``sparsity`` on its own.
         exclude: layer names kept dense (no mask).
-        previous: masks of an earlier, lower sparsity; weights they prune stay pruned.
+        previous: masks of what is already pruned (an earlier level's masks, or
+            ``nonzero_masks``): what they prune stays pruned, even where that is more than
+            ``sparsity``.
     """
     layers = prunable(model, exclude)
     scores = {}
@@ -99,17 +101,28 @@ def magnitude_masks(model: nn.Module, sparsity: float, *, scope: Scope = "global
             s = torch.where(previous[name].reshape(-1).to(s.device), s, torch.full_like(s, -1.0))
         scores[name] = s
     if scope == "layer":
-        return {name: _prune_lowest(s, int(round(sparsity * s.numel())))
-                .reshape(layers[name].weight.shape) for name, s in scores.items()}
-    if not scores:
+        masks = {name: _prune_lowest(s, int(round(sparsity * s.numel())))
+                 for name, s in scores.items()}
+    elif not scores:
         return {}
-    flat = torch.cat(list(scores.values()))
-    keep = _prune_lowest(flat, int(round(sparsity * flat.numel())))
-    masks, start = {}, 0
-    for name, s in scores.items():
-        masks[name] = keep[start:start + s.numel()].reshape(layers[name].weight.shape)
-        start += s.numel()
-    return masks
+    else:
+        flat = torch.cat(list(scores.values()))
+        keep = _prune_lowest(flat, int(round(sparsity * flat.numel())))
+        masks, start = {}, 0
+        for name, s in scores.items():
+            masks[name] = keep[start:start + s.numel()]
+            start += s.numel()
+    # a score of -1 (pruned before) is kept only when fewer than those are to be pruned
+    return {name: (m & (scores[name] >= 0)).reshape(layers[name].weight.shape)
+            for name, m in masks.items()}
+
+
+@torch.no_grad()
+def nonzero_masks(model: nn.Module, exclude: Iterable[str] = ()) -> dict[str, torch.Tensor]:
+    """Masks of the weights that are not exactly zero (what an earlier pruning left), per
+    prunable layer but ``exclude``: the ``previous`` of a model's first pruning."""
+    return {name: module.weight.detach() != 0
+            for name, module in prunable(model, exclude).items()}
 
 
 @torch.no_grad()

@@ -160,6 +160,28 @@ def test_magnitude_unknown_exclude_names_layer(make_ctx) -> None:
         prune_(make_ctx("lenet300"), cfg(exclude=["fc9"]))
 
 
+def test_a_second_prune_stage_never_regrows_what_the_first_pruned(make_ctx, caplog) -> None:
+    """prune 0.9 then prune 0.5 ended at 56.6 % zeros: the second stage's mask was computed
+    afresh and its fine-tuning regrew 0.4 of the weights (stage audit F3). What is zero
+    stays zero, and a stage asking for less than the model has says so."""
+    ctx = make_ctx("lenet300")
+    prune_(ctx, cfg(sparsity=0.9))
+    before = {n: zeros(ctx, n).clone() for n in ("fc1", "fc2", "fc3")}
+    with caplog.at_level("WARNING", logger="occ"):
+        result = prune_(ctx, cfg(sparsity=0.5, epochs=1))
+    for n, was_zero in before.items():
+        assert zeros(ctx, n)[was_zero].all()
+    assert result.details["sparsity"] == pytest.approx(0.9, abs=1e-4)
+    said = ("prune(magnitude): the model was already 90.0% zero weights before this stage, "
+            "more than its sparsity 0.5: those stay zero (pruning never regrows a weight), so "
+            "it ends at 90.0%; give it a higher sparsity, or drop it")
+    assert said in caplog.text and said in result.notes
+    more = prune_(ctx, cfg(sparsity=0.95))  # further: from the survivors, exactly
+    total = sum(ctx.model.get_submodule(n).weight.numel() for n in before)
+    assert sum(int(zeros(ctx, n).sum()) for n in before) == round(0.95 * total)
+    assert not any("already" in note for note in more.notes)
+
+
 def test_magnitude_masks_hold_through_gradual_fine_tuning(make_ctx, monkeypatch) -> None:
     from occ.techniques.distill import loss as distill
     ctx = make_ctx("lenet300")

@@ -4,11 +4,14 @@ Without fine-tuning (``epochs: 0``) a schedule changes nothing: pruning the smal
 weights in steps ends where pruning them at once does, so the target is applied directly.
 With fine-tuning, the masks are recomputed at each schedule level inside the one training
 loop (``after_step``), and every step re-applies them, so pruned weights stay exactly
-zero and no pruned weight ever comes back.
+zero and no pruned weight ever comes back. That holds across stages too: a weight that is
+already exactly zero (an earlier prune stage's) stays pruned, so a second stage asking for
+less sparsity than the model has keeps it (and says so).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import torch
@@ -18,6 +21,8 @@ from occ import sparsity
 from occ.techniques.finetune import finetune_
 from occ.techniques.prune import schedule as sched
 from occ.techniques.spec import StageResult
+
+log = logging.getLogger("occ")
 
 if TYPE_CHECKING:
     from occ.engine.context import RunContext
@@ -50,8 +55,10 @@ def magnitude_prune_(ctx: RunContext, config: PruneConfig) -> StageResult:
     target = config.sparsity
     steps = len(ctx.loader("train")) * config.epochs
     levels = sched.levels(config.schedule, target) if steps else [target]
+    already = sparsity.overall_sparsity(model, config.exclude)
+    held = sparsity.nonzero_masks(model, config.exclude)  # pruning never regrows a weight
     masks = sparsity.magnitude_masks(model, levels[0], scope=config.resolved_scope,
-                                     exclude=config.exclude)
+                                     exclude=config.exclude, previous=held)
     sparsity.apply_masks_(model, masks)
     hook = _GradualMasks(config, levels, sched.boundaries(len(levels), steps), masks)
     losses = finetune_(ctx, config, description="prune fine-tune", after_step=hook)
@@ -69,8 +76,16 @@ def magnitude_prune_(ctx: RunContext, config: PruneConfig) -> StageResult:
             f"weights in {len(layers)} layers")
     if losses:
         note += f", fine-tuned {len(losses)} epoch(s) with masks held"
+    notes = [note]
+    if already > target + 0.005:  # an earlier prune stage went further: nothing regrows
+        said = (f"prune(magnitude): the model was already {100 * already:.1f}% zero weights "
+                f"before this stage, more than its sparsity {target:g}: those stay zero "
+                f"(pruning never regrows a weight), so it ends at {100 * reached:.1f}%; "
+                "give it a higher sparsity, or drop it")
+        log.warning("%s", said)
+        notes.append(said)
     deploy = ("deployment: unstructured zeros stay in dense kernels (PyTorch, ONNX, "
               "onnxruntime's int8 kernels), so they buy no speed there; they buy size (the "
               "artifact's entropy coding) and sparse BitOps. Channel pruning is what makes "
               "the exported graph smaller and faster")
-    return StageResult(details=details, notes=[note, deploy])
+    return StageResult(details=details, notes=[*notes, deploy])
