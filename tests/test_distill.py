@@ -195,6 +195,32 @@ def test_student_replaces_the_model_in_the_context_and_the_artifact(
     assert torch.equal(loaded(x), ctx.model.eval()(x))
 
 
+def test_a_student_not_smaller_than_its_teacher_is_said_before_training(
+        data: DataBundle, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """student: {width: 2.0} ran without a word and the headline read "size 0.3× smaller"
+    (stage audit F4); a failed gate blamed "the student is too small" (F5)."""
+    from occ.engine.gates import likely_cause
+    from occ.report.format import fold
+
+    with caplog.at_level("WARNING", logger="occ"):
+        result = get_stage("distill").run(_ctx(data, tmp_path), _config(student={"width": 2.0}))
+    d = result.details
+    ratio = d["student"]["params"] / d["teacher"]["params"]
+    said = (f"distill: the student has {d['student']['params']:,} parameters, {ratio:.1f}x the "
+            f"teacher's {d['teacher']['params']:,} (student.width 2): this stage does not make "
+            "the model smaller; a width below 1 (e.g. student: {width: 0.5}) does")
+    assert said in caplog.text and result.notes[0] == said
+    assert f"({ratio:.1f}× more than the teacher's" in result.notes[1]
+    assert fold(1 / ratio, "smaller", "larger") == f"{ratio:,.1f}× larger"
+    assert fold(2.0, "smaller", "larger") == "2.0× smaller"
+    cause = likely_cause("distill", {"epochs": 2}, {**d, "init": "random"})
+    assert cause == ("the student is not smaller than the teacher, and started from random "
+                     "weights (init could not take the teacher's channels): too few epochs (2) "
+                     "to train it?")
+    small = {**d, "student": {**d["student"], "params": 10}}
+    assert likely_cause("distill", {}, small).startswith("the student is too small")
+
+
 def test_hints_train_adapters_that_stay_out_of_the_student(
         data: DataBundle, tmp_path: Path) -> None:
     ctx = _ctx(data, tmp_path)

@@ -114,10 +114,22 @@ def likely_cause(label: str, config: dict[str, Any], details: dict[str, Any]) ->
     if kind == "quantize":
         return _quantize_cause(config)
     if kind == "distill":
-        return "the student is too small, or its training diverged (dead ReLUs)?"
+        return _distill_cause(config, details)
     if kind == "early_exit":
         return "the exits leave too early: a looser max_accuracy_drop or threshold?"
     return "the stage's settings are too aggressive for this model?"
+
+
+def _distill_cause(config: dict[str, Any], details: dict[str, Any]) -> str:
+    """The distill stage's guess: "too small" only for a student with fewer parameters than
+    its teacher; one as large that started from random weights had too few epochs."""
+    student, teacher = details.get("student") or {}, details.get("teacher") or {}
+    if student.get("params", 0) >= teacher.get("params", 1) > 0:
+        start = ("from random weights (init could not take the teacher's channels)"
+                 if details.get("init") == "random" else "from the teacher's channels")
+        return (f"the student is not smaller than the teacher, and started {start}: too few "
+                f"epochs ({config.get('epochs')}) to train it?")
+    return "the student is too small, or its training diverged (dead ReLUs)?"
 
 
 def _prune_amount(config: dict[str, Any]) -> str:

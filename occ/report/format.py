@@ -21,6 +21,13 @@ def times(v: float | None) -> str:
     return "∞×" if math.isinf(v) else f"{v:,.1f}×"
 
 
+def fold(v: float | None, fewer: str, more: str) -> str:
+    """A reduction factor in words: ``3.0× lower``; below 1 it grew, ``3.3× higher``."""
+    if v is None or not math.isfinite(v) or v <= 0 or v >= 1:
+        return f"{times(v)} {fewer}"
+    return f"{times(1 / v)} {more}"
+
+
 def si(v: float | None) -> str:
     return plots.si(v)
 
@@ -37,9 +44,10 @@ def _qualityheadline(s: dict[str, Any]) -> str:
 def headline(report: Report) -> str:
     s = report.summary()
     return (f"{_qualityheadline(s)}, agreement {num(s['agreement'])}%, "
-            f"BitOps {times(s['bitops_reduction'])} lower "
-            f"(sparse {times(s['sparse_bitops_reduction'])}), size {times(s['size_reduction'])} "
-            f"smaller ({si(s['bytes'])}B from {si(s['baseline_bytes'])}B as float32)")
+            f"BitOps {fold(s['bitops_reduction'], 'lower', 'higher')} "
+            f"(sparse {fold(s['sparse_bitops_reduction'], 'lower', 'higher')}), "
+            f"size {fold(s['size_reduction'], 'smaller', 'larger')} "
+            f"({si(s['bytes'])}B from {si(s['baseline_bytes'])}B as float32)")
 
 
 def is_regression(rows: list[dict[str, Any]]) -> bool:

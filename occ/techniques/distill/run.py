@@ -15,6 +15,7 @@ Recipe::
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 
 
 from occ.techniques.distill.config import DistillConfig
+
+log = logging.getLogger("occ")
 
 
 def _where(ctx: RunContext) -> str:
@@ -126,6 +129,9 @@ def distill_(ctx: RunContext, config: DistillConfig) -> StageResult:
     setup = _setup(ctx, config)
     teacher, student, ref, hints = setup.teacher, setup.student, setup.ref, setup.hints
     device, inherited = setup.device, setup.inherited
+    said = _not_smaller(teacher, student, config)
+    if said is not None:  # before the training, so it can be stopped
+        log.warning("%s", said)
     try:
         loss = distill.distill_loss_fn(teacher, temperature=config.temperature,
                                        alpha=config.alpha, hints=hints,
@@ -149,7 +155,30 @@ def distill_(ctx: RunContext, config: DistillConfig) -> StageResult:
 
         details["agreement"] = agreement(s_out, t_out)
     ctx.replace_model(student, ref)
-    return StageResult(details=details, notes=_notes(details))
+    notes = _notes(details)
+    if config.init == "auto" and not inherited:
+        notes.append("init auto: the student could not start from the teacher's channels (not "
+                     "the teacher's own architecture at a smaller width, or a teacher whose "
+                     "layers an earlier stage replaced, e.g. quantized), so it started from "
+                     "random weights and needs the epochs of a training from scratch")
+    return StageResult(details=details, notes=[*([said] if said else []), *notes])
+
+
+def _not_smaller(teacher: torch.nn.Module, student: torch.nn.Module,
+                 config: DistillConfig) -> str | None:
+    """The warning for a student with at least the teacher's parameters: a distill stage
+    that does not shrink the model is a recipe mistake more often than not."""
+    from occ.metrics import count_params
+
+    t, s = count_params(teacher)[0], count_params(student)[0]
+    if s < t:
+        return None
+    spec = config.student
+    given = (f"student.width {spec.width:g}" if spec.width is not None
+             else f"student {spec.arch}" if spec.arch else "the student")
+    return (f"distill: the student has {s:,} parameters, {s / max(t, 1):.1f}x the teacher's "
+            f"{t:,} ({given}): this stage does not make the model smaller; a width below 1 "
+            "(e.g. student: {width: 0.5}) does")
 
 
 def _width_hint(teacher: ArchRef, ref: ArchRef, factor: float) -> str:
@@ -165,12 +194,19 @@ def _width_hint(teacher: ArchRef, ref: ArchRef, factor: float) -> str:
             f"student: {{arch: \"{teacher.arch}\", kwargs: {{...}}}}")
 
 
+def _fewer(teacher: int, student: int) -> str:
+    """``4.0× fewer``, or ``2.0× more`` for a student larger than its teacher."""
+    if student <= teacher:
+        return f"{teacher / max(student, 1):.1f}× fewer"
+    return f"{student / max(teacher, 1):.1f}× more"
+
+
 def _notes(details: dict[str, Any]) -> list[str]:
     t, s = details["teacher"], details["student"]
     kwargs = ", ".join(f"{k}={v}" for k, v in s["kwargs"].items())
     notes = [f"student {s['arch']}({kwargs}): {s['params']:,} params "
-             f"({t['params'] / max(s['params'], 1):.1f}× fewer than the teacher's "
-             f"{t['params']:,}), {s['macs']:,} MACs ({t['macs'] / max(s['macs'], 1):.1f}× fewer)"]
+             f"({_fewer(t['params'], s['params'])} than the teacher's {t['params']:,}), "
+             f"{s['macs']:,} MACs ({_fewer(t['macs'], s['macs'])})"]
     if "accuracy" in s:
         notes.append(f"test accuracy: teacher {t['accuracy']:.2f}%, student "
                      f"{s['accuracy']:.2f}% ({s['accuracy'] - t['accuracy']:+.2f} pt); "
