@@ -210,6 +210,7 @@ def test_a_student_not_smaller_than_its_teacher_is_said_before_training(
             f"teacher's {d['teacher']['params']:,} (student.width 2): this stage does not make "
             "the model smaller; a width below 1 (e.g. student: {width: 0.5}) does")
     assert said in caplog.text and result.notes[0] == said
+    assert "teacher was quantized" not in caplog.text
     assert f"({ratio:.1f}× more than the teacher's" in result.notes[1]
     assert fold(1 / ratio, "smaller", "larger") == f"{ratio:,.1f}× larger"
     assert fold(2.0, "smaller", "larger") == "2.0× smaller"
@@ -219,6 +220,23 @@ def test_a_student_not_smaller_than_its_teacher_is_said_before_training(
                      "to train it?")
     small = {**d, "student": {**d["student"], "params": 10}}
     assert likely_cause("distill", {}, small).startswith("the student is too small")
+
+
+def test_a_quantized_teacher_is_said_to_lose_its_quantization(
+        data: DataBundle, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """quantize then distill (--keep-order): the float student threw the quantization away
+    and only the generic order warning was given (stage audit F5)."""
+    from occ.techniques.quantize.layers import QuantConv2d, QuantSpec
+
+    ctx = _ctx(data, tmp_path)
+    first = ctx.model.features[0]
+    ctx.model.features[0] = QuantConv2d.from_float(first, QuantSpec(w_bits=8, a_bits=8))
+    with caplog.at_level("WARNING", logger="occ"):
+        result = get_stage("distill").run(ctx, _config(student={"width": 0.5}))
+    said = ("distill: the teacher was quantized by an earlier stage; the student that replaces "
+            "it is a float model, so that quantization is not in the result (put quantize after "
+            "distill, as the built-in order does)")
+    assert said in caplog.text and said in result.notes
 
 
 def test_hints_train_adapters_that_stay_out_of_the_student(

@@ -129,9 +129,10 @@ def distill_(ctx: RunContext, config: DistillConfig) -> StageResult:
     setup = _setup(ctx, config)
     teacher, student, ref, hints = setup.teacher, setup.student, setup.ref, setup.hints
     device, inherited = setup.device, setup.inherited
-    said = _not_smaller(teacher, student, config)
-    if said is not None:  # before the training, so it can be stopped
-        log.warning("%s", said)
+    said = [w for w in (_not_smaller(teacher, student, config), _quantized_teacher(teacher))
+            if w is not None]
+    for warning in said:  # before the training, so it can be stopped
+        log.warning("%s", warning)
     try:
         loss = distill.distill_loss_fn(teacher, temperature=config.temperature,
                                        alpha=config.alpha, hints=hints,
@@ -161,7 +162,17 @@ def distill_(ctx: RunContext, config: DistillConfig) -> StageResult:
                      "the teacher's own architecture at a smaller width, or a teacher whose "
                      "layers an earlier stage replaced, e.g. quantized), so it started from "
                      "random weights and needs the epochs of a training from scratch")
-    return StageResult(details=details, notes=[*([said] if said else []), *notes])
+    return StageResult(details=details, notes=[*said, *notes])
+
+
+def _quantized_teacher(teacher: torch.nn.Module) -> str | None:
+    """The warning for a teacher an earlier stage quantized: the student is a float model,
+    so that quantization does not reach the result."""
+    if not any(hasattr(m, "occ_bits") for m in teacher.modules()):  # QuantConv2d / Linear
+        return None
+    return ("distill: the teacher was quantized by an earlier stage; the student that "
+            "replaces it is a float model, so that quantization is not in the result (put "
+            "quantize after distill, as the built-in order does)")
 
 
 def _not_smaller(teacher: torch.nn.Module, student: torch.nn.Module,
