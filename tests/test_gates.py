@@ -457,3 +457,32 @@ def test_many_classes_the_model_the_gates_refuse_is_warned_about_with_them_off(
     # Sequential made here does not rebuild from its recorded class, said apart)
     assert warnings[0].endswith("the gates are off: it is compressed anyway")
     assert said in caplog.text  # logged too: the CLI puts it on stderr
+
+
+def test_a_model_putting_most_inputs_in_one_class_is_warned_about_above_chance() -> None:
+    """A mis-normalised ResNet-18 put 355 of 400 inputs in one class of 4 and scored
+    35.5 %, above the 32.5 % near-chance bound: compress and eval said nothing (own-model
+    audit F3). Its predictions give it away."""
+    from occ.engine.baseline_check import chance_warning, check_baseline
+
+    targets = torch.arange(400) % 4  # balanced labels
+    predicted = torch.where(torch.arange(400) < 355, torch.tensor(2), targets)
+    outputs = torch.nn.functional.one_hot(predicted, 4).float()
+    q = quality(outputs, targets, 4)
+    assert not q.collapsed and q.lopsided
+    assert (q.top_class, q.top_share, q.top_label_share) == (2, 0.915, 0.25)
+    said = check_baseline(q, gates_on=True, where="r18.pt", preprocess=None)
+    assert said is not None and said.startswith(
+        "r18.pt: the input model puts 92% of the val inputs in class 2, which is 25% of their "
+        "labels under this recipe's preprocessing")
+    assert "check data.mean / data.std / data.image_size" in said
+    told = chance_warning(quality(outputs, targets, 4, split="test"), preprocess=None,
+                          where="m.pt")
+    assert told is not None and "check --mean / --std / --image-size / --channels" in told
+    # a good model on skewed labels predicts the majority class as often as it occurs
+    skewed = torch.where(torch.arange(400) < 300, torch.tensor(0), targets)
+    good = quality(torch.nn.functional.one_hot(skewed, 4).float(), skewed, 4)
+    assert not good.lopsided and check_baseline(good, gates_on=True, where=None,
+                                                 preprocess=None) is None
+    at_chance = quality(torch.zeros(400, 4), targets, 4, split="test")  # all class 0: 25 %
+    assert "near chance" in (chance_warning(at_chance, preprocess=None, where="m.pt") or "")

@@ -839,7 +839,7 @@ INVALID_VALUES: dict[str, tuple[str, Any, str]] = {
     "seed-negative": ("seed", -1, r"seed: must be an integer in \[0, 4294967295\], got -1"),
     "seed-2-32": ("seed", 2**32, r"seed: must be an integer in \[0, 4294967295\]"),
     "seed-2-70": ("seed", 2**70, r"seed: must fit in 64 bits"),
-    "seed-1e30-string": ("seed", "1e30", r"seed: must be int, got '1e30'"),
+    "seed-1e30": ("seed", "1e30", r"seed: must be int, got 1e\+30"),  # YAML 1.2: a float
     "seed-float": ("seed", 1.5, r"seed: must be int"),
     "seed-bool": ("seed", True, r"seed: must be int"),
     "device-cudaxyz": ("device", "cudaXYZ", r"device: must be auto, cpu, mps, cuda or cuda:N"),

@@ -41,11 +41,15 @@ GAIN = 3.0
 ADVICE = "data.mean / data.std / data.image_size against the pipeline the model was trained with"
 """What to check, in both warnings and the refusal."""
 
+EVAL_ADVICE = "--mean / --std / --image-size / --channels against the pipeline it was trained with"
+"""The same for ``occ eval``, in its options."""
+
 
 def check_baseline(quality: Quality, *, gates_on: bool, where: str | None,
                    preprocess: dict[str, Any] | None) -> str | None:
     """None when the input model's ``quality`` is above chance; else raise ``StageError``
-    (``gates_on``) or return the warning to give (the gates off).
+    (``gates_on``) or return the warning to give (the gates off). A model above chance
+    whose predictions are ``lopsided`` gets a warning whatever the gates.
 
     Args:
         quality: The input model's quality (``split`` ``val``; ``test`` without a val split).
@@ -56,7 +60,12 @@ def check_baseline(quality: Quality, *, gates_on: bool, where: str | None,
             message.
     """
     if not quality.collapsed:
-        return None
+        if not quality.lopsided:
+            return None
+        return (f"{where + ': ' if where else ''}the input model {quality.lopside()} under "
+                f"this recipe's preprocessing ({_describe(preprocess)}) before any stage "
+                f"(it scores {quality.describe()}): a model fed inputs unlike its training's "
+                f"does that; check {ADVICE}")
     said = (f"the input model scores {quality.describe()} on the {quality.split} split, "
             f"{quality.collapse()}, under this recipe's preprocessing "
             f"({_describe(preprocess)}) before any stage: check {ADVICE}, and the checkpoint")
@@ -66,6 +75,22 @@ def check_baseline(quality: Quality, *, gates_on: bool, where: str | None,
     off = ("the gates are off" if quality.split == "val"
            else "there is no val split, so the gates are off")
     return f"{where + ': ' if where else ''}{said}; {off}: it is compressed anyway"
+
+
+def chance_warning(quality: Quality, *, preprocess: dict[str, Any] | None,
+                   where: str) -> str | None:
+    """``occ eval``'s warning for a model near chance or ``lopsided`` on the test split
+    under the preprocessing it was given (a plain state dict records no accuracy to compare
+    with): what a wrong ``--mean`` / ``--std`` / ``--image-size`` looks like. None when
+    neither."""
+    if quality.collapsed:
+        what = f"scores {quality.describe()}, {quality.collapse()}"
+    elif quality.lopsided:
+        what = f"{quality.lopside()} (it scores {quality.describe()})"
+    else:
+        return None
+    return (f"{where}: the model {what} on the test split under this preprocessing "
+            f"({_describe(preprocess)}): check {EVAL_ADVICE}, or the model's classes")
 
 
 def recorded_warning(accuracy: float | None, *, recorded: float | None,

@@ -19,7 +19,12 @@ from occ.artifact.container import read_artifact
 from occ.artifact.layout import has_magic
 from occ.data import DataBundle, load_data
 from occ.engine import load as loader
-from occ.engine.baseline_check import recorded_accuracy, recorded_warning
+from occ.engine.baseline_check import (
+    EVAL_ADVICE,
+    chance_warning,
+    recorded_accuracy,
+    recorded_warning,
+)
 from occ.engine.classes import check_class_names, checkpoint_classes
 from occ.engine.data_options import (
     EVAL_OPTIONS,
@@ -33,10 +38,10 @@ from occ.engine.runner import IN_MEMORY
 from occ.errors import ArtifactError
 from occ.limits import MAX_BATCH_VALUES, batch_within
 from occ.models import build_model
+from occ.quality import quality
 from occ.training import predict, resolve_device
 
 log = logging.getLogger("occ")
-EVAL_ADVICE = "--mean / --std / --image-size / --channels against the pipeline it was trained with"
 
 
 def load_for_eval(chosen: EvalData, *, trust_code: bool,
@@ -139,12 +144,16 @@ def evaluate_path(path: Path, *, data: str | None, root: str | None, trust_check
               "input_shape": list(dataset.input_shape), "batch_size": batch,
               **({"batch_size_recorded": spec.batch_size} if batch < spec.batch_size else {}),
               **m.to_dict()}
-    said = recorded_warning(m.accuracy, recorded=recorded, preprocess=dataset.preprocess,
-                            subject=f"{path}: accuracy", advice=EVAL_ADVICE, whose=kind,
-                            under="this")
-    if said is not None and dataset.task != "regression":
-        log.warning("%s", said)
-        result["warnings"] = [said]
+    said = [recorded_warning(m.accuracy, recorded=recorded, preprocess=dataset.preprocess,
+                             subject=f"{path}: accuracy", advice=EVAL_ADVICE, whose=kind,
+                             under="this")]
+    if dataset.task != "regression":
+        said.append(chance_warning(quality(outputs, targets, dataset.num_classes, split="test"),
+                                   preprocess=dataset.preprocess, where=str(path)))
+        for warning in filter(None, said):
+            log.warning("%s", warning)
+        if any(said):
+            result["warnings"] = [w for w in said if w]
     if latency_runs is not None:  # after the metrics: timing forwards reset exit statistics
         from occ.latency import measure_latency
 
