@@ -81,6 +81,28 @@ def test_a_grayscale_plain_state_dict_needs_channels_1_and_is_measured_with_it(
     assert "input 1×16×16 (C×H×W, recorded with the model)" in table.output
 
 
+def test_a_torchvision_state_dict_gets_channels_and_classes_as_a_recipe_would(
+        gray_run: dict[str, Path], tmp_path: Path) -> None:
+    """``--channels 1`` built a 3-channel torchvision model, and any ``--kwargs`` (even
+    ``{}``) stopped num_classes from being read off the classifier, so the suggested fix
+    failed too (own-model audit F1, F2)."""
+    from occ.models import build_model
+
+    path = tmp_path / "gray_r18.pt"
+    torch.manual_seed(0)
+    torch.save(build_model("torchvision.resnet18", {}, in_channels=1, num_classes=3)
+               .state_dict(), path)
+    base = ["eval", str(path), "--arch", "torchvision.resnet18", "--data", "imagefolder",
+            "--root", str(gray_run["data"]), "--channels", "1", "--image-size", "16"]
+    for extra in ([], ["--kwargs", "{}"], ["--kwargs", '{"in_channels": 1}']):
+        doc = json_of([*base, *extra])
+        assert doc["input_shape"] == [1, 16, 16] and doc["params"] > 11_000_000
+    refused = one_line(["eval", str(path), "--data", "imagefolder", "--root",
+                        str(gray_run["data"])])
+    assert "has no architecture reference (occ's checkpoints record one; a plain state " \
+           "dict or a pickled model does not): pass --arch NAME" in refused
+
+
 @pytest.mark.parametrize(("options", "message"), [
     (["--channels", "2"], "--channels: must be 1 (grayscale) or 3 (RGB), got 2"),
     (["--channels", "0"], "--channels: must be 1 (grayscale) or 3 (RGB), got 0"),

@@ -54,10 +54,14 @@ def load_for_eval(chosen: EvalData, *, trust_code: bool,
 
 
 def _open_checkpoint(path: Path, *, arch: str | None, kwargs: dict[str, Any] | None,
-                     trust_checkpoint: bool, trust_code: bool,
+                     trust_checkpoint: bool, trust_code: bool, channels: int | None = None,
                      ) -> tuple[nn.Module, Any, tuple[str, ...]]:
     """Build and load a checkpoint's model: its recorded ``arch`` or the given one. Returns
     the model, the checkpoint and where to look for its user code (``code_folders``).
+
+    What the kwargs (``kwargs``, else the recorded ones) leave out is filled in as a recipe
+    fills it from the data: ``num_classes`` from the classifier's rows, ``in_channels``
+    from ``--channels`` (``channels``); each only where the builder takes it.
 
     The ``arch`` a checkpoint names is data: a ``pkg.module:callable`` in it is imported only
     with ``trust_code`` (``occ.trust``), like one in a recipe; so are the folders it
@@ -68,21 +72,30 @@ def _open_checkpoint(path: Path, *, arch: str | None, kwargs: dict[str, Any] | N
     ckpt = load_checkpoint(path, trust=trust_checkpoint)
     arch = arch or ckpt.meta.get("arch")
     if not isinstance(arch, str):
-        raise CheckpointError("has no architecture reference (a plain state dict): pass --arch "
-                              "NAME (e.g. torchvision.resnet18) and --kwargs JSON if needed",
+        raise CheckpointError("has no architecture reference (occ's checkpoints record one; a "
+                              "plain state dict or a pickled model does not): pass --arch NAME "
+                              "(e.g. torchvision.resnet18) and --kwargs JSON if needed",
                               where=str(path))
     recorded = ckpt.meta.get("kwargs") or {}
     if not isinstance(recorded, dict):
         raise CheckpointError("must be a mapping", where=f"{path}: kwargs")
     build_kwargs = dict(recorded) if kwargs is None else dict(kwargs)
-    if kwargs is None and "num_classes" not in build_kwargs:
-        build_kwargs.update(_classes_from_state(ckpt.state_dict))
+    classes = (None if "num_classes" in build_kwargs
+               else _classes_from_state(ckpt.state_dict).get("num_classes"))
+    in_channels = None if "in_channels" in build_kwargs else channels
     search = ckpt.code_folders(where=str(path)) if trust_code else ()
-    model = build_model(arch, build_kwargs, allow_callables=trust_code, source=str(path),
-                        search=search)
+    model = build_model(arch, build_kwargs, in_channels=in_channels, num_classes=classes,
+                        allow_callables=trust_code, source=str(path), search=search)
     load_into(model, ckpt, where=str(path), arch=arch,
               channels_hint=lambda n: EVAL_TERMS.checkpoint_hint(n, None))
     return model, ckpt, search
+
+
+def _channels(preprocess: dict[str, Any] | None) -> int | None:
+    """``--channels`` when it is a value the data options accept (1 or 3): anything else
+    is refused with the data options, naming the option (``eval_data``)."""
+    channels = (preprocess or {}).get("channels")
+    return channels if channels in (1, 3) and not isinstance(channels, bool) else None
 
 
 def _classes_from_state(state: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -118,7 +131,8 @@ def evaluate_path(path: Path, *, data: str | None, root: str | None, trust_check
     else:
         model, ckpt, search = _open_checkpoint(path, arch=arch, kwargs=kwargs,
                                                trust_checkpoint=trust_checkpoint,
-                                               trust_code=trust_code)
+                                               trust_code=trust_code,
+                                               channels=_channels(preprocess))
         spec_recorded = ckpt.meta.get("data")
         chosen = eval_data(spec_recorded if isinstance(spec_recorded, dict) else None, options,
                            where=f"{path}: data")
