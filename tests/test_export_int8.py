@@ -283,6 +283,17 @@ def test_accuracy_limit_of_the_check_is_a_flag(w8a8: Path, tmp_path: Path) -> No
     assert json.loads(ok.output)["verify"]["max_accuracy_drop"] == 100.0
 
 
+def test_the_default_accuracy_limit_is_never_finer_than_one_test_input() -> None:
+    """A 400-image split failed the 0.2 pt default on one flipped input (0.25 pt) at 99.75 %
+    agreement (own-model audit F4); the check cannot resolve less than one input."""
+    from occ.deploy.int8 import allowed_difference
+
+    assert allowed_difference(None, 400) == 0.25
+    assert allowed_difference(None, 1000) == 0.2  # 0.1 per input: the 0.2 default stands
+    assert allowed_difference(0.0, 400) == 0.0  # a given limit is the limit
+    assert allowed_difference(None, 0) == 0.2
+
+
 HARDSWISH_NETS = """
 from torch import nn
 

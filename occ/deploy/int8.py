@@ -45,9 +45,19 @@ CALIB_SAMPLES = 512
 EVAL_BATCH = 256
 
 
+def allowed_difference(given: float | None, samples: int) -> float:
+    """The accuracy difference (points) the int8 check allows: ``given``, else
+    ``MAX_ACCURACY_DROP`` or one test input's worth where that is more (a split of fewer
+    than 500 cannot tell 0.2 pt; 1 of 400 is 0.25)."""
+    if given is not None:
+        return given
+    return max(MAX_ACCURACY_DROP, 100.0 / samples) if samples else MAX_ACCURACY_DROP
+
+
 def check_int8(data: bytes, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *,
-               min_agreement: float, max_accuracy_drop: float) -> dict[str, Any]:
-    """Agreement and accuracies of the graph (output 0) against ``model`` on ``inputs``.
+               min_agreement: float, max_accuracy_drop: float | None) -> dict[str, Any]:
+    """Agreement and accuracies of the graph (output 0) against ``model`` on ``inputs``;
+    ``max_accuracy_drop`` None: ``allowed_difference``'s default.
 
     Raises:
         StageError: agreement below ``min_agreement`` or accuracy off by more than
@@ -64,6 +74,7 @@ def check_int8(data: bytes, model: nn.Module, inputs: torch.Tensor, targets: tor
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
         raise StageError(f"onnxruntime cannot run the int8 graph: {first}") from err
     g, r = torch.cat(got).argmax(1), torch.cat(ref).argmax(1)
+    max_accuracy_drop = allowed_difference(max_accuracy_drop, len(targets))
     agreement, acc_onnx, acc_occ = percent(g == r), percent(g == targets), percent(r == targets)
     result = {"samples": len(targets), "top1_agreement": agreement, "accuracy_onnx": acc_onnx,
               "accuracy_occ": acc_occ, "min_agreement": min_agreement,
@@ -110,7 +121,7 @@ def _metadata(header: dict[str, Any], model: nn.Module, check: dict[str, Any],
 
 def export_int8(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *,
                 calib_samples: int = CALIB_SAMPLES, min_agreement: float = MIN_AGREEMENT,
-                max_accuracy_drop: float = MAX_ACCURACY_DROP,
+                max_accuracy_drop: float | None = None,
                 trust_code: bool = False, align_channels: bool = True,
                 root: str | None = None) -> dict[str, Any]:
     """Write the checked integer ONNX of artifact ``path`` to ``out`` (default ``.int8.onnx``).
@@ -136,7 +147,8 @@ def export_int8(path: str | os.PathLike[str], out: str | os.PathLike[str] | None
     if not (math.isfinite(min_agreement) and min_agreement >= 0):  # nan would pass any graph
         raise RecipeError(f"must be a finite percentage >= 0, got {min_agreement}",
                           where="--min-agreement")
-    if not (math.isfinite(max_accuracy_drop) and max_accuracy_drop >= 0):
+    if max_accuracy_drop is not None and not (math.isfinite(max_accuracy_drop)
+                                              and max_accuracy_drop >= 0):
         raise RecipeError(f"must be >= 0 and finite, got {max_accuracy_drop}",
                           where="--max-accuracy-diff")
     src = Path(path)
