@@ -153,3 +153,28 @@ def test_an_exponent_without_a_dot_is_a_float(tmp_path: Path) -> None:
     path.write_text("version: 1\nmodel: {arch: lenet5}\nname: 1e3x\n"
                     "stages: [{type: entropy_code}]\n")
     assert load_recipe(path).name == "1e3x"  # not a number: stays a string
+
+
+def test_every_stage_device_is_checked_before_any_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stage's device: cuda on a machine without CUDA failed when that stage began, after
+    the earlier stages ran; device: mps ran on the CPU without a word (stage audit F6)."""
+    import torch
+
+    from occ.training import check_devices
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    doc = {"version": 1, "model": {"arch": "lenet5"}, "stages": [
+        {"type": "prune", "method": "magnitude", "sparsity": 0.5, "epochs": 1},
+        {"type": "quantize", "mode": "ptq", "device": "cuda"}]}
+    with pytest.raises(RecipeError, match=r"^r\.yaml: stages\[1\]\.device: device 'cuda' "
+                                          r"requested but CUDA is not available$"):
+        check_devices(parse_recipe(doc, source="r.yaml"))
+    doc["stages"][1]["device"] = "mps"
+    with pytest.raises(RecipeError, match=r"stages\[1\]\.device: device 'mps' requested but "
+                                          r"MPS \(Apple GPU\) is not available"):
+        check_devices(parse_recipe(doc, source="r.yaml"))
+    doc["stages"][1]["device"] = "cpu"
+    assert check_devices(parse_recipe(doc, source="r.yaml")).type == "cpu"
+    given = torch.device("cpu")  # torchrun's choice stands, the stages still checked
+    assert check_devices(parse_recipe(doc, source="r.yaml"), given) is given

@@ -295,10 +295,10 @@ def _context(model: nn.Module, recipe: Recipe, train_data: Any, val_data: Any,
     from occ.engine import runner
     from occ.engine.context import RunContext
     from occ.models.names import ArchRef
-    from occ.training import resolve_device, seed_everything
+    from occ.training import check_devices, seed_everything
 
     seed_everything(recipe.seed)
-    device = resolve_device(recipe.device)
+    device = check_devices(recipe)
     search = source_folder(recipe.source)  # a recipe file's callables beside it import
     if train_data is None:
         data = load_data(recipe.data, seed=recipe.seed, trust_code=trust_code, search=search)

@@ -51,7 +51,7 @@ from occ.recipe import Recipe, dump_recipe
 from occ.report.data import Report, StageRecord
 from occ.report.write import report_files
 from occ.techniques.registry import get_stage
-from occ.training import predict, resolve_device, seed_everything
+from occ.training import check_devices, predict, seed_everything
 
 log = logging.getLogger("occ")
 
@@ -68,7 +68,7 @@ def prepare(recipe: Recipe, *, trust_checkpoint: bool, progress: Progress,
     for every later model build (students, resumed states, the round-trip check).
     """
     seed_everything(recipe.seed)
-    device = distributed.setup() or resolve_device(recipe.device)
+    device = check_devices(recipe, distributed.setup())
     search = source_folder(recipe.source)  # user callables beside the recipe import
     try:
         data = load_data(recipe.data, seed=recipe.seed, trust_code=trust_code, search=search)
