@@ -28,6 +28,7 @@ from occ.errors import RecipeError, StageError
 from occ.sparsity import check_names, layers_of
 from occ.techniques.finetune import finetune_
 from occ.techniques.prune import common
+from occ.techniques.prune.config import MAX_CHANNEL_RATIO
 from occ.techniques.spec import StageResult
 from occ.training import LossFn
 
@@ -40,7 +41,7 @@ log = logging.getLogger("occ")
 # flops_reduction: channels are pruned globally in this many steps up to _MAX_RATIO of
 # all channels, no layer losing more than _MAX_RATIO of its own (so none vanishes).
 _STEPS = 100
-_MAX_RATIO = 0.95
+_MAX_RATIO = MAX_CHANNEL_RATIO
 
 
 def _importance(kind: str, model: nn.Module) -> Any:

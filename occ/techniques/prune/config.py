@@ -15,6 +15,10 @@ if TYPE_CHECKING:
 
 Method = Literal["magnitude", "channel", "id", "surp"]
 
+MAX_CHANNEL_RATIO = 0.95
+"""The largest share of a layer's channels ``method: channel`` removes (Torch-Pruning's
+``max_pruning_ratio``): the most ``channel_ratio`` may ask, the cap of ``flops_reduction``."""
+
 # Options that only some methods read: setting one for another method is an error, not
 # silently ignored.
 _OWNERS: dict[str, tuple[str, ...]] = {
@@ -44,7 +48,7 @@ class PruneConfig(StageConfig):
         exclude: Conv2d / Linear layer names whose weights stay dense (magnitude, surp) or
             whose output channels are all kept (channel, id).
         importance: channel ranking (channel): ``l1`` | ``l2`` | ``bn_scale`` | ``taylor``.
-        channel_ratio: share of every layer's channels removed (channel), in [0, 1).
+        channel_ratio: share of every layer's channels removed (channel), in [0, 0.95].
         keep: share of every layer's channels kept (id), in (0, 1].
         flops_reduction: share of the MACs to remove (channel, id), in (0, 1).
         samples: train-split inputs used for activations (id) or gradients (taylor).
@@ -76,8 +80,10 @@ class PruneConfig(StageConfig):
         check(self.samples >= 1, "samples", f"must be >= 1, got {self.samples}")
         check(self.alpha > 0, "alpha", f"must be > 0, got {self.alpha}")
         ratio, keep, flops = self.channel_ratio, self.keep, self.flops_reduction
-        check(ratio is None or 0.0 <= ratio < 1.0, "channel_ratio",
-              f"must be in [0, 1), got {ratio}")
+        check(ratio is None or 0.0 <= ratio <= MAX_CHANNEL_RATIO, "channel_ratio",
+              f"must be in [0, {MAX_CHANNEL_RATIO}] (no layer loses more than that share of "
+              "its channels; Torch-Pruning skips a layer that would, so a higher ratio "
+              f"pruned less), got {ratio}")
         check(keep is None or 0.0 < keep <= 1.0, "keep", f"must be in (0, 1], got {keep}")
         check(flops is None or 0.0 < flops < 1.0, "flops_reduction",
               f"must be in (0, 1), got {flops}")
