@@ -259,10 +259,19 @@ def test_the_lock_is_read_within_a_few_bytes(tmp_path: Path) -> None:
 
 
 def test_collapsed_accuracy_stops_with_exit_1(recipe_factory, tmp_path) -> None:
-    recipe = recipe_factory([{"type": "prune", "sparsity": 0.99}], min_accuracy=90.0)
+    """min_accuracy is read on the val split, as every decision is (it read the test
+    split's figure and called a 0.1 pt miss "collapsed": stage audit F11)."""
+    recipe = recipe_factory([{"type": "prune", "sparsity": 0.999}], min_accuracy=15.0)
     result = CliRunner().invoke(app, ["compress", str(recipe)])
     assert result.exit_code == 1
-    assert "accuracy collapsed" in result.stderr
+    assert re.search(r"stages\[0\] prune\(magnitude\): val accuracy [0-9.]+% is below "
+                     r"min_accuracy 15$", result.stderr.strip()), result.stderr
+    # a floor the input model is already under stops the run before any stage
+    above = recipe_factory([{"type": "prune", "sparsity": 0.5}], min_accuracy=90.0)
+    result = CliRunner().invoke(app, ["compress", str(above)])
+    assert result.exit_code == 1
+    assert re.search(r"the input model's val accuracy [0-9.]+% is below min_accuracy 90 "
+                     r"before any stage; nothing was written", result.stderr), result.stderr
 
 
 @pytest.mark.parametrize("trust", [False, True])
