@@ -272,6 +272,15 @@ def test_collapsed_accuracy_stops_with_exit_1(recipe_factory, tmp_path) -> None:
     assert result.exit_code == 1
     assert re.search(r"the input model's val accuracy [0-9.]+% is below min_accuracy 90 "
                      r"before any stage; nothing was written", result.stderr), result.stderr
+    # a failed run into a folder an earlier run wrote says whose model.occ is there (F10)
+    ok = recipe_factory([{"type": "prune", "sparsity": 0.5}])  # the same file, rewritten
+    assert CliRunner().invoke(app, ["compress", str(ok)]).exit_code == 0
+    above = recipe_factory([{"type": "prune", "sparsity": 0.5}], min_accuracy=90.0)
+    result = CliRunner().invoke(app, ["compress", str(above)])
+    assert result.exit_code == 1
+    out = Path(str(recipe)).parent / "out" / "model.occ"
+    assert result.stderr.strip().endswith(f"; the {out} there is an earlier run's, not this "
+                                          "one's"), result.stderr
 
 
 @pytest.mark.parametrize("trust", [False, True])

@@ -128,7 +128,14 @@ def run(plan: Plan, ctx: RunContext, *, resume: bool = False) -> Report:
     if not distributed.is_main():  # under torchrun only rank 0 writes (and locks)
         return _run_locked(plan, ctx, resume=resume)
     with resume_mod.OutputLock(ctx.out_dir):
-        return _run_locked(plan, ctx, resume=resume)
+        try:
+            return _run_locked(plan, ctx, resume=resume)
+        except StageError as err:  # nothing written: say what the folder still holds
+            earlier = ctx.out_dir / "model.occ"
+            if not earlier.exists():
+                raise
+            raise StageError(f"{err.message}; the {earlier} there is an earlier run's, not "
+                             "this one's", where=err.where) from err
 
 
 def _run_locked(plan: Plan, ctx: RunContext, *, resume: bool) -> Report:
