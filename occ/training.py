@@ -22,7 +22,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -30,50 +30,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from occ import distributed
-from occ.errors import RecipeError, StageError
+from occ.errors import StageError
 from occ.progress import NullProgress, Progress
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 Optimizer = Literal["sgd", "adam", "adamw"]
 Schedule = Literal["cosine", "step", "constant"]
 log = logging.getLogger("occ")
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; otherwise the named device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RecipeError(f"device {name!r} requested but CUDA is not available", where="device")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise RecipeError("device 'mps' requested but MPS (Apple GPU) is not available",
-                          where="device")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise RecipeError(f"unknown device {name!r}; allowed: auto, cpu, cuda[:N]",
-                          where="device") from None
-    if device.type == "cuda" and device.index is not None \
-            and device.index >= torch.cuda.device_count():
-        raise RecipeError(f"device {name!r} requested but this machine has "
-                          f"{torch.cuda.device_count()} CUDA device(s)", where="device")
-    return device
-
-
-def check_devices(recipe: Any, device: torch.device | None = None) -> torch.device:
-    """The run's device (``device`` where torchrun chose it, else ``recipe.device``), with
-    every stage's own ``device`` checked the same way first: a stage asking for a device
-    this machine lacks is refused before any work (``stages[i].device``), not when that
-    stage starts training."""
-    for i, stage in enumerate(recipe.stages):
-        name = getattr(stage.config, "device", "auto")
-        if name != "auto":
-            try:
-                resolve_device(name)
-            except RecipeError as err:
-                raise RecipeError(err.message, where=f"{recipe.source}: stages[{i}].device") \
-                    from None
-    return device if device is not None else resolve_device(recipe.device)
 
 
 def seed_everything(seed: int) -> None:

@@ -160,21 +160,23 @@ def test_every_stage_device_is_checked_before_any_work(monkeypatch: pytest.Monke
     the earlier stages ran; device: mps ran on the CPU without a word (stage audit F6)."""
     import torch
 
-    from occ.training import check_devices
+    from occ.devices import check_stage_devices
+    from occ.engine.plan import make_plan
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     doc = {"version": 1, "model": {"arch": "lenet5"}, "stages": [
-        {"type": "prune", "method": "magnitude", "sparsity": 0.5, "epochs": 1},
-        {"type": "quantize", "mode": "ptq", "device": "cuda"}]}
-    with pytest.raises(RecipeError, match=r"^r\.yaml: stages\[1\]\.device: device 'cuda' "
+        {"type": "quantize", "mode": "ptq", "device": "cuda"},  # runs after the prune
+        {"type": "prune", "method": "magnitude", "sparsity": 0.5, "epochs": 1}]}
+    plan = make_plan(parse_recipe(doc, source="r.yaml"))
+    assert [s.type for s in plan.recipe.stages] == ["prune", "quantize"]
+    written = [plan.written_index(i) for i in range(2)]
+    with pytest.raises(RecipeError, match=r"^r\.yaml: stages\[0\]\.device: device 'cuda' "
                                           r"requested but CUDA is not available$"):
-        check_devices(parse_recipe(doc, source="r.yaml"))
-    doc["stages"][1]["device"] = "mps"
-    with pytest.raises(RecipeError, match=r"stages\[1\]\.device: device 'mps' requested but "
-                                          r"MPS \(Apple GPU\) is not available"):
-        check_devices(parse_recipe(doc, source="r.yaml"))
-    doc["stages"][1]["device"] = "cpu"
-    assert check_devices(parse_recipe(doc, source="r.yaml")).type == "cpu"
-    given = torch.device("cpu")  # torchrun's choice stands, the stages still checked
-    assert check_devices(parse_recipe(doc, source="r.yaml"), given) is given
+        check_stage_devices("r.yaml", plan.recipe.stages, written)
+    doc["stages"][0]["device"] = "mps"
+    with pytest.raises(RecipeError, match=r"stages\[0\]\.device: device 'mps' requested but "
+                                          r"MPS is not available"):
+        check_stage_devices("r.yaml", parse_recipe(doc, source="r.yaml").stages, [0, 1])
+    doc["stages"][0]["device"] = "cpu"
+    check_stage_devices("r.yaml", parse_recipe(doc, source="r.yaml").stages, [0, 1])

@@ -22,13 +22,14 @@ from occ.artifact.checkpoint import save_checkpoint
 from occ.callables import imported_folders
 from occ.config import to_dict
 from occ.data import load_data
+from occ.devices import resolve_device
 from occ.engine.data_options import named_by_options
 from occ.engine.probe import TRAIN_TERMS, build_for_data, check_model_fit
 from occ.engine.runner import _begin_stage
 from occ.engine.train_settings import TRAIN_OPTIONS
 from occ.progress import Progress
 from occ.recipe import DataSpec
-from occ.training import fit, predict, random_shift, resolve_device, seed_everything, task_loss
+from occ.training import fit, predict, random_shift, seed_everything, task_loss
 
 CURVE_TAIL = 5  # epochs whose val-accuracy slope says whether training had flattened
 

@@ -114,6 +114,6 @@ class RunContext:
 
     def stage_device(self, name: str) -> torch.device:
         """The device a stage asked for (``auto`` = the run's device)."""
-        from occ.training import resolve_device
+        from occ.devices import resolve_device
 
         return self.device if name == "auto" else resolve_device(name)

@@ -18,6 +18,7 @@ from occ.artifact.checkpoint import load_checkpoint, load_into
 from occ.artifact.container import read_artifact
 from occ.artifact.layout import has_magic
 from occ.data import DataBundle, load_data
+from occ.devices import resolve_device
 from occ.engine import load as loader
 from occ.engine.baseline_check import (
     EVAL_ADVICE,
@@ -39,7 +40,7 @@ from occ.errors import ArtifactError
 from occ.limits import MAX_BATCH_VALUES, batch_within
 from occ.models import build_model
 from occ.quality import quality
-from occ.training import predict, resolve_device
+from occ.training import predict
 
 log = logging.getLogger("occ")
 

@@ -292,13 +292,14 @@ def _context(model: nn.Module, recipe: Recipe, train_data: Any, val_data: Any,
     from occ.callables import source_folder
     from occ.data import load_data
     from occ.data.custom import bundle_from_splits
+    from occ.devices import resolve_device
     from occ.engine import runner
     from occ.engine.context import RunContext
     from occ.models.names import ArchRef
-    from occ.training import check_devices, seed_everything
+    from occ.training import seed_everything
 
     seed_everything(recipe.seed)
-    device = check_devices(recipe)
+    device = resolve_device(recipe.device)
     search = source_folder(recipe.source)  # a recipe file's callables beside it import
     if train_data is None:
         data = load_data(recipe.data, seed=recipe.seed, trust_code=trust_code, search=search)

@@ -8,7 +8,8 @@ first stage that renames modules (``StageConfig.renames_modules``: a student, fa
 layers, a wrapped backbone); later stages' names are checked when they run. ``occ compress``
 checks its one order, ``occ ablate`` every order it will run.
 
-Given the run's context, the same stages' own preflight checks run too
+Every stage's own ``device`` is checked too (``occ.devices.check_stage_devices``). Given
+the run's context, the same stages' own preflight checks run too
 (``TechniqueSpec.preflight``: a distill student is built and fitted to the model), once
 per stage however many orders run it.
 """
@@ -20,11 +21,13 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
+from occ.devices import check_stage_devices
 from occ.engine.plan import Plan
-from occ.errors import RecipeError
+from occ.errors import ModelError, RecipeError
 from occ.recipe import Recipe, Stage
 from occ.sparsity import check_layer, layers_of
 from occ.techniques.registry import get_stage
+from occ.trust import TrustError
 
 if TYPE_CHECKING:
     from occ.engine.context import RunContext
@@ -46,9 +49,9 @@ def check_references(plan: Plan, model: nn.Module, ctx: RunContext | None = None
     ``model``), the stages' own preflight checks too.
     """
     stages = plan.recipe.stages
-    _check_stages(plan.recipe.source, stages,
-                  [plan.written_index(pos) for pos in range(len(stages))], _Names(model),
-                  ctx, set())
+    written = [plan.written_index(pos) for pos in range(len(stages))]
+    check_stage_devices(plan.recipe.source, stages, written)
+    _check_stages(plan.recipe.source, stages, written, _Names(model), ctx, set())
 
 
 def check_order_references(recipe: Recipe, orders: Iterable[Sequence[Stage]],
@@ -60,6 +63,7 @@ def check_order_references(recipe: Recipe, orders: Iterable[Sequence[Stage]],
     the error names its ``stages[i]`` in the recipe as written, not its place in the order.
     """
     written = {id(stage): i for i, stage in enumerate(recipe.stages)}
+    check_stage_devices(recipe.source, recipe.stages, range(len(recipe.stages)))
     done: set[int] = set()
     names = _Names(model)
     for stages in orders:
@@ -101,7 +105,7 @@ def _check_stages(source: str, stages: Sequence[Stage], written: Sequence[int],
             done.add(id(stage))
             try:
                 check(ctx, stage.config)
-            except RecipeError as err:  # located as the stage's own (``runner.run_stage``)
+            except (RecipeError, ModelError, TrustError) as err:  # as ``runner.run_stage``
                 raise err.located(where) from None
         if stage.config.renames_modules:
             return

@@ -21,6 +21,7 @@ from occ.artifact.checkpoint import load_checkpoint, load_into
 from occ.artifact.container import decode_artifact
 from occ.callables import source_folder
 from occ.data import DataBundle, load_data
+from occ.devices import resolve_device
 from occ.engine import gates
 from occ.engine import load as loader
 from occ.engine import resume as resume_mod
@@ -41,7 +42,14 @@ from occ.engine.measure import (
 from occ.engine.plan import Plan
 from occ.engine.probe import RECIPE_TERMS, InputTerms, build_for_data, check_model_fit
 from occ.engine.run_header import final_header, run_header
-from occ.errors import ArtifactError, DataError, OccError, RecipeError, StageError
+from occ.errors import (
+    ArtifactError,
+    DataError,
+    ModelError,
+    OccError,
+    RecipeError,
+    StageError,
+)
 from occ.io import atomic_write_files, file_sha256
 from occ.metrics import Metrics
 from occ.models.edits import tensor_equal
@@ -52,7 +60,8 @@ from occ.recipe import Recipe, dump_recipe
 from occ.report.data import Report, StageRecord
 from occ.report.write import report_files
 from occ.techniques.registry import get_stage
-from occ.training import check_devices, predict, seed_everything
+from occ.training import predict, seed_everything
+from occ.trust import TrustError
 
 log = logging.getLogger("occ")
 
@@ -69,7 +78,7 @@ def prepare(recipe: Recipe, *, trust_checkpoint: bool, progress: Progress,
     for every later model build (students, resumed states, the round-trip check).
     """
     seed_everything(recipe.seed)
-    device = check_devices(recipe, distributed.setup())
+    device = distributed.setup() or resolve_device(recipe.device)
     search = source_folder(recipe.source)  # user callables beside the recipe import
     try:
         data = load_data(recipe.data, seed=recipe.seed, trust_code=trust_code, search=search)
@@ -219,7 +228,8 @@ def run_stage(ctx: RunContext, plan: Plan, i: int,
     t0 = time.perf_counter()
     try:
         result = get_stage(stage.type).run(ctx, stage.config)
-    except RecipeError as err:  # a config only checkable against the model: name the stage
+    except (RecipeError, ModelError, TrustError) as err:  # a config only checkable against
+        # the model (``student``, ``exits``): located at the stage, as the recipe lists it
         raise err.located(f"{plan.recipe.source}: stages[{written}]") from None
     except OccError:
         raise

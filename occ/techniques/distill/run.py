@@ -35,8 +35,9 @@ log = logging.getLogger("occ")
 
 
 def _where(ctx: RunContext) -> str:
-    source = ctx.recipe.source if ctx.recipe is not None else "<recipe>"
-    return f"{source}: distill.student"
+    """Where a student error points: the stage's ``student`` (the runner and the preflight
+    check put ``recipe.yaml: stages[i].`` before it)."""
+    return "student"
 
 
 def _summary(model: torch.nn.Module, outputs: torch.Tensor, targets: torch.Tensor,
@@ -73,8 +74,9 @@ class _Setup:
 
 def _setup(ctx: RunContext, config: DistillConfig) -> _Setup:
     """Build and check the student against the current model (``ModelError`` /
-    ``TrustError`` located at ``distill.student`` ...): the stage's first step, and its
-    check before any stage runs (``check_student``)."""
+    ``TrustError`` located at ``student``, ``init`` or ``hints``; the runner puts
+    ``recipe.yaml: stages[i].`` before it): the stage's first step, and its check before
+    any stage runs (``check_student``)."""
     from occ.techniques.distill import loss as distill
 
     device = ctx.stage_device(config.device)
@@ -98,9 +100,9 @@ def _setup(ctx: RunContext, config: DistillConfig) -> _Setup:
     if config.init == "teacher" and not inherited:
         raise ModelError(f"{ref.arch} cannot start from the teacher's channels (init: teacher "
                          "needs the teacher's own architecture at a smaller width); use init: "
-                         "random or auto", where=where.replace(".student", ".init"))
+                         "random or auto", where="init")
     hints = (distill.FeatureHints(teacher, student, config.hints, sample,
-                                  where=where.replace(".student", ".hints"))
+                                  where="hints")
              if config.hints else None)
     return _Setup(device, teacher, ref, student, sample, inherited, hints)
 
