@@ -768,3 +768,29 @@ def test_a_val_slice_of_train_far_above_test_is_said_to_look_seen() -> None:
     assert seen_val_warning(99.0, 98.5, val_n=500, test_n=1000, from_train=True) is None
     assert seen_val_warning(100.0, 97.5, val_n=20, test_n=40, from_train=True) is None  # noise
     assert seen_val_warning(None, 97.5, val_n=0, test_n=40, from_train=True) is None
+
+
+def test_a_checkpoint_without_batchnorm_counters_loads_and_a_wrapper_prefix_is_named(
+        tmp_path: Path) -> None:
+    """Older or converted checkpoints lack num_batches_tracked, which torch's strict load
+    fills and occ refused as "20 missing keys"; a LightningModule's 'model.' prefix got a
+    generic mismatch (own-model audit F8, F10)."""
+    from occ.artifact.checkpoint import load_checkpoint, load_into
+    from occ.errors import CheckpointError
+    from occ.models import build_model
+
+    model = build_model("resnet20", {"width": 0.25})
+    state = {k: v for k, v in model.state_dict().items()
+             if not k.endswith("num_batches_tracked")}
+    path = tmp_path / "old.pt"
+    torch.save(state, path)
+    fresh = build_model("resnet20", {"width": 0.25})
+    load_into(fresh, load_checkpoint(path), where=str(path), arch="resnet20")
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in state.items())
+    torch.save({f"model.{k}": v for k, v in model.state_dict().items()}, path)
+    with pytest.raises(CheckpointError) as info:
+        load_into(fresh, load_checkpoint(path), where=str(path), arch="resnet20")
+    assert "every key of the checkpoint starts with 'model.' (a wrapper's attribute, e.g. a " \
+           "LightningModule's self.model) and fits without it: torch.save({k.removeprefix(" \
+           "'model.'): v for k, v in sd.items()}, 'model.pt') writes a file occ reads" \
+           in str(info.value)

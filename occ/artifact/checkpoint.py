@@ -39,6 +39,8 @@ WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 LAYOUTS = ("occ reads a mapping of parameter names to tensors (model.state_dict()), as is "
            "or under 'state_dict', 'model_state_dict', 'model' or 'net', or a whole nn.Module "
            "(with --trust-checkpoint)")
+BN_COUNTER = ".num_batches_tracked"
+"""BatchNorm's step counter: filled with the model's own (0) where a checkpoint lacks it."""
 SHOWN_KEYS = 8
 """Top-level keys a refusal lists at most."""
 
@@ -223,6 +225,11 @@ def load_into(model: nn.Module, checkpoint: Checkpoint, *, where: str, arch: str
     ``n`` channels (``occ.engine.probe.InputTerms.checkpoint_hint``).
     """
     own = model.state_dict()
+    counters = {k: own[k] for k in own if k.endswith(BN_COUNTER) and k not in
+                checkpoint.state_dict and
+                f"{k.removesuffix(BN_COUNTER)}.running_mean" in checkpoint.state_dict}
+    if counters:  # older or converted checkpoints lack BatchNorm's counter (torch fills it)
+        checkpoint = Checkpoint({**checkpoint.state_dict, **counters}, checkpoint.meta)
     missing = [k for k in own if k not in checkpoint.state_dict]
     extra = [k for k in checkpoint.state_dict if k not in own]
     wrong = [k for k in own if k in checkpoint.state_dict
@@ -238,6 +245,12 @@ def load_into(model: nn.Module, checkpoint: Checkpoint, *, where: str, arch: str
         if extra:
             parts.append(f"{len(extra)} unexpected keys (e.g. {extra[0]})")
         message = f"does not fit model {arch}: {'; '.join(parts)}"
+        prefix = _extra_prefix(own, checkpoint.state_dict)
+        if prefix is not None:
+            message += (f"; every key of the checkpoint starts with {prefix!r} (a wrapper's "
+                        f"attribute, e.g. a LightningModule's self.model) and fits without "
+                        f"it: torch.save({{k.removeprefix({prefix!r}): v for k, v in "
+                        f"sd.items()}}, 'model.pt') writes a file occ reads")
         channels = _input_channels(model, checkpoint.state_dict)
         if channels is not None:
             ckpt_channels, model_channels = channels
@@ -247,6 +260,17 @@ def load_into(model: nn.Module, checkpoint: Checkpoint, *, where: str, arch: str
                 message += f": {channels_hint(ckpt_channels)}"
         raise CheckpointError(message, where=where)
     model.load_state_dict(checkpoint.state_dict)
+
+
+def _extra_prefix(own: Mapping[str, torch.Tensor],
+                  state: Mapping[str, torch.Tensor]) -> str | None:
+    """``"model."`` where every checkpoint key starts with that one first component and
+    the rest are the model's keys exactly (None otherwise)."""
+    first = {k.split(".", 1)[0] for k in state}
+    if len(first) != 1 or not all("." in k for k in state):
+        return None
+    prefix = f"{first.pop()}."
+    return prefix if {k.removeprefix(prefix) for k in state} == set(own) else None
 
 
 def _input_channels(model: nn.Module, state: Mapping[str, torch.Tensor]
