@@ -794,3 +794,20 @@ def test_a_checkpoint_without_batchnorm_counters_loads_and_a_wrapper_prefix_is_n
            "LightningModule's self.model) and fits without it: torch.save({k.removeprefix(" \
            "'model.'): v for k, v in sd.items()}, 'model.pt') writes a file occ reads" \
            in str(info.value)
+
+
+def test_a_checkpoint_with_two_different_state_dicts_is_refused(tmp_path: Path) -> None:
+    """{'model': good, 'state_dict': other} was read from 'state_dict' without a word and
+    scored 25.75 % (own-model audit F9); the same weights twice are fine."""
+    from occ.artifact.checkpoint import load_checkpoint
+    from occ.errors import CheckpointError
+
+    a = {"fc.weight": torch.ones(2, 2)}
+    b = {"fc.weight": torch.zeros(2, 2)}
+    path = tmp_path / "two.pt"
+    torch.save({"model": a, "state_dict": b, "epoch": 3}, path)
+    with pytest.raises(CheckpointError, match=r"holds different state dicts under "
+                                              r"'state_dict' and 'model': which is the model"):
+        load_checkpoint(path)
+    torch.save({"model": a, "state_dict": {"fc.weight": torch.ones(2, 2)}}, path)
+    assert torch.equal(load_checkpoint(path).state_dict["fc.weight"], a["fc.weight"])

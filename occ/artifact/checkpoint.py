@@ -145,6 +145,13 @@ def _unwrap(obj: Any, where: str) -> Checkpoint:
             meta = {k: v for k, v in obj.items() if k != "state_dict"}
             obj = obj.get("state_dict")
         else:
+            held = [key for key in _WRAPPER_KEYS if _is_state_dict(obj.get(key))]
+            if len(held) > 1 and not _same_tensors([obj[key] for key in held]):
+                raise CheckpointError(
+                    f"holds different state dicts under {' and '.join(map(repr, held))}: "
+                    f"which is the model is not occ's guess; torch.save(torch.load({where!r})"
+                    f"[KEY], 'model.pt') writes the one you mean as a file occ reads",
+                    where=where)
             for key in _WRAPPER_KEYS:
                 if isinstance(obj.get(key), Mapping):
                     # Keep the plain numbers saved beside it (accuracy, epoch ...).
@@ -155,6 +162,14 @@ def _unwrap(obj: Any, where: str) -> Checkpoint:
         raise CheckpointError(f"not a state dict: {_describe(obj)}; {LAYOUTS}"
                               f"{_hint(obj, where)}", where=where)
     return Checkpoint(state_dict=strip_prefix(dict(obj)), meta=meta)
+
+
+def _same_tensors(states: list[Mapping[str, torch.Tensor]]) -> bool:
+    """Whether the state dicts hold the same names and values."""
+    first = states[0]
+    return all(set(s) == set(first) and all(
+        s[k].shape == first[k].shape and torch.equal(s[k], first[k]) for k in first)
+        for s in states[1:])
 
 
 def _is_state_dict(obj: Any) -> bool:
