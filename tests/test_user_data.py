@@ -147,6 +147,19 @@ def test_val_size_is_checked_at_validate_time_and_auto_by_default(tmp_path: Path
     assert len(load_data(recipe.data).val) == 18
 
 
+def test_a_val_folder_missing_a_class_is_warned_about(tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """Every decision reads val: one blind to a class was used without a word (own-model
+    audit F6)."""
+    _, path = _folder_recipe(tmp_path, {"train": {"a": 5, "b": 5, "c": 5},
+                                        "val": {"a": 2, "b": 1}, "test": {"a": 1, "c": 2}}, 4)
+    with caplog.at_level("WARNING", logger="occ"):
+        assert len(load_data(load_recipe(path).data).val) == 3
+    assert (f"data.root: {tmp_path / 'data' / 'val'} holds no image of class c: the quality "
+            "gates, calibration and early-exit thresholds read a val split without it"
+            ) in caplog.text
+
+
 def test_a_val_size_that_a_val_folder_overrides_is_warned_about(tmp_path: Path) -> None:
     """With val/ and test/ beside train/, val/ is the val split: val_size reads nothing."""
     doc, path = _folder_recipe(tmp_path, {"train": {"a": 5, "b": 5}, "val": {"a": 2, "b": 1},

@@ -8,10 +8,12 @@ are transformed lazily; the val slice is a fixed :class:`~torch.utils.data.Subse
 
 from __future__ import annotations
 
+import logging
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from torch.utils.data import Dataset, Subset
 from torchvision import datasets
@@ -21,6 +23,8 @@ from occ.data import folder, preprocess
 from occ.data.bundle import DataBundle, DataSpecLike, calib_subset, split_val
 from occ.data.checks import imagefolder_layout_problem
 from occ.errors import DataError
+
+log = logging.getLogger("occ")
 
 DEFAULT_IMAGE_SIZE = 32  # imagefolder's side when data.image_size is unset
 
@@ -156,6 +160,8 @@ def load_imagefolder(spec: DataSpecLike, *, user_transform: Callable | None = No
     classes = train_eval.class_to_idx
     test = _open_test_folder(test_dir, classes, transform)
     val = None if val_dir is None else _open_test_folder(val_dir, classes, transform)
+    if val is not None:
+        _say_missing_classes(val, val_dir, classes)
     calib = (_open_test_folder(root / "calib", classes, transform)
              if (root / "calib").is_dir() else None)
     bundle = _assemble("imagefolder", train_aug, train_eval, test, len(classes), shape, spec,
@@ -211,6 +217,19 @@ class _FixedClassFolder(_CheckedFolder):
 
     def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
         return sorted(self._fixed, key=self._fixed.__getitem__), dict(self._fixed)
+
+
+def _say_missing_classes(val: Any, val_dir: Path, class_to_idx: dict[str, int]) -> None:
+    """Warn when ``val/`` holds no image of some train classes: every decision (the gates,
+    calibration, early-exit thresholds) then reads a split blind to them."""
+    have = set(val.targets)
+    lacking = [name for name, index in class_to_idx.items() if index not in have]
+    if lacking:
+        shown = ", ".join(lacking[:8]) + (f" and {len(lacking) - 8} more" if len(lacking) > 8
+                                          else "")
+        log.warning("data.root: %s holds no image of class %s: the quality gates, calibration "
+                    "and early-exit thresholds read a val split without %s", val_dir, shown,
+                    "it" if len(lacking) == 1 else "them")
 
 
 def _open_test_folder(
