@@ -285,13 +285,19 @@ def test_criterion_auto_resolves_per_task() -> None:
     assert regression.criterion == "agreement" and regression.max_mae_increase is None
     classification = _parse({"threshold": 0.9}, dataset="mnist5k").stages[0].config
     assert classification.criterion == "confidence" and classification.threshold == 0.9
-    for recipe in (_parse({"epsilon": 0.02, "max_mae_increase": 0.01}),
+    for recipe in (_parse({"max_mae_increase": 0.01}), _parse({"epsilon": 0.02}),
                    _parse({"criterion": "entropy"}, dataset="mnist5k")):
         assert parse_recipe(recipe.to_dict(), source="r.yaml") == recipe
         assert "criterion" in dump_recipe(recipe)
 
 
 @pytest.mark.parametrize(("stage", "dataset", "where", "message"), [
+    # a budget beside fixed values was ignored without a word (stage audit F15)
+    ({"threshold": 0.0, "max_accuracy_drop": 0}, "mnist5k", "max_accuracy_drop",
+     "does not apply with threshold given: fixed values are not calibrated to a budget"),
+    ({"epsilon": 0.1, "max_mae_increase": 0.01}, "mnist5k-rotation", "max_mae_increase",
+     "does not apply with epsilon given"),
+    ({"max_accuracy_drop": 101}, "mnist5k", "max_accuracy_drop", r"must be in \[0, 100\]"),
     ({"criterion": "confidence"}, "mnist5k-rotation", "criterion", "exit on agreement"),
     ({"criterion": "entropy"}, "mnist5k-rotation", "criterion", "exit on agreement"),
     ({"criterion": "agreement"}, "mnist5k", "criterion", "is for regression tasks"),

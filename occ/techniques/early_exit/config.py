@@ -87,8 +87,12 @@ class EarlyExitConfig(StageConfig):
         check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
         check(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
         check(0 <= self.alpha <= 1, "alpha", f"must be in [0, 1], got {self.alpha}")
-        check(self.max_accuracy_drop is None or self.max_accuracy_drop >= 0,
-              "max_accuracy_drop", f"must be >= 0 (points), got {self.max_accuracy_drop}")
+        check(self.max_accuracy_drop is None or 0 <= self.max_accuracy_drop <= 100,
+              "max_accuracy_drop", f"must be in [0, 100] (points), got {self.max_accuracy_drop}")
+        for fixed, budget in (("threshold", "max_accuracy_drop"), ("epsilon", "max_mae_increase")):
+            check(getattr(self, fixed) is None or getattr(self, budget) is None, budget,
+                  f"does not apply with {fixed} given: fixed values are not calibrated to a "
+                  f"budget, so it would be ignored; give one of {fixed} or {budget}")
         check(self.max_mae_increase is None or self.max_mae_increase >= 0, "max_mae_increase",
               f"must be >= 0 (target units), got {self.max_mae_increase}")
         check(self.epsilon is None or self.epsilon > 0, "epsilon",
