@@ -486,3 +486,22 @@ def test_a_model_putting_most_inputs_in_one_class_is_warned_about_above_chance()
                                                  preprocess=None) is None
     at_chance = quality(torch.zeros(400, 4), targets, 4, split="test")  # all class 0: 25 %
     assert "near chance" in (chance_warning(at_chance, preprocess=None, where="m.pt") or "")
+
+
+def test_a_drop_no_gate_read_is_said_short_of_a_collapse() -> None:
+    """--no-guard: a channel prune to 20.4 % (-76.3 pt) was silent, the near-chance line
+    being 19 % (stage audit F14)."""
+    from occ.engine.gates import unguarded_drop
+
+    before = Quality(accuracy=96.7, classes=10, split="test")
+    after = Quality(accuracy=20.4, classes=10, split="test")
+    said = unguarded_drop(label="prune(channel)", index=0, before=before, after=after,
+                          why="the quality gates are off", max_drop=5.0)
+    assert said == ("stages[0] prune(channel): test accuracy 96.70% -> 20.40% (-76.30 pt, more "
+                    "than the 5 pt guard.max_stage_drop allows); the quality gates are off, so "
+                    "nothing stops the run")
+    small = Quality(accuracy=93.0, classes=10, split="test")
+    assert unguarded_drop(label="p", index=0, before=before, after=small, why="w",
+                          max_drop=5.0) is None
+    assert unguarded_drop(label="p", index=0, before=before, after=after, why="w",
+                          max_drop=None) is None

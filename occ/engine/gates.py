@@ -64,6 +64,22 @@ def unguarded_collapse(*, label: str, index: int, baseline: Quality, after: Qual
             "the artifact it writes is this collapsed model")
 
 
+def unguarded_drop(*, label: str, index: int, before: Quality, after: Quality, why: str,
+                   max_drop: float | None) -> str | None:
+    """The warning for a stage that lost more test accuracy than ``guard.max_stage_drop``
+    (``max_drop``) allows where no gate read it (``why``), short of a collapse: the user
+    turned the stop off, not the news (-76 pt to 20.4 % went by in silence). None
+    otherwise, and for regression (its gate is a factor on the MAE, said by the table)."""
+    if max_drop is None or before.accuracy is None or after.accuracy is None:
+        return None
+    drop = before.accuracy - after.accuracy
+    if drop <= max_drop:
+        return None
+    return (f"stages[{index}] {label}: test accuracy {before.describe()} -> "
+            f"{after.describe()} (-{drop:.2f} pt, more than the {max_drop:g} pt "
+            f"guard.max_stage_drop allows); {why}, so nothing stops the run")
+
+
 def _broken(spec: GuardSpec, before: Quality, after: Quality, baseline: Quality) -> str | None:
     """What the stage broke, or None."""
     if baseline.collapsed:  # a baseline at chance: no collapse or drop can be told from
@@ -158,4 +174,5 @@ def _quantize_cause(config: dict[str, Any]) -> str:
     return (f"{' and '.join(rounded)} may round too coarsely: try more or unset it; or {bits}")
 
 
-__all__ = ["DIVERGED_LOSS", "check_stage", "likely_cause", "unguarded_collapse"]
+__all__ = ["DIVERGED_LOSS", "check_stage", "likely_cause", "unguarded_collapse",
+           "unguarded_drop"]

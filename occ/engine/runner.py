@@ -185,7 +185,7 @@ def _run_locked(plan: Plan, ctx: RunContext, *, resume: bool) -> Report:
                      path)
         else:
             restoring = False
-            record, outputs = run_stage(ctx, plan, i, base_out)
+            record, outputs = run_stage(ctx, plan, i, base_out, previous=outputs)
             distributed.broadcast_model(ctx.model)
             if main:
                 save_state(ctx, plan, path, prints[i], record)
@@ -216,9 +216,11 @@ def _run_locked(plan: Plan, ctx: RunContext, *, resume: bool) -> Report:
     return report
 
 
-def run_stage(ctx: RunContext, plan: Plan, i: int,
-              base_out: torch.Tensor) -> tuple[StageRecord, torch.Tensor]:
-    """Run stage ``i`` of ``plan`` on ``ctx``; its record and the model's test outputs."""
+def run_stage(ctx: RunContext, plan: Plan, i: int, base_out: torch.Tensor, *,
+              previous: torch.Tensor | None = None) -> tuple[StageRecord, torch.Tensor]:
+    """Run stage ``i`` of ``plan`` on ``ctx``; its record and the model's test outputs.
+    ``previous``: the stage's input model's test outputs, where in hand (the drop a stage
+    no gate read is said against them)."""
     stage = plan.recipe.stages[i]
     written = plan.written_index(i)  # messages name the stage as the recipe lists it
     log.info("stage %d/%d: %s", i + 1, len(plan.recipe.stages), stage.label)
@@ -248,12 +250,17 @@ def run_stage(ctx: RunContext, plan: Plan, i: int,
     # no gate read this stage: a collapse is said, not silent
     tested = None if before is not None else quality(outputs, targets, ctx.data.num_classes,
                                                      split="test")
-    if tested is not None and tested.collapsed:
+    if tested is not None:
+        why = ("the quality gates are off" if plan.recipe.guard.enabled is False else
+               "no gate could read it (the data has no val split)")
         said = gates.unguarded_collapse(
             label=stage.label, index=written, after=tested,
-            baseline=quality(base_out, targets, ctx.data.num_classes, split="test"),
-            why=("the quality gates are off" if plan.recipe.guard.enabled is False else
-                 "no gate could read it (the data has no val split)"))
+            baseline=quality(base_out, targets, ctx.data.num_classes, split="test"), why=why)
+        if said is None and previous is not None:
+            said = gates.unguarded_drop(
+                label=stage.label, index=written, after=tested, why=why,
+                before=quality(previous, targets, ctx.data.num_classes, split="test"),
+                max_drop=plan.recipe.guard.max_stage_drop)
         if said is not None:
             log.warning("%s", said)
             notes.append(said)
