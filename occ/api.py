@@ -39,6 +39,7 @@ def order(techniques: list[str], *, where: str = "order(techniques)") -> dict[st
     if not tokens:
         raise RecipeError("no techniques given; e.g. P,Q,KD,EE", where=where)
     cats = [order_mod.category_of_alias(t, where) for t in tokens]
+    order_mod.check_singletons(tokens, where)
     index = order_mod.sort_indices(cats)
     ordered = [tokens[i] for i in index]
     ordered_cats = [cats[i] for i in index]

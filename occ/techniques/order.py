@@ -47,6 +47,20 @@ def category_of_alias(token: str, where: str = "--techniques") -> str:
     return table[key][1]
 
 
+def check_singletons(tokens: Sequence[str], where: str = "--techniques") -> None:
+    """Refuse a technique given twice that a recipe may hold once (all but prune), as
+    ``occ validate`` refuses the recipe: ``Q,Q`` printed ``Q → Q``."""
+    table = registry.aliases()
+    once = registry.singletons()
+    seen: dict[str, str] = {}
+    for token in tokens:
+        kind = table[token if token in table else token.upper()][0]
+        if kind in once and kind in seen:
+            raise RecipeError(f"{token!r} is a second {kind} ({seen[kind]!r} is the first); "
+                              "only prune may appear more than once", where=where)
+        seen.setdefault(kind, token)
+
+
 def sort_indices(cats: Sequence[str]) -> list[int]:
     """Indices of ``cats`` in execution order; ties keep the given order.
 
