@@ -160,6 +160,20 @@ def test_magnitude_exclude_keeps_layer_dense(make_ctx) -> None:
     assert result.details["sparsity"] == pytest.approx(0.8, abs=1e-4)
 
 
+def test_a_prune_with_every_layer_excluded_or_a_schedule_without_epochs_says_so(
+        make_ctx, caplog) -> None:
+    """Both ran without a word (stage audit F7)."""
+    ctx = make_ctx("lenet300")
+    with caplog.at_level("WARNING", logger="occ"):
+        result = prune_(ctx, cfg(sparsity=0.5, exclude=["fc1", "fc2", "fc3"]))
+    said = ("prune(magnitude): exclude names every Conv2d / Linear layer, so nothing was "
+            "pruned (sparsity 0.5 not reached); exclude fewer layers")
+    assert said in caplog.text and said in result.notes
+    result = prune_(make_ctx("lenet300"), cfg(sparsity=0.5, schedule="agp", epochs=0))
+    assert ("schedule agp prunes in steps while fine-tuning; with epochs: 0 the target was "
+            "applied at once") in result.notes
+
+
 def test_magnitude_unknown_exclude_names_layer(make_ctx) -> None:
     with pytest.raises(RecipeError, match=r"exclude\[0\]: no Conv2d / Linear layer 'fc9' in the "
                                           r"model; layers: fc1, fc2, fc3"):

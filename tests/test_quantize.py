@@ -117,6 +117,9 @@ def _loss(model: nn.Module, data) -> float:
     ({"weight_bits": 4, "target_avg_bits": 4}, r"target_avg_bits: only applies with"),
     ({"act_bits": 8, "calib_samples": 0}, r"calib_samples: act_bits: 8 needs calibration"),
     ({"mode": "ptq", "epochs": 3}, r"epochs: must be 0 or unset with mode: ptq"),
+    # accepted and ignored before (stage audit F7)
+    ({"mode": "ptq", "distill": True}, r"distill: applies to mode: qat \(the teacher teaches "
+                                       r"during QAT's training; ptq does not train\)"),
     ({"mode": "qat", "epochs": 0}, r"epochs: must be >= 1 with mode: qat"),
     ({"granularity": "row"}, r"granularity: must be one of 'channel', 'tensor'"),
     ({"calibration": "kl"}, r"calibration: must be one of 'minmax', 'percentile', 'mse'"),

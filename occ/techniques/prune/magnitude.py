@@ -77,6 +77,14 @@ def magnitude_prune_(ctx: RunContext, config: PruneConfig) -> StageResult:
     if losses:
         note += f", fine-tuned {len(losses)} epoch(s) with masks held"
     notes = [note]
+    if not layers:  # exclude named every layer: asked to prune, pruned nothing
+        said = (f"prune(magnitude): exclude names every Conv2d / Linear layer, so nothing was "
+                f"pruned (sparsity {target:g} not reached); exclude fewer layers")
+        log.warning("%s", said)
+        notes.append(said)
+    if not steps and config.schedule.kind != "oneshot":
+        notes.append(f"schedule {config.schedule.kind} prunes in steps while fine-tuning; with "
+                     "epochs: 0 the target was applied at once")
     if already > target + 0.005:  # an earlier prune stage went further: nothing regrows
         said = (f"prune(magnitude): the model was already {100 * already:.1f}% zero weights "
                 f"before this stage, more than its sparsity {target:g}: those stay zero "

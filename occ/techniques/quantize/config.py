@@ -97,6 +97,9 @@ class QuantizeConfig(StageConfig):
         if self.mode == "ptq":
             check(self.epochs in (None, 0), "epochs",
                   f"must be 0 or unset with mode: ptq (training is mode: qat), got {self.epochs}")
+            check(not self.distill, "distill",
+                  "applies to mode: qat (the teacher teaches during QAT's training; ptq "
+                  "does not train)")
         else:
             check(self.epochs is None or self.epochs >= 1, "epochs",
                   f"must be >= 1 with mode: qat (no training is mode: ptq), got {self.epochs}")
