@@ -179,7 +179,7 @@ class Metrics:
     bytes: int | None = None
     mae: float | None = None
     rmse: float | None = None
-    bits_per_weight: float | None = None
+    bits_per_param: float | None = None
     exits: dict[str, Any] | None = None
     layers: list[dict[str, Any]] = field(default_factory=list)
 
@@ -193,9 +193,9 @@ class Metrics:
     def file_sized(self, size: int) -> None:
         """Set ``bytes`` to the written file's ``size`` (its header records the final
         metrics, which the measurement, made before them, could not count), and
-        ``bits_per_weight`` with it."""
-        if self.bytes and self.bits_per_weight:
-            self.bits_per_weight *= size / self.bytes
+        ``bits_per_param`` with it."""
+        if self.bytes and self.bits_per_param:
+            self.bits_per_param *= size / self.bytes
         self.bytes = size
 
 
@@ -239,7 +239,7 @@ def measure(model: nn.Module, outputs: torch.Tensor, targets: torch.Tensor, *,
         params=total, nonzero_params=nonzero,
         macs=sum(c.macs for c in costs), sparse_macs=sum(c.sparse_macs for c in costs),
         bitops=bitops, sparse_bitops=sparse_bitops, bytes=size,
-        bits_per_weight=(8.0 * size / total) if size and total else None, exits=exits,
+        bits_per_param=(8.0 * size / total) if size and total else None, exits=exits,
         layers=[{**asdict(c), "bitops": c.bitops, "sparse_bitops": c.sparse_bitops}
                 for c in costs],
     )

@@ -33,7 +33,7 @@ def test_compress_then_eval_agree(recipe_factory, tmp_path: Path) -> None:
     assert doc["summary"]["bytes"] == report.artifact_bytes
     # the last stage's size is the file's too (its header also records the final metrics)
     assert final.bytes == report.artifact_bytes == doc["stages"][-1]["metrics"]["bytes"]
-    assert final.bits_per_weight == pytest.approx(8 * final.bytes / final.params)
+    assert final.bits_per_param == pytest.approx(8 * final.bytes / final.params)
 
 
 def test_a_rerun_says_an_export_beside_the_artifact_is_of_the_earlier_one(

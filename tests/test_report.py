@@ -45,7 +45,7 @@ def metrics(acc: float, sparsity: float = 0.0, bits: tuple[int, int] = (32, 32),
                    sparse_macs=sum(la["sparse_macs"] for la in layers),
                    bitops=float(sum(la["bitops"] for la in layers)),
                    sparse_bitops=float(sum(la["sparse_bitops"] for la in layers)),
-                   bytes=size, bits_per_weight=8 * size / 431_080, exits=exits, layers=layers)
+                   bytes=size, bits_per_param=8 * size / 431_080, exits=exits, layers=layers)
 
 
 EXITS = {

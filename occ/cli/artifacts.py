@@ -77,7 +77,7 @@ def eval_(
     regression = result.get("mae") is not None
     quality = ("mae", "rmse", "accuracy") if regression else ("accuracy",)
     for key in (*quality, "params", "nonzero_params", "macs", "sparse_macs",
-                "bitops", "sparse_bitops", "bytes", "bits_per_weight"):
+                "bitops", "sparse_bitops", "bytes", "bits_per_param"):
         v = result.get(key)
         if key in ("mae", "rmse"):
             table.add_row(key, f"{v:.4f}")

@@ -53,7 +53,7 @@ def final_header(ctx: RunContext, plan: Plan, final: Metrics) -> dict[str, Any]:
     own size, which it decides)."""
     summary = final.to_dict(layers=False)
     summary.pop("bytes", None)
-    summary.pop("bits_per_weight", None)
+    summary.pop("bits_per_param", None)
     return run_header(ctx, plan, summary)
 
 
