@@ -174,6 +174,15 @@ def test_a_prune_with_every_layer_excluded_or_a_schedule_without_epochs_says_so(
             "applied at once") in result.notes
 
 
+def test_an_id_prune_with_nothing_it_can_prune_is_bad_input(make_ctx) -> None:
+    """It was exit 1 (a failed run) without the field; it is known from the model and the
+    recipe, so it is exit 2 at stages[i].method (own-model audit F11)."""
+    ctx = make_ctx("lenet300")
+    with pytest.raises(RecipeError, match=r"^method: prune\(id\) finds no layer it can prune "
+                                          r"in this model .*; method: channel prunes"):
+        prune_(ctx, cfg(method="id", keep=0.5, exclude=["fc1", "fc2"]))
+
+
 def test_magnitude_unknown_exclude_names_layer(make_ctx) -> None:
     with pytest.raises(RecipeError, match=r"exclude\[0\]: no Conv2d / Linear layer 'fc9' in the "
                                           r"model; layers: fc1, fc2, fc3"):

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from occ import metrics
-from occ.errors import StageError
+from occ.errors import RecipeError, StageError
 from occ.sparsity import check_names, layers_of
 from occ.techniques.finetune import finetune_
 from occ.techniques.prune import common, interp
@@ -299,8 +299,10 @@ def id_prune_(ctx: RunContext, config: PruneConfig) -> StageResult:
     groups, dg, skipped = find_groups(model, example, set(config.exclude),
                                       common.forward_order(costs))
     if not groups:
-        raise StageError("prune(id): no layer can be pruned (every layer feeds a residual join, "
-                         "a concatenation, a depthwise conv or the output, or is excluded)")
+        raise RecipeError("prune(id) finds no layer it can prune in this model (every layer "
+                          "feeds a residual join, a concatenation, a depthwise conv or the "
+                          "output, or is excluded); method: channel prunes coupled layers "
+                          "together", where="method")
     inputs = [x for x, _ in common.sample_batches(ctx, config.samples, device)]
     macs_before = sum(c.macs for c in costs)
     channels_before, before = common.out_channels(model), common.snapshot(model)
