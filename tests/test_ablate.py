@@ -252,6 +252,26 @@ def test_failed_orders_decide_no_pairwise_verdict() -> None:
     assert rows[0]["comparisons"] == 0
 
 
+def test_an_order_near_chance_is_collapsed_where_its_input_model_was_not(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two chance-level orders (--no-guard) ranked "ok" and gave a pairwise verdict from a
+    tie-break between them (stage audit F12): such an order is "collapsed", ranked after
+    those that work, in no verdict."""
+    from types import SimpleNamespace
+
+    from occ.engine import ablate, measure
+    from occ.quality import Quality
+
+    good, chance = Quality(accuracy=98.4, classes=10), Quality(accuracy=9.0, classes=10)
+    ctx = SimpleNamespace(data=SimpleNamespace(split=lambda name: [0] * 5))
+    for base, now, expected in ((good, chance, "val 9.00%, near chance (10.0% for 10 classes; "
+                                               "19.0% or less counts as near)"),
+                                (good, good, None), (chance, chance, None)):
+        monkeypatch.setattr(measure, "measured", lambda c, split, baseline=False, b=base, n=now:
+                            b if baseline else n)
+        assert ablate._collapsed(ctx) == expected
+
+
 def test_seeds_rank_by_means_with_intervals_and_ties(fake_stages, recipe_factory,
                                                      tmp_path: Path) -> None:
     out = tmp_path / "seeds"

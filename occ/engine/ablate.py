@@ -288,8 +288,9 @@ def ablate(recipe: Recipe, ctx: RunContext, *, out_dir: Path, max_orders: int | 
     write_outputs(doc, out_dir)
     if not any(r.status == "ok" for r in ranked):
         first = ranked[0]
-        raise StageError(f"every one of the {len(ranked)} orders failed, so nothing is "
-                         f"ranked (first, {' -> '.join(first.order)}: {first.error}); "
+        raise StageError(f"every one of the {len(ranked)} orders failed or collapsed, so "
+                         f"nothing is ranked (first, {' -> '.join(first.order)}: "
+                         f"{first.error}); "
                          f"see {out_dir / 'ablation.md'}")
     doc["_results"] = ranked  # with test correctness, for occ ablate --seeds (not written)
     doc["_base_correct"] = _correct(run.base_out, run.targets)
@@ -308,6 +309,17 @@ def _val(ctx: RunContext, *, baseline: bool = False) -> dict[str, float]:
 def _stages(order: tuple[str, ...], units: dict[str, Unit], last: list[Stage]) -> list[Stage]:
     """The stages ``order`` runs, in run order: its units' stages, then the pinned last."""
     return [s for label in order for s in units[label].stages] + list(last)
+
+
+def _collapsed(ctx: RunContext) -> str | None:
+    """Why an order's model counts as collapsed (near chance on the val split, the test
+    split without one), where its input model did not; None otherwise. Such an order said
+    "better" or "agrees" in the pairwise verdicts from a tie-break between chance models."""
+    split = "val" if len(ctx.data.split("val")) else "test"
+    if measure.measured(ctx, split, baseline=True).collapsed:
+        return None  # an input model at chance: nothing to tell apart
+    q = measure.measured(ctx, split)
+    return f"{q.split} {q.describe()}, {q.collapse()}" if q.collapsed else None
 
 
 def _correct(outputs: torch.Tensor | None, targets: torch.Tensor | None) -> Any:
@@ -340,6 +352,9 @@ def _run_order(run: _Runner, order: tuple[str, ...], units: dict[str, Unit],
                            "macs", "bitops", "sparse_bitops", "bytes")}
         result.metrics.update(_val(run.ctx))
         result.correct = _correct(outputs, run.targets)
+        collapsed = _collapsed(run.ctx)
+        if collapsed is not None:  # ranked after every order that works, in no verdict
+            result.status, result.error = "collapsed", collapsed
     except resume_mod.StaleStateError:
         raise  # the output directory holds another ablation: every order would fail alike
     except OccError as err:
