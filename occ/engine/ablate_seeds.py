@@ -31,7 +31,7 @@ def _mean_result(per_seed: list[OrderResult]) -> OrderResult:
     first = per_seed[0]
     failed = [r for r in per_seed if r.status != "ok"]
     if failed:
-        return OrderResult(order=first.order, status="failed", error=failed[0].error,
+        return OrderResult(order=first.order, status=failed[0].status, error=failed[0].error,
                            builtin=first.builtin)
     metrics: dict[str, Any] = {}
     for key in _MEANED:
@@ -115,7 +115,7 @@ def to_markdown(doc: dict[str, Any]) -> str:
                 else "-")
         tied = {True: "yes", False: "no"}.get(r.get("tied_with_most_accurate"), "-")
         mark = " (built-in)" if r["builtin"] else ""
-        status = r["status"] if r["status"] == "ok" else f"failed: {r['error']}"
+        status = r["status"] if r["status"] == "ok" else f"{r['status']}: {r['error']}"
         val_s = f"{cell(m.get(val_key), regression)} | " if on_val else ""
         lines.append(f"| {i} | {' → '.join(r['order'])}{mark} | {val_s}{acc_s} | {ch_s} | "
                      f"{tied} | "

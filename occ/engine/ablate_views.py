@@ -24,9 +24,9 @@ def to_markdown(doc: dict[str, Any]) -> str:
     for i, r in enumerate(doc["ranking"], 1):
         m = r["metrics"]
         mark = " (built-in)" if r["builtin"] else ""
+        status = r["status"] if r["status"] == "ok" else f"{r['status']}: {r['error']}"
         lines.append(f"| {i} | {' → '.join(r['order'])}{mark} | "
-                     f"{' | '.join([*quality_cells(m, doc), *cost_cells(m)])} | "
-                     f"{r['status'] if r['status'] == 'ok' else 'failed: ' + str(r['error'])} |")
+                     f"{' | '.join([*quality_cells(m, doc), *cost_cells(m)])} | {status} |")
     lines += _stage_warnings(doc)
     lines += ["", "## Pairwise", "",
               "| pair | A before B better | built-in puts first | verdict |", "|---|---:|---|---|"]
