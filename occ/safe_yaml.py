@@ -9,8 +9,9 @@
   few hundred bytes that expand to gigabytes in whatever walks the result;
 * recursive aliases (``&a [*a]``) and duplicate mapping keys (PyYAML lets the last one
   win silently) are refused, with their line;
-* ``1e-3`` is the float it looks like (YAML 1.2; PyYAML's YAML 1.1 resolver wants a dot,
-  ``1.0e-3``, and reads ``lr: 1e-3`` as the string ``'1e-3'``).
+* numbers are read as YAML 1.2 reads them: ``1e-3`` is a float (PyYAML's YAML 1.1
+  resolver wants a dot and reads ``lr: 1e-3`` as the string ``'1e-3'``), ``epochs: 010``
+  is 10 (1.1: octal 8) and ``1:30`` a string (1.1: the base-60 integer 90).
 
 No torch here.
 """
@@ -77,11 +78,32 @@ class BoundedSafeLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-# Exponent floats without a dot (1e-3, 5E+4, -2e5), which YAML 1.1 leaves as strings; tried
-# after PyYAML's own float resolver, which takes every form with a dot.
+# Numbers as YAML 1.2 reads them, not PyYAML's YAML 1.1: 1e-3 is a float (1.1 wants a
+# dot and left it a string); 010 is ten (1.1: octal 8); 1:30 is a string (1.1: the
+# base-60 integer 90). 0x1F and 0o17 keep their bases; underscores are allowed as before.
+_INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+BoundedSafeLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_INT, _FLOAT)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 BoundedSafeLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
+    _INT, re.compile(r"^(?:[-+]?[0-9][0-9_]*|0x[0-9a-fA-F_]+|0o[0-7_]+)$"),
     list("-+0123456789"))
+BoundedSafeLoader.add_implicit_resolver(
+    _FLOAT, re.compile(r"^(?:[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)(?:[eE][-+]?[0-9]+)?"
+                       r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."))
+
+
+def _construct_int(loader: BoundedSafeLoader, node: ScalarNode) -> int:
+    """A YAML 1.2 integer: decimal whatever its leading zeros, or 0x / 0o."""
+    text = str(loader.construct_scalar(node)).replace("_", "")
+    sign = -1 if text.startswith("-") else 1
+    digits = text.lstrip("+-")
+    base = 16 if digits.startswith("0x") else 8 if digits.startswith("0o") else 10
+    return sign * int(digits[2:] if base != 10 else digits, base)
+
+
+BoundedSafeLoader.add_constructor(_INT, _construct_int)
 
 
 def expanded_size(root: Node, cap: int) -> int:

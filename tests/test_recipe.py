@@ -153,6 +153,12 @@ def test_an_exponent_without_a_dot_is_a_float(tmp_path: Path) -> None:
     path.write_text("version: 1\nmodel: {arch: lenet5}\nname: 1e3x\n"
                     "stages: [{type: entropy_code}]\n")
     assert load_recipe(path).name == "1e3x"  # not a number: stays a string
+    # YAML 1.1's octal and base-60 integers: epochs: 010 ran 8 epochs, 1:30 ran 90
+    from occ.safe_yaml import safe_load
+
+    assert safe_load("a: 010\nb: 1:30\nc: 0x1F\nd: 0o17\ne: 1_000\nf: .5\ng: -.inf\n",
+                     where="x") == {"a": 10, "b": "1:30", "c": 31, "d": 15, "e": 1000,
+                                    "f": 0.5, "g": float("-inf")}
 
 
 def test_every_stage_device_is_checked_before_any_work(monkeypatch: pytest.MonkeyPatch) -> None:
