@@ -529,9 +529,9 @@ def test_an_exit_that_is_not_a_cut_stops_the_run_before_any_stage(
     runs: list[str] = []
     real = __import__("occ.engine.runner", fromlist=["run_stage"]).run_stage
 
-    def counted(ctx, plan, i, base_out):
+    def counted(ctx, plan, i, base_out, **kwargs):
         runs.append(plan.recipe.stages[i].label)
-        return real(ctx, plan, i, base_out)
+        return real(ctx, plan, i, base_out, **kwargs)
 
     monkeypatch.setattr("occ.engine.runner.run_stage", counted)
     early = CliRunner().invoke(app, ["compress", str(path)])
