@@ -24,6 +24,8 @@ the stage gates, the input-model refusal and its ``--no-guard`` warning
 LOPSIDED = 0.5
 """``Quality.lopsided``: at least this share of the predictions in one class, and at least
 twice that class's share of the labels."""
+LOPSIDED_MIN = 20
+"""Predictions ``Quality.lopsided`` needs to say anything (2 of 3 is not a pattern)."""
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,7 @@ def quality(outputs: torch.Tensor, targets: torch.Tensor, classes: int,
         return Quality(mae=float(err), constant_mae=float(const), classes=classes, split=split)
     predicted = outputs.argmax(dim=1)
     top, share, label_share = None, None, None
-    if predicted.numel():
+    if predicted.numel() >= LOPSIDED_MIN:
         counts = torch.bincount(predicted.reshape(-1))
         top = int(counts.argmax())
         share = int(counts[top]) / predicted.numel()

@@ -15,8 +15,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from occ.config import check, from_dict, reject_unknown, to_dict
 from occ.errors import ModelError, RecipeError
 from occ.techniques.registry import get_stage, list_stages, singletons
@@ -355,7 +353,9 @@ def load_recipe(path: str | os.PathLike[str], *, check_files: bool = True) -> Re
 
 def dump_recipe(recipe: Recipe) -> str:
     """The recipe as YAML text (defaults filled in); ``load_recipe`` reads it back equal."""
-    return yaml.safe_dump(recipe.to_dict(), sort_keys=False, default_flow_style=None)
+    from occ.safe_yaml import safe_dump
+
+    return safe_dump(recipe.to_dict())
 
 
 def with_stages(recipe: Recipe, stages: tuple[Stage, ...]) -> Recipe:

@@ -106,6 +106,19 @@ def _construct_int(loader: BoundedSafeLoader, node: ScalarNode) -> int:
 BoundedSafeLoader.add_constructor(_INT, _construct_int)
 
 
+class SafeDumper12(yaml.SafeDumper):
+    """``yaml.SafeDumper`` that quotes a string ``BoundedSafeLoader`` would read as a number
+    (``'1e-3'``, ``'010'``): what it writes reads back as written."""
+
+
+SafeDumper12.yaml_implicit_resolvers = BoundedSafeLoader.yaml_implicit_resolvers
+
+
+def safe_dump(doc: Any) -> str:
+    """``doc`` as block YAML (keys in order) that ``safe_load`` reads back equal."""
+    return yaml.dump(doc, Dumper=SafeDumper12, sort_keys=False, default_flow_style=None)
+
+
 def expanded_size(root: Node, cap: int) -> int:
     """Nodes in ``root`` with every alias counted as the subtree it repeats.
 
@@ -182,4 +195,5 @@ def safe_load(text: str, *, where: str) -> Any:
         loader.dispose()
 
 
-__all__ = ["BoundedSafeLoader", "expanded_size", "read_recipe_text", "safe_load"]
+__all__ = ["BoundedSafeLoader", "SafeDumper12", "expanded_size", "read_recipe_text", "safe_dump",
+           "safe_load"]

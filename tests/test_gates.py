@@ -112,6 +112,11 @@ def test_likely_cause_reads_a_diverged_loss_as_the_learning_rate() -> None:
     nan = likely_cause("quantize", {"lr": 1.0}, {"loss": [2.0, float("nan")]})
     assert nan.startswith("the training diverged (loss nan after epoch 2)")
     assert "bits" in likely_cause("quantize", {"weight_bits": 2, "lr": 0.01}, {"loss": [9.5]})
+    # a regression's MSE on unscaled targets can sit above 100 and fall: not divergence
+    mse = likely_cause("prune(magnitude)", {"method": "magnitude", "sparsity": 0.5, "lr": 0.001,
+                                            "epochs": 2}, {"loss": [400.0, 250.0]},
+                       cross_entropy=False)
+    assert "diverged" not in mse and "sparsity 0.5" in mse
 
 
 def test_likely_cause_reads_a_flat_loss_as_a_step_size_problem() -> None:

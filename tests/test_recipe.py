@@ -186,3 +186,15 @@ def test_every_stage_device_is_checked_before_any_work(monkeypatch: pytest.Monke
         check_stage_devices("r.yaml", parse_recipe(doc, source="r.yaml").stages, [0, 1])
     doc["stages"][0]["device"] = "cpu"
     check_stage_devices("r.yaml", parse_recipe(doc, source="r.yaml").stages, [0, 1])
+
+
+def test_a_resolved_recipe_reads_back_whatever_its_strings_look_like(tmp_path: Path) -> None:
+    """A recipe file named 1e-3.yaml got the name '1e-3', written unquoted to
+    recipe.resolved.yaml, which then read back as the float 0.001 (review of this change)."""
+    path = tmp_path / "1e-3.yaml"
+    path.write_text("version: 1\nmodel: {arch: lenet5}\nstages: [{type: entropy_code}]\n")
+    recipe = load_recipe(path)
+    assert recipe.name == "1e-3"
+    again = tmp_path / "recipe.resolved.yaml"
+    again.write_text(dump_recipe(recipe))
+    assert load_recipe(again).name == "1e-3"

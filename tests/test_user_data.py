@@ -824,3 +824,7 @@ def test_a_checkpoint_with_two_different_state_dicts_is_refused(tmp_path: Path) 
         load_checkpoint(path)
     torch.save({"model": a, "state_dict": {"fc.weight": torch.ones(2, 2)}}, path)
     assert torch.equal(load_checkpoint(path).state_dict["fc.weight"], a["fc.weight"])
+    nan = {"fc.weight": torch.tensor([[float("nan"), 1.0]])}  # the same model, wrapped too
+    torch.save({"model": nan, "state_dict": {"module.fc.weight": nan["fc.weight"].clone()}},
+               path)
+    assert set(load_checkpoint(path).state_dict) == {"fc.weight"}

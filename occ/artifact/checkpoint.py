@@ -165,11 +165,14 @@ def _unwrap(obj: Any, where: str) -> Checkpoint:
 
 
 def _same_tensors(states: list[Mapping[str, torch.Tensor]]) -> bool:
-    """Whether the state dicts hold the same names and values."""
-    first = states[0]
+    """Whether the state dicts hold the same names (less wrapper prefixes) and values
+    (NaN equal to NaN): the same model saved twice, wrapped and not, is one model."""
+    first, *rest = (strip_prefix(dict(s)) for s in states)
     return all(set(s) == set(first) and all(
-        s[k].shape == first[k].shape and torch.equal(s[k], first[k]) for k in first)
-        for s in states[1:])
+        s[k].shape == first[k].shape and s[k].dtype == first[k].dtype
+        and bool(torch.equal(s[k], first[k]) or (s[k].is_floating_point() and torch.allclose(
+            s[k], first[k], rtol=0.0, atol=0.0, equal_nan=True)))
+        for k in first) for s in rest)
 
 
 def _is_state_dict(obj: Any) -> bool:

@@ -258,10 +258,11 @@ def ablate(recipe: Recipe, ctx: RunContext, *, out_dir: Path, max_orders: int | 
                            ctx)
     run = _Runner(recipe, ctx, out_dir, checkpoint_sha)
     # once, before any order runs, as compress measures it
-    base_metrics, run.base_out, run.targets, chance = measure.measure_input(ctx, run.builtin)
-    warnings = [w for w in (chance, measure.gates_unread(ctx)) if w is not None]
+    checked = measure.measure_input(ctx, run.builtin)
+    base_metrics, run.base_out, run.targets = checked.metrics, checked.outputs, checked.targets
+    warnings = [w for w in (checked.warning, measure.gates_unread(ctx)) if w is not None]
     base_val = _val(ctx, baseline=True)
-    warnings += recorded_warnings(ctx, base_metrics.accuracy, chance_said=chance is not None,
+    warnings += recorded_warnings(ctx, base_metrics.accuracy, chance_said=checked.collapsed,
                                   val_accuracy=base_val.get("val_accuracy"))
     if tolerance is None:
         tolerance = default_tolerance(recipe, base_metrics.mae)

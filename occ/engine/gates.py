@@ -40,7 +40,8 @@ def check_stage(spec: GuardSpec, *, label: str, index: int, before: Quality, aft
     broken = _broken(spec, before, after, baseline)
     if broken is None:
         return
-    cause = likely_cause(label, config, details).rstrip(".")
+    cause = likely_cause(label, config, details,
+                         cross_entropy=after.accuracy is not None).rstrip(".")
     stop = "" if cause.endswith(("?", "!")) else "."
     kept = (f"; earlier stages are kept in {saved_dir} for --resume"
             if index > 0 and os.path.isdir(saved_dir) else "")
@@ -103,17 +104,22 @@ def _broken(spec: GuardSpec, before: Quality, after: Quality, baseline: Quality)
 
 
 DIVERGED_LOSS = 100.0
-"""A mean training loss above this diverged, whatever the stage: cross-entropy that high
-means the true class gets e^-100 (a uniform guess over 1,000 classes costs 6.9)."""
+"""A classifier's mean training loss above this diverged, whatever the stage: cross-entropy
+that high means the true class gets e^-100 (a uniform guess over 1,000 classes costs 6.9;
+distillation's T²-scaled term stays far below it unless the student diverged)."""
 
 
-def likely_cause(label: str, config: dict[str, Any], details: dict[str, Any]) -> str:
-    """A short guess at why a stage broke a gate, from its config and training history."""
+def likely_cause(label: str, config: dict[str, Any], details: dict[str, Any], *,
+                 cross_entropy: bool = True) -> str:
+    """A short guess at why a stage broke a gate, from its config and training history.
+    ``cross_entropy``: the loss is a classifier's, so one above ``DIVERGED_LOSS`` diverged
+    (a regression's MSE on unscaled targets may sit that high and be fine)."""
     history = details.get("loss", details.get("qat_loss", []))  # quantize: qat_loss
     losses = [x for x in history if isinstance(x, (int, float))]
     lr = config.get("lr")
     too_high = f"learning rate too high{f' (lr {lr:g})' if lr else ''}?"
-    if losses and not (math.isfinite(losses[-1]) and losses[-1] <= DIVERGED_LOSS):
+    if losses and not (math.isfinite(losses[-1])
+                       and (losses[-1] <= DIVERGED_LOSS or not cross_entropy)):
         return (f"the training diverged (loss {losses[-1]:.4g} after epoch {len(losses)}): "
                 f"{too_high}")
     if len(losses) >= 2 and losses[-1] >= 0.9 * losses[0]:

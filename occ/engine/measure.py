@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import weakref
+from dataclasses import dataclass
 
 import torch
 
@@ -30,20 +31,31 @@ def measure_ctx(ctx: RunContext, plan: Plan, reference: torch.Tensor | None,
     return m, outputs, targets
 
 
-def measure_input(ctx: RunContext, plan: Plan,
-                  ) -> tuple[metrics_mod.Metrics, torch.Tensor, torch.Tensor, str | None]:
-    """The input model before any stage: (its metrics on the test split, its outputs, the
-    targets, ``check_input_model``'s warning or None). The chance check reads the val split
-    before the test split is read (a refusal needs none); without a val split it reads
-    the test split's predictions made here, not a second pass."""
+@dataclass
+class InputCheck:
+    """What ``measure_input`` found about the input model before any stage."""
+
+    metrics: metrics_mod.Metrics  # on the test split
+    outputs: torch.Tensor  # its test outputs
+    targets: torch.Tensor
+    warning: str | None  # ``check_input_model``'s (near chance, or one class), or None
+    collapsed: bool  # near chance: the recorded-accuracy warnings would say nothing more
+
+
+def measure_input(ctx: RunContext, plan: Plan) -> InputCheck:
+    """The input model before any stage: its metrics on the test split and
+    ``check_input_model``'s verdict. The chance check reads the val split before the test
+    split is read (a refusal needs none); without a val split it reads the test split's
+    predictions made here, not a second pass."""
     has_val = len(ctx.data.split("val")) > 0
-    warning = check_input_model(ctx, measured(ctx, "val", baseline=True)) if has_val else None
+    q = measured(ctx, "val", baseline=True) if has_val else None
+    warning = check_input_model(ctx, q) if q is not None else None
     metrics, outputs, targets = measure_ctx(ctx, plan, None)
     metrics.agreement = 100.0
-    if not has_val:
-        warning = check_input_model(ctx, quality(outputs, targets, ctx.data.num_classes,
-                                                 split="test"))
-    return metrics, outputs, targets, warning
+    if q is None:
+        q = quality(outputs, targets, ctx.data.num_classes, split="test")
+        warning = check_input_model(ctx, q)
+    return InputCheck(metrics, outputs, targets, warning, q.collapsed)
 
 
 def check_input_model(ctx: RunContext, q: Quality) -> str | None:

@@ -150,12 +150,13 @@ def run(plan: Plan, ctx: RunContext, *, resume: bool = False) -> Report:
 def _run_locked(plan: Plan, ctx: RunContext, *, resume: bool) -> Report:
     recipe = plan.recipe
     started = time.perf_counter()
-    base_metrics, base_out, _, warning = measure_input(ctx, plan)
+    checked = measure_input(ctx, plan)
+    base_metrics, base_out, warning = checked.metrics, checked.outputs, checked.warning
     report = Report(name=recipe.name, source=recipe.source, plan=plan.to_dict(),
                     baseline=base_metrics, device=str(ctx.device), out_dir=str(ctx.out_dir))
     _warn_baseline(report, warning)
     val = measured(ctx, "val", baseline=True).accuracy if len(ctx.data.val) else None
-    for said in recorded_warnings(ctx, base_metrics.accuracy, chance_said=warning is not None,
+    for said in recorded_warnings(ctx, base_metrics.accuracy, chance_said=checked.collapsed,
                                   val_accuracy=val):
         _warn_baseline(report, said)
     _warn_baseline(report, gates_unread(ctx))
