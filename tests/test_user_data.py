@@ -800,7 +800,7 @@ def test_a_checkpoint_without_batchnorm_counters_loads_and_a_wrapper_prefix_is_n
     fresh = build_model("resnet20", {"width": 0.25})
     load_into(fresh, load_checkpoint(path), where=str(path), arch="resnet20")
     assert all(torch.equal(fresh.state_dict()[k], v) for k, v in state.items())
-    torch.save({f"model.{k}": v for k, v in model.state_dict().items()}, path)
+    torch.save({f"model.{k}": v for k, v in state.items()}, path)  # counters missing too
     with pytest.raises(CheckpointError) as info:
         load_into(fresh, load_checkpoint(path), where=str(path), arch="resnet20")
     assert "every key of the checkpoint starts with 'model.' (a wrapper's attribute, e.g. a " \

@@ -288,7 +288,10 @@ def _extra_prefix(own: Mapping[str, torch.Tensor],
     if len(first) != 1 or not all("." in k for k in state):
         return None
     prefix = f"{first.pop()}."
-    return prefix if {k.removeprefix(prefix) for k in state} == set(own) else None
+    stripped = {k.removeprefix(prefix) for k in state}
+    unfilled = set(own) - stripped  # BatchNorm counters may be missing as well
+    fits = stripped <= set(own) and all(k.endswith(BN_COUNTER) for k in unfilled)
+    return prefix if fits else None
 
 
 def _input_channels(model: nn.Module, state: Mapping[str, torch.Tensor]

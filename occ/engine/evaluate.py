@@ -163,8 +163,10 @@ def evaluate_path(path: Path, *, data: str | None, root: str | None, trust_check
                              subject=f"{path}: accuracy", advice=EVAL_ADVICE, whose=kind,
                              under="this")]
     if dataset.task != "regression":
-        said.append(chance_warning(quality(outputs, targets, dataset.num_classes, split="test"),
-                                   preprocess=dataset.preprocess, where=str(path)))
+        if said[0] is None:  # one warning for one cause: the recorded one says it already
+            said.append(chance_warning(quality(outputs, targets, dataset.num_classes,
+                                               split="test"),
+                                       preprocess=dataset.preprocess, where=str(path)))
         for warning in filter(None, said):
             log.warning("%s", warning)
         if any(said):

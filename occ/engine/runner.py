@@ -139,12 +139,12 @@ def run(plan: Plan, ctx: RunContext, *, resume: bool = False) -> Report:
     with resume_mod.OutputLock(ctx.out_dir):
         try:
             return _run_locked(plan, ctx, resume=resume)
-        except StageError as err:  # nothing written: say what the folder still holds
+        except OccError as err:  # nothing written: say what the folder still holds
             earlier = ctx.out_dir / "model.occ"
             if not earlier.exists():
                 raise
-            raise StageError(f"{err.message}; the {earlier} there is an earlier run's, not "
-                             "this one's", where=err.where) from err
+            raise type(err)(f"{err.message}; the {earlier} there is an earlier run's, not "
+                            "this one's", where=err.where) from err
 
 
 def _run_locked(plan: Plan, ctx: RunContext, *, resume: bool) -> Report:

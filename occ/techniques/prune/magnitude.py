@@ -77,9 +77,11 @@ def magnitude_prune_(ctx: RunContext, config: PruneConfig) -> StageResult:
     if losses:
         note += f", fine-tuned {len(losses)} epoch(s) with masks held"
     notes = [note]
-    if not layers:  # exclude named every layer: asked to prune, pruned nothing
+    if not layers:  # asked to prune, pruned nothing
         said = (f"prune(magnitude): exclude names every Conv2d / Linear layer, so nothing was "
-                f"pruned (sparsity {target:g} not reached); exclude fewer layers")
+                f"pruned (sparsity {target:g} not reached); exclude fewer layers"
+                if config.exclude else "prune(magnitude): the model has no Conv2d / Linear "
+                f"layer to prune (sparsity {target:g} not reached)")
         log.warning("%s", said)
         notes.append(said)
     if not steps and config.schedule.kind != "oneshot":
