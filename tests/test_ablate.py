@@ -259,7 +259,7 @@ def test_an_order_near_chance_is_collapsed_where_its_input_model_was_not(
     those that work, in no verdict."""
     from types import SimpleNamespace
 
-    from occ.engine import ablate, measure
+    from occ.engine import measure
     from occ.quality import Quality
 
     good, chance = Quality(accuracy=98.4, classes=10), Quality(accuracy=9.0, classes=10)
@@ -269,7 +269,7 @@ def test_an_order_near_chance_is_collapsed_where_its_input_model_was_not(
                                 (good, good, None), (chance, chance, None)):
         monkeypatch.setattr(measure, "measured", lambda c, split, baseline=False, b=base, n=now:
                             b if baseline else n)
-        assert ablate._collapsed(ctx) == expected
+        assert measure.collapse_since_input(ctx) == expected
 
 
 def test_seeds_rank_by_means_with_intervals_and_ties(fake_stages, recipe_factory,

@@ -312,17 +312,6 @@ def _stages(order: tuple[str, ...], units: dict[str, Unit], last: list[Stage]) -
     return [s for label in order for s in units[label].stages] + list(last)
 
 
-def _collapsed(ctx: RunContext) -> str | None:
-    """Why an order's model counts as collapsed (near chance on the val split, the test
-    split without one), where its input model did not; None otherwise. Such an order said
-    "better" or "agrees" in the pairwise verdicts from a tie-break between chance models."""
-    split = "val" if len(ctx.data.split("val")) else "test"
-    if measure.measured(ctx, split, baseline=True).collapsed:
-        return None  # an input model at chance: nothing to tell apart
-    q = measure.measured(ctx, split)
-    return f"{q.split} {q.describe()}, {q.collapse()}" if q.collapsed else None
-
-
 def _correct(outputs: torch.Tensor | None, targets: torch.Tensor | None) -> Any:
     """Per-image test correctness (classification), or None."""
     if outputs is None or targets is None or targets.is_floating_point():
@@ -353,7 +342,7 @@ def _run_order(run: _Runner, order: tuple[str, ...], units: dict[str, Unit],
                            "macs", "bitops", "sparse_bitops", "bytes")}
         result.metrics.update(_val(run.ctx))
         result.correct = _correct(outputs, run.targets)
-        collapsed = _collapsed(run.ctx)
+        collapsed = measure.collapse_since_input(run.ctx)
         if collapsed is not None:  # ranked after every order that works, in no verdict
             result.status, result.error = "collapsed", collapsed
     except resume_mod.StaleStateError:

@@ -119,3 +119,14 @@ def measured(ctx: RunContext, split: str, *, baseline: bool = False,
     q = quality(outputs, targets, ctx.data.num_classes, split=split)
     ctx.gate_cache[key] = (weakref.ref(model), q)
     return q
+
+
+def collapse_since_input(ctx: RunContext) -> str | None:
+    """Why ``ctx.model`` counts as collapsed (near chance on the val split, the test split
+    without one) where the input model did not; None otherwise. ``occ ablate`` marks such
+    an order: it gave "better" / "agrees" verdicts from tie-breaks between chance models."""
+    split = "val" if len(ctx.data.split("val")) else "test"
+    if measured(ctx, split, baseline=True).collapsed:
+        return None  # an input model at chance: nothing to tell apart
+    q = measured(ctx, split)
+    return f"{q.split} {q.describe()}, {q.collapse()}" if q.collapsed else None
