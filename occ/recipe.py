@@ -2,7 +2,8 @@
 
 Schema v1 (DESIGN.md): ``version``, ``name``, ``seed``, ``model``, ``data``, ``order``,
 ``stages`` (each with ``type`` plus that stage's own config keys), ``output``, and the
-optional ``device``. YAML is read with ``yaml.safe_load`` only. Every error names the file
+optional ``device``. YAML is read with PyYAML's safe loader only (``occ.safe_yaml``: bounded,
+YAML 1.2 numbers). Every error names the file
 and the path of the offending key (``recipe.yaml: stages[2].sparsity: ...``).
 
 No torch here: ``occ validate`` runs on this module alone.
