@@ -16,3 +16,7 @@ MAE_SHARE = 0.05
 REGRESSION_WITHIN = 0.1
 """Regression ``accuracy`` / ``agreement``: share of outputs within this of the target (or
 the reference model's output); 0.1 = 4.5 degrees on ``mnist5k-rotation``."""
+
+TIE_BITOPS = 0.01
+"""``occ ablate``'s pairwise verdicts: two orders within the quality tolerance whose BitOps
+differ by less than this share are a tie (a 0.3 % gap drew a verdict)."""

@@ -252,6 +252,25 @@ def test_failed_orders_decide_no_pairwise_verdict() -> None:
     assert rows[0]["comparisons"] == 0
 
 
+def test_a_bitops_tie_at_equal_quality_decides_no_verdict() -> None:
+    """Equal accuracy and BitOps 0.3 % apart printed "measured EE first is better" (stage
+    audit F12): within the tolerance and 1 % of BitOps, the pair is a tie."""
+    from types import SimpleNamespace
+
+    from occ.engine.ablate import OrderResult, Unit, pairwise
+
+    def r(order: str, acc: float, bitops: float) -> OrderResult:
+        return OrderResult(order=list(order), metrics={"val_accuracy": acc, "accuracy": acc,
+                                                       "bitops": bitops})
+
+    units = [Unit("A", (SimpleNamespace(category="architecture"),)),
+             Unit("B", (SimpleNamespace(category="bits"),))]
+    tie = pairwise([r("BA", 98.4, 6.14e7), r("AB", 98.4, 6.16e7)], units, tolerance=0.5)
+    assert tie[0]["a_before_b_better"] == 0.5 and tie[0]["agrees"] is None
+    clear = pairwise([r("BA", 98.4, 3.0e7), r("AB", 98.4, 6.16e7)], units, tolerance=0.5)
+    assert clear[0]["a_before_b_better"] == 0.0 and clear[0]["measured_first"] == "B"
+
+
 def test_an_order_near_chance_is_collapsed_where_its_input_model_was_not(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Two chance-level orders (--no-guard) ranked "ok" and gave a pairwise verdict from a

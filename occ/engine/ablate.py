@@ -19,6 +19,7 @@ import copy
 import hashlib
 import itertools
 import logging
+import math
 import random
 import time
 from collections.abc import Iterator
@@ -41,7 +42,7 @@ from occ.errors import OccError, RecipeError, StageError
 from occ.outputs import ABLATE_STATES
 from occ.recipe import Recipe, Stage
 from occ.techniques.registry import labels
-from occ.tolerances import ACCURACY_POINTS, MAE_SHARE
+from occ.tolerances import ACCURACY_POINTS, MAE_SHARE, TIE_BITOPS
 
 log = logging.getLogger("occ")
 
@@ -135,15 +136,20 @@ def rank(results: list[OrderResult], tolerance: float) -> list[OrderResult]:
                   key=lambda r: (_score(r), -_quality(r), r.order))
     rest = sorted((r for r in ok if _quality(r) < best - tolerance),
                   key=lambda r: (-_quality(r), _score(r), r.order))
-    failed = sorted((r for r in results if r.status != "ok"), key=lambda r: r.order)
-    return good + rest + failed
+    return good + rest + sorted((r for r in results if r.status != "ok"), key=lambda r: r.order)
 
 
-def pairwise(ranked: list[OrderResult], units: list[Unit]) -> list[dict[str, Any]]:
-    """For each pair (A, B): how often the order with A before B beat its A/B swap.
+def _tied(a: OrderResult, b: OrderResult, tolerance: float) -> bool:
+    """Equal within ``tolerance`` in quality and within ``TIE_BITOPS`` in (finite) BitOps."""
+    cost = sorted((_score(a), _score(b)))
+    return (math.isfinite(cost[1]) and cost[1] - cost[0] <= TIE_BITOPS * cost[1]
+            and abs(_quality(a) - _quality(b)) <= tolerance)
 
-    Only orders that ran count: a failed order beats nothing and loses to nothing.
-    """
+
+def pairwise(ranked: list[OrderResult], units: list[Unit],
+             tolerance: float = 0.0) -> list[dict[str, Any]]:
+    """For each pair (A, B): how often the order with A before B beat its A/B swap (a tie
+    within ``tolerance`` counts half). A failed order beats nothing and loses to nothing."""
     position = {tuple(r.order): i for i, r in enumerate(ranked) if r.status == "ok"}
     builtin = builtin_order(units)
     rows = []
@@ -159,7 +165,7 @@ def pairwise(ranked: list[OrderResult], units: list[Unit]) -> list[dict[str, Any
             if other is None:
                 continue
             total += 1
-            wins += pos < other
+            wins += 0.5 if _tied(ranked[pos], ranked[other], tolerance) else pos < other
         builtin_first = a if builtin.index(a) < builtin.index(b) else b
         share = wins / total if total else None
         measured_first = None if share is None or share == 0.5 else (a if share > 0.5 else b)
@@ -285,7 +291,7 @@ def ablate(recipe: Recipe, ctx: RunContext, *, out_dir: Path, max_orders: int | 
            "baseline": {**base_metrics.to_dict(layers=False), **base_val},
            "ranking": [r.to_dict() for r in ranked],
            "builtin_rank": next(i + 1 for i, r in enumerate(ranked) if r.builtin),
-           "pairwise": pairwise(ranked, units), "seconds": time.perf_counter() - t0}
+           "pairwise": pairwise(ranked, units, tolerance), "seconds": time.perf_counter() - t0}
     write_outputs(doc, out_dir)
     if not any(r.status == "ok" for r in ranked):
         first = ranked[0]

@@ -33,7 +33,8 @@ def to_markdown(doc: dict[str, Any]) -> str:
     for p in doc["pairwise"]:
         a, b = p["pair"]
         share = "-" if p["a_before_b_better"] is None else f"{100 * p['a_before_b_better']:.0f}%"
-        verdict = ("no comparison" if p["agrees"] is None else "agrees" if p["agrees"]
+        verdict = ("no comparison" if not p["comparisons"] else "tie" if p["agrees"] is None
+                   else "agrees" if p["agrees"]
                    else f"**disagrees**: measured {p['measured_first']} first")
         lines.append(f"| {a}, {b} | {share} ({p['comparisons']}) | {p['builtin_first']} | "
                      f"{verdict} |")
