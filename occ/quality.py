@@ -79,10 +79,14 @@ class Quality:
             return False
         return self.top_share >= LOPSIDED and self.top_share >= 2 * self.top_label_share
 
-    def lopside(self) -> str:
-        """``puts 89% of the val inputs in class 2, which is 25% of their labels``."""
+    def lopside(self, names: list[str] | None = None) -> str:
+        """``puts 89% of the val inputs in class 2 ('two'), which is 25% of their labels``
+        (``names``: the classes' names in index order, where the data has them)."""
+        top = self.top_class
+        named = (f" ({names[top]!r})" if names and top is not None and 0 <= top < len(names)
+                 else "")
         return (f"puts {100 * (self.top_share or 0):.0f}% of the {self.split} inputs in class "
-                f"{self.top_class}, which is {100 * (self.top_label_share or 0):.0f}% of their "
+                f"{top}{named}, which is {100 * (self.top_label_share or 0):.0f}% of their "
                 "labels")
 
     def collapse(self) -> str:

@@ -482,8 +482,9 @@ def test_a_model_putting_most_inputs_in_one_class_is_warned_about_above_chance()
         "labels under this recipe's preprocessing")
     assert "check data.mean / data.std / data.image_size" in said
     told = chance_warning(quality(outputs, targets, 4, split="test"), preprocess=None,
-                          where="m.pt")
+                          where="m.pt", classes=["one", "three", "two", "zero"])
     assert told is not None and "check --mean / --std / --image-size / --channels" in told
+    assert "inputs in class 2 ('two'), which is 25% of their labels" in told  # named
     # a good model on skewed labels predicts the majority class as often as it occurs
     skewed = torch.where(torch.arange(400) < 300, torch.tensor(0), targets)
     good = quality(torch.nn.functional.one_hot(skewed, 4).float(), skewed, 4)

@@ -46,7 +46,8 @@ EVAL_ADVICE = "--mean / --std / --image-size / --channels against the pipeline i
 
 
 def check_baseline(quality: Quality, *, gates_on: bool, where: str | None,
-                   preprocess: dict[str, Any] | None) -> str | None:
+                   preprocess: dict[str, Any] | None,
+                   classes: list[str] | None = None) -> str | None:
     """None when the input model's ``quality`` is above chance; else raise ``StageError``
     (``gates_on``) or return the warning to give (the gates off). A model above chance
     whose predictions are ``lopsided`` gets a warning whatever the gates.
@@ -62,7 +63,7 @@ def check_baseline(quality: Quality, *, gates_on: bool, where: str | None,
     if not quality.collapsed:
         if not quality.lopsided:
             return None
-        return (f"{where + ': ' if where else ''}the input model {quality.lopside()} under "
+        return (f"{where + ': ' if where else ''}the input model {quality.lopside(classes)} under "
                 f"this recipe's preprocessing ({_describe(preprocess)}) before any stage "
                 f"(it scores {quality.describe()}): a model fed inputs unlike its training's "
                 f"does that; check {ADVICE}")
@@ -77,8 +78,8 @@ def check_baseline(quality: Quality, *, gates_on: bool, where: str | None,
     return f"{where + ': ' if where else ''}{said}; {off}: it is compressed anyway"
 
 
-def chance_warning(quality: Quality, *, preprocess: dict[str, Any] | None,
-                   where: str) -> str | None:
+def chance_warning(quality: Quality, *, preprocess: dict[str, Any] | None, where: str,
+                   classes: list[str] | None = None) -> str | None:
     """``occ eval``'s warning for a model near chance or ``lopsided`` on the test split
     under the preprocessing it was given (a plain state dict records no accuracy to compare
     with): what a wrong ``--mean`` / ``--std`` / ``--image-size`` looks like. None when
@@ -86,7 +87,7 @@ def chance_warning(quality: Quality, *, preprocess: dict[str, Any] | None,
     if quality.collapsed:
         what = f"scores {quality.describe()}, {quality.collapse()}"
     elif quality.lopsided:
-        what = f"{quality.lopside()} (it scores {quality.describe()})"
+        what = f"{quality.lopside(classes)} (it scores {quality.describe()})"
     else:
         return None
     return (f"{where}: the model {what} on the test split under this preprocessing "

@@ -166,7 +166,8 @@ def evaluate_path(path: Path, *, data: str | None, root: str | None, trust_check
         if said[0] is None:  # one warning for one cause: the recorded one says it already
             said.append(chance_warning(quality(outputs, targets, dataset.num_classes,
                                                split="test"),
-                                       preprocess=dataset.preprocess, where=str(path)))
+                                       preprocess=dataset.preprocess, where=str(path),
+                                       classes=dataset.classes))
         for warning in filter(None, said):
             log.warning("%s", warning)
         if any(said):

@@ -70,7 +70,8 @@ def check_input_model(ctx: RunContext, q: Quality) -> str | None:
     checkpoint = ctx.recipe.model.checkpoint if ctx.recipe is not None else None
     gates_on = has_val and ctx.recipe is not None and ctx.recipe.guard.enabled
     message = check_baseline(q, gates_on=gates_on, preprocess=ctx.data.preprocess,
-                             where=str(checkpoint) if checkpoint else None)
+                             where=str(checkpoint) if checkpoint else None,
+                             classes=ctx.data.classes)
     if message is not None:
         log.warning("%s", message)
     return message
