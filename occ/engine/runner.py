@@ -298,9 +298,10 @@ def _floor_broken(ctx: RunContext, plan: Plan, m: Metrics, *,
     if recipe.min_accuracy is None and recipe.max_mae is None:
         return None
     if len(ctx.data.split("val")):
-        # fresh: a stage changes the model in place, and the gates (which refresh the
-        # cache) may be off
-        q, split = measured(ctx, "val", baseline=baseline, fresh=not baseline), "val"
+        # a stage changes the model in place: the gates refresh the cache after it, so
+        # only with them off is it measured again here
+        fresh = not baseline and not recipe.guard.enabled
+        q, split = measured(ctx, "val", baseline=baseline, fresh=fresh), "val"
         accuracy, mae = q.accuracy, q.mae
     else:
         accuracy, mae, split = m.accuracy, m.mae, "test (there is no val split)"
