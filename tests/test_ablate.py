@@ -269,6 +269,20 @@ def test_a_bitops_tie_at_equal_quality_decides_no_verdict() -> None:
     assert tie[0]["a_before_b_better"] == 0.5 and tie[0]["agrees"] is None
     clear = pairwise([r("BA", 98.4, 3.0e7), r("AB", 98.4, 6.16e7)], units, tolerance=0.5)
     assert clear[0]["a_before_b_better"] == 0.0 and clear[0]["measured_first"] == "B"
+    # the built-in order's place: "ranks 3 of 3" came from such a tie
+    from occ.engine.ablate_rank import builtin_place
+    from occ.engine.ablate_views import builtin_words
+
+    first, second = r("BA", 98.4, 6.14e7), r("AB", 98.4, 6.16e7)
+    second.builtin = True
+    place = builtin_place([first, second], 0.5)
+    assert place == {"builtin_rank": 1, "builtin_ties": 1}
+    assert builtin_words({**place, "ranking": [1, 2]}) == (
+        "ranks 1 of 2, tied with 1 other order (within the tolerance and 1 % of its BitOps)")
+    first.status = second.status = "collapsed"
+    place = builtin_place([first, second], 0.5)
+    assert builtin_words({**place, "ranking": [1, 2]}) == (
+        "is not ranked: every order failed or collapsed")
 
 
 def test_an_order_near_chance_is_collapsed_where_its_input_model_was_not(

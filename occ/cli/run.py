@@ -130,14 +130,14 @@ def ablate(
     from rich.table import Table
 
     from occ.engine.ablate_views import (
+        builtin_words,
         cost_cells,
         quality_cells,
         quality_columns,
         ranking_note,
     )
 
-    table = Table(title=f"occ ablate: built-in order ranks {doc['builtin_rank']} of "
-                        f"{len(doc['ranking'])}", title_justify="left",
+    table = Table(title=f"occ ablate: built-in order {builtin_words(doc)}", title_justify="left",
                   caption=ranking_note(doc), caption_justify="left")
     for col in ("rank", "order", *quality_columns(doc), "agree %", "BitOps", "bytes",
                 "status"):

@@ -15,9 +15,9 @@ def to_markdown(doc: dict[str, Any]) -> str:
     cols = quality_columns(doc)
     lines = [f"# occ ablate: {doc['recipe']}", "",
              f"{doc['orders_run']} orders of {', '.join(doc['techniques'])}; built-in order "
-             f"{' → '.join(doc['builtin'])} ranks **{doc['builtin_rank']}** of "
-             f"{len(doc['ranking'])} (BitOps among orders within {doc['tolerance']:.4g} "
-             f"{tolerance_words(doc)}).", "", ranking_note(doc), ""]
+             f"{' → '.join(doc['builtin'])} {builtin_words(doc, '**')} (BitOps among orders "
+             f"within {doc['tolerance']:.4g} {tolerance_words(doc)}).", "", ranking_note(doc),
+             ""]
     lines += [f"**Warning:** {w}\n" for w in doc.get("warnings", [])]
     lines += [f"| rank | order | {' | '.join(cols)} | agree % | BitOps | bytes | status |",
               f"|---:|---|{'---:|' * len(cols)}---:|---:|---:|---|"]
@@ -39,6 +39,18 @@ def to_markdown(doc: dict[str, Any]) -> str:
         lines.append(f"| {a}, {b} | {share} ({p['comparisons']}) | {p['builtin_first']} | "
                      f"{verdict} |")
     return "\n".join(lines) + "\n"
+
+
+def builtin_words(doc: dict[str, Any], mark: str = "") -> str:
+    """``ranks **2** of 6`` (``mark`` around the rank), with the orders it is tied with;
+    ``is not ranked: every order failed or collapsed`` when nothing is."""
+    rank = doc.get("builtin_rank")
+    if rank is None:
+        return "is not ranked: every order failed or collapsed"
+    ties = doc.get("builtin_ties", 0)
+    tied = (f", tied with {ties} other order{'s' if ties > 1 else ''} (within the tolerance "
+            "and 1 % of its BitOps)" if ties else "")
+    return f"ranks {mark}{rank}{mark} of {len(doc['ranking'])}{tied}"
 
 
 def _stage_warnings(doc: dict[str, Any]) -> list[str]:
