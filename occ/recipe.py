@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from occ.config import check, from_dict, reject_unknown, to_dict
 from occ.errors import ModelError, RecipeError
-from occ.techniques.registry import get_stage, list_stages, singletons
+from occ.techniques.registry import get_stage, list_stages, repeatable, singletons
 from occ.techniques.spec import StageConfig
 
 RECIPE_VERSION = 1
@@ -315,7 +315,7 @@ def _check_duplicates(stages: tuple[Stage, ...], source: str) -> None:
         if stage.type in singletons() and stage.type in seen:
             raise RecipeError(
                 f"a second {stage.type} stage (first is stages[{seen[stage.type]}]); "
-                f"only prune may appear more than once",
+                f"{repeatable()}",
                 where=f"{source}: stages[{i}].type",
             )
         seen.setdefault(stage.type, i)

@@ -240,7 +240,7 @@ def test_dataset_root_without_the_dataset(tmp_path: Path, tiny_checkpoint: Path)
     (["order", "--techniques", ","], "no techniques given"),
     # a plan occ validate refuses printed "Q → Q" (stage audit F7)
     (["order", "--techniques", "P,Q,Q"], "'Q' is a second quantize ('Q' is the first); only "
-                                         "prune may appear more than once"),
+                                         "prune and lowrank may appear more than once"),
     (["eval"], "Missing argument"),
     (["eval", "/nope/model.occ"], "file not found"),
     (["inspect", "/nope/model.occ"], "cannot read"),

@@ -119,6 +119,8 @@ def test_duplicate_singleton_stage() -> None:
         parse_recipe(doc, source="r.yaml")
     except RecipeError as err:  # entropy_code may not be registered yet in this tree
         assert "second entropy_code" in str(err) or "unknown stage type" in str(err)
+        # the rule as the registry has it (it said "only prune", and lowrank repeats too)
+        assert "only prune and lowrank may appear more than once" in str(err)
     else:
         pytest.fail("a second entropy_code stage was accepted")
 

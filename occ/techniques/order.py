@@ -57,7 +57,7 @@ def check_singletons(tokens: Sequence[str], where: str = "--techniques") -> None
         kind = table[token if token in table else token.upper()][0]
         if kind in once and kind in seen:
             raise RecipeError(f"{token!r} is a second {kind} ({seen[kind]!r} is the first); "
-                              "only prune may appear more than once", where=where)
+                              f"{registry.repeatable()}", where=where)
         seen.setdefault(kind, token)
 
 

@@ -126,6 +126,13 @@ def singletons() -> tuple[str, ...]:
     return tuple(spec.type for spec in TECHNIQUES if spec.singleton)
 
 
+def repeatable() -> str:
+    """``only prune and lowrank may appear more than once``: the rule, from the specs."""
+    names = [spec.type for spec in TECHNIQUES if not spec.singleton]
+    return (f"only {' and '.join(names) if len(names) < 3 else ', '.join(names)} may appear "
+            "more than once")
+
+
 def load_edit_ops() -> None:
     """Import every module that registers an edit op, so an artifact can be rebuilt."""
     for spec in TECHNIQUES:
