@@ -214,6 +214,8 @@ def test_a_student_not_smaller_than_its_teacher_is_said_before_training(
     assert f"({ratio:.1f}× more than the teacher's" in result.notes[1]
     assert fold(1 / ratio, "smaller", "larger") == f"{ratio:,.1f}× larger"
     assert fold(2.0, "smaller", "larger") == "2.0× smaller"
+    assert fold(1_727_949 / 1_728_052, "smaller", "larger") == "unchanged"  # 103 B more
+    assert fold(1.0, "lower", "higher") == "unchanged" and fold(None, "a", "b") == "- a"
     cause = likely_cause("distill", {"epochs": 2}, {**d, "init": "random"})
     assert cause == ("the student is not smaller than the teacher, and started from random "
                      "weights (init could not take the teacher's channels): too few epochs (2) "

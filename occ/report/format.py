@@ -22,7 +22,11 @@ def times(v: float | None) -> str:
 
 
 def fold(v: float | None, fewer: str, more: str) -> str:
-    """A reduction factor in words: ``3.0× lower``; below 1 it grew, ``3.3× higher``."""
+    """A reduction factor in words: ``3.0× lower``; below 1 it grew, ``3.3× higher``; one
+    that rounds to 1.0× either way is ``unchanged`` (a float file 103 B larger read
+    "1.0× larger")."""
+    if v is not None and math.isfinite(v) and v > 0 and round(max(v, 1 / v), 1) == 1.0:
+        return "unchanged"
     if v is None or not math.isfinite(v) or v <= 0 or v >= 1:
         return f"{times(v)} {fewer}"
     return f"{times(1 / v)} {more}"
