@@ -154,10 +154,11 @@ def test_a_val_folder_missing_a_class_is_warned_about(tmp_path: Path,
     _, path = _folder_recipe(tmp_path, {"train": {"a": 5, "b": 5, "c": 5},
                                         "val": {"a": 2, "b": 1}, "test": {"a": 1, "c": 2}}, 4)
     with caplog.at_level("WARNING", logger="occ"):
-        assert len(load_data(load_recipe(path).data).val) == 3
-    assert (f"data.root: {tmp_path / 'data' / 'val'} holds no image of class c: the quality "
-            "gates, calibration and early-exit thresholds read a val split without it"
-            ) in caplog.text
+        bundle = load_data(load_recipe(path).data)
+    said = (f"data.root: {tmp_path / 'data' / 'val'} holds no image of class c: the quality "
+            "gates, calibration and early-exit thresholds read a val split without it")
+    assert len(bundle.val) == 3 and said in caplog.text
+    assert bundle.warnings == [said]  # the run copies it into report.json's warnings
 
 
 def test_a_val_size_that_a_val_folder_overrides_is_warned_about(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ across runs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -58,6 +58,7 @@ class DataBundle:
             ``class_to_idx``, sorted folder names); None otherwise.
         val_from_train: ``val`` is a slice held out of the train split (no val split was
             given): a model trained elsewhere on the whole train split has seen it.
+        warnings: what loading said about the data (logged already), for the run's report.
     """
 
     name: str
@@ -71,6 +72,7 @@ class DataBundle:
     calib: Dataset | None = None
     classes: list[str] | None = None
     val_from_train: bool = False
+    warnings: list[str] = field(default_factory=list)
 
     def split(self, split: str) -> Dataset:
         """Return the dataset of ``split`` (``"train"``, ``"val"``, ``"test"`` or ``"calib"``).

@@ -160,13 +160,13 @@ def load_imagefolder(spec: DataSpecLike, *, user_transform: Callable | None = No
     classes = train_eval.class_to_idx
     test = _open_test_folder(test_dir, classes, transform)
     val = None if val_dir is None else _open_test_folder(val_dir, classes, transform)
-    if val is not None:
-        _say_missing_classes(val, val_dir, classes)
+    said = _say_missing_classes(val, val_dir, classes) if val is not None else None
     calib = (_open_test_folder(root / "calib", classes, transform)
              if (root / "calib").is_dir() else None)
     bundle = _assemble("imagefolder", train_aug, train_eval, test, len(classes), shape, spec,
                        pre, val=val, calib=calib)
     bundle.classes = list(train_eval.classes)  # index order: what a model's outputs mean
+    bundle.warnings = [said] if said else []
     return bundle
 
 
@@ -219,17 +219,21 @@ class _FixedClassFolder(_CheckedFolder):
         return sorted(self._fixed, key=self._fixed.__getitem__), dict(self._fixed)
 
 
-def _say_missing_classes(val: Any, val_dir: Path, class_to_idx: dict[str, int]) -> None:
-    """Warn when ``val/`` holds no image of some train classes: every decision (the gates,
-    calibration, early-exit thresholds) then reads a split blind to them."""
+def _say_missing_classes(val: Any, val_dir: Path, class_to_idx: dict[str, int]) -> str | None:
+    """The warning (logged, and returned for the run's report) when ``val/`` holds no image
+    of some train classes: every decision (the gates, calibration, early-exit thresholds)
+    then reads a split blind to them."""
     have = set(val.targets)
     lacking = [name for name, index in class_to_idx.items() if index not in have]
-    if lacking:
-        shown = ", ".join(lacking[:8]) + (f" and {len(lacking) - 8} more" if len(lacking) > 8
-                                          else "")
-        log.warning("data.root: %s holds no image of class %s: the quality gates, calibration "
-                    "and early-exit thresholds read a val split without %s", val_dir, shown,
-                    "it" if len(lacking) == 1 else "them")
+    if not lacking:
+        return None
+    shown = ", ".join(lacking[:8]) + (f" and {len(lacking) - 8} more" if len(lacking) > 8
+                                      else "")
+    said = (f"data.root: {val_dir} holds no image of class {shown}: the quality gates, "
+            "calibration and early-exit thresholds read a val split without "
+            f"{'it' if len(lacking) == 1 else 'them'}")
+    log.warning("%s", said)
+    return said
 
 
 def _open_test_folder(

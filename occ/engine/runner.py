@@ -105,6 +105,7 @@ def prepare(recipe: Recipe, *, trust_checkpoint: bool, progress: Progress,
                      arch=ArchRef(recipe.model.arch, kwargs), progress=progress, recipe=recipe,
                      trust_code=trust_code, code_search=search)
     ctx.recorded_accuracy = recorded_accuracy(ckpt.meta)
+    ctx.warnings += data.warnings  # said while loading; kept in the report
     return ctx
 
 
