@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from occ.config import check, from_dict, reject_unknown, to_dict
 from occ.errors import ModelError, RecipeError
-from occ.techniques.registry import get_stage, list_stages, repeatable, singletons
+from occ.techniques.registry import get_stage, list_stages, repeatable, second_singleton
 from occ.techniques.spec import StageConfig
 
 RECIPE_VERSION = 1
@@ -310,15 +310,11 @@ class _RecipeHead:
 
 
 def _check_duplicates(stages: tuple[Stage, ...], source: str) -> None:
-    seen: dict[str, int] = {}
-    for i, stage in enumerate(stages):
-        if stage.type in singletons() and stage.type in seen:
-            raise RecipeError(
-                f"a second {stage.type} stage (first is stages[{seen[stage.type]}]); "
-                f"{repeatable()}",
-                where=f"{source}: stages[{i}].type",
-            )
-        seen.setdefault(stage.type, i)
+    found = second_singleton([stage.type for stage in stages])
+    if found is not None:
+        i, first = found
+        raise RecipeError(f"a second {stages[i].type} stage (first is stages[{first}]); "
+                          f"{repeatable()}", where=f"{source}: stages[{i}].type")
 
 
 def load_recipe(path: str | os.PathLike[str], *, check_files: bool = True) -> Recipe:

@@ -54,15 +54,16 @@ def load_for_eval(chosen: EvalData, *, trust_code: bool,
         return load_data(chosen.spec, trust_code=trust_code, search=search)
 
 
-def _open_checkpoint(path: Path, *, arch: str | None, kwargs: dict[str, Any] | None,
-                     trust_checkpoint: bool, trust_code: bool, channels: int | None = None,
-                     ) -> tuple[nn.Module, Any, tuple[str, ...]]:
+def _open_checkpoint(path: Path, options: dict[str, Any], *, arch: str | None,
+                     kwargs: dict[str, Any] | None, trust_checkpoint: bool, trust_code: bool,
+                     ) -> tuple[nn.Module, Any, tuple[str, ...], EvalData]:
     """Build and load a checkpoint's model: its recorded ``arch`` or the given one. Returns
-    the model, the checkpoint and where to look for its user code (``code_folders``).
+    the model, the checkpoint, where to look for its user code (``code_folders``) and the
+    data to evaluate on (its record with ``options`` over it, checked first).
 
     What the kwargs (``kwargs``, else the recorded ones) leave out is filled in as a recipe
     fills it from the data: ``num_classes`` from the classifier's rows, ``in_channels``
-    from ``--channels`` (``channels``); each only where the builder takes it.
+    from the data's ``channels`` (``--channels``); each only where the builder takes it.
 
     The ``arch`` a checkpoint names is data: a ``pkg.module:callable`` in it is imported only
     with ``trust_code`` (``occ.trust``), like one in a recipe; so are the folders it
@@ -71,6 +72,9 @@ def _open_checkpoint(path: Path, *, arch: str | None, kwargs: dict[str, Any] | N
     from occ.errors import CheckpointError
 
     ckpt = load_checkpoint(path, trust=trust_checkpoint)
+    spec_recorded = ckpt.meta.get("data")
+    chosen = eval_data(spec_recorded if isinstance(spec_recorded, dict) else None, options,
+                       where=f"{path}: data")
     arch = arch or ckpt.meta.get("arch")
     if not isinstance(arch, str):
         raise CheckpointError("has no architecture reference (occ's checkpoints record one; a "
@@ -83,20 +87,13 @@ def _open_checkpoint(path: Path, *, arch: str | None, kwargs: dict[str, Any] | N
     build_kwargs = dict(recorded) if kwargs is None else dict(kwargs)
     classes = (None if "num_classes" in build_kwargs
                else _classes_from_state(ckpt.state_dict).get("num_classes"))
-    in_channels = None if "in_channels" in build_kwargs else channels
+    in_channels = None if "in_channels" in build_kwargs else chosen.spec.channels
     search = ckpt.code_folders(where=str(path)) if trust_code else ()
     model = build_model(arch, build_kwargs, in_channels=in_channels, num_classes=classes,
                         allow_callables=trust_code, source=str(path), search=search)
     load_into(model, ckpt, where=str(path), arch=arch,
               channels_hint=lambda n: EVAL_TERMS.checkpoint_hint(n, None))
-    return model, ckpt, search
-
-
-def _channels(preprocess: dict[str, Any] | None) -> int | None:
-    """``--channels`` when it is a value the data options accept (1 or 3): anything else
-    is refused with the data options, naming the option (``eval_data``)."""
-    channels = (preprocess or {}).get("channels")
-    return channels if channels in (1, 3) and not isinstance(channels, bool) else None
+    return model, ckpt, search, chosen
 
 
 def _classes_from_state(state: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -130,13 +127,9 @@ def evaluate_path(path: Path, *, data: str | None, root: str | None, trust_check
                                                                   trust_code=trust_code)
         kind = "artifact"
     else:
-        model, ckpt, search = _open_checkpoint(path, arch=arch, kwargs=kwargs,
-                                               trust_checkpoint=trust_checkpoint,
-                                               trust_code=trust_code,
-                                               channels=_channels(preprocess))
-        spec_recorded = ckpt.meta.get("data")
-        chosen = eval_data(spec_recorded if isinstance(spec_recorded, dict) else None, options,
-                           where=f"{path}: data")
+        model, ckpt, search, chosen = _open_checkpoint(
+            path, options, arch=arch, kwargs=kwargs, trust_checkpoint=trust_checkpoint,
+            trust_code=trust_code)
         classes, kind = checkpoint_classes(ckpt.meta), "checkpoint"
         recorded = recorded_accuracy(ckpt.meta)
     spec = chosen.spec

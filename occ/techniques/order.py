@@ -51,14 +51,12 @@ def check_singletons(tokens: Sequence[str], where: str = "--techniques") -> None
     """Refuse a technique given twice that a recipe may hold once (all but prune), as
     ``occ validate`` refuses the recipe: ``Q,Q`` printed ``Q → Q``."""
     table = registry.aliases()
-    once = registry.singletons()
-    seen: dict[str, str] = {}
-    for token in tokens:
-        kind = table[token if token in table else token.upper()][0]
-        if kind in once and kind in seen:
-            raise RecipeError(f"{token!r} is a second {kind} ({seen[kind]!r} is the first); "
-                              f"{registry.repeatable()}", where=where)
-        seen.setdefault(kind, token)
+    kinds = [table[t if t in table else t.upper()][0] for t in tokens]
+    found = registry.second_singleton(kinds)
+    if found is not None:
+        i, first = found
+        raise RecipeError(f"{tokens[i]!r} is a second {kinds[i]} ({tokens[first]!r} is the "
+                          f"first); {registry.repeatable()}", where=where)
 
 
 def sort_indices(cats: Sequence[str]) -> list[int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import graphlib
+from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
@@ -124,6 +125,18 @@ def labels() -> dict[str, str]:
 def singletons() -> tuple[str, ...]:
     """Technique types allowed at most once per recipe."""
     return tuple(spec.type for spec in TECHNIQUES if spec.singleton)
+
+
+def second_singleton(types: Sequence[str]) -> tuple[int, int] | None:
+    """``(i, first)``: ``types[i]`` repeats ``types[first]``, a type a recipe may hold once
+    (``singletons``); None when none does. The one rule behind ``occ validate`` and
+    ``occ order``."""
+    once, seen = singletons(), {}  # type -> its first index
+    for i, kind in enumerate(types):
+        if kind in once and kind in seen:
+            return i, seen[kind]
+        seen.setdefault(kind, i)
+    return None
 
 
 def repeatable() -> str:
